@@ -1,0 +1,445 @@
+//! The exported entry points that replace libc's fd functions while fdguard is preloaded.
+//!
+//! Every hook has the same shape, written once in `hooks!` and the `new_*` / `release_*`
+//! helpers: resolve the real function, decide the mode, call the real function exactly once with
+//! the program's arguments, tell the tracker, and return the real result with the real `errno`.
+//! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
+#![allow(unsafe_code)]
+
+use libc::{DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
+use libc::{sockaddr, socklen_t, ssize_t, timespec};
+
+use crate::guard::{self, ErrnoGuard, Mode};
+use crate::origin::{Call, Detail};
+use crate::os;
+use crate::real;
+use crate::tracker::{self, Origin};
+
+/// The path a program passed, read during the hooked call.
+fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: libc requires these arguments to be NUL-terminated strings (or null for the calls
+    // that accept null); the real call has just read the same string.
+    unsafe { os::c_bytes(p) }
+}
+
+fn stream_fd(fp: *mut FILE) -> c_int {
+    if fp.is_null() {
+        return -1;
+    }
+    // SAFETY: `fp` is a stream the program passed to (or got from) a stdio call; fileno only
+    // reads its fd field.
+    unsafe { libc::fileno(fp) }
+}
+
+fn dir_fd(dir: *mut DIR) -> c_int {
+    if dir.is_null() {
+        return -1;
+    }
+    // SAFETY: `dir` is a directory stream the program passed to (or got from) a dirent call.
+    unsafe { libc::dirfd(dir) }
+}
+
+/// Reads the two fds `pipe`/`socketpair` stored.
+fn fd_pair(fds: *const c_int) -> [c_int; 2] {
+    // SAFETY: the call succeeded, so the kernel wrote two ints to the program's array.
+    unsafe { [*fds, *fds.add(1)] }
+}
+
+/// Calls `f` for every fd received as `SCM_RIGHTS` in a message the kernel just filled.
+fn scm_rights(msg: *const msghdr, mut f: impl FnMut(c_int)) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: the call succeeded, so `msg` and its control buffer were filled by the kernel; the
+    // CMSG_* macros stay within `msg_controllen`, and each fd is read unaligned from the data.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<c_int>();
+                let header = libc::CMSG_LEN(0) as usize;
+                let n = ((*c).cmsg_len as usize).saturating_sub(header) / size_of::<c_int>();
+                for i in 0..n {
+                    f(data.add(i).read_unaligned());
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+}
+
+/// After the real call: bookkeeping with `errno` preserved, contained against panics.
+#[inline(always)]
+fn after(mode: Mode, book: impl FnOnce(c_int)) {
+    if mode != Mode::Pass {
+        let errno = ErrnoGuard::save();
+        guard::contained(|| book(errno.saved()));
+    }
+}
+
+/// Calls that return a new fd or -1.
+#[inline(always)]
+fn new_fd(call: Call, real: impl FnOnce() -> c_int, origin: impl FnOnce() -> Origin) -> c_int {
+    let mode = guard::mode();
+    let fd = real();
+    after(mode, |e| {
+        if fd >= 0 {
+            tracker::created(mode, fd, origin)
+        } else {
+            tracker::failed(mode, call, e)
+        }
+    });
+    fd
+}
+
+/// Calls that return a new stdio or directory stream, or null. They may call other hooked
+/// functions inside libc, so the real call runs as a compound call.
+#[inline(always)]
+fn new_handle<T>(
+    call: Call,
+    real: impl FnOnce() -> *mut T,
+    fd_of: fn(*mut T) -> c_int,
+    origin: impl FnOnce() -> Origin,
+) -> *mut T {
+    let mode = guard::mode();
+    let handle = guard::compound(real);
+    after(mode, |e| {
+        if handle.is_null() {
+            tracker::failed(mode, call, e)
+        } else {
+            tracker::created(mode, fd_of(handle), origin)
+        }
+    });
+    handle
+}
+
+#[inline(always)]
+fn new_stream(
+    call: Call,
+    real: impl FnOnce() -> *mut FILE,
+    origin: impl FnOnce() -> Origin,
+) -> *mut FILE {
+    new_handle(call, real, stream_fd, origin)
+}
+
+/// `pipe`, `pipe2`, `socketpair`: two new fds in the program's array.
+#[inline(always)]
+fn new_pair(
+    call: Call,
+    fds: *mut c_int,
+    real: impl FnOnce() -> c_int,
+    origin: impl Fn() -> Origin,
+) -> c_int {
+    let mode = guard::mode();
+    let r = real();
+    after(mode, |e| {
+        if r == 0 {
+            for fd in fd_pair(fds) {
+                tracker::created(mode, fd, &origin)
+            }
+        } else {
+            tracker::failed(mode, call, e)
+        }
+    });
+    r
+}
+
+/// `dup2`, `dup3`, `fcntl(F_DUPFD*)`: a new fd copied from `source`; with dup2/dup3 it may
+/// replace an open one.
+#[inline(always)]
+fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    let mode = guard::mode();
+    let fd = real();
+    after(mode, |e| {
+        if fd < 0 {
+            tracker::failed(mode, call, e)
+        } else if fd != source {
+            tracker::replaced(mode, fd, Origin::duplicate_of(call, source))
+        }
+    });
+    fd
+}
+
+/// Releases one fd: forgotten first, then really closed. Closing one of fdguard's own fds is
+/// answered with `EBADF` without closing it, as the program would see without fdguard.
+#[inline(always)]
+fn release_fd<R>(fd: c_int, real: impl FnOnce() -> R, ebadf: R) -> R {
+    let mode = guard::mode();
+    if mode != Mode::Pass {
+        let _errno = ErrnoGuard::save();
+        if guard::contained(|| tracker::is_own(mode, fd)) == Some(true) {
+            drop(_errno);
+            os::set_errno(libc::EBADF);
+            return ebadf;
+        }
+        guard::contained(|| tracker::releasing(mode, fd));
+    }
+    real()
+}
+
+/// Releases every fd in `lo..=hi` (when `closes` says the call really closes them).
+#[inline(always)]
+fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() -> R) -> R {
+    let mode = guard::mode();
+    if mode != Mode::Pass && closes && lo <= hi {
+        let _errno = ErrnoGuard::save();
+        guard::contained(|| tracker::releasing_range(mode, lo, hi));
+    }
+    real()
+}
+
+/// Generates each exported hook: its real function, or the `ENOSYS` answer when this libc does
+/// not have it, and a `call` closure that runs the real function with the program's arguments.
+macro_rules! hooks {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = |$call:ident| $body:expr;
+    )*) => {$(
+        $(#[$doc])*
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            let Some(real) = real::$name.get() else {
+                return real::missing();
+            };
+            #[allow(unused_variables)]
+            let $call = || {
+                // SAFETY: `real` is the next definition of this very libc function, with the
+                // signature declared in `real`, and receives exactly the program's arguments.
+                unsafe { real($($arg),*) }
+            };
+            $body
+        }
+    )*};
+}
+
+hooks! {
+    fn open(path: *const c_char, flags: c_int, mode: c_uint) -> c_int =
+        |call| new_fd(Call::Open, call, || Origin::new(Call::Open).path(path_arg(path)));
+    fn open64(path: *const c_char, flags: c_int, mode: c_uint) -> c_int =
+        |call| new_fd(Call::Open64, call, || Origin::new(Call::Open64).path(path_arg(path)));
+    fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int =
+        |call| new_fd(Call::Openat, call, || Origin::new(Call::Openat).path(path_arg(path)));
+    fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: c_uint) -> c_int =
+        |call| new_fd(Call::Openat64, call, || Origin::new(Call::Openat64).path(path_arg(path)));
+    fn creat(path: *const c_char, mode: mode_t) -> c_int =
+        |call| new_fd(Call::Creat, call, || Origin::new(Call::Creat).path(path_arg(path)));
+    fn creat64(path: *const c_char, mode: mode_t) -> c_int =
+        |call| new_fd(Call::Creat64, call, || Origin::new(Call::Creat64).path(path_arg(path)));
+    /// `_FORTIFY_SOURCE` builds call these instead of `open` when the mode is not needed.
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Open2, call, || Origin::new(Call::Open2).path(path_arg(path)));
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Open64_2, call, || Origin::new(Call::Open64_2).path(path_arg(path)));
+    fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Openat2, call, || Origin::new(Call::Openat2).path(path_arg(path)));
+    fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Openat64_2, call, || Origin::new(Call::Openat64_2).path(path_arg(path)));
+
+    fn fopen(path: *const c_char, how: *const c_char) -> *mut FILE =
+        |call| new_stream(Call::Fopen, call, || Origin::new(Call::Fopen).path(path_arg(path)));
+    fn fopen64(path: *const c_char, how: *const c_char) -> *mut FILE =
+        |call| new_stream(Call::Fopen64, call, || Origin::new(Call::Fopen64).path(path_arg(path)));
+    /// Closes the stream's old fd (even when reopening fails), then opens `path` on it.
+    fn freopen(path: *const c_char, how: *const c_char, fp: *mut FILE) -> *mut FILE =
+        |call| release_fd(stream_fd(fp), || {
+            new_stream(Call::Freopen, call, || Origin::new(Call::Freopen).path(path_arg(path)))
+        }, std::ptr::null_mut());
+    fn freopen64(path: *const c_char, how: *const c_char, fp: *mut FILE) -> *mut FILE =
+        |call| release_fd(stream_fd(fp), || {
+            new_stream(Call::Freopen64, call, || Origin::new(Call::Freopen64).path(path_arg(path)))
+        }, std::ptr::null_mut());
+    /// No new fd: the existing one now belongs to a stream.
+    fn fdopen(fd: c_int, how: *const c_char) -> *mut FILE = |call| {
+        let mode = guard::mode();
+        let fp = guard::compound(call);
+        after(mode, |_| if !fp.is_null() { tracker::became_stream(mode, fd) });
+        fp
+    };
+    fn tmpfile() -> *mut FILE = |call| new_stream(Call::Tmpfile, call, || Origin::new(Call::Tmpfile));
+    fn tmpfile64() -> *mut FILE =
+        |call| new_stream(Call::Tmpfile64, call, || Origin::new(Call::Tmpfile64));
+    /// The command stands in for a path in the report.
+    fn popen(command: *const c_char, how: *const c_char) -> *mut FILE =
+        |call| new_stream(Call::Popen, call, || Origin::new(Call::Popen).path(path_arg(command)));
+
+    fn opendir(path: *const c_char) -> *mut DIR =
+        |call| new_handle(Call::Opendir, call, dir_fd, || Origin::new(Call::Opendir).path(path_arg(path)));
+    /// No new fd: the existing one now belongs to a directory stream.
+    fn fdopendir(fd: c_int) -> *mut DIR = |call| {
+        let mode = guard::mode();
+        let dir = guard::compound(call);
+        after(mode, |_| if !dir.is_null() { tracker::became_dir(mode, fd) });
+        dir
+    };
+
+    /// The template holds the created file's name once the call returns.
+    fn mkstemp(template: *mut c_char) -> c_int =
+        |call| new_fd(Call::Mkstemp, call, || Origin::new(Call::Mkstemp).path(path_arg(template)));
+    fn mkstemp64(template: *mut c_char) -> c_int =
+        |call| new_fd(Call::Mkstemp64, call, || Origin::new(Call::Mkstemp64).path(path_arg(template)));
+    fn mkostemp(template: *mut c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Mkostemp, call, || Origin::new(Call::Mkostemp).path(path_arg(template)));
+    fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int =
+        |call| new_fd(Call::Mkostemp64, call, || Origin::new(Call::Mkostemp64).path(path_arg(template)));
+    fn mkstemps(template: *mut c_char, suffixlen: c_int) -> c_int =
+        |call| new_fd(Call::Mkstemps, call, || Origin::new(Call::Mkstemps).path(path_arg(template)));
+    fn mkstemps64(template: *mut c_char, suffixlen: c_int) -> c_int =
+        |call| new_fd(Call::Mkstemps64, call, || Origin::new(Call::Mkstemps64).path(path_arg(template)));
+    fn mkostemps(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =
+        |call| new_fd(Call::Mkostemps, call, || Origin::new(Call::Mkostemps).path(path_arg(template)));
+    fn mkostemps64(template: *mut c_char, suffixlen: c_int, flags: c_int) -> c_int =
+        |call| new_fd(Call::Mkostemps64, call, || Origin::new(Call::Mkostemps64).path(path_arg(template)));
+    fn memfd_create(name: *const c_char, flags: c_uint) -> c_int =
+        |call| new_fd(Call::MemfdCreate, call, || Origin::new(Call::MemfdCreate).path(path_arg(name)));
+    fn posix_openpt(flags: c_int) -> c_int =
+        |call| new_fd(Call::PosixOpenpt, call, || Origin::new(Call::PosixOpenpt));
+    fn getpt() -> c_int = |call| new_fd(Call::Getpt, call, || Origin::new(Call::Getpt));
+
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int =
+        |call| new_fd(Call::Socket, call, || Origin::new(Call::Socket).socket(domain, ty, protocol));
+    fn socketpair(domain: c_int, ty: c_int, protocol: c_int, fds: *mut c_int) -> c_int =
+        |call| new_pair(Call::Socketpair, fds, call, || {
+            Origin::new(Call::Socketpair).socket(domain, ty, protocol)
+        });
+    fn accept(listener: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int =
+        |call| new_fd(Call::Accept, call, || {
+            Origin::new(Call::Accept).detail(Detail::FromFd(listener))
+        });
+    fn accept4(listener: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int =
+        |call| new_fd(Call::Accept4, call, || {
+            Origin::new(Call::Accept4).detail(Detail::FromFd(listener))
+        });
+    /// fds passed by another process arrive as `SCM_RIGHTS` control messages.
+    fn recvmsg(sock: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = |call| {
+        let mode = guard::mode();
+        let n = call();
+        after(mode, |_| if n >= 0 {
+            scm_rights(msg, |fd| tracker::created(mode, fd, || {
+                Origin::new(Call::Recvmsg).detail(Detail::FromFd(sock))
+            }))
+        });
+        n
+    };
+    fn recvmmsg(sock: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int = |call| {
+        let mode = guard::mode();
+        let n = call();
+        after(mode, |_| {
+            for i in 0..n.max(0) as usize {
+                // SAFETY: the kernel filled the first `n` entries of the program's array.
+                let hdr = unsafe { &raw const (*msgs.add(i)).msg_hdr };
+                scm_rights(hdr, |fd| tracker::created(mode, fd, || {
+                    Origin::new(Call::Recvmmsg).detail(Detail::FromFd(sock))
+                }))
+            }
+        });
+        n
+    };
+
+    fn pipe(fds: *mut c_int) -> c_int = |call| new_pair(Call::Pipe, fds, call, || Origin::new(Call::Pipe));
+    fn pipe2(fds: *mut c_int, flags: c_int) -> c_int =
+        |call| new_pair(Call::Pipe2, fds, call, || Origin::new(Call::Pipe2));
+    fn epoll_create(size: c_int) -> c_int =
+        |call| new_fd(Call::EpollCreate, call, || Origin::new(Call::EpollCreate));
+    fn epoll_create1(flags: c_int) -> c_int =
+        |call| new_fd(Call::EpollCreate1, call, || Origin::new(Call::EpollCreate1));
+    fn eventfd(initval: c_uint, flags: c_int) -> c_int =
+        |call| new_fd(Call::Eventfd, call, || Origin::new(Call::Eventfd));
+    fn timerfd_create(clock: c_int, flags: c_int) -> c_int =
+        |call| new_fd(Call::TimerfdCreate, call, || Origin::new(Call::TimerfdCreate));
+    /// Only `fd == -1` creates an fd; otherwise the call updates an existing signalfd.
+    fn signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int = |call| {
+        if fd == -1 {
+            new_fd(Call::Signalfd, call, || Origin::new(Call::Signalfd))
+        } else {
+            call()
+        }
+    };
+    fn inotify_init() -> c_int = |call| new_fd(Call::InotifyInit, call, || Origin::new(Call::InotifyInit));
+    fn inotify_init1(flags: c_int) -> c_int =
+        |call| new_fd(Call::InotifyInit1, call, || Origin::new(Call::InotifyInit1));
+    fn fanotify_init(flags: c_uint, event_flags: c_uint) -> c_int =
+        |call| new_fd(Call::FanotifyInit, call, || Origin::new(Call::FanotifyInit));
+    fn pidfd_open(pid: pid_t, flags: c_uint) -> c_int =
+        |call| new_fd(Call::PidfdOpen, call, || Origin::new(Call::PidfdOpen).detail(Detail::Pid(pid)));
+
+    fn dup(fd: c_int) -> c_int = |call| new_fd(Call::Dup, call, || Origin::duplicate_of(Call::Dup, fd));
+    fn dup2(fd: c_int, target: c_int) -> c_int = |call| new_dup(Call::Dup2, fd, call);
+    fn dup3(fd: c_int, target: c_int, flags: c_int) -> c_int = |call| new_dup(Call::Dup3, fd, call);
+    /// Only `F_DUPFD` and `F_DUPFD_CLOEXEC` create fds; the third argument is passed through as a
+    /// pointer-sized value whatever the command (an int or a pointer).
+    fn fcntl(fd: c_int, cmd: c_int, arg: usize) -> c_int = |call| {
+        if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+            new_dup(Call::Fcntl, fd, call)
+        } else {
+            call()
+        }
+    };
+    fn fcntl64(fd: c_int, cmd: c_int, arg: usize) -> c_int = |call| {
+        if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+            new_dup(Call::Fcntl64, fd, call)
+        } else {
+            call()
+        }
+    };
+
+    fn close(fd: c_int) -> c_int = |call| release_fd(fd, call, -1);
+    fn fclose(fp: *mut FILE) -> c_int = |call| release_fd(stream_fd(fp), || guard::compound(call), libc::EOF);
+    fn pclose(fp: *mut FILE) -> c_int = |call| release_fd(stream_fd(fp), || guard::compound(call), -1);
+    fn closedir(dir: *mut DIR) -> c_int = |call| release_fd(dir_fd(dir), || guard::compound(call), -1);
+    /// With `CLOSE_RANGE_CLOEXEC` nothing is closed, only marked close-on-exec.
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int =
+        |call| release_range(first, last, flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0, call);
+    fn closefrom(lowfd: c_int) -> () =
+        |call| release_range(lowfd.max(0) as c_uint, c_uint::MAX, lowfd >= 0, call);
+    fn fcloseall() -> c_int = |call| {
+        let mode = guard::mode();
+        let r = guard::compound(call);
+        after(mode, |_| tracker::streams_flushed(mode));
+        r
+    };
+}
+
+/// The address `vfork` continues at: the real one, or a stand-in answering `ENOSYS`.
+extern "C" fn vfork_target() -> usize {
+    extern "C" fn unavailable() -> pid_t {
+        os::set_errno(libc::ENOSYS);
+        -1
+    }
+    guard::vfork_starting();
+    match real::vfork.get() {
+        Some(f) => f as usize,
+        None => unavailable as *const () as usize,
+    }
+}
+
+/// `vfork` cannot be wrapped by an ordinary function: the child returns through the caller's
+/// stack frame, which the parent reuses afterwards. So this stub only records that a vfork is
+/// starting (hooks called by the child must not touch the parent's memory; see `guard`), and then
+/// *jumps* to the real `vfork` with the caller's return address untouched.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vfork() -> pid_t {
+    core::arch::naked_asm!(
+        // Entry: rsp is 8 mod 16; one push re-aligns it for the call.
+        "push rbp",
+        "call {target}",
+        "pop rbp",
+        "jmp rax",
+        target = sym vfork_target,
+    )
+}
+
+#[cfg(target_arch = "aarch64")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn vfork() -> pid_t {
+    core::arch::naked_asm!(
+        "stp x29, x30, [sp, #-16]!",
+        "mov x29, sp",
+        "bl {target}",
+        "ldp x29, x30, [sp], #16",
+        "br x0",
+        target = sym vfork_target,
+    )
+}

@@ -1,0 +1,103 @@
+//! fdguard: an `LD_PRELOAD` shim that finds and survives file-descriptor exhaustion.
+//!
+//! Layers, each depending only on the ones below it:
+//! - `hooks`: the exported libc entry points (thin; `unsafe`), resolved through `real`;
+//! - `guard`: per-thread mode and errno discipline; `tracker`: what a hook means for the table;
+//! - core (safe, unit-tested without preloading): `table`, `intern`, `limits`, `config`,
+//!   `origin`, `trigger`, `report`;
+//! - `stack` (capture), `inspect`, `symbolize`, `os`: the OS layer (`unsafe`);
+//! - `dumper`: signal handler, report thread, fork handling, output.
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod config;
+mod dumper;
+mod guard;
+// Compiled into unit tests too, where fdguard is never activated: the hooks pass through.
+mod hooks;
+mod inspect;
+mod intern;
+mod limits;
+mod origin;
+mod os;
+mod real;
+mod report;
+mod stack;
+mod symbolize;
+mod table;
+mod tracker;
+mod trigger;
+
+use std::ffi::CString;
+
+use config::Config;
+use origin::Call;
+use tracker::Origin;
+
+/// Runs before `main` (from `.init_array`). Hooks that run earlier, from other libraries'
+/// constructors, pass calls through; the fds they created are recorded as inherited here.
+#[cfg(not(test))]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static INIT: extern "C" fn() = init;
+
+#[cfg_attr(test, allow(dead_code))]
+extern "C" fn init() {
+    real::resolve_all();
+    if guard::contained(start).is_none() {
+        guard::internal_failure("initialization failed");
+    }
+}
+
+fn print_line(line: &str) {
+    let _ = os::write_all(2, format!("{line}\n").as_bytes());
+}
+
+fn start() {
+    let lookup = |name: &str| {
+        let c = CString::new(name).ok()?;
+        os::getenv(&c).map(<[u8]>::to_vec)
+    };
+    let (config, warnings) = Config::from_lookup(lookup);
+    let names = os::env_names_with_prefix(b"FDGUARD_");
+    let names: Vec<String> = names
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    for line in warnings
+        .iter()
+        .chain(&Config::unknown_names(names.iter().map(String::as_str)))
+    {
+        print_line(line);
+    }
+    if config.disabled || os::secure_execution() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let msg = format!(
+            "internal error at {}",
+            info.location()
+                .map_or_else(|| "?".to_string(), |l| l.to_string())
+        );
+        guard::internal_failure(&msg);
+    }));
+    stack::init();
+    tracker::configure(config.depth, config.close_stacks);
+    tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
+    record_inherited();
+    dumper::start(config);
+    guard::activate();
+}
+
+/// fds open before fdguard started: inherited from the parent, or opened by constructors.
+fn record_inherited() {
+    if let Some(fds) = inspect::list_fds() {
+        for fd in fds {
+            // The listing's own directory fd is closed by now.
+            if os::fd_is_open(fd) {
+                tracker::record(fd, Origin::new(Call::Inherited), None);
+            }
+        }
+    }
+}

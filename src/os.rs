@@ -1,0 +1,367 @@
+//! Thin, allocation-free wrappers over the system calls fdguard itself needs.
+//!
+//! # Why
+//! The core (`table`, `intern`, `tracker`, `report`) is safe Rust. Everything that talks to the
+//! kernel or to raw memory lives here, so that each `unsafe` block can state once why it is sound.
+//! Every function in this module is async-signal-safe unless its doc says otherwise.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use libc::c_int;
+
+/// The calling thread's `errno`.
+#[inline]
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+#[inline]
+pub fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Kernel thread id, straight from the kernel (no caching here: see `guard` for the cache).
+#[inline]
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+pub fn getpid() -> u32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime is async-signal-safe (vDSO).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Monotonic time for fd ages. The coarse clock is a plain vDSO read (a few ns), and its
+/// resolution (one scheduler tick) is far finer than the milliseconds a report shows.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// Wall-clock time in ns since the epoch (report timestamps only).
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// `RLIMIT_NOFILE` as (soft, hard); `RLIM_INFINITY` becomes `u64::MAX`.
+pub fn nofile_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return (u64::MAX, u64::MAX);
+    }
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// True when the process runs in secure-execution mode (setuid, setgid, file capabilities).
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Reads an environment variable without allocating (`getenv` returns a pointer into `environ`).
+///
+/// Not async-signal-safe in general (another thread may `setenv`); used only at load time.
+pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string that lives
+    // as long as the environment entry, which fdguard reads once at load and copies.
+    unsafe {
+        let p = libc::getenv(name.as_ptr());
+        if p.is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(p).to_bytes())
+        }
+    }
+}
+
+/// Names of all environment variables starting with `prefix` (load time only; allocates).
+pub fn env_names_with_prefix(prefix: &[u8]) -> Vec<Vec<u8>> {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: `environ` is a null-terminated array of NUL-terminated strings, read at load time.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = CStr::from_ptr(*p).to_bytes();
+            if entry.starts_with(prefix) {
+                let name = entry.split(|&b| b == b'=').next().unwrap_or(entry);
+                out.push(name.to_vec());
+            }
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+/// Writes all of `bytes` to `fd`, retrying on EINTR and partial writes. Async-signal-safe.
+pub fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), c_int> {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        bytes = bytes.get(n as usize..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
+/// Blocks while `word == expected`, up to `timeout_ns`. Spurious wake-ups are possible.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call; the timeout is valid.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+/// Wakes every thread blocked in `futex_wait` on `word`. Async-signal-safe.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// True if `fd` is an open descriptor. Needs no new fd, so it works at EMFILE.
+pub fn fd_is_open(fd: c_int) -> bool {
+    // SAFETY: F_GETFD only queries flags of a descriptor number.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Memory that starts zeroed and is never freed.
+///
+/// # Safety
+/// Implementors must be valid when all their bytes are zero (atomics, integers, arrays of them).
+pub unsafe trait Zeroable: Sync {}
+
+/// Maps `count` zeroed `T`s that live for the rest of the process.
+///
+/// The pages are reserved with `MAP_NORESERVE`: untouched parts cost no memory, which is what
+/// lets the fd table and the interners size themselves for the worst case up front.
+pub fn leak_zeroed_slice<T: Zeroable>(count: usize) -> Option<&'static [T]> {
+    let bytes = count.checked_mul(std::mem::size_of::<T>())?;
+    if bytes == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: anonymous private mapping with no address hint; checked for MAP_FAILED below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the mapping is page-aligned (so aligned for T), `bytes` long, zero-filled (valid
+    // for `Zeroable` types), never unmapped, and not aliased by any other reference.
+    Some(unsafe { std::slice::from_raw_parts(p.cast::<T>(), count) })
+}
+
+/// Views a slice of machine words as bytes (for hashing and interning stacks).
+pub fn words_as_bytes(words: &[usize]) -> &[u8] {
+    // SAFETY: usize has no padding and any byte pattern is a valid u8; the length is exact and the
+    // lifetime is tied to `words`.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
+}
+
+/// A NUL-terminated C string from a pointer the program passed to a hooked call.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated string that outlives the returned slice (the
+/// duration of the hooked call).
+pub unsafe fn c_bytes<'a>(p: *const libc::c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: guaranteed by the caller.
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+}
+
+/// A fixed-size array of `N` zeroed `T`s, mapped on first use and never freed.
+///
+/// # Why
+/// The fd table covers every possible fd number and the interners size for the worst case, but a
+/// program that opens ten files should pay for one page. Mapping on demand with a CAS keeps the
+/// first use lock-free: a thread that loses the race unmaps its copy; nobody ever waits.
+pub struct LazySlice<T: Zeroable, const N: usize> {
+    ptr: std::sync::atomic::AtomicPtr<T>,
+}
+
+// SAFETY: a null pointer is the valid "not mapped yet" state.
+unsafe impl<T: Zeroable, const N: usize> Zeroable for LazySlice<T, N> {}
+
+impl<T: Zeroable, const N: usize> Default for LazySlice<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Zeroable, const N: usize> LazySlice<T, N> {
+    pub const fn new() -> Self {
+        Self {
+            ptr: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The array if it has been mapped.
+    #[inline]
+    pub fn get(&self) -> Option<&'static [T; N]> {
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer was published by `get_or_map` below and points to a
+        // never-unmapped, zero-initialized array of exactly N `T`s.
+        unsafe { p.cast::<[T; N]>().as_ref() }
+    }
+
+    /// The array, mapping it first if needed. `None` only if the kernel refuses the mapping.
+    pub fn get_or_map(&self) -> Option<&'static [T; N]> {
+        if let Some(a) = self.get() {
+            return Some(a);
+        }
+        let fresh = leak_zeroed_slice::<T>(N)?;
+        let fresh_ptr = fresh.as_ptr() as *mut T;
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            fresh_ptr,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => self.get(),
+            Err(_) => {
+                // SAFETY: the losing mapping was never published, so no reference to it exists
+                // besides `fresh`, which is not used after this point.
+                unsafe { libc::munmap(fresh_ptr.cast(), N * std::mem::size_of::<T>()) };
+                self.get()
+            }
+        }
+    }
+}
+
+// SAFETY: atomics are valid when zeroed.
+unsafe impl Zeroable for std::sync::atomic::AtomicU64 {}
+// SAFETY: atomics are valid when zeroed.
+unsafe impl Zeroable for std::sync::atomic::AtomicU32 {}
+// SAFETY: atomics are valid when zeroed.
+unsafe impl Zeroable for std::sync::atomic::AtomicUsize {}
+// SAFETY: every byte pattern is a valid u8.
+unsafe impl Zeroable for u8 {}
+// SAFETY: an array of zero-valid values is zero-valid.
+unsafe impl<T: Zeroable, const N: usize> Zeroable for [T; N] {}
+
+/// A loaded ELF object: its path, load bias, and the address ranges of its executable segments.
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub path: String,
+    pub bias: usize,
+    pub text: Vec<(usize, usize)>,
+}
+
+/// Every loaded object (the main program has an empty name in the loader's list; it is given
+/// the path of `/proc/self/exe`). Takes the loader's lock: never call it from a hook.
+pub fn modules() -> Vec<Module> {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info for the duration of the callback, and
+        // `data` is the `Vec<Module>` passed to dl_iterate_phdr below.
+        unsafe {
+            let info = &*info;
+            let out = &mut *data.cast::<Vec<Module>>();
+            let name = if info.dlpi_name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(info.dlpi_name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
+            let bias = info.dlpi_addr as usize;
+            let text = phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_LOAD && p.p_flags & libc::PF_X != 0)
+                .map(|p| {
+                    let start = bias + p.p_vaddr as usize;
+                    (start, start + p.p_memsz as usize)
+                })
+                .collect();
+            out.push(Module {
+                path: name,
+                bias,
+                text,
+            });
+        }
+        0
+    }
+    let mut out: Vec<Module> = Vec::new();
+    // SAFETY: `visit` matches the callback signature and only touches `out` through `data`.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut out as *mut Vec<Module>).cast()) };
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for m in &mut out {
+        if m.path.is_empty() {
+            m.path = exe.clone();
+        }
+    }
+    out
+}
+
+/// The executable range of the module that contains `addr`.
+pub fn module_bounds(addr: usize) -> Option<(usize, usize)> {
+    modules()
+        .into_iter()
+        .flat_map(|m| m.text)
+        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
+}

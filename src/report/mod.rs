@@ -1,0 +1,413 @@
+//! The report: what is open, what each fd is, and which code holds them, as pure data built from
+//! the fd table and the kernel's view, then written as text or JSON (`text`, `json`).
+//!
+//! Nothing here touches the OS; `dumper` gathers the inputs.
+
+mod json;
+mod text;
+mod time;
+
+pub use json::render_json;
+pub use text::render_text;
+pub use time::{compact_utc, iso8601_utc};
+
+use std::collections::BTreeMap;
+
+use crate::inspect::KernelFd;
+use crate::origin::{Call, Detail, FdKind, kind_from_link};
+use crate::table::{FdRecord, StackId};
+
+/// Facts about the process, first in every report.
+#[derive(Clone, Debug, Default)]
+pub struct Header {
+    pub pid: u32,
+    pub cmdline: Vec<String>,
+    pub reason: &'static str,
+    /// The call that failed with EMFILE/ENFILE, for `emfile` reports.
+    pub trigger_call: Option<&'static str>,
+    pub unix_ms: u64,
+    pub soft: u64,
+    pub hard: u64,
+    /// Closes fdguard did not see (a creation reused a number it still had open).
+    pub missed_closes: u64,
+    /// Updates fdguard could not record (slot busy: signal handler or racing close).
+    pub skipped: u64,
+    /// False when `/proc/self/fd` could not be listed and fds were found by probing.
+    pub listed: bool,
+    /// Accept guard figures (see `emfile`).
+    pub emfile: EmfileStats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmfileStats {
+    pub accept_failures: u64,
+    pub paused_ms: u64,
+    pub shed: u64,
+}
+
+/// One open fd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub fd: i32,
+    pub kind: FdKind,
+    pub desc: String,
+    pub call: Call,
+    pub age_ms: Option<u64>,
+    pub tid: Option<u32>,
+    /// Creation stack as captured; replaced by the group id in `Report::stack_of`.
+    pub stack: Option<StackId>,
+    pub tcp_state: Option<&'static str>,
+    /// Path as given (or function names) for suppressions.
+    pub path: Option<String>,
+}
+
+/// One resolved frame of a creation stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: usize,
+    pub module: Option<String>,
+    /// Offset of the call instruction in `module`: `addr2line -e MODULE OFFSET` finds the line.
+    pub offset: Option<usize>,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// The fds created by one call stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackGroup {
+    /// Position in `Report::stacks` (sorted by count, largest first): what `fds[].stack` holds.
+    pub id: usize,
+    pub stack: StackId,
+    pub count: usize,
+    pub by_kind: Vec<(FdKind, usize)>,
+    pub tcp_states: Vec<(&'static str, usize)>,
+    pub oldest_ms: u64,
+    pub newest_ms: u64,
+    pub frames: Vec<Frame>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub header: Header,
+    pub rows: Vec<Row>,
+    pub stacks: Vec<StackGroup>,
+}
+
+impl Report {
+    pub fn open(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn untracked(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.call == Call::Untracked)
+            .count()
+    }
+
+    pub fn by_kind(&self) -> Vec<(FdKind, usize)> {
+        count_by(self.rows.iter().map(|r| r.kind))
+    }
+
+    /// The group id of a row's stack.
+    pub fn stack_of(&self, row: &Row) -> Option<usize> {
+        let s = row.stack?;
+        self.stacks.iter().find(|g| g.stack == s).map(|g| g.id)
+    }
+}
+
+fn count_by<T: Ord + Copy>(items: impl Iterator<Item = T>) -> Vec<(T, usize)> {
+    let mut m = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_insert(0) += 1;
+    }
+    m.into_iter().collect()
+}
+
+/// Joins the kernel's list of open fds with the table. Every fd the kernel lists appears once:
+/// tracked ones with their creation facts, the others as `untracked` with the kernel's name.
+pub fn rows(
+    kernel: &[KernelFd],
+    tracked: impl Fn(i32) -> Option<FdRecord>,
+    path_of: impl Fn(u32) -> Option<String>,
+    now_ns: u64,
+) -> Vec<Row> {
+    kernel
+        .iter()
+        .map(|k| {
+            let kind_now = k
+                .link
+                .as_deref()
+                .map(|l| kind_from_link(l.as_bytes(), k.is_dir));
+            match tracked(k.fd) {
+                Some(rec) => {
+                    let detail = Detail::unpack(rec.detail);
+                    let path = match detail {
+                        Detail::Path(id) => path_of(id),
+                        _ => None,
+                    };
+                    let kind = kind_now.unwrap_or(rec.kind);
+                    Row {
+                        fd: k.fd,
+                        kind,
+                        desc: describe(k, kind, rec.call, detail, path.as_deref()),
+                        call: rec.call,
+                        age_ms: Some(now_ns.saturating_sub(rec.born_ns) / 1_000_000),
+                        tid: (rec.tid != 0).then_some(rec.tid),
+                        stack: rec.stack,
+                        tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state),
+                        path,
+                    }
+                }
+                None => {
+                    let kind = kind_now.unwrap_or(FdKind::Other);
+                    Row {
+                        fd: k.fd,
+                        kind,
+                        desc: describe(k, kind, Call::Untracked, Detail::None, None),
+                        call: Call::Untracked,
+                        age_ms: None,
+                        tid: None,
+                        stack: None,
+                        tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state),
+                        path: None,
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// The description column: what a reader needs to recognise the fd.
+fn describe(k: &KernelFd, kind: FdKind, call: Call, detail: Detail, path: Option<&str>) -> String {
+    if let Some(s) = &k.socket {
+        let mut d = s.proto.clone();
+        if s.proto == "unix" {
+            d.push(' ');
+            d.push_str(s.sock_type);
+        }
+        let connected = s.peer.is_some();
+        if let Some(local) = s.local.as_deref().filter(|l| connected || !is_unbound(l)) {
+            d.push(' ');
+            d.push_str(local);
+        }
+        if let Some(peer) = &s.peer {
+            d.push_str(" -> ");
+            d.push_str(peer);
+        }
+        match s.tcp_state {
+            Some("LISTEN") => d.push_str(" LISTEN"),
+            Some(state) if connected => {
+                d.push(' ');
+                d.push_str(state);
+            }
+            Some(state) => {
+                d.push_str(" unconnected (");
+                d.push_str(state);
+                d.push(')');
+            }
+            None if !connected && s.proto != "unix" => d.push_str(" unconnected"),
+            None if !connected => d.push_str(" unconnected"),
+            None => {}
+        }
+        return d;
+    }
+    let link = k.link.as_deref();
+    let mut d = match (kind, path, link) {
+        (FdKind::Pipe, _, Some(l)) => match k.pipe_end {
+            Some(end) => format!("{l} {end}"),
+            None => l.to_string(),
+        },
+        (_, Some(p), Some(l)) if p != l => format!("{p} ({l})"),
+        (_, Some(p), _) => p.to_string(),
+        (_, None, Some(l)) => l.to_string(),
+        (_, None, None) => "?".to_string(),
+    };
+    match (call, detail) {
+        (Call::Popen, _) => {
+            if let Some(p) = path {
+                d = format!(
+                    "{} {} (popen \"{p}\")",
+                    link.unwrap_or("pipe"),
+                    k.pipe_end.unwrap_or("")
+                );
+            }
+        }
+        (_, Detail::Pid(pid)) => d.push_str(&format!(" (pid {pid})")),
+        _ => {}
+    }
+    d
+}
+
+fn is_unbound(addr: &str) -> bool {
+    addr.ends_with(":0") && (addr.starts_with("0.0.0.0") || addr.starts_with("[::]"))
+        || addr == "(unnamed)"
+}
+
+/// Groups rows by creation stack, largest group first, and resolves each group's frames.
+pub fn group(rows: &[Row], mut frames_of: impl FnMut(StackId) -> Vec<Frame>) -> Vec<StackGroup> {
+    let mut by_stack: BTreeMap<StackId, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        if let Some(s) = r.stack {
+            by_stack.entry(s).or_default().push(r);
+        }
+    }
+    let mut groups: Vec<StackGroup> = by_stack
+        .into_iter()
+        .map(|(stack, rs)| StackGroup {
+            id: 0,
+            stack,
+            count: rs.len(),
+            by_kind: count_by(rs.iter().map(|r| r.kind)),
+            tcp_states: count_by(rs.iter().filter_map(|r| r.tcp_state)),
+            oldest_ms: rs.iter().filter_map(|r| r.age_ms).max().unwrap_or(0),
+            newest_ms: rs.iter().filter_map(|r| r.age_ms).min().unwrap_or(0),
+            frames: Vec::new(),
+        })
+        .collect();
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then(a.stack.cmp(&b.stack)));
+    for (i, g) in groups.iter_mut().enumerate() {
+        g.id = i;
+        g.frames = frames_of(g.stack);
+    }
+    groups
+}
+
+/// Words for a kind in summaries ("sockets", "FILE streams" are what readers search for).
+pub fn kind_plural(kind: FdKind, n: usize) -> String {
+    let word = match kind {
+        FdKind::File => "file",
+        FdKind::Dir => "directory",
+        FdKind::Socket => "socket",
+        FdKind::Pipe => "pipe",
+        FdKind::Pty => "pty",
+        other => other.name(),
+    };
+    match (n, kind) {
+        (1, _) => word.to_string(),
+        (_, FdKind::Dir) => "directories".to_string(),
+        _ => format!("{word}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::SocketDesc;
+
+    fn kfd(fd: i32, link: &str) -> KernelFd {
+        KernelFd {
+            fd,
+            link: Some(link.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn rec(call: Call, detail: Detail, stack: Option<u32>, born_ns: u64) -> FdRecord {
+        FdRecord {
+            call,
+            kind: call.default_kind(),
+            stream: false,
+            tid: 11,
+            stack: stack.map(StackId),
+            born_ns,
+            detail: detail.pack(),
+        }
+    }
+
+    #[test]
+    fn joins_kernel_and_table_and_lists_untracked() {
+        let kernel = vec![
+            kfd(0, "/dev/pts/0"),
+            kfd(3, "/etc/hosts"),
+            kfd(4, "pipe:[77]"),
+        ];
+        let rows = rows(
+            &kernel,
+            |fd| (fd == 3).then(|| rec(Call::Fopen, Detail::Path(5), Some(1), 1_000_000)),
+            |id| (id == 5).then(|| "/etc/hosts".to_string()),
+            3_000_000,
+        );
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].call, Call::Untracked);
+        assert_eq!(rows[0].kind, FdKind::Pty);
+        assert_eq!(rows[1].desc, "/etc/hosts");
+        assert_eq!(rows[1].age_ms, Some(2));
+        assert_eq!(rows[1].tid, Some(11));
+        assert_eq!(rows[2].kind, FdKind::Pipe);
+        assert_eq!(rows[2].desc, "pipe:[77]");
+    }
+
+    #[test]
+    fn shows_the_given_path_and_the_kernels_when_they_differ() {
+        let rows = rows(
+            &[kfd(5, "/work/data.txt (deleted)")],
+            |_| Some(rec(Call::Open, Detail::Path(1), None, 0)),
+            |_| Some("data.txt".to_string()),
+            0,
+        );
+        assert_eq!(rows[0].desc, "data.txt (/work/data.txt (deleted))");
+    }
+
+    #[test]
+    fn describes_sockets_by_state() {
+        let mut k = kfd(6, "socket:[1]");
+        k.socket = Some(SocketDesc {
+            proto: "tcp".into(),
+            sock_type: "stream",
+            local: Some("127.0.0.1:9999".into()),
+            peer: Some("127.0.0.1:40000".into()),
+            tcp_state: Some("CLOSE_WAIT"),
+        });
+        let mut unconnected = kfd(7, "socket:[2]");
+        unconnected.socket = Some(SocketDesc {
+            proto: "tcp".into(),
+            sock_type: "stream",
+            local: Some("0.0.0.0:0".into()),
+            peer: None,
+            tcp_state: Some("CLOSE"),
+        });
+        let rows = rows(&[k, unconnected], |_| None, |_| None, 0);
+        assert_eq!(
+            rows[0].desc,
+            "tcp 127.0.0.1:9999 -> 127.0.0.1:40000 CLOSE_WAIT"
+        );
+        assert_eq!(rows[0].tcp_state, Some("CLOSE_WAIT"));
+        assert_eq!(rows[1].desc, "tcp unconnected (CLOSE)");
+    }
+
+    #[test]
+    fn groups_by_stack_largest_first() {
+        let kernel: Vec<_> = (3..9).map(|fd| kfd(fd, "/dev/null")).collect();
+        let rows = rows(
+            &kernel,
+            |fd| {
+                let stack = if fd < 7 { 9 } else { 2 };
+                Some(rec(
+                    Call::Open,
+                    Detail::None,
+                    Some(stack),
+                    fd as u64 * 1_000_000,
+                ))
+            },
+            |_| None,
+            10_000_000,
+        );
+        let groups = group(&rows, |s| {
+            vec![Frame {
+                addr: s.0 as usize,
+                ..Default::default()
+            }]
+        });
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            (groups[0].id, groups[0].stack, groups[0].count),
+            (0, StackId(9), 4)
+        );
+        assert_eq!(groups[0].oldest_ms, 7);
+        assert_eq!(groups[0].newest_ms, 4);
+        assert_eq!(groups[0].frames[0].addr, 9);
+        assert_eq!((groups[1].stack, groups[1].count), (StackId(2), 2));
+    }
+}

@@ -1,0 +1,282 @@
+//! The text report, in the style of valgrind and ASan: every line starts with `==PID==`, the
+//! first line is the whole story, the stacks follow, largest first.
+
+use std::fmt::Write as _;
+
+use super::{Frame, Report, Row, StackGroup, iso8601_utc, kind_plural};
+
+/// Rows shown per stack in text (JSON has all of them).
+pub const ROWS_PER_STACK: usize = 20;
+
+fn limit(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".to_string()
+    } else {
+        v.to_string()
+    }
+}
+
+fn age(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 120_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 7_200_000 {
+        format!("{}m", ms / 60_000)
+    } else {
+        format!("{}h", ms / 3_600_000)
+    }
+}
+
+/// "800 sockets, 800 CLOSE_WAIT" for a group of fds.
+fn contents(g: &StackGroup) -> String {
+    let mut parts: Vec<String> = if g.by_kind.len() == 1 {
+        vec![kind_plural(g.by_kind[0].0, g.count)]
+    } else {
+        g.by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {}", kind_plural(*k, *n)))
+            .collect()
+    };
+    parts.extend(g.tcp_states.iter().map(|(s, n)| format!("{n} {s}")));
+    parts.join(", ")
+}
+
+/// The first line: how bad it is and where to look.
+pub fn summary(r: &Report) -> String {
+    let open = r.open();
+    let program = r
+        .header
+        .cmdline
+        .first()
+        .map_or_else(|| "?".to_string(), |p| p.clone());
+    let mut s = format!("fdguard: {open} of {} fds open", limit(r.header.soft));
+    if r.header.soft != u64::MAX && r.header.soft > 0 {
+        let _ = write!(s, " ({}%)", open as u64 * 100 / r.header.soft);
+    }
+    let _ = write!(s, " in pid {} ({program})", r.header.pid);
+    if let Some(top) = r.stacks.first() {
+        let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top));
+        if r.stacks.len() > 1 {
+            let _ = write!(s, " ({} stacks in all)", r.stacks.len());
+        }
+    }
+    s
+}
+
+fn frame_line(i: usize, f: &Frame) -> String {
+    let mut s = format!("   #{i:<2} {:#x}", f.addr);
+    if let Some(func) = &f.function {
+        let _ = write!(s, " in {func}");
+    }
+    match (&f.file, f.line) {
+        (Some(file), Some(line)) => {
+            let _ = write!(s, " {file}:{line}");
+        }
+        (Some(file), None) => {
+            let _ = write!(s, " {file}");
+        }
+        _ => {}
+    }
+    if let (Some(m), Some(off)) = (&f.module, f.offset) {
+        let _ = write!(s, " ({m}+{off:#x})");
+    }
+    s
+}
+
+fn row_line(row: &Row) -> String {
+    format!(
+        "  {:>5}  {:<8} {:>7}  {:>7}  {:<12} {}",
+        row.fd,
+        row.kind.name(),
+        row.age_ms.map_or_else(|| "-".to_string(), age),
+        row.tid.map_or_else(|| "-".to_string(), |t| t.to_string()),
+        row.call.name(),
+        row.desc
+    )
+}
+
+const ROW_HEADER: &str = "     fd  kind         age      tid  call         description";
+
+/// Writes the whole report.
+pub fn render_text(r: &Report) -> String {
+    let pfx = format!("=={}== ", r.header.pid);
+    let mut lines: Vec<String> = Vec::new();
+    lines.push(summary(r));
+    let mut reason = format!("reason: {}", r.header.reason);
+    if let Some(call) = r.header.trigger_call {
+        let _ = write!(reason, " ({call} failed)");
+    }
+    let _ = write!(
+        reason,
+        " at {}; RLIMIT_NOFILE soft {}, hard {}",
+        iso8601_utc(r.header.unix_ms),
+        limit(r.header.soft),
+        limit(r.header.hard)
+    );
+    lines.push(reason);
+    lines.push(format!("command: {}", r.header.cmdline.join(" ")));
+    let mut kinds: Vec<String> = r
+        .by_kind()
+        .iter()
+        .map(|(k, n)| format!("{} {n}", k.name()))
+        .collect();
+    if r.untracked() > 0 {
+        kinds.push(format!("(untracked {})", r.untracked()));
+    }
+    lines.push(format!("open by kind: {}", kinds.join(", ")));
+    let h = &r.header;
+    if h.missed_closes > 0 || h.skipped > 0 || !h.listed {
+        let mut note = format!(
+            "note: {} closes not seen by fdguard, {} updates skipped",
+            h.missed_closes, h.skipped
+        );
+        if !h.listed {
+            note.push_str("; /proc/self/fd could not be listed, fds were probed");
+        }
+        lines.push(note);
+    }
+    if h.emfile.accept_failures > 0 || h.emfile.shed > 0 {
+        lines.push(format!(
+            "accept guard: {} accept failures, paused {} ms, {} connections shed",
+            h.emfile.accept_failures, h.emfile.paused_ms, h.emfile.shed
+        ));
+    }
+    for g in &r.stacks {
+        lines.push(String::new());
+        lines.push(format!(
+            "{} fd{} ({}), oldest {}, newest {}, created at:",
+            g.count,
+            if g.count == 1 { "" } else { "s" },
+            contents(g),
+            age(g.oldest_ms),
+            age(g.newest_ms)
+        ));
+        if g.frames.is_empty() {
+            lines.push("   (no frames)".to_string());
+        }
+        lines.extend(g.frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
+        lines.push(ROW_HEADER.to_string());
+        let rows: Vec<&Row> = r
+            .rows
+            .iter()
+            .filter(|row| row.stack == Some(g.stack))
+            .collect();
+        lines.extend(rows.iter().take(ROWS_PER_STACK).map(|row| row_line(row)));
+        if rows.len() > ROWS_PER_STACK {
+            lines.push(format!("  ... and {} more", rows.len() - ROWS_PER_STACK));
+        }
+    }
+    let rest: Vec<&Row> = r.rows.iter().filter(|row| row.stack.is_none()).collect();
+    if !rest.is_empty() {
+        lines.push(String::new());
+        lines.push(format!(
+            "{} fd{} without a creation stack (inherited, untracked, or FDGUARD_DEPTH=0):",
+            rest.len(),
+            if rest.len() == 1 { "" } else { "s" }
+        ));
+        lines.push(ROW_HEADER.to_string());
+        lines.extend(rest.iter().map(|row| row_line(row)));
+    }
+    lines.push(String::new());
+    lines.push("fdguard: end of report".to_string());
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(pfx.trim_end_matches(' '));
+        if !l.is_empty() {
+            out.push(' ');
+            out.push_str(&l);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::origin::{Call, FdKind};
+    use crate::report::Header;
+    use crate::table::StackId;
+
+    fn report() -> Report {
+        let mut rows = Vec::new();
+        for fd in 3..28 {
+            rows.push(Row {
+                fd,
+                kind: FdKind::Socket,
+                desc: format!("tcp 127.0.0.1:9999 -> 127.0.0.1:{} CLOSE_WAIT", 40000 + fd),
+                call: Call::Accept4,
+                age_ms: Some(1500),
+                tid: Some(77),
+                stack: Some(StackId(5)),
+                tcp_state: Some("CLOSE_WAIT"),
+                path: None,
+            });
+        }
+        rows.push(Row {
+            fd: 0,
+            kind: FdKind::Pty,
+            desc: "/dev/pts/0".into(),
+            call: Call::Inherited,
+            age_ms: Some(2000),
+            tid: None,
+            stack: None,
+            tcp_state: None,
+            path: None,
+        });
+        let stacks = vec![StackGroup {
+            id: 0,
+            stack: StackId(5),
+            count: 25,
+            by_kind: vec![(FdKind::Socket, 25)],
+            tcp_states: vec![("CLOSE_WAIT", 25)],
+            oldest_ms: 1500,
+            newest_ms: 1500,
+            frames: vec![Frame {
+                addr: 0x1234,
+                module: Some("/srv/server".into()),
+                offset: Some(0x233),
+                function: Some("handle_client".into()),
+                file: Some("server.c".into()),
+                line: Some(42),
+            }],
+        }];
+        Report {
+            header: Header {
+                pid: 4242,
+                cmdline: vec!["./server".into(), "--port".into(), "9999".into()],
+                reason: "signal",
+                unix_ms: 0,
+                soft: 32,
+                hard: 4096,
+                listed: true,
+                ..Default::default()
+            },
+            rows,
+            stacks,
+        }
+    }
+
+    #[test]
+    fn first_line_tells_the_story() {
+        let text = render_text(&report());
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "==4242== fdguard: 26 of 32 fds open (81%) in pid 4242 (./server); \
+             25 in 1 stack: sockets, 25 CLOSE_WAIT"
+        );
+    }
+
+    #[test]
+    fn stacks_then_capped_rows_then_the_rest() {
+        let text = render_text(&report());
+        assert!(text.contains("   #0  0x1234 in handle_client server.c:42 (/srv/server+0x233)"));
+        assert!(text.contains("... and 5 more"));
+        assert!(text.contains("1 fd without a creation stack"));
+        assert!(text.contains("inherited"));
+        assert!(text.ends_with("==4242== fdguard: end of report\n"));
+        assert!(text.lines().all(|l| l.starts_with("==4242==")));
+    }
+}

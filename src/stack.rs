@@ -1,0 +1,83 @@
+//! Creation stacks: capture raw return addresses at creation, intern identical stacks.
+//!
+//! Capture happens inside hooks, so it allocates nothing and takes no lock; resolving addresses
+//! to names is left to report time (`symbolize`).
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::MAX_DEPTH;
+use crate::intern::Interner;
+use crate::os;
+use crate::table::StackId;
+
+/// Distinct stacks: up to 256k of them, 64 MiB of frames, mapped as used.
+static STACKS: Interner<{ 1 << 18 }, { 64 << 20 }> = Interner::new();
+
+/// Frames of fdguard itself (hook, tracker, capture) sit on top of every stack; they are dropped
+/// at capture time so that they do not use up the requested depth.
+const OWN_FRAMES_MAX: usize = 12;
+
+/// Address range of fdguard's own code, found at load.
+static OWN_TEXT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// Remembers where fdguard's own code lives (called once at load).
+pub fn init() {
+    if let Some((lo, hi)) = os::module_bounds(init as *const () as usize) {
+        OWN_TEXT[0].store(lo, Ordering::Relaxed);
+        OWN_TEXT[1].store(hi, Ordering::Relaxed);
+    }
+}
+
+fn is_own(addr: usize) -> bool {
+    addr >= OWN_TEXT[0].load(Ordering::Relaxed) && addr < OWN_TEXT[1].load(Ordering::Relaxed)
+}
+
+/// Fills `out` with return addresses, innermost first; returns how many.
+#[inline(never)]
+fn raw_capture(out: &mut [usize]) -> usize {
+    let mut n = 0;
+    // SAFETY: trace_unsynchronized only requires that no other thread uses the unwinder's
+    // unsynchronized state concurrently in a way that matters; libgcc's unwinder is thread-safe
+    // with glibc's lock-free `_dl_find_object`, and the closure only writes into `out`.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            if let Some(slot) = out.get_mut(n) {
+                *slot = frame.ip() as usize;
+                n += 1;
+            }
+            n < out.len()
+        });
+    }
+    n
+}
+
+/// Captures the caller's stack (up to `depth` frames past fdguard's own) and interns it.
+#[inline(never)]
+pub fn capture(depth: usize) -> Option<StackId> {
+    if depth == 0 {
+        return None;
+    }
+    let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
+    let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
+    let n = raw_capture(&mut buf[..want]);
+    let frames = buf.get(..n)?;
+    let skip = frames.iter().take_while(|a| is_own(**a)).count();
+    let frames = frames.get(skip..)?;
+    let frames = frames.get(..frames.len().min(depth))?;
+    STACKS.intern(os::words_as_bytes(frames)).map(StackId)
+}
+
+/// The frames of an interned stack (report time).
+pub fn frames(id: StackId) -> Vec<usize> {
+    STACKS.get(id.0).map_or_else(Vec::new, |bytes| {
+        bytes
+            .chunks_exact(std::mem::size_of::<usize>())
+            .map(|c| {
+                let mut w = [0u8; std::mem::size_of::<usize>()];
+                w.copy_from_slice(c);
+                usize::from_ne_bytes(w)
+            })
+            .collect()
+    })
+}

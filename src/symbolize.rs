@@ -1,0 +1,162 @@
+//! `Symbolizer`: return addresses to function, file and line, on the report thread only.
+//!
+//! Every frame carries module + offset, computed from the loader's list in memory, so a report
+//! is useful even when debug info cannot be read (no fd free at EMFILE, stripped binaries):
+//! `addr2line -e MODULE OFFSET` finds the line later.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+
+use crate::os::{self, Module};
+use crate::report::Frame;
+
+pub struct Symbolizer {
+    modules: Vec<Module>,
+    /// False in a fork child whose parent was symbolizing at the moment of `fork`: the
+    /// `backtrace` crate's global lock may be held forever there.
+    use_debug_info: bool,
+}
+
+impl Symbolizer {
+    pub fn new(use_debug_info: bool) -> Self {
+        Self {
+            modules: os::modules(),
+            use_debug_info,
+        }
+    }
+
+    fn module_of(&self, addr: usize) -> Option<&Module> {
+        self.modules
+            .iter()
+            .find(|m| m.text.iter().any(|(lo, hi)| (*lo..*hi).contains(&addr)))
+    }
+
+    /// Resolves a captured stack; inlined calls become frames of their own. Leading frames
+    /// inside libc and Rust's std (the wrappers the program called) are left out.
+    pub fn frames(&self, addrs: &[usize]) -> Vec<Frame> {
+        let mut out = Vec::new();
+        for &addr in addrs.iter().take_while(|a| **a != 0) {
+            // A return address points after the call; the call itself is one byte earlier.
+            let pc = addr.saturating_sub(1);
+            let module = self.module_of(pc);
+            let base = Frame {
+                addr,
+                module: module.map(|m| m.path.clone()),
+                offset: module.map(|m| pc - m.bias),
+                ..Frame::default()
+            };
+            let mut resolved = Vec::new();
+            if self.use_debug_info {
+                backtrace::resolve(pc as *mut libc::c_void, |sym| {
+                    resolved.push(Frame {
+                        function: sym.name().map(|n| format!("{n:#}")),
+                        file: sym.filename().map(|p| p.display().to_string()),
+                        line: sym.lineno(),
+                        ..base.clone()
+                    });
+                });
+            }
+            if resolved.iter().all(|f| f.function.is_none()) {
+                resolved = vec![Frame {
+                    function: dynamic_symbol(pc),
+                    ..base
+                }];
+            }
+            out.extend(resolved);
+        }
+        let wrappers = out.iter().take_while(|f| is_wrapper(f)).count();
+        if wrappers < out.len() {
+            out.drain(..wrappers);
+        }
+        // Like valgrind, stop at `main`: what runs below it is the C runtime.
+        if let Some(main) = out
+            .iter()
+            .position(|f| f.function.as_deref() == Some("main"))
+        {
+            out.truncate(main + 1);
+        }
+        out
+    }
+}
+
+/// The exported symbol containing `pc`, from the dynamic symbol table already in memory (works
+/// without opening any file).
+fn dynamic_symbol(pc: usize) -> Option<String> {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: `info` is writable; dladdr fills it and returns non-zero on success; the name
+    // pointer, when non-null, points into the loaded object's string table.
+    unsafe {
+        if libc::dladdr(pc as *const libc::c_void, info.as_mut_ptr()) == 0 {
+            return None;
+        }
+        let info = info.assume_init();
+        if info.dli_sname.is_null() {
+            return None;
+        }
+        let raw = CStr::from_ptr(info.dli_sname).to_string_lossy();
+        Some(format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())))
+    }
+}
+
+/// Frames of the C library or of Rust's std: the functions the program called, not the program.
+fn is_wrapper(f: &Frame) -> bool {
+    let module_is_libc = f.module.as_deref().is_some_and(|m| {
+        let base = m.rsplit('/').next().unwrap_or(m);
+        base.starts_with("libc.so") || base.starts_with("libc-") || base.starts_with("ld-linux")
+    });
+    let std_fn = f.function.as_deref().is_some_and(|n| {
+        [
+            "std::", "core::", "alloc::", "<std::", "<core::", "<alloc::",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+    });
+    module_is_libc || std_fn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn here() -> usize {
+        let mut a = 0;
+        backtrace::trace(|f| {
+            a = f.ip() as usize;
+            false
+        });
+        a
+    }
+
+    #[test]
+    fn resolves_module_offset_and_name() {
+        let s = Symbolizer::new(true);
+        let addr = here();
+        let frames = s.frames(&[addr + 1]);
+        let f = &frames[0];
+        assert!(f.module.as_deref().is_some_and(|m| !m.is_empty()));
+        assert!(f.offset.is_some());
+        assert!(f.function.is_some(), "{frames:?}");
+    }
+
+    #[test]
+    fn without_debug_info_still_gives_module_and_offset() {
+        let s = Symbolizer::new(false);
+        let frames = s.frames(&[libc::getpid as *const () as usize + 1]);
+        assert!(frames[0].module.as_deref().unwrap().contains("libc"));
+        assert!(frames[0].function.as_deref().unwrap().ends_with("getpid"));
+    }
+
+    #[test]
+    fn leading_wrappers_are_dropped_but_never_everything() {
+        let libc_frame = Frame {
+            module: Some("/lib/x86_64-linux-gnu/libc.so.6".into()),
+            ..Frame::default()
+        };
+        let user = Frame {
+            function: Some("main".into()),
+            ..Frame::default()
+        };
+        assert!(is_wrapper(&libc_frame) && !is_wrapper(&user));
+    }
+}

@@ -1,0 +1,362 @@
+//! `Tracker`: what a hook tells fdguard, turned into table updates and report triggers.
+//!
+//! Hooks call exactly one function here after (or, for releases, before) the real call. Nothing
+//! here allocates, locks, or calls a hooked function.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::guard::{self, Mode};
+use crate::intern::Interner;
+use crate::limits::Threshold;
+use crate::origin::{Call, Detail, FdKind};
+use crate::os;
+use crate::stack;
+use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
+use crate::trigger::{self, Reason};
+
+pub static TABLE: FdTable = FdTable::new();
+/// Paths as the program gave them: 128k distinct paths, 16 MiB, mapped as used.
+pub static PATHS: Interner<{ 1 << 17 }, { 16 << 20 }> = Interner::new();
+pub static THRESHOLD: Threshold = Threshold::new();
+pub static COUNTERS: Counters = Counters::new();
+pub static OWN: OwnFds = OwnFds::new();
+
+static DEPTH: AtomicUsize = AtomicUsize::new(0);
+static CLOSE_STACKS: AtomicBool = AtomicBool::new(false);
+/// Incremented in each fork child; lets the table take over writes frozen by `fork`.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+/// Things fdguard noticed but could not record exactly; shown in every report.
+pub struct Counters {
+    /// A creation reused a number the table still had open: a close fdguard did not see.
+    pub missed_closes: AtomicU64,
+    /// Updates skipped because another writer held the slot (signal handler or racing close).
+    pub skipped: AtomicU64,
+}
+
+impl Counters {
+    const fn new() -> Self {
+        Self {
+            missed_closes: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// fdguard's own fds (report files, directories it lists): never reported, never confused with
+/// the program's.
+pub struct OwnFds {
+    /// fd + 1, or 0 for a free entry.
+    fds: [AtomicI32; 16],
+    /// Entries in use, so that the common case (none) costs one load.
+    used: AtomicUsize,
+}
+
+impl OwnFds {
+    const fn new() -> Self {
+        Self {
+            fds: [const { AtomicI32::new(0) }; 16],
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn add(&self, fd: i32) {
+        for e in &self.fds {
+            if e.compare_exchange(0, fd + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.used.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+        }
+    }
+
+    /// Forgets every own fd in `lo..=hi`.
+    pub fn remove_range(&self, lo: i32, hi: i32) {
+        if self.used.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for e in &self.fds {
+            let v = e.load(Ordering::Acquire);
+            if v > 0
+                && (lo..=hi).contains(&(v - 1))
+                && e.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.used.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    pub fn remove(&self, fd: i32) {
+        self.remove_range(fd, fd);
+    }
+
+    #[inline]
+    pub fn contains(&self, fd: i32) -> bool {
+        fd >= 0
+            && self.used.load(Ordering::Acquire) != 0
+            && self.fds.iter().any(|e| e.load(Ordering::Acquire) == fd + 1)
+    }
+}
+
+/// How a new fd came to be.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    pub call: Call,
+    pub kind: FdKind,
+    pub detail: Detail,
+    pub stream: bool,
+}
+
+impl Origin {
+    pub fn new(call: Call) -> Self {
+        Self {
+            call,
+            kind: call.default_kind(),
+            detail: Detail::None,
+            stream: call.makes_stream(),
+        }
+    }
+
+    pub fn detail(mut self, detail: Detail) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    /// Records the path as given (interned); without a path, or when the interner is full, the
+    /// report falls back to the kernel's name for the fd.
+    pub fn path(self, path: Option<&[u8]>) -> Self {
+        match path.and_then(|p| PATHS.intern(p)) {
+            Some(id) => self.detail(Detail::Path(id)),
+            None => self,
+        }
+    }
+
+    pub fn socket(self, domain: i32, ty: i32, protocol: i32) -> Self {
+        self.detail(Detail::Socket {
+            domain: domain as u16,
+            ty: ty as u32,
+            protocol: protocol as u16,
+        })
+    }
+
+    /// An fd duplicated from `source`: same kind and description as the source when fdguard
+    /// knows it.
+    pub fn duplicate_of(call: Call, source: i32) -> Self {
+        match TABLE.get(source) {
+            Some(rec) => Self {
+                call,
+                kind: rec.kind,
+                detail: match Detail::unpack(rec.detail) {
+                    Detail::None => Detail::FromFd(source),
+                    d => d,
+                },
+                stream: false,
+            },
+            None => Self::new(call).detail(Detail::FromFd(source)),
+        }
+    }
+}
+
+/// Configures the hot path from the parsed config (at load).
+pub fn configure(depth: usize, close_stacks: bool) {
+    DEPTH.store(depth, Ordering::Relaxed);
+    CLOSE_STACKS.store(close_stacks, Ordering::Relaxed);
+}
+
+pub fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// In a fork child, before anything else runs.
+pub fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A new fd exists (`fd >= 0` checked here so hooks can pass results straight in).
+#[inline]
+pub fn created(mode: Mode, fd: i32, origin: impl FnOnce() -> Origin) {
+    if fd < 0 {
+        return;
+    }
+    match mode {
+        Mode::Pass => {}
+        Mode::Own => OWN.add(fd),
+        Mode::Track => {
+            // A creation on one of fdguard's numbers means the program replaced it (dup2).
+            OWN.remove(fd);
+            record(fd, origin(), stack::capture(DEPTH.load(Ordering::Relaxed)));
+        }
+    }
+}
+
+/// Records `fd` in the table (also used for fds found open at load, with no stack).
+pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
+    let rec = FdRecord {
+        call: origin.call,
+        kind: origin.kind,
+        stream: origin.stream,
+        tid: if origin.call == Call::Inherited {
+            0
+        } else {
+            guard::tid()
+        },
+        stack,
+        born_ns: os::monotonic_ns(),
+        detail: origin.detail.pack(),
+    };
+    match TABLE.insert(fd, &rec, fork_generation()) {
+        Insert::Inserted => {
+            if THRESHOLD.after_create(TABLE.open_count()) {
+                trigger::request(Reason::Threshold);
+            }
+        }
+        Insert::Replaced(_) => {
+            COUNTERS.missed_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        Insert::Busy | Insert::OutOfRange => {
+            COUNTERS.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
+/// missed close.
+pub fn replaced(mode: Mode, fd: i32, origin: Origin) {
+    if mode == Mode::Track && fd >= 0 {
+        let _ = TABLE.remove(fd, fork_generation(), None);
+    }
+    created(mode, fd, || origin);
+}
+
+/// Marks an open fd as wrapped in a stdio stream (`fdopen`).
+pub fn became_stream(mode: Mode, fd: i32) {
+    if mode == Mode::Track {
+        TABLE.update(fd, fork_generation(), |r| r.stream = true);
+    }
+}
+
+/// Marks an open fd as owned by a directory stream (`fdopendir`).
+pub fn became_dir(mode: Mode, fd: i32) {
+    if mode == Mode::Track {
+        TABLE.update(fd, fork_generation(), |r| r.kind = FdKind::Dir);
+    }
+}
+
+/// Whether the program is about to close one of fdguard's own fds. The hook then answers
+/// `EBADF` without closing it: without fdguard that number would not be open.
+pub fn is_own(mode: Mode, fd: i32) -> bool {
+    mode == Mode::Track && OWN.contains(fd)
+}
+
+/// An fd is about to be released: forget it *before* the real call, since another thread can
+/// get the same number the moment the kernel frees it.
+#[inline]
+pub fn releasing(mode: Mode, fd: i32) {
+    match mode {
+        Mode::Pass => {}
+        Mode::Own => OWN.remove(fd),
+        Mode::Track => forget(fd),
+    }
+}
+
+fn forget(fd: i32) {
+    let release_stack = if CLOSE_STACKS.load(Ordering::Relaxed) {
+        stack::capture(DEPTH.load(Ordering::Relaxed))
+    } else {
+        None
+    };
+    match TABLE.remove(fd, fork_generation(), release_stack) {
+        Remove::WasOpen(_) => THRESHOLD.after_release(TABLE.open_count()),
+        Remove::Busy => {
+            COUNTERS.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        Remove::NotOpen { .. } | Remove::OutOfRange => {}
+    }
+}
+
+/// Every fd in `lo..=hi` is about to be released (`close_range`, `closefrom`).
+pub fn releasing_range(mode: Mode, lo: u32, hi: u32) {
+    let lo = i32::try_from(lo).unwrap_or(i32::MAX);
+    let hi = i32::try_from(hi).unwrap_or(i32::MAX);
+    match mode {
+        Mode::Pass => {}
+        Mode::Own => OWN.remove_range(lo, hi),
+        Mode::Track => {
+            // Only numbers the table ever held are visited, so close_range(3, ~0U) costs what the
+            // program has open, not four billion steps.
+            let mut open = [0i32; 256];
+            loop {
+                let mut n = 0;
+                TABLE.for_each_open(lo, hi, |fd, _| {
+                    if let Some(slot) = open.get_mut(n) {
+                        *slot = fd;
+                        n += 1;
+                    }
+                });
+                for fd in &open[..n] {
+                    forget(*fd);
+                }
+                if n < open.len() {
+                    break;
+                }
+            }
+            OWN.remove_range(lo, hi);
+        }
+    }
+}
+
+/// After `fcloseall`: stream fds that are gone now are forgotten. glibc's `fcloseall` flushes
+/// streams without closing their fds, other libcs close them; asking the kernel covers both.
+pub fn streams_flushed(mode: Mode) {
+    if mode != Mode::Track {
+        return;
+    }
+    let mut gone = [0i32; 256];
+    let mut n = 0;
+    TABLE.for_each_open(0, i32::MAX, |fd, rec| {
+        if rec.stream
+            && !os::fd_is_open(fd)
+            && let Some(slot) = gone.get_mut(n)
+        {
+            *slot = fd;
+            n += 1;
+        }
+    });
+    for fd in &gone[..n] {
+        forget(*fd);
+    }
+}
+
+/// A call failed; running out of fds is a report trigger.
+#[inline]
+pub fn failed(mode: Mode, _call: Call, errno: i32) {
+    if mode == Mode::Track && (errno == libc::EMFILE || errno == libc::ENFILE) {
+        trigger::request(Reason::Emfile);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_fds_register_and_forget() {
+        let own = OwnFds::new();
+        assert!(!own.contains(0));
+        own.add(0);
+        own.add(900);
+        assert!(own.contains(0) && own.contains(900));
+        own.remove(0);
+        assert!(!own.contains(0) && own.contains(900));
+        assert!(!own.contains(-1));
+    }
+
+    #[test]
+    fn duplicate_of_an_unknown_fd_names_its_source() {
+        let o = Origin::duplicate_of(Call::Dup, 1_000_000);
+        assert_eq!(o.detail, Detail::FromFd(1_000_000));
+        assert_eq!(o.call, Call::Dup);
+    }
+}
