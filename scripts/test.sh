@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Every check: formatting, lints, unit tests, and the integration tests that run real programs
+# (C programs built by the tests, Rust examples, python3) under LD_PRELOAD=libfdguard.so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
