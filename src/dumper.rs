@@ -8,21 +8,27 @@
 //! signal blocked, so the program's signals still reach the program's threads.
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{Config, Format, ReportDest, expand_report_path};
 use crate::guard;
 use crate::inspect;
+use crate::origin::Call;
 use crate::os;
-use crate::report::{self, Header, Report};
+use crate::report::{self, BadCloseNotice, Frame, Header, Report, Row};
 use crate::stack;
 use crate::symbolize::Symbolizer;
-use crate::table::FdRecord;
-use crate::tracker::{COUNTERS, OWN, PATHS, TABLE, THRESHOLD};
+use crate::table::{FdRecord, StackId};
+use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, PATHS, TABLE, THRESHOLD};
 use crate::trigger::{self, Reason};
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The command line, read at load: at EMFILE time `/proc/self/cmdline` cannot be opened.
+static CMDLINE: OnceLock<Vec<String>> = OnceLock::new();
+/// When fdguard loaded (wall clock, seconds): the `%t` of `FDGUARD_REPORT`.
+static LOADED_AT_S: AtomicU64 = AtomicU64::new(0);
 
 /// Serializes report writing (report thread, exit path). A plain futex word rather than a
 /// library mutex because a fork child must be able to reset it: the thread holding it in the
@@ -52,9 +58,107 @@ static NO_DEBUG_INFO: AtomicBool = AtomicBool::new(false);
 /// "could not write to the report file" is said once.
 static DEST_WARNED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the signal handler, starts the report thread and the fork handler.
+/// The report file. When the hard `RLIMIT_NOFILE` leaves room above the soft one, it is opened
+/// when fdguard loads and held *above the soft limit*, where the program can never be handed
+/// that number, so a report can be written at the moment no fd is free (EMFILE); it is
+/// close-on-exec, never reported, and opened again if the program closes it. Otherwise
+/// (soft = hard) holding it would take one of the program's fds, so it is opened per report.
+struct Destination {
+    fd: AtomicI32,
+    /// Device and inode of what `fd` was when fdguard opened it: a program that `dup2`s over
+    /// the number must not get reports written into its file. (Atomics, not a mutex: a fork
+    /// child reopens the file and must never find a lock held by a thread it does not have.)
+    dev: AtomicU64,
+    ino: AtomicU64,
+}
+
+static DEST: Destination = Destination {
+    fd: AtomicI32::new(-1),
+    dev: AtomicU64::new(0),
+    ino: AtomicU64::new(0),
+};
+
+impl Destination {
+    fn path(template: &[u8]) -> Vec<u8> {
+        let t = LOADED_AT_S.load(Ordering::Relaxed);
+        expand_report_path(template, os::getpid(), &report::compact_utc(t))
+    }
+
+    /// (Re)opens and holds the file for this process if it can sit above the soft limit.
+    fn hold(&self, template: &[u8]) {
+        guard::internal(|| {
+            let old = self.fd.swap(-1, Ordering::AcqRel);
+            if old >= 0 && OWN.contains(old) {
+                // SAFETY: `old` is fdguard's own fd (registered as such), not the program's.
+                unsafe { libc::close(old) };
+            }
+            let path = Self::path(template);
+            match open_report_file(&path) {
+                Ok(fd) => match os::move_above_limit(fd) {
+                    Some(fd) => {
+                        let (dev, ino) = os::fd_identity(fd).unwrap_or((0, 0));
+                        self.dev.store(dev, Ordering::Relaxed);
+                        self.ino.store(ino, Ordering::Relaxed);
+                        self.fd.store(fd, Ordering::Release);
+                    }
+                    // SAFETY: closing the fd fdguard opened just above.
+                    None => unsafe {
+                        libc::close(fd);
+                    },
+                },
+                Err(e) => warn_dest(&path, e),
+            }
+        });
+    }
+
+    /// The held fd if it is still the file fdguard opened.
+    fn valid_fd(&self) -> Option<i32> {
+        let fd = self.fd.load(Ordering::Acquire);
+        if fd < 0 || !OWN.contains(fd) {
+            return None;
+        }
+        let expected = (
+            self.dev.load(Ordering::Relaxed),
+            self.ino.load(Ordering::Relaxed),
+        );
+        (os::fd_identity(fd) == Some(expected)).then_some(fd)
+    }
+
+    /// Writes a finished report; reopens the file if needed; falls back to stderr.
+    fn write(&self, dest: &ReportDest, bytes: &[u8]) {
+        let ReportDest::Path(template) = dest else {
+            let _ = os::write_all(2, bytes);
+            return;
+        };
+        if self.valid_fd().is_none() {
+            self.hold(template);
+        }
+        let path = Self::path(template);
+        let written = match self.valid_fd() {
+            Some(fd) => os::write_all(fd, bytes),
+            None => open_report_file(&path).and_then(|fd| {
+                let r = os::write_all(fd, bytes);
+                // SAFETY: closing the fd opened just above.
+                unsafe { libc::close(fd) };
+                r
+            }),
+        };
+        if let Err(e) = written {
+            warn_dest(&path, e);
+            let _ = os::write_all(2, bytes);
+        }
+    }
+}
+
+/// Installs the signal handler, opens the report file, starts the report thread and the fork
+/// handler.
 pub fn start(config: Config) {
     let config = CONFIG.get_or_init(|| config);
+    CMDLINE.get_or_init(inspect::cmdline);
+    LOADED_AT_S.store(os::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
+    if let ReportDest::Path(t) = &config.report {
+        DEST.hold(t);
+    }
     if let Some(sig) = config.signal {
         install_handler(sig);
     }
@@ -105,51 +209,91 @@ fn spawn_report_thread() {
 }
 
 extern "C" fn after_fork_child() {
-    crate::tracker::after_fork_in_child();
+    tracker::after_fork_in_child();
     guard::forget_tid_after_fork();
     if REPORT_LOCK.0.swap(0, Ordering::AcqRel) != 0 {
         NO_DEBUG_INFO.store(true, Ordering::Relaxed);
+    }
+    if let Some(ReportDest::Path(t)) = CONFIG.get().map(|c| &c.report) {
+        DEST.hold(t);
     }
     spawn_report_thread();
 }
 
 fn report_thread() {
     guard::mark_thread_internal();
+    let mut notices = NoticeLimiter::default();
     loop {
         let work = trigger::wait(1_000_000_000);
         THRESHOLD.set_limit(os::nofile_limit().0);
         for reason in Reason::QUEUED {
-            if work.wants(reason) {
+            if !work.wants(reason) {
+                continue;
+            }
+            if reason == Reason::BadClose {
+                notices.print(BAD_CLOSES.drain());
+            } else {
                 write_report(reason);
             }
         }
     }
 }
 
-/// Builds and writes one report. Runs on the report thread (or the exiting thread).
-pub fn write_report(reason: Reason) {
-    let Some(config) = CONFIG.get() else { return };
+/// Builds and writes one report; returns how many fds it lists.
+pub fn write_report(reason: Reason) -> usize {
+    let Some(config) = CONFIG.get() else { return 0 };
     guard::internal(|| {
         REPORT_LOCK.lock();
-        let r = guard::contained(|| {
-            let report = collect(reason);
+        let listed = guard::contained(|| {
+            let report = collect(reason, config);
+            if reason == Reason::Exit && report.open() == 0 && !config.at_exit {
+                return 0;
+            }
             let bytes = match config.format {
                 Format::Text => report::render_text(&report),
                 Format::Json => report::render_json(&report),
             };
-            emit(&config.report, bytes.as_bytes());
+            DEST.write(&config.report, bytes.as_bytes());
+            report.open()
         });
         REPORT_LOCK.unlock();
-        if r.is_none() {
+        listed.unwrap_or_else(|| {
             let _ = os::write_all(2, b"fdguard: could not build a report\n");
+            0
+        })
+    })
+}
+
+/// Resolves each distinct stack once per report.
+struct FrameCache {
+    symbolizer: Symbolizer,
+    frames: HashMap<StackId, Vec<Frame>>,
+}
+
+impl FrameCache {
+    fn new() -> Self {
+        Self {
+            symbolizer: Symbolizer::new(!NO_DEBUG_INFO.load(Ordering::Relaxed)),
+            frames: HashMap::new(),
         }
-    });
+    }
+
+    fn get(&mut self, s: StackId) -> &[Frame] {
+        let sym = &self.symbolizer;
+        self.frames
+            .entry(s)
+            .or_insert_with(|| sym.frames(&stack::frames(s)))
+    }
+
+    fn of(&mut self, s: Option<StackId>) -> Vec<Frame> {
+        s.map(|s| self.get(s).to_vec()).unwrap_or_default()
+    }
 }
 
 /// Gathers the report's facts from the kernel and the table.
-pub fn collect(reason: Reason) -> Report {
-    let now = os::monotonic_ns();
+fn collect(reason: Reason, config: &Config) -> Report {
     let (soft, hard) = os::nofile_limit();
+    let listed_at = os::monotonic_ns();
     let listed = inspect::list_fds();
     let listed_ok = listed.is_some();
     let fds = listed.unwrap_or_else(|| {
@@ -162,8 +306,8 @@ pub fn collect(reason: Reason) -> Report {
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
-    forget_stale(&kernel, now);
-    let rows = report::rows(
+    forget_stale(&kernel, listed_at);
+    let mut rows = report::rows(
         &kernel,
         |fd| TABLE.get(fd),
         |id| {
@@ -173,14 +317,37 @@ pub fn collect(reason: Reason) -> Report {
         },
         os::monotonic_ns(),
     );
-    let symbolizer = Symbolizer::new(!NO_DEBUG_INFO.load(Ordering::Relaxed));
-    let stacks = report::group(&rows, |s| symbolizer.frames(&stack::frames(s)));
+    let mut cache = FrameCache::new();
+    let mut suppressed = 0;
+    if reason == Reason::Exit {
+        // Leaks at exit: what the program opened itself and did not close.
+        rows.retain(|r| r.call != Call::Inherited && r.fd > 2);
+        let before = rows.len();
+        rows.retain(|r: &Row| {
+            let frames = cache.of(r.stack);
+            !report::is_suppressed(r, &frames, &config.ignore)
+        });
+        suppressed = before - rows.len();
+    }
+    let stacks = report::group(&rows, |s| cache.get(s).to_vec());
+    let (trigger_call, trigger_errno) = if reason == Reason::Emfile {
+        let (call, errno) = tracker::emfile_trigger();
+        let errno = if errno == libc::ENFILE {
+            "ENFILE"
+        } else {
+            "EMFILE"
+        };
+        (Some(call.name()), Some(errno))
+    } else {
+        (None, None)
+    };
     Report {
         header: Header {
             pid: os::getpid(),
-            cmdline: inspect::cmdline(),
+            cmdline: CMDLINE.get().cloned().unwrap_or_default(),
             reason: reason.name(),
-            trigger_call: None,
+            trigger_call,
+            trigger_errno,
             unix_ms: os::realtime_ns() / 1_000_000,
             soft,
             hard,
@@ -188,6 +355,8 @@ pub fn collect(reason: Reason) -> Report {
             skipped: COUNTERS.skipped.load(Ordering::Relaxed),
             listed: listed_ok,
             emfile: Default::default(),
+            suppressed,
+            bad_closes: BAD_CLOSES.total(),
         },
         rows,
         stacks,
@@ -206,34 +375,67 @@ fn forget_stale(kernel: &[inspect::KernelFd], listed_at: u64) {
         }
     });
     for (fd, rec) in stale {
-        if !os::fd_is_open(fd) && TABLE.remove_if_same(fd, crate::tracker::fork_generation(), &rec)
-        {
+        if !os::fd_is_open(fd) && TABLE.remove_if_same(fd, tracker::fork_generation(), &rec) {
             COUNTERS.missed_closes.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// Writes a finished report where the user asked; falls back to stderr (once said why).
-fn emit(dest: &ReportDest, bytes: &[u8]) {
-    let ReportDest::Path(template) = dest else {
-        let _ = os::write_all(2, bytes);
-        return;
-    };
-    let now = os::realtime_ns() / 1_000_000_000;
-    let path = expand_report_path(template, os::getpid(), &report::compact_utc(now));
-    match open_report_file(&path) {
-        Ok(fd) => {
-            let written = os::write_all(fd, bytes);
-            // SAFETY: closing the fd opened just above.
-            unsafe { libc::close(fd) };
-            if let Err(e) = written {
-                warn_dest(&path, e);
-                let _ = os::write_all(2, bytes);
+/// Prints bad closes, at most one per second; the others are counted in the next one.
+#[derive(Default)]
+struct NoticeLimiter {
+    last_ns: u64,
+    not_shown: u64,
+}
+
+impl NoticeLimiter {
+    fn print(&mut self, events: Vec<crate::badclose::BadClose>) {
+        let Some(config) = CONFIG.get() else { return };
+        for e in events {
+            let now = os::monotonic_ns();
+            if self.last_ns != 0 && now.saturating_sub(self.last_ns) < 1_000_000_000 {
+                self.not_shown += 1;
+                continue;
             }
+            self.last_ns = now;
+            guard::internal(|| {
+                let mut cache = FrameCache::new();
+                let notice = BadCloseNotice {
+                    pid: os::getpid(),
+                    unix_ms: os::realtime_ns() / 1_000_000,
+                    fd: e.fd,
+                    call: e.call.name(),
+                    tid: e.tid,
+                    frames: cache.of(e.stack),
+                    released_by: config.close_stacks.then(|| cache.of(e.released_by)),
+                    not_shown: std::mem::take(&mut self.not_shown),
+                };
+                let bytes = match config.format {
+                    Format::Text => report::render_bad_close_text(&notice),
+                    Format::Json => report::render_bad_close_json(&notice),
+                };
+                REPORT_LOCK.lock();
+                DEST.write(&config.report, bytes.as_bytes());
+                REPORT_LOCK.unlock();
+            });
         }
-        Err(e) => {
-            warn_dest(&path, e);
-            let _ = os::write_all(2, bytes);
+    }
+}
+
+/// At normal exit (from the library destructor): the leak report of `FDGUARD_AT_EXIT`, and
+/// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
+pub fn at_exit() {
+    let Some(config) = CONFIG.get() else { return };
+    if !config.at_exit && config.leak_exitcode.is_none() {
+        return;
+    }
+    let leaks = write_report(Reason::Exit);
+    if let (Some(code), true) = (config.leak_exitcode, leaks > 0) {
+        // SAFETY: flushing stdio as exit() would after this destructor, then ending the process
+        // with the requested status.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::_exit(code as i32);
         }
     }
 }

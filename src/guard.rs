@@ -62,16 +62,21 @@ pub fn deactivate() {
     PHASE.store(PHASE_PASSIVE, Ordering::Release);
 }
 
+pub fn is_active() -> bool {
+    PHASE.load(Ordering::Acquire) == PHASE_ACTIVE
+}
+
 /// The mode for the hook being entered on this thread.
 #[inline]
 pub fn mode() -> Mode {
-    if PHASE.load(Ordering::Acquire) != PHASE_ACTIVE || in_vfork_child() {
+    // First: a vfork child must not even touch thread-local state on its parent's behalf.
+    if in_vfork_child() {
         return Mode::Pass;
     }
     THREAD.with(|t| {
         if t.internal.get() > 0 {
             Mode::Own
-        } else if t.inside_compound.get() > 0 {
+        } else if PHASE.load(Ordering::Acquire) != PHASE_ACTIVE || t.inside_compound.get() > 0 {
             Mode::Pass
         } else {
             Mode::Track

@@ -161,20 +161,43 @@ fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
 }
 
 /// Releases one fd: forgotten first, then really closed. Closing one of fdguard's own fds is
-/// answered with `EBADF` without closing it, as the program would see without fdguard.
+/// answered with `EBADF` without closing it, as the program would see without fdguard. A close
+/// that fails with `EBADF` on an fd the table did not have is reported as a bad close.
 #[inline(always)]
-fn release_fd<R>(fd: c_int, real: impl FnOnce() -> R, ebadf: R) -> R {
+fn release_fd(call: Call, fd: c_int, real: impl FnOnce() -> c_int) -> c_int {
     let mode = guard::mode();
+    let mut before = tracker::Released::Unknown;
     if mode != Mode::Pass {
         let _errno = ErrnoGuard::save();
         if guard::contained(|| tracker::is_own(mode, fd)) == Some(true) {
             drop(_errno);
             os::set_errno(libc::EBADF);
-            return ebadf;
+            return -1;
         }
-        guard::contained(|| tracker::releasing(mode, fd));
+        before = guard::contained(|| tracker::releasing(mode, fd)).unwrap_or(before);
     }
-    real()
+    let r = real();
+    if r == -1 {
+        after(mode, |e| tracker::bad_close(mode, call, fd, before, e));
+    }
+    r
+}
+
+/// `freopen`: the stream's old fd is released (even when reopening fails), then `path` is
+/// opened, usually on the same number.
+#[inline(always)]
+fn reopen_stream(
+    call: Call,
+    fp: *mut FILE,
+    real: impl FnOnce() -> *mut FILE,
+    origin: impl FnOnce() -> Origin,
+) -> *mut FILE {
+    let mode = guard::mode();
+    if mode != Mode::Pass {
+        let _errno = ErrnoGuard::save();
+        guard::contained(|| tracker::releasing(mode, stream_fd(fp)));
+    }
+    new_stream(call, real, origin)
 }
 
 /// Releases every fd in `lo..=hi` (when `closes` says the call really closes them).
@@ -241,13 +264,13 @@ hooks! {
         |call| new_stream(Call::Fopen64, call, || Origin::new(Call::Fopen64).path(path_arg(path)));
     /// Closes the stream's old fd (even when reopening fails), then opens `path` on it.
     fn freopen(path: *const c_char, how: *const c_char, fp: *mut FILE) -> *mut FILE =
-        |call| release_fd(stream_fd(fp), || {
-            new_stream(Call::Freopen, call, || Origin::new(Call::Freopen).path(path_arg(path)))
-        }, std::ptr::null_mut());
+        |call| reopen_stream(Call::Freopen, fp, call, || {
+            Origin::new(Call::Freopen).path(path_arg(path))
+        });
     fn freopen64(path: *const c_char, how: *const c_char, fp: *mut FILE) -> *mut FILE =
-        |call| release_fd(stream_fd(fp), || {
-            new_stream(Call::Freopen64, call, || Origin::new(Call::Freopen64).path(path_arg(path)))
-        }, std::ptr::null_mut());
+        |call| reopen_stream(Call::Freopen64, fp, call, || {
+            Origin::new(Call::Freopen64).path(path_arg(path))
+        });
     /// No new fd: the existing one now belongs to a stream.
     fn fdopen(fd: c_int, how: *const c_char) -> *mut FILE = |call| {
         let mode = guard::mode();
@@ -382,10 +405,13 @@ hooks! {
         }
     };
 
-    fn close(fd: c_int) -> c_int = |call| release_fd(fd, call, -1);
-    fn fclose(fp: *mut FILE) -> c_int = |call| release_fd(stream_fd(fp), || guard::compound(call), libc::EOF);
-    fn pclose(fp: *mut FILE) -> c_int = |call| release_fd(stream_fd(fp), || guard::compound(call), -1);
-    fn closedir(dir: *mut DIR) -> c_int = |call| release_fd(dir_fd(dir), || guard::compound(call), -1);
+    fn close(fd: c_int) -> c_int = |call| release_fd(Call::Close, fd, call);
+    fn fclose(fp: *mut FILE) -> c_int =
+        |call| release_fd(Call::Fclose, stream_fd(fp), || guard::compound(call));
+    fn pclose(fp: *mut FILE) -> c_int =
+        |call| release_fd(Call::Pclose, stream_fd(fp), || guard::compound(call));
+    fn closedir(dir: *mut DIR) -> c_int =
+        |call| release_fd(Call::Closedir, dir_fd(dir), || guard::compound(call));
     /// With `CLOSE_RANGE_CLOEXEC` nothing is closed, only marked close-on-exec.
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int =
         |call| release_range(first, last, flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0, call);

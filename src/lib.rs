@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod badclose;
 mod config;
 mod dumper;
 mod guard;
@@ -41,6 +42,20 @@ use tracker::Origin;
 #[used]
 #[unsafe(link_section = ".init_array")]
 static INIT: extern "C" fn() = init;
+
+/// Runs at normal exit, after the program's own `atexit` handlers: the exit leak check.
+#[cfg(not(test))]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static FINI: extern "C" fn() = fini;
+
+#[cfg_attr(test, allow(dead_code))]
+extern "C" fn fini() {
+    if guard::is_active() {
+        guard::contained(dumper::at_exit);
+    }
+}
 
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
@@ -83,7 +98,7 @@ fn start() {
         guard::internal_failure(&msg);
     }));
     stack::init();
-    tracker::configure(config.depth, config.close_stacks);
+    tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
     tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
     record_inherited();
     dumper::start(config);

@@ -365,3 +365,52 @@ pub fn module_bounds(addr: usize) -> Option<(usize, usize)> {
         .flat_map(|m| m.text)
         .find(|(lo, hi)| (*lo..*hi).contains(&addr))
 }
+
+/// Moves fdguard's own `fd` out of the program's way: to the first number at or above the soft
+/// `RLIMIT_NOFILE`, where the program can never be handed it (the soft limit is raised for the
+/// duration of one `fcntl` and put back). Returns the new fd, or `None` (and `fd` untouched)
+/// when that is impossible, e.g. because the soft limit already equals the hard one.
+pub fn move_above_limit(fd: c_int) -> Option<c_int> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit/setrlimit; F_DUPFD_CLOEXEC and close act on
+    // fdguard's own descriptors only.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0
+            || lim.rlim_cur >= lim.rlim_max
+            || lim.rlim_cur > i32::MAX as u64
+        {
+            return None;
+        }
+        let soft = lim.rlim_cur;
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max.min(soft + 64),
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            return None;
+        }
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, soft as c_int);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if high < 0 {
+            return None;
+        }
+        libc::close(fd);
+        Some(high)
+    }
+}
+
+/// (device, inode) of an open fd, to check that a held fd still is what fdguard opened.
+pub fn fd_identity(fd: c_int) -> Option<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable and read only after fstat succeeded.
+    unsafe {
+        if libc::fstat(fd, st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let st = st.assume_init();
+        Some((st.st_dev, st.st_ino))
+    }
+}

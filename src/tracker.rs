@@ -3,8 +3,11 @@
 //! Hooks call exactly one function here after (or, for releases, before) the real call. Nothing
 //! here allocates, locks, or calls a hooked function.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
+use crate::badclose::{BadClose, BadCloses};
 use crate::guard::{self, Mode};
 use crate::intern::Interner;
 use crate::limits::Threshold;
@@ -20,11 +23,17 @@ pub static PATHS: Interner<{ 1 << 17 }, { 16 << 20 }> = Interner::new();
 pub static THRESHOLD: Threshold = Threshold::new();
 pub static COUNTERS: Counters = Counters::new();
 pub static OWN: OwnFds = OwnFds::new();
+pub static BAD_CLOSES: BadCloses = BadCloses::new();
 
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
 static CLOSE_STACKS: AtomicBool = AtomicBool::new(false);
 /// Incremented in each fork child; lets the table take over writes frozen by `fork`.
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+/// `emfile` reports: at most one per interval; the call and errno of the one reported.
+static EMFILE_INTERVAL_NS: AtomicU64 = AtomicU64::new(60_000_000_000);
+static EMFILE_LAST_NS: AtomicU64 = AtomicU64::new(0);
+static EMFILE_CALL: AtomicU8 = AtomicU8::new(0);
+static EMFILE_ERRNO: AtomicI32 = AtomicI32::new(0);
 
 /// Things fdguard noticed but could not record exactly; shown in every report.
 pub struct Counters {
@@ -160,9 +169,13 @@ impl Origin {
 }
 
 /// Configures the hot path from the parsed config (at load).
-pub fn configure(depth: usize, close_stacks: bool) {
+pub fn configure(depth: usize, close_stacks: bool, emfile_interval_s: u64) {
     DEPTH.store(depth, Ordering::Relaxed);
     CLOSE_STACKS.store(close_stacks, Ordering::Relaxed);
+    EMFILE_INTERVAL_NS.store(
+        emfile_interval_s.saturating_mul(1_000_000_000),
+        Ordering::Relaxed,
+    );
 }
 
 pub fn fork_generation() -> u32 {
@@ -250,30 +263,66 @@ pub fn is_own(mode: Mode, fd: i32) -> bool {
     mode == Mode::Track && OWN.contains(fd)
 }
 
+/// What the table knew about an fd being released, needed after the real call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    WasOpen,
+    /// Not open in the table; the stack that released the number before, if recorded.
+    NotOpen(Option<StackId>),
+    /// Nothing to say (passed through, fdguard's own fd, or the entry was busy).
+    Unknown,
+}
+
 /// An fd is about to be released: forget it *before* the real call, since another thread can
 /// get the same number the moment the kernel frees it.
 #[inline]
-pub fn releasing(mode: Mode, fd: i32) {
+pub fn releasing(mode: Mode, fd: i32) -> Released {
     match mode {
-        Mode::Pass => {}
-        Mode::Own => OWN.remove(fd),
+        Mode::Pass => Released::Unknown,
+        Mode::Own => {
+            OWN.remove(fd);
+            Released::Unknown
+        }
         Mode::Track => forget(fd),
     }
 }
 
-fn forget(fd: i32) {
+fn forget(fd: i32) -> Released {
     let release_stack = if CLOSE_STACKS.load(Ordering::Relaxed) {
         stack::capture(DEPTH.load(Ordering::Relaxed))
     } else {
         None
     };
     match TABLE.remove(fd, fork_generation(), release_stack) {
-        Remove::WasOpen(_) => THRESHOLD.after_release(TABLE.open_count()),
+        Remove::WasOpen(_) => {
+            THRESHOLD.after_release(TABLE.open_count());
+            Released::WasOpen
+        }
         Remove::Busy => {
             COUNTERS.skipped.fetch_add(1, Ordering::Relaxed);
+            Released::Unknown
         }
-        Remove::NotOpen { .. } | Remove::OutOfRange => {}
+        Remove::NotOpen { last_release } => Released::NotOpen(last_release),
+        Remove::OutOfRange => Released::NotOpen(None),
     }
+}
+
+/// A release failed with `EBADF` on an fd fdguard did not have open: a bad (often double) close.
+pub fn bad_close(mode: Mode, call: Call, fd: i32, before: Released, errno: i32) {
+    let Released::NotOpen(released_by) = before else {
+        return;
+    };
+    if mode != Mode::Track || errno != libc::EBADF || fd < 0 {
+        return;
+    }
+    BAD_CLOSES.push(BadClose {
+        fd,
+        call,
+        tid: guard::tid(),
+        stack: stack::capture(DEPTH.load(Ordering::Relaxed).max(1)),
+        released_by,
+    });
+    trigger::request(Reason::BadClose);
 }
 
 /// Every fd in `lo..=hi` is about to be released (`close_range`, `closefrom`).
@@ -296,7 +345,7 @@ pub fn releasing_range(mode: Mode, lo: u32, hi: u32) {
                     }
                 });
                 for fd in &open[..n] {
-                    forget(*fd);
+                    let _ = forget(*fd);
                 }
                 if n < open.len() {
                     break;
@@ -325,16 +374,41 @@ pub fn streams_flushed(mode: Mode) {
         }
     });
     for fd in &gone[..n] {
-        forget(*fd);
+        let _ = forget(*fd);
     }
 }
 
-/// A call failed; running out of fds is a report trigger.
+/// A call failed; running out of fds triggers an `emfile` report, at most one per interval.
 #[inline]
-pub fn failed(mode: Mode, _call: Call, errno: i32) {
+pub fn failed(mode: Mode, call: Call, errno: i32) {
     if mode == Mode::Track && (errno == libc::EMFILE || errno == libc::ENFILE) {
+        out_of_fds(call, errno);
+    }
+}
+
+#[cold]
+fn out_of_fds(call: Call, errno: i32) {
+    let now = os::monotonic_ns().max(1);
+    let last = EMFILE_LAST_NS.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < EMFILE_INTERVAL_NS.load(Ordering::Relaxed) {
+        return;
+    }
+    if EMFILE_LAST_NS
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        EMFILE_CALL.store(call as u8, Ordering::Relaxed);
+        EMFILE_ERRNO.store(errno, Ordering::Relaxed);
         trigger::request(Reason::Emfile);
     }
+}
+
+/// The call (and errno) behind the latest `emfile` report.
+pub fn emfile_trigger() -> (Call, i32) {
+    (
+        Call::from_u8(EMFILE_CALL.load(Ordering::Relaxed)).unwrap_or(Call::Untracked),
+        EMFILE_ERRNO.load(Ordering::Relaxed),
+    )
 }
 
 #[cfg(test)]

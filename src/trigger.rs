@@ -13,6 +13,9 @@ pub enum Reason {
     Signal,
     Threshold,
     Emfile,
+    /// Not a report: print the queued bad closes.
+    BadClose,
+    Exit,
 }
 
 impl Reason {
@@ -21,6 +24,8 @@ impl Reason {
             Reason::Signal => "signal",
             Reason::Threshold => "threshold",
             Reason::Emfile => "emfile",
+            Reason::BadClose => "bad_close",
+            Reason::Exit => "exit",
         }
     }
 
@@ -29,7 +34,12 @@ impl Reason {
     }
 
     /// Reasons the report thread serves, in the order it serves them.
-    pub const QUEUED: [Reason; 3] = [Reason::Emfile, Reason::Threshold, Reason::Signal];
+    pub const QUEUED: [Reason; 4] = [
+        Reason::Emfile,
+        Reason::Threshold,
+        Reason::Signal,
+        Reason::BadClose,
+    ];
 }
 
 static PENDING: AtomicU32 = AtomicU32::new(0);

@@ -6,7 +6,7 @@ use common::*;
 fn report_on_signal_matches_proc_and_forgets_closed_fds() {
     let dir = scratch("basic");
     let prog = build_c("basic", &dir, &["-O1", "-g"]);
-    let report = dir.join("report.jsonl");
+    let report = report_path(&dir);
     let mut s = Stepper::spawn(guarded(&prog, &report), &report);
 
     let (name, lines) = s.next_checkpoint().expect("checkpoint");

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Frame, Report, iso8601_utc};
+use super::{BadCloseNotice, Frame, Report, iso8601_utc};
 use crate::origin::FdKind;
 
 /// Appends `s` as a JSON string literal.
@@ -75,6 +75,37 @@ fn frame(out: &mut String, f: &Frame) {
     out.push('}');
 }
 
+fn frames(out: &mut String, frames: &[Frame]) {
+    out.push('[');
+    for (j, f) in frames.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        frame(out, f);
+    }
+    out.push(']');
+}
+
+/// A bad close as one line of JSON (`"event": "bad_close"`; reports have no `event` key).
+pub fn render_bad_close_json(n: &BadCloseNotice) -> String {
+    let mut o = format!(
+        "{{\"fdguard\":1,\"pid\":{},\"event\":\"bad_close\",\"time\":",
+        n.pid
+    );
+    string(&mut o, &iso8601_utc(n.unix_ms));
+    o.push_str(",\"call\":");
+    string(&mut o, n.call);
+    let _ = write!(o, ",\"fd\":{},\"tid\":{},\"stack\":", n.fd, n.tid);
+    frames(&mut o, &n.frames);
+    o.push_str(",\"released_by\":");
+    match &n.released_by {
+        Some(f) => frames(&mut o, f),
+        None => o.push_str("null"),
+    }
+    let _ = writeln!(o, ",\"not_shown\":{}}}", n.not_shown);
+    o
+}
+
 /// The report as one line of JSON, newline-terminated.
 pub fn render_json(r: &Report) -> String {
     let h = &r.header;
@@ -90,6 +121,8 @@ pub fn render_json(r: &Report) -> String {
     string(&mut o, h.reason);
     o.push_str(",\"trigger_call\":");
     opt_string(&mut o, h.trigger_call);
+    o.push_str(",\"trigger_errno\":");
+    opt_string(&mut o, h.trigger_errno);
     o.push_str(",\"time\":");
     string(&mut o, &iso8601_utc(h.unix_ms));
     o.push_str(",\"limit\":{\"soft\":");
@@ -98,11 +131,14 @@ pub fn render_json(r: &Report) -> String {
     limit(&mut o, h.hard);
     let _ = write!(
         o,
-        "}},\"open\":{},\"untracked\":{},\"missed_closes\":{},\"skipped\":{},\"by_kind\":",
+        "}},\"open\":{},\"untracked\":{},\"suppressed\":{},\"missed_closes\":{},\"skipped\":{},\
+         \"bad_closes\":{},\"by_kind\":",
         r.open(),
         r.untracked(),
+        h.suppressed,
         h.missed_closes,
-        h.skipped
+        h.skipped,
+        h.bad_closes
     );
     kind_counts(&mut o, &r.by_kind());
     let _ = write!(
@@ -145,16 +181,11 @@ pub fn render_json(r: &Report) -> String {
         }
         let _ = write!(
             o,
-            "}},\"oldest_ms\":{},\"newest_ms\":{},\"frames\":[",
+            "}},\"oldest_ms\":{},\"newest_ms\":{},\"frames\":",
             g.oldest_ms, g.newest_ms
         );
-        for (j, f) in g.frames.iter().enumerate() {
-            if j > 0 {
-                o.push(',');
-            }
-            frame(&mut o, f);
-        }
-        o.push_str("]}");
+        frames(&mut o, &g.frames);
+        o.push('}');
     }
     o.push_str("]}\n");
     o

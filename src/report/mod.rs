@@ -4,11 +4,13 @@
 //! Nothing here touches the OS; `dumper` gathers the inputs.
 
 mod json;
+mod suppress;
 mod text;
 mod time;
 
-pub use json::render_json;
-pub use text::render_text;
+pub use json::{render_bad_close_json, render_json};
+pub use suppress::is_suppressed;
+pub use text::{render_bad_close_text, render_text};
 pub use time::{compact_utc, iso8601_utc};
 
 use std::collections::BTreeMap;
@@ -23,8 +25,9 @@ pub struct Header {
     pub pid: u32,
     pub cmdline: Vec<String>,
     pub reason: &'static str,
-    /// The call that failed with EMFILE/ENFILE, for `emfile` reports.
+    /// The call that failed with EMFILE/ENFILE, and which of the two, for `emfile` reports.
     pub trigger_call: Option<&'static str>,
+    pub trigger_errno: Option<&'static str>,
     pub unix_ms: u64,
     pub soft: u64,
     pub hard: u64,
@@ -36,6 +39,10 @@ pub struct Header {
     pub listed: bool,
     /// Accept guard figures (see `emfile`).
     pub emfile: EmfileStats,
+    /// fds left out by `FDGUARD_IGNORE` (exit reports).
+    pub suppressed: usize,
+    /// Failed closes of fds that were not open, since the start.
+    pub bad_closes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,8 +64,10 @@ pub struct Row {
     /// Creation stack as captured; replaced by the group id in `Report::stack_of`.
     pub stack: Option<StackId>,
     pub tcp_state: Option<&'static str>,
-    /// Path as given (or function names) for suppressions.
+    /// Path as given, for suppressions.
     pub path: Option<String>,
+    /// The fd belongs to a stdio `FILE`.
+    pub stream: bool,
 }
 
 /// One resolved frame of a creation stack.
@@ -80,11 +89,28 @@ pub struct StackGroup {
     pub id: usize,
     pub stack: StackId,
     pub count: usize,
+    /// How many of them are stdio `FILE` streams.
+    pub streams: usize,
     pub by_kind: Vec<(FdKind, usize)>,
     pub tcp_states: Vec<(&'static str, usize)>,
     pub oldest_ms: u64,
     pub newest_ms: u64,
     pub frames: Vec<Frame>,
+}
+
+/// A close of an fd that was not open (`EBADF`), printed on its own, not as a report.
+#[derive(Clone, Debug, Default)]
+pub struct BadCloseNotice {
+    pub pid: u32,
+    pub unix_ms: u64,
+    pub fd: i32,
+    pub call: &'static str,
+    pub tid: u32,
+    pub frames: Vec<Frame>,
+    /// Where the number was last released; `None` when close stacks are not captured.
+    pub released_by: Option<Vec<Frame>>,
+    /// Bad closes since the last notice that were not shown (rate limit).
+    pub not_shown: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +184,7 @@ pub fn rows(
                         stack: rec.stack,
                         tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state),
                         path,
+                        stream: rec.stream,
                     }
                 }
                 None => {
@@ -172,6 +199,7 @@ pub fn rows(
                         stack: None,
                         tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state),
                         path: None,
+                        stream: false,
                     }
                 }
             }
@@ -259,6 +287,7 @@ pub fn group(rows: &[Row], mut frames_of: impl FnMut(StackId) -> Vec<Frame>) -> 
             id: 0,
             stack,
             count: rs.len(),
+            streams: rs.iter().filter(|r| r.stream).count(),
             by_kind: count_by(rs.iter().map(|r| r.kind)),
             tcp_states: count_by(rs.iter().filter_map(|r| r.tcp_state)),
             oldest_ms: rs.iter().filter_map(|r| r.age_ms).max().unwrap_or(0),
@@ -274,8 +303,17 @@ pub fn group(rows: &[Row], mut frames_of: impl FnMut(StackId) -> Vec<Frame>) -> 
     groups
 }
 
-/// Words for a kind in summaries ("sockets", "FILE streams" are what readers search for).
-pub fn kind_plural(kind: FdKind, n: usize) -> String {
+/// Words for a kind in summaries: "sockets", and "FILE streams" for files behind stdio
+/// streams (what readers search for).
+pub fn kind_words(kind: FdKind, n: usize, streams: bool) -> String {
+    if streams && kind == FdKind::File {
+        return if n == 1 {
+            "FILE stream"
+        } else {
+            "FILE streams"
+        }
+        .to_string();
+    }
     let word = match kind {
         FdKind::File => "file",
         FdKind::Dir => "directory",

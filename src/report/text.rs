@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Frame, Report, Row, StackGroup, iso8601_utc, kind_plural};
+use super::{BadCloseNotice, Frame, Report, Row, StackGroup, iso8601_utc, kind_words};
 
 /// Rows shown per stack in text (JSON has all of them).
 pub const ROWS_PER_STACK: usize = 20;
@@ -30,12 +30,13 @@ fn age(ms: u64) -> String {
 
 /// "800 sockets, 800 CLOSE_WAIT" for a group of fds.
 fn contents(g: &StackGroup) -> String {
+    let all_streams = g.streams > 0;
     let mut parts: Vec<String> = if g.by_kind.len() == 1 {
-        vec![kind_plural(g.by_kind[0].0, g.count)]
+        vec![kind_words(g.by_kind[0].0, g.count, g.streams == g.count)]
     } else {
         g.by_kind
             .iter()
-            .map(|(k, n)| format!("{n} {}", kind_plural(*k, *n)))
+            .map(|(k, n)| format!("{n} {}", kind_words(*k, *n, all_streams && g.streams == *n)))
             .collect()
     };
     parts.extend(g.tcp_states.iter().map(|(s, n)| format!("{n} {s}")));
@@ -50,7 +51,12 @@ pub fn summary(r: &Report) -> String {
         .cmdline
         .first()
         .map_or_else(|| "?".to_string(), |p| p.clone());
-    let mut s = format!("fdguard: {open} of {} fds open", limit(r.header.soft));
+    let what = if r.header.reason == "exit" {
+        "still open at exit"
+    } else {
+        "open"
+    };
+    let mut s = format!("fdguard: {open} of {} fds {what}", limit(r.header.soft));
     if r.header.soft != u64::MAX && r.header.soft > 0 {
         let _ = write!(s, " ({}%)", open as u64 * 100 / r.header.soft);
     }
@@ -98,14 +104,54 @@ fn row_line(row: &Row) -> String {
 
 const ROW_HEADER: &str = "     fd  kind         age      tid  call         description";
 
+fn prefixed(pid: u32, lines: Vec<String>) -> String {
+    let mut out = String::new();
+    for l in lines {
+        let _ = write!(out, "=={pid}==");
+        if !l.is_empty() {
+            out.push(' ');
+            out.push_str(&l);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A bad close, as valgrind would print an invalid free.
+pub fn render_bad_close_text(n: &BadCloseNotice) -> String {
+    let mut lines = vec![format!(
+        "fdguard: {}({}) failed with EBADF: fd {} is not open (a double close?) in thread {}",
+        n.call, n.fd, n.fd, n.tid
+    )];
+    lines.extend(n.frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
+    match &n.released_by {
+        Some(frames) if !frames.is_empty() => {
+            lines.push(format!(" fd {} was last released at:", n.fd));
+            lines.extend(frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
+        }
+        Some(_) => lines.push(format!(" fd {} was never released before", n.fd)),
+        None => lines.push(format!(
+            " set FDGUARD_CLOSE_STACKS=1 to see where fd {} was released before",
+            n.fd
+        )),
+    }
+    if n.not_shown > 0 {
+        lines.push(format!(" ({} more bad closes not shown)", n.not_shown));
+    }
+    prefixed(n.pid, lines)
+}
+
 /// Writes the whole report.
 pub fn render_text(r: &Report) -> String {
-    let pfx = format!("=={}== ", r.header.pid);
     let mut lines: Vec<String> = Vec::new();
     lines.push(summary(r));
     let mut reason = format!("reason: {}", r.header.reason);
     if let Some(call) = r.header.trigger_call {
-        let _ = write!(reason, " ({call} failed)");
+        let _ = write!(
+            reason,
+            " ({call} failed with {})",
+            r.header.trigger_errno.unwrap_or("EMFILE")
+        );
     }
     let _ = write!(
         reason,
@@ -126,6 +172,15 @@ pub fn render_text(r: &Report) -> String {
     }
     lines.push(format!("open by kind: {}", kinds.join(", ")));
     let h = &r.header;
+    if h.reason == "exit" {
+        lines.push(format!(
+            "not counted: inherited fds and standard streams; {} fds left out by FDGUARD_IGNORE",
+            h.suppressed
+        ));
+    }
+    if h.bad_closes > 0 {
+        lines.push(format!("bad closes (EBADF) so far: {}", h.bad_closes));
+    }
     if h.missed_closes > 0 || h.skipped > 0 || !h.listed {
         let mut note = format!(
             "note: {} closes not seen by fdguard, {} updates skipped",
@@ -180,16 +235,7 @@ pub fn render_text(r: &Report) -> String {
     }
     lines.push(String::new());
     lines.push("fdguard: end of report".to_string());
-    let mut out = String::new();
-    for l in lines {
-        out.push_str(pfx.trim_end_matches(' '));
-        if !l.is_empty() {
-            out.push(' ');
-            out.push_str(&l);
-        }
-        out.push('\n');
-    }
-    out
+    prefixed(r.header.pid, lines)
 }
 
 #[cfg(test)]
@@ -212,6 +258,7 @@ mod tests {
                 stack: Some(StackId(5)),
                 tcp_state: Some("CLOSE_WAIT"),
                 path: None,
+                stream: false,
             });
         }
         rows.push(Row {
@@ -224,11 +271,13 @@ mod tests {
             stack: None,
             tcp_state: None,
             path: None,
+            stream: false,
         });
         let stacks = vec![StackGroup {
             id: 0,
             stack: StackId(5),
             count: 25,
+            streams: 0,
             by_kind: vec![(FdKind::Socket, 25)],
             tcp_states: vec![("CLOSE_WAIT", 25)],
             oldest_ms: 1500,
@@ -267,6 +316,38 @@ mod tests {
             "==4242== fdguard: 26 of 32 fds open (81%) in pid 4242 (./server); \
              25 in 1 stack: sockets, 25 CLOSE_WAIT"
         );
+    }
+
+    #[test]
+    fn file_streams_are_named_as_such() {
+        let mut r = report();
+        r.stacks[0].by_kind = vec![(FdKind::File, 25)];
+        r.stacks[0].tcp_states.clear();
+        r.stacks[0].streams = 25;
+        assert!(summary(&r).ends_with("25 in 1 stack: FILE streams"));
+    }
+
+    #[test]
+    fn bad_close_notice_names_both_stacks() {
+        let f = Frame {
+            addr: 0x10,
+            function: Some("cleanup".into()),
+            ..Frame::default()
+        };
+        let mut n = BadCloseNotice {
+            pid: 7,
+            fd: 5,
+            call: "close",
+            tid: 8,
+            frames: vec![f.clone()],
+            released_by: Some(vec![f]),
+            ..Default::default()
+        };
+        let t = render_bad_close_text(&n);
+        assert!(t.starts_with("==7== fdguard: close(5) failed with EBADF: fd 5 is not open"));
+        assert!(t.contains("fd 5 was last released at:"));
+        n.released_by = None;
+        assert!(render_bad_close_text(&n).contains("FDGUARD_CLOSE_STACKS=1"));
     }
 
     #[test]

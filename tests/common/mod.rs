@@ -91,12 +91,26 @@ pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
     }
 }
 
-/// The fds the kernel says a process has open.
+/// The fds the kernel says a process has open, except fdguard's own report file (which fdguard
+/// holds above the soft limit when the hard limit leaves room, and never reports).
 pub fn proc_fds(pid: u32) -> BTreeSet<i64> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("list /proc/PID/fd")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            let is_report = link.to_string_lossy().contains("fdguard-report");
+            if is_report {
+                return None;
+            }
+            e.file_name().to_str()?.parse().ok()
+        })
         .collect()
+}
+
+/// The report file for a test: its name marks it as fdguard's (see `proc_fds`).
+pub fn report_path(dir: &Path) -> PathBuf {
+    dir.join("fdguard-report.jsonl")
 }
 
 /// The fds a report lists.
