@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use libc::{DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
-use libc::{sockaddr, socklen_t, ssize_t, timespec};
+use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::origin::{Call, Detail};
@@ -209,6 +209,19 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
         guard::contained(|| tracker::releasing_range(mode, lo, hi));
     }
     real()
+}
+
+/// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold follows the new
+/// limit at once (the report thread also re-reads it every second, for `prlimit --pid`).
+#[inline(always)]
+fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
+    let mode = guard::mode();
+    let r = real();
+    let ours = pid == 0 || pid as u32 == os::getpid();
+    if r == 0 && resource == libc::RLIMIT_NOFILE as c_int && ours {
+        after(mode, |_| tracker::limit_changed(mode));
+    }
+    r
 }
 
 /// Generates each exported hook: its real function, or the `ENOSYS` answer when this libc does
@@ -417,6 +430,14 @@ hooks! {
         |call| release_range(first, last, flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0, call);
     fn closefrom(lowfd: c_int) -> () =
         |call| release_range(lowfd.max(0) as c_uint, c_uint::MAX, lowfd >= 0, call);
+    fn setrlimit(resource: c_int, limit: *const rlimit) -> c_int =
+        |call| limit_set(resource, 0, call);
+    fn setrlimit64(resource: c_int, limit: *const rlimit) -> c_int =
+        |call| limit_set(resource, 0, call);
+    fn prlimit(pid: pid_t, resource: c_int, new: *const rlimit, old: *mut rlimit) -> c_int =
+        |call| limit_set(resource, pid, call);
+    fn prlimit64(pid: pid_t, resource: c_int, new: *const rlimit, old: *mut rlimit) -> c_int =
+        |call| limit_set(resource, pid, call);
     fn fcloseall() -> c_int = |call| {
         let mode = guard::mode();
         let r = guard::compound(call);

@@ -27,7 +27,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, sigset_t, sockaddr,
+    DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, rlimit, sigset_t, sockaddr,
     socklen_t, ssize_t, timespec,
 };
 
@@ -196,4 +196,8 @@ reals! {
     close_range: fn(c_uint, c_uint, c_int) -> c_int;
     closefrom: fn(c_int);
     vfork: fn() -> pid_t;
+    setrlimit: fn(c_int, *const rlimit) -> c_int;
+    setrlimit64: fn(c_int, *const rlimit) -> c_int;
+    prlimit: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
+    prlimit64: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
 }

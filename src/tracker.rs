@@ -378,6 +378,13 @@ pub fn streams_flushed(mode: Mode) {
     }
 }
 
+/// The program changed its own `RLIMIT_NOFILE`.
+pub fn limit_changed(mode: Mode) {
+    if mode == Mode::Track {
+        THRESHOLD.set_limit(os::nofile_limit().0);
+    }
+}
+
 /// A call failed; running out of fds triggers an `emfile` report, at most one per interval.
 #[inline]
 pub fn failed(mode: Mode, call: Call, errno: i32) {

@@ -22,7 +22,7 @@ __attribute__((noinline)) static void handle_request(int id) {
 int main(int argc, char **argv) {
     int requests = argc > 1 ? atoi(argv[1]) : 200;
     for (int i = 0; i < requests; i++) handle_request(i);
-    printf("served %d requests\n", requests);
+    printf("ready: served %d requests\n", requests);
     fflush(stdout);
     if (argc > 2) for (;;) pause(); /* "wait": stay alive like a server until killed */
     return 0;

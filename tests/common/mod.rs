@@ -38,8 +38,17 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Compiles `tests/c/<name>.c` (with `tests/c` on the include path) into `dir`.
 pub fn build_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let out = dir.join(name);
+    build_from("tests/c", name, name, dir, flags)
+}
+
+/// Compiles `examples/c/<name>.c` into `dir/<out>`.
+pub fn build_example(name: &str, out: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+    build_from("examples/c", name, out, dir, flags)
+}
+
+fn build_from(folder: &str, name: &str, out_name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
+    let out = dir.join(out_name);
     let status = Command::new("cc")
         .args(flags)
         .arg("-o")
@@ -138,10 +147,16 @@ pub fn kill(pid: u32, sig: i32) {
     );
 }
 
+/// How long a test may keep one program alive.
+pub const WATCHDOG: Duration = Duration::from_secs(120);
+
 /// A program that stops at checkpoints (`checkpoint.h`): it prints `CHECKPOINT <name>` and
 /// waits for a line on stdin before going on.
 pub struct Stepper {
     pub child: Child,
+    /// Set when the test is done with the program; until then a watchdog kills it after
+    /// `WATCHDOG` so that a hung program fails the test instead of hanging it.
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pub report: PathBuf,
@@ -157,8 +172,23 @@ impl Stepper {
             .expect("spawn");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (pid, flag) = (child.id(), done.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if start.elapsed() > WATCHDOG {
+                    eprintln!("watchdog: killing pid {pid} after {WATCHDOG:?}");
+                    // SAFETY: kill(2) on the child this test started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
         Stepper {
             child,
+            done,
             stdin,
             stdout,
             report: report.to_path_buf(),
@@ -188,6 +218,21 @@ impl Stepper {
         }
     }
 
+    /// Reads stdout until a line starts with `prefix`; returns that line.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "program ended before printing {prefix:?}"
+            );
+            if line.starts_with(prefix) {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
     /// Asks for a report with SIGUSR2 and returns it.
     pub fn report_now(&mut self) -> Value {
         kill(self.pid(), libc::SIGUSR2);
@@ -202,7 +247,15 @@ impl Stepper {
         let _ = self.stdin.flush();
     }
 
+    /// Kills the program (examples that wait forever).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn finish(mut self) -> Output {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
         drop(self.stdin);
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
@@ -213,6 +266,27 @@ impl Stepper {
             stderr: Vec::new(),
         }
     }
+}
+
+/// The names of a stack's functions, innermost first.
+pub fn functions(stack: &Value) -> Vec<String> {
+    stack["frames"]
+        .as_array()
+        .expect("frames")
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(String::from))
+        .collect()
+}
+
+/// The stack a report's `fds[].stack` points to.
+pub fn stack_by_id(report: &Value, id: &Value) -> Value {
+    report["stacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| &s["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no stack {id}"))
 }
 
 /// Asserts that a report lists exactly the kernel's open fds, and that none is `untracked`
