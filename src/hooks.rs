@@ -6,7 +6,7 @@
 //! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
 #![allow(unsafe_code)]
 
-use libc::{DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
+use libc::{DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
 use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 
 use crate::guard::{self, ErrnoGuard, Mode};
@@ -438,6 +438,16 @@ hooks! {
         |call| limit_set(resource, pid, call);
     fn prlimit64(pid: pid_t, resource: c_int, new: *const rlimit, old: *mut rlimit) -> c_int =
         |call| limit_set(resource, pid, call);
+    /// Code unmapped by `dlclose` takes its cached unwind rules with it (another object may be
+    /// loaded at the same address). Done whatever the mode: the cache is shared by everyone.
+    fn dlclose(handle: *mut c_void) -> c_int = |call| {
+        let r = call();
+        if r == 0 {
+            let _errno = ErrnoGuard::save();
+            tracker::code_unmapped();
+        }
+        r
+    };
     fn fcloseall() -> c_int = |call| {
         let mode = guard::mode();
         let r = guard::compound(call);

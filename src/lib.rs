@@ -28,6 +28,8 @@ mod symbolize;
 mod table;
 mod tracker;
 mod trigger;
+#[allow(unsafe_code)]
+mod unwind;
 
 use std::ffi::CString;
 
@@ -98,6 +100,7 @@ fn start() {
         guard::internal_failure(&msg);
     }));
     stack::init();
+    unwind::init();
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
     tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
     record_inherited();

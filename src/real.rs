@@ -27,8 +27,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    DIR, FILE, c_char, c_int, c_uint, mmsghdr, mode_t, msghdr, pid_t, rlimit, sigset_t, sockaddr,
-    socklen_t, ssize_t, timespec,
+    DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, rlimit, sigset_t,
+    sockaddr, socklen_t, ssize_t, timespec,
 };
 
 const MISSING: usize = 1;
@@ -200,4 +200,5 @@ reals! {
     setrlimit64: fn(c_int, *const rlimit) -> c_int;
     prlimit: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
     prlimit64: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
+    dlclose: fn(*mut c_void) -> c_int;
 }

@@ -1,8 +1,7 @@
 //! Creation stacks: capture raw return addresses at creation, intern identical stacks.
 //!
-//! Capture happens inside hooks, so it allocates nothing and takes no lock; resolving addresses
-//! to names is left to report time (`symbolize`).
-#![allow(unsafe_code)]
+//! Capture happens inside hooks, so it allocates nothing and takes no lock (`unwind`); resolving
+//! addresses to names is left to report time (`symbolize`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,6 +9,7 @@ use crate::config::MAX_DEPTH;
 use crate::intern::Interner;
 use crate::os;
 use crate::table::StackId;
+use crate::unwind;
 
 /// Distinct stacks: up to 256k of them, 64 MiB of frames, mapped as used.
 static STACKS: Interner<{ 1 << 18 }, { 64 << 20 }> = Interner::new();
@@ -33,25 +33,6 @@ fn is_own(addr: usize) -> bool {
     addr >= OWN_TEXT[0].load(Ordering::Relaxed) && addr < OWN_TEXT[1].load(Ordering::Relaxed)
 }
 
-/// Fills `out` with return addresses, innermost first; returns how many.
-#[inline(never)]
-fn raw_capture(out: &mut [usize]) -> usize {
-    let mut n = 0;
-    // SAFETY: trace_unsynchronized only requires that no other thread uses the unwinder's
-    // unsynchronized state concurrently in a way that matters; libgcc's unwinder is thread-safe
-    // with glibc's lock-free `_dl_find_object`, and the closure only writes into `out`.
-    unsafe {
-        backtrace::trace_unsynchronized(|frame| {
-            if let Some(slot) = out.get_mut(n) {
-                *slot = frame.ip() as usize;
-                n += 1;
-            }
-            n < out.len()
-        });
-    }
-    n
-}
-
 /// Captures the caller's stack (up to `depth` frames past fdguard's own) and interns it.
 #[inline(never)]
 pub fn capture(depth: usize) -> Option<StackId> {
@@ -60,12 +41,17 @@ pub fn capture(depth: usize) -> Option<StackId> {
     }
     let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
     let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
-    let n = raw_capture(&mut buf[..want]);
+    let n = unwind::capture(&mut buf[..want]);
     let frames = buf.get(..n)?;
     let skip = frames.iter().take_while(|a| is_own(**a)).count();
     let frames = frames.get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
     STACKS.intern(os::words_as_bytes(frames)).map(StackId)
+}
+
+/// Forgets unwind rules cached for code that may be gone (after `dlclose`).
+pub fn code_unmapped() {
+    unwind::invalidate_cache();
 }
 
 /// The frames of an interned stack (report time).

@@ -378,6 +378,11 @@ pub fn streams_flushed(mode: Mode) {
     }
 }
 
+/// A shared object was unloaded.
+pub fn code_unmapped() {
+    stack::code_unmapped();
+}
+
 /// The program changed its own `RLIMIT_NOFILE`.
 pub fn limit_changed(mode: Mode) {
     if mode == Mode::Track {

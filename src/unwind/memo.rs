@@ -1,0 +1,445 @@
+//! `WalkMemo`: the last walk started from a given stack pointer, kept so
+//! that repeating it costs independent loads instead of a chain of
+//! dependent ones.
+//!
+//! A walk is a pure function of its start registers, the stack bound, the
+//! rules (fixed within a `RuleCache` generation) and the stack words it
+//! read. A memo entry stores those inputs and every word read, with its
+//! address. If the inputs are equal and every recorded word still holds
+//! its recorded value, a fresh walk would take exactly the same steps, so
+//! the recorded return addresses are the answer. Checking that is a batch
+//! of independent loads the CPU overlaps, whereas a fresh walk must wait
+//! for each return address before it can even look up the next rule.
+//!
+//! Entries are seqlocked like `RuleCache` slots: writers never wait and
+//! readers treat a busy or torn entry as a miss. A torn entry may hold
+//! garbage addresses, so replay reads only inside `[sp0, limit)`, which is
+//! this thread's mapped stack; memos are therefore used only when
+//! `stack::limit` knows the bound.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use super::walk::{Step, WalkState};
+
+const ENTRIES: usize = 64;
+/// Frames a memo holds; longer captures replay these and walk the rest.
+pub(crate) const MEMO_FRAMES: usize = 32;
+/// Flag in `MemoEntry::len`: the walk ended by itself after the frames.
+const COMPLETE: u32 = 1 << 31;
+
+struct MemoFrame {
+    cfa: AtomicUsize,
+    ra: AtomicUsize,
+    rbp_at: AtomicUsize,
+    rbp: AtomicUsize,
+}
+
+#[repr(C, align(64))]
+struct MemoEntry {
+    seq: AtomicU32,
+    len: AtomicU32,
+    lookup_pc: AtomicUsize,
+    sp: AtomicUsize,
+    rbp: AtomicUsize,
+    limit: AtomicUsize,
+    generation: AtomicU64,
+    frames: [MemoFrame; MEMO_FRAMES],
+}
+
+/// Everything besides stack contents that a walk depends on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MemoKey {
+    pub(crate) start: WalkState,
+    pub(crate) limit: usize,
+    pub(crate) generation: u64,
+}
+
+pub(crate) enum Replay {
+    /// `out[..n]` is the complete answer.
+    Done(usize),
+    /// `out[..n]` holds the first frames; walk on from the state.
+    Continue(usize, WalkState),
+    Miss,
+}
+
+pub(crate) struct WalkMemo {
+    entries: [MemoEntry; ENTRIES],
+}
+
+/// Exclusive right to rewrite one entry, from `WalkMemo::begin_record`.
+pub(crate) struct MemoWriter<'a> {
+    entry: &'a MemoEntry,
+    seq: u32,
+}
+
+impl WalkMemo {
+    pub(crate) const fn new() -> Self {
+        WalkMemo {
+            entries: [const {
+                MemoEntry {
+                    seq: AtomicU32::new(0),
+                    len: AtomicU32::new(0),
+                    lookup_pc: AtomicUsize::new(0),
+                    sp: AtomicUsize::new(0),
+                    rbp: AtomicUsize::new(0),
+                    limit: AtomicUsize::new(0),
+                    generation: AtomicU64::new(0),
+                    frames: [const {
+                        MemoFrame {
+                            cfa: AtomicUsize::new(0),
+                            ra: AtomicUsize::new(0),
+                            rbp_at: AtomicUsize::new(0),
+                            rbp: AtomicUsize::new(0),
+                        }
+                    }; MEMO_FRAMES],
+                }
+            }; ENTRIES],
+        }
+    }
+
+    #[inline(always)]
+    fn entry(&self, key: &MemoKey) -> Option<&MemoEntry> {
+        if key.limit == usize::MAX {
+            return None; // unknown stack bound: replay could not be bounded
+        }
+        let (sp, rbp) = (key.start.sp, key.start.rbp);
+        let index = ((sp >> 4) ^ (sp >> 10) ^ (rbp >> 4)) % ENTRIES;
+        self.entries.get(index)
+    }
+
+    /// Writes the memoized answer for `key` to `out` if every word the
+    /// memoized walk read still holds the same value.
+    #[inline(always)]
+    pub(crate) fn replay(&self, key: &MemoKey, out: &mut [usize]) -> Replay {
+        let Some(e) = self.entry(key) else {
+            return Replay::Miss;
+        };
+        let seq = e.seq.load(Ordering::Acquire);
+        let same_inputs = seq & 1 == 0
+            && e.sp.load(Ordering::Relaxed) == key.start.sp
+            && e.rbp.load(Ordering::Relaxed) == key.start.rbp
+            && e.lookup_pc.load(Ordering::Relaxed) == key.start.lookup_pc
+            && e.limit.load(Ordering::Relaxed) == key.limit
+            && e.generation.load(Ordering::Relaxed) == key.generation;
+        if !same_inputs {
+            return Replay::Miss;
+        }
+        let len_word = e.len.load(Ordering::Relaxed);
+        let complete = len_word & COMPLETE != 0;
+        let len = ((len_word & !COMPLETE) as usize).min(MEMO_FRAMES);
+        if len < out.len() && !complete && len < MEMO_FRAMES {
+            return Replay::Miss; // recorded for a shorter buffer: record anew
+        }
+        // Any aligned word in [sp0, limit) is this thread's mapped stack.
+        let (lo, hi) = (key.start.sp, key.limit.wrapping_sub(8));
+        let readable = |addr: usize| addr >= lo && addr <= hi && addr.is_multiple_of(8);
+        let mut next = key.start;
+        let mut written = 0;
+        for (slot, frame) in out.iter_mut().zip(&e.frames).take(len) {
+            let cfa = frame.cfa.load(Ordering::Relaxed);
+            let ra = frame.ra.load(Ordering::Relaxed);
+            let rbp_at = frame.rbp_at.load(Ordering::Relaxed);
+            let rbp = frame.rbp.load(Ordering::Relaxed);
+            let ra_at = cfa.wrapping_sub(8);
+            if !readable(ra_at) || (rbp_at != 0 && !readable(rbp_at)) {
+                return Replay::Miss; // torn entry
+            }
+            // SAFETY: aligned and inside this thread's stack, see above.
+            let mut same = unsafe { read_word(ra_at) } == ra;
+            if rbp_at != 0 {
+                // SAFETY: as above.
+                same &= unsafe { read_word(rbp_at) } == rbp;
+            }
+            if !same {
+                return Replay::Miss; // the stack changed: a different walk
+            }
+            *slot = ra;
+            written += 1;
+            next = WalkState {
+                lookup_pc: ra.wrapping_sub(1),
+                sp: cfa,
+                rbp,
+            };
+        }
+        // Orders the entry loads above before the re-check of `seq`.
+        fence(Ordering::Acquire);
+        if e.seq.load(Ordering::Relaxed) != seq {
+            return Replay::Miss;
+        }
+        if written == out.len() || complete {
+            Replay::Done(written)
+        } else {
+            Replay::Continue(written, next)
+        }
+    }
+
+    /// Claims the entry for `key` to record a walk into, unless another
+    /// walk (maybe the one this signal handler interrupted) is doing so.
+    pub(crate) fn begin_record(&self, key: &MemoKey) -> Option<MemoWriter<'_>> {
+        let entry = self.entry(key)?;
+        let seq = entry.seq.load(Ordering::Relaxed);
+        if seq & 1 != 0 {
+            return None;
+        }
+        entry
+            .seq
+            .compare_exchange(
+                seq,
+                seq.wrapping_add(1),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()?;
+        // Pairs with the readers' acquire fence: they cannot see the
+        // stores below without seeing the odd sequence.
+        fence(Ordering::Release);
+        entry.sp.store(key.start.sp, Ordering::Relaxed);
+        entry.rbp.store(key.start.rbp, Ordering::Relaxed);
+        entry
+            .lookup_pc
+            .store(key.start.lookup_pc, Ordering::Relaxed);
+        entry.limit.store(key.limit, Ordering::Relaxed);
+        entry.generation.store(key.generation, Ordering::Relaxed);
+        Some(MemoWriter { entry, seq })
+    }
+}
+
+impl MemoWriter<'_> {
+    #[inline(always)]
+    pub(crate) fn record(&self, index: usize, step: &Step) {
+        if let Some(frame) = self.entry.frames.get(index) {
+            frame.cfa.store(step.cfa, Ordering::Relaxed);
+            frame.ra.store(step.ra, Ordering::Relaxed);
+            frame.rbp_at.store(step.rbp_at, Ordering::Relaxed);
+            frame.rbp.store(step.rbp, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the entry: the walk wrote `len` addresses into a buffer
+    /// of `capacity`; if it stopped short, it ended by itself.
+    pub(crate) fn finish(self, len: usize, capacity: usize) {
+        let complete = len < capacity && len <= MEMO_FRAMES;
+        let kept = len.min(MEMO_FRAMES) as u32;
+        self.entry.len.store(
+            if complete { kept | COMPLETE } else { kept },
+            Ordering::Relaxed,
+        );
+        self.entry
+            .seq
+            .store(self.seq.wrapping_add(2), Ordering::Release);
+    }
+}
+
+/// # Safety
+/// `addr` must be an aligned, readable word.
+#[inline(always)]
+unsafe fn read_word(addr: usize) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::read(addr as *const usize) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeStack(Box<[usize; 64]>);
+    impl FakeStack {
+        fn addr(&self, i: usize) -> usize {
+            &self.0[i] as *const usize as usize
+        }
+    }
+
+    fn setup() -> (Box<WalkMemo>, FakeStack, MemoKey, [Step; 3]) {
+        let memo = Box::new(WalkMemo::new());
+        let mut s = FakeStack(Box::new([0; 64]));
+        s.0[1] = 0x2001;
+        s.0[3] = 0x3001;
+        s.0[6] = 0xbbbb; // a restored RBP
+        s.0[7] = 0x4001;
+        std::hint::black_box(&mut s.0);
+        let key = MemoKey {
+            start: WalkState {
+                lookup_pc: 0x1000,
+                sp: s.addr(0),
+                rbp: 7,
+            },
+            limit: s.addr(63),
+            generation: 5,
+        };
+        let steps = [
+            Step {
+                cfa: s.addr(2),
+                ra: 0x2001,
+                rbp_at: 0,
+                rbp: 7,
+            },
+            Step {
+                cfa: s.addr(4),
+                ra: 0x3001,
+                rbp_at: 0,
+                rbp: 7,
+            },
+            Step {
+                cfa: s.addr(8),
+                ra: 0x4001,
+                rbp_at: s.addr(6),
+                rbp: 0xbbbb,
+            },
+        ];
+        (memo, s, key, steps)
+    }
+
+    fn record(memo: &WalkMemo, key: &MemoKey, steps: &[Step], capacity: usize) {
+        let w = memo.begin_record(key).expect("entry free");
+        for (i, step) in steps.iter().enumerate() {
+            w.record(i, step);
+        }
+        w.finish(steps.len(), capacity);
+    }
+
+    #[test]
+    fn replays_only_when_inputs_and_stack_are_unchanged() {
+        let (memo, mut s, key, steps) = setup();
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        record(&memo, &key, &steps, 8);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3)));
+        assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
+        // A prefix is valid for a shorter buffer.
+        let mut short = [0; 2];
+        assert!(matches!(memo.replay(&key, &mut short), Replay::Done(2)));
+        // Any other input misses.
+        for changed in [
+            MemoKey {
+                generation: 6,
+                ..key
+            },
+            MemoKey {
+                limit: s.addr(62),
+                ..key
+            },
+            MemoKey {
+                start: WalkState {
+                    rbp: 8,
+                    ..key.start
+                },
+                ..key
+            },
+            MemoKey {
+                start: WalkState {
+                    lookup_pc: 0x1001,
+                    ..key.start
+                },
+                ..key
+            },
+        ] {
+            assert!(matches!(memo.replay(&changed, &mut out), Replay::Miss));
+        }
+        // So does any changed word the walk read, RBP included.
+        s.0[6] = 0xcccc;
+        std::hint::black_box(&mut s.0);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        s.0[6] = 0xbbbb;
+        s.0[3] = 0x3002;
+        std::hint::black_box(&mut s.0);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        // An unknown stack bound disables the memo.
+        assert!(
+            memo.begin_record(&MemoKey {
+                limit: usize::MAX,
+                ..key
+            })
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn incomplete_walks_continue_or_rerecord() {
+        let (memo, _s, key, steps) = setup();
+        // Recorded with a 3-slot buffer that it filled: not complete, so
+        // a longer buffer must not take it as the whole answer.
+        record(&memo, &key, &steps, 3);
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        let mut exact = [0; 3];
+        assert!(matches!(memo.replay(&key, &mut exact), Replay::Done(3)));
+
+        // A walk longer than the memo: replay its frames, then continue.
+        let mut deep = Box::new([0usize; 2 * MEMO_FRAMES + 2]);
+        for i in 0..MEMO_FRAMES {
+            deep[2 * i + 1] = 0x5000 + i;
+        }
+        std::hint::black_box(&mut deep);
+        let addr = |i: usize| &deep[i] as *const usize as usize;
+        let key = MemoKey {
+            start: WalkState {
+                lookup_pc: 0x1000,
+                sp: addr(0),
+                rbp: 1,
+            },
+            limit: addr(2 * MEMO_FRAMES + 1),
+            generation: 1,
+        };
+        let steps: Vec<Step> = (0..MEMO_FRAMES)
+            .map(|i| Step {
+                cfa: addr(2 * i + 2),
+                ra: 0x5000 + i,
+                rbp_at: 0,
+                rbp: 1,
+            })
+            .collect();
+        let w = memo.begin_record(&key).expect("free");
+        for (i, step) in steps.iter().enumerate() {
+            w.record(i, step);
+        }
+        w.record(MEMO_FRAMES, &steps[0]); // beyond capacity: ignored
+        w.finish(MEMO_FRAMES + 8, MEMO_FRAMES + 8);
+        let mut out = [0; MEMO_FRAMES + 8];
+        match memo.replay(&key, &mut out) {
+            Replay::Continue(n, next) => {
+                assert_eq!(n, MEMO_FRAMES);
+                let last = 0x5000 + MEMO_FRAMES - 1;
+                assert_eq!(
+                    next,
+                    WalkState {
+                        lookup_pc: last - 1,
+                        sp: addr(2 * MEMO_FRAMES),
+                        rbp: 1
+                    }
+                );
+                assert_eq!(out[MEMO_FRAMES - 1], last);
+            }
+            _ => panic!("expected a continuation"),
+        }
+        let mut out = [0; MEMO_FRAMES];
+        assert!(matches!(
+            memo.replay(&key, &mut out),
+            Replay::Done(MEMO_FRAMES)
+        ));
+    }
+
+    #[test]
+    fn busy_or_torn_entries_miss() {
+        let (memo, _s, key, steps) = setup();
+        record(&memo, &key, &steps, 8);
+        let w = memo.begin_record(&key).expect("free");
+        assert!(
+            memo.begin_record(&key).is_none(),
+            "second writer must not wait"
+        );
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        // Garbage addresses outside [sp0, limit) are never read.
+        w.record(
+            0,
+            &Step {
+                cfa: 16,
+                ra: 1,
+                rbp_at: 0,
+                rbp: 0,
+            },
+        );
+        w.finish(3, 8);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+    }
+}

@@ -1,0 +1,132 @@
+//! Which loaded object holds a pc, and where its unwind tables may be read.
+//!
+//! `_dl_find_object` (glibc >= 2.35) is lock-free and async-signal-safe;
+//! `dl_iterate_phdr` would take the loader lock, which a signal handler or
+//! a post-fork child may find held forever.
+
+use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::reader::Reader;
+
+/// glibc's `struct dl_find_object` on x86_64 (no `dlfo_eh_dbase`).
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: usize,
+    map_end: usize,
+    link_map: *mut c_void,
+    eh_frame: usize,
+    reserved: [u64; 7],
+}
+
+type FindObjectFn = unsafe extern "C" fn(*mut c_void, *mut DlFindObject) -> c_int;
+
+/// `_dl_find_object`, or 0 before `init` / on older glibc.
+static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+
+const PAGE_SIZE: usize = 4096;
+const PT_LOAD: u32 = 1;
+const PF_R: u32 = 4;
+const PHDR_SIZE: u16 = 56;
+
+pub(crate) enum ObjectCfi {
+    /// No loaded object holds the pc (JIT code, garbage): do not cache.
+    Unknown,
+    /// The object has no usable `.eh_frame_hdr`: stop, and cache that.
+    Absent,
+    /// A reader at `.eh_frame_hdr`, windowed to the segment holding it.
+    At(Reader<'static>),
+}
+
+/// Resolves `_dl_find_object`. Takes the loader lock: call at load time,
+/// not from a hook. Returns whether it exists.
+pub(crate) fn init() -> bool {
+    // SAFETY: dlsym is given RTLD_DEFAULT and a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    FIND_OBJECT.store(f as usize, Ordering::Release);
+    !f.is_null()
+}
+
+pub(crate) fn find(pc: usize) -> ObjectCfi {
+    let f = FIND_OBJECT.load(Ordering::Acquire);
+    if f == 0 {
+        return ObjectCfi::Unknown;
+    }
+    // SAFETY: a non-zero value was stored by `init` from dlsym of
+    // `_dl_find_object`, whose C signature is exactly `FindObjectFn`.
+    let find_object: FindObjectFn = unsafe { core::mem::transmute::<usize, FindObjectFn>(f) };
+    // SAFETY: all-zero is a valid value for this plain C struct.
+    let mut found: DlFindObject = unsafe { core::mem::zeroed() };
+    // SAFETY: `found` is a writable dl_find_object; the address is only
+    // compared, never dereferenced, by glibc.
+    if unsafe { find_object(pc as *mut c_void, &mut found) } != 0 {
+        return ObjectCfi::Unknown;
+    }
+    if found.eh_frame == 0 {
+        return ObjectCfi::Absent;
+    }
+    match segment_holding(found.map_start, found.map_end, found.eh_frame) {
+        Some((start, end)) => {
+            // SAFETY: `[start, end)` is the file-backed part of a readable
+            // PT_LOAD segment of an object that stays loaded while we use
+            // it: `pc` is inside this module or a return address of a frame
+            // live on this thread's stack, and unloading an object with
+            // live frames would already break the program. (A garbage pc
+            // from a corrupted stack could race with a dlclose of another
+            // thread; libgcc's unwinder shares that window.)
+            let segment = unsafe { Reader::new(start, end) };
+            segment
+                .at(found.eh_frame)
+                .map_or(ObjectCfi::Absent, ObjectCfi::At)
+        }
+        None => ObjectCfi::Absent,
+    }
+}
+
+/// The readable PT_LOAD segment containing `addr`, from the program
+/// headers of the object mapped at `map_start`. Bounding CFI reads to it
+/// (rather than to the whole `[map_start, map_end)` reservation, which has
+/// PROT_NONE holes between segments) keeps corrupt CFI from faulting.
+fn segment_holding(map_start: usize, map_end: usize, addr: usize) -> Option<(usize, usize)> {
+    // SAFETY: the first page of an object's mapping is its first PT_LOAD,
+    // which starts at file offset 0 and so holds the ELF and program
+    // headers (true of every linker's output that ld.so/the kernel load).
+    let first_page =
+        unsafe { Reader::new(map_start, map_end.min(map_start.checked_add(PAGE_SIZE)?)) };
+    let mut ehdr = first_page;
+    if ehdr.u32()? != u32::from_le_bytes(*b"\x7fELF") {
+        return None;
+    }
+    let mut r = first_page.at(map_start + 32)?;
+    let phoff = usize::try_from(r.u64()?).ok()?;
+    let mut r = first_page.at(map_start + 54)?;
+    if r.u16()? != PHDR_SIZE {
+        return None;
+    }
+    let phnum = usize::from(r.u16()?);
+    let mut bias = None;
+    for i in 0..phnum {
+        let at = map_start
+            .checked_add(phoff)?
+            .checked_add(i * usize::from(PHDR_SIZE))?;
+        let mut ph = first_page.at(at)?;
+        let (p_type, p_flags) = (ph.u32()?, ph.u32()?);
+        ph.skip(8)?; // p_offset
+        let vaddr = usize::try_from(ph.u64()?).ok()?;
+        ph.skip(8)?; // p_paddr
+        let filesz = usize::try_from(ph.u64()?).ok()?;
+        if p_type != PT_LOAD {
+            continue;
+        }
+        // PT_LOADs are sorted by address; the first one is mapped at
+        // map_start, which gives the load bias.
+        let bias = *bias.get_or_insert(map_start.wrapping_sub(vaddr & !(PAGE_SIZE - 1)));
+        let start = bias.wrapping_add(vaddr);
+        let end = start.checked_add(filesz)?.min(map_end);
+        if p_flags & PF_R != 0 && start <= addr && addr < end && start >= map_start {
+            return Some((start, end));
+        }
+    }
+    None
+}

@@ -1,0 +1,42 @@
+//! An upper bound for the current thread's stack, so the walk never reads
+//! above it even when it is fed bad CFI or a corrupted stack.
+//!
+//! Exact bounds (`pthread_getattr_np`) lock and, for the main thread, read
+//! /proc, so instead we use two facts about glibc that cost one call:
+//! - threads it creates have their TCB (the thread pointer) just above
+//!   their stack, in the same allocation;
+//! - the main thread's frames all lie below `__libc_stack_end`.
+//!
+//! Any other stack (raw clone, fibers above the TCB) gets no bound beyond
+//! the per-frame size limit of the walk.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+static MAIN_STACK_END: AtomicUsize = AtomicUsize::new(0);
+
+/// Reads `__libc_stack_end` once. Takes the loader lock: load time only.
+pub(crate) fn init() {
+    // SAFETY: dlsym is given RTLD_DEFAULT and a NUL-terminated name.
+    let var = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_stack_end".as_ptr()) };
+    if !var.is_null() {
+        // SAFETY: `__libc_stack_end` is a `void *` set by ld.so before any
+        // user code runs and never written again.
+        let end = unsafe { core::ptr::read(var as *const usize) };
+        MAIN_STACK_END.store(end, Ordering::Relaxed);
+    }
+}
+
+/// The address every frame of a walk starting at `sp` must stay below.
+#[inline]
+pub(crate) fn limit(sp: usize) -> usize {
+    // SAFETY: pthread_self only reads the thread pointer.
+    let tcb = unsafe { libc::pthread_self() } as usize;
+    if sp < tcb {
+        return tcb;
+    }
+    let main_end = MAIN_STACK_END.load(Ordering::Relaxed);
+    if sp < main_end {
+        return main_end;
+    }
+    usize::MAX
+}

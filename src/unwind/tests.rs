@@ -1,0 +1,219 @@
+//! In-process tests of the whole fast path against libgcc's unwinder.
+//! (The C programs in tests/ cover code built by gcc with and without
+//! frame pointers; these cover Rust code and the concurrency cases.)
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+const DEPTH: usize = 30;
+
+macro_rules! call_chain {
+    ($name:ident, $next:ident $(, $rest:ident)*) => {
+        #[inline(never)]
+        fn $name(leaf: &mut dyn FnMut()) -> usize {
+            // Not a tail call: the frame must stay on the stack.
+            black_box($next(black_box(leaf))) + 1
+        }
+        call_chain!($next $(, $rest)*);
+    };
+    ($name:ident) => {
+        #[inline(never)]
+        fn $name(leaf: &mut dyn FnMut()) -> usize {
+            leaf();
+            black_box(1)
+        }
+    };
+}
+
+call_chain!(
+    d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15, d16, d17, d18, d19, d20,
+    d21, d22, d23, d24, d25, d26, d27, d28, d29
+);
+
+#[inline(never)]
+fn reference_capture(out: &mut [usize]) -> usize {
+    capture_fallback(out)
+}
+
+/// Both unwinders from the same leaf. Index 0 differs (two call sites).
+fn both_at_depth() -> (Vec<usize>, Vec<usize>) {
+    assert!(init(), "glibc here has _dl_find_object");
+    let (mut ours, mut reference) = ([0; 128], [0; 128]);
+    let (mut n, mut m) = (0, 0);
+    assert_eq!(
+        d0(&mut || {
+            n = capture(&mut ours);
+            m = reference_capture(&mut reference);
+        }),
+        DEPTH
+    );
+    (ours[..n].to_vec(), reference[..m].to_vec())
+}
+
+#[test]
+fn fast_path_matches_unwind_backtrace() {
+    invalidate_cache();
+    for round in 0..3 {
+        let (ours, reference) = both_at_depth();
+        assert!(
+            ours.len() > DEPTH + 1,
+            "round {round}: only {} frames",
+            ours.len()
+        );
+        assert_eq!(
+            ours.len(),
+            reference.len(),
+            "round {round}: {ours:x?} vs {reference:x?}"
+        );
+        assert_eq!(ours[1..], reference[1..], "round {round}");
+    }
+}
+
+#[test]
+fn cached_rules_equal_freshly_computed_ones() {
+    let (ours, _) = both_at_depth();
+    let generation = fast::CACHE.generation();
+    for &ra in &ours {
+        let key = fast::CACHE.key(ra - 1, generation).unwrap();
+        if let Some(cached) = fast::CACHE.get(key) {
+            assert_eq!(cached, fast::uncached_rule(ra - 1), "ra {ra:#x}");
+        }
+    }
+}
+
+#[test]
+fn short_buffers_get_the_newest_frames() {
+    let (full, _) = both_at_depth();
+    let mut out = [0usize; 5];
+    let mut n = 0;
+    d0(&mut || n = capture(&mut out));
+    assert_eq!(n, 5);
+    // Same chain, same call site of d29 -> leaf closure: frames 1.. agree.
+    assert_eq!(out[1..], full[1..5]);
+    assert_eq!(capture(&mut []), 0);
+}
+
+#[test]
+fn concurrent_captures_stay_identical() {
+    let (single, _) = both_at_depth();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let single = &single;
+            s.spawn(move || {
+                let mut first: Option<Vec<usize>> = None;
+                for i in 0..3000 {
+                    if t == 0 && i % 50 == 0 {
+                        invalidate_cache(); // keep writers busy under contention
+                    }
+                    let (ours, reference) = both_at_depth();
+                    assert_eq!(ours[1..], reference[1..], "thread {t} iteration {i}");
+                    // The chain part is the same as on the single thread.
+                    assert_eq!(ours[1..=DEPTH + 1], single[1..=DEPTH + 1], "thread {t}");
+                    match &first {
+                        None => first = Some(ours),
+                        Some(f) => assert_eq!(&ours, f, "thread {t} iteration {i}"),
+                    }
+                }
+            });
+        }
+    });
+}
+
+static HANDLER_FRAMES: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+static HANDLER_LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let mut out = [0usize; 8];
+    let n = capture(&mut out);
+    for (dst, &src) in HANDLER_FRAMES.iter().zip(&out[..n]) {
+        dst.store(src, Ordering::Relaxed);
+    }
+    HANDLER_LEN.store(n, Ordering::Release);
+}
+
+#[test]
+fn capture_in_signal_handler_stops_at_the_trampoline() {
+    assert!(init());
+    invalidate_cache();
+    // SAFETY: installs a handler that only does async-signal-safe work.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_signal as *const () as usize;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    // SAFETY: raise is always safe to call; the handler is installed.
+    d0(&mut || assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0));
+    let n = HANDLER_LEN.load(Ordering::Acquire);
+    // The handler's caller is __restore_rt, whose CFI is a signal frame.
+    assert_eq!(n, 2, "expected handler site + trampoline");
+    // glibc reports the trampoline it installed as sa_restorer.
+    // SAFETY: queries the current action into a zeroed struct.
+    let restorer = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR2, std::ptr::null(), &mut action),
+            0
+        );
+        action.sa_restorer.map_or(0, |f| f as usize)
+    };
+    assert_eq!(HANDLER_FRAMES[1].load(Ordering::Relaxed), restorer);
+}
+
+/// Sets the flag when dropped, so helper threads stop even if the test
+/// body panics (otherwise `thread::scope` would wait for them forever).
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn capture_works_in_child_after_fork_of_busy_parent() {
+    let (single, _) = both_at_depth();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop);
+        for _ in 0..3 {
+            s.spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    if i.is_multiple_of(64) {
+                        invalidate_cache();
+                    }
+                    let mut out = [0usize; 64];
+                    black_box(d0(&mut || _ = capture(&mut out)));
+                }
+            });
+        }
+        for _ in 0..20 {
+            // SAFETY: the child only runs async-signal-safe code (capture,
+            // comparisons, _exit) and never returns into the harness.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let mut out = [0usize; 64];
+                let mut n = 0;
+                d0(&mut || n = capture(&mut out));
+                // Index DEPTH + 1 is the call site of d0, which differs here.
+                let ok = n > DEPTH + 1 && out.get(1..=DEPTH) == single.get(1..=DEPTH);
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            assert!(pid > 0);
+            let mut status = 0;
+            // SAFETY: waits for the child just forked.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child status {status:#x}"
+            );
+        }
+    });
+}
