@@ -103,27 +103,28 @@ impl RuleCache {
             .find(|s| s.key.load(Ordering::Relaxed) >> PC_BITS != generation)
             .or_else(|| set.get((key as usize >> 4) % WAYS));
         let Some(slot) = victim else { return };
-        let seq = slot.seq.load(Ordering::Relaxed);
-        if seq & 1 != 0
-            || slot
-                .seq
-                .compare_exchange(
-                    seq,
-                    seq.wrapping_add(1),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
+        let Some(seq) = begin_write(&slot.seq) else {
             return; // someone else is writing it: never wait
-        }
-        // Keeps the data stores after the odd sequence for readers that
-        // pair this with their acquire fence.
-        fence(Ordering::Release);
+        };
         slot.key.store(key, Ordering::Relaxed);
         slot.rule.store(rule.bits(), Ordering::Relaxed);
         slot.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
+}
+
+/// Claims a seqlock for writing (odd sequence) unless a writer holds it; never waits. Returns
+/// the even sequence seen, so the writer ends with `seq + 2`.
+pub(crate) fn begin_write(seq: &AtomicU32) -> Option<u32> {
+    let s = seq.load(Ordering::Relaxed);
+    if s & 1 != 0 {
+        return None;
+    }
+    seq.compare_exchange(s, s.wrapping_add(1), Ordering::Acquire, Ordering::Relaxed)
+        .ok()?;
+    // Keeps the data stores after the odd sequence for readers that pair this with their
+    // acquire fence.
+    fence(Ordering::Release);
+    Some(s)
 }
 
 #[cfg(test)]

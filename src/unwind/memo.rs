@@ -177,22 +177,7 @@ impl WalkMemo {
     /// walk (maybe the one this signal handler interrupted) is doing so.
     pub(crate) fn begin_record(&self, key: &MemoKey) -> Option<MemoWriter<'_>> {
         let entry = self.entry(key)?;
-        let seq = entry.seq.load(Ordering::Relaxed);
-        if seq & 1 != 0 {
-            return None;
-        }
-        entry
-            .seq
-            .compare_exchange(
-                seq,
-                seq.wrapping_add(1),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .ok()?;
-        // Pairs with the readers' acquire fence: they cannot see the
-        // stores below without seeing the odd sequence.
-        fence(Ordering::Release);
+        let seq = super::cache::begin_write(&entry.seq)?;
         entry.sp.store(key.start.sp, Ordering::Relaxed);
         entry.rbp.store(key.start.rbp, Ordering::Relaxed);
         entry
