@@ -13,11 +13,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::{Config, Format, ReportDest, expand_report_path};
+use crate::emfile::{self, GUARD, LineContext, Lines, NoticeKind};
 use crate::guard;
 use crate::inspect;
 use crate::origin::Call;
 use crate::os;
-use crate::report::{self, BadCloseNotice, Frame, Header, Report, Row};
+use crate::report::{self, BadCloseNotice, EmfileStats, Frame, Header, Report, Row};
 use crate::stack;
 use crate::symbolize::Symbolizer;
 use crate::table::{FdRecord, StackId};
@@ -223,9 +224,18 @@ extern "C" fn after_fork_child() {
 fn report_thread() {
     guard::mark_thread_internal();
     let mut notices = NoticeLimiter::default();
+    let mut lines = Lines::default();
+    let mut next_look: Option<u64> = None;
     loop {
-        let work = trigger::wait(1_000_000_000);
+        // Every second, or sooner when a paused listener must be shown again (the backstop for
+        // a wait fdguard could not cut short).
+        let timeout = next_look.map_or(1_000_000_000, |at| {
+            at.saturating_sub(os::precise_ns())
+                .clamp(1_000_000, 1_000_000_000)
+        });
+        let work = trigger::wait(timeout);
         THRESHOLD.set_limit(os::nofile_limit().0);
+        next_look = guard::contained(|| accept_guard_tick(&mut lines)).flatten();
         for reason in Reason::QUEUED {
             if !work.wants(reason) {
                 continue;
@@ -290,19 +300,55 @@ impl FrameCache {
     }
 }
 
+/// The accept guard's part of the report thread: its upkeep, then the operator's lines that are
+/// due (before any report the same wake-up writes). Returns when to look again.
+fn accept_guard_tick(lines: &mut Lines) -> Option<u64> {
+    let next = tracker::accept_guard_upkeep();
+    let mut due = Vec::new();
+    lines.tick(&GUARD, os::precise_ns(), &mut due);
+    let Some(config) = CONFIG.get() else {
+        return next;
+    };
+    for n in due {
+        let addr = inspect::local_addr(n.fd);
+        let open =
+            (n.kind == NoticeKind::First).then(|| (open_fds().0.len(), os::nofile_limit().0));
+        let line = emfile::render(
+            &n,
+            &LineContext {
+                addr: addr.as_deref(),
+                open,
+                reserve: tracker::reserve_fd().is_some(),
+                mode: config.emfile,
+                backoff_max_ms: config.backoff_max_ms,
+            },
+        );
+        let _ = os::write_all(2, format!("{line}\n").as_bytes());
+    }
+    next
+}
+
+/// The program's open fds (fdguard's own left out), from `/proc/self/fd`, or found by probing
+/// numbers when no fd is free to list it (then the second value is false).
+fn open_fds() -> (Vec<i32>, bool) {
+    let listed = inspect::list_fds();
+    let listed_ok = listed.is_some();
+    let fds = listed.unwrap_or_else(|| {
+        let soft = os::nofile_limit().0;
+        let upto = (soft.min(1 << 20) as i64).max(TABLE.highest_fd() as i64 + 1);
+        inspect::probe_fds(upto as i32)
+    });
+    let fds = fds.into_iter().filter(|fd| !OWN.contains(*fd)).collect();
+    (fds, listed_ok)
+}
+
 /// Gathers the report's facts from the kernel and the table.
 fn collect(reason: Reason, config: &Config) -> Report {
     let (soft, hard) = os::nofile_limit();
     let listed_at = os::monotonic_ns();
-    let listed = inspect::list_fds();
-    let listed_ok = listed.is_some();
-    let fds = listed.unwrap_or_else(|| {
-        let upto = (soft.min(1 << 20) as i64).max(TABLE.highest_fd() as i64 + 1);
-        inspect::probe_fds(upto as i32)
-    });
+    let (fds, listed_ok) = open_fds();
     let kernel: Vec<_> = fds
         .into_iter()
-        .filter(|fd| !OWN.contains(*fd))
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
@@ -354,7 +400,14 @@ fn collect(reason: Reason, config: &Config) -> Report {
             missed_closes: COUNTERS.missed_closes.load(Ordering::Relaxed),
             skipped: COUNTERS.skipped.load(Ordering::Relaxed),
             listed: listed_ok,
-            emfile: Default::default(),
+            emfile: {
+                let t = GUARD.totals();
+                EmfileStats {
+                    accept_failures: t.failures,
+                    paused_ms: t.paused_ns / 1_000_000,
+                    shed: t.shed,
+                }
+            },
             suppressed,
             bad_closes: BAD_CLOSES.total(),
         },

@@ -150,6 +150,11 @@ fn format_sockaddr(ss: &sockaddr_storage, len: usize) -> Option<String> {
     }
 }
 
+/// The local address of socket `fd` (`0.0.0.0:9999`, `[::]:80`, a unix path).
+pub fn local_addr(fd: i32) -> Option<String> {
+    sock_addr(fd, libc::getsockname)
+}
+
 /// Names of the kernel's TCP states (`tcpi_state`, include/net/tcp_states.h).
 pub fn tcp_state_name(state: u8) -> Option<&'static str> {
     const NAMES: [&str; 12] = [

@@ -4,7 +4,7 @@
 //! - `hooks`: the exported libc entry points (thin; `unsafe`), resolved through `real`;
 //! - `guard`: per-thread mode and errno discipline; `tracker`: what a hook means for the table;
 //! - core (safe, unit-tested without preloading): `table`, `intern`, `limits`, `config`,
-//!   `origin`, `trigger`, `report`;
+//!   `origin`, `trigger`, `report`, `emfile` (the accept guard's policy);
 //! - `stack` (capture), `inspect`, `symbolize`, `os`: the OS layer (`unsafe`);
 //! - `dumper`: signal handler, report thread, fork handling, output.
 #![deny(unsafe_code)]
@@ -13,6 +13,7 @@
 mod badclose;
 mod config;
 mod dumper;
+mod emfile;
 mod guard;
 // Compiled into unit tests too, where fdguard is never activated: the hooks pass through.
 mod hooks;
@@ -99,22 +100,50 @@ fn start() {
         );
         guard::internal_failure(&msg);
     }));
+    if config.raise_nofile {
+        print_line(&raise_nofile());
+    }
     stack::init();
     unwind::init();
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
+    tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
     tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
     record_inherited();
     dumper::start(config);
     guard::activate();
 }
 
+/// `FDGUARD_RAISE_NOFILE`: the soft limit up to the hard one, for programs that never do it.
+fn raise_nofile() -> String {
+    match os::raise_nofile() {
+        Ok((old, new)) if old == new => {
+            format!(
+                "fdguard: FDGUARD_RAISE_NOFILE: the soft RLIMIT_NOFILE is already the hard limit, {new}"
+            )
+        }
+        Ok((old, new)) => {
+            format!(
+                "fdguard: FDGUARD_RAISE_NOFILE: raised the soft RLIMIT_NOFILE from {old} to {new} (the hard limit)"
+            )
+        }
+        Err(e) => format!(
+            "fdguard: FDGUARD_RAISE_NOFILE: cannot raise the soft RLIMIT_NOFILE: {}",
+            std::io::Error::from_raw_os_error(e)
+        ),
+    }
+}
+
 /// fds open before fdguard started: inherited from the parent, or opened by constructors.
+/// Listening sockets among them (socket activation, a re-executed server) are guarded too.
 fn record_inherited() {
     if let Some(fds) = inspect::list_fds() {
         for fd in fds {
             // The listing's own directory fd is closed by now.
             if os::fd_is_open(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None);
+                if os::is_listening(fd) {
+                    tracker::listening(guard::Mode::Track, fd);
+                }
             }
         }
     }

@@ -414,3 +414,138 @@ pub fn fd_identity(fd: c_int) -> Option<(u64, u64)> {
         Some((st.st_dev, st.st_ino))
     }
 }
+
+/// Precise monotonic time in ns, for the accept guard's deadlines (the coarse clock of
+/// `monotonic_ns` advances in scheduler ticks, as long as the guard's first 5 ms period).
+#[inline]
+pub fn precise_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Sleeps until the monotonic time `deadline_ns`; false if a signal ended the sleep early.
+///
+/// A raw system call rather than `nanosleep`: glibc's wrapper is a cancellation point, and a
+/// cancellation unwinding through fdguard's `extern "C"` frames would abort the program.
+/// Clobbers `errno`.
+pub fn sleep_until(deadline_ns: u64) -> bool {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec; TIMER_ABSTIME makes the remaining-time pointer unused.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clock_nanosleep,
+            libc::CLOCK_MONOTONIC,
+            libc::TIMER_ABSTIME,
+            &ts as *const libc::timespec,
+            std::ptr::null_mut::<libc::timespec>(),
+        )
+    };
+    r == 0
+}
+
+/// True if `fd` has `O_NONBLOCK` set.
+pub fn is_nonblocking(fd: c_int) -> bool {
+    // SAFETY: F_GETFL only reads the status flags of a descriptor number.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    fl != -1 && fl & libc::O_NONBLOCK != 0
+}
+
+/// True if `fd` is a socket on which `listen` was called.
+pub fn is_listening(fd: c_int) -> bool {
+    let mut v: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut v as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && v != 0
+}
+
+/// `epoll_ctl(EPOLL_CTL_MOD)` of `fd` in `epfd` to `events` and `data`; the errno on failure.
+/// Goes through fdguard's own `epoll_ctl` hook: call it only as fdguard's own work
+/// (`guard::internal`), which that hook passes straight through.
+pub fn epoll_mod(epfd: c_int, fd: c_int, events: u32, data: u64) -> Result<(), c_int> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable (0: just asks); true if it is.
+/// A cancellation point like the `accept` it runs in. Clobbers `errno`.
+pub fn wait_readable(fd: c_int, timeout_ms: c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 && p.revents & libc::POLLIN != 0 }
+}
+
+/// Opens `/dev/null` read-only and close-on-exec (an fd that holds a number and nothing else).
+pub fn open_null() -> Option<c_int> {
+    // SAFETY: a NUL-terminated literal path; no mode needed without O_CREAT.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    (fd >= 0).then_some(fd)
+}
+
+/// A close-on-exec duplicate of `fd` on the lowest free number at or above `min`.
+pub fn dup_at_least(fd: c_int, min: c_int) -> Option<c_int> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor; it touches no memory.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    (new >= 0).then_some(new)
+}
+
+/// Closes one of fdguard's own descriptors.
+pub fn close(fd: c_int) {
+    // SAFETY: callers pass only fds fdguard opened itself.
+    unsafe { libc::close(fd) };
+}
+
+/// Accepts one pending connection without blocking if `listener` is non-blocking (the new
+/// socket is close-on-exec); the errno on failure.
+pub fn accept_one(listener: c_int) -> Result<c_int, c_int> {
+    // SAFETY: null address pointers are allowed; no memory is written.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    if fd >= 0 { Ok(fd) } else { Err(errno()) }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (old soft, new soft), or the
+/// errno if the kernel refused.
+pub fn raise_nofile() -> Result<(u64, u64), c_int> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(errno());
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(errno());
+        }
+        Ok((old, lim.rlim_max))
+    }
+}

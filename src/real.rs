@@ -27,8 +27,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, rlimit, sigset_t,
-    sockaddr, socklen_t, ssize_t, timespec,
+    DIR, FILE, c_char, c_int, c_uint, c_void, epoll_event, fd_set, mmsghdr, mode_t, msghdr, nfds_t,
+    pid_t, pollfd, rlimit, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval,
 };
 
 const MISSING: usize = 1;
@@ -174,6 +174,7 @@ reals! {
     socketpair: fn(c_int, c_int, c_int, *mut c_int) -> c_int;
     accept: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int;
     accept4: fn(c_int, *mut sockaddr, *mut socklen_t, c_int) -> c_int;
+    listen: fn(c_int, c_int) -> c_int;
     recvmsg: fn(c_int, *mut msghdr, c_int) -> ssize_t;
     recvmmsg: fn(c_int, *mut mmsghdr, c_uint, c_int, *mut timespec) -> c_int;
     pipe: fn(*mut c_int) -> c_int;
@@ -201,4 +202,14 @@ reals! {
     prlimit: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
     prlimit64: fn(pid_t, c_int, *const rlimit, *mut rlimit) -> c_int;
     dlclose: fn(*mut c_void) -> c_int;
+    epoll_ctl: fn(c_int, c_int, c_int, *mut epoll_event) -> c_int;
+    epoll_wait: fn(c_int, *mut epoll_event, c_int, c_int) -> c_int;
+    epoll_pwait: fn(c_int, *mut epoll_event, c_int, c_int, *const sigset_t) -> c_int;
+    epoll_pwait2: fn(c_int, *mut epoll_event, c_int, *const timespec, *const sigset_t) -> c_int;
+    poll: fn(*mut pollfd, nfds_t, c_int) -> c_int;
+    ppoll: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t) -> c_int;
+    __poll_chk: fn(*mut pollfd, nfds_t, c_int, size_t) -> c_int;
+    __ppoll_chk: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t, size_t) -> c_int;
+    select: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int;
+    pselect: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *const timespec, *const sigset_t) -> c_int;
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{
 };
 
 use crate::badclose::{BadClose, BadCloses};
-use crate::guard::{self, Mode};
+use crate::config::EmfileMode;
+use crate::emfile::{self, CtlOp, GUARD, Hold};
+use crate::guard::{self, ErrnoGuard, Mode};
 use crate::intern::Interner;
 use crate::limits::Threshold;
 use crate::origin::{Call, Detail, FdKind};
@@ -185,6 +187,7 @@ pub fn fork_generation() -> u32 {
 /// In a fork child, before anything else runs.
 pub fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    GUARD.after_fork();
 }
 
 /// A new fd exists (`fd >= 0` checked here so hooks can pass results straight in).
@@ -238,6 +241,7 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
 /// missed close.
 pub fn replaced(mode: Mode, fd: i32, origin: Origin) {
     if mode == Mode::Track && fd >= 0 {
+        listener_closing(fd);
         let _ = TABLE.remove(fd, fork_generation(), None);
     }
     created(mode, fd, || origin);
@@ -283,7 +287,10 @@ pub fn releasing(mode: Mode, fd: i32) -> Released {
             OWN.remove(fd);
             Released::Unknown
         }
-        Mode::Track => forget(fd),
+        Mode::Track => {
+            listener_closing(fd);
+            forget(fd)
+        }
     }
 }
 
@@ -352,6 +359,7 @@ pub fn releasing_range(mode: Mode, lo: u32, hi: u32) {
                 }
             }
             OWN.remove_range(lo, hi);
+            GUARD.closing_range(lo, hi, guard::tid(), &Kernel);
         }
     }
 }
@@ -387,6 +395,7 @@ pub fn code_unmapped() {
 pub fn limit_changed(mode: Mode) {
     if mode == Mode::Track {
         THRESHOLD.set_limit(os::nofile_limit().0);
+        place_reserve();
     }
 }
 
@@ -400,19 +409,26 @@ pub fn failed(mode: Mode, call: Call, errno: i32) {
 
 #[cold]
 fn out_of_fds(call: Call, errno: i32) {
+    if claim_emfile_report(call, errno) {
+        trigger::request(Reason::Emfile);
+    }
+}
+
+/// True (and the call and errno recorded) if an `emfile` report is due: one per interval.
+fn claim_emfile_report(call: Call, errno: i32) -> bool {
     let now = os::monotonic_ns().max(1);
     let last = EMFILE_LAST_NS.load(Ordering::Relaxed);
     if last != 0 && now.saturating_sub(last) < EMFILE_INTERVAL_NS.load(Ordering::Relaxed) {
-        return;
+        return false;
     }
-    if EMFILE_LAST_NS
+    let claimed = EMFILE_LAST_NS
         .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
-    {
+        .is_ok();
+    if claimed {
         EMFILE_CALL.store(call as u8, Ordering::Relaxed);
         EMFILE_ERRNO.store(errno, Ordering::Relaxed);
-        trigger::request(Reason::Emfile);
     }
+    claimed
 }
 
 /// The call (and errno) behind the latest `emfile` report.
@@ -421,6 +437,272 @@ pub fn emfile_trigger() -> (Call, i32) {
         Call::from_u8(EMFILE_CALL.load(Ordering::Relaxed)).unwrap_or(Call::Untracked),
         EMFILE_ERRNO.load(Ordering::Relaxed),
     )
+}
+
+/// The accept guard's epoll operations, as fdguard's own calls (which the `epoll_ctl` hook
+/// passes straight through), and its clock.
+struct Kernel;
+
+impl emfile::Kernel for Kernel {
+    fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
+        guard::internal(|| os::epoll_mod(epfd, fd, events, data))
+    }
+
+    fn now_ns(&self) -> u64 {
+        os::precise_ns()
+    }
+}
+
+/// The shed reserve: one fd of fdguard's own, below the soft limit (so that closing it lets
+/// one `accept` through), as high as possible; -1 when there is none.
+static RESERVE: AtomicI32 = AtomicI32::new(-1);
+/// Connections shed per failed accept, at most (a flood is shed a batch per failure).
+const SHED_BATCH: usize = 64;
+
+/// Configures the accept guard (at load).
+pub fn configure_accept_guard(mode: EmfileMode, backoff_max_ms: u64) {
+    GUARD.configure(mode, backoff_max_ms);
+    place_reserve();
+}
+
+/// `listen` succeeded on `fd`, or `fd` was found listening when fdguard loaded.
+pub fn listening(mode: Mode, fd: i32) {
+    if mode == Mode::Track {
+        GUARD.listening(fd);
+    }
+}
+
+#[inline]
+fn listener_closing(fd: i32) {
+    if GUARD.maybe_listener(fd) {
+        GUARD.closing(fd, guard::tid(), &Kernel);
+    }
+}
+
+/// `accept` on `listener` returned a new fd: the accept guard's backoff starts over.
+#[inline]
+pub fn accepted(mode: Mode, listener: i32) {
+    if mode == Mode::Track
+        && GUARD.maybe_listener(listener)
+        && GUARD.accept_succeeded(listener, guard::tid(), &Kernel)
+    {
+        trigger::wake();
+    }
+}
+
+/// `accept` on `listener` failed with `errno`: an `emfile` report (rate-limited) and the
+/// accept guard. May sleep (see `emfile::decide`); `errno` is the hook's to restore.
+#[cold]
+pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
+    if mode != Mode::Track {
+        return;
+    }
+    let report =
+        (errno == libc::EMFILE || errno == libc::ENFILE) && claim_emfile_report(call, errno);
+    let gmode = GUARD.mode();
+    let failure = if gmode != EmfileMode::Off && emfile::is_out_of_fds(errno) {
+        let blocking = !os::is_nonblocking(listener);
+        let shed = (gmode == EmfileMode::Shed && emfile::sheddable(errno))
+            .then(|| shed_pending(listener))
+            .flatten();
+        let emptied = shed.is_some_and(|(_, emptied)| emptied);
+        let tid = guard::tid();
+        let f = GUARD.accept_failed(listener, errno, blocking, emptied, report, tid, &Kernel);
+        if let (Some(f), Some((n, _))) = (f, shed) {
+            GUARD.add_shed(f.slot, n);
+        }
+        f
+    } else {
+        None
+    };
+    // Before the hold: the operator's first line and the report come now, not after it.
+    if report {
+        trigger::request(Reason::Emfile);
+    } else if failure.is_some_and(|f| f.started) {
+        trigger::wake();
+    }
+    if let Some(f) = failure {
+        let start = os::precise_ns();
+        match f.hold {
+            Hold::None => return,
+            Hold::Sleep(ns) => {
+                os::sleep_until(start.saturating_add(ns));
+            }
+            Hold::UntilReadable(ns) => {
+                let ms = ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
+                guard::internal(|| os::wait_readable(listener, ms));
+            }
+        }
+        GUARD.add_paused(f.slot, os::precise_ns().saturating_sub(start));
+    }
+}
+
+/// Shed mode: closes pending connections of `listener` at once, each accepted on the number
+/// the reserve frees (libuv's technique). Returns how many were shed and whether none is left
+/// pending; `None` if there is no usable reserve.
+fn shed_pending(listener: i32) -> Option<(u64, bool)> {
+    guard::internal(|| {
+        let mut shed = 0;
+        for _ in 0..SHED_BATCH {
+            if !os::wait_readable(listener, 0) {
+                return Some((shed, true));
+            }
+            let reserve = take_reserve();
+            let Some(reserve) = reserve else {
+                return (shed > 0).then_some((shed, false));
+            };
+            os::close(reserve);
+            let conn = os::accept_one(listener);
+            if let Ok(c) = conn {
+                os::close(c);
+                shed += 1;
+            }
+            if let Some(fd) = os::open_null() {
+                RESERVE.store(settle_reserve(fd), Ordering::Release);
+            }
+            if conn.is_err() {
+                break;
+            }
+        }
+        Some((shed, false))
+    })
+}
+
+/// The reserve, if it is still fdguard's and below the soft limit, taken out of `RESERVE` so
+/// that no other thread uses it meanwhile.
+fn take_reserve() -> Option<i32> {
+    let r = RESERVE.swap(-1, Ordering::AcqRel);
+    if r < 0 || !OWN.contains(r) {
+        return None;
+    }
+    if (r as u64) < os::nofile_limit().0 {
+        return Some(r);
+    }
+    RESERVE.store(r, Ordering::Release);
+    None
+}
+
+/// Moves fdguard's `fd` as high as possible below the soft limit; returns where it is, or -1
+/// (closed) if the only room is among the standard streams or above the limit.
+fn settle_reserve(fd: i32) -> i32 {
+    let soft = os::nofile_limit().0;
+    for t in emfile::reserve_targets(soft) {
+        if fd >= t && (fd as u64) < soft {
+            return fd;
+        }
+        if let Some(high) = os::dup_at_least(fd, t) {
+            os::close(fd);
+            return high;
+        }
+    }
+    if fd >= 3 && (fd as u64) < soft {
+        return fd;
+    }
+    os::close(fd);
+    -1
+}
+
+/// In shed mode, takes the reserve if there is none, or moves it below a lowered soft limit.
+/// At load, when the program lowers its limit, and from the report thread (after the program
+/// closes fds, or another process ran `prlimit`).
+pub fn place_reserve() {
+    if GUARD.mode() != EmfileMode::Shed {
+        return;
+    }
+    guard::internal(|| {
+        let cur = RESERVE.swap(-1, Ordering::AcqRel);
+        let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
+        let placed = match cur {
+            Some(r) if (r as u64) < os::nofile_limit().0 => r,
+            Some(r) => settle_reserve(r),
+            None => os::open_null().map_or(-1, settle_reserve),
+        };
+        RESERVE.store(placed, Ordering::Release);
+    });
+}
+
+/// The reserve's fd, when fdguard holds one below the soft limit.
+pub fn reserve_fd() -> Option<i32> {
+    let r = RESERVE.load(Ordering::Acquire);
+    (r >= 0 && OWN.contains(r) && (r as u64) < os::nofile_limit().0).then_some(r)
+}
+
+/// Report-thread upkeep of the accept guard: shows listeners whose pause is over (a backstop
+/// for waits fdguard could not cut short) and takes the reserve back. Returns when to look
+/// again, if a listener is still hidden.
+pub fn accept_guard_upkeep() -> Option<u64> {
+    if GUARD.mode() == EmfileMode::Shed && reserve_fd().is_none() {
+        place_reserve();
+    }
+    GUARD.restore_due(guard::tid(), &Kernel)
+}
+
+/// True if `fd` may be a listening socket (one load; see `emfile::Guard::maybe_listener`).
+#[inline]
+pub fn maybe_listener(fd: i32) -> bool {
+    GUARD.maybe_listener(fd)
+}
+
+/// The program's `epoll_ctl` on a possible listener: `real` runs exactly once; the listener's
+/// registration is remembered so that a pause can hide it and show it again as registered.
+pub fn listener_ctl(
+    epfd: i32,
+    op: i32,
+    fd: i32,
+    event: Option<(u32, u64)>,
+    real: impl FnOnce() -> i32,
+) -> i32 {
+    let ctl = guard::contained(|| GUARD.ctl_begin(fd, guard::tid(), &Kernel)).flatten();
+    let r = real();
+    if let Some(ctl) = ctl {
+        let _errno = ErrnoGuard::save();
+        let op = match (op, event) {
+            (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some((events, data))) => {
+                CtlOp::Set { events, data }
+            }
+            (libc::EPOLL_CTL_DEL, _) => CtlOp::Del,
+            _ => CtlOp::Other,
+        };
+        guard::contained(|| GUARD.ctl_end(ctl, epfd, fd, op, r == 0, &Kernel));
+    }
+    r
+}
+
+/// Called first by every wait hook (epoll_wait, poll, select and their variants): true if the
+/// accept guard has something to hide from this wait. One load while no listener is failing.
+#[inline]
+pub fn wait_starting() -> bool {
+    GUARD.active() && wait_starting_slow()
+}
+
+#[cold]
+fn wait_starting_slow() -> bool {
+    if guard::mode() != Mode::Track {
+        return false;
+    }
+    GUARD.note_wait();
+    true
+}
+
+/// For an epoll wait on `epfd`: shows listeners whose pause is over; returns when the first
+/// one still hidden in `epfd` must be shown (the wait is cut short then).
+pub fn epoll_hidden_until(epfd: i32) -> Option<u64> {
+    GUARD.epoll_due(epfd, guard::tid(), &Kernel)
+}
+
+/// For poll/select: the end of `fd`'s pause, if it is a listener hidden at `now`.
+#[inline]
+pub fn hidden_until(fd: i32, now: u64) -> Option<u64> {
+    if GUARD.maybe_listener(fd) {
+        GUARD.hidden_until(fd, now)
+    } else {
+        None
+    }
+}
+
+/// Every guarded listener below `nfds` (select has no list to look through).
+pub fn each_listener_below(nfds: i32, f: impl FnMut(i32)) {
+    GUARD.each_listener_below(nfds, f);
 }
 
 #[cfg(test)]

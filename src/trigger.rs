@@ -45,7 +45,8 @@ impl Reason {
 static PENDING: AtomicU32 = AtomicU32::new(0);
 static WAKE: AtomicU32 = AtomicU32::new(0);
 
-fn wake() {
+/// Wakes the report thread without asking for a report (it has lines to print). Async-signal-safe.
+pub fn wake() {
     WAKE.fetch_add(1, Ordering::Release);
     os::futex_wake(&WAKE);
 }

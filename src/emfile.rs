@@ -1,0 +1,1487 @@
+//! The accept guard: what fdguard does when `accept` fails for lack of fds (seed 003).
+//!
+//! # Why
+//! When fds run out, `accept` fails with `EMFILE` while the pending connection stays queued. A
+//! loop that logs and retries spins at 100% CPU, and so does a level-triggered event loop, which
+//! the kernel wakes at once because the listener is still readable. Sleeping inside `accept`
+//! stops the spin of a thread that only accepts, but stalls every client of an event loop.
+//!
+//! # How
+//! Per listening socket, a backoff period: 5 ms after the first failure, doubling up to
+//! `FDGUARD_BACKOFF_MAX_MS`, reset by the next successful accept (Go's `net/http` schedule).
+//! What happens during the period depends on how the failing thread waits, which this module
+//! infers from what the hooks tell it (`decide` is the whole policy):
+//! - a thread that calls `accept` again without waiting in between (a blocking accept loop, an
+//!   edge-triggered accept-until-`EAGAIN` loop) sleeps in `accept`: it serves nobody meanwhile
+//!   anyway, so the sleep costs nothing but the spin;
+//! - a thread that waits (epoll, poll, select) between failures gets its error at once, and the
+//!   listener is *hidden* from the program's waits until the period ends: its epoll
+//!   registrations are set to no events and restored afterwards (`EpollMod`), and poll/select
+//!   calls leave it out. Every other fd of the loop is served as before;
+//! - a non-blocking listener never seen in a wait call gets a short sleep (at most 10 ms).
+//!
+//! The program always gets the real result and `errno`. Everything here is fixed-size and
+//! lock-free for the hooks: a listener's own small lock is only ever *tried* by fdguard's
+//! operations, and only the program's own `epoll_ctl` on a listener waits for it (briefly, and
+//! never for its own thread). `Lines` (the operator's stderr lines) runs on the report thread.
+//! OS calls go through `Kernel`, so that the unit tests below run without preloading anything.
+
+use std::cell::Cell;
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*,
+};
+
+use crate::config::EmfileMode;
+
+/// The first backoff period.
+pub const FIRST_PERIOD_NS: u64 = 5_000_000;
+/// The longest sleep for a non-blocking listener fdguard never saw in a wait call: such a
+/// thread may be polling other sockets by trying them, so it must not stop for long.
+pub const SHORT_SLEEP_NS: u64 = 10_000_000;
+/// Lines on stderr: at most one per listener per interval, except the recovery line.
+pub const LINE_INTERVAL_NS: u64 = 10_000_000_000;
+/// Listening sockets guarded per process; others get plain pass-through.
+pub const LISTENERS: usize = 64;
+/// Epoll sets remembered per listener.
+pub const REGS: usize = 4;
+/// How long the program's own `epoll_ctl` on a listener waits for fdguard's operation on it.
+const PATIENCE_NS: u64 = 100_000_000;
+
+/// The backoff period after `failures_in_row` consecutive failures (at least 1).
+pub fn period_ns(failures_in_row: u32, max_ns: u64) -> u64 {
+    let doublings = failures_in_row.saturating_sub(1).min(32);
+    FIRST_PERIOD_NS
+        .saturating_mul(1u64 << doublings)
+        .min(max_ns.max(FIRST_PERIOD_NS))
+}
+
+/// Errors that mean "no fd (or no memory for one) right now": retrying at once cannot help.
+pub fn is_out_of_fds(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
+    )
+}
+
+/// Errors a reserve fd can get past (per process or system-wide fd table full).
+pub fn sheddable(errno: i32) -> bool {
+    errno == libc::EMFILE || errno == libc::ENFILE
+}
+
+/// What fdguard observed about the failing call and its thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The listener is blocking (no `O_NONBLOCK`).
+    pub blocking: bool,
+    /// The listener is in an epoll set or was seen in a poll/select call.
+    pub watched: bool,
+    /// This thread failed on this listener before, in this episode of failures...
+    pub again: bool,
+    /// ...and called epoll_wait, poll or select since.
+    pub waited: bool,
+    /// The listener's hidden period had not ended yet.
+    pub within_pause: bool,
+    /// Shed mode closed every pending connection: the listener is not readable now.
+    pub shed_emptied: bool,
+}
+
+/// What the failing `accept` does before returning its error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Return at once.
+    None,
+    /// Sleep this long.
+    Sleep(u64),
+    /// Wait up to this long for a new connection (it will be shed at the next try).
+    UntilReadable(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Hide the listener from the program's waits for the period.
+    pub hide: bool,
+    pub hold: Hold,
+}
+
+/// The policy: what to do about one failure, given the mode, the period and what was seen.
+pub fn decide(mode: EmfileMode, period: u64, s: Seen) -> Decision {
+    let short = period.min(SHORT_SLEEP_NS);
+    let (hide, hold) = match mode {
+        EmfileMode::Off => (false, Hold::None),
+        EmfileMode::Sleep => (false, Hold::Sleep(period)),
+        EmfileMode::Pause | EmfileMode::Shed => {
+            if s.again && !s.waited {
+                // Retrying without waiting: the thread does nothing else until accept works.
+                let long = s.blocking || s.watched;
+                (false, Hold::Sleep(if long { period } else { short }))
+            } else if s.again && s.within_pause {
+                // It waited, yet saw the listener during its pause: hiding did not work here
+                // (an epoll set fdguard did not see, EPOLLEXCLUSIVE, a busy listener).
+                (true, Hold::Sleep(short))
+            } else if s.blocking && !s.watched {
+                (false, Hold::Sleep(period))
+            } else {
+                (true, Hold::None)
+            }
+        }
+    };
+    if mode == EmfileMode::Shed && s.shed_emptied {
+        // Nothing is pending, so nothing to hide; a sleep can end with the next client, which
+        // the next try sheds at once instead of letting it wait out the period.
+        let hold = match hold {
+            Hold::Sleep(ns) => Hold::UntilReadable(ns),
+            h => h,
+        };
+        return Decision { hide: false, hold };
+    }
+    Decision { hide, hold }
+}
+
+/// The OS operations the guard needs (the real ones are in `tracker`).
+pub trait Kernel {
+    /// `epoll_ctl(epfd, EPOLL_CTL_MOD, fd, {events, data})`; the errno on failure.
+    fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32>;
+    /// Monotonic time in ns.
+    fn now_ns(&self) -> u64;
+}
+
+/// Failures, time paused and connections shed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub failures: u64,
+    pub paused_ns: u64,
+    pub shed: u64,
+}
+
+impl Totals {
+    fn since(self, earlier: Totals) -> Totals {
+        Totals {
+            failures: self.failures.saturating_sub(earlier.failures),
+            paused_ns: self.paused_ns.saturating_sub(earlier.paused_ns),
+            shed: self.shed.saturating_sub(earlier.shed),
+        }
+    }
+}
+
+struct Counters {
+    failures: AtomicU64,
+    paused_ns: AtomicU64,
+    shed: AtomicU64,
+}
+
+impl Counters {
+    const fn new() -> Self {
+        Self {
+            failures: AtomicU64::new(0),
+            paused_ns: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> Totals {
+        Totals {
+            failures: self.failures.load(Relaxed),
+            paused_ns: self.paused_ns.load(Relaxed),
+            shed: self.shed.load(Relaxed),
+        }
+    }
+
+    fn set(&self, t: Totals) {
+        self.failures.store(t.failures, Relaxed);
+        self.paused_ns.store(t.paused_ns, Relaxed);
+        self.shed.store(t.shed, Relaxed);
+    }
+
+    fn unpause(&self, ns: u64) {
+        let _ = self
+            .paused_ns
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(ns)));
+    }
+}
+
+/// One epoll set that holds a listener, as the program registered it.
+struct Reg {
+    /// epfd + 1; 0 = free.
+    epfd: AtomicI32,
+    events: AtomicU32,
+    data: AtomicU64,
+    /// fdguard set its events to 0.
+    masked: AtomicBool,
+}
+
+impl Reg {
+    const fn new() -> Self {
+        Self {
+            epfd: AtomicI32::new(0),
+            events: AtomicU32::new(0),
+            data: AtomicU64::new(0),
+            masked: AtomicBool::new(false),
+        }
+    }
+
+    fn clear(&self) {
+        self.masked.store(false, Release);
+        self.epfd.store(0, Release);
+    }
+
+    /// `EPOLL_CTL_MOD` is refused for exclusive registrations: they cannot be hidden.
+    fn maskable(&self) -> bool {
+        self.events.load(Acquire) & libc::EPOLLEXCLUSIVE as u32 == 0
+    }
+}
+
+const SLOT_FREE: i32 = 0;
+const SLOT_SETTING_UP: i32 = -1;
+
+/// One listening socket.
+struct Listener {
+    /// fd + 1; `SLOT_FREE`, or `SLOT_SETTING_UP` while being claimed.
+    fd: AtomicI32,
+    /// Tid of the thread operating on the registrations; 0 = free.
+    lock: AtomicU32,
+    /// Bumped before and after each of the program's own `epoll_ctl` on the listener (odd while
+    /// one runs): an operation of fdguard's that overlapped one redoes its work.
+    program_ctls: AtomicU32,
+    watched: AtomicBool,
+    in_episode: AtomicBool,
+    /// Id of the current (or last) episode of failures, unique in the process.
+    episode: AtomicU64,
+    in_row: AtomicU32,
+    /// Hidden from the program's waits until this time (0 = not hidden).
+    until_ns: AtomicU64,
+    errno: AtomicI32,
+    /// The failure that started the episode asked for an `emfile` report.
+    reported: AtomicBool,
+    start_ns: AtomicU64,
+    end_ns: AtomicU64,
+    totals: Counters,
+    /// `totals` when the episode started.
+    base: Counters,
+    regs: [Reg; REGS],
+}
+
+impl Listener {
+    const fn new() -> Self {
+        Self {
+            fd: AtomicI32::new(SLOT_FREE),
+            lock: AtomicU32::new(0),
+            program_ctls: AtomicU32::new(0),
+            watched: AtomicBool::new(false),
+            in_episode: AtomicBool::new(false),
+            episode: AtomicU64::new(0),
+            in_row: AtomicU32::new(0),
+            until_ns: AtomicU64::new(0),
+            errno: AtomicI32::new(0),
+            reported: AtomicBool::new(false),
+            start_ns: AtomicU64::new(0),
+            end_ns: AtomicU64::new(0),
+            totals: Counters::new(),
+            base: Counters::new(),
+            regs: [const { Reg::new() }; REGS],
+        }
+    }
+
+    fn is(&self, fd: i32) -> bool {
+        self.fd.load(Acquire) == fd + 1
+    }
+
+    fn try_lock(&self, tid: u32) -> bool {
+        self.lock.compare_exchange(0, tid, Acquire, Relaxed).is_ok()
+    }
+
+    fn unlock(&self) {
+        self.lock.store(0, Release);
+    }
+
+    fn any_masked(&self) -> bool {
+        self.regs.iter().any(|r| r.masked.load(Acquire))
+    }
+
+    fn masked_in(&self, epfd: i32) -> bool {
+        self.regs
+            .iter()
+            .any(|r| r.epfd.load(Acquire) == epfd + 1 && r.masked.load(Acquire))
+    }
+
+    fn registered(&self) -> bool {
+        self.regs.iter().any(|r| r.epfd.load(Acquire) > 0)
+    }
+
+    fn reg(&self, epfd: i32) -> Option<&Reg> {
+        self.regs.iter().find(|r| r.epfd.load(Acquire) == epfd + 1)
+    }
+
+    fn reg_or_new(&self, epfd: i32) -> Option<&Reg> {
+        self.reg(epfd).or_else(|| {
+            self.regs.iter().find(|r| {
+                r.epfd
+                    .compare_exchange(0, epfd + 1, AcqRel, Relaxed)
+                    .is_ok()
+            })
+        })
+    }
+
+    /// Applies "hidden" (events 0) or "shown" (the program's events) to every registration,
+    /// through `k`. Holding the lock. Redoes everything with fresh values if the program's own
+    /// `epoll_ctl` on the listener ran meanwhile (a signal handler on this thread, or one that
+    /// did not wait for the lock), so the last word in the kernel is never a stale one.
+    fn apply(&self, fd: i32, hidden: bool, k: &impl Kernel) {
+        let mut all = false;
+        for _ in 0..3 {
+            let g = self.program_ctls.load(Acquire);
+            if g & 1 == 1 {
+                return;
+            }
+            for r in &self.regs {
+                let epfd = r.epfd.load(Acquire) - 1;
+                let hide = hidden && r.maskable();
+                if epfd < 0 || (!all && r.masked.load(Acquire) == hide) {
+                    continue;
+                }
+                let events = if hide { 0 } else { r.events.load(Acquire) };
+                match k.epoll_mod(epfd, fd, events, r.data.load(Acquire)) {
+                    Ok(()) => r.masked.store(hide, Release),
+                    // The set is gone or no longer holds the listener: forget it.
+                    Err(_) => r.clear(),
+                }
+            }
+            if self.program_ctls.load(Acquire) == g {
+                return;
+            }
+            all = true;
+        }
+    }
+}
+
+/// What the program's `epoll_ctl` on a listener does, as fdguard records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtlOp {
+    /// `EPOLL_CTL_ADD` or `EPOLL_CTL_MOD` with these events and data.
+    Set {
+        events: u32,
+        data: u64,
+    },
+    Del,
+    /// Anything else (fdguard records nothing).
+    Other,
+}
+
+/// A program `epoll_ctl` on a listener in progress.
+pub struct Ctl {
+    slot: usize,
+    locked: bool,
+}
+
+/// The outcome of one failed accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub hold: Hold,
+    /// The listener's slot (for `add_paused`/`add_shed`).
+    pub slot: usize,
+    /// This failure started an episode (the operator is told).
+    pub started: bool,
+}
+
+/// The failures of one thread, for `Seen::again` and `Seen::waited`.
+struct ThreadWaits {
+    /// (listener fd, episode) of this thread's last failure.
+    last: Cell<(i32, u64)>,
+    waited: Cell<bool>,
+}
+
+thread_local! {
+    static THREAD: ThreadWaits = const {
+        ThreadWaits { last: Cell::new((-1, 0)), waited: Cell::new(false) }
+    };
+}
+
+static EPISODE_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// All guarded listeners and the process-wide figures.
+pub struct Guard {
+    mode: AtomicU8,
+    max_ns: AtomicU64,
+    listeners: [Listener; LISTENERS],
+    /// Slots ever used: scans stop here.
+    used: AtomicUsize,
+    /// Bit `fd % 64` is set for every fd that ever was a listener: one load answers "not a
+    /// listener" for nearly every other fd.
+    bloom: AtomicU64,
+    /// Listeners in an episode of failures: zero makes every wait hook a pass-through.
+    episodes: AtomicU32,
+    totals: Counters,
+}
+
+pub static GUARD: Guard = Guard::new();
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Guard {
+    pub const fn new() -> Self {
+        Self {
+            mode: AtomicU8::new(EmfileMode::Off as u8),
+            max_ns: AtomicU64::new(1_000_000_000),
+            listeners: [const { Listener::new() }; LISTENERS],
+            used: AtomicUsize::new(0),
+            bloom: AtomicU64::new(0),
+            episodes: AtomicU32::new(0),
+            totals: Counters::new(),
+        }
+    }
+
+    pub fn configure(&self, mode: EmfileMode, backoff_max_ms: u64) {
+        self.mode.store(mode as u8, Relaxed);
+        self.max_ns
+            .store(backoff_max_ms.saturating_mul(1_000_000), Relaxed);
+    }
+
+    pub fn mode(&self) -> EmfileMode {
+        match self.mode.load(Relaxed) {
+            m if m == EmfileMode::Pause as u8 => EmfileMode::Pause,
+            m if m == EmfileMode::Sleep as u8 => EmfileMode::Sleep,
+            m if m == EmfileMode::Shed as u8 => EmfileMode::Shed,
+            _ => EmfileMode::Off,
+        }
+    }
+
+    /// True while some listener is in an episode of failures: only then do waits need a look.
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.episodes.load(Relaxed) != 0
+    }
+
+    /// False for nearly every fd that is not a listener (one load).
+    #[inline]
+    pub fn maybe_listener(&self, fd: i32) -> bool {
+        fd >= 0 && self.bloom.load(Relaxed) & (1 << (fd & 63)) != 0
+    }
+
+    fn slots(&self) -> &[Listener] {
+        &self.listeners[..self.used.load(Acquire).min(LISTENERS)]
+    }
+
+    fn find(&self, fd: i32) -> Option<usize> {
+        if !self.maybe_listener(fd) {
+            return None;
+        }
+        self.slots().iter().position(|l| l.is(fd))
+    }
+
+    /// `listen` succeeded on `fd` (or `accept` was called on it): guard it. `None` if the
+    /// table is full.
+    pub fn listening(&self, fd: i32) -> Option<usize> {
+        if fd < 0 || fd == i32::MAX {
+            return None;
+        }
+        if let Some(i) = self.find(fd) {
+            return Some(i);
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.fd
+                .compare_exchange(SLOT_FREE, SLOT_SETTING_UP, AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            l.watched.store(false, Relaxed);
+            l.in_row.store(0, Relaxed);
+            l.until_ns.store(0, Relaxed);
+            for r in &l.regs {
+                r.clear();
+            }
+            self.used.fetch_max(i + 1, AcqRel);
+            self.bloom.fetch_or(1 << (fd & 63), AcqRel);
+            l.fd.store(fd + 1, Release);
+            return Some(i);
+        }
+        None
+    }
+
+    /// Waits (briefly, never for this thread) for fdguard's operation on `l` to finish. False
+    /// if it did not get the lock: the caller goes on without it (see `Listener::apply`).
+    fn lock_patiently(&self, l: &Listener, tid: u32, k: &impl Kernel) -> bool {
+        let mut since = 0;
+        loop {
+            match l.lock.compare_exchange(0, tid, Acquire, Relaxed) {
+                Ok(_) => return true,
+                Err(owner) if owner == tid => return false,
+                Err(_) => {}
+            }
+            let now = k.now_ns();
+            if since == 0 {
+                since = now;
+            } else if now.saturating_sub(since) > PATIENCE_NS {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// The listener `fd` is being closed (before the real close): forget it.
+    pub fn closing(&self, fd: i32, tid: u32, k: &impl Kernel) {
+        if let Some(i) = self.find(fd) {
+            self.forget(i, tid, k);
+        }
+    }
+
+    /// Every fd in `lo..=hi` is being closed.
+    pub fn closing_range(&self, lo: i32, hi: i32, tid: u32, k: &impl Kernel) {
+        for (i, l) in self.slots().iter().enumerate() {
+            let fd = l.fd.load(Acquire) - 1;
+            if fd >= 0 && (lo..=hi).contains(&fd) {
+                self.forget(i, tid, k);
+            }
+        }
+    }
+
+    fn forget(&self, i: usize, tid: u32, k: &impl Kernel) {
+        let l = &self.listeners[i];
+        let locked = self.lock_patiently(l, tid, k);
+        if l.in_episode.swap(false, AcqRel) {
+            self.episodes.fetch_sub(1, AcqRel);
+        }
+        for r in &l.regs {
+            r.clear();
+        }
+        l.until_ns.store(0, Release);
+        if locked {
+            l.unlock();
+        }
+        l.fd.store(SLOT_FREE, Release);
+    }
+
+    /// Before the program's own `epoll_ctl` on a known listener `fd`.
+    pub fn ctl_begin(&self, fd: i32, tid: u32, k: &impl Kernel) -> Option<Ctl> {
+        let slot = self.find(fd)?;
+        let l = &self.listeners[slot];
+        let locked = self.lock_patiently(l, tid, k);
+        l.program_ctls.fetch_add(1, AcqRel);
+        Some(Ctl { slot, locked })
+    }
+
+    /// After it: records what the kernel accepted and hides the listener in a set it was just
+    /// added to if it is paused.
+    pub fn ctl_end(&self, c: Ctl, epfd: i32, fd: i32, op: CtlOp, ok: bool, k: &impl Kernel) {
+        let l = &self.listeners[c.slot];
+        if ok && l.is(fd) && (0..i32::MAX).contains(&epfd) {
+            match op {
+                CtlOp::Set { events, data } => {
+                    if let Some(r) = l.reg_or_new(epfd) {
+                        r.events.store(events, Release);
+                        r.data.store(data, Release);
+                        r.masked.store(false, Release);
+                        if l.until_ns.load(Acquire) > k.now_ns()
+                            && r.maskable()
+                            && k.epoll_mod(epfd, fd, 0, data).is_ok()
+                        {
+                            r.masked.store(true, Release);
+                        }
+                    }
+                }
+                CtlOp::Del => {
+                    if let Some(r) = l.reg(epfd) {
+                        r.clear();
+                    }
+                }
+                CtlOp::Other => {}
+            }
+        }
+        l.program_ctls.fetch_add(1, AcqRel);
+        if c.locked {
+            l.unlock();
+        }
+    }
+
+    /// `accept` on `fd` failed with `errno` (out of fds). Records the failure, hides the
+    /// listener if the policy says so, and returns what the hook does before returning.
+    /// `None` when the listener table is full (the hook then does nothing).
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept_failed(
+        &self,
+        fd: i32,
+        errno: i32,
+        blocking: bool,
+        shed_emptied: bool,
+        reported: bool,
+        tid: u32,
+        k: &impl Kernel,
+    ) -> Option<Failure> {
+        let slot = self.listening(fd)?;
+        let l = &self.listeners[slot];
+        let now = k.now_ns();
+        let started = !l.in_episode.swap(true, AcqRel);
+        if started {
+            self.episodes.fetch_add(1, AcqRel);
+            l.base.set(l.totals.get());
+            l.start_ns.store(now, Relaxed);
+            l.reported.store(reported, Relaxed);
+            l.errno.store(errno, Relaxed);
+            l.episode
+                .store(EPISODE_IDS.fetch_add(1, Relaxed) + 1, Release);
+        }
+        let episode = l.episode.load(Acquire);
+        let period = period_ns(l.in_row.fetch_add(1, AcqRel) + 1, self.max_ns.load(Relaxed));
+        self.totals.failures.fetch_add(1, Relaxed);
+        l.totals.failures.fetch_add(1, Relaxed);
+        let (again, waited) = THREAD.with(|t| {
+            let again = t.last.replace((fd, episode)) == (fd, episode);
+            (again, t.waited.replace(false))
+        });
+        let seen = Seen {
+            blocking,
+            watched: l.watched.load(Acquire) || l.registered(),
+            again,
+            waited,
+            within_pause: l.until_ns.load(Acquire) > now,
+            shed_emptied,
+        };
+        let d = decide(self.mode(), period, seen);
+        if d.hide {
+            self.hide(slot, now, now.saturating_add(period), tid, k);
+        }
+        Some(Failure {
+            hold: d.hold,
+            slot,
+            started,
+        })
+    }
+
+    fn hide(&self, slot: usize, now: u64, until: u64, tid: u32, k: &impl Kernel) {
+        let l = &self.listeners[slot];
+        let prev = l.until_ns.fetch_max(until, AcqRel).max(now);
+        self.add_paused(slot, until.saturating_sub(prev));
+        if l.try_lock(tid) {
+            l.apply(l.fd.load(Acquire) - 1, true, k);
+            l.unlock();
+        }
+    }
+
+    /// Time the failing thread was held in `accept`.
+    pub fn add_paused(&self, slot: usize, ns: u64) {
+        self.totals.paused_ns.fetch_add(ns, Relaxed);
+        self.listeners[slot].totals.paused_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Connections closed at once in shed mode.
+    pub fn add_shed(&self, slot: usize, n: u64) {
+        self.totals.shed.fetch_add(n, Relaxed);
+        self.listeners[slot].totals.shed.fetch_add(n, Relaxed);
+    }
+
+    /// `accept` on `fd` succeeded: the backoff starts over and the listener is shown again.
+    /// True if this ended an episode (the operator is told).
+    pub fn accept_succeeded(&self, fd: i32, tid: u32, k: &impl Kernel) -> bool {
+        let Some(slot) = self.find(fd) else {
+            return false;
+        };
+        let l = &self.listeners[slot];
+        l.in_row.store(0, Release);
+        if !l.in_episode.swap(false, AcqRel) {
+            return false;
+        }
+        let now = k.now_ns();
+        self.episodes.fetch_sub(1, AcqRel);
+        l.end_ns.store(now, Relaxed);
+        let until = l.until_ns.swap(0, AcqRel);
+        if until > now {
+            self.totals.unpause(until - now);
+            l.totals.unpause(until - now);
+        }
+        // If another thread holds the lock, `restore_due` shows it (until is 0 now).
+        if l.any_masked() && l.try_lock(tid) {
+            l.apply(fd, false, k);
+            l.unlock();
+        }
+        true
+    }
+
+    /// A thread entered epoll_wait, poll or select during an episode.
+    pub fn note_wait(&self) {
+        THREAD.with(|t| t.waited.set(true));
+    }
+
+    /// Shows every hidden listener whose period is over; returns the next end of a period of a
+    /// listener still hidden in some epoll set (when the report thread should look again).
+    pub fn restore_due(&self, tid: u32, k: &impl Kernel) -> Option<u64> {
+        let now = k.now_ns();
+        let mut next: Option<u64> = None;
+        for l in self.slots() {
+            if !l.any_masked() {
+                continue;
+            }
+            let until = l.until_ns.load(Acquire);
+            if until <= now && l.try_lock(tid) {
+                l.apply(l.fd.load(Acquire) - 1, false, k);
+                l.unlock();
+            }
+            if l.any_masked() {
+                // Not due yet, or busy: look again at the end of the period (or very soon).
+                let at = if until > now { until } else { now + 1_000_000 };
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    /// For an epoll wait on `epfd`: shows what is due, and returns when the first listener
+    /// still hidden in `epfd` is due (the wait must end then to show it).
+    pub fn epoll_due(&self, epfd: i32, tid: u32, k: &impl Kernel) -> Option<u64> {
+        self.restore_due(tid, k)?;
+        let now = k.now_ns();
+        self.slots()
+            .iter()
+            .filter(|l| l.masked_in(epfd))
+            .map(|l| l.until_ns.load(Acquire).max(now + 1_000_000))
+            .min()
+    }
+
+    /// For poll/select: if `fd` is a listener hidden at `now`, when its period ends. Marks the
+    /// listener as watched.
+    pub fn hidden_until(&self, fd: i32, now: u64) -> Option<u64> {
+        let l = &self.listeners[self.find(fd)?];
+        l.watched.store(true, Relaxed);
+        let until = l.until_ns.load(Acquire);
+        (until > now).then_some(until)
+    }
+
+    /// Calls `f` with the fd of every listener below `nfds` (for select, which has no list).
+    pub fn each_listener_below(&self, nfds: i32, mut f: impl FnMut(i32)) {
+        for l in self.slots() {
+            let fd = l.fd.load(Acquire) - 1;
+            if fd >= 0 && fd < nfds {
+                f(fd);
+            }
+        }
+    }
+
+    /// Process-wide figures for the reports.
+    pub fn totals(&self) -> Totals {
+        self.totals.get()
+    }
+
+    /// In a fork child: threads that held a listener's lock do not exist there.
+    pub fn after_fork(&self) {
+        for l in &self.listeners {
+            l.lock.store(0, Release);
+        }
+    }
+
+    fn snapshot(&self, slot: usize) -> Option<Snapshot> {
+        let l = &self.listeners[slot];
+        let fd = l.fd.load(Acquire) - 1;
+        (fd >= 0).then(|| Snapshot {
+            fd,
+            in_episode: l.in_episode.load(Acquire),
+            episode: l.episode.load(Acquire),
+            totals: l.totals.get(),
+            base: l.base.get(),
+            start_ns: l.start_ns.load(Relaxed),
+            end_ns: l.end_ns.load(Relaxed),
+            errno: l.errno.load(Relaxed),
+            reported: l.reported.load(Relaxed),
+        })
+    }
+}
+
+/// A listener as the report thread sees it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Snapshot {
+    fd: i32,
+    in_episode: bool,
+    episode: u64,
+    totals: Totals,
+    base: Totals,
+    start_ns: u64,
+    end_ns: u64,
+    errno: i32,
+    reported: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// Accept started failing on a listener.
+    First,
+    /// Failures go on.
+    Summary,
+    /// Accept works again.
+    Recovered,
+}
+
+/// One line for the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub fd: i32,
+    pub errno: i32,
+    /// First: an `emfile` report was asked for. Others: unused.
+    pub reported: bool,
+    /// Summary: since the previous line; Recovered: since the episode started.
+    pub totals: Totals,
+    /// Summary: time since the previous line; Recovered: length of the episode.
+    pub span_ns: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LineState {
+    fd: i32,
+    /// Episode announced by a `First` line (0: none).
+    announced: u64,
+    last_ns: u64,
+    /// Totals at the last line.
+    mark: Totals,
+    /// Totals and time when the announced episode started.
+    ep_base: Totals,
+    ep_start: u64,
+}
+
+/// The rate limit of the operator's lines (report thread only): per listener, a `First` line
+/// when accept starts failing, then a `Summary` at most every `LINE_INTERVAL_NS` while failures
+/// go on, and a `Recovered` line when an announced episode ends. A new episode within the
+/// interval of the last line is announced when the interval is over, if it still lasts.
+pub struct Lines {
+    states: [LineState; LISTENERS],
+}
+
+impl Default for Lines {
+    fn default() -> Self {
+        Self {
+            states: [LineState::default(); LISTENERS],
+        }
+    }
+}
+
+impl Lines {
+    /// The lines due at `now`.
+    pub fn tick(&mut self, g: &Guard, now: u64, out: &mut Vec<Notice>) {
+        for (slot, st) in self.states.iter_mut().enumerate() {
+            let Some(s) = g.snapshot(slot) else {
+                *st = LineState::default();
+                continue;
+            };
+            if st.fd != s.fd {
+                *st = LineState {
+                    fd: s.fd,
+                    ..LineState::default()
+                };
+            }
+            st.step(&s, now, out);
+        }
+    }
+}
+
+impl LineState {
+    fn step(&mut self, s: &Snapshot, now: u64, out: &mut Vec<Notice>) {
+        let notice = |kind, totals, span_ns| Notice {
+            kind,
+            fd: s.fd,
+            errno: s.errno,
+            reported: s.reported,
+            totals,
+            span_ns,
+        };
+        if self.announced != 0 && (!s.in_episode || s.episode != self.announced) {
+            let span = s.end_ns.saturating_sub(self.ep_start);
+            out.push(notice(
+                NoticeKind::Recovered,
+                s.totals.since(self.ep_base),
+                span,
+            ));
+            self.announced = 0;
+            self.last_ns = now;
+            self.mark = s.totals;
+        }
+        if !s.in_episode {
+            return;
+        }
+        let quiet = self.last_ns == 0 || now.saturating_sub(self.last_ns) >= LINE_INTERVAL_NS;
+        if self.announced == 0 {
+            if quiet {
+                out.push(notice(NoticeKind::First, Totals::default(), 0));
+                self.announced = s.episode;
+                self.ep_base = s.base;
+                self.ep_start = s.start_ns;
+                self.last_ns = now;
+                self.mark = s.totals;
+            }
+        } else if quiet && s.totals.failures > self.mark.failures {
+            let span = now.saturating_sub(self.last_ns);
+            out.push(notice(NoticeKind::Summary, s.totals.since(self.mark), span));
+            self.last_ns = now;
+            self.mark = s.totals;
+        }
+    }
+}
+
+/// What a line says beyond the notice itself (gathered by the report thread).
+pub struct LineContext<'a> {
+    pub addr: Option<&'a str>,
+    /// fds open (the program's) and the soft limit, for `First`.
+    pub open: Option<(usize, u64)>,
+    /// fdguard holds a reserve fd below the soft limit (shed mode).
+    pub reserve: bool,
+    pub mode: EmfileMode,
+    pub backoff_max_ms: u64,
+}
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        _ => "error",
+    }
+}
+
+/// The operator's line for a notice.
+pub fn render(n: &Notice, c: &LineContext) -> String {
+    let mut line = format!("fdguard: accept on fd {}", n.fd);
+    if let Some(a) = c.addr {
+        line.push_str(&format!(" ({a})"));
+    }
+    let t = n.totals;
+    let figures = format!(
+        "{} failures, paused {} ms, {} connections shed",
+        t.failures,
+        t.paused_ns / 1_000_000,
+        t.shed
+    );
+    match n.kind {
+        NoticeKind::First => {
+            line.push_str(&format!(" failed: {}", errno_name(n.errno)));
+            if let Some((open, soft)) = c.open {
+                line.push_str(&format!(", {open} of {soft} fds open"));
+                if c.reserve {
+                    line.push_str(" (and 1 held in reserve by fdguard)");
+                }
+            }
+            let max = c.backoff_max_ms;
+            line.push_str(&match c.mode {
+                EmfileMode::Sleep => format!("; sleeping in accept up to {max} ms"),
+                EmfileMode::Shed => format!(
+                    "; closing pending connections at once (shed), pausing accepts up to {max} ms"
+                ),
+                _ => format!("; pausing accepts up to {max} ms"),
+            });
+            line.push_str(if n.reported {
+                "; report follows"
+            } else {
+                "; no new report (at most one per FDGUARD_EMFILE_INTERVAL)"
+            });
+        }
+        NoticeKind::Summary => line.push_str(&format!(
+            " still failing: {figures} in the last {} s",
+            n.span_ns.div_ceil(1_000_000_000)
+        )),
+        NoticeKind::Recovered => line.push_str(&format!(
+            " succeeds again after {:.1} s: {figures}",
+            n.span_ns as f64 / 1e9
+        )),
+    }
+    line
+}
+
+/// Where the shed reserve should sit for soft limit `soft`: as high as possible below it
+/// (never 0 to 2, never beyond 65535: a higher number only grows the kernel's fd table).
+pub fn reserve_targets(soft: u64) -> impl Iterator<Item = i32> {
+    let top = soft.min(1 << 16) as i64 - 1;
+    (0..16)
+        .map(move |i| top - ((1i64 << i) - 1))
+        .take_while(move |t| *t >= 3.max(top / 2))
+        .map(|t| t as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const MS: u64 = 1_000_000;
+
+    /// Records every MOD; its clock is set by hand.
+    #[derive(Default)]
+    struct Fake {
+        now: Cell<u64>,
+        mods: RefCell<Vec<(i32, i32, u32, u64)>>,
+        fail: Cell<bool>,
+    }
+
+    impl Kernel for Fake {
+        fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
+            self.mods.borrow_mut().push((epfd, fd, events, data));
+            if self.fail.get() {
+                Err(libc::ENOENT)
+            } else {
+                Ok(())
+            }
+        }
+        fn now_ns(&self) -> u64 {
+            self.now.get()
+        }
+    }
+
+    fn guard(mode: EmfileMode) -> Guard {
+        let g = Guard::new();
+        g.configure(mode, 1000);
+        g
+    }
+
+    fn seen() -> Seen {
+        Seen::default()
+    }
+
+    #[test]
+    fn backoff_doubles_from_5_ms_to_the_cap() {
+        let p: Vec<u64> = (1..=10).map(|k| period_ns(k, 1000 * MS) / MS).collect();
+        assert_eq!(p, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(period_ns(0, 1000 * MS), 5 * MS);
+        assert_eq!(period_ns(u32::MAX, 60_000 * MS), 60_000 * MS);
+        assert_eq!(period_ns(3, 5 * MS), 5 * MS);
+    }
+
+    #[test]
+    fn out_of_fds_errors() {
+        for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert!(is_out_of_fds(e));
+        }
+        assert!(!is_out_of_fds(libc::EAGAIN) && !is_out_of_fds(libc::ECONNABORTED));
+        assert!(sheddable(libc::EMFILE) && !sheddable(libc::ENOBUFS));
+    }
+
+    #[test]
+    fn policy_per_wait_style() {
+        use EmfileMode::*;
+        let p = 80 * MS;
+        let d = |mode, s| decide(mode, p, s);
+        let ret = Decision {
+            hide: true,
+            hold: Hold::None,
+        };
+        let sleep = |ns| Decision {
+            hide: false,
+            hold: Hold::Sleep(ns),
+        };
+        // A blocking accept loop sleeps the period from the first failure.
+        let blocking = Seen {
+            blocking: true,
+            ..seen()
+        };
+        assert_eq!(d(Pause, blocking), sleep(p));
+        // An event loop (watched, waits between failures) returns at once; the listener hides.
+        let watched = Seen {
+            watched: true,
+            ..seen()
+        };
+        assert_eq!(d(Pause, watched), ret);
+        let cycle = Seen {
+            watched: true,
+            again: true,
+            waited: true,
+            ..seen()
+        };
+        assert_eq!(d(Pause, cycle), ret);
+        // A blocking listener in a poll loop is an event loop too.
+        assert_eq!(
+            d(
+                Pause,
+                Seen {
+                    blocking: true,
+                    ..cycle
+                }
+            ),
+            ret
+        );
+        // An accept-until-EAGAIN loop calls again without waiting: sleep the period.
+        let et = Seen {
+            watched: true,
+            again: true,
+            ..seen()
+        };
+        assert_eq!(d(Pause, et), sleep(p));
+        // A non-blocking listener never seen in a wait: short sleeps only.
+        let busy = Seen {
+            again: true,
+            ..seen()
+        };
+        assert_eq!(d(Pause, busy), sleep(SHORT_SLEEP_NS));
+        assert_eq!(d(Pause, seen()), ret);
+        // Waited, yet failed again during its pause: hiding did not work, short sleep.
+        let leaky = Seen {
+            within_pause: true,
+            ..cycle
+        };
+        assert_eq!(
+            d(Pause, leaky),
+            Decision {
+                hide: true,
+                hold: Hold::Sleep(SHORT_SLEEP_NS)
+            }
+        );
+        // sleep mode sleeps whatever the socket; off does nothing.
+        assert_eq!(d(Sleep, watched), sleep(p));
+        assert_eq!(
+            d(Off, blocking),
+            Decision {
+                hide: false,
+                hold: Hold::None
+            }
+        );
+        // shed: nothing pending after shedding, so nothing to hide, and sleeps end with the
+        // next client; when shedding did not empty the backlog it is pause.
+        let emptied = |s: Seen| Seen {
+            shed_emptied: true,
+            ..s
+        };
+        assert_eq!(
+            d(Shed, emptied(watched)),
+            Decision {
+                hide: false,
+                hold: Hold::None
+            }
+        );
+        assert_eq!(
+            d(Shed, emptied(blocking)),
+            Decision {
+                hide: false,
+                hold: Hold::UntilReadable(p)
+            }
+        );
+        assert_eq!(d(Shed, watched), ret);
+        // Short periods stay short.
+        assert_eq!(decide(Pause, 5 * MS, busy), sleep(5 * MS));
+    }
+
+    fn ctl(g: &Guard, k: &Fake, epfd: i32, fd: i32, op: CtlOp) {
+        let c = g.ctl_begin(fd, 1, k).expect("a known listener");
+        g.ctl_end(c, epfd, fd, op, true, k);
+    }
+
+    #[test]
+    fn an_event_loop_listener_is_hidden_for_the_period_then_shown() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(1_000 * MS);
+        assert!(!g.active());
+        g.listening(7);
+        assert!(g.maybe_listener(7) && !g.maybe_listener(8));
+        ctl(
+            &g,
+            &k,
+            4,
+            7,
+            CtlOp::Set {
+                events: 1,
+                data: 99,
+            },
+        );
+        assert!(k.mods.borrow().is_empty());
+
+        // First failure on a non-blocking, watched listener: error at once, hidden 5 ms.
+        let f = g.accept_failed(7, libc::EMFILE, false, false, true, 1, &k);
+        let f = f.unwrap();
+        assert_eq!(f.hold, Hold::None);
+        assert!(f.started && g.active());
+        assert_eq!(k.mods.borrow().as_slice(), [(4, 7, 0, 99)]);
+        g.note_wait();
+        // The wait is cut at the end of the period, then the listener is shown again.
+        assert_eq!(g.epoll_due(4, 1, &k), Some(1_005 * MS));
+        assert_eq!(g.epoll_due(5, 1, &k), None);
+        k.now.set(1_005 * MS);
+        assert_eq!(g.epoll_due(4, 1, &k), None);
+        assert_eq!(k.mods.borrow()[1], (4, 7, 1, 99));
+        // Second failure after waiting: a 10 ms pause, not a sleep.
+        let f = g
+            .accept_failed(7, libc::EMFILE, false, false, true, 1, &k)
+            .unwrap();
+        assert!(!f.started && f.hold == Hold::None);
+        assert_eq!(g.restore_due(1, &k), Some(1_015 * MS));
+        assert_eq!(g.totals().failures, 2);
+        assert_eq!(g.totals().paused_ns, 15 * MS);
+        // Success: shown at once, episode over, the rest of the pause not counted.
+        k.now.set(1_008 * MS);
+        assert!(g.accept_succeeded(7, 1, &k));
+        assert_eq!(k.mods.borrow().last(), Some(&(4, 7, 1, 99)));
+        assert!(!g.active());
+        assert_eq!(g.totals().paused_ns, 8 * MS);
+        assert!(!g.accept_succeeded(7, 1, &k));
+    }
+
+    #[test]
+    fn retrying_without_waiting_sleeps() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(MS);
+        g.listening(3);
+        ctl(&g, &k, 4, 3, CtlOp::Set { events: 1, data: 3 });
+        let f = |k: &Fake| {
+            g.accept_failed(3, libc::EMFILE, false, false, false, 1, k)
+                .unwrap()
+        };
+        assert_eq!(f(&k).hold, Hold::None);
+        // Edge-triggered: accept again at once; the period doubles with each failure.
+        assert_eq!(f(&k).hold, Hold::Sleep(10 * MS));
+        assert_eq!(f(&k).hold, Hold::Sleep(20 * MS));
+        // Another thread's first failure in this episode is not a retry of its own.
+        let other = std::thread::scope(|s| s.spawn(|| f(&Fake::default()).hold).join().unwrap());
+        assert_eq!(other, Hold::None);
+    }
+
+    #[test]
+    fn unwatched_non_blocking_listener_gets_short_sleeps() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        let f = || {
+            g.accept_failed(9, libc::EMFILE, false, false, false, 1, &k)
+                .unwrap()
+        };
+        assert_eq!(f().hold, Hold::None);
+        for _ in 0..8 {
+            assert_eq!(f().hold, Hold::Sleep(SHORT_SLEEP_NS));
+        }
+    }
+
+    #[test]
+    fn program_epoll_ctl_during_a_pause_is_kept_and_re_hidden() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(MS);
+        g.listening(5);
+        ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
+        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        // The program changes the registration while hidden: fdguard hides it again and will
+        // restore the *new* events and data.
+        ctl(&g, &k, 10, 5, CtlOp::Set { events: 5, data: 2 });
+        assert_eq!(k.mods.borrow().last(), Some(&(10, 5, 0, 2)));
+        // Added to a second set while paused: hidden there at once.
+        ctl(&g, &k, 11, 5, CtlOp::Set { events: 1, data: 3 });
+        assert_eq!(k.mods.borrow().last(), Some(&(11, 5, 0, 3)));
+        k.now.set(10 * MS);
+        g.restore_due(1, &k);
+        let mods = k.mods.borrow();
+        assert!(
+            mods.contains(&(10, 5, 5, 2)) && mods.contains(&(11, 5, 1, 3)),
+            "{mods:?}"
+        );
+        drop(mods);
+        // Deleted from a set: never touched there again.
+        ctl(&g, &k, 10, 5, CtlOp::Del);
+        let before = k.mods.borrow().len();
+        g.note_wait();
+        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        assert_eq!(k.mods.borrow()[before..], [(11, 5, 0, 3)]);
+    }
+
+    #[test]
+    fn exclusive_registrations_and_vanished_sets_are_left_alone() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        g.listening(5);
+        let exclusive = libc::EPOLLEXCLUSIVE as u32 | 1;
+        ctl(
+            &g,
+            &k,
+            10,
+            5,
+            CtlOp::Set {
+                events: exclusive,
+                data: 1,
+            },
+        );
+        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        assert!(k.mods.borrow().is_empty());
+        g.listening(6);
+        ctl(&g, &k, 12, 6, CtlOp::Set { events: 1, data: 1 });
+        k.fail.set(true);
+        g.accept_failed(6, libc::EMFILE, false, false, false, 1, &k);
+        assert!(
+            !g.listeners[1].registered(),
+            "a set that refuses MOD is forgotten"
+        );
+    }
+
+    #[test]
+    fn a_busy_lock_is_skipped_and_retried() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(MS);
+        g.listening(5);
+        ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
+        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        k.now.set(100 * MS);
+        g.listeners[0].lock.store(77, Relaxed);
+        assert_eq!(g.restore_due(1, &k), Some(101 * MS), "look again soon");
+        g.listeners[0].lock.store(0, Relaxed);
+        assert_eq!(g.restore_due(1, &k), None);
+        assert!(!g.listeners[0].any_masked());
+    }
+
+    #[test]
+    fn closing_a_listener_ends_its_episode_and_frees_its_slot() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        g.accept_failed(5, libc::EMFILE, true, false, false, 1, &k);
+        assert!(g.active());
+        g.closing(5, 1, &k);
+        assert!(!g.active());
+        assert_eq!(g.find(5), None);
+        g.listening(20);
+        g.listening(21);
+        g.closing_range(0, 20, 1, &k);
+        assert_eq!(g.find(20), None);
+        assert!(g.find(21).is_some());
+        for fd in 100..100 + LISTENERS as i32 {
+            g.listening(fd);
+        }
+        assert_eq!(g.listening(1000), None, "table full");
+        assert_eq!(
+            g.accept_failed(1000, libc::EMFILE, true, false, false, 1, &k),
+            None
+        );
+    }
+
+    #[test]
+    fn poll_and_select_see_hidden_listeners_until_the_period_ends() {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(MS);
+        g.accept_failed(8, libc::EMFILE, false, false, false, 1, &k);
+        assert_eq!(g.hidden_until(8, 2 * MS), Some(6 * MS));
+        assert_eq!(g.hidden_until(8, 6 * MS), None);
+        assert_eq!(g.hidden_until(9, 2 * MS), None);
+        assert!(g.listeners[0].watched.load(Relaxed));
+        let mut seen = vec![];
+        g.each_listener_below(9, |fd| seen.push(fd));
+        g.each_listener_below(8, |fd| seen.push(fd));
+        assert_eq!(seen, [8]);
+    }
+
+    #[test]
+    fn shed_counts_and_sleep_mode() {
+        let g = guard(EmfileMode::Sleep);
+        let k = Fake::default();
+        let f = g
+            .accept_failed(5, libc::EMFILE, false, false, false, 1, &k)
+            .unwrap();
+        assert_eq!(f.hold, Hold::Sleep(5 * MS));
+        g.add_shed(f.slot, 3);
+        g.add_paused(f.slot, 5 * MS);
+        assert_eq!(
+            g.totals(),
+            Totals {
+                failures: 1,
+                paused_ns: 5 * MS,
+                shed: 3
+            }
+        );
+    }
+
+    fn line_kinds(lines: &mut Lines, g: &Guard, now: u64) -> Vec<NoticeKind> {
+        let mut out = vec![];
+        lines.tick(g, now, &mut out);
+        out.iter().map(|n| n.kind).collect()
+    }
+
+    #[test]
+    fn lines_first_summary_every_10_s_and_recovery() {
+        use NoticeKind::*;
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        let mut lines = Lines::default();
+        let fail = |at: u64| {
+            k.now.set(at);
+            g.note_wait();
+            g.accept_failed(3, libc::EMFILE, false, false, true, 1, &k);
+        };
+        g.listening(3);
+        assert!(line_kinds(&mut lines, &g, MS).is_empty());
+        fail(1_000 * MS);
+        assert_eq!(line_kinds(&mut lines, &g, 1_000 * MS + 1), [First]);
+        for t in 1..=30 {
+            fail((1_000 + t * 500) * MS);
+            let kinds = line_kinds(&mut lines, &g, (1_000 + t * 500) * MS + 1);
+            // One summary per 10 s while failures go on.
+            assert_eq!(kinds.len(), usize::from(t == 20), "at {t}: {kinds:?}");
+        }
+        k.now.set(20_000 * MS);
+        assert!(g.accept_succeeded(3, 1, &k));
+        let mut out = vec![];
+        lines.tick(&g, 20_001 * MS, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, Recovered);
+        assert_eq!(out[0].totals.failures, 31);
+        assert_eq!(out[0].span_ns, 19_000 * MS);
+        // A new episode right after the recovery line waits for the interval.
+        fail(20_002 * MS);
+        assert!(line_kinds(&mut lines, &g, 20_003 * MS).is_empty());
+        assert_eq!(line_kinds(&mut lines, &g, 30_002 * MS), [First]);
+        // Episodes that come and go between two looks end with one recovery line.
+        k.now.set(30_100 * MS);
+        g.accept_succeeded(3, 1, &k);
+        fail(30_200 * MS);
+        k.now.set(30_300 * MS);
+        g.accept_succeeded(3, 1, &k);
+        assert_eq!(line_kinds(&mut lines, &g, 30_400 * MS), [Recovered]);
+        assert!(line_kinds(&mut lines, &g, 50_000 * MS).is_empty());
+    }
+
+    #[test]
+    fn rendered_lines() {
+        let n = Notice {
+            kind: NoticeKind::First,
+            fd: 3,
+            errno: libc::EMFILE,
+            reported: true,
+            totals: Totals::default(),
+            span_ns: 0,
+        };
+        let c = LineContext {
+            addr: Some("0.0.0.0:9999"),
+            open: Some((12, 12)),
+            reserve: false,
+            mode: EmfileMode::Pause,
+            backoff_max_ms: 1000,
+        };
+        assert_eq!(
+            render(&n, &c),
+            "fdguard: accept on fd 3 (0.0.0.0:9999) failed: EMFILE, 12 of 12 fds open; \
+             pausing accepts up to 1000 ms; report follows"
+        );
+        let s = Notice {
+            kind: NoticeKind::Summary,
+            totals: Totals {
+                failures: 12,
+                paused_ns: 9_870 * MS,
+                shed: 0,
+            },
+            span_ns: 10_000 * MS,
+            ..n
+        };
+        assert_eq!(
+            render(&s, &c),
+            "fdguard: accept on fd 3 (0.0.0.0:9999) still failing: 12 failures, paused 9870 ms, \
+             0 connections shed in the last 10 s"
+        );
+        let r = Notice {
+            kind: NoticeKind::Recovered,
+            span_ns: 2_340 * MS,
+            ..s
+        };
+        assert!(render(&r, &c).ends_with(
+            "succeeds again after 2.3 s: 12 failures, paused 9870 ms, 0 connections shed"
+        ));
+    }
+
+    #[test]
+    fn reserve_sits_high_below_the_limit() {
+        let t: Vec<i32> = reserve_targets(1024).collect();
+        assert_eq!(t[..4], [1023, 1022, 1020, 1016]);
+        assert!(t.iter().all(|t| *t >= 511));
+        assert_eq!(reserve_targets(12).collect::<Vec<_>>(), [11, 10, 8]);
+        assert_eq!(reserve_targets(1 << 20).next(), Some(65535));
+        assert_eq!(reserve_targets(3).count(), 0);
+    }
+}
