@@ -1,0 +1,604 @@
+//! Seed 003, measured: servers whose accept loop spins when fds run out, without and with
+//! fdguard's accept guard. Each server gets a soft limit just above its usage
+//! (`prlimit --pid`), loopback clients exhaust it, and over a fixed window the test measures
+//! the server's CPU time (`/proc/PID/stat`), its accept failures (its log lines), the round
+//! trip of an already-connected echo client, and how long after a client leaves the server
+//! accepts again. The figures are printed (`-- --nocapture`) and quoted in the README.
+//!
+//! The measurements run one at a time (a spinning server takes a whole core of two).
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// fds the servers may still open once their limit is lowered: two clients fit, the others
+/// wait in the backlog.
+const ROOM: u64 = 2;
+/// Clients that exhaust the server's fds: `ROOM` accepted, one left pending.
+const HOLDERS: usize = ROOM as usize + 1;
+/// After exhaustion, time for the backoff to reach its steady state before measuring.
+const SETTLE: Duration = Duration::from_millis(500);
+const WINDOW: Duration = Duration::from_secs(2);
+const WINDOW_UNGUARDED: Duration = Duration::from_secs(1);
+
+/// A server under test, its stdout (the log) and stderr in files.
+struct Server {
+    child: Child,
+    log: PathBuf,
+    err: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    /// Starts `prog` with a systemd-like limit (soft 1024, hard as is), optionally under
+    /// fdguard with `vars`.
+    fn start(prog: &Path, args: &[&str], dir: &Path, fdguard: Option<&[(&str, &str)]>) -> Server {
+        let log = dir.join("server.log");
+        let err = dir.join("server.err");
+        let mut cmd = match fdguard {
+            Some(vars) => {
+                let mut c = guarded(prog, &report_path(dir));
+                c.envs(vars.iter().copied());
+                c
+            }
+            None => Command::new(prog),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        soft_limit(&mut cmd, 1024);
+        let child = cmd.spawn().expect("start server");
+        let mut s = Server {
+            child,
+            log,
+            err,
+            port: 0,
+        };
+        let line = s.wait_for("port ", 0, Duration::from_secs(10));
+        s.port = line[5..].trim().parse().unwrap();
+        s
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// Waits for a log line starting with `prefix` after byte `from`; returns it.
+    fn wait_for(&mut self, prefix: &str, mut from: u64, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = read_from(&self.log, from, u64::MAX);
+            let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if let Some(l) = text[..complete]
+                .split(|b| *b == b'\n')
+                .find(|l| l.starts_with(prefix.as_bytes()))
+            {
+                return String::from_utf8_lossy(l).into_owned();
+            }
+            from += complete as u64;
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("server exited ({st}) before logging {prefix:?}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {prefix:?} line in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Accept failures logged between two log offsets.
+    fn failures_between(&self, from: u64, to: u64) -> usize {
+        read_from(&self.log, from, to - from)
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"accept:"))
+            .count()
+    }
+
+    /// User + system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+    }
+
+    /// Lowers the server's limit so that `ROOM` more fds fit: accept fails with EMFILE once
+    /// the lowest free number reaches the soft limit (fds above it, like one inherited from
+    /// the test harness or fdguard's report file, do not matter).
+    fn squeeze(&self) {
+        let open: std::collections::BTreeSet<u64> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+        let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
+        let n = lowest_free + ROOM;
+        let ok = Command::new("prlimit")
+            .arg("--pid")
+            .arg(self.pid().to_string())
+            .arg(format!("--nofile={n}:{n}"))
+            .status()
+            .unwrap();
+        assert!(ok.success(), "prlimit");
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Up to `len` bytes of a file from offset `from`.
+fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from)).unwrap();
+    let mut v = Vec::new();
+    f.take(len).read_to_end(&mut v).unwrap();
+    v
+}
+
+/// Gives the command's process a soft `RLIMIT_NOFILE` of `soft` (the hard one stays).
+fn soft_limit(cmd: &mut Command, soft: u64) {
+    // SAFETY: only getrlimit/setrlimit, async-signal-safe, run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = soft.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+}
+
+fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c
+}
+
+/// One echo round trip.
+fn round_trip(c: &mut TcpStream) -> Duration {
+    let t = Instant::now();
+    c.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).expect("echo");
+    t.elapsed()
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Rtt {
+    median: Duration,
+    p99: Duration,
+    max: Duration,
+    n: usize,
+}
+
+impl Rtt {
+    fn of(mut v: Vec<Duration>) -> Rtt {
+        v.sort();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        Rtt {
+            median: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+            n: v.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "echo RTT median {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} round trips)",
+            ms(self.median),
+            ms(self.p99),
+            ms(self.max),
+            self.n
+        )
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Figures {
+    cpu_percent: f64,
+    failures_per_s: f64,
+    failures: usize,
+    spare: Option<Rtt>,
+    exhausted: Option<Rtt>,
+    recovery: Option<Duration>,
+}
+
+/// Round trips every 2 ms for `window` (or just waits, without an echo client).
+fn measure_window(s: &Server, echo: &mut Option<TcpStream>, window: Duration) -> Figures {
+    let (cpu0, log0, t0) = (s.cpu(), s.log_len(), Instant::now());
+    let mut rtts = Vec::new();
+    while t0.elapsed() < window {
+        if let Some(c) = echo {
+            rtts.push(round_trip(c));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (cpu1, log1, secs) = (s.cpu(), s.log_len(), t0.elapsed().as_secs_f64());
+    let failures = s.failures_between(log0, log1);
+    Figures {
+        cpu_percent: (cpu1 - cpu0).as_secs_f64() * 100.0 / secs,
+        failures_per_s: failures as f64 / secs,
+        failures,
+        exhausted: (!rtts.is_empty()).then(|| Rtt::of(rtts)),
+        ..Figures::default()
+    }
+}
+
+/// The whole scenario against one server: echo client, limit lowered, fds exhausted, the
+/// window, then one client leaves and the time until the server accepts again.
+fn scenario(s: &mut Server, echoes: bool, window: Duration) -> Figures {
+    let mut echo = echoes.then(|| connect(s.port));
+    if echo.is_some() {
+        s.wait_for("accepted", 0, Duration::from_secs(5));
+    }
+    let spare = echo.as_mut().map(|c| {
+        Rtt::of(
+            (0..300)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    round_trip(c)
+                })
+                .collect(),
+        )
+    });
+    s.squeeze();
+    let from = s.log_len();
+    let mut holders: Vec<TcpStream> = (0..HOLDERS).map(|_| connect(s.port)).collect();
+    s.wait_for("accept:", from, Duration::from_secs(5));
+    std::thread::sleep(SETTLE);
+    let mut f = measure_window(s, &mut echo, window);
+    f.spare = spare;
+    let before = s.log_len();
+    holders.remove(0);
+    let t = Instant::now();
+    s.wait_for("accepted", before, Duration::from_secs(5));
+    f.recovery = Some(t.elapsed());
+    f
+}
+
+fn print(name: &str, f: &Figures) {
+    eprintln!(
+        "{name}: CPU {:.1}%, {:.1} accept failures/s ({} in the window)",
+        f.cpu_percent, f.failures_per_s, f.failures
+    );
+    if let Some(r) = f.spare {
+        eprintln!("{name}:   with fds to spare: {r}");
+    }
+    if let Some(r) = f.exhausted {
+        eprintln!("{name}:   fds exhausted:     {r}");
+    }
+    if let Some(r) = f.recovery {
+        eprintln!(
+            "{name}:   accepting again {:.0} ms after a client left",
+            r.as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// The spin is there without fdguard.
+fn assert_spins(name: &str, f: &Figures) {
+    assert!(
+        f.cpu_percent >= 50.0,
+        "{name}: expected a spin without fdguard: {f:?}"
+    );
+    assert!(f.failures_per_s >= 10_000.0, "{name}: {f:?}");
+}
+
+/// With fdguard: no spin, a handful of failures, echo clients served as before, and accepting
+/// again within one backoff period once an fd is free.
+fn assert_guarded(name: &str, f: &Figures) {
+    assert!(f.cpu_percent <= 10.0, "{name}: CPU {f:?}");
+    assert!(f.failures_per_s <= 20.0, "{name}: failures {f:?}");
+    if let Some(r) = f.exhausted {
+        // The backoff period is 320 ms to 1 s during the window: a stall would show it.
+        assert!(r.median < Duration::from_millis(1), "{name}: {r}");
+        assert!(r.p99 < Duration::from_millis(20), "{name}: {r}");
+        assert!(r.max < Duration::from_millis(250), "{name}: {r}");
+    }
+    let recovery = f.recovery.unwrap();
+    assert!(
+        recovery < Duration::from_millis(1000 + 500),
+        "{name}: recovery {recovery:?}"
+    );
+}
+
+/// After a guarded run: the operator's lines on stderr, the `emfile` report, and every
+/// failure counted in the reports.
+fn assert_told(s: &Server, dir: &Path) {
+    let start = Instant::now();
+    let err = loop {
+        let err = s.stderr();
+        if err.contains(") succeeds again after ") || start.elapsed() > Duration::from_secs(3) {
+            break err;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("fdguard: accept on fd"))
+        .unwrap_or_else(|| panic!("no accept guard line: {err}"));
+    assert!(
+        first.contains(" failed: EMFILE, ")
+            && first.contains("fds open; pausing accepts up to 1000 ms; report follows"),
+        "{first}"
+    );
+    assert!(err.contains(") succeeds again after "), "{err}");
+    let report = report_path(dir);
+    let reports = wait_reports(&report, 1, Duration::from_secs(20));
+    let emfile = reports
+        .iter()
+        .find(|r| r["reason"] == "emfile")
+        .unwrap_or_else(|| panic!("no emfile report: {reports:?}"));
+    assert!(
+        emfile["trigger_call"]
+            .as_str()
+            .unwrap()
+            .starts_with("accept")
+    );
+    // Blocking loops keep failing (about once a second) after the last pending client was
+    // accepted, and fdguard counts a failure before sleeping on it, while the program logs it
+    // after: the report's count lies between the log's before it and one more than after it.
+    let before = s.failures_between(0, s.log_len()) as u64;
+    kill(s.pid(), libc::SIGUSR2);
+    let all = wait_reports(&report, reports.len() + 1, Duration::from_secs(20));
+    let last = all.last().unwrap();
+    let after = s.failures_between(0, s.log_len()) as u64;
+    let counted = last["emfile"]["accept_failures"].as_u64().unwrap();
+    assert!(
+        (before..=after + 1).contains(&counted),
+        "every failure is counted: {counted} in the report, {before}..{after} logged"
+    );
+    assert!(last["emfile"]["paused_ms"].as_u64().unwrap() > 0);
+}
+
+/// Runs `prog` without and with fdguard and checks both.
+fn compare(name: &str, prog: &Path, args: &[&str], echoes: bool) {
+    let _one = serial();
+    let dir = prog.parent().unwrap();
+    let mut s = Server::start(prog, args, dir, None);
+    let unguarded = scenario(&mut s, echoes, WINDOW_UNGUARDED);
+    drop(s);
+    print(&format!("{name} without fdguard"), &unguarded);
+    let dir = dir.join("guarded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut s = Server::start(prog, args, &dir, Some(&[]));
+    let guarded = scenario(&mut s, echoes, WINDOW);
+    print(&format!("{name} with fdguard"), &guarded);
+    assert_spins(name, &unguarded);
+    assert_guarded(name, &guarded);
+    assert_told(&s, &dir);
+}
+
+fn event_server(mode: &str) -> PathBuf {
+    let dir = scratch(&format!("accept-{mode}"));
+    build_example("event_server", "event_server", &dir, &["-O2", "-g"])
+}
+
+#[test]
+fn c_accept_loop_sleeps_instead_of_spinning() {
+    let dir = scratch("accept-c");
+    let prog = build_example("accept_spin", "accept_spin", &dir, &["-O2", "-g"]);
+    compare("C accept loop (blocking)", &prog, &[], false);
+}
+
+#[test]
+fn rust_std_net_accept_loop_sleeps_instead_of_spinning() {
+    let dir = scratch("accept-rust");
+    let prog = dir.join("accept_spin");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/accept_spin.rs");
+    let ok = Command::new("rustc")
+        .args(["--edition", "2024", "-O", "-o"])
+        .arg(&prog)
+        .arg(src)
+        .status()
+        .expect("rustc");
+    assert!(ok.success());
+    compare("Rust std::net accept loop", &prog, &[], false);
+}
+
+#[test]
+fn level_triggered_epoll_loop_keeps_serving_its_clients() {
+    compare(
+        "epoll level-triggered (Redis-like)",
+        &event_server("lt"),
+        &["lt"],
+        true,
+    );
+}
+
+#[test]
+fn edge_triggered_acceptor_sleeps_while_its_worker_serves() {
+    compare(
+        "epoll edge-triggered (acceptor + worker)",
+        &event_server("et"),
+        &["et"],
+        true,
+    );
+}
+
+#[test]
+fn poll_loop_keeps_serving_its_clients() {
+    compare("poll loop", &event_server("poll"), &["poll"], true);
+}
+
+#[test]
+fn select_loop_keeps_serving_its_clients() {
+    let prog = event_server("select");
+    let _one = serial();
+    let dir = prog.parent().unwrap();
+    let mut s = Server::start(&prog, &["select"], dir, Some(&[]));
+    let f = scenario(&mut s, true, WINDOW);
+    print("select loop with fdguard", &f);
+    assert_guarded("select", &f);
+}
+
+/// How a client that connects while the server's fds are exhausted ends.
+fn late_client(port: u16, wait: Duration) -> (String, Duration) {
+    let mut c = connect(port);
+    c.set_read_timeout(Some(wait)).unwrap();
+    let t = Instant::now();
+    let what = match c.read(&mut [0u8; 1]) {
+        Ok(0) => "EOF".to_string(),
+        Ok(_) => "data".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => "nothing (hangs)".to_string(),
+        Err(e) => e.to_string(),
+    };
+    (what, t.elapsed())
+}
+
+#[test]
+fn shed_mode_closes_late_clients_at_once() {
+    let prog = event_server("shed");
+    let _one = serial();
+    // The server lowers its own limit to fit 3 more clients. In shed mode fdguard keeps one of
+    // those numbers as its reserve: the echo client and one holder fit, the other holders are
+    // shed. In pause mode the last holder waits in the backlog, like every late client.
+    for (mode, expect_eof) in [("pause", false), ("shed", true)] {
+        let dir = prog.parent().unwrap().join(mode);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Server::start(&prog, &["lt", "3"], &dir, Some(&[("FDGUARD_EMFILE", mode)]));
+        let mut echo = connect(s.port);
+        let _holders: Vec<TcpStream> = (0..4).map(|_| connect(s.port)).collect();
+        s.wait_for("accept:", 0, Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(200));
+        let mut late = Vec::new();
+        for _ in 0..if expect_eof { 5 } else { 1 } {
+            late.push(late_client(s.port, Duration::from_secs(1)));
+        }
+        let rtt = Rtt::of((0..100).map(|_| round_trip(&mut echo)).collect());
+        eprintln!("{mode} mode: late clients {late:?}; {rtt}");
+        assert!(rtt.median < Duration::from_millis(1), "{rtt}");
+        for (what, took) in &late {
+            if expect_eof {
+                assert!(
+                    (what == "EOF" || what == "reset") && *took < Duration::from_secs(1),
+                    "{what} after {took:?}"
+                );
+            } else {
+                assert_eq!(what, "nothing (hangs)");
+            }
+        }
+        if !expect_eof {
+            continue;
+        }
+        // The reserve: fdguard's /dev/null just below the limit, in no report.
+        let seen = read_reports(&report_path(&dir)).len();
+        kill(s.pid(), libc::SIGUSR2);
+        let r = wait_reports(&report_path(&dir), seen + 1, Duration::from_secs(20));
+        let r = r.iter().rev().find(|r| r["reason"] == "signal").unwrap();
+        let soft = r["limit"]["soft"].as_i64().unwrap();
+        let hidden: Vec<i64> = proc_fds(s.pid())
+            .difference(&report_fds(r))
+            .copied()
+            .collect();
+        assert_eq!(hidden, [soft - 1], "only the reserve is left out");
+        let link = std::fs::read_link(format!("/proc/{}/fd/{}", s.pid(), soft - 1)).unwrap();
+        assert_eq!(link, Path::new("/dev/null"));
+        assert!(
+            r["emfile"]["shed"].as_u64().unwrap() >= 6,
+            "{}",
+            r["emfile"]
+        );
+        assert!(
+            s.stderr()
+                .contains("closing pending connections at once (shed)")
+        );
+    }
+}
+
+#[test]
+fn sleep_mode_stalls_an_event_loop_which_is_why_pause_is_the_default() {
+    let prog = event_server("sleepmode");
+    let _one = serial();
+    let dir = prog.parent().unwrap();
+    let mut s = Server::start(&prog, &["lt"], dir, Some(&[("FDGUARD_EMFILE", "sleep")]));
+    let f = scenario(&mut s, true, Duration::from_millis(1500));
+    print("epoll level-triggered, FDGUARD_EMFILE=sleep", &f);
+    assert!(f.cpu_percent <= 10.0 && f.failures_per_s <= 20.0, "{f:?}");
+    let r = f.exhausted.unwrap();
+    assert!(r.max >= Duration::from_millis(100), "the loop sleeps: {r}");
+}
+
+#[test]
+fn every_wait_call_is_exact_while_a_listener_is_paused() {
+    let dir = scratch("wait-calls");
+    let prog = build_c("wait_calls", &dir, &["-O2", "-g"]);
+    let out = guarded(&prog, &report_path(&dir))
+        .env("FDGUARD_BACKOFF_MAX_MS", "400")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprint!("{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("accepted after the pause"));
+}
+
+#[test]
+fn raise_nofile_lifts_the_soft_limit_to_the_hard_one() {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -Sn; ulimit -Hn"])
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_RAISE_NOFILE", "1");
+    soft_limit(&mut cmd, 256);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], lines[1], "soft = hard: {text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "FDGUARD_RAISE_NOFILE: raised the soft RLIMIT_NOFILE from 256 to {} (the hard limit)",
+            lines[1]
+        )),
+        "{err}"
+    );
+}
