@@ -521,9 +521,10 @@ impl Guard {
         }
     }
 
-    /// The listener `fd` is being closed (before the real close): forget it.
+    /// The listener `fd` is being closed (before the real close): forget it (every entry: two
+    /// threads registering a new listener at once may have made two).
     pub fn closing(&self, fd: i32, tid: u32, k: &impl Kernel) {
-        if let Some(i) = self.find(fd) {
+        while let Some(i) = self.find(fd) {
             self.forget(i, tid, k);
         }
     }
@@ -679,6 +680,10 @@ impl Guard {
             return false;
         };
         let l = &self.listeners[slot];
+        // The common case, accepting with fds to spare, only reads.
+        if l.in_row.load(Relaxed) == 0 && !l.in_episode.load(Acquire) {
+            return false;
+        }
         l.in_row.store(0, Release);
         if !l.in_episode.swap(false, AcqRel) {
             return false;
@@ -993,6 +998,13 @@ pub fn reserve_targets(soft: u64) -> impl Iterator<Item = i32> {
         .map(move |i| top - ((1i64 << i) - 1))
         .take_while(move |t| *t >= 3.max(top / 2))
         .map(|t| t as i32)
+}
+
+/// Whether a reserve at `fd` can stay: below the soft limit, and not far below the band of
+/// `reserve_targets` (as after the program raised its own limit).
+pub fn reserve_in_place(fd: i32, soft: u64) -> bool {
+    let fd = fd as u64;
+    fd < soft && fd >= soft.min(1 << 16) / 4
 }
 
 #[cfg(test)]
@@ -1483,5 +1495,9 @@ mod tests {
         assert_eq!(reserve_targets(12).collect::<Vec<_>>(), [11, 10, 8]);
         assert_eq!(reserve_targets(1 << 20).next(), Some(65535));
         assert_eq!(reserve_targets(3).count(), 0);
+        assert!(reserve_in_place(1023, 1024) && reserve_in_place(300, 1024));
+        assert!(!reserve_in_place(1024, 1024), "above a lowered limit");
+        assert!(!reserve_in_place(11, 1024), "far below a raised limit");
+        assert!(reserve_in_place(11, 12));
     }
 }

@@ -612,8 +612,9 @@ pub fn place_reserve() {
     guard::internal(|| {
         let cur = RESERVE.swap(-1, Ordering::AcqRel);
         let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
+        let soft = os::nofile_limit().0;
         let placed = match cur {
-            Some(r) if (r as u64) < os::nofile_limit().0 => r,
+            Some(r) if emfile::reserve_in_place(r, soft) => r,
             Some(r) => settle_reserve(r),
             None => os::open_null().map_or(-1, settle_reserve),
         };
