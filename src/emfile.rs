@@ -16,7 +16,7 @@
 //!   anyway, so the sleep costs nothing but the spin;
 //! - a thread that waits (epoll, poll, select) between failures gets its error at once, and the
 //!   listener is *hidden* from the program's waits until the period ends: its epoll
-//!   registrations are set to no events and restored afterwards (`EpollMod`), and poll/select
+//!   registrations are set to no events and restored afterwards (through `Kernel`), and poll/select
 //!   calls leave it out. Every other fd of the loop is served as before;
 //! - a non-blocking listener never seen in a wait call gets a short sleep (at most 10 ms).
 //!
@@ -372,6 +372,19 @@ pub struct Ctl {
     locked: bool,
 }
 
+/// One failed accept, as the hook saw it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Failed {
+    pub fd: i32,
+    pub errno: i32,
+    /// The listener is blocking.
+    pub blocking: bool,
+    /// Shed mode closed every pending connection first.
+    pub shed_emptied: bool,
+    /// The failure asked for an `emfile` report.
+    pub reported: bool,
+}
+
 /// The outcome of one failed accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -597,20 +610,17 @@ impl Guard {
         }
     }
 
-    /// `accept` on `fd` failed with `errno` (out of fds). Records the failure, hides the
-    /// listener if the policy says so, and returns what the hook does before returning.
-    /// `None` when the listener table is full (the hook then does nothing).
-    #[allow(clippy::too_many_arguments)]
-    pub fn accept_failed(
-        &self,
-        fd: i32,
-        errno: i32,
-        blocking: bool,
-        shed_emptied: bool,
-        reported: bool,
-        tid: u32,
-        k: &impl Kernel,
-    ) -> Option<Failure> {
+    /// `accept` failed for lack of fds. Records the failure, hides the listener if the policy
+    /// says so, and returns what the hook does before returning. `None` when the listener table
+    /// is full (the hook then does nothing).
+    pub fn accept_failed(&self, f: Failed, tid: u32, k: &impl Kernel) -> Option<Failure> {
+        let Failed {
+            fd,
+            errno,
+            blocking,
+            shed_emptied,
+            reported,
+        } = f;
         let slot = self.listening(fd)?;
         let l = &self.listeners[slot];
         let now = k.now_ns();
@@ -1046,6 +1056,16 @@ mod tests {
         Seen::default()
     }
 
+    fn failed(fd: i32, blocking: bool, reported: bool) -> Failed {
+        Failed {
+            fd,
+            errno: libc::EMFILE,
+            blocking,
+            reported,
+            ..Failed::default()
+        }
+    }
+
     #[test]
     fn backoff_doubles_from_5_ms_to_the_cap() {
         let p: Vec<u64> = (1..=10).map(|k| period_ns(k, 1000 * MS) / MS).collect();
@@ -1193,7 +1213,7 @@ mod tests {
         assert!(k.mods.borrow().is_empty());
 
         // First failure on a non-blocking, watched listener: error at once, hidden 5 ms.
-        let f = g.accept_failed(7, libc::EMFILE, false, false, true, 1, &k);
+        let f = g.accept_failed(failed(7, false, true), 1, &k);
         let f = f.unwrap();
         assert_eq!(f.hold, Hold::None);
         assert!(f.started && g.active());
@@ -1206,9 +1226,7 @@ mod tests {
         assert_eq!(g.epoll_due(4, 1, &k), None);
         assert_eq!(k.mods.borrow()[1], (4, 7, 1, 99));
         // Second failure after waiting: a 10 ms pause, not a sleep.
-        let f = g
-            .accept_failed(7, libc::EMFILE, false, false, true, 1, &k)
-            .unwrap();
+        let f = g.accept_failed(failed(7, false, true), 1, &k).unwrap();
         assert!(!f.started && f.hold == Hold::None);
         assert_eq!(g.restore_due(1, &k), Some(1_015 * MS));
         assert_eq!(g.totals().failures, 2);
@@ -1229,10 +1247,7 @@ mod tests {
         k.now.set(MS);
         g.listening(3);
         ctl(&g, &k, 4, 3, CtlOp::Set { events: 1, data: 3 });
-        let f = |k: &Fake| {
-            g.accept_failed(3, libc::EMFILE, false, false, false, 1, k)
-                .unwrap()
-        };
+        let f = |k: &Fake| g.accept_failed(failed(3, false, false), 1, k).unwrap();
         assert_eq!(f(&k).hold, Hold::None);
         // Edge-triggered: accept again at once; the period doubles with each failure.
         assert_eq!(f(&k).hold, Hold::Sleep(10 * MS));
@@ -1246,10 +1261,7 @@ mod tests {
     fn unwatched_non_blocking_listener_gets_short_sleeps() {
         let g = guard(EmfileMode::Pause);
         let k = Fake::default();
-        let f = || {
-            g.accept_failed(9, libc::EMFILE, false, false, false, 1, &k)
-                .unwrap()
-        };
+        let f = || g.accept_failed(failed(9, false, false), 1, &k).unwrap();
         assert_eq!(f().hold, Hold::None);
         for _ in 0..8 {
             assert_eq!(f().hold, Hold::Sleep(SHORT_SLEEP_NS));
@@ -1263,7 +1275,7 @@ mod tests {
         k.now.set(MS);
         g.listening(5);
         ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
-        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(5, false, false), 1, &k);
         // The program changes the registration while hidden: fdguard hides it again and will
         // restore the *new* events and data.
         ctl(&g, &k, 10, 5, CtlOp::Set { events: 5, data: 2 });
@@ -1283,7 +1295,7 @@ mod tests {
         ctl(&g, &k, 10, 5, CtlOp::Del);
         let before = k.mods.borrow().len();
         g.note_wait();
-        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(5, false, false), 1, &k);
         assert_eq!(k.mods.borrow()[before..], [(11, 5, 0, 3)]);
     }
 
@@ -1303,12 +1315,12 @@ mod tests {
                 data: 1,
             },
         );
-        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(5, false, false), 1, &k);
         assert!(k.mods.borrow().is_empty());
         g.listening(6);
         ctl(&g, &k, 12, 6, CtlOp::Set { events: 1, data: 1 });
         k.fail.set(true);
-        g.accept_failed(6, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(6, false, false), 1, &k);
         assert!(
             !g.listeners[1].registered(),
             "a set that refuses MOD is forgotten"
@@ -1322,7 +1334,7 @@ mod tests {
         k.now.set(MS);
         g.listening(5);
         ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
-        g.accept_failed(5, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(5, false, false), 1, &k);
         k.now.set(100 * MS);
         g.listeners[0].lock.store(77, Relaxed);
         assert_eq!(g.restore_due(1, &k), Some(101 * MS), "look again soon");
@@ -1335,7 +1347,7 @@ mod tests {
     fn closing_a_listener_ends_its_episode_and_frees_its_slot() {
         let g = guard(EmfileMode::Pause);
         let k = Fake::default();
-        g.accept_failed(5, libc::EMFILE, true, false, false, 1, &k);
+        g.accept_failed(failed(5, true, false), 1, &k);
         assert!(g.active());
         g.closing(5, 1, &k);
         assert!(!g.active());
@@ -1349,10 +1361,7 @@ mod tests {
             g.listening(fd);
         }
         assert_eq!(g.listening(1000), None, "table full");
-        assert_eq!(
-            g.accept_failed(1000, libc::EMFILE, true, false, false, 1, &k),
-            None
-        );
+        assert_eq!(g.accept_failed(failed(1000, true, false), 1, &k), None);
     }
 
     #[test]
@@ -1360,7 +1369,7 @@ mod tests {
         let g = guard(EmfileMode::Pause);
         let k = Fake::default();
         k.now.set(MS);
-        g.accept_failed(8, libc::EMFILE, false, false, false, 1, &k);
+        g.accept_failed(failed(8, false, false), 1, &k);
         assert_eq!(g.hidden_until(8, 2 * MS), Some(6 * MS));
         assert_eq!(g.hidden_until(8, 6 * MS), None);
         assert_eq!(g.hidden_until(9, 2 * MS), None);
@@ -1375,9 +1384,7 @@ mod tests {
     fn shed_counts_and_sleep_mode() {
         let g = guard(EmfileMode::Sleep);
         let k = Fake::default();
-        let f = g
-            .accept_failed(5, libc::EMFILE, false, false, false, 1, &k)
-            .unwrap();
+        let f = g.accept_failed(failed(5, false, false), 1, &k).unwrap();
         assert_eq!(f.hold, Hold::Sleep(5 * MS));
         g.add_shed(f.slot, 3);
         g.add_paused(f.slot, 5 * MS);
@@ -1406,7 +1413,7 @@ mod tests {
         let fail = |at: u64| {
             k.now.set(at);
             g.note_wait();
-            g.accept_failed(3, libc::EMFILE, false, false, true, 1, &k);
+            g.accept_failed(failed(3, false, true), 1, &k);
         };
         g.listening(3);
         assert!(line_kinds(&mut lines, &g, MS).is_empty());

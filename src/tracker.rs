@@ -505,9 +505,14 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
         let shed = (gmode == EmfileMode::Shed && emfile::sheddable(errno))
             .then(|| shed_pending(listener))
             .flatten();
-        let emptied = shed.is_some_and(|(_, emptied)| emptied);
-        let tid = guard::tid();
-        let f = GUARD.accept_failed(listener, errno, blocking, emptied, report, tid, &Kernel);
+        let failed = emfile::Failed {
+            fd: listener,
+            errno,
+            blocking,
+            shed_emptied: shed.is_some_and(|(_, emptied)| emptied),
+            reported: report,
+        };
+        let f = GUARD.accept_failed(failed, guard::tid(), &Kernel);
         if let (Some(f), Some((n, _))) = (f, shed) {
             GUARD.add_shed(f.slot, n);
         }
