@@ -12,6 +12,11 @@
 //!   (paths fall back to the kernel's view at report time; stacks are reported as unknown).
 //!
 //! Ids are index slot numbers, so `get` can validate any id: an empty slot is `None`.
+//!
+//! The index is tiered so that memory follows use: keys go to a small first region
+//! (`SLOTS` entries, a few pages) and only spill into regions 8 and 64 times larger when their
+//! probe sequence there is full. One flat hash table of the final size would touch a new page
+//! for almost every key (4 MB of index for 1000 stacks).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -43,32 +48,36 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// `SLOTS` must be a power of two; `ARENA` is the byte capacity for all keys.
-pub struct Interner<const SLOTS: usize, const ARENA: usize> {
-    index: LazySlice<AtomicU64, SLOTS>,
+/// Sizes of the index regions, as multiples of `SLOTS`.
+const TIERS: [usize; 3] = [1, 8, 64];
+const TIER_TOTAL: usize = 1 + 8 + 64;
+
+/// `SLOTS` (the first region's size) must be a power of two; `ARENA` is the byte capacity for
+/// all keys. `INDEX` must be `SLOTS * 73` (three regions of 1, 8 and 64 times `SLOTS`).
+pub struct Interner<const SLOTS: usize, const INDEX: usize, const ARENA: usize> {
+    index: LazySlice<AtomicU64, INDEX>,
     arena: AtomicPtr<u8>,
     used: AtomicUsize,
-    count: AtomicUsize,
 }
 
-impl<const SLOTS: usize, const ARENA: usize> Default for Interner<SLOTS, ARENA> {
+impl<const SLOTS: usize, const INDEX: usize, const ARENA: usize> Default
+    for Interner<SLOTS, INDEX, ARENA>
+{
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const SLOTS: usize, const ARENA: usize> Interner<SLOTS, ARENA> {
-    const MASK: usize = {
-        assert!(SLOTS.is_power_of_two() && ARENA < u32::MAX as usize);
-        SLOTS - 1
-    };
+impl<const SLOTS: usize, const INDEX: usize, const ARENA: usize> Interner<SLOTS, INDEX, ARENA> {
+    const CHECKED: () = assert!(
+        SLOTS.is_power_of_two() && INDEX == SLOTS * TIER_TOTAL && ARENA < u32::MAX as usize
+    );
 
     pub const fn new() -> Self {
         Self {
             index: LazySlice::new(),
             arena: AtomicPtr::new(std::ptr::null_mut()),
             used: AtomicUsize::new(0),
-            count: AtomicUsize::new(0),
         }
     }
 
@@ -136,32 +145,37 @@ impl<const SLOTS: usize, const ARENA: usize> Interner<SLOTS, ARENA> {
 
     /// The id of `key`, adding it if new. `None` when the interner is full.
     pub fn intern(&self, key: &[u8]) -> Option<u32> {
+        let () = Self::CHECKED;
         let index = self.index.get_or_map()?;
         let h = hash_bytes(key);
         let tag = (h >> 32) | 1;
-        let mut i = (h as usize) & Self::MASK;
         let mut pushed: Option<u32> = None;
-        for _ in 0..MAX_PROBES {
-            let slot = index.get(i)?;
-            let mut e = slot.load(Ordering::Acquire);
-            if e == 0 {
-                let off = match pushed {
-                    Some(off) => off,
-                    None => *pushed.insert(self.push(key)?),
-                };
-                let new = (tag << 32) | (off as u64 + 1);
-                match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => {
-                        self.count.fetch_add(1, Ordering::Relaxed);
-                        return Some(i as u32);
+        let mut start = 0;
+        for tier in TIERS {
+            let size = SLOTS * tier;
+            let mut i = (h as usize) & (size - 1);
+            for _ in 0..MAX_PROBES {
+                let slot = index.get(start + i)?;
+                let mut e = slot.load(Ordering::Acquire);
+                if e == 0 {
+                    let off = match pushed {
+                        Some(off) => off,
+                        None => *pushed.insert(self.push(key)?),
+                    };
+                    let new = (tag << 32) | (off as u64 + 1);
+                    match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return Some((start + i) as u32),
+                        Err(winner) => e = winner,
                     }
-                    Err(winner) => e = winner,
                 }
+                if e >> 32 == tag && self.bytes_at(((e & 0xffff_ffff) - 1) as u32) == Some(key) {
+                    return Some((start + i) as u32);
+                }
+                i = (i + 1) & (size - 1);
             }
-            if e >> 32 == tag && self.bytes_at(((e & 0xffff_ffff) - 1) as u32) == Some(key) {
-                return Some(i as u32);
-            }
-            i = (i + 1) & Self::MASK;
+            // Every slot on this region's probe path is taken for good (entries are never
+            // removed), so the key, if present at all, is in a later region.
+            start += size;
         }
         None
     }
@@ -182,7 +196,7 @@ mod tests {
 
     #[test]
     fn same_key_same_id_and_bytes_round_trip() {
-        let t: Interner<1024, 65536> = Interner::new();
+        let t: Interner<1024, { 1024 * 73 }, 65536> = Interner::new();
         let a = t.intern(b"/dev/null").unwrap();
         let b = t.intern(b"/etc/hosts").unwrap();
         assert_ne!(a, b);
@@ -195,7 +209,7 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_none() {
-        let t: Interner<64, 4096> = Interner::new();
+        let t: Interner<64, { 64 * 73 }, 4096> = Interner::new();
         assert_eq!(t.get(3), None);
         t.intern(b"x").unwrap();
         assert_eq!(t.get(1_000_000), None);
@@ -203,7 +217,7 @@ mod tests {
 
     #[test]
     fn full_arena_degrades_to_none() {
-        let t: Interner<64, 64> = Interner::new();
+        let t: Interner<64, { 64 * 73 }, 64> = Interner::new();
         assert!(t.intern(&[1u8; 40]).is_some());
         assert_eq!(t.intern(&[2u8; 40]), None);
         // Existing keys are still found.
@@ -211,16 +225,23 @@ mod tests {
     }
 
     #[test]
-    fn full_index_degrades_to_none() {
-        let t: Interner<4, 65536> = Interner::new();
-        let ids: Vec<_> = (0..4u8).map(|i| t.intern(&[i]).unwrap()).collect();
-        assert_eq!(ids.len(), 4);
-        assert_eq!(t.intern(&[9]), None);
+    fn spills_into_larger_regions_then_degrades_to_none() {
+        let t: Interner<1, 73, 65536> = Interner::new();
+        let ids: Vec<_> = (0..73u8).map(|i| t.intern(&[i]).unwrap()).collect();
+        // The first key fills the 1-slot region, the next 8 the 8-slot one, the rest the last.
+        assert_eq!(ids[0], 0);
+        assert!(ids[1..9].iter().all(|id| (1..9).contains(id)));
+        assert!(ids[9..].iter().all(|id| (9..73).contains(id)));
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.intern(&[i as u8]), Some(*id));
+            assert_eq!(t.get(*id), Some(&[i as u8][..]));
+        }
+        assert_eq!(t.intern(&[200]), None);
     }
 
     #[test]
     fn concurrent_interning_agrees_on_ids() {
-        let t: &'static Interner<4096, { 1 << 20 }> = Box::leak(Box::new(Interner::new()));
+        let t: &'static Interner<64, { 64 * 73 }, { 1 << 20 }> = Box::leak(Box::new(Interner::new()));
         let keys: Vec<Vec<u8>> = (0..500)
             .map(|i| format!("/tmp/k{i}").into_bytes())
             .collect();

@@ -11,8 +11,8 @@ use crate::os;
 use crate::table::StackId;
 use crate::unwind;
 
-/// Distinct stacks: up to 256k of them, 64 MiB of frames, mapped as used.
-static STACKS: Interner<{ 1 << 18 }, { 64 << 20 }> = Interner::new();
+/// Distinct stacks: up to ~290k of them, 64 MiB of frames, mapped as used.
+static STACKS: Interner<{ 1 << 12 }, { 73 << 12 }, { 64 << 20 }> = Interner::new();
 
 /// Frames of fdguard itself (hook, tracker, capture) sit on top of every stack; they are dropped
 /// at capture time so that they do not use up the requested depth.

@@ -18,8 +18,8 @@ use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
 use crate::trigger::{self, Reason};
 
 pub static TABLE: FdTable = FdTable::new();
-/// Paths as the program gave them: 128k distinct paths, 16 MiB, mapped as used.
-pub static PATHS: Interner<{ 1 << 17 }, { 16 << 20 }> = Interner::new();
+/// Paths as the program gave them: up to ~290k distinct paths, 16 MiB, mapped as used.
+pub static PATHS: Interner<{ 1 << 12 }, { 73 << 12 }, { 16 << 20 }> = Interner::new();
 pub static THRESHOLD: Threshold = Threshold::new();
 pub static COUNTERS: Counters = Counters::new();
 pub static OWN: OwnFds = OwnFds::new();
