@@ -21,7 +21,7 @@ use crate::report::{self, BadCloseNotice, Frame, Header, Report, Row};
 use crate::stack;
 use crate::symbolize::Symbolizer;
 use crate::table::{FdRecord, StackId};
-use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, PATHS, TABLE, THRESHOLD};
+use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, TABLE, THRESHOLD};
 use crate::trigger::{self, Reason};
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -210,7 +210,7 @@ fn spawn_report_thread() {
 
 extern "C" fn after_fork_child() {
     tracker::after_fork_in_child();
-    guard::forget_tid_after_fork();
+    guard::after_fork_in_child();
     if REPORT_LOCK.0.swap(0, Ordering::AcqRel) != 0 {
         NO_DEBUG_INFO.store(true, Ordering::Relaxed);
     }
@@ -220,8 +220,9 @@ extern "C" fn after_fork_child() {
     spawn_report_thread();
 }
 
+/// The report thread: every fd call it makes runs inside `guard::internal` (reports, notices),
+/// so what it opens is fdguard's own and never tracked.
 fn report_thread() {
-    guard::mark_thread_internal();
     let mut notices = NoticeLimiter::default();
     loop {
         let work = trigger::wait(1_000_000_000);
@@ -307,16 +308,7 @@ fn collect(reason: Reason, config: &Config) -> Report {
         .filter(|k| k.link.is_some())
         .collect();
     forget_stale(&kernel, listed_at);
-    let mut rows = report::rows(
-        &kernel,
-        |fd| TABLE.get(fd),
-        |id| {
-            PATHS
-                .get(id)
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-        },
-        os::monotonic_ns(),
-    );
+    let mut rows = report::rows(&kernel, |fd| TABLE.get(fd), os::monotonic_ns());
     let mut cache = FrameCache::new();
     let mut suppressed = 0;
     if reason == Reason::Exit {

@@ -26,21 +26,28 @@ use crate::os::LazySlice;
 const MAX_PROBES: usize = 64;
 const LEN_BYTES: usize = 4;
 
-/// Fast non-cryptographic hash (word-at-a-time multiply-rotate, as in rustc's FxHasher).
+/// Fast non-cryptographic hash (word-at-a-time multiply-rotate, as in rustc's FxHasher). Keys
+/// are read eight bytes at a time with plain loads; the tail is the last eight bytes
+/// (overlapping) when there are that many, so the hot path never calls `memcpy`.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = bytes.len() as u64;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(K);
+        h = mix(h, word(c));
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(K);
+        let tail = match bytes.len().checked_sub(8) {
+            Some(start) => word(&bytes[start..]),
+            None => rest
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, b)| w | (u64::from(*b) << (8 * i))),
+        };
+        h = mix(h, tail);
     }
     // Final avalanche so that both the low bits (slot) and the high bits (tag) are mixed.
     h ^= h >> 33;
@@ -208,6 +215,19 @@ mod tests {
     }
 
     #[test]
+    fn hash_depends_on_every_byte_and_the_length() {
+        let base = b"/var/lib/app/data.db".to_vec();
+        let h = hash_bytes(&base);
+        for i in 0..base.len() {
+            let mut k = base.clone();
+            k[i] ^= 1;
+            assert_ne!(hash_bytes(&k), h, "byte {i}");
+        }
+        assert_ne!(hash_bytes(b"ab"), hash_bytes(b"ab\0"));
+        assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
+    }
+
+    #[test]
     fn unknown_ids_are_none() {
         let t: Interner<64, { 64 * 73 }, 4096> = Interner::new();
         assert_eq!(t.get(3), None);
@@ -241,7 +261,8 @@ mod tests {
 
     #[test]
     fn concurrent_interning_agrees_on_ids() {
-        let t: &'static Interner<64, { 64 * 73 }, { 1 << 20 }> = Box::leak(Box::new(Interner::new()));
+        let t: &'static Interner<64, { 64 * 73 }, { 1 << 20 }> =
+            Box::leak(Box::new(Interner::new()));
         let keys: Vec<Vec<u8>> = (0..500)
             .map(|i| format!("/tmp/k{i}").into_bytes())
             .collect();

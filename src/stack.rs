@@ -34,11 +34,16 @@ fn is_own(addr: usize) -> bool {
 }
 
 /// Captures the caller's stack (up to `depth` frames past fdguard's own) and interns it.
-#[inline(never)]
+#[inline]
 pub fn capture(depth: usize) -> Option<StackId> {
     if depth == 0 {
         return None;
     }
+    capture_interned(depth)
+}
+
+#[inline(never)]
+fn capture_interned(depth: usize) -> Option<StackId> {
     let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
     let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
     let n = unwind::capture(&mut buf[..want]);
