@@ -36,14 +36,24 @@ static LOADED_AT_S: AtomicU64 = AtomicU64::new(0);
 struct ReportLock(AtomicU32);
 
 impl ReportLock {
-    fn lock(&self) {
+    /// Takes the lock, waiting at most `timeout_ns`; false if it could not.
+    fn lock_within(&self, timeout_ns: u64) -> bool {
+        let deadline = os::monotonic_ns().saturating_add(timeout_ns);
         while self
             .0
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
+            if os::monotonic_ns() >= deadline {
+                return false;
+            }
             os::futex_wait(&self.0, 1, 100_000_000);
         }
+        true
+    }
+
+    fn lock(&self) {
+        self.lock_within(u64::MAX);
     }
 
     fn unlock(&self) {
@@ -223,28 +233,30 @@ extern "C" fn after_fork_child() {
 /// The report thread: every fd call it makes runs inside `guard::internal` (reports, notices),
 /// so what it opens is fdguard's own and never tracked.
 fn report_thread() {
-    let mut notices = NoticeLimiter::default();
     loop {
         let work = trigger::wait(1_000_000_000);
         THRESHOLD.set_limit(os::nofile_limit().0);
+        // One unit of work under the lock, from taking the requests to writing them out: the
+        // exit path waits for it instead of exiting under a half-printed notice.
+        REPORT_LOCK.lock();
         for reason in Reason::QUEUED {
             if !work.wants(reason) {
                 continue;
             }
             if reason == Reason::BadClose {
-                notices.print(BAD_CLOSES.drain());
+                print_bad_closes(BAD_CLOSES.drain());
             } else {
                 write_report(reason);
             }
         }
+        REPORT_LOCK.unlock();
     }
 }
 
-/// Builds and writes one report; returns how many fds it lists.
-pub fn write_report(reason: Reason) -> usize {
+/// Builds and writes one report; returns how many fds it lists. The caller holds the lock.
+fn write_report(reason: Reason) -> usize {
     let Some(config) = CONFIG.get() else { return 0 };
     guard::internal(|| {
-        REPORT_LOCK.lock();
         let listed = guard::contained(|| {
             let report = collect(reason, config);
             if reason == Reason::Exit && report.open() == 0 && !config.at_exit {
@@ -257,7 +269,6 @@ pub fn write_report(reason: Reason) -> usize {
             DEST.write(&config.report, bytes.as_bytes());
             report.open()
         });
-        REPORT_LOCK.unlock();
         listed.unwrap_or_else(|| {
             let _ = os::write_all(2, b"fdguard: could not build a report\n");
             0
@@ -374,43 +385,39 @@ fn forget_stale(kernel: &[inspect::KernelFd], listed_at: u64) {
 }
 
 /// Prints bad closes, at most one per second; the others are counted in the next one.
-#[derive(Default)]
-struct NoticeLimiter {
-    last_ns: u64,
-    not_shown: u64,
-}
+/// Atomics, not a struct owned by the report thread: the exit path prints the last ones too.
+static NOTICE_LAST_NS: AtomicU64 = AtomicU64::new(0);
+static NOTICE_NOT_SHOWN: AtomicU64 = AtomicU64::new(0);
 
-impl NoticeLimiter {
-    fn print(&mut self, events: Vec<crate::badclose::BadClose>) {
-        let Some(config) = CONFIG.get() else { return };
-        for e in events {
-            let now = os::monotonic_ns();
-            if self.last_ns != 0 && now.saturating_sub(self.last_ns) < 1_000_000_000 {
-                self.not_shown += 1;
-                continue;
-            }
-            self.last_ns = now;
-            guard::internal(|| {
-                let mut cache = FrameCache::new();
-                let notice = BadCloseNotice {
-                    pid: os::getpid(),
-                    unix_ms: os::realtime_ns() / 1_000_000,
-                    fd: e.fd,
-                    call: e.call.name(),
-                    tid: e.tid,
-                    frames: cache.of(e.stack),
-                    released_by: config.close_stacks.then(|| cache.of(e.released_by)),
-                    not_shown: std::mem::take(&mut self.not_shown),
-                };
-                let bytes = match config.format {
-                    Format::Text => report::render_bad_close_text(&notice),
-                    Format::Json => report::render_bad_close_json(&notice),
-                };
-                REPORT_LOCK.lock();
-                DEST.write(&config.report, bytes.as_bytes());
-                REPORT_LOCK.unlock();
-            });
+/// The caller holds the lock.
+fn print_bad_closes(events: Vec<crate::badclose::BadClose>) {
+    let Some(config) = CONFIG.get() else { return };
+    for e in events {
+        let now = os::monotonic_ns();
+        let last = NOTICE_LAST_NS.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1_000_000_000 {
+            NOTICE_NOT_SHOWN.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
+        NOTICE_LAST_NS.store(now, Ordering::Relaxed);
+        guard::internal(|| {
+            let mut cache = FrameCache::new();
+            let notice = BadCloseNotice {
+                pid: os::getpid(),
+                unix_ms: os::realtime_ns() / 1_000_000,
+                fd: e.fd,
+                call: e.call.name(),
+                tid: e.tid,
+                frames: cache.of(e.stack),
+                released_by: config.close_stacks.then(|| cache.of(e.released_by)),
+                not_shown: NOTICE_NOT_SHOWN.swap(0, Ordering::Relaxed),
+            };
+            let bytes = match config.format {
+                Format::Text => report::render_bad_close_text(&notice),
+                Format::Json => report::render_bad_close_json(&notice),
+            };
+            DEST.write(&config.report, bytes.as_bytes());
+        });
     }
 }
 
@@ -418,10 +425,18 @@ impl NoticeLimiter {
 /// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
 pub fn at_exit() {
     let Some(config) = CONFIG.get() else { return };
-    if !config.at_exit && config.leak_exitcode.is_none() {
-        return;
+    // Let the report thread finish what it is writing (bounded: exit must not hang on a
+    // stuck stderr), then print the bad closes it had no time to take.
+    let locked = REPORT_LOCK.lock_within(2_000_000_000);
+    print_bad_closes(BAD_CLOSES.drain());
+    let leaks = if config.at_exit || config.leak_exitcode.is_some() {
+        write_report(Reason::Exit)
+    } else {
+        0
+    };
+    if locked {
+        REPORT_LOCK.unlock();
     }
-    let leaks = write_report(Reason::Exit);
     if let (Some(code), true) = (config.leak_exitcode, leaks > 0) {
         // SAFETY: flushing stdio as exit() would after this destructor, then ending the process
         // with the requested status.
