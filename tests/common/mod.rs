@@ -215,3 +215,117 @@ pub fn assert_matches_kernel(report: &Value, kernel: &BTreeSet<i64>, allowed_unt
         }
     }
 }
+
+/// Like `build_c`, with extra arguments after the source file (libraries to link).
+pub fn build_c_linked(name: &str, dir: &Path, flags: &[&str], post: &[&str]) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(src.join(format!("{name}.c")))
+        .arg(format!("-I{}", src.display()))
+        .arg("-pthread")
+        .args(post)
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "cc failed for {name}.c");
+    out
+}
+
+/// Builds `tests/c/<name>.c` once per test binary (tests run on several threads and share it).
+pub fn build_c_once(name: &str, flags: &[&str]) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let key = format!("{name} {}", flags.join(" "));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&key) {
+        return p.clone();
+    }
+    let dir = scratch(&format!("build-{}-{}", name, map.len()));
+    let p = build_c(name, &dir, flags);
+    map.insert(key, p.clone());
+    p
+}
+
+/// The same program without fdguard (and without any `FDGUARD_*` variable).
+pub fn plain(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_remove("LD_PRELOAD");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FDGUARD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Sends stderr of `cmd` to a file (read it with `std::fs::read_to_string` after the run).
+pub fn stderr_to(cmd: &mut Command, path: &Path) {
+    cmd.stderr(std::fs::File::create(path).expect("create stderr file"));
+}
+
+/// Polls `cond` every few milliseconds until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Stepper {
+    /// Asks another process (a fork child of the program) for a report, appended to the same
+    /// report file, and returns it.
+    pub fn report_of(&mut self, pid: u32) -> Value {
+        kill(pid, libc::SIGUSR2);
+        let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
+        self.reports_seen = all.len();
+        let r = all.last().unwrap().clone();
+        assert_eq!(r["pid"], pid, "report from the wrong process");
+        r
+    }
+}
+
+/// The strictest check of a report taken while the program is stopped: the report lists exactly
+/// the kernel's fds, none untracked, and fdguard missed nothing and skipped nothing.
+pub fn assert_exact(report: &Value, kernel: &BTreeSet<i64>) {
+    assert_matches_kernel(report, kernel, &[]);
+    assert_eq!(report["open"].as_u64(), Some(kernel.len() as u64), "open");
+    assert_eq!(report["untracked"], 0, "untracked");
+    assert_eq!(report["missed_closes"], 0, "missed_closes: {report}");
+    assert_eq!(report["skipped"], 0, "skipped: {report}");
+}
+
+/// Checks the lines a program printed before a checkpoint against a report taken there:
+/// `EXPECT <fd> <kind> <call> <desc substring>` and `GONE <fd>`. Returns how many were checked.
+pub fn check_expectations(report: &Value, kernel: &BTreeSet<i64>, lines: &[String]) -> usize {
+    let mut n = 0;
+    for l in lines {
+        if let Some(rest) = l.strip_prefix("EXPECT ") {
+            let mut it = rest.splitn(4, ' ');
+            let fd: i64 = it.next().unwrap().parse().unwrap();
+            let (kind, call) = (it.next().unwrap(), it.next().unwrap());
+            let desc = it.next().unwrap_or("");
+            assert!(
+                kernel.contains(&fd),
+                "{l}: fd {fd} is not open in the kernel"
+            );
+            let row = fd_row(report, fd).unwrap_or_else(|| panic!("{l}: fd {fd} not in report"));
+            assert_eq!(row["kind"], kind, "{l}: {row}");
+            assert_eq!(row["call"], call, "{l}: {row}");
+            let got = row["desc"].as_str().unwrap();
+            assert!(got.contains(desc), "{l}: desc {got:?} lacks {desc:?}");
+            n += 1;
+        } else if let Some(fd) = l.strip_prefix("GONE ") {
+            let fd: i64 = fd.parse().unwrap();
+            assert!(!kernel.contains(&fd), "{l}: still open in the kernel");
+            assert!(fd_row(report, fd).is_none(), "{l}: still in the report");
+            n += 1;
+        }
+    }
+    n
+}
