@@ -10,20 +10,49 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
-/// `target/<profile>/libfdguard.so`, built by cargo before integration tests run.
+/// `target/<profile>/libfdguard.so`, built (once per test binary) by running `cargo build --lib`.
+///
+/// `cargo test` does not build a `cdylib` for integration tests: without this, a fresh clone has
+/// no library to preload, and after an edit to `src/` the tests would run the stale one. Cargo
+/// holds no lock while tests run, so building from here is safe and, when nothing changed,
+/// takes a fraction of a second.
 pub fn lib_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let lib = profile_dir.join("libfdguard.so");
-    assert!(
-        lib.exists(),
-        "libfdguard.so not found at {} — run `cargo build` first",
-        lib.display()
-    );
-    lib
+    use std::sync::OnceLock;
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--lib", "--quiet", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cargo.arg("--release");
+            }
+            other => {
+                cargo.args(["--profile", other]);
+            }
+        }
+        let out = cargo.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build --lib failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = profile_dir.join("libfdguard.so");
+        assert!(lib.exists(), "libfdguard.so not found at {}", lib.display());
+        lib
+    })
+    .clone()
 }
 
 /// A fresh directory for one test's files.
