@@ -180,7 +180,10 @@ pub fn collect(reason: Reason) -> Report {
             pid: os::getpid(),
             cmdline: inspect::cmdline(),
             reason: reason.name(),
-            trigger_call: None,
+            trigger_call: match reason {
+                Reason::Emfile => crate::tracker::emfile_call().map(|c| c.name()),
+                _ => None,
+            },
             unix_ms: os::realtime_ns() / 1_000_000,
             soft,
             hard,

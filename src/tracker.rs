@@ -23,6 +23,9 @@ pub static OWN: OwnFds = OwnFds::new();
 
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
 static CLOSE_STACKS: AtomicBool = AtomicBool::new(false);
+/// The call that last failed with EMFILE/ENFILE (`Call as u8 + 1`; 0 = none yet): the
+/// `trigger_call` of an EMFILE report.
+static EMFILE_CALL: AtomicU32 = AtomicU32::new(0);
 /// Incremented in each fork child; lets the table take over writes frozen by `fork`.
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
 
@@ -331,9 +334,18 @@ pub fn streams_flushed(mode: Mode) {
 
 /// A call failed; running out of fds is a report trigger.
 #[inline]
-pub fn failed(mode: Mode, _call: Call, errno: i32) {
+pub fn failed(mode: Mode, call: Call, errno: i32) {
     if mode == Mode::Track && (errno == libc::EMFILE || errno == libc::ENFILE) {
+        EMFILE_CALL.store(call as u32 + 1, Ordering::Relaxed);
         trigger::request(Reason::Emfile);
+    }
+}
+
+/// The call that last failed for lack of fds, if any did.
+pub fn emfile_call() -> Option<Call> {
+    match EMFILE_CALL.load(Ordering::Relaxed) {
+        0 => None,
+        v => Call::from_u8((v - 1) as u8),
     }
 }
 
