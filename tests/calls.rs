@@ -20,31 +20,23 @@ fn run(scenario: &str) {
     let mut cmd = guarded(&calls_program(), &report);
     cmd.arg(scenario).arg(&dir);
     stderr_to(&mut cmd, &stderr);
-    let mut s = Stepper::spawn(cmd, &report);
-    let mut checkpoints = Vec::new();
-    let mut checked = 0;
-    while let Some((name, lines)) = s.next_checkpoint() {
-        if let Some(skip) = lines.iter().find(|l| l.starts_with("SKIP ")) {
-            eprintln!("{scenario}: {skip}");
-        }
-        let kernel = proc_fds(s.pid());
-        let r = s.report_now();
-        assert_exact(&r, &kernel);
-        checked += check_expectations(&r, &kernel, &lines);
-        checkpoints.push(name);
-        s.resume();
-    }
-    let out = s.finish();
+    let p = run_protocol(cmd, &report);
     let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-    assert!(out.status.success(), "{scenario}: {:?}\n{err}", out.status);
+    assert!(
+        p.output.status.success(),
+        "{scenario}: {:?}\n{err}",
+        p.output.status
+    );
     assert!(err.is_empty(), "{scenario}: unexpected stderr:\n{err}");
-    assert_eq!(checkpoints.last().map(String::as_str), Some("released"));
-    // Every scenario (but a skipped one) names what it created and what it released.
-    if checkpoints.len() > 1 {
-        assert!(
-            checked >= 2,
-            "{scenario}: only {checked} expectations checked"
-        );
+    assert_eq!(p.checkpoints.last().map(String::as_str), Some("released"));
+    match p.lines.iter().find(|l| l.starts_with("SKIP ")) {
+        Some(skip) => eprintln!("{scenario}: {skip}"),
+        // Every scenario names what it created and what it released.
+        None => assert!(
+            p.checked >= 2,
+            "{scenario}: only {} expectations",
+            p.checked
+        ),
     }
 }
 

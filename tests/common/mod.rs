@@ -205,10 +205,31 @@ impl Stepper {
 
     /// Asks for a report with SIGUSR2 and returns it.
     pub fn report_now(&mut self) -> Value {
-        kill(self.pid(), libc::SIGUSR2);
-        let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
-        self.reports_seen = all.len();
-        all.last().unwrap().clone()
+        let pid = self.pid();
+        self.report_of(pid)
+    }
+
+    /// Asks a process (the program, or a fork child of it writing to the same report file) for
+    /// a report with SIGUSR2 and returns it. Reports written meanwhile for another reason
+    /// (threshold, EMFILE) are passed over: the answer is the next `signal` report of `pid`.
+    pub fn report_of(&mut self, pid: u32) -> Value {
+        kill(pid, libc::SIGUSR2);
+        let start = Instant::now();
+        loop {
+            let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
+            let found = all[self.reports_seen..]
+                .iter()
+                .position(|r| r["reason"] == "signal" && r["pid"] == pid);
+            if let Some(i) = found {
+                self.reports_seen += i + 1;
+                return all[self.reports_seen - 1].clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no signal report from {pid}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Lets the program continue past the current checkpoint.
@@ -306,19 +327,6 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
-impl Stepper {
-    /// Asks another process (a fork child of the program) for a report, appended to the same
-    /// report file, and returns it.
-    pub fn report_of(&mut self, pid: u32) -> Value {
-        kill(pid, libc::SIGUSR2);
-        let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
-        self.reports_seen = all.len();
-        let r = all.last().unwrap().clone();
-        assert_eq!(r["pid"], pid, "report from the wrong process");
-        r
-    }
-}
-
 /// The strictest check of a report taken while the program is stopped: the report lists exactly
 /// the kernel's fds, none untracked, and fdguard missed nothing and skipped nothing.
 pub fn assert_exact(report: &Value, kernel: &BTreeSet<i64>) {
@@ -357,4 +365,46 @@ pub fn check_expectations(report: &Value, kernel: &BTreeSet<i64>, lines: &[Strin
         }
     }
     n
+}
+
+/// What a program following the EXPECT/GONE protocol did (see `run_protocol`).
+pub struct Protocol {
+    pub checkpoints: Vec<String>,
+    /// Lines other than EXPECT/GONE, in order.
+    pub lines: Vec<String>,
+    /// EXPECT/GONE lines checked.
+    pub checked: usize,
+    pub output: Output,
+}
+
+/// Runs a program that stops at checkpoints after printing `EXPECT`/`GONE` lines (calls.c,
+/// process.c): at every checkpoint the report must equal `/proc/PID/fd` exactly (`assert_exact`)
+/// and satisfy every line. Reports are read from `report`.
+pub fn run_protocol(cmd: Command, report: &Path) -> Protocol {
+    let mut s = Stepper::spawn(cmd, report);
+    let mut p = Protocol {
+        checkpoints: Vec::new(),
+        lines: Vec::new(),
+        checked: 0,
+        output: Output {
+            status: std::process::ExitStatus::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+    };
+    while let Some((name, lines)) = s.next_checkpoint() {
+        let kernel = proc_fds(s.pid());
+        let r = s.report_now();
+        assert_exact(&r, &kernel);
+        p.checked += check_expectations(&r, &kernel, &lines);
+        p.lines.extend(
+            lines
+                .into_iter()
+                .filter(|l| !l.starts_with("EXPECT ") && !l.starts_with("GONE ")),
+        );
+        p.checkpoints.push(name);
+        s.resume();
+    }
+    p.output = s.finish();
+    p
 }
