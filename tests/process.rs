@@ -141,7 +141,7 @@ fn fds_up_to_the_limit_are_reported_exactly_and_the_program_is_unaffected() {
     assert_eq!(emfile[0]["trigger_call"], "open", "the call that failed");
     assert_eq!(emfile[0]["open"], 256);
 
-    assert_eq!(limit_run_without_fdguard(), [opened.clone()]);
+    assert_eq!(limit_run_without_fdguard(), std::slice::from_ref(opened));
 }
 
 /// The OPENED line of process.c's limit scenario, run without fdguard.
