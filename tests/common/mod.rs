@@ -91,22 +91,34 @@ pub fn guarded(program: &Path, report: &Path) -> Command {
     c
 }
 
-/// Every JSON report in the file (one per line).
-pub fn read_reports(path: &Path) -> Vec<Value> {
+/// The complete lines of a report file: a line is complete once its newline is written (a
+/// report still being written is not one yet).
+pub fn report_lines(path: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON ({e}): {l}")))
+        .map(String::from)
         .collect()
 }
 
-/// Waits until the file holds at least `n` reports.
-pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
+fn parse_report(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
+}
+
+/// Every JSON report in the file (one per line).
+pub fn read_reports(path: &Path) -> Vec<Value> {
+    report_lines(path).iter().map(|l| parse_report(l)).collect()
+}
+
+/// Waits until the file holds at least `n` complete report lines; returns the lines.
+pub fn wait_report_lines(path: &Path, n: usize, timeout: Duration) -> Vec<String> {
     let start = Instant::now();
     loop {
-        let r = read_reports(path);
+        let r = report_lines(path);
         if r.len() >= n {
             return r;
         }
@@ -116,8 +128,16 @@ pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
             path.display(),
             r.len()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Waits until the file holds at least `n` reports.
+pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
+    wait_report_lines(path, n, timeout)
+        .iter()
+        .map(|l| parse_report(l))
+        .collect()
 }
 
 /// The fds the kernel says a process has open.
@@ -177,7 +197,7 @@ impl Stepper {
             stdin,
             stdout,
             report: report.to_path_buf(),
-            reports_seen: read_reports(report).len(),
+            reports_seen: report_lines(report).len(),
         }
     }
 
@@ -214,21 +234,17 @@ impl Stepper {
     /// (threshold, EMFILE) are passed over: the answer is the next `signal` report of `pid`.
     pub fn report_of(&mut self, pid: u32) -> Value {
         kill(pid, libc::SIGUSR2);
-        let start = Instant::now();
+        let timeout = Duration::from_secs(20);
         loop {
-            let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
-            let found = all[self.reports_seen..]
-                .iter()
-                .position(|r| r["reason"] == "signal" && r["pid"] == pid);
-            if let Some(i) = found {
-                self.reports_seen += i + 1;
-                return all[self.reports_seen - 1].clone();
+            // Only the new lines are parsed: a test may ask for hundreds of reports.
+            let lines = wait_report_lines(&self.report, self.reports_seen + 1, timeout);
+            for line in &lines[self.reports_seen..] {
+                self.reports_seen += 1;
+                let r = parse_report(line);
+                if r["reason"] == "signal" && r["pid"] == pid {
+                    return r;
+                }
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no signal report from {pid}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
