@@ -140,6 +140,25 @@ pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
         .collect()
 }
 
+/// The report thread closes the report file just after writing the report: until it has, the
+/// file is one of the process's fds (fdguard's own, left out of reports) and `/proc/PID/fd`
+/// would show one fd too many. Waits for that close (fds 0-2 are the program's own).
+pub fn wait_report_file_closed(pid: u32, report: &Path) {
+    let holds_report = || {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) > Some(2))
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == report))
+    };
+    wait_until(
+        "the report file to be closed",
+        Duration::from_secs(10),
+        || !holds_report(),
+    );
+}
+
 /// The fds the kernel says a process has open.
 pub fn proc_fds(pid: u32) -> BTreeSet<i64> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -242,6 +261,7 @@ impl Stepper {
                 self.reports_seen += 1;
                 let r = parse_report(line);
                 if r["reason"] == "signal" && r["pid"] == pid {
+                    wait_report_file_closed(pid, &self.report);
                     return r;
                 }
             }
