@@ -1,4 +1,8 @@
-/* `signals storm DIR`: four threads churn fds (bounded) while the harness sends SIGUSR2 after
+/* `signals closefrom FILE`: a daemon-like loop of closefrom(3) / close_range(3, ~0U, 0) and
+   a new fd, while the harness asks for reports; fdguard's own fds (the report file, the
+   /proc/self/fd listing) are open in the middle of that. The program counts its fds closed or
+   written to by someone else; a line on stdin stops it.
+   `signals storm DIR`: four threads churn fds (bounded) while the harness sends SIGUSR2 after
    SIGUSR2; a line on stdin stops them, and the program stops at a last checkpoint with only
    its own stable fds open.
    `signals sigwait`: SIGUSR1 is blocked in every thread and main waits for it with sigwait. */
@@ -10,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include "checkpoint.h"
 
 #define MAX_ITERATIONS 20000000L
@@ -86,6 +91,38 @@ static int wait_for_usr1(void) {
     return 0;
 }
 
+static void *stop_on_stdin(void *arg) {
+    (void)arg;
+    char c;
+    while (read(0, &c, 1) == 1 && c != '\n') {
+    }
+    atomic_store(&stop, 1);
+    return NULL;
+}
+
+static int closefrom_loop(const char *file) {
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, stop_on_stdin, NULL) == 0);
+    printf("LOOPING\n");
+    fflush(stdout);
+    long i, closed = 0, written = 0;
+    for (i = 0; i < MAX_ITERATIONS && !atomic_load(&stop); i++) {
+        if (i % 2) closefrom(3);
+        else CHECK(close_range(3, ~0U, 0) == 0);
+        int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        CHECK(fd >= 0);
+        for (volatile int k = 0; k < 1000; k++) {
+        }
+        struct stat st;
+        if (fcntl(fd, F_GETFD) == -1) closed++;
+        else if (fstat(fd, &st) == 0 && st.st_size != 0) written++;
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    printf("ITERATIONS %ld\nCLOSED BY SOMEONE ELSE %ld\nWRITTEN BY SOMEONE ELSE %ld\n", i, closed,
+           written);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     CHECK(argc >= 2);
     if (!strcmp(argv[1], "storm")) {
@@ -94,5 +131,6 @@ int main(int argc, char **argv) {
         return storm();
     }
     if (!strcmp(argv[1], "sigwait")) return wait_for_usr1();
+    if (!strcmp(argv[1], "closefrom")) return closefrom_loop(argv[2]);
     return 2;
 }
