@@ -381,9 +381,10 @@ pub fn streams_flushed(mode: Mode) {
     }
 }
 
-/// A shared object was unloaded.
+/// A shared object was unloaded: unwind rules and resolved names for its addresses are stale.
 pub fn code_unmapped() {
     stack::code_unmapped();
+    crate::symcache::clear();
 }
 
 /// The program changed its own `RLIMIT_NOFILE`.

@@ -109,15 +109,10 @@ fn fd_opened_by_a_library_constructor_is_reported_as_inherited() {
     assert_eq!(p.checked, 2);
 }
 
-/// RLIMIT_NOFILE 256: dup2 onto 255 and open until EMFILE. At EMFILE fdguard cannot open a
-/// report file (nor list /proc/self/fd), so reports go to stderr, which is read here. The
-/// program prints the same lines with and without fdguard, and the EMFILE report names the call
-/// that failed.
-///
-/// Threshold reports are off here: a threshold report fires at 80% of the limit, while the
-/// program is still opening, and the report thread then holds an fd of its own for a moment, so
-/// the program can hit EMFILE one fd early. That is a known fdguard problem, reproduced by the
-/// ignored test below; this test covers everything else about running up to the limit.
+/// RLIMIT_NOFILE 256: dup2 onto 255 and open until EMFILE. Reports go to stderr, which is read
+/// here. The program prints the same lines with and without fdguard, and the EMFILE report names
+/// the call that failed. (Threshold reports are off here to count the EMFILE report alone; the
+/// test below runs the same program with them on.)
 #[test]
 fn fds_up_to_the_limit_are_reported_exactly_and_the_program_is_unaffected() {
     let dir = scratch("process-limit");
@@ -159,12 +154,10 @@ fn limit_run_without_fdguard() -> Vec<String> {
     lines
 }
 
-/// Known problem (not fixed): with RLIMIT_NOFILE already low when the program starts, the
-/// threshold report (80%) fires while the program is still opening fds; the report thread opens
-/// /proc/self/fd (and more) at that moment, and the program gets EMFILE one fd early, or finds
-/// a hole left behind. Run with `cargo test --test process -- --ignored`.
+/// With RLIMIT_NOFILE already low when the program starts, the threshold report (80%) fires while
+/// the program is still opening fds. fdguard must not take any fd number then (it finishes
+/// reports in a snapshot child), or the program would hit EMFILE one fd early, or find a hole.
 #[test]
-#[ignore = "known fdguard problem: a threshold report near the limit takes one of the program's fds"]
 fn threshold_report_near_the_limit_does_not_take_the_programs_fds() {
     use std::os::unix::process::CommandExt;
     let want = limit_run_without_fdguard();

@@ -35,8 +35,6 @@ pub struct Header {
     pub missed_closes: u64,
     /// Updates fdguard could not record (slot busy: signal handler or racing close).
     pub skipped: u64,
-    /// False when `/proc/self/fd` could not be listed and fds were found by probing.
-    pub listed: bool,
     /// Accept guard figures (see `emfile`).
     pub emfile: EmfileStats,
     /// fds left out by `FDGUARD_IGNORE` (exit reports).
