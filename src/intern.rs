@@ -28,26 +28,36 @@ const LEN_BYTES: usize = 4;
 
 /// Fast non-cryptographic hash (word-at-a-time multiply-rotate, as in rustc's FxHasher). Keys
 /// are read eight bytes at a time with plain loads; the tail is the last eight bytes
-/// (overlapping) when there are that many, so the hot path never calls `memcpy`.
+/// (overlapping) when there are that many, so the hot path never calls `memcpy`. Long keys
+/// (stacks: 32 frames, 256 bytes) go through four independent lanes, so the multiplications
+/// overlap instead of forming one 32-long dependency chain.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
     let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-    let mut h = (bytes.len() as u64).wrapping_mul(K);
-    let mut chunks = bytes.chunks_exact(8);
+    let mut lanes = [(bytes.len() as u64).wrapping_mul(K), 1, 2, 3];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (lane, c) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+            *lane = mix(*lane, word(c));
+        }
+    }
+    let mut h = lanes.iter().skip(1).fold(lanes[0], |h, lane| mix(h, *lane));
+    let rest = blocks.remainder();
+    let mut chunks = rest.chunks_exact(8);
     for c in &mut chunks {
         h = mix(h, word(c));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let tail = match bytes.len().checked_sub(8) {
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let last = match bytes.len().checked_sub(8) {
             Some(start) => word(&bytes[start..]),
-            None => rest
+            None => tail
                 .iter()
                 .enumerate()
                 .fold(0u64, |w, (i, b)| w | (u64::from(*b) << (8 * i))),
         };
-        h = mix(h, tail);
+        h = mix(h, last);
     }
     // Final avalanche so that both the low bits (slot) and the high bits (tag) are mixed.
     h ^= h >> 33;
@@ -224,6 +234,12 @@ mod tests {
             assert_ne!(hash_bytes(&k), h, "byte {i}");
         }
         assert_ne!(hash_bytes(b"ab"), hash_bytes(b"ab\0"));
+        let stack: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+        for i in [0, 9, 17, 31, 32, 255] {
+            let mut k = stack.clone();
+            k[i] ^= 0x80;
+            assert_ne!(hash_bytes(&k), hash_bytes(&stack), "byte {i}");
+        }
         assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
     }
 
