@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# `cargo test` does not rebuild the cdylib the integration tests preload: build it first.
+cargo build
 cargo test --all-targets

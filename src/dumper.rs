@@ -6,23 +6,35 @@
 //! none of that is allowed in a signal handler or inside a hook. The handler and the hooks only
 //! set a bit and wake a futex (`trigger`); this thread does the work. It starts with every
 //! signal blocked, so the program's signals still reach the program's threads.
+//!
+//! # Why a snapshot child
+//! Any fd the report thread opened in the program's process would take the lowest free number:
+//! near the limit the program would hit EMFILE one fd early, a daemon's `closefrom` could close
+//! it under the report thread's feet, a `close(0); open(...)` idiom could get another number.
+//! So the thread gathers, in the program's process, only what needs no fd (the table, `poll`
+//! probes, `readlink`, socket queries), and finishes the report (symbolization, which reads ELF
+//! files, and writing the report file) in a short-lived copy of the process made with a raw
+//! `clone` (`os::snapshot_process`). The copy drops its copies of the program's fds first, so
+//! it has every fd number free, even when the program has none (an EMFILE report).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use crate::alloc;
 use crate::config::{Config, Format, ReportDest, expand_report_path};
 use crate::emfile::{self, GUARD, LineContext, Lines, NoticeKind};
 use crate::guard;
 use crate::inspect;
 use crate::origin::Call;
-use crate::os;
+use crate::os::{self, Snapshot};
 use crate::report::{self, BadCloseNotice, EmfileStats, Frame, Header, Report, Row};
 use crate::stack;
 use crate::symbolize::Symbolizer;
+use crate::symcache;
 use crate::table::{FdRecord, StackId};
-use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, PATHS, TABLE, THRESHOLD};
+use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, TABLE, THRESHOLD};
 use crate::trigger::{self, Reason};
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -31,20 +43,34 @@ static CMDLINE: OnceLock<Vec<String>> = OnceLock::new();
 /// When fdguard loaded (wall clock, seconds): the `%t` of `FDGUARD_REPORT`.
 static LOADED_AT_S: AtomicU64 = AtomicU64::new(0);
 
+/// How long a snapshot child may take before it is killed (the report is then lost, and said
+/// so): symbolizing a huge program takes well under a second.
+const CHILD_TIMEOUT_NS: u64 = 30_000_000_000;
+
 /// Serializes report writing (report thread, exit path). A plain futex word rather than a
 /// library mutex because a fork child must be able to reset it: the thread holding it in the
 /// parent does not exist in the child.
 struct ReportLock(AtomicU32);
 
 impl ReportLock {
-    fn lock(&self) {
+    /// Takes the lock, waiting at most `timeout_ns`; false if it could not.
+    fn lock_within(&self, timeout_ns: u64) -> bool {
+        let deadline = os::monotonic_ns().saturating_add(timeout_ns);
         while self
             .0
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
+            if os::monotonic_ns() >= deadline {
+                return false;
+            }
             os::futex_wait(&self.0, 1, 100_000_000);
         }
+        true
+    }
+
+    fn lock(&self) {
+        self.lock_within(u64::MAX);
     }
 
     fn unlock(&self) {
@@ -56,113 +82,40 @@ impl ReportLock {
 static REPORT_LOCK: ReportLock = ReportLock(AtomicU32::new(0));
 /// Set in a fork child whose parent was in the middle of a report: see `Symbolizer`.
 static NO_DEBUG_INFO: AtomicBool = AtomicBool::new(false);
-/// "could not write to the report file" is said once.
+/// "cannot write the report file" is said once.
 static DEST_WARNED: AtomicBool = AtomicBool::new(false);
+/// "cannot make a report process" is said once.
+static SNAPSHOT_WARNED: AtomicBool = AtomicBool::new(false);
 
-/// The report file. When the hard `RLIMIT_NOFILE` leaves room above the soft one, it is opened
-/// when fdguard loads and held *above the soft limit*, where the program can never be handed
-/// that number, so a report can be written at the moment no fd is free (EMFILE); it is
-/// close-on-exec, never reported, and opened again if the program closes it. Otherwise
-/// (soft = hard) holding it would take one of the program's fds, so it is opened per report.
-struct Destination {
-    fd: AtomicI32,
-    /// Device and inode of what `fd` was when fdguard opened it: a program that `dup2`s over
-    /// the number must not get reports written into its file. (Atomics, not a mutex: a fork
-    /// child reopens the file and must never find a lock held by a thread it does not have.)
-    dev: AtomicU64,
-    ino: AtomicU64,
-}
+/// Exit status bits of a snapshot child.
+const CHILD_DEST_FAILED: u8 = 1;
+const CHILD_LISTED_FDS: u8 = 2;
+const CHILD_FAILED: u8 = 64;
 
-static DEST: Destination = Destination {
-    fd: AtomicI32::new(-1),
-    dev: AtomicU64::new(0),
-    ino: AtomicU64::new(0),
-};
-
-impl Destination {
-    fn path(template: &[u8]) -> Vec<u8> {
-        let t = LOADED_AT_S.load(Ordering::Relaxed);
-        expand_report_path(template, os::getpid(), &report::compact_utc(t))
-    }
-
-    /// (Re)opens and holds the file for this process if it can sit above the soft limit.
-    fn hold(&self, template: &[u8]) {
-        guard::internal(|| {
-            let old = self.fd.swap(-1, Ordering::AcqRel);
-            if old >= 0 && OWN.contains(old) {
-                // SAFETY: `old` is fdguard's own fd (registered as such), not the program's.
-                unsafe { libc::close(old) };
-            }
-            let path = Self::path(template);
-            match open_report_file(&path) {
-                Ok(fd) => match os::move_above_limit(fd) {
-                    Some(fd) => {
-                        let (dev, ino) = os::fd_identity(fd).unwrap_or((0, 0));
-                        self.dev.store(dev, Ordering::Relaxed);
-                        self.ino.store(ino, Ordering::Relaxed);
-                        self.fd.store(fd, Ordering::Release);
-                    }
-                    // SAFETY: closing the fd fdguard opened just above.
-                    None => unsafe {
-                        libc::close(fd);
-                    },
-                },
-                Err(e) => warn_dest(&path, e),
-            }
-        });
-    }
-
-    /// The held fd if it is still the file fdguard opened.
-    fn valid_fd(&self) -> Option<i32> {
-        let fd = self.fd.load(Ordering::Acquire);
-        if fd < 0 || !OWN.contains(fd) {
-            return None;
-        }
-        let expected = (
-            self.dev.load(Ordering::Relaxed),
-            self.ino.load(Ordering::Relaxed),
-        );
-        (os::fd_identity(fd) == Some(expected)).then_some(fd)
-    }
-
-    /// Writes a finished report; reopens the file if needed; falls back to stderr.
-    fn write(&self, dest: &ReportDest, bytes: &[u8]) {
-        let ReportDest::Path(template) = dest else {
-            let _ = os::write_all(2, bytes);
-            return;
-        };
-        if self.valid_fd().is_none() {
-            self.hold(template);
-        }
-        let path = Self::path(template);
-        let written = match self.valid_fd() {
-            Some(fd) => os::write_all(fd, bytes),
-            None => open_report_file(&path).and_then(|fd| {
-                let r = os::write_all(fd, bytes);
-                // SAFETY: closing the fd opened just above.
-                unsafe { libc::close(fd) };
-                r
-            }),
-        };
-        if let Err(e) = written {
-            warn_dest(&path, e);
-            let _ = os::write_all(2, bytes);
-        }
-    }
-}
-
-/// Installs the signal handler, opens the report file, starts the report thread and the fork
-/// handler.
+/// Installs the signal handler, starts the report thread and the fork handler.
 pub fn start(config: Config) {
     let config = CONFIG.get_or_init(|| config);
     CMDLINE.get_or_init(inspect::cmdline);
     LOADED_AT_S.store(os::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
     if let ReportDest::Path(t) = &config.report {
-        DEST.hold(t);
+        // Said at once if the file cannot be written (before `main`, so the fd this takes for
+        // a moment is nobody's), rather than at the first report.
+        let path = report_path(t);
+        match open_report_file(&path) {
+            // SAFETY: closing the fd just opened.
+            Ok(fd) => unsafe {
+                libc::close(fd);
+            },
+            Err(e) => warn_dest(&path, e),
+        }
     }
     if let Some(sig) = config.signal {
         install_handler(sig);
     }
+    // The symbolizer's library list, built here once: in a snapshot child, the loader lock it
+    // needs might be held by a thread that does not exist there.
+    backtrace::resolve(std::ptr::null_mut(), |_| {});
+    symcache::init();
     spawn_report_thread();
     // SAFETY: registering a plain extern "C" function with no preconditions.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
@@ -211,19 +164,17 @@ fn spawn_report_thread() {
 
 extern "C" fn after_fork_child() {
     tracker::after_fork_in_child();
-    guard::forget_tid_after_fork();
+    guard::after_fork_in_child();
+    symcache::unshare_after_fork();
     if REPORT_LOCK.0.swap(0, Ordering::AcqRel) != 0 {
         NO_DEBUG_INFO.store(true, Ordering::Relaxed);
-    }
-    if let Some(ReportDest::Path(t)) = CONFIG.get().map(|c| &c.report) {
-        DEST.hold(t);
     }
     spawn_report_thread();
 }
 
+/// The report thread: every fd call it makes runs inside `guard::internal` (reports, notices),
+/// so nothing it does is tracked.
 fn report_thread() {
-    guard::mark_thread_internal();
-    let mut notices = NoticeLimiter::default();
     let mut lines = Lines::default();
     let mut next_look: Option<u64> = None;
     loop {
@@ -235,64 +186,186 @@ fn report_thread() {
         });
         let work = trigger::wait(timeout);
         THRESHOLD.set_limit(os::nofile_limit().0);
-        next_look = guard::contained(|| accept_guard_tick(&mut lines)).flatten();
+        // One unit of work under the lock, from taking the requests to writing them out: the
+        // exit path waits for it instead of exiting under a half-printed notice. The accept
+        // guard's lines come first: before the report that the same failure asked for.
+        REPORT_LOCK.lock();
+        next_look =
+            guard::internal(|| guard::contained(|| accept_guard_tick(&mut lines))).flatten();
         for reason in Reason::QUEUED {
             if !work.wants(reason) {
                 continue;
             }
             if reason == Reason::BadClose {
-                notices.print(BAD_CLOSES.drain());
+                print_bad_closes(BAD_CLOSES.drain());
             } else {
                 write_report(reason);
             }
         }
+        REPORT_LOCK.unlock();
     }
 }
 
-/// Builds and writes one report; returns how many fds it lists.
-pub fn write_report(reason: Reason) -> usize {
-    let Some(config) = CONFIG.get() else { return 0 };
+/// What a report knows before symbolization: gathered in the program's process, no fd needed.
+struct Gathered {
+    reason: Reason,
+    header: Header,
+    rows: Vec<Row>,
+}
+
+/// Builds and writes one report; returns whether it listed any fd. The caller holds the lock.
+fn write_report(reason: Reason) -> bool {
+    let Some(config) = CONFIG.get() else {
+        return false;
+    };
     guard::internal(|| {
-        REPORT_LOCK.lock();
-        let listed = guard::contained(|| {
-            let report = collect(reason, config);
-            if reason == Reason::Exit && report.open() == 0 && !config.at_exit {
-                return 0;
-            }
+        let Some(g) = guard::contained(|| gather(reason)) else {
+            let _ = os::write_all(2, b"fdguard: could not build a report\n");
+            return false;
+        };
+        publish(config, |cache| {
+            let report = complete(g, config, cache);
             let bytes = match config.format {
                 Format::Text => report::render_text(&report),
                 Format::Json => report::render_json(&report),
             };
-            DEST.write(&config.report, bytes.as_bytes());
-            report.open()
-        });
-        REPORT_LOCK.unlock();
-        listed.unwrap_or_else(|| {
-            let _ = os::write_all(2, b"fdguard: could not build a report\n");
-            0
+            let wanted = reason != Reason::Exit || report.open() > 0 || config.at_exit;
+            (wanted.then_some(bytes), report.open() > 0)
         })
     })
 }
 
-/// Resolves each distinct stack once per report.
+/// Finishes output: in a snapshot child when possible (full symbolization, any fd free), else
+/// here without opening anything (module + offset and exported names, on stderr). `finish`
+/// returns the bytes to write (if any) and a flag passed back to the caller.
+fn publish(
+    config: &Config,
+    finish: impl FnOnce(&mut FrameCache) -> (Option<String>, bool),
+) -> bool {
+    let symbolizer = Symbolizer::new(!NO_DEBUG_INFO.load(Ordering::Relaxed));
+    let pid = os::getpid();
+    match os::snapshot_process() {
+        Snapshot::Child => {
+            // First of all, before anything allocates: malloc's locks may be held by threads
+            // that were not copied.
+            if !alloc::enter_child_arena() {
+                os::exit_now(CHILD_FAILED);
+            }
+            // The program's fds are copies here; dropping them at once keeps this process from
+            // delaying anything the program closes (a socket's FIN, a pipe's EOF), and frees
+            // every number. Only stderr stays, to write to.
+            let (upto, batch) = probe_bounds();
+            for fd in inspect::probe_fds(upto, batch) {
+                if fd != 2 {
+                    os::raw_close(fd);
+                }
+            }
+            let code = guard::contained(|| {
+                let mut cache = FrameCache::new(symbolizer);
+                let (bytes, flag) = finish(&mut cache);
+                symcache::append(&cache.fresh);
+                let mut code = if flag { CHILD_LISTED_FDS } else { 0 };
+                if let Some(b) = bytes
+                    && !deliver(config, pid, b.as_bytes())
+                {
+                    code |= CHILD_DEST_FAILED;
+                }
+                code
+            });
+            os::exit_now(code.unwrap_or(CHILD_FAILED));
+        }
+        Snapshot::Parent(child) => match os::wait_snapshot(child, CHILD_TIMEOUT_NS) {
+            Some(code) if code & CHILD_FAILED == 0 => {
+                if code & CHILD_DEST_FAILED != 0 {
+                    DEST_WARNED.store(true, Ordering::Relaxed);
+                }
+                code & CHILD_LISTED_FDS != 0
+            }
+            _ => {
+                let _ = os::write_all(2, b"fdguard: the report process failed; report lost\n");
+                false
+            }
+        },
+        Snapshot::Failed(e) => {
+            if !SNAPSHOT_WARNED.swap(true, Ordering::Relaxed) {
+                let msg = format!(
+                    "fdguard: cannot make a report process ({}); reports go to stderr without \
+                     debug info\n",
+                    std::io::Error::from_raw_os_error(e)
+                );
+                let _ = os::write_all(2, msg.as_bytes());
+            }
+            let mut cache = FrameCache::new(Symbolizer::new(false));
+            let (bytes, flag) = finish(&mut cache);
+            if let Some(b) = bytes {
+                let _ = os::write_all(2, b.as_bytes());
+            }
+            flag
+        }
+    }
+}
+
+/// Writes a finished report where the user asked (in a snapshot child: any fd is free);
+/// falls back to stderr, saying why once. Returns false if the file could not be written.
+fn deliver(config: &Config, pid: u32, bytes: &[u8]) -> bool {
+    let ReportDest::Path(template) = &config.report else {
+        let _ = os::write_all(2, bytes);
+        return true;
+    };
+    let path = expand_report_path(
+        template,
+        pid,
+        &report::compact_utc(LOADED_AT_S.load(Ordering::Relaxed)),
+    );
+    let written = open_report_file(&path).and_then(|fd| {
+        let r = os::write_all(fd, bytes);
+        // SAFETY: closing the fd opened just above.
+        unsafe { libc::close(fd) };
+        r
+    });
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            warn_dest(&path, e);
+            let _ = os::write_all(2, bytes);
+            false
+        }
+    }
+}
+
+fn report_path(template: &[u8]) -> Vec<u8> {
+    expand_report_path(
+        template,
+        os::getpid(),
+        &report::compact_utc(LOADED_AT_S.load(Ordering::Relaxed)),
+    )
+}
+
+/// Resolves each distinct stack once: starting from what earlier reports resolved (the shared
+/// `symcache`), and remembering what this one adds.
 struct FrameCache {
     symbolizer: Symbolizer,
     frames: HashMap<StackId, Vec<Frame>>,
+    fresh: Vec<(StackId, Vec<Frame>)>,
 }
 
 impl FrameCache {
-    fn new() -> Self {
+    fn new(symbolizer: Symbolizer) -> Self {
         Self {
-            symbolizer: Symbolizer::new(!NO_DEBUG_INFO.load(Ordering::Relaxed)),
-            frames: HashMap::new(),
+            symbolizer,
+            frames: symcache::load(),
+            fresh: Vec::new(),
         }
     }
 
     fn get(&mut self, s: StackId) -> &[Frame] {
         let sym = &self.symbolizer;
-        self.frames
-            .entry(s)
-            .or_insert_with(|| sym.frames(&stack::frames(s)))
+        let fresh = &mut self.fresh;
+        self.frames.entry(s).or_insert_with(|| {
+            let frames = sym.frames(&stack::frames(s));
+            fresh.push((s, frames.clone()));
+            frames
+        })
     }
 
     fn of(&mut self, s: Option<StackId>) -> Vec<Frame> {
@@ -311,8 +384,15 @@ fn accept_guard_tick(lines: &mut Lines) -> Option<u64> {
     };
     for n in due {
         let addr = inspect::local_addr(n.fd);
-        let open =
-            (n.kind == NoticeKind::First).then(|| (open_fds().0.len(), os::nofile_limit().0));
+        // The numbers below the soft limit in use (fds above it, from before a lowered limit,
+        // do not count against it).
+        let open = (n.kind == NoticeKind::First).then(|| {
+            let soft = os::nofile_limit().0;
+            let (upto, batch) = probe_bounds();
+            let below = upto.min(soft.min(i32::MAX as u64) as i32);
+            let open = inspect::probe_fds(below, batch).into_iter();
+            (open.filter(|fd| !OWN.contains(*fd)).count(), soft)
+        });
         let line = emfile::render(
             &n,
             &LineContext {
@@ -328,54 +408,34 @@ fn accept_guard_tick(lines: &mut Lines) -> Option<u64> {
     next
 }
 
-/// The program's open fds (fdguard's own left out), from `/proc/self/fd`, or found by probing
-/// numbers when no fd is free to list it (then the second value is false).
-fn open_fds() -> (Vec<i32>, bool) {
-    let listed = inspect::list_fds();
-    let listed_ok = listed.is_some();
-    let fds = listed.unwrap_or_else(|| {
-        let soft = os::nofile_limit().0;
-        let upto = (soft.min(1 << 20) as i64).max(TABLE.highest_fd() as i64 + 1);
-        inspect::probe_fds(upto as i32)
-    });
-    let fds = fds.into_iter().filter(|fd| !OWN.contains(*fd)).collect();
-    (fds, listed_ok)
+/// Which fd numbers to probe, and in batches of how many: up to the soft limit (fds the program
+/// can have) and the highest number fdguard ever saw (fds from before a lowered limit), in
+/// batches no larger than `poll` accepts under that limit.
+fn probe_bounds() -> (i32, usize) {
+    let soft = os::nofile_limit().0;
+    let upto = (soft.min(1 << 24) as i64)
+        .max(TABLE.highest_fd() as i64 + 1)
+        .max(3);
+    (upto as i32, soft.clamp(1, 4096) as usize)
 }
 
-/// Gathers the report's facts from the kernel and the table.
-fn collect(reason: Reason, config: &Config) -> Report {
+/// Gathers the report's facts from the kernel and the table, without creating any fd.
+fn gather(reason: Reason) -> Gathered {
     let (soft, hard) = os::nofile_limit();
     let listed_at = os::monotonic_ns();
-    let (fds, listed_ok) = open_fds();
-    let kernel: Vec<_> = fds
+    let (upto, batch) = probe_bounds();
+    let kernel: Vec<_> = inspect::probe_fds(upto, batch)
         .into_iter()
+        .filter(|fd| !OWN.contains(*fd))
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
     forget_stale(&kernel, listed_at);
-    let mut rows = report::rows(
-        &kernel,
-        |fd| TABLE.get(fd),
-        |id| {
-            PATHS
-                .get(id)
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-        },
-        os::monotonic_ns(),
-    );
-    let mut cache = FrameCache::new();
-    let mut suppressed = 0;
+    let mut rows = report::rows(&kernel, |fd| TABLE.get(fd), os::monotonic_ns());
     if reason == Reason::Exit {
         // Leaks at exit: what the program opened itself and did not close.
         rows.retain(|r| r.call != Call::Inherited && r.fd > 2);
-        let before = rows.len();
-        rows.retain(|r: &Row| {
-            let frames = cache.of(r.stack);
-            !report::is_suppressed(r, &frames, &config.ignore)
-        });
-        suppressed = before - rows.len();
     }
-    let stacks = report::group(&rows, |s| cache.get(s).to_vec());
     let (trigger_call, trigger_errno) = if reason == Reason::Emfile {
         let (call, errno) = tracker::emfile_trigger();
         let errno = if errno == libc::ENFILE {
@@ -387,7 +447,8 @@ fn collect(reason: Reason, config: &Config) -> Report {
     } else {
         (None, None)
     };
-    Report {
+    Gathered {
+        reason,
         header: Header {
             pid: os::getpid(),
             cmdline: CMDLINE.get().cloned().unwrap_or_default(),
@@ -399,7 +460,6 @@ fn collect(reason: Reason, config: &Config) -> Report {
             hard,
             missed_closes: COUNTERS.missed_closes.load(Ordering::Relaxed),
             skipped: COUNTERS.skipped.load(Ordering::Relaxed),
-            listed: listed_ok,
             emfile: {
                 let t = GUARD.totals();
                 EmfileStats {
@@ -408,9 +468,31 @@ fn collect(reason: Reason, config: &Config) -> Report {
                     shed: t.shed,
                 }
             },
-            suppressed,
+            suppressed: 0,
             bad_closes: BAD_CLOSES.total(),
         },
+        rows,
+    }
+}
+
+/// Symbolizes, applies suppressions (exit reports) and groups by stack.
+fn complete(g: Gathered, config: &Config, cache: &mut FrameCache) -> Report {
+    let Gathered {
+        reason,
+        mut header,
+        mut rows,
+    } = g;
+    if reason == Reason::Exit {
+        let before = rows.len();
+        rows.retain(|r: &Row| {
+            let frames = cache.of(r.stack);
+            !report::is_suppressed(r, &frames, &config.ignore)
+        });
+        header.suppressed = before - rows.len();
+    }
+    let stacks = report::group(&rows, |s| cache.get(s).to_vec());
+    Report {
+        header,
         rows,
         stacks,
     }
@@ -435,24 +517,24 @@ fn forget_stale(kernel: &[inspect::KernelFd], listed_at: u64) {
 }
 
 /// Prints bad closes, at most one per second; the others are counted in the next one.
-#[derive(Default)]
-struct NoticeLimiter {
-    last_ns: u64,
-    not_shown: u64,
-}
+/// Atomics, not a struct owned by the report thread: the exit path prints the last ones too.
+static NOTICE_LAST_NS: AtomicU64 = AtomicU64::new(0);
+static NOTICE_NOT_SHOWN: AtomicU64 = AtomicU64::new(0);
 
-impl NoticeLimiter {
-    fn print(&mut self, events: Vec<crate::badclose::BadClose>) {
-        let Some(config) = CONFIG.get() else { return };
-        for e in events {
-            let now = os::monotonic_ns();
-            if self.last_ns != 0 && now.saturating_sub(self.last_ns) < 1_000_000_000 {
-                self.not_shown += 1;
-                continue;
-            }
-            self.last_ns = now;
-            guard::internal(|| {
-                let mut cache = FrameCache::new();
+/// The caller holds the lock.
+fn print_bad_closes(events: Vec<crate::badclose::BadClose>) {
+    let Some(config) = CONFIG.get() else { return };
+    for e in events {
+        let now = os::monotonic_ns();
+        let last = NOTICE_LAST_NS.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < 1_000_000_000 {
+            NOTICE_NOT_SHOWN.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        NOTICE_LAST_NS.store(now, Ordering::Relaxed);
+        let not_shown = NOTICE_NOT_SHOWN.swap(0, Ordering::Relaxed);
+        guard::internal(|| {
+            publish(config, |cache| {
                 let notice = BadCloseNotice {
                     pid: os::getpid(),
                     unix_ms: os::realtime_ns() / 1_000_000,
@@ -461,17 +543,15 @@ impl NoticeLimiter {
                     tid: e.tid,
                     frames: cache.of(e.stack),
                     released_by: config.close_stacks.then(|| cache.of(e.released_by)),
-                    not_shown: std::mem::take(&mut self.not_shown),
+                    not_shown,
                 };
                 let bytes = match config.format {
                     Format::Text => report::render_bad_close_text(&notice),
                     Format::Json => report::render_bad_close_json(&notice),
                 };
-                REPORT_LOCK.lock();
-                DEST.write(&config.report, bytes.as_bytes());
-                REPORT_LOCK.unlock();
-            });
-        }
+                (Some(bytes), false)
+            })
+        });
     }
 }
 
@@ -479,11 +559,15 @@ impl NoticeLimiter {
 /// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
 pub fn at_exit() {
     let Some(config) = CONFIG.get() else { return };
-    if !config.at_exit && config.leak_exitcode.is_none() {
-        return;
+    // Let the report thread finish what it is writing (bounded: exit must not hang on a
+    // stuck stderr), then print the bad closes it had no time to take.
+    let locked = REPORT_LOCK.lock_within(2_000_000_000);
+    print_bad_closes(BAD_CLOSES.drain());
+    let leaks = (config.at_exit || config.leak_exitcode.is_some()) && write_report(Reason::Exit);
+    if locked {
+        REPORT_LOCK.unlock();
     }
-    let leaks = write_report(Reason::Exit);
-    if let (Some(code), true) = (config.leak_exitcode, leaks > 0) {
+    if let (Some(code), true) = (config.leak_exitcode, leaks) {
         // SAFETY: flushing stdio as exit() would after this destructor, then ending the process
         // with the requested status.
         unsafe {

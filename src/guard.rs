@@ -34,6 +34,12 @@ const PHASE_PASSIVE: u8 = 2;
 
 static PHASE: AtomicU8 = AtomicU8::new(PHASE_LOADING);
 
+/// Reasons a hook cannot take the fast path, counted: one while fdguard is not active (loading,
+/// or passive after a failure), one per thread inside a compound call or doing fdguard's own
+/// work, one while a vfork child may be running. When it is zero (almost always), `mode` is a
+/// single load, with no thread-local lookup.
+static SLOW: AtomicU32 = AtomicU32::new(1);
+
 /// Tid of a thread that called `vfork` and may have a child running on its memory; 0 if none.
 static VFORK_TID: AtomicU32 = AtomicU32::new(0);
 
@@ -54,12 +60,16 @@ thread_local! {
 
 /// Starts tracking (called once initialization succeeded).
 pub fn activate() {
-    PHASE.store(PHASE_ACTIVE, Ordering::Release);
+    if PHASE.swap(PHASE_ACTIVE, Ordering::AcqRel) != PHASE_ACTIVE {
+        SLOW.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Stops all tracking for the rest of the process: hooks pass calls through.
 pub fn deactivate() {
-    PHASE.store(PHASE_PASSIVE, Ordering::Release);
+    if PHASE.swap(PHASE_PASSIVE, Ordering::AcqRel) == PHASE_ACTIVE {
+        SLOW.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 pub fn is_active() -> bool {
@@ -69,6 +79,14 @@ pub fn is_active() -> bool {
 /// The mode for the hook being entered on this thread.
 #[inline]
 pub fn mode() -> Mode {
+    if SLOW.load(Ordering::Relaxed) == 0 {
+        return Mode::Track;
+    }
+    slow_mode()
+}
+
+#[cold]
+fn slow_mode() -> Mode {
     // First: a vfork child must not even touch thread-local state on its parent's behalf.
     if in_vfork_child() {
         return Mode::Pass;
@@ -84,31 +102,28 @@ pub fn mode() -> Mode {
     })
 }
 
+/// Runs `f` with one of this thread's counters raised (and `SLOW` with it).
+#[inline]
+fn with_raised<R>(counter: fn(&ThreadState) -> &Cell<u32>, f: impl FnOnce() -> R) -> R {
+    SLOW.fetch_add(1, Ordering::AcqRel);
+    THREAD.with(|t| counter(t).set(counter(t).get() + 1));
+    let r = f();
+    THREAD.with(|t| counter(t).set(counter(t).get().saturating_sub(1)));
+    SLOW.fetch_sub(1, Ordering::AcqRel);
+    r
+}
+
 /// Runs the real call of a libc function that may call other hooked functions internally, so
 /// that those nested calls are not recorded twice.
 #[inline]
 pub fn compound<R>(f: impl FnOnce() -> R) -> R {
-    THREAD.with(|t| t.inside_compound.set(t.inside_compound.get() + 1));
-    let r = f();
-    THREAD.with(|t| {
-        t.inside_compound
-            .set(t.inside_compound.get().saturating_sub(1))
-    });
-    r
+    with_raised(|t| &t.inside_compound, f)
 }
 
 /// Marks the current thread as doing fdguard's own work for the duration of `f`: every fd it
 /// creates is fdguard's (kept out of reports), nothing is tracked.
 pub fn internal<R>(f: impl FnOnce() -> R) -> R {
-    THREAD.with(|t| t.internal.set(t.internal.get() + 1));
-    let r = f();
-    THREAD.with(|t| t.internal.set(t.internal.get().saturating_sub(1)));
-    r
-}
-
-/// Marks the current thread (the report thread) as fdguard's for good.
-pub fn mark_thread_internal() {
-    THREAD.with(|t| t.internal.set(1));
+    with_raised(|t| &t.internal, f)
 }
 
 /// This thread's kernel tid, cached after the first call.
@@ -125,19 +140,30 @@ pub fn tid() -> u32 {
     })
 }
 
-/// In a fork child: the surviving thread has a new tid.
-pub fn forget_tid_after_fork() {
-    THREAD.with(|t| t.tid.set(0));
+/// In a fork child: the surviving thread has a new tid, no vfork is pending, and the counters
+/// raised by threads that did not survive `fork` are gone.
+pub fn after_fork_in_child() {
+    VFORK_TID.store(0, Ordering::SeqCst);
+    let inactive = u32::from(PHASE.load(Ordering::Acquire) != PHASE_ACTIVE);
+    THREAD.with(|t| {
+        t.tid.set(0);
+        SLOW.store(
+            inactive + t.inside_compound.get() + t.internal.get(),
+            Ordering::SeqCst,
+        );
+    });
 }
 
 /// Called by the `vfork` hook just before the real `vfork`.
 pub fn vfork_starting() {
-    VFORK_TID.store(tid(), Ordering::SeqCst);
+    if VFORK_TID.swap(tid(), Ordering::SeqCst) == 0 {
+        SLOW.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// True in the child of a `vfork` (it runs on the parent's memory and thread-locals).
 ///
-/// While no vfork is pending this is one relaxed load. While one is, each hook pays a `gettid`:
+/// Only reached on the slow path (a pending vfork raises `SLOW`). While one is, each hook pays a `gettid`:
 /// the child shares the parent thread's cached tid but has its own kernel tid. The parent thread
 /// clears the flag on its first hook after the child has exec'd or exited.
 #[inline]
@@ -161,8 +187,12 @@ fn vfork_check(pending: u32) -> bool {
         if os::gettid() != cached {
             return true;
         }
-        if cached == pending {
-            let _ = VFORK_TID.compare_exchange(pending, 0, Ordering::SeqCst, Ordering::Relaxed);
+        if cached == pending
+            && VFORK_TID
+                .compare_exchange(pending, 0, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            SLOW.fetch_sub(1, Ordering::SeqCst);
         }
         false
     })

@@ -1,8 +1,10 @@
 //! Report-time questions to the kernel about the process's fds: which are open, what each one
 //! is (`readlink`), and for sockets their addresses and TCP state.
 //!
-//! Runs on the report thread only. Everything here works without a free fd except the
-//! `/proc/self/fd` listing, which falls back to probing numbers when no fd is left (EMFILE).
+//! Runs on the report thread only, and never creates an fd in the program's fd table: open fds
+//! are found by probing numbers with `poll` (`POLLNVAL` marks a closed one), not by listing
+//! `/proc/self/fd`, so a report at EMFILE, or while the program races to its limit, cannot take
+//! a number the program is about to get. (`list_fds` is for load time, before `main`.)
 #![allow(unsafe_code)]
 
 use std::mem::{MaybeUninit, size_of};
@@ -45,9 +47,37 @@ pub fn list_fds() -> Option<Vec<i32>> {
     Some(fds)
 }
 
-/// Open fds among `0..limit`, found one `fcntl` at a time: slow, but needs no free fd.
-pub fn probe_fds(limit: i32) -> Vec<i32> {
-    (0..limit).filter(|fd| os::fd_is_open(*fd)).collect()
+/// Open fds among `0..upto`, found with `poll` in batches (at most `batch` fds per call, which
+/// must not exceed the soft `RLIMIT_NOFILE`). Needs no fd of its own.
+pub fn probe_fds(upto: i32, batch: usize) -> Vec<i32> {
+    let batch = batch.max(1);
+    let mut open = Vec::new();
+    let mut polls: Vec<libc::pollfd> = Vec::with_capacity(batch);
+    let mut start = 0i32;
+    while start < upto {
+        let end = upto.min(start.saturating_add(batch as i32));
+        polls.clear();
+        polls.extend((start..end).map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        }));
+        // SAFETY: `polls` is a valid array of `polls.len()` pollfd; timeout 0 never blocks.
+        let r = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
+        if r < 0 {
+            // Cannot poll (EINVAL above the limit, ENOMEM): fall back to one fcntl per fd.
+            open.extend((start..end).filter(|fd| os::fd_is_open(*fd)));
+        } else {
+            open.extend(
+                polls
+                    .iter()
+                    .filter(|p| p.revents & libc::POLLNVAL == 0)
+                    .map(|p| p.fd),
+            );
+        }
+        start = end;
+    }
+    open
 }
 
 /// Everything the kernel can tell about `fd`.
@@ -281,7 +311,9 @@ mod tests {
         assert!(describe(dir.as_raw_fd()).is_dir);
         let listed = list_fds().unwrap();
         assert!(listed.contains(&fds[0]) && listed.contains(&dir.as_raw_fd()));
-        assert!(probe_fds(fds[1] + 1).contains(&fds[1]));
+        let probed = probe_fds(fds[1] + 1, 3);
+        assert!(probed.contains(&fds[0]) && probed.contains(&fds[1]));
+        assert!(!probe_fds(fds[1] + 1, 3).contains(&(fds[1] + 1)));
         // SAFETY: closing the two fds this test created.
         unsafe {
             libc::close(fds[0]);

@@ -12,6 +12,11 @@
 //!   (paths fall back to the kernel's view at report time; stacks are reported as unknown).
 //!
 //! Ids are index slot numbers, so `get` can validate any id: an empty slot is `None`.
+//!
+//! The index is tiered so that memory follows use: keys go to a small first region
+//! (`SLOTS` entries, a few pages) and only spill into regions 8 and 64 times larger when their
+//! probe sequence there is full. One flat hash table of the final size would touch a new page
+//! for almost every key (4 MB of index for 1000 stacks).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -21,21 +26,38 @@ use crate::os::LazySlice;
 const MAX_PROBES: usize = 64;
 const LEN_BYTES: usize = 4;
 
-/// Fast non-cryptographic hash (word-at-a-time multiply-rotate, as in rustc's FxHasher).
+/// Fast non-cryptographic hash (word-at-a-time multiply-rotate, as in rustc's FxHasher). Keys
+/// are read eight bytes at a time with plain loads; the tail is the last eight bytes
+/// (overlapping) when there are that many, so the hot path never calls `memcpy`. Long keys
+/// (stacks: 32 frames, 256 bytes) go through four independent lanes, so the multiplications
+/// overlap instead of forming one 32-long dependency chain.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h: u64 = bytes.len() as u64;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(K);
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+    let mut lanes = [(bytes.len() as u64).wrapping_mul(K), 1, 2, 3];
+    let mut blocks = bytes.chunks_exact(32);
+    for b in &mut blocks {
+        for (lane, c) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+            *lane = mix(*lane, word(c));
+        }
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(K);
+    let mut h = lanes.iter().skip(1).fold(lanes[0], |h, lane| mix(h, *lane));
+    let rest = blocks.remainder();
+    let mut chunks = rest.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(h, word(c));
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let last = match bytes.len().checked_sub(8) {
+            Some(start) => word(&bytes[start..]),
+            None => tail
+                .iter()
+                .enumerate()
+                .fold(0u64, |w, (i, b)| w | (u64::from(*b) << (8 * i))),
+        };
+        h = mix(h, last);
     }
     // Final avalanche so that both the low bits (slot) and the high bits (tag) are mixed.
     h ^= h >> 33;
@@ -43,32 +65,36 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// `SLOTS` must be a power of two; `ARENA` is the byte capacity for all keys.
-pub struct Interner<const SLOTS: usize, const ARENA: usize> {
-    index: LazySlice<AtomicU64, SLOTS>,
+/// Sizes of the index regions, as multiples of `SLOTS`.
+const TIERS: [usize; 3] = [1, 8, 64];
+const TIER_TOTAL: usize = 1 + 8 + 64;
+
+/// `SLOTS` (the first region's size) must be a power of two; `ARENA` is the byte capacity for
+/// all keys. `INDEX` must be `SLOTS * 73` (three regions of 1, 8 and 64 times `SLOTS`).
+pub struct Interner<const SLOTS: usize, const INDEX: usize, const ARENA: usize> {
+    index: LazySlice<AtomicU64, INDEX>,
     arena: AtomicPtr<u8>,
     used: AtomicUsize,
-    count: AtomicUsize,
 }
 
-impl<const SLOTS: usize, const ARENA: usize> Default for Interner<SLOTS, ARENA> {
+impl<const SLOTS: usize, const INDEX: usize, const ARENA: usize> Default
+    for Interner<SLOTS, INDEX, ARENA>
+{
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const SLOTS: usize, const ARENA: usize> Interner<SLOTS, ARENA> {
-    const MASK: usize = {
-        assert!(SLOTS.is_power_of_two() && ARENA < u32::MAX as usize);
-        SLOTS - 1
-    };
+impl<const SLOTS: usize, const INDEX: usize, const ARENA: usize> Interner<SLOTS, INDEX, ARENA> {
+    const CHECKED: () = assert!(
+        SLOTS.is_power_of_two() && INDEX == SLOTS * TIER_TOTAL && ARENA < u32::MAX as usize
+    );
 
     pub const fn new() -> Self {
         Self {
             index: LazySlice::new(),
             arena: AtomicPtr::new(std::ptr::null_mut()),
             used: AtomicUsize::new(0),
-            count: AtomicUsize::new(0),
         }
     }
 
@@ -136,32 +162,37 @@ impl<const SLOTS: usize, const ARENA: usize> Interner<SLOTS, ARENA> {
 
     /// The id of `key`, adding it if new. `None` when the interner is full.
     pub fn intern(&self, key: &[u8]) -> Option<u32> {
+        let () = Self::CHECKED;
         let index = self.index.get_or_map()?;
         let h = hash_bytes(key);
         let tag = (h >> 32) | 1;
-        let mut i = (h as usize) & Self::MASK;
         let mut pushed: Option<u32> = None;
-        for _ in 0..MAX_PROBES {
-            let slot = index.get(i)?;
-            let mut e = slot.load(Ordering::Acquire);
-            if e == 0 {
-                let off = match pushed {
-                    Some(off) => off,
-                    None => *pushed.insert(self.push(key)?),
-                };
-                let new = (tag << 32) | (off as u64 + 1);
-                match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => {
-                        self.count.fetch_add(1, Ordering::Relaxed);
-                        return Some(i as u32);
+        let mut start = 0;
+        for tier in TIERS {
+            let size = SLOTS * tier;
+            let mut i = (h as usize) & (size - 1);
+            for _ in 0..MAX_PROBES {
+                let slot = index.get(start + i)?;
+                let mut e = slot.load(Ordering::Acquire);
+                if e == 0 {
+                    let off = match pushed {
+                        Some(off) => off,
+                        None => *pushed.insert(self.push(key)?),
+                    };
+                    let new = (tag << 32) | (off as u64 + 1);
+                    match slot.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return Some((start + i) as u32),
+                        Err(winner) => e = winner,
                     }
-                    Err(winner) => e = winner,
                 }
+                if e >> 32 == tag && self.bytes_at(((e & 0xffff_ffff) - 1) as u32) == Some(key) {
+                    return Some((start + i) as u32);
+                }
+                i = (i + 1) & (size - 1);
             }
-            if e >> 32 == tag && self.bytes_at(((e & 0xffff_ffff) - 1) as u32) == Some(key) {
-                return Some(i as u32);
-            }
-            i = (i + 1) & Self::MASK;
+            // Every slot on this region's probe path is taken for good (entries are never
+            // removed), so the key, if present at all, is in a later region.
+            start += size;
         }
         None
     }
@@ -182,7 +213,7 @@ mod tests {
 
     #[test]
     fn same_key_same_id_and_bytes_round_trip() {
-        let t: Interner<1024, 65536> = Interner::new();
+        let t: Interner<1024, { 1024 * 73 }, 65536> = Interner::new();
         let a = t.intern(b"/dev/null").unwrap();
         let b = t.intern(b"/etc/hosts").unwrap();
         assert_ne!(a, b);
@@ -194,8 +225,27 @@ mod tests {
     }
 
     #[test]
+    fn hash_depends_on_every_byte_and_the_length() {
+        let base = b"/var/lib/app/data.db".to_vec();
+        let h = hash_bytes(&base);
+        for i in 0..base.len() {
+            let mut k = base.clone();
+            k[i] ^= 1;
+            assert_ne!(hash_bytes(&k), h, "byte {i}");
+        }
+        assert_ne!(hash_bytes(b"ab"), hash_bytes(b"ab\0"));
+        let stack: Vec<u8> = (0..256u32).map(|i| i as u8).collect();
+        for i in [0, 9, 17, 31, 32, 255] {
+            let mut k = stack.clone();
+            k[i] ^= 0x80;
+            assert_ne!(hash_bytes(&k), hash_bytes(&stack), "byte {i}");
+        }
+        assert_ne!(hash_bytes(b""), hash_bytes(b"\0"));
+    }
+
+    #[test]
     fn unknown_ids_are_none() {
-        let t: Interner<64, 4096> = Interner::new();
+        let t: Interner<64, { 64 * 73 }, 4096> = Interner::new();
         assert_eq!(t.get(3), None);
         t.intern(b"x").unwrap();
         assert_eq!(t.get(1_000_000), None);
@@ -203,7 +253,7 @@ mod tests {
 
     #[test]
     fn full_arena_degrades_to_none() {
-        let t: Interner<64, 64> = Interner::new();
+        let t: Interner<64, { 64 * 73 }, 64> = Interner::new();
         assert!(t.intern(&[1u8; 40]).is_some());
         assert_eq!(t.intern(&[2u8; 40]), None);
         // Existing keys are still found.
@@ -211,16 +261,24 @@ mod tests {
     }
 
     #[test]
-    fn full_index_degrades_to_none() {
-        let t: Interner<4, 65536> = Interner::new();
-        let ids: Vec<_> = (0..4u8).map(|i| t.intern(&[i]).unwrap()).collect();
-        assert_eq!(ids.len(), 4);
-        assert_eq!(t.intern(&[9]), None);
+    fn spills_into_larger_regions_then_degrades_to_none() {
+        let t: Interner<1, 73, 65536> = Interner::new();
+        let ids: Vec<_> = (0..73u8).map(|i| t.intern(&[i]).unwrap()).collect();
+        // The first key fills the 1-slot region, the next 8 the 8-slot one, the rest the last.
+        assert_eq!(ids[0], 0);
+        assert!(ids[1..9].iter().all(|id| (1..9).contains(id)));
+        assert!(ids[9..].iter().all(|id| (9..73).contains(id)));
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(t.intern(&[i as u8]), Some(*id));
+            assert_eq!(t.get(*id), Some(&[i as u8][..]));
+        }
+        assert_eq!(t.intern(&[200]), None);
     }
 
     #[test]
     fn concurrent_interning_agrees_on_ids() {
-        let t: &'static Interner<4096, { 1 << 20 }> = Box::leak(Box::new(Interner::new()));
+        let t: &'static Interner<64, { 64 * 73 }, { 1 << 20 }> =
+            Box::leak(Box::new(Interner::new()));
         let keys: Vec<Vec<u8>> = (0..500)
             .map(|i| format!("/tmp/k{i}").into_bytes())
             .collect();

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod alloc;
 mod badclose;
 mod config;
 mod dumper;
@@ -26,6 +27,7 @@ mod real;
 mod report;
 mod stack;
 mod symbolize;
+mod symcache;
 mod table;
 mod tracker;
 mod trigger;
@@ -33,6 +35,10 @@ mod trigger;
 mod unwind;
 
 use std::ffi::CString;
+
+/// The system allocator, except in a report's snapshot child (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: alloc::FdguardAlloc = alloc::FdguardAlloc;
 
 use config::Config;
 use origin::Call;

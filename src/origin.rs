@@ -219,11 +219,58 @@ mod tests {
     }
 }
 
+/// How many bytes of a path the table keeps: the end of it, where the file name is.
+pub const PATH_TAIL: usize = 32;
+
+/// The last `PATH_TAIL` bytes of a path as the program gave it, kept inline in the fd table: no
+/// hashing or allocation at `open`, and memory bounded by the number of open fds however many
+/// distinct names a program uses. The kernel's full path is read at report time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathTail(pub [u8; PATH_TAIL]);
+
+impl PathTail {
+    /// The tail of `path` and the path's full length.
+    pub fn of(path: &[u8]) -> (PathTail, u32) {
+        let mut t = [0u8; PATH_TAIL];
+        let tail = &path[path.len().saturating_sub(PATH_TAIL)..];
+        t[..tail.len()].copy_from_slice(tail);
+        (PathTail(t), path.len() as u32)
+    }
+
+    /// The path as given, with `…` in front when only its end was kept.
+    pub fn text(&self, full_len: u32) -> String {
+        let kept = (full_len as usize).min(PATH_TAIL);
+        let tail = String::from_utf8_lossy(&self.0[..kept]);
+        if full_len as usize > PATH_TAIL {
+            format!("…{tail}")
+        } else {
+            tail.into_owned()
+        }
+    }
+
+    pub fn words(&self) -> [u64; PATH_TAIL / 8] {
+        let mut w = [0u64; PATH_TAIL / 8];
+        for (i, c) in self.0.chunks_exact(8).enumerate() {
+            w[i] = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+        }
+        w
+    }
+
+    pub fn from_words(w: [u64; PATH_TAIL / 8]) -> PathTail {
+        let mut t = [0u8; PATH_TAIL];
+        for (c, v) in t.chunks_exact_mut(8).zip(w) {
+            c.copy_from_slice(&v.to_le_bytes());
+        }
+        PathTail(t)
+    }
+}
+
 /// Call-specific facts packed into `FdRecord::detail` (8 bits of tag, 56 of payload).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail {
     None,
-    /// Interned path (or command, for `popen`; name, for `memfd_create`) as the program gave it.
+    /// A path (or command, for `popen`; name, for `memfd_create`) as the program gave it: its
+    /// full length; its last bytes are in `FdRecord::path`.
     Path(u32),
     /// Socket domain, type (with flags) and protocol as passed to `socket`/`socketpair`.
     Socket {
@@ -278,6 +325,18 @@ impl Detail {
 #[cfg(test)]
 mod detail_tests {
     use super::*;
+
+    #[test]
+    fn path_tails_keep_the_end_and_mark_truncation() {
+        let (t, n) = PathTail::of(b"/etc/hosts");
+        assert_eq!((t.text(n), n), ("/etc/hosts".to_string(), 10));
+        let long = b"/var/lib/postgresql/15/main/base/16384/2619_fsm";
+        let (t, n) = PathTail::of(long);
+        assert_eq!(t.text(n), "…esql/15/main/base/16384/2619_fsm");
+        assert_eq!(PathTail::from_words(t.words()), t);
+        let (t, n) = PathTail::of(b"");
+        assert_eq!(t.text(n), "");
+    }
 
     #[test]
     fn details_round_trip() {

@@ -366,53 +366,80 @@ pub fn module_bounds(addr: usize) -> Option<(usize, usize)> {
         .find(|(lo, hi)| (*lo..*hi).contains(&addr))
 }
 
-/// Moves fdguard's own `fd` out of the program's way: to the first number at or above the soft
-/// `RLIMIT_NOFILE`, where the program can never be handed it (the soft limit is raised for the
-/// duration of one `fcntl` and put back). Returns the new fd, or `None` (and `fd` untouched)
-/// when that is impossible, e.g. because the soft limit already equals the hard one.
-pub fn move_above_limit(fd: c_int) -> Option<c_int> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+/// The two sides of `snapshot_process`.
+pub enum Snapshot {
+    /// In the copy: a single-threaded process with a copy of this one's memory and fd table.
+    Child,
+    Parent(libc::pid_t),
+    Failed(c_int),
+}
+
+/// A copy of this process (like `fork`) made with the raw `clone` system call and no exit
+/// signal: glibc's and the program's fork handlers do not run, the program gets no SIGCHLD,
+/// and its `waitpid(-1, ...)` cannot reap the child (only `__WCLONE`/`__WALL` waits can).
+pub fn snapshot_process() -> Snapshot {
+    // SAFETY: clone with no flags and no new stack duplicates the calling thread into a new
+    // process, returning twice like fork; neither side's memory is shared afterwards.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            0 as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
     };
-    // SAFETY: `lim` is a valid rlimit for getrlimit/setrlimit; F_DUPFD_CLOEXEC and close act on
-    // fdguard's own descriptors only.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0
-            || lim.rlim_cur >= lim.rlim_max
-            || lim.rlim_cur > i32::MAX as u64
-        {
-            return None;
-        }
-        let soft = lim.rlim_cur;
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max.min(soft + 64),
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            return None;
-        }
-        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, soft as c_int);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        if high < 0 {
-            return None;
-        }
-        libc::close(fd);
-        Some(high)
+    match r {
+        0 => Snapshot::Child,
+        pid if pid > 0 => Snapshot::Parent(pid as libc::pid_t),
+        _ => Snapshot::Failed(errno()),
     }
 }
 
-/// (device, inode) of an open fd, to check that a held fd still is what fdguard opened.
-pub fn fd_identity(fd: c_int) -> Option<(u64, u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable and read only after fstat succeeded.
-    unsafe {
-        if libc::fstat(fd, st.as_mut_ptr()) != 0 {
+/// Waits for a snapshot child up to `timeout_ns`, killing it after that; its exit status, or
+/// `None` if it did not exit normally.
+pub fn wait_snapshot(pid: libc::pid_t, timeout_ns: u64) -> Option<u8> {
+    let deadline = monotonic_ns().saturating_add(timeout_ns);
+    let mut status: c_int = 0;
+    loop {
+        // SAFETY: waitpid on our own clone child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE | libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && errno() != libc::EINTR {
             return None;
         }
-        let st = st.assume_init();
-        Some((st.st_dev, st.st_ino))
+        if monotonic_ns() >= deadline {
+            // SAFETY: kill and reap the child this process made.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, libc::__WCLONE);
+            }
+            return None;
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
+        // SAFETY: plain sleep with a valid timespec.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
     }
+    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status) as u8)
+}
+
+/// Closes `fd` with the raw system call (no hook, no bookkeeping): for a snapshot child
+/// dropping its copies of the program's fds.
+pub fn raw_close(fd: c_int) {
+    // SAFETY: closing a descriptor number; the caller owns the process's fd table (a child).
+    unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// Ends a snapshot child at once: no atexit handlers, no destructors, no stdio flush.
+pub fn exit_now(code: u8) -> ! {
+    // SAFETY: _exit never returns and runs nothing of the program's.
+    unsafe { libc::_exit(code as c_int) }
 }
 
 /// Precise monotonic time in ns, for the accept guard's deadlines (the coarse clock of

@@ -11,8 +11,8 @@ use crate::os;
 use crate::table::StackId;
 use crate::unwind;
 
-/// Distinct stacks: up to 256k of them, 64 MiB of frames, mapped as used.
-static STACKS: Interner<{ 1 << 18 }, { 64 << 20 }> = Interner::new();
+/// Distinct stacks: up to ~290k of them, 64 MiB of frames, mapped as used.
+static STACKS: Interner<{ 1 << 12 }, { 73 << 12 }, { 64 << 20 }> = Interner::new();
 
 /// Frames of fdguard itself (hook, tracker, capture) sit on top of every stack; they are dropped
 /// at capture time so that they do not use up the requested depth.
@@ -34,11 +34,16 @@ fn is_own(addr: usize) -> bool {
 }
 
 /// Captures the caller's stack (up to `depth` frames past fdguard's own) and interns it.
-#[inline(never)]
+#[inline]
 pub fn capture(depth: usize) -> Option<StackId> {
     if depth == 0 {
         return None;
     }
+    capture_interned(depth)
+}
+
+#[inline(never)]
+fn capture_interned(depth: usize) -> Option<StackId> {
     let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
     let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
     let n = unwind::capture(&mut buf[..want]);

@@ -15,14 +15,14 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, fence};
 
-use crate::origin::{Call, FdKind};
+use crate::origin::{Call, FdKind, PATH_TAIL, PathTail};
 use crate::os::LazySlice;
 
 /// Index of an interned call stack (see `stack`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(pub u32);
 
-/// Everything recorded about one open fd. 32 bytes in the table.
+/// Everything recorded about one open fd. 64 bytes in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FdRecord {
     pub call: Call,
@@ -32,8 +32,10 @@ pub struct FdRecord {
     pub tid: u32,
     pub stack: Option<StackId>,
     pub born_ns: u64,
-    /// Call-specific: an interned path id, a socket's domain/type, a source fd (see `Detail`).
+    /// Call-specific: a path's length, a socket's domain/type, a source fd (see `Detail`).
     pub detail: u64,
+    /// The end of the path as given, when `detail` is a path.
+    pub path: PathTail,
 }
 
 const CHUNK_BITS: u32 = 12;
@@ -41,10 +43,12 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// Enough chunks for every non-negative `int` fd.
 const CHUNKS: usize = 1 << (31 - CHUNK_BITS);
 
-type SlotWords = [AtomicU64; 4];
+const PATH_WORDS: usize = PATH_TAIL / 8;
+type SlotWords = [AtomicU64; 4 + PATH_WORDS];
 type Chunk = LazySlice<SlotWords, CHUNK>;
 
-// Word 0: low 32 bits = seqlock word, high 32 bits = meta (call, kind, flags).
+// Word 0: low 32 bits = seqlock word, high 32 bits = meta (call, kind, flags, has path).
+// Word 1: tid | stack << 32. Word 2: birth time. Word 3: detail. Words 4..8: path tail.
 // Seqlock word: bit 0 = claimed by a writer, bits 1..8 = fork generation of that writer,
 // bits 8..32 = version counter.
 const CLAIMED: u64 = 1;
@@ -55,14 +59,21 @@ const SEQ_MASK: u64 = 0xffff_ffff;
 const META_OPEN: u32 = 1 << 16;
 const META_STREAM: u32 = 1 << 17;
 const META_HAS_RELEASE: u32 = 1 << 18;
+const META_HAS_PATH: u32 = 1 << 19;
 
 const NO_STACK: u32 = u32::MAX;
 
 fn pack_meta(rec: &FdRecord) -> u32 {
+    let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     (rec.call as u32)
         | ((rec.kind as u32) << 8)
         | META_OPEN
-        | if rec.stream { META_STREAM } else { 0 }
+        | flag(rec.stream, META_STREAM)
+        | flag(rec.path != PathTail::default(), META_HAS_PATH)
+}
+
+fn meta_of(word0: u64) -> u32 {
+    (word0 >> 32) as u32
 }
 
 fn pack_stack(s: Option<StackId>) -> u32 {
@@ -77,8 +88,8 @@ fn unpack_stack(v: u32) -> Option<StackId> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Insert {
     Inserted,
-    /// The table still had this fd as open: a close fdguard did not see. Holds the old entry.
-    Replaced(FdRecord),
+    /// The table still had this fd as open: a close fdguard did not see.
+    Replaced,
     /// Another writer held the slot; nothing was recorded.
     Busy,
     OutOfRange,
@@ -87,7 +98,7 @@ pub enum Insert {
 /// Result of forgetting an fd.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Remove {
-    WasOpen(FdRecord),
+    WasOpen,
     /// Not open in the table; carries the stack that released this number last, if recorded.
     NotOpen {
         last_release: Option<StackId>,
@@ -131,10 +142,27 @@ impl Slot<'_> {
         );
         self.0[2].store(rec.born_ns, Ordering::Relaxed);
         self.0[3].store(rec.detail, Ordering::Relaxed);
+        // Only records with a path write (and later read) the tail words.
+        if rec.path != PathTail::default() {
+            for (w, v) in self.0[4..].iter().zip(rec.path.words()) {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn path_words(&self, meta: u32) -> PathTail {
+        if meta & META_HAS_PATH == 0 {
+            return PathTail::default();
+        }
+        let mut w = [0u64; PATH_WORDS];
+        for (v, a) in w.iter_mut().zip(&self.0[4..]) {
+            *v = a.load(Ordering::Relaxed);
+        }
+        PathTail::from_words(w)
     }
 
     /// Decodes the record from a word-0 value and the other words (no consistency check).
-    fn decode(w0: u64, w1: u64, w2: u64, w3: u64) -> Option<FdRecord> {
+    fn decode(w0: u64, w1: u64, w2: u64, w3: u64, path: PathTail) -> Option<FdRecord> {
         let meta = (w0 >> 32) as u32;
         if meta & META_OPEN == 0 {
             return None;
@@ -147,6 +175,7 @@ impl Slot<'_> {
             stack: unpack_stack((w1 >> 32) as u32),
             born_ns: w2,
             detail: w3,
+            path,
         })
     }
 
@@ -157,6 +186,7 @@ impl Slot<'_> {
             self.0[1].load(Ordering::Relaxed),
             self.0[2].load(Ordering::Relaxed),
             self.0[3].load(Ordering::Relaxed),
+            self.path_words(meta_of(before)),
         )
     }
 
@@ -171,9 +201,10 @@ impl Slot<'_> {
             let w1 = self.0[1].load(Ordering::Relaxed);
             let w2 = self.0[2].load(Ordering::Relaxed);
             let w3 = self.0[3].load(Ordering::Relaxed);
+            let path = self.path_words(meta_of(s1));
             fence(Ordering::Acquire);
             if self.0[0].load(Ordering::Relaxed) == s1 {
-                return Ok(Self::decode(s1, w1, w2, w3));
+                return Ok(Self::decode(s1, w1, w2, w3, path));
             }
         }
         Err(())
@@ -226,16 +257,17 @@ impl FdTable {
         let Some(before) = slot.claim(generation) else {
             return Insert::Busy;
         };
-        let old = slot.read_claimed(before);
+        let was_open = meta_of(before) & META_OPEN != 0;
         slot.write(rec);
         slot.release(before, pack_meta(rec));
-        self.highest.fetch_max(fd as i64, Ordering::Relaxed);
-        match old {
-            Some(old) => Insert::Replaced(old),
-            None => {
-                self.open.fetch_add(1, Ordering::Relaxed);
-                Insert::Inserted
-            }
+        if fd as i64 > self.highest.load(Ordering::Relaxed) {
+            self.highest.fetch_max(fd as i64, Ordering::Relaxed);
+        }
+        if was_open {
+            Insert::Replaced
+        } else {
+            self.open.fetch_add(1, Ordering::Relaxed);
+            Insert::Inserted
         }
     }
 
@@ -251,27 +283,27 @@ impl FdTable {
         let Some(before) = slot.claim(generation) else {
             return Remove::Busy;
         };
-        let old = slot.read_claimed(before);
-        let old_meta = (before >> 32) as u32;
-        let last_release = if old.is_none() && old_meta & META_HAS_RELEASE != 0 {
+        let old_meta = meta_of(before);
+        let was_open = old_meta & META_OPEN != 0;
+        let had_release = !was_open && old_meta & META_HAS_RELEASE != 0;
+        let last_release = if had_release {
             unpack_stack((slot.0[1].load(Ordering::Relaxed) >> 32) as u32)
         } else {
             None
         };
-        let mut meta = old_meta & !(META_OPEN | META_STREAM | META_HAS_RELEASE);
+        let mut meta = old_meta & !(META_OPEN | META_STREAM | META_HAS_RELEASE | META_HAS_PATH);
         if let Some(stack) = release {
             slot.0[1].store((pack_stack(Some(stack)) as u64) << 32, Ordering::Relaxed);
             meta |= META_HAS_RELEASE;
-        } else if old_meta & META_HAS_RELEASE != 0 && old.is_none() {
+        } else if had_release {
             meta |= META_HAS_RELEASE;
         }
         slot.release(before, meta);
-        match old {
-            Some(rec) => {
-                self.open.fetch_sub(1, Ordering::Relaxed);
-                Remove::WasOpen(rec)
-            }
-            None => Remove::NotOpen { last_release },
+        if was_open {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            Remove::WasOpen
+        } else {
+            Remove::NotOpen { last_release }
         }
     }
 
@@ -284,7 +316,7 @@ impl FdTable {
         let Some(before) = slot.claim(generation) else {
             return false;
         };
-        let old_meta = (before >> 32) as u32;
+        let old_meta = meta_of(before);
         if slot.read_claimed(before).as_ref() == Some(expected) {
             slot.release(
                 before,
@@ -306,7 +338,7 @@ impl FdTable {
         let Some(before) = slot.claim(generation) else {
             return false;
         };
-        let old_meta = (before >> 32) as u32;
+        let old_meta = meta_of(before);
         match slot.read_claimed(before) {
             Some(mut rec) => {
                 change(&mut rec);
@@ -375,6 +407,7 @@ mod tests {
             stack: Some(StackId(3)),
             born_ns: born,
             detail: 42,
+            path: PathTail::of(b"/tmp/x").0,
         }
     }
 
@@ -385,7 +418,7 @@ mod tests {
         assert_eq!(t.insert(5, &rec(Call::Open, 1), 0), Insert::Inserted);
         assert_eq!(t.get(5), Some(rec(Call::Open, 1)));
         assert_eq!(t.open_count(), 1);
-        assert_eq!(t.remove(5, 0, None), Remove::WasOpen(rec(Call::Open, 1)));
+        assert_eq!(t.remove(5, 0, None), Remove::WasOpen);
         assert_eq!(t.get(5), None);
         assert_eq!(t.open_count(), 0);
         assert_eq!(t.remove(5, 0, None), Remove::NotOpen { last_release: None });
@@ -395,10 +428,7 @@ mod tests {
     fn creation_over_open_entry_reports_the_missed_close() {
         let t = FdTable::new();
         t.insert(9, &rec(Call::Socket, 1), 0);
-        assert_eq!(
-            t.insert(9, &rec(Call::Pipe, 2), 0),
-            Insert::Replaced(rec(Call::Socket, 1))
-        );
+        assert_eq!(t.insert(9, &rec(Call::Pipe, 2), 0), Insert::Replaced);
         assert_eq!(t.open_count(), 1);
         assert_eq!(t.get(9).map(|r| r.call), Some(Call::Pipe));
     }
@@ -438,7 +468,7 @@ mod tests {
         assert_eq!(t.insert(3, &rec(Call::Pipe, 2), 0), Insert::Busy);
         assert_eq!(t.remove(3, 0, None), Remove::Busy);
         // Next fork generation: the claiming thread is gone, the claim is stale.
-        assert_eq!(t.remove(3, 1, None), Remove::WasOpen(rec(Call::Open, 1)));
+        assert_eq!(t.remove(3, 1, None), Remove::WasOpen);
         let _ = before;
     }
 

@@ -11,17 +11,14 @@ use crate::badclose::{BadClose, BadCloses};
 use crate::config::EmfileMode;
 use crate::emfile::{self, CtlOp, GUARD, Hold};
 use crate::guard::{self, ErrnoGuard, Mode};
-use crate::intern::Interner;
 use crate::limits::Threshold;
-use crate::origin::{Call, Detail, FdKind};
+use crate::origin::{Call, Detail, FdKind, PathTail};
 use crate::os;
 use crate::stack;
 use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
 use crate::trigger::{self, Reason};
 
 pub static TABLE: FdTable = FdTable::new();
-/// Paths as the program gave them: 128k distinct paths, 16 MiB, mapped as used.
-pub static PATHS: Interner<{ 1 << 17 }, { 16 << 20 }> = Interner::new();
 pub static THRESHOLD: Threshold = Threshold::new();
 pub static COUNTERS: Counters = Counters::new();
 pub static OWN: OwnFds = OwnFds::new();
@@ -118,6 +115,7 @@ pub struct Origin {
     pub kind: FdKind,
     pub detail: Detail,
     pub stream: bool,
+    pub path: PathTail,
 }
 
 impl Origin {
@@ -127,6 +125,7 @@ impl Origin {
             kind: call.default_kind(),
             detail: Detail::None,
             stream: call.makes_stream(),
+            path: PathTail::default(),
         }
     }
 
@@ -135,13 +134,14 @@ impl Origin {
         self
     }
 
-    /// Records the path as given (interned); without a path, or when the interner is full, the
-    /// report falls back to the kernel's name for the fd.
-    pub fn path(self, path: Option<&[u8]>) -> Self {
-        match path.and_then(|p| PATHS.intern(p)) {
-            Some(id) => self.detail(Detail::Path(id)),
-            None => self,
+    /// Records the path as given (its end); without one the report shows the kernel's name.
+    pub fn path(mut self, path: Option<&[u8]>) -> Self {
+        if let Some(p) = path {
+            let (tail, len) = PathTail::of(p);
+            self.path = tail;
+            self.detail = Detail::Path(len);
         }
+        self
     }
 
     pub fn socket(self, domain: i32, ty: i32, protocol: i32) -> Self {
@@ -164,6 +164,7 @@ impl Origin {
                     d => d,
                 },
                 stream: false,
+                path: rec.path,
             },
             None => Self::new(call).detail(Detail::FromFd(source)),
         }
@@ -202,7 +203,8 @@ pub fn created(mode: Mode, fd: i32, origin: impl FnOnce() -> Origin) {
         Mode::Track => {
             // A creation on one of fdguard's numbers means the program replaced it (dup2).
             OWN.remove(fd);
-            record(fd, origin(), stack::capture(DEPTH.load(Ordering::Relaxed)));
+            let stack = stack::capture(DEPTH.load(Ordering::Relaxed));
+            record(fd, origin(), stack);
         }
     }
 }
@@ -221,6 +223,7 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
         stack,
         born_ns: os::monotonic_ns(),
         detail: origin.detail.pack(),
+        path: origin.path,
     };
     match TABLE.insert(fd, &rec, fork_generation()) {
         Insert::Inserted => {
@@ -228,7 +231,7 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
                 trigger::request(Reason::Threshold);
             }
         }
-        Insert::Replaced(_) => {
+        Insert::Replaced => {
             COUNTERS.missed_closes.fetch_add(1, Ordering::Relaxed);
         }
         Insert::Busy | Insert::OutOfRange => {
@@ -301,7 +304,7 @@ fn forget(fd: i32) -> Released {
         None
     };
     match TABLE.remove(fd, fork_generation(), release_stack) {
-        Remove::WasOpen(_) => {
+        Remove::WasOpen => {
             THRESHOLD.after_release(TABLE.open_count());
             Released::WasOpen
         }
@@ -386,9 +389,10 @@ pub fn streams_flushed(mode: Mode) {
     }
 }
 
-/// A shared object was unloaded.
+/// A shared object was unloaded: unwind rules and resolved names for its addresses are stale.
 pub fn code_unmapped() {
     stack::code_unmapped();
+    crate::symcache::clear();
 }
 
 /// The program changed its own `RLIMIT_NOFILE`.

@@ -368,11 +368,7 @@ fn assert_told(s: &Server, dir: &Path) {
     );
     assert!(err.contains(") succeeds again after "), "{err}");
     let report = report_path(dir);
-    let reports = wait_reports(&report, 1, Duration::from_secs(20));
-    let emfile = reports
-        .iter()
-        .find(|r| r["reason"] == "emfile")
-        .unwrap_or_else(|| panic!("no emfile report: {reports:?}"));
+    let emfile = report_for(&report, "emfile");
     assert!(
         emfile["trigger_call"]
             .as_str()
@@ -384,8 +380,7 @@ fn assert_told(s: &Server, dir: &Path) {
     // after: the report's count lies between the log's before it and one more than after it.
     let before = s.failures_between(0, s.log_len()) as u64;
     kill(s.pid(), libc::SIGUSR2);
-    let all = wait_reports(&report, reports.len() + 1, Duration::from_secs(20));
-    let last = all.last().unwrap();
+    let last = report_for(&report, "signal");
     let after = s.failures_between(0, s.log_len()) as u64;
     let counted = last["emfile"]["accept_failures"].as_u64().unwrap();
     assert!(
@@ -393,6 +388,25 @@ fn assert_told(s: &Server, dir: &Path) {
         "every failure is counted: {counted} in the report, {before}..{after} logged"
     );
     assert!(last["emfile"]["paused_ms"].as_u64().unwrap() > 0);
+}
+
+/// The first report with this `reason` (reports for other reasons, `threshold`, `emfile` or
+/// `signal`, may come before or after it).
+fn report_for(path: &Path, reason: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(r) = read_reports(path)
+            .into_iter()
+            .find(|r| r["reason"] == reason)
+        {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {reason} report"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Runs `prog` without and with fdguard and checks both.
@@ -527,13 +541,11 @@ fn shed_mode_closes_late_clients_at_once() {
             continue;
         }
         // The reserve: fdguard's /dev/null just below the limit, in no report.
-        let seen = read_reports(&report_path(&dir)).len();
         kill(s.pid(), libc::SIGUSR2);
-        let r = wait_reports(&report_path(&dir), seen + 1, Duration::from_secs(20));
-        let r = r.iter().rev().find(|r| r["reason"] == "signal").unwrap();
+        let r = report_for(&report_path(&dir), "signal");
         let soft = r["limit"]["soft"].as_i64().unwrap();
         let hidden: Vec<i64> = proc_fds(s.pid())
-            .difference(&report_fds(r))
+            .difference(&report_fds(&r))
             .copied()
             .collect();
         assert_eq!(hidden, [soft - 1], "only the reserve is left out");

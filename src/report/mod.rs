@@ -35,8 +35,6 @@ pub struct Header {
     pub missed_closes: u64,
     /// Updates fdguard could not record (slot busy: signal handler or racing close).
     pub skipped: u64,
-    /// False when `/proc/self/fd` could not be listed and fds were found by probing.
-    pub listed: bool,
     /// Accept guard figures (see `emfile`).
     pub emfile: EmfileStats,
     /// fds left out by `FDGUARD_IGNORE` (exit reports).
@@ -156,7 +154,6 @@ fn count_by<T: Ord + Copy>(items: impl Iterator<Item = T>) -> Vec<(T, usize)> {
 pub fn rows(
     kernel: &[KernelFd],
     tracked: impl Fn(i32) -> Option<FdRecord>,
-    path_of: impl Fn(u32) -> Option<String>,
     now_ns: u64,
 ) -> Vec<Row> {
     kernel
@@ -170,7 +167,7 @@ pub fn rows(
                 Some(rec) => {
                     let detail = Detail::unpack(rec.detail);
                     let path = match detail {
-                        Detail::Path(id) => path_of(id),
+                        Detail::Path(len) => Some(rec.path.text(len)),
                         _ => None,
                     };
                     let kind = kind_now.unwrap_or(rec.kind);
@@ -247,6 +244,10 @@ fn describe(k: &KernelFd, kind: FdKind, call: Call, detail: Detail, path: Option
             Some(end) => format!("{l} {end}"),
             None => l.to_string(),
         },
+        // Only the end of a long path was kept: the kernel's full path says it all.
+        (_, Some(p), Some(l)) if p.strip_prefix('…').is_some_and(|t| l.ends_with(t)) => {
+            l.to_string()
+        }
         (_, Some(p), Some(l)) if p != l => format!("{p} ({l})"),
         (_, Some(p), _) => p.to_string(),
         (_, None, Some(l)) => l.to_string(),
@@ -333,6 +334,7 @@ pub fn kind_words(kind: FdKind, n: usize, streams: bool) -> String {
 mod tests {
     use super::*;
     use crate::inspect::SocketDesc;
+    use crate::origin::PathTail;
 
     fn kfd(fd: i32, link: &str) -> KernelFd {
         KernelFd {
@@ -342,7 +344,14 @@ mod tests {
         }
     }
 
-    fn rec(call: Call, detail: Detail, stack: Option<u32>, born_ns: u64) -> FdRecord {
+    fn rec(call: Call, path: Option<&str>, stack: Option<u32>, born_ns: u64) -> FdRecord {
+        let (tail, detail) = match path {
+            Some(p) => {
+                let (t, n) = PathTail::of(p.as_bytes());
+                (t, Detail::Path(n))
+            }
+            None => (PathTail::default(), Detail::None),
+        };
         FdRecord {
             call,
             kind: call.default_kind(),
@@ -351,6 +360,7 @@ mod tests {
             stack: stack.map(StackId),
             born_ns,
             detail: detail.pack(),
+            path: tail,
         }
     }
 
@@ -363,8 +373,7 @@ mod tests {
         ];
         let rows = rows(
             &kernel,
-            |fd| (fd == 3).then(|| rec(Call::Fopen, Detail::Path(5), Some(1), 1_000_000)),
-            |id| (id == 5).then(|| "/etc/hosts".to_string()),
+            |fd| (fd == 3).then(|| rec(Call::Fopen, Some("/etc/hosts"), Some(1), 1_000_000)),
             3_000_000,
         );
         assert_eq!(rows.len(), 3);
@@ -381,11 +390,17 @@ mod tests {
     fn shows_the_given_path_and_the_kernels_when_they_differ() {
         let rows = rows(
             &[kfd(5, "/work/data.txt (deleted)")],
-            |_| Some(rec(Call::Open, Detail::Path(1), None, 0)),
-            |_| Some("data.txt".to_string()),
+            |_| Some(rec(Call::Open, Some("data.txt"), None, 0)),
             0,
         );
         assert_eq!(rows[0].desc, "data.txt (/work/data.txt (deleted))");
+        let long = "/var/lib/postgresql/15/main/base/16384/2619";
+        let truncated = super::rows(
+            &[kfd(6, long)],
+            |_| Some(rec(Call::Open, Some(long), None, 0)),
+            0,
+        );
+        assert_eq!(truncated[0].desc, long);
     }
 
     #[test]
@@ -406,7 +421,7 @@ mod tests {
             peer: None,
             tcp_state: Some("CLOSE"),
         });
-        let rows = rows(&[k, unconnected], |_| None, |_| None, 0);
+        let rows = rows(&[k, unconnected], |_| None, 0);
         assert_eq!(
             rows[0].desc,
             "tcp 127.0.0.1:9999 -> 127.0.0.1:40000 CLOSE_WAIT"
@@ -422,14 +437,8 @@ mod tests {
             &kernel,
             |fd| {
                 let stack = if fd < 7 { 9 } else { 2 };
-                Some(rec(
-                    Call::Open,
-                    Detail::None,
-                    Some(stack),
-                    fd as u64 * 1_000_000,
-                ))
+                Some(rec(Call::Open, None, Some(stack), fd as u64 * 1_000_000))
             },
-            |_| None,
             10_000_000,
         );
         let groups = group(&rows, |s| {

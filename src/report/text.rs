@@ -181,15 +181,11 @@ pub fn render_text(r: &Report) -> String {
     if h.bad_closes > 0 {
         lines.push(format!("bad closes (EBADF) so far: {}", h.bad_closes));
     }
-    if h.missed_closes > 0 || h.skipped > 0 || !h.listed {
-        let mut note = format!(
+    if h.missed_closes > 0 || h.skipped > 0 {
+        lines.push(format!(
             "note: {} closes not seen by fdguard, {} updates skipped",
             h.missed_closes, h.skipped
-        );
-        if !h.listed {
-            note.push_str("; /proc/self/fd could not be listed, fds were probed");
-        }
-        lines.push(note);
+        ));
     }
     if h.emfile.accept_failures > 0 || h.emfile.shed > 0 {
         lines.push(format!(
@@ -299,7 +295,6 @@ mod tests {
                 unix_ms: 0,
                 soft: 32,
                 hard: 4096,
-                listed: true,
                 ..Default::default()
             },
             rows,

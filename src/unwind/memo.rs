@@ -17,15 +17,21 @@
 //! this thread's mapped stack; memos are therefore used only when
 //! `stack::limit` knows the bound.
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-use super::walk::{Step, WalkState};
+use super::walk::{RbpFrom, Step, WalkState};
 
 const ENTRIES: usize = 64;
 /// Frames a memo holds; longer captures replay these and walk the rest.
-pub(crate) const MEMO_FRAMES: usize = 32;
+pub(crate) const MEMO_FRAMES: usize = 48;
 /// Flag in `MemoEntry::len`: the walk ended by itself after the frames.
 const COMPLETE: u32 = 1 << 31;
+/// Flag in `MemoEntry::len`: the walk used its starting RBP, so a replay needs the same one.
+const RBP_MATTERS: u32 = 1 << 30;
+/// Flag in `MemoFrame::rbp_at` (addresses are 8-aligned): a later frame's CFA used the RBP this
+/// frame restored, so a replay must find the same value in that stack slot.
+const RBP_NEEDED: usize = 1;
 
 struct MemoFrame {
     cfa: AtomicUsize,
@@ -70,6 +76,7 @@ pub(crate) struct WalkMemo {
 pub(crate) struct MemoWriter<'a> {
     entry: &'a MemoEntry,
     seq: u32,
+    rbp_matters: Cell<bool>,
 }
 
 impl WalkMemo {
@@ -102,8 +109,9 @@ impl WalkMemo {
         if key.limit == usize::MAX {
             return None; // unknown stack bound: replay could not be bounded
         }
-        let (sp, rbp) = (key.start.sp, key.start.rbp);
-        let index = ((sp >> 4) ^ (sp >> 10) ^ (rbp >> 4)) % ENTRIES;
+        // Not the RBP: without frame pointers it is whatever the program keeps in it.
+        let sp = key.start.sp;
+        let index = ((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % ENTRIES;
         self.entries.get(index)
     }
 
@@ -115,18 +123,18 @@ impl WalkMemo {
             return Replay::Miss;
         };
         let seq = e.seq.load(Ordering::Acquire);
+        let len_word = e.len.load(Ordering::Relaxed);
         let same_inputs = seq & 1 == 0
             && e.sp.load(Ordering::Relaxed) == key.start.sp
-            && e.rbp.load(Ordering::Relaxed) == key.start.rbp
+            && (len_word & RBP_MATTERS == 0 || e.rbp.load(Ordering::Relaxed) == key.start.rbp)
             && e.lookup_pc.load(Ordering::Relaxed) == key.start.lookup_pc
             && e.limit.load(Ordering::Relaxed) == key.limit
             && e.generation.load(Ordering::Relaxed) == key.generation;
         if !same_inputs {
             return Replay::Miss;
         }
-        let len_word = e.len.load(Ordering::Relaxed);
         let complete = len_word & COMPLETE != 0;
-        let len = ((len_word & !COMPLETE) as usize).min(MEMO_FRAMES);
+        let len = ((len_word & !(COMPLETE | RBP_MATTERS)) as usize).min(MEMO_FRAMES);
         if len < out.len() && !complete && len < MEMO_FRAMES {
             return Replay::Miss; // recorded for a shorter buffer: record anew
         }
@@ -138,20 +146,23 @@ impl WalkMemo {
         for (slot, frame) in out.iter_mut().zip(&e.frames).take(len) {
             let cfa = frame.cfa.load(Ordering::Relaxed);
             let ra = frame.ra.load(Ordering::Relaxed);
-            let rbp_at = frame.rbp_at.load(Ordering::Relaxed);
-            let rbp = frame.rbp.load(Ordering::Relaxed);
+            let rbp_word = frame.rbp_at.load(Ordering::Relaxed);
+            let rbp_at = rbp_word & !RBP_NEEDED;
             let ra_at = cfa.wrapping_sub(8);
             if !readable(ra_at) || (rbp_at != 0 && !readable(rbp_at)) {
                 return Replay::Miss; // torn entry
             }
             // SAFETY: aligned and inside this thread's stack, see above.
-            let mut same = unsafe { read_word(ra_at) } == ra;
+            if unsafe { read_word(ra_at) } != ra {
+                return Replay::Miss; // the stack changed: a different walk
+            }
+            let mut rbp = next.rbp;
             if rbp_at != 0 {
                 // SAFETY: as above.
-                same &= unsafe { read_word(rbp_at) } == rbp;
-            }
-            if !same {
-                return Replay::Miss; // the stack changed: a different walk
+                rbp = unsafe { read_word(rbp_at) };
+                if rbp_word & RBP_NEEDED != 0 && rbp != frame.rbp.load(Ordering::Relaxed) {
+                    return Replay::Miss; // a CFA depended on this value
+                }
             }
             *slot = ra;
             written += 1;
@@ -185,13 +196,29 @@ impl WalkMemo {
             .store(key.start.lookup_pc, Ordering::Relaxed);
         entry.limit.store(key.limit, Ordering::Relaxed);
         entry.generation.store(key.generation, Ordering::Relaxed);
-        Some(MemoWriter { entry, seq })
+        Some(MemoWriter {
+            entry,
+            seq,
+            rbp_matters: Cell::new(false),
+        })
     }
 }
 
 impl MemoWriter<'_> {
     #[inline(always)]
     pub(crate) fn record(&self, index: usize, step: &Step) {
+        if index >= MEMO_FRAMES {
+            return;
+        }
+        match step.rbp_from {
+            RbpFrom::NotUsed => {}
+            RbpFrom::Start => self.rbp_matters.set(true),
+            RbpFrom::Step(j) => {
+                if let Some(earlier) = self.entry.frames.get(j) {
+                    earlier.rbp_at.fetch_or(RBP_NEEDED, Ordering::Relaxed);
+                }
+            }
+        }
         if let Some(frame) = self.entry.frames.get(index) {
             frame.cfa.store(step.cfa, Ordering::Relaxed);
             frame.ra.store(step.ra, Ordering::Relaxed);
@@ -205,8 +232,9 @@ impl MemoWriter<'_> {
     pub(crate) fn finish(self, len: usize, capacity: usize) {
         let complete = len < capacity && len <= MEMO_FRAMES;
         let kept = len.min(MEMO_FRAMES) as u32;
+        let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         self.entry.len.store(
-            if complete { kept | COMPLETE } else { kept },
+            kept | flag(complete, COMPLETE) | flag(self.rbp_matters.get(), RBP_MATTERS),
             Ordering::Relaxed,
         );
         self.entry
@@ -252,23 +280,27 @@ mod tests {
             generation: 5,
         };
         let steps = [
+            // The first CFA came from the starting RBP: replays need the same RBP.
             Step {
                 cfa: s.addr(2),
                 ra: 0x2001,
                 rbp_at: 0,
                 rbp: 7,
+                rbp_from: RbpFrom::Start,
             },
             Step {
                 cfa: s.addr(4),
                 ra: 0x3001,
                 rbp_at: 0,
                 rbp: 7,
+                rbp_from: RbpFrom::NotUsed,
             },
             Step {
                 cfa: s.addr(8),
                 ra: 0x4001,
                 rbp_at: s.addr(6),
                 rbp: 0xbbbb,
+                rbp_from: RbpFrom::NotUsed,
             },
         ];
         (memo, s, key, steps)
@@ -280,6 +312,50 @@ mod tests {
             w.record(i, step);
         }
         w.finish(steps.len(), capacity);
+    }
+
+    #[test]
+    fn rbp_values_no_cfa_used_do_not_matter() {
+        let (memo, mut s, key, mut steps) = setup();
+        steps[0].rbp_from = RbpFrom::NotUsed;
+        record(&memo, &key, &steps, 8);
+        // Another starting RBP, and another value in the restored slot (word 6): the walk used
+        // neither, so the memo still answers.
+        s.0[6] = 0xcccc;
+        std::hint::black_box(&mut s.0);
+        let other_rbp = MemoKey {
+            start: WalkState {
+                rbp: 12345,
+                ..key.start
+            },
+            ..key
+        };
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&other_rbp, &mut out), Replay::Done(3)));
+        assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
+    }
+
+    #[test]
+    fn a_restored_rbp_a_later_cfa_used_must_match() {
+        let (memo, mut s, key, steps) = setup();
+        let mut steps = steps.to_vec();
+        steps[0].rbp_from = RbpFrom::NotUsed;
+        // A fourth frame whose CFA came from the RBP the third frame restored.
+        s.0[9] = 0x5001;
+        std::hint::black_box(&mut s.0);
+        steps.push(Step {
+            cfa: s.addr(10),
+            ra: 0x5001,
+            rbp_at: 0,
+            rbp: 0xbbbb,
+            rbp_from: RbpFrom::Step(2),
+        });
+        record(&memo, &key, &steps, 8);
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(4)));
+        s.0[6] = 0xcccc;
+        std::hint::black_box(&mut s.0);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
     }
 
     #[test]
@@ -320,11 +396,8 @@ mod tests {
         ] {
             assert!(matches!(memo.replay(&changed, &mut out), Replay::Miss));
         }
-        // So does any changed word the walk read, RBP included.
-        s.0[6] = 0xcccc;
-        std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
-        s.0[6] = 0xbbbb;
+        // So does a changed return address (a saved RBP only when a CFA used it: see
+        // `a_restored_rbp_a_later_cfa_used_must_match`).
         s.0[3] = 0x3002;
         std::hint::black_box(&mut s.0);
         assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
@@ -371,6 +444,7 @@ mod tests {
                 ra: 0x5000 + i,
                 rbp_at: 0,
                 rbp: 1,
+                rbp_from: RbpFrom::NotUsed,
             })
             .collect();
         let w = memo.begin_record(&key).expect("free");
@@ -422,6 +496,7 @@ mod tests {
                 ra: 1,
                 rbp_at: 0,
                 rbp: 0,
+                rbp_from: RbpFrom::NotUsed,
             },
         );
         w.finish(3, 8);

@@ -70,6 +70,20 @@ pub(crate) struct Step {
     pub(crate) ra: usize,
     pub(crate) rbp_at: usize,
     pub(crate) rbp: usize,
+    /// Which RBP value this step's CFA came from, if any. Code built without frame pointers
+    /// keeps arbitrary data in RBP (and saves it on the stack), so a memo must compare an RBP
+    /// value only when some CFA really depended on it.
+    pub(crate) rbp_from: RbpFrom,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RbpFrom {
+    /// The CFA came from RSP.
+    NotUsed,
+    /// From the walk's starting RBP.
+    Start,
+    /// From the RBP that step `n` restored from the stack.
+    Step(usize),
 }
 
 /// Walks from `state`, writing return addresses to `out`. `rule_for` maps
@@ -90,14 +104,16 @@ pub(crate) fn walk(
     } = state;
     let mut lookup = lookup_pc;
     let mut len = 0;
+    // The step that last restored RBP (None: it is still the starting value).
+    let mut rbp_restored_by: Option<usize> = None;
     for slot in out.iter_mut() {
         let rule = rule_for(lookup);
-        let cfa = match rule.base() {
-            Some(CfaBase::Rsp) => sp,
-            Some(CfaBase::Rbp) => rbp,
+        let (base, rbp_from) = match rule.base() {
+            Some(CfaBase::Rsp) => (sp, RbpFrom::NotUsed),
+            Some(CfaBase::Rbp) => (rbp, rbp_restored_by.map_or(RbpFrom::Start, RbpFrom::Step)),
             None => break,
-        }
-        .wrapping_add(rule.cfa_offset());
+        };
+        let cfa = base.wrapping_add(rule.cfa_offset());
         // The caller's frame must be strictly above ours, word aligned,
         // of sane size and inside the stack: then [sp, cfa) is part of
         // the current frame and readable.
@@ -117,6 +133,7 @@ pub(crate) fn walk(
             // SAFETY: inside [sp, cfa) as checked; aligned since both cfa
             // and the distance are multiples of 8.
             rbp = unsafe { read_word(rbp_at) };
+            rbp_restored_by = Some(len);
         }
         if ra == 0 {
             break; // some runtimes end the chain with a null return address
@@ -129,6 +146,7 @@ pub(crate) fn walk(
                 ra,
                 rbp_at,
                 rbp,
+                rbp_from,
             },
         );
         len += 1;
@@ -227,7 +245,8 @@ mod tests {
                         cfa: s.addr(2),
                         ra: 0x2001,
                         rbp_at: 0,
-                        rbp: 5
+                        rbp: 5,
+                        rbp_from: RbpFrom::NotUsed,
                     }
                 ),
                 (
@@ -236,11 +255,39 @@ mod tests {
                         cfa: s.addr(4),
                         ra: 0x3001,
                         rbp_at: s.addr(2),
-                        rbp: 0x7777
+                        rbp: 0x7777,
+                        rbp_from: RbpFrom::NotUsed,
                     }
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn says_which_rbp_each_cfa_came_from() {
+        let mut s = FakeStack([0; 64]);
+        // Frame 0 (pc 0x1000): CFA = RBP + 16 with the starting RBP pointing at word 2, and
+        // RBP saved at CFA-16 (word 2). Frame 1 (pc 0x2000): CFA = RBP + 16 again, but now RBP
+        // was restored from the stack, so the start value no longer matters.
+        s.0[2] = s.addr(6);
+        s.0[3] = 0x2001;
+        s.0[7] = 0x3001;
+        std::hint::black_box(&mut s);
+        let rules = |pc: usize| match pc {
+            0x1000 | 0x2000 => UnwindRule::new(CfaBase::Rbp, 16, Some(-16)),
+            _ => UnwindRule::STOP,
+        };
+        let start = Regs {
+            pc: 0x1000,
+            sp: s.addr(0),
+            rbp: s.addr(2),
+        };
+        let mut used = Vec::new();
+        let n = walk(start.into(), usize::MAX, &mut [0; 8], rules, |_, step| {
+            used.push(step.rbp_from)
+        });
+        assert_eq!(n, 2);
+        assert_eq!(used, [RbpFrom::Start, RbpFrom::Step(0)]);
     }
 
     #[test]

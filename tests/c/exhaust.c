@@ -1,5 +1,6 @@
 /* Opens /dev/null until open() fails with EMFILE, then keeps hitting EMFILE `retries` times
-   (the accept-loop pattern), and stops at a checkpoint with every fd still open. */
+   (the accept-loop pattern), and stops at a checkpoint with every fd still open; then hits
+   EMFILE `retries` times more and stops again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -18,5 +19,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < retries; i++) CHECK(open_one() == -EMFILE);
     printf("opened %d\n", opened);
     checkpoint("exhausted");
+    for (int i = 0; i < retries; i++) CHECK(open_one() == -EMFILE);
+    checkpoint("again");
     return 0;
 }

@@ -10,20 +10,49 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
-/// `target/<profile>/libfdguard.so`, built by cargo before integration tests run.
+/// `target/<profile>/libfdguard.so`, built (once per test binary) by running `cargo build --lib`.
+///
+/// `cargo test` does not build a `cdylib` for integration tests: without this, a fresh clone has
+/// no library to preload, and after an edit to `src/` the tests would run the stale one. Cargo
+/// holds no lock while tests run, so building from here is safe and, when nothing changed,
+/// takes a fraction of a second.
 pub fn lib_path() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let lib = profile_dir.join("libfdguard.so");
-    assert!(
-        lib.exists(),
-        "libfdguard.so not found at {} — run `cargo build` first",
-        lib.display()
-    );
-    lib
+    use std::sync::OnceLock;
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--lib", "--quiet", "--manifest-path"])
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cargo.arg("--release");
+            }
+            other => {
+                cargo.args(["--profile", other]);
+            }
+        }
+        let out = cargo.output().expect("running cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build --lib failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lib = profile_dir.join("libfdguard.so");
+        assert!(lib.exists(), "libfdguard.so not found at {}", lib.display());
+        lib
+    })
+    .clone()
 }
 
 /// A fresh directory for one test's files.
@@ -71,22 +100,34 @@ pub fn guarded(program: &Path, report: &Path) -> Command {
     c
 }
 
-/// Every JSON report in the file (one per line).
-pub fn read_reports(path: &Path) -> Vec<Value> {
+/// The complete lines of a report file: a line is complete once its newline is written (a
+/// report still being written is not one yet).
+pub fn report_lines(path: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON ({e}): {l}")))
+        .map(String::from)
         .collect()
 }
 
-/// Waits until the file holds at least `n` reports.
-pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
+fn parse_report(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON ({e}): {line}"))
+}
+
+/// Every JSON report in the file (one per line).
+pub fn read_reports(path: &Path) -> Vec<Value> {
+    report_lines(path).iter().map(|l| parse_report(l)).collect()
+}
+
+/// Waits until the file holds at least `n` complete report lines; returns the lines.
+pub fn wait_report_lines(path: &Path, n: usize, timeout: Duration) -> Vec<String> {
     let start = Instant::now();
     loop {
-        let r = read_reports(path);
+        let r = report_lines(path);
         if r.len() >= n {
             return r;
         }
@@ -96,8 +137,35 @@ pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
             path.display(),
             r.len()
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Waits until the file holds at least `n` reports.
+pub fn wait_reports(path: &Path, n: usize, timeout: Duration) -> Vec<Value> {
+    wait_report_lines(path, n, timeout)
+        .iter()
+        .map(|l| parse_report(l))
+        .collect()
+}
+
+/// The report thread closes the report file just after writing the report: until it has, the
+/// file is one of the process's fds (fdguard's own, left out of reports) and `/proc/PID/fd`
+/// would show one fd too many. Waits for that close (fds 0-2 are the program's own).
+pub fn wait_report_file_closed(pid: u32, report: &Path) {
+    let holds_report = || {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) > Some(2))
+            .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == report))
+    };
+    wait_until(
+        "the report file to be closed",
+        Duration::from_secs(10),
+        || !holds_report(),
+    );
 }
 
 /// The fds the kernel says a process has open, except fdguard's own report file (which fdguard
@@ -192,7 +260,7 @@ impl Stepper {
             stdin,
             stdout,
             report: report.to_path_buf(),
-            reports_seen: read_reports(report).len(),
+            reports_seen: report_lines(report).len(),
         }
     }
 
@@ -235,10 +303,28 @@ impl Stepper {
 
     /// Asks for a report with SIGUSR2 and returns it.
     pub fn report_now(&mut self) -> Value {
-        kill(self.pid(), libc::SIGUSR2);
-        let all = wait_reports(&self.report, self.reports_seen + 1, Duration::from_secs(20));
-        self.reports_seen = all.len();
-        all.last().unwrap().clone()
+        let pid = self.pid();
+        self.report_of(pid)
+    }
+
+    /// Asks a process (the program, or a fork child of it writing to the same report file) for
+    /// a report with SIGUSR2 and returns it. Reports written meanwhile for another reason
+    /// (threshold, EMFILE) are passed over: the answer is the next `signal` report of `pid`.
+    pub fn report_of(&mut self, pid: u32) -> Value {
+        kill(pid, libc::SIGUSR2);
+        let timeout = Duration::from_secs(20);
+        loop {
+            // Only the new lines are parsed: a test may ask for hundreds of reports.
+            let lines = wait_report_lines(&self.report, self.reports_seen + 1, timeout);
+            for line in &lines[self.reports_seen..] {
+                self.reports_seen += 1;
+                let r = parse_report(line);
+                if r["reason"] == "signal" && r["pid"] == pid {
+                    wait_report_file_closed(pid, &self.report);
+                    return r;
+                }
+            }
+        }
     }
 
     /// Lets the program continue past the current checkpoint.
@@ -302,4 +388,147 @@ pub fn assert_matches_kernel(report: &Value, kernel: &BTreeSet<i64>, allowed_unt
             );
         }
     }
+}
+
+/// Like `build_c`, with extra arguments after the source file (libraries to link).
+pub fn build_c_linked(name: &str, dir: &Path, flags: &[&str], post: &[&str]) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let out = dir.join(name);
+    let status = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(src.join(format!("{name}.c")))
+        .arg(format!("-I{}", src.display()))
+        .arg("-pthread")
+        .args(post)
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "cc failed for {name}.c");
+    out
+}
+
+/// Builds `tests/c/<name>.c` once per test binary (tests run on several threads and share it).
+pub fn build_c_once(name: &str, flags: &[&str]) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    let key = format!("{name} {}", flags.join(" "));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let map = built.get_or_insert_with(HashMap::new);
+    if let Some(p) = map.get(&key) {
+        return p.clone();
+    }
+    let dir = scratch(&format!("build-{}-{}", name, map.len()));
+    let p = build_c(name, &dir, flags);
+    map.insert(key, p.clone());
+    p
+}
+
+/// The same program without fdguard (and without any `FDGUARD_*` variable).
+pub fn plain(program: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.env_remove("LD_PRELOAD");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FDGUARD_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Sends stderr of `cmd` to a file (read it with `std::fs::read_to_string` after the run).
+pub fn stderr_to(cmd: &mut Command, path: &Path) {
+    cmd.stderr(std::fs::File::create(path).expect("create stderr file"));
+}
+
+/// Polls `cond` every few milliseconds until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The strictest check of a report taken while the program is stopped: the report lists exactly
+/// the kernel's fds, none untracked, and fdguard missed nothing and skipped nothing.
+pub fn assert_exact(report: &Value, kernel: &BTreeSet<i64>) {
+    assert_matches_kernel(report, kernel, &[]);
+    assert_eq!(report["open"].as_u64(), Some(kernel.len() as u64), "open");
+    assert_eq!(report["untracked"], 0, "untracked");
+    assert_eq!(report["missed_closes"], 0, "missed_closes: {report}");
+    assert_eq!(report["skipped"], 0, "skipped: {report}");
+}
+
+/// Checks the lines a program printed before a checkpoint against a report taken there:
+/// `EXPECT <fd> <kind> <call> <desc substring>` and `GONE <fd>`. Returns how many were checked.
+pub fn check_expectations(report: &Value, kernel: &BTreeSet<i64>, lines: &[String]) -> usize {
+    let mut n = 0;
+    for l in lines {
+        if let Some(rest) = l.strip_prefix("EXPECT ") {
+            let mut it = rest.splitn(4, ' ');
+            let fd: i64 = it.next().unwrap().parse().unwrap();
+            let (kind, call) = (it.next().unwrap(), it.next().unwrap());
+            let desc = it.next().unwrap_or("");
+            assert!(
+                kernel.contains(&fd),
+                "{l}: fd {fd} is not open in the kernel"
+            );
+            let row = fd_row(report, fd).unwrap_or_else(|| panic!("{l}: fd {fd} not in report"));
+            assert_eq!(row["kind"], kind, "{l}: {row}");
+            assert_eq!(row["call"], call, "{l}: {row}");
+            let got = row["desc"].as_str().unwrap();
+            assert!(got.contains(desc), "{l}: desc {got:?} lacks {desc:?}");
+            n += 1;
+        } else if let Some(fd) = l.strip_prefix("GONE ") {
+            let fd: i64 = fd.parse().unwrap();
+            assert!(!kernel.contains(&fd), "{l}: still open in the kernel");
+            assert!(fd_row(report, fd).is_none(), "{l}: still in the report");
+            n += 1;
+        }
+    }
+    n
+}
+
+/// What a program following the EXPECT/GONE protocol did (see `run_protocol`).
+pub struct Protocol {
+    pub checkpoints: Vec<String>,
+    /// Lines other than EXPECT/GONE, in order.
+    pub lines: Vec<String>,
+    /// EXPECT/GONE lines checked.
+    pub checked: usize,
+    pub output: Output,
+}
+
+/// Runs a program that stops at checkpoints after printing `EXPECT`/`GONE` lines (calls.c,
+/// process.c): at every checkpoint the report must equal `/proc/PID/fd` exactly (`assert_exact`)
+/// and satisfy every line. Reports are read from `report`.
+pub fn run_protocol(cmd: Command, report: &Path) -> Protocol {
+    let mut s = Stepper::spawn(cmd, report);
+    let mut p = Protocol {
+        checkpoints: Vec::new(),
+        lines: Vec::new(),
+        checked: 0,
+        output: Output {
+            status: std::process::ExitStatus::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+    };
+    while let Some((name, lines)) = s.next_checkpoint() {
+        let kernel = proc_fds(s.pid());
+        let r = s.report_now();
+        assert_exact(&r, &kernel);
+        p.checked += check_expectations(&r, &kernel, &lines);
+        p.lines.extend(
+            lines
+                .into_iter()
+                .filter(|l| !l.starts_with("EXPECT ") && !l.starts_with("GONE ")),
+        );
+        p.checkpoints.push(name);
+        s.resume();
+    }
+    p.output = s.finish();
+    p
 }

@@ -1,0 +1,471 @@
+//! Configuration through `FDGUARD_*` variables, end to end (tests/c/basic.c as the program):
+//! each invalid value gives exactly one stderr line and the default behaviour; DISABLE, SIGNAL
+//! and REPORT do what the README says, including the report file's safety rules.
+mod common;
+use common::*;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn basic() -> PathBuf {
+    build_c_once("basic", &["-O1", "-g"])
+}
+
+/// basic.c under fdguard with JSON reports to `report` plus `env`, stderr to `dir/stderr.txt`,
+/// stopped at its first checkpoint.
+fn start(dir: &Path, report: &Path, env: &[(&str, &str)]) -> Stepper {
+    start_with_lines(dir, report, env).0
+}
+
+/// `start`, also returning what basic.c printed before stopping (its fd numbers).
+fn start_with_lines(dir: &Path, report: &Path, env: &[(&str, &str)]) -> (Stepper, Vec<String>) {
+    let mut cmd = guarded(&basic(), report);
+    cmd.envs(env.iter().copied());
+    stderr_to(&mut cmd, &dir.join("stderr.txt"));
+    let mut s = Stepper::spawn(cmd, report);
+    let (name, lines) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "open");
+    (s, lines)
+}
+
+/// Lets basic.c run to its end; it must exit 0.
+fn finish(mut s: Stepper) -> String {
+    s.resume();
+    assert_eq!(s.next_checkpoint().expect("checkpoint").0, "closed");
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success(), "{:?}", out.status);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn stderr_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("stderr.txt")).unwrap()
+}
+
+/// Whether the process has a handler installed for `sig` (SigCgt in /proc/PID/status).
+fn catches(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let cgt = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    cgt & (1u64 << (sig - 1)) != 0
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+/// One invalid value: exactly one stderr line naming the variable, the value and the default,
+/// and a JSON report on SIGUSR2 that still matches the kernel (default behaviour otherwise).
+fn invalid_value_keeps_the_default(var: &str, value: &str, default: &str) -> Value {
+    let dir = scratch(&format!("config-{var}"));
+    let report = dir.join("report.jsonl");
+    let mut s = start(&dir, &report, &[(var, value)]);
+    let err = stderr_of(&dir);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one line for {var}={value:?}:\n{err}"
+    );
+    assert!(
+        lines[0].starts_with(&format!("fdguard: {var}={value:?} is not valid")),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with(&format!("using the default {default}")),
+        "{}",
+        lines[0]
+    );
+    let kernel = proc_fds(s.pid());
+    let r = s.report_now();
+    assert_exact(&r, &kernel);
+    finish(s);
+    assert_eq!(stderr_of(&dir), err, "nothing more on stderr");
+    r
+}
+
+#[test]
+fn invalid_signal_warns_once_and_sigusr2_still_reports() {
+    invalid_value_keeps_the_default("FDGUARD_SIGNAL", "KILL", "USR2");
+}
+
+#[test]
+fn invalid_depth_warns_once_and_stacks_use_the_default_depth() {
+    let r = invalid_value_keeps_the_default("FDGUARD_DEPTH", "1000", "32");
+    // With the default depth, creation stacks are captured (main, at least).
+    let frames = r["stacks"][0]["frames"].as_array().unwrap();
+    assert!(frames.iter().any(|f| f["function"] == "main"), "{frames:?}");
+}
+
+#[test]
+fn invalid_threshold_warns_once_and_keeps_80() {
+    invalid_value_keeps_the_default("FDGUARD_THRESHOLD", "-3", "80");
+}
+
+#[test]
+fn invalid_disable_warns_once_and_fdguard_stays_on() {
+    invalid_value_keeps_the_default("FDGUARD_DISABLE", "maybe", "0");
+}
+
+/// FORMAT=xml: one line, and the report is text (the default), ending with its last line.
+#[test]
+fn invalid_format_warns_once_and_reports_in_text() {
+    let dir = scratch("config-format");
+    let report = dir.join("report.txt");
+    let s = start(&dir, &report, &[("FDGUARD_FORMAT", "xml")]);
+    let err = stderr_of(&dir);
+    assert_eq!(
+        err,
+        "fdguard: FDGUARD_FORMAT=\"xml\" is not valid (expected text or json); using the \
+         default text\n"
+    );
+    let pid = s.pid();
+    kill(pid, libc::SIGUSR2);
+    let end = format!("=={pid}== fdguard: end of report\n");
+    wait_until("a text report", Duration::from_secs(20), || {
+        std::fs::read_to_string(&report).is_ok_and(|t| t.ends_with(&end))
+    });
+    let text = std::fs::read_to_string(&report).unwrap();
+    let prefix = format!("=={pid}==");
+    assert!(text.lines().all(|l| l.starts_with(&prefix)), "{text}");
+    assert!(text.starts_with(&format!("=={pid}== fdguard: ")), "{text}");
+    assert!(text.contains("/etc/hosts"), "{text}");
+    finish(s);
+    assert_eq!(stderr_of(&dir), err);
+}
+
+/// REPORT="": one line, and reports go to stderr (the default).
+#[test]
+fn empty_report_path_warns_once_and_reports_to_stderr() {
+    let dir = scratch("config-report-empty");
+    let stderr = dir.join("stderr.txt");
+    let mut s = start(&dir, &stderr, &[("FDGUARD_REPORT", "")]);
+    let err = stderr_of(&dir);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("fdguard: FDGUARD_REPORT=\"\" is not valid")
+            && err.ends_with("using the default stderr\n"),
+        "{err}"
+    );
+    // The stderr file holds that line, then the JSON report.
+    let kernel = proc_fds(s.pid());
+    kill(s.pid(), libc::SIGUSR2);
+    wait_until("a report on stderr", Duration::from_secs(20), || {
+        stderr_of(&dir).lines().count() >= 2 && stderr_of(&dir).ends_with('\n')
+    });
+    let all = stderr_of(&dir);
+    let report: Value = serde_json::from_str(all.lines().nth(1).unwrap()).unwrap();
+    assert_exact(&report, &kernel);
+    // Resume without the Stepper's report counting (the warning line is not a report).
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "closed");
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// A misspelt variable is named on stderr (once); fdguard otherwise runs as usual.
+#[test]
+fn unknown_variable_is_named_once() {
+    let dir = scratch("config-unknown");
+    let report = dir.join("report.jsonl");
+    let mut s = start(&dir, &report, &[("FDGUARD_TRESHOLD", "5")]);
+    assert_eq!(
+        stderr_of(&dir),
+        "fdguard: unknown variable FDGUARD_TRESHOLD ignored (see the README for the list)\n"
+    );
+    let kernel = proc_fds(s.pid());
+    assert_exact(&s.report_now(), &kernel);
+    finish(s);
+}
+
+/// DISABLE=1: no handler, no report thread, nothing on stderr, and the program prints what it
+/// prints without fdguard. (SIGUSR2 would kill it, so none is sent.)
+#[test]
+fn disable_installs_nothing_and_changes_nothing() {
+    let plain_out = {
+        let dir = scratch("config-disable-plain");
+        let mut cmd = plain(&basic());
+        stderr_to(&mut cmd, &dir.join("stderr.txt"));
+        let s = Stepper::spawn(cmd, &dir.join("none"));
+        finish_from_start(s)
+    };
+    for value in ["1", "true", " yes ", "ON"] {
+        let dir = scratch("config-disable");
+        let report = dir.join("report.jsonl");
+        let (s, fds) = start_with_lines(&dir, &report, &[("FDGUARD_DISABLE", value)]);
+        assert_eq!(fds.join("\n"), plain_out.0, "DISABLE={value:?}");
+        let pid = s.pid();
+        assert_eq!(threads(pid), 1, "DISABLE={value:?}: no report thread");
+        assert!(
+            !catches(pid, libc::SIGUSR2),
+            "DISABLE={value:?}: no handler"
+        );
+        let out = finish(s);
+        assert_eq!(stderr_of(&dir), "", "DISABLE={value:?}");
+        assert!(!report.exists());
+        // fd numbers and everything else printed are the same as without fdguard.
+        assert_eq!(out, plain_out.1, "DISABLE={value:?}");
+    }
+    // Sanity: enabled, fdguard has its thread and its handler.
+    let dir = scratch("config-enabled");
+    let s = start(&dir, &dir.join("report.jsonl"), &[]);
+    assert_eq!(threads(s.pid()), 2);
+    assert!(catches(s.pid(), libc::SIGUSR2));
+    finish(s);
+}
+
+/// Runs basic.c (not yet started) to its end; returns (FDS line, output after the first stop).
+fn finish_from_start(mut s: Stepper) -> (String, String) {
+    let (_, lines) = s.next_checkpoint().unwrap();
+    (lines.join("\n"), finish(s))
+}
+
+/// SIGNAL=USR1: SIGUSR1 asks for reports, and SIGUSR2 has no handler of fdguard's.
+#[test]
+fn signal_usr1_triggers_reports() {
+    let dir = scratch("config-usr1");
+    let report = dir.join("report.jsonl");
+    let s = start(&dir, &report, &[("FDGUARD_SIGNAL", "USR1")]);
+    let pid = s.pid();
+    assert!(catches(pid, libc::SIGUSR1) && !catches(pid, libc::SIGUSR2));
+    let kernel = proc_fds(pid);
+    kill(pid, libc::SIGUSR1);
+    let r = wait_reports(&report, 1, Duration::from_secs(20));
+    assert_eq!(r[0]["reason"], "signal");
+    assert_exact(&r[0], &kernel);
+    finish(s);
+    assert_eq!(stderr_of(&dir), "");
+}
+
+/// SIGNAL=none: no handler at all (the report thread still runs, for threshold reports).
+#[test]
+fn signal_none_installs_no_handler() {
+    let dir = scratch("config-none");
+    let s = start(
+        &dir,
+        &dir.join("report.jsonl"),
+        &[("FDGUARD_SIGNAL", "none")],
+    );
+    let pid = s.pid();
+    for sig in [libc::SIGUSR1, libc::SIGUSR2, libc::SIGHUP, libc::SIGWINCH] {
+        assert!(!catches(pid, sig), "signal {sig} caught");
+    }
+    assert_eq!(threads(pid), 2);
+    finish(s);
+    assert_eq!(stderr_of(&dir), "");
+}
+
+/// `%p` becomes the pid and `%t` a UTC timestamp like 20261122T030405Z.
+#[test]
+fn report_path_expands_pid_and_time() {
+    let dir = scratch("config-template");
+    let template = dir.join("r.%p.%t.jsonl");
+    let mut cmd = guarded(&basic(), &template);
+    stderr_to(&mut cmd, &dir.join("stderr.txt"));
+    let mut s = Stepper::spawn(cmd, &dir.join("unused"));
+    s.next_checkpoint().unwrap();
+    let pid = s.pid();
+    kill(pid, libc::SIGUSR2);
+    let prefix = format!("r.{pid}.");
+    let mut found = None;
+    wait_until("the report file", Duration::from_secs(20), || {
+        found = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().into_string().unwrap())
+            .find(|n| n.starts_with(&prefix));
+        found
+            .as_ref()
+            .is_some_and(|n| !read_reports(&dir.join(n)).is_empty())
+    });
+    let name = found.unwrap();
+    let stamp = name
+        .strip_prefix(&prefix)
+        .and_then(|n| n.strip_suffix(".jsonl"))
+        .unwrap();
+    let b = stamp.as_bytes();
+    assert!(
+        b.len() == 16
+            && b[8] == b'T'
+            && b[15] == b'Z'
+            && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit),
+        "timestamp {stamp:?}"
+    );
+    assert_eq!(read_reports(&dir.join(&name))[0]["pid"], pid);
+    finish_plain(s);
+    assert_eq!(stderr_of(&dir), "");
+}
+
+/// Resumes both checkpoints of basic.c without asking for reports.
+fn finish_plain(mut s: Stepper) {
+    s.resume();
+    s.next_checkpoint().unwrap();
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// A report path naming a file of another user is not written to (the README: never into a
+/// file that is not a regular file owned by the current user): one line, reports on stderr.
+#[test]
+fn report_file_of_another_user_is_not_written() {
+    let dir = scratch("config-other-user");
+    let report = dir.join("report.jsonl");
+    std::fs::write(&report, "theirs\n").unwrap();
+    if std::os::unix::fs::chown(&report, Some(65534), Some(65534)).is_err() {
+        eprintln!("cannot chown here (not root): skipped");
+        return;
+    }
+    let mut s = start(&dir, &report, &[]);
+    kill(s.pid(), libc::SIGUSR2);
+    wait_until("a report on stderr", Duration::from_secs(20), || {
+        stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
+    });
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), "theirs\n");
+    let err = stderr_of(&dir);
+    assert!(
+        err.starts_with(&format!(
+            "fdguard: FDGUARD_REPORT: cannot write {}",
+            report.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    s.resume();
+    s.next_checkpoint().unwrap();
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// A report file that cannot be created: one line naming the path (said as soon as fdguard
+/// loads, when it first tries the file), the reports on stderr.
+#[test]
+fn unwritable_report_path_falls_back_to_stderr_with_one_line() {
+    let dir = scratch("config-unwritable");
+    let path = dir.join("no-such-dir").join("r.jsonl");
+    let mut s = start(&dir, &path, &[]);
+    let kernel = proc_fds(s.pid());
+    // Two reports: the second must not repeat the line.
+    for n in 1..=2 {
+        kill(s.pid(), libc::SIGUSR2);
+        wait_until("a report on stderr", Duration::from_secs(20), || {
+            stderr_of(&dir)
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .count()
+                >= n
+                && stderr_of(&dir).ends_with('\n')
+        });
+    }
+    let err = stderr_of(&dir);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "fdguard: FDGUARD_REPORT: cannot write {}: No such file or directory (os error 2); \
+             writing reports to stderr",
+            path.display()
+        )
+    );
+    for line in &lines[1..] {
+        assert_exact(&serde_json::from_str(line).unwrap(), &kernel);
+    }
+    assert!(!path.exists());
+    s.resume();
+    s.next_checkpoint().unwrap();
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// A symlink at the report path is not followed: its target is untouched, the report goes to
+/// stderr with one line naming the path.
+#[test]
+fn symlink_at_report_path_is_not_followed() {
+    let dir = scratch("config-symlink");
+    let target = dir.join("target.txt");
+    std::fs::write(&target, "precious\n").unwrap();
+    let link = dir.join("report.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut s = start(&dir, &link, &[]);
+    kill(s.pid(), libc::SIGUSR2);
+    wait_until("a report on stderr", Duration::from_secs(20), || {
+        stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
+    });
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    let err = stderr_of(&dir);
+    let first = err.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!(
+            "fdguard: FDGUARD_REPORT: cannot write {}",
+            link.display()
+        )),
+        "{first}"
+    );
+    assert_eq!(err.lines().count(), 2, "{err}");
+    s.resume();
+    s.next_checkpoint().unwrap();
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// An existing report file is appended to, never truncated.
+#[test]
+fn existing_report_file_is_appended_to() {
+    let dir = scratch("config-append");
+    let report = dir.join("report.jsonl");
+    let before = "{\"earlier\":\"report\"}\n";
+    std::fs::write(&report, before).unwrap();
+    let mut s = start(&dir, &report, &[]);
+    s.report_now();
+    s.report_now();
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.starts_with(before), "{text}");
+    assert_eq!(read_reports(&report).len(), 3);
+    finish(s);
+}
+
+/// A report file fdguard creates has mode 0600 whatever the umask (here 0).
+#[test]
+fn created_report_file_has_mode_0600() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("config-mode");
+    let report = dir.join("report.jsonl");
+    let mut cmd = guarded(&basic(), &report);
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut s = Stepper::spawn(cmd, &report);
+    s.next_checkpoint().unwrap();
+    s.report_now();
+    let mode = std::fs::metadata(&report).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    finish(s);
+}
+
+/// Every variable accepts surrounding spaces (the README says so).
+#[test]
+fn values_with_surrounding_spaces_are_accepted() {
+    let dir = scratch("config-spaces");
+    let report = dir.join("report.jsonl");
+    let s = start(
+        &dir,
+        &report,
+        &[("FDGUARD_SIGNAL", " USR1 "), ("FDGUARD_FORMAT", " json ")],
+    );
+    assert!(catches(s.pid(), libc::SIGUSR1));
+    kill(s.pid(), libc::SIGUSR1);
+    wait_reports(&report, 1, Duration::from_secs(20));
+    finish(s);
+    assert_eq!(stderr_of(&dir), "");
+}

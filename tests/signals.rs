@@ -1,0 +1,154 @@
+//! Signals: a storm of report requests while four threads churn fds (every report arrives, each
+//! is valid JSON, the program neither deadlocks nor crashes), and fdguard's report thread never
+//! takes a signal the program waits for.
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+const SIGNALS: usize = 300;
+
+/// One SIGUSR2 at a time, each answered by a report before the next, while the fds change under
+/// the report thread's feet.
+#[test]
+fn a_storm_of_report_signals_during_churn_gets_every_report() {
+    let prog = build_c_once("signals", &["-O1", "-g"]);
+    let dir = scratch("signal-storm");
+    let report = dir.join("report.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let mut cmd = guarded(&prog, &report);
+    cmd.arg("storm").arg(&dir);
+    stderr_to(&mut cmd, &stderr);
+    let mut s = Stepper::spawn(cmd, &report);
+    let (name, _) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "churning");
+    let pid = s.pid();
+    let start = Instant::now();
+    for _ in 0..SIGNALS {
+        // One signal, then wait for its report (report_now counts the lines of the file).
+        let r = s.report_now();
+        // Internally consistent while the fds change: sorted, no fd twice, counts agree.
+        let fds: Vec<i64> = r["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["fd"].as_i64().unwrap())
+            .collect();
+        assert!(
+            fds.windows(2).all(|w| w[0] < w[1]),
+            "fds sorted, unique: {fds:?}"
+        );
+        assert_eq!(r["open"].as_u64(), Some(fds.len() as u64));
+    }
+    // Every line of the file is one valid report, one per signal, all from the program.
+    let all = read_reports(&report);
+    assert_eq!(all.len(), SIGNALS);
+    assert!(
+        all.iter()
+            .all(|r| r["pid"] == pid && r["reason"] == "signal")
+    );
+    eprintln!("{SIGNALS} reports in {:?}", start.elapsed());
+    s.resume();
+    let (name, lines) = s.next_checkpoint().expect("stopped checkpoint");
+    assert_eq!(name, "stopped");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ITERATIONS")),
+        "{lines:?}"
+    );
+    // Once the churn is over the table is exact again.
+    let kernel = proc_fds(pid);
+    let r = s.report_now();
+    assert_exact(&r, &kernel);
+    s.resume();
+    let out = s.finish();
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    assert!(err.is_empty(), "stderr:\n{err}");
+}
+
+/// SIGUSR1 is blocked in every thread of the program and main waits for it with sigwait. It is
+/// sent while main is not yet in sigwait: it must stay pending for the process (had fdguard's
+/// report thread left it unblocked, the kernel would hand it to that thread, and its default
+/// action would kill the program), and then reach sigwait.
+#[test]
+fn the_report_thread_does_not_steal_a_signal_the_program_waits_for() {
+    let prog = build_c_once("signals", &["-O1", "-g"]);
+    let dir = scratch("sigwait");
+    let report = dir.join("report.jsonl");
+    let mut cmd = guarded(&prog, &report);
+    cmd.arg("sigwait");
+    let mut s = Stepper::spawn(cmd, &report);
+    let (name, _) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "blocked");
+    let pid = s.pid();
+    // The report thread exists by now (fdguard starts it before main).
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count();
+    assert_eq!(threads, 4, "main, two workers and fdguard's report thread");
+    kill(pid, libc::SIGUSR1);
+    let usr1 = 1u64 << (libc::SIGUSR1 - 1);
+    wait_until(
+        "SIGUSR1 pending for the process",
+        Duration::from_secs(10),
+        || {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let pending = status
+                .lines()
+                .find_map(|l| l.strip_prefix("ShdPnd:"))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap());
+            assert!(pending.is_some(), "the program died: {status}");
+            pending.unwrap() & usr1 != 0
+        },
+    );
+    s.resume();
+    let out = s.finish();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "GOT SIGUSR1\n");
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
+/// A daemon-like loop of closefrom(3) / close_range(3, ~0U, 0) while reports are being written:
+/// the range calls must never close an fd of fdguard's under the report thread (which would
+/// then write into, or close, the fd the program opens next on that number). fdguard creates
+/// no fd in the program's process while reporting (it finishes reports in a snapshot child),
+/// so there is nothing for the loop to hit.
+#[test]
+fn closefrom_during_reports_leaves_the_programs_fds_alone() {
+    let prog = build_c_once("signals", &["-O1", "-g"]);
+    let dir = scratch("closefrom-race");
+    let report = dir.join("report.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let mut cmd = guarded(&prog, &report);
+    cmd.arg("closefrom").arg(dir.join("program.dat"));
+    stderr_to(&mut cmd, &stderr);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "LOOPING\n");
+    let pid = child.id();
+    // Paced signals (not one report at a time: a lost report must not hang the test).
+    for _ in 0..SIGNALS {
+        kill(pid, libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(rest.contains("CLOSED BY SOMEONE ELSE 0\n"), "{rest}");
+    assert!(rest.contains("WRITTEN BY SOMEONE ELSE 0\n"), "{rest}");
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(err, "", "fdguard's stderr");
+    // Every report written is whole and lists at least stdin, stdout and stderr.
+    let reports = read_reports(&report);
+    assert!(!reports.is_empty());
+    for r in &reports {
+        assert!(r["open"].as_u64().unwrap() >= 3, "{r}");
+    }
+}

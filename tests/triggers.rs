@@ -1,0 +1,280 @@
+//! Every report trigger: threshold crossings, EMFILE, exit (with the leak exit code and
+//! suppressions), and bad closes.
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The reports with a given reason.
+fn with_reason(reports: &[Value], reason: &str) -> usize {
+    reports.iter().filter(|r| r["reason"] == reason).count()
+}
+
+/// Waits a moment for reports that must *not* come (the report thread wakes at once, so a
+/// quarter second is plenty), then returns all reports.
+fn settle(report: &Path) -> Vec<Value> {
+    std::thread::sleep(Duration::from_millis(250));
+    read_reports(report)
+}
+
+/// Runs a checkpointing program under `prlimit --nofile=soft:hard`.
+fn limited(prog: &Path, report: &Path, soft: u32, hard: u32, args: &[&str]) -> Stepper {
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(prog)
+        .args(args)
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_REPORT", report)
+        .env("FDGUARD_FORMAT", "json");
+    Stepper::spawn(cmd, report)
+}
+
+#[test]
+fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
+    let dir = scratch("threshold");
+    let prog = build_c("threshold", &dir, &["-O1", "-g"]);
+    let report = report_path(&dir);
+    // 80% of 256 is 204.8: the 205th open fd crosses; re-armed below 70% (179).
+    let mut s = limited(&prog, &report, 256, 256, &["220", "150"]);
+    assert_eq!(s.next_checkpoint().unwrap().0, "high");
+    wait_reports(&report, 1, Duration::from_secs(10));
+    let r = settle(&report);
+    assert_eq!(with_reason(&r, "threshold"), 1, "one report per crossing");
+    let first = &r[0];
+    assert_eq!(first["limit"]["soft"], 256);
+    assert!(first["open"].as_u64().unwrap() >= 205, "{}", first["open"]);
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "low");
+    assert_eq!(with_reason(&settle(&report), "threshold"), 1);
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "high-again");
+    wait_reports(&report, 2, Duration::from_secs(10));
+    assert_eq!(with_reason(&settle(&report), "threshold"), 2);
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+#[test]
+fn threshold_follows_a_limit_the_program_sets_itself() {
+    let dir = scratch("threshold-setrlimit");
+    let prog = build_c("threshold", &dir, &["-O1"]);
+    let report = report_path(&dir);
+    // The program lowers its own limit to 100 first: 80 open fds must trigger.
+    let mut cmd = guarded(&prog, &report);
+    cmd.args(["85", "10", "100"]);
+    let mut s = Stepper::spawn(cmd, &report);
+    assert_eq!(s.next_checkpoint().unwrap().0, "high");
+    let r = wait_reports(&report, 1, Duration::from_secs(10));
+    assert_eq!(r[0]["reason"], "threshold");
+    assert_eq!(r[0]["limit"]["soft"], 100);
+    s.resume();
+    s.next_checkpoint();
+    s.resume();
+    s.next_checkpoint();
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+#[test]
+fn threshold_zero_turns_it_off() {
+    let dir = scratch("threshold-off");
+    let prog = build_c("threshold", &dir, &["-O1"]);
+    let report = report_path(&dir);
+    let mut cmd = guarded(&prog, &report);
+    cmd.args(["90", "10", "100"]).env("FDGUARD_THRESHOLD", "0");
+    let mut s = Stepper::spawn(cmd, &report);
+    assert_eq!(s.next_checkpoint().unwrap().0, "high");
+    assert!(settle(&report).is_empty());
+    for _ in 0..2 {
+        s.resume();
+        s.next_checkpoint();
+    }
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// Runs exhaust.c (open until EMFILE, then 100 more EMFILEs) under a limit.
+fn exhaust(
+    soft: u32,
+    hard: u32,
+    env: &[(&str, &str)],
+) -> (Vec<Value>, String, std::collections::BTreeSet<i64>) {
+    let dir = scratch(&format!("exhaust-{soft}-{hard}-{}", env.len()));
+    let prog = build_c("exhaust", &dir, &["-O1", "-g"]);
+    let report = report_path(&dir);
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(&prog)
+        .arg("100")
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_REPORT", &report)
+        .env("FDGUARD_FORMAT", "json")
+        .env("FDGUARD_THRESHOLD", "0")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped());
+    let mut s = Stepper::spawn(cmd, &report);
+    assert_eq!(s.next_checkpoint().unwrap().0, "exhausted");
+    let kernel = proc_fds(s.pid());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut err = s.child.stderr.take().expect("piped stderr");
+    s.resume();
+    // More EMFILEs once the first report is out: a second report only without rate limit.
+    assert_eq!(s.next_checkpoint().unwrap().0, "again");
+    std::thread::sleep(Duration::from_millis(500));
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut err, &mut stderr).unwrap();
+    (read_reports(&report), stderr, kernel)
+}
+
+#[test]
+fn emfile_report_names_the_call_and_is_written_with_no_fd_free() {
+    // The hard limit leaves room: fdguard holds its report file above the soft limit, so the
+    // report reaches the file although the program has no fd left.
+    let (reports, _, kernel) = exhaust(64, 128, &[]);
+    let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
+    assert_eq!(
+        emfile.len(),
+        1,
+        "one report per interval, over two bursts: {reports:?}"
+    );
+    let r = emfile[0];
+    assert_eq!(r["trigger_call"], "open");
+    assert_eq!(r["trigger_errno"], "EMFILE");
+    assert_eq!(r["limit"]["soft"], 64);
+    assert_eq!(r["open"].as_u64(), Some(kernel.len() as u64), "{r}");
+    let top = &r["stacks"][0];
+    assert!(top["count"].as_u64().unwrap() >= 60);
+    // Symbolization may have had no fd to read debug info with; module + offset always work,
+    // and the exported-symbol fallback still names open_one's caller module.
+    let frame = &top["frames"][0];
+    assert!(
+        frame["module"].as_str().unwrap().ends_with("exhaust"),
+        "{frame}"
+    );
+    assert!(frame["offset"].is_string());
+}
+
+#[test]
+fn emfile_interval_zero_reports_each_new_burst() {
+    // Requests made while a report is being written merge into it; a burst after it is out
+    // gets its own report when there is no rate limit (and none with the default 60 s).
+    let (reports, _, _) = exhaust(40, 128, &[("FDGUARD_EMFILE_INTERVAL", "0")]);
+    assert!(with_reason(&reports, "emfile") >= 2, "{}", reports.len());
+}
+
+#[test]
+fn emfile_report_reaches_the_file_even_without_room_above_the_limit() {
+    // soft = hard: no fd number is free anywhere in the program's process. The report is
+    // finished in a snapshot child with its own fd table, so the file is still written, and
+    // nothing goes to stderr.
+    let (reports, stderr, kernel) = exhaust(48, 48, &[]);
+    let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
+    assert_eq!(emfile.len(), 1, "{reports:?}");
+    assert_eq!(emfile[0]["open"].as_u64(), Some(kernel.len() as u64));
+    assert_eq!(
+        functions(&emfile[0]["stacks"][0])[..2],
+        ["open_one", "main"]
+    );
+    assert!(!stderr.contains("fdguard"), "{stderr}");
+}
+
+fn two_callers(env: &[(&str, &str)], args: &[&str]) -> (Output, Vec<Value>) {
+    let dir = scratch(&format!("exit-{}-{}", env.len(), args.join("")));
+    let prog = build_example("two_callers", "two_callers", &dir, &["-O2", "-g"]);
+    let report = report_path(&dir);
+    let out = guarded(&prog, &report)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (out, read_reports(&report))
+}
+
+#[test]
+fn leaks_at_exit_fail_the_process_with_the_requested_status() {
+    let (out, reports) = two_callers(&[("FDGUARD_LEAK_EXITCODE", "7")], &["3", "5"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "opened 8\n",
+        "stdout flushed first"
+    );
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["reason"], "exit");
+    assert_eq!(reports[0]["open"], 8);
+}
+
+#[test]
+fn no_leaks_means_the_programs_own_status() {
+    let (out, reports) = two_callers(&[("FDGUARD_LEAK_EXITCODE", "7")], &["0", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(reports.is_empty(), "LEAK_EXITCODE alone reports only leaks");
+    let (out, reports) = two_callers(&[("FDGUARD_AT_EXIT", "1")], &["0", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(reports[0]["open"], 0, "AT_EXIT always reports");
+}
+
+#[test]
+fn suppressions_leave_matching_fds_out_of_exit_reports() {
+    let env = [
+        ("FDGUARD_LEAK_EXITCODE", "7"),
+        ("FDGUARD_IGNORE", "load_config, load_cache"),
+    ];
+    let (out, reports) = two_callers(&env, &["3", "5"]);
+    assert_eq!(out.status.code(), Some(0), "everything suppressed");
+    assert!(reports.is_empty());
+
+    let env = [("FDGUARD_AT_EXIT", "1"), ("FDGUARD_IGNORE", "/dev/*")];
+    let (out, reports) = two_callers(&env, &["3", "5"]);
+    assert!(out.status.success());
+    let r = &reports[0];
+    assert_eq!(
+        (r["open"].as_u64(), r["suppressed"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(functions(&r["stacks"][0])[1], "load_config");
+}
+
+#[test]
+fn double_close_is_reported_with_both_stacks() {
+    let dir = scratch("double-close");
+    let prog = build_c("double_close", &dir, &["-O1", "-g"]);
+    let run = |close_stacks: &str| {
+        let mut cmd = Command::new(&prog);
+        cmd.env("LD_PRELOAD", lib_path())
+            .env("FDGUARD_CLOSE_STACKS", close_stacks)
+            .stdin(std::process::Stdio::null());
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fd: i64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("fd "))
+            .expect("fd line")
+            .parse()
+            .unwrap();
+        (fd, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (fd, text) = run("1");
+    assert!(
+        text.contains(&format!(
+            "fdguard: close({fd}) failed with EBADF: fd {fd} is not open"
+        )),
+        "{text}"
+    );
+    let closing = text.find("in cleanup_twice").expect("closing stack");
+    let released = text.find("was last released at:").expect("released stack");
+    let first = text.find("in first_close").expect("first close");
+    assert!(closing < released && released < first, "{text}");
+
+    let (_, text) = run("0");
+    assert!(text.contains("in cleanup_twice"), "{text}");
+    assert!(text.contains("set FDGUARD_CLOSE_STACKS=1"), "{text}");
+}
