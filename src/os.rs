@@ -496,64 +496,92 @@ pub fn is_listening(fd: c_int) -> bool {
     r == 0 && v != 0
 }
 
+/// The result of a raw system call: the value, or the errno.
+fn raw_result(r: libc::c_long) -> Result<c_int, c_int> {
+    if r < 0 { Err(errno()) } else { Ok(r as c_int) }
+}
+
+// The accept guard's own operations on the program's threads use raw system calls: they go
+// through no hook (so they need no `guard::internal`, which would also claim any fd a signal
+// handler opened meanwhile as fdguard's), and none is a cancellation point.
+
 /// `epoll_ctl(EPOLL_CTL_MOD)` of `fd` in `epfd` to `events` and `data`; the errno on failure.
-/// Goes through fdguard's own `epoll_ctl` hook: call it only as fdguard's own work
-/// (`guard::internal`), which that hook passes straight through.
 pub fn epoll_mod(epfd: c_int, fd: c_int, events: u32, data: u64) -> Result<(), c_int> {
     let mut ev = libc::epoll_event { events, u64: data };
     // SAFETY: `ev` is a valid epoll_event for the duration of the call.
-    if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_epoll_ctl,
+            epfd,
+            libc::EPOLL_CTL_MOD,
+            fd,
+            &mut ev as *mut libc::epoll_event,
+        )
+    };
+    raw_result(r).map(drop)
 }
 
-/// Waits up to `timeout_ms` for `fd` to become readable (0: just asks); true if it is.
-/// A cancellation point like the `accept` it runs in. Clobbers `errno`.
-pub fn wait_readable(fd: c_int, timeout_ms: c_int) -> bool {
+/// Waits up to `timeout_ns` for `fd` to become readable (0: just asks); true if it is. Ends
+/// early on a signal. Clobbers `errno`.
+pub fn wait_readable(fd: c_int, timeout_ns: u64) -> bool {
     let mut p = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, timeout_ms) == 1 && p.revents & libc::POLLIN != 0 }
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd and a valid timespec; no signal mask change.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            &mut p as *mut libc::pollfd,
+            1 as libc::nfds_t,
+            &ts as *const libc::timespec,
+            std::ptr::null::<libc::sigset_t>(),
+            0usize,
+        )
+    };
+    r == 1 && p.revents & libc::POLLIN != 0
 }
 
 /// Opens `/dev/null` read-only and close-on-exec (an fd that holds a number and nothing else).
 pub fn open_null() -> Option<c_int> {
     // SAFETY: a NUL-terminated literal path; no mode needed without O_CREAT.
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    (fd >= 0).then_some(fd)
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c"/dev/null".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    raw_result(r).ok()
 }
 
 /// A close-on-exec duplicate of `fd` on the lowest free number at or above `min`.
 pub fn dup_at_least(fd: c_int, min: c_int) -> Option<c_int> {
     // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor; it touches no memory.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
-    (new >= 0).then_some(new)
+    let r = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, min) };
+    raw_result(r).ok()
 }
 
-/// Closes one of fdguard's own descriptors.
-pub fn close(fd: c_int) {
-    // SAFETY: callers pass only fds fdguard opened itself.
-    unsafe { libc::close(fd) };
-}
-
-/// Accepts one pending connection without blocking if `listener` is non-blocking (the new
+/// Accepts one pending connection (without blocking if `listener` is non-blocking; the new
 /// socket is close-on-exec); the errno on failure.
 pub fn accept_one(listener: c_int) -> Result<c_int, c_int> {
     // SAFETY: null address pointers are allowed; no memory is written.
-    let fd = unsafe {
-        libc::accept4(
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_accept4,
             listener,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
             libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
         )
     };
-    if fd >= 0 { Ok(fd) } else { Err(errno()) }
+    raw_result(r)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns (old soft, new soft), or the

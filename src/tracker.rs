@@ -443,13 +443,12 @@ pub fn emfile_trigger() -> (Call, i32) {
     )
 }
 
-/// The accept guard's epoll operations, as fdguard's own calls (which the `epoll_ctl` hook
-/// passes straight through), and its clock.
+/// The accept guard's epoll operations (raw system calls: no hook sees them) and its clock.
 struct Kernel;
 
 impl emfile::Kernel for Kernel {
     fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-        guard::internal(|| os::epoll_mod(epfd, fd, events, data))
+        os::epoll_mod(epfd, fd, events, data)
     }
 
     fn now_ns(&self) -> u64 {
@@ -538,8 +537,7 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
                 os::sleep_until(start.saturating_add(ns));
             }
             Hold::UntilReadable(ns) => {
-                let ms = ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
-                guard::internal(|| os::wait_readable(listener, ms));
+                os::wait_readable(listener, ns);
             }
         }
         GUARD.add_paused(f.slot, os::precise_ns().saturating_sub(start));
@@ -548,33 +546,33 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
 
 /// Shed mode: closes pending connections of `listener` at once, each accepted on the number
 /// the reserve frees (libuv's technique). Returns how many were shed and whether none is left
-/// pending; `None` if there is no usable reserve.
+/// pending; `None` if there is no usable reserve. Raw system calls throughout: the connections
+/// shed never reach the table, and no hook counts their accept as a success.
 fn shed_pending(listener: i32) -> Option<(u64, bool)> {
-    guard::internal(|| {
-        let mut shed = 0;
-        for _ in 0..SHED_BATCH {
-            if !os::wait_readable(listener, 0) {
-                return Some((shed, true));
-            }
-            let reserve = take_reserve();
-            let Some(reserve) = reserve else {
-                return (shed > 0).then_some((shed, false));
-            };
-            os::close(reserve);
-            let conn = os::accept_one(listener);
-            if let Ok(c) = conn {
-                os::close(c);
-                shed += 1;
-            }
-            if let Some(fd) = os::open_null() {
-                RESERVE.store(settle_reserve(fd), Ordering::Release);
-            }
-            if conn.is_err() {
-                break;
-            }
+    let mut shed = 0;
+    for _ in 0..SHED_BATCH {
+        if !os::wait_readable(listener, 0) {
+            return Some((shed, true));
         }
-        Some((shed, false))
-    })
+        let Some(reserve) = take_reserve() else {
+            return (shed > 0).then_some((shed, false));
+        };
+        OWN.remove(reserve);
+        os::raw_close(reserve);
+        let conn = os::accept_one(listener);
+        if let Ok(c) = conn {
+            os::raw_close(c);
+            shed += 1;
+        }
+        RESERVE.store(
+            os::open_null().map_or(-1, settle_reserve),
+            Ordering::Release,
+        );
+        if conn.is_err() {
+            break;
+        }
+    }
+    Some((shed, false))
 }
 
 /// The reserve, if it is still fdguard's and below the soft limit, taken out of `RESERVE` so
@@ -591,24 +589,33 @@ fn take_reserve() -> Option<i32> {
     None
 }
 
-/// Moves fdguard's `fd` as high as possible below the soft limit; returns where it is, or -1
-/// (closed) if the only room is among the standard streams or above the limit.
+/// Moves `fd`, a fresh fd of fdguard's, as high as possible below the soft limit and registers
+/// it as fdguard's own; returns where it is, or -1 (closed) if the only room is among the
+/// standard streams or above the limit.
 fn settle_reserve(fd: i32) -> i32 {
+    if !OWN.contains(fd) {
+        OWN.add(fd);
+    }
     let soft = os::nofile_limit().0;
+    let mut placed = None;
     for t in emfile::reserve_targets(soft) {
         if fd >= t && (fd as u64) < soft {
             return fd;
         }
-        if let Some(high) = os::dup_at_least(fd, t) {
-            os::close(fd);
-            return high;
+        placed = os::dup_at_least(fd, t);
+        if placed.is_some() {
+            break;
         }
     }
-    if fd >= 3 && (fd as u64) < soft {
-        return fd;
+    let keep = placed.or((fd >= 3 && (fd as u64) < soft).then_some(fd));
+    if keep != Some(fd) {
+        if let Some(high) = keep {
+            OWN.add(high);
+        }
+        OWN.remove(fd);
+        os::raw_close(fd);
     }
-    os::close(fd);
-    -1
+    keep.unwrap_or(-1)
 }
 
 /// In shed mode, takes the reserve if there is none, or moves it below a lowered soft limit.
@@ -618,17 +625,15 @@ pub fn place_reserve() {
     if GUARD.mode() != EmfileMode::Shed {
         return;
     }
-    guard::internal(|| {
-        let cur = RESERVE.swap(-1, Ordering::AcqRel);
-        let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
-        let soft = os::nofile_limit().0;
-        let placed = match cur {
-            Some(r) if emfile::reserve_in_place(r, soft) => r,
-            Some(r) => settle_reserve(r),
-            None => os::open_null().map_or(-1, settle_reserve),
-        };
-        RESERVE.store(placed, Ordering::Release);
-    });
+    let cur = RESERVE.swap(-1, Ordering::AcqRel);
+    let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
+    let soft = os::nofile_limit().0;
+    let placed = match cur {
+        Some(r) if emfile::reserve_in_place(r, soft) => r,
+        Some(r) => settle_reserve(r),
+        None => os::open_null().map_or(-1, settle_reserve),
+    };
+    RESERVE.store(placed, Ordering::Release);
 }
 
 /// The reserve's fd, when fdguard holds one below the soft limit.
