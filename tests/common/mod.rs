@@ -225,7 +225,8 @@ pub struct Stepper {
     /// Set when the test is done with the program; until then a watchdog kills it after
     /// `WATCHDOG` so that a hung program fails the test instead of hanging it.
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    stdin: ChildStdin,
+    /// `None` once `finish` closed it (the program sees EOF).
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub report: PathBuf,
     reports_seen: usize,
@@ -257,7 +258,7 @@ impl Stepper {
         Stepper {
             child,
             done,
-            stdin,
+            stdin: Some(stdin),
             stdout,
             report: report.to_path_buf(),
             reports_seen: report_lines(report).len(),
@@ -329,8 +330,10 @@ impl Stepper {
 
     /// Lets the program continue past the current checkpoint.
     pub fn resume(&mut self) {
-        let _ = self.stdin.write_all(b"\n");
-        let _ = self.stdin.flush();
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(b"\n");
+            let _ = stdin.flush();
+        }
     }
 
     /// Kills the program (examples that wait forever).
@@ -342,7 +345,7 @@ impl Stepper {
 
     pub fn finish(mut self) -> Output {
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
-        drop(self.stdin);
+        drop(self.stdin.take());
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut self.stdout, &mut rest);
         let status = self.child.wait().unwrap();
@@ -351,6 +354,18 @@ impl Stepper {
             stdout: rest.into_bytes(),
             stderr: Vec::new(),
         }
+    }
+}
+
+/// A test that panics (a failed assertion) must not leave its program running: it would keep
+/// pipes open and the CPU busy long after the test.
+impl Drop for Stepper {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
