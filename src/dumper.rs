@@ -219,28 +219,38 @@ fn write_report(reason: Reason) -> bool {
         return false;
     };
     guard::internal(|| {
-        let Some(g) = guard::contained(|| gather(reason)) else {
-            let _ = os::write_all(2, b"fdguard: could not build a report\n");
-            return false;
-        };
-        publish(config, |cache| {
-            let report = complete(g, config, cache);
-            let bytes = match config.format {
-                Format::Text => report::render_text(&report),
-                Format::Json => report::render_json(&report),
-            };
-            let wanted = reason != Reason::Exit || report.open() > 0 || config.at_exit;
-            (wanted.then_some(bytes), report.open() > 0)
-        })
+        // Here, only what needs no memory worth keeping: which fds are open, to forget table
+        // entries closed behind fdguard's back. The report itself is gathered in the snapshot
+        // child, from its copy of the table and of the fd table, taken at one instant.
+        let listed_at = os::monotonic_ns();
+        let (upto, batch) = probe_bounds();
+        forget_stale(&inspect::probe_fds(upto, batch), listed_at);
+        publish(
+            config,
+            |pid| gather(reason, pid),
+            |g, cache| {
+                let report = complete(g, config, cache);
+                let bytes = match config.format {
+                    Format::Text => report::render_text(&report),
+                    Format::Json => report::render_json(&report),
+                };
+                let wanted = reason != Reason::Exit || report.open() > 0 || config.at_exit;
+                (wanted.then_some(bytes), report.open() > 0)
+            },
+        )
     })
 }
 
-/// Finishes output: in a snapshot child when possible (full symbolization, any fd free), else
-/// here without opening anything (module + offset and exported names, on stderr). `finish`
-/// returns the bytes to write (if any) and a flag passed back to the caller.
-fn publish(
+/// Makes a report in a snapshot child when possible: `prepare` runs while the child still has
+/// its copies of the program's fds (to describe them), then the child drops them, and `finish`
+/// symbolizes (any fd free) and renders. `prepare` gets the program's pid (in the child,
+/// `getpid` is the child's). Without a child, both run here, symbolizing without
+/// opening anything (module + offset and exported names), and the output goes to stderr.
+/// `finish` returns the bytes to write (if any) and a flag passed back to the caller.
+fn publish<T>(
     config: &Config,
-    finish: impl FnOnce(&mut FrameCache) -> (Option<String>, bool),
+    prepare: impl FnOnce(u32) -> T,
+    finish: impl FnOnce(T, &mut FrameCache) -> (Option<String>, bool),
 ) -> bool {
     let symbolizer = Symbolizer::new(!NO_DEBUG_INFO.load(Ordering::Relaxed));
     let pid = os::getpid();
@@ -251,18 +261,19 @@ fn publish(
             if !alloc::enter_child_arena() {
                 os::exit_now(CHILD_FAILED);
             }
-            // The program's fds are copies here; dropping them at once keeps this process from
-            // delaying anything the program closes (a socket's FIN, a pipe's EOF), and frees
-            // every number. Only stderr stays, to write to.
-            let (upto, batch) = probe_bounds();
-            for fd in inspect::probe_fds(upto, batch) {
-                if fd != 2 {
-                    os::raw_close(fd);
-                }
-            }
             let code = guard::contained(|| {
+                let facts = prepare(pid);
+                // The program's fds are copies here; dropping them as soon as they are
+                // described keeps this process from delaying anything the program closes (a
+                // socket's FIN, a pipe's EOF), and frees every number. Only stderr stays.
+                let (upto, batch) = probe_bounds();
+                for fd in inspect::probe_fds(upto, batch) {
+                    if fd != 2 {
+                        os::raw_close(fd);
+                    }
+                }
                 let mut cache = FrameCache::new(symbolizer);
-                let (bytes, flag) = finish(&mut cache);
+                let (bytes, flag) = finish(facts, &mut cache);
                 symcache::append(&cache.fresh);
                 let mut code = if flag { CHILD_LISTED_FDS } else { 0 };
                 if let Some(b) = bytes
@@ -296,7 +307,7 @@ fn publish(
                 let _ = os::write_all(2, msg.as_bytes());
             }
             let mut cache = FrameCache::new(Symbolizer::new(false));
-            let (bytes, flag) = finish(&mut cache);
+            let (bytes, flag) = finish(prepare(pid), &mut cache);
             if let Some(b) = bytes {
                 let _ = os::write_all(2, b.as_bytes());
             }
@@ -420,9 +431,8 @@ fn probe_bounds() -> (i32, usize) {
 }
 
 /// Gathers the report's facts from the kernel and the table, without creating any fd.
-fn gather(reason: Reason) -> Gathered {
+fn gather(reason: Reason, pid: u32) -> Gathered {
     let (soft, hard) = os::nofile_limit();
-    let listed_at = os::monotonic_ns();
     let (upto, batch) = probe_bounds();
     let kernel: Vec<_> = inspect::probe_fds(upto, batch)
         .into_iter()
@@ -430,7 +440,6 @@ fn gather(reason: Reason) -> Gathered {
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
-    forget_stale(&kernel, listed_at);
     let mut rows = report::rows(&kernel, |fd| TABLE.get(fd), os::monotonic_ns());
     if reason == Reason::Exit {
         // Leaks at exit: what the program opened itself and did not close.
@@ -450,7 +459,7 @@ fn gather(reason: Reason) -> Gathered {
     Gathered {
         reason,
         header: Header {
-            pid: os::getpid(),
+            pid,
             cmdline: CMDLINE.get().cloned().unwrap_or_default(),
             reason: reason.name(),
             trigger_call,
@@ -498,11 +507,12 @@ fn complete(g: Gathered, config: &Config, cache: &mut FrameCache) -> Report {
     }
 }
 
-/// Table entries for fds the kernel no longer has were closed behind fdguard's back (a raw
-/// syscall, a libc-internal close): count and forget them, unless they changed meanwhile.
-fn forget_stale(kernel: &[inspect::KernelFd], listed_at: u64) {
+/// Table entries for fds the kernel no longer has (`open`, sorted) were closed behind fdguard's
+/// back (a raw syscall, a libc-internal close): count and forget them, unless they changed
+/// meanwhile.
+fn forget_stale(open: &[i32], listed_at: u64) {
     let mut stale: Vec<(i32, FdRecord)> = Vec::new();
-    let mut k = kernel.iter().map(|k| k.fd).peekable();
+    let mut k = open.iter().copied().peekable();
     TABLE.for_each_open(0, i32::MAX, |fd, rec| {
         while k.next_if(|kfd| *kfd < fd).is_some() {}
         if k.peek() != Some(&fd) && rec.born_ns < listed_at && !OWN.contains(fd) {
@@ -534,23 +544,27 @@ fn print_bad_closes(events: Vec<crate::badclose::BadClose>) {
         NOTICE_LAST_NS.store(now, Ordering::Relaxed);
         let not_shown = NOTICE_NOT_SHOWN.swap(0, Ordering::Relaxed);
         guard::internal(|| {
-            publish(config, |cache| {
-                let notice = BadCloseNotice {
-                    pid: os::getpid(),
-                    unix_ms: os::realtime_ns() / 1_000_000,
-                    fd: e.fd,
-                    call: e.call.name(),
-                    tid: e.tid,
-                    frames: cache.of(e.stack),
-                    released_by: config.close_stacks.then(|| cache.of(e.released_by)),
-                    not_shown,
-                };
-                let bytes = match config.format {
-                    Format::Text => report::render_bad_close_text(&notice),
-                    Format::Json => report::render_bad_close_json(&notice),
-                };
-                (Some(bytes), false)
-            })
+            publish(
+                config,
+                |pid| pid,
+                |pid, cache| {
+                    let notice = BadCloseNotice {
+                        pid,
+                        unix_ms: os::realtime_ns() / 1_000_000,
+                        fd: e.fd,
+                        call: e.call.name(),
+                        tid: e.tid,
+                        frames: cache.of(e.stack),
+                        released_by: config.close_stacks.then(|| cache.of(e.released_by)),
+                        not_shown,
+                    };
+                    let bytes = match config.format {
+                        Format::Text => report::render_bad_close_text(&notice),
+                        Format::Json => report::render_bad_close_json(&notice),
+                    };
+                    (Some(bytes), false)
+                },
+            )
         });
     }
 }
