@@ -409,7 +409,9 @@ mem_start() { # config format
     local config=$1 format=$2 st
     config_prefix "$config" "$TMP/mem-report"
     local extra=()
-    [[ $config == native || -z $format ]] || extra=("FDGUARD_FORMAT=$format")
+    # No threshold report while the fds are opened: this measures what tracking costs.
+    [[ $config == native ]] || extra=("FDGUARD_THRESHOLD=0")
+    [[ $config == native || -z $format ]] || extra+=("FDGUARD_FORMAT=$format")
     rm -f "$TMP/mem-report" "$TMP/mem.out"
     "${MEM_PREFIX[@]}" "${PREFIX[@]}" "${extra[@]}" "$BUILD/fdmem" "$MEM_PATHS" "$MEM_PER_PATH" 300 \
         >"$TMP/mem.out" 2>"$TMP/mem.err" &
