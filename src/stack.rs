@@ -42,16 +42,30 @@ pub fn capture(depth: usize) -> Option<StackId> {
     capture_interned(depth)
 }
 
+/// A walk's tag: the stack id it interned to, with the depth it was cut at (a bad close may
+/// capture at another depth than creations).
+fn tag_of(depth: usize, id: StackId) -> u64 {
+    ((depth as u64) << 32) | (u64::from(id.0) + 1)
+}
+
 #[inline(never)]
 fn capture_interned(depth: usize) -> Option<StackId> {
     let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
     let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
-    let n = unwind::capture(&mut buf[..want]);
-    let frames = buf.get(..n)?;
+    let got = unwind::capture_tagged(&mut buf[..want]);
+    // The same walk as one already interned: its id, without hashing or comparing frames.
+    if got.tag != 0 && got.tag >> 32 == depth as u64 {
+        return Some(StackId((got.tag as u32).wrapping_sub(1)));
+    }
+    let frames = buf.get(..got.frames)?;
     let skip = frames.iter().take_while(|a| is_own(**a)).count();
     let frames = frames.get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
-    STACKS.intern(os::words_as_bytes(frames)).map(StackId)
+    let id = STACKS.intern(os::words_as_bytes(frames)).map(StackId)?;
+    if let Some(walk) = got.walk {
+        unwind::tag_walk(walk, tag_of(depth, id));
+    }
+    Some(id)
 }
 
 /// Forgets unwind rules cached for code that may be gone (after `dlclose`).

@@ -49,7 +49,17 @@ struct MemoEntry {
     rbp: AtomicUsize,
     limit: AtomicUsize,
     generation: AtomicU64,
+    /// A caller's value for this walk (fdguard: its interned stack id); 0 = none.
+    tag: AtomicU64,
     frames: [MemoFrame; MEMO_FRAMES],
+}
+
+/// One recorded walk: an entry at one version. A tag set through it lands only if the entry
+/// still holds that very walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WalkId {
+    index: usize,
+    seq: u32,
 }
 
 /// Everything besides stack contents that a walk depends on.
@@ -61,8 +71,8 @@ pub(crate) struct MemoKey {
 }
 
 pub(crate) enum Replay {
-    /// `out[..n]` is the complete answer.
-    Done(usize),
+    /// `out[..n]` is the complete answer; the walk and its tag (0 if none).
+    Done(usize, WalkId, u64),
     /// `out[..n]` holds the first frames; walk on from the state.
     Continue(usize, WalkState),
     Miss,
@@ -75,6 +85,7 @@ pub(crate) struct WalkMemo {
 /// Exclusive right to rewrite one entry, from `WalkMemo::begin_record`.
 pub(crate) struct MemoWriter<'a> {
     entry: &'a MemoEntry,
+    index: usize,
     seq: u32,
     rbp_matters: Cell<bool>,
 }
@@ -91,6 +102,7 @@ impl WalkMemo {
                     rbp: AtomicUsize::new(0),
                     limit: AtomicUsize::new(0),
                     generation: AtomicU64::new(0),
+                    tag: AtomicU64::new(0),
                     frames: [const {
                         MemoFrame {
                             cfa: AtomicUsize::new(0),
@@ -105,21 +117,44 @@ impl WalkMemo {
     }
 
     #[inline(always)]
-    fn entry(&self, key: &MemoKey) -> Option<&MemoEntry> {
+    fn index(&self, key: &MemoKey) -> Option<usize> {
         if key.limit == usize::MAX {
             return None; // unknown stack bound: replay could not be bounded
         }
         // Not the RBP: without frame pointers it is whatever the program keeps in it.
         let sp = key.start.sp;
-        let index = ((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % ENTRIES;
-        self.entries.get(index)
+        Some(((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % ENTRIES)
+    }
+
+    #[inline(always)]
+    fn entry(&self, key: &MemoKey) -> Option<(usize, &MemoEntry)> {
+        let index = self.index(key)?;
+        Some((index, self.entries.get(index)?))
+    }
+
+    /// Attaches `tag` to a walk, unless its entry was rewritten since (then nothing happens).
+    /// Never waits: a busy entry is left alone.
+    pub(crate) fn set_tag(&self, walk: WalkId, tag: u64) {
+        let Some(e) = self.entries.get(walk.index) else {
+            return;
+        };
+        let Some(seen) = super::cache::begin_write(&e.seq) else {
+            return;
+        };
+        if seen != walk.seq {
+            // Another walk now: put the version back untouched.
+            e.seq.store(seen, Ordering::Release);
+            return;
+        }
+        e.tag.store(tag, Ordering::Relaxed);
+        e.seq.store(seen.wrapping_add(2), Ordering::Release);
     }
 
     /// Writes the memoized answer for `key` to `out` if every word the
     /// memoized walk read still holds the same value.
     #[inline(always)]
     pub(crate) fn replay(&self, key: &MemoKey, out: &mut [usize]) -> Replay {
-        let Some(e) = self.entry(key) else {
+        let Some((index, e)) = self.entry(key) else {
             return Replay::Miss;
         };
         let seq = e.seq.load(Ordering::Acquire);
@@ -141,44 +176,71 @@ impl WalkMemo {
         // Any aligned word in [sp0, limit) is this thread's mapped stack.
         let (lo, hi) = (key.start.sp, key.limit.wrapping_sub(8));
         let readable = |addr: usize| addr >= lo && addr <= hi && addr.is_multiple_of(8);
-        let mut next = key.start;
+        // The hot loop checks each frame on its own (no state carried from frame to frame, so
+        // the loads overlap); where a continuation must start is worked out after it.
         let mut written = 0;
         for (slot, frame) in out.iter_mut().zip(&e.frames).take(len) {
-            let cfa = frame.cfa.load(Ordering::Relaxed);
             let ra = frame.ra.load(Ordering::Relaxed);
-            let rbp_word = frame.rbp_at.load(Ordering::Relaxed);
-            let rbp_at = rbp_word & !RBP_NEEDED;
-            let ra_at = cfa.wrapping_sub(8);
-            if !readable(ra_at) || (rbp_at != 0 && !readable(rbp_at)) {
+            let ra_at = frame.cfa.load(Ordering::Relaxed).wrapping_sub(8);
+            if !readable(ra_at) {
                 return Replay::Miss; // torn entry
             }
             // SAFETY: aligned and inside this thread's stack, see above.
             if unsafe { read_word(ra_at) } != ra {
                 return Replay::Miss; // the stack changed: a different walk
             }
-            let mut rbp = next.rbp;
-            if rbp_at != 0 {
-                // SAFETY: as above.
-                rbp = unsafe { read_word(rbp_at) };
-                if rbp_word & RBP_NEEDED != 0 && rbp != frame.rbp.load(Ordering::Relaxed) {
+            let rbp_word = frame.rbp_at.load(Ordering::Relaxed);
+            if rbp_word & RBP_NEEDED != 0 {
+                let rbp_at = rbp_word & !RBP_NEEDED;
+                if !readable(rbp_at) {
+                    return Replay::Miss; // torn entry
+                }
+                // SAFETY: aligned and inside this thread's stack, see above.
+                if unsafe { read_word(rbp_at) } != frame.rbp.load(Ordering::Relaxed) {
                     return Replay::Miss; // a CFA depended on this value
                 }
             }
             *slot = ra;
             written += 1;
+        }
+        let mut next = key.start;
+        if written < out.len() && !complete {
+            let Some(last) = written.checked_sub(1).and_then(|i| e.frames.get(i)) else {
+                return Replay::Miss;
+            };
+            let ra = last.ra.load(Ordering::Relaxed);
+            // RBP is the caller's own until a frame restored it from the stack: the latest
+            // restore's stack slot holds it now.
+            let restored = e
+                .frames
+                .get(..written)
+                .unwrap_or_default()
+                .iter()
+                .rev()
+                .map(|f| f.rbp_at.load(Ordering::Relaxed) & !RBP_NEEDED)
+                .find(|at| *at != 0);
+            let rbp = match restored {
+                Some(at) if readable(at) => {
+                    // SAFETY: checked readable.
+                    unsafe { read_word(at) }
+                }
+                Some(_) => return Replay::Miss,
+                None => key.start.rbp,
+            };
             next = WalkState {
                 lookup_pc: ra.wrapping_sub(1),
-                sp: cfa,
+                sp: last.cfa.load(Ordering::Relaxed),
                 rbp,
             };
         }
+        let tag = e.tag.load(Ordering::Relaxed);
         // Orders the entry loads above before the re-check of `seq`.
         fence(Ordering::Acquire);
         if e.seq.load(Ordering::Relaxed) != seq {
             return Replay::Miss;
         }
         if written == out.len() || complete {
-            Replay::Done(written)
+            Replay::Done(written, WalkId { index, seq }, tag)
         } else {
             Replay::Continue(written, next)
         }
@@ -187,8 +249,9 @@ impl WalkMemo {
     /// Claims the entry for `key` to record a walk into, unless another
     /// walk (maybe the one this signal handler interrupted) is doing so.
     pub(crate) fn begin_record(&self, key: &MemoKey) -> Option<MemoWriter<'_>> {
-        let entry = self.entry(key)?;
+        let (index, entry) = self.entry(key)?;
         let seq = super::cache::begin_write(&entry.seq)?;
+        entry.tag.store(0, Ordering::Relaxed);
         entry.sp.store(key.start.sp, Ordering::Relaxed);
         entry.rbp.store(key.start.rbp, Ordering::Relaxed);
         entry
@@ -198,6 +261,7 @@ impl WalkMemo {
         entry.generation.store(key.generation, Ordering::Relaxed);
         Some(MemoWriter {
             entry,
+            index,
             seq,
             rbp_matters: Cell::new(false),
         })
@@ -229,7 +293,7 @@ impl MemoWriter<'_> {
 
     /// Publishes the entry: the walk wrote `len` addresses into a buffer
     /// of `capacity`; if it stopped short, it ended by itself.
-    pub(crate) fn finish(self, len: usize, capacity: usize) {
+    pub(crate) fn finish(self, len: usize, capacity: usize) -> WalkId {
         let complete = len < capacity && len <= MEMO_FRAMES;
         let kept = len.min(MEMO_FRAMES) as u32;
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
@@ -240,6 +304,10 @@ impl MemoWriter<'_> {
         self.entry
             .seq
             .store(self.seq.wrapping_add(2), Ordering::Release);
+        WalkId {
+            index: self.index,
+            seq: self.seq.wrapping_add(2),
+        }
     }
 }
 
@@ -315,6 +383,31 @@ mod tests {
     }
 
     #[test]
+    fn tags_follow_their_walk_and_vanish_with_it() {
+        let (memo, mut s, key, steps) = setup();
+        let w = memo.begin_record(&key).expect("entry free");
+        for (i, step) in steps.iter().enumerate() {
+            w.record(i, step);
+        }
+        let walk = w.finish(steps.len(), 8);
+        let mut out = [0; 8];
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        memo.set_tag(walk, 77);
+        let Replay::Done(3, again, 77) = memo.replay(&key, &mut out) else {
+            panic!("tag not replayed");
+        };
+        // A rewritten entry drops the tag, and a stale WalkId cannot set one.
+        record(&memo, &key, &steps, 8);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        memo.set_tag(again, 78);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        // A different stack at the same place misses: no tag can leak to it.
+        s.0[3] = 0x3002;
+        std::hint::black_box(&mut s.0);
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+    }
+
+    #[test]
     fn rbp_values_no_cfa_used_do_not_matter() {
         let (memo, mut s, key, mut steps) = setup();
         steps[0].rbp_from = RbpFrom::NotUsed;
@@ -331,7 +424,10 @@ mod tests {
             ..key
         };
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&other_rbp, &mut out), Replay::Done(3)));
+        assert!(matches!(
+            memo.replay(&other_rbp, &mut out),
+            Replay::Done(3, _, _)
+        ));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
     }
 
@@ -352,7 +448,7 @@ mod tests {
         });
         record(&memo, &key, &steps, 8);
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(4)));
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(4, _, _)));
         s.0[6] = 0xcccc;
         std::hint::black_box(&mut s.0);
         assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
@@ -364,11 +460,14 @@ mod tests {
         let mut out = [0; 8];
         assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
         record(&memo, &key, &steps, 8);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3)));
+        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, _)));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
         // A prefix is valid for a shorter buffer.
         let mut short = [0; 2];
-        assert!(matches!(memo.replay(&key, &mut short), Replay::Done(2)));
+        assert!(matches!(
+            memo.replay(&key, &mut short),
+            Replay::Done(2, _, _)
+        ));
         // Any other input misses.
         for changed in [
             MemoKey {
@@ -420,7 +519,10 @@ mod tests {
         let mut out = [0; 8];
         assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
         let mut exact = [0; 3];
-        assert!(matches!(memo.replay(&key, &mut exact), Replay::Done(3)));
+        assert!(matches!(
+            memo.replay(&key, &mut exact),
+            Replay::Done(3, _, _)
+        ));
 
         // A walk longer than the memo: replay its frames, then continue.
         let mut deep = Box::new([0usize; 2 * MEMO_FRAMES + 2]);
@@ -473,7 +575,7 @@ mod tests {
         let mut out = [0; MEMO_FRAMES];
         assert!(matches!(
             memo.replay(&key, &mut out),
-            Replay::Done(MEMO_FRAMES)
+            Replay::Done(MEMO_FRAMES, _, _)
         ));
     }
 

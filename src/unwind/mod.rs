@@ -81,26 +81,51 @@ pub fn invalidate_cache() {
     fast::CACHE.invalidate();
 }
 
-/// Captures the return addresses of the current call stack into `out`,
-/// newest first. `out[0]` is the return address into the function that
-/// called `capture` (`capture`'s own frame is not included). Returns the
-/// number of addresses written (`<= out.len()`).
+/// What `capture_tagged` found.
+pub struct Captured {
+    /// Addresses written.
+    pub frames: usize,
+    /// The tag a caller attached to this very walk earlier (`tag_walk`), 0 if none.
+    pub tag: u64,
+    /// The memoized walk this capture was, to attach a tag to; `None` if not memoized.
+    pub walk: Option<WalkHandle>,
+}
+
+/// One memoized walk (see `tag_walk`).
+#[derive(Clone, Copy, Debug)]
+pub struct WalkHandle(#[cfg(all(target_arch = "x86_64", target_os = "linux"))] memo::WalkId);
+
+/// Captures the return addresses of the current call stack into `out`, newest first: `out[0]`
+/// is the return address into the function that called `capture_tagged` (its own frame is not
+/// included). Also says which memoized walk this was, with the tag a caller attached to it: a
+/// caller that derives a value from the frames (fdguard: the interned stack id) attaches it
+/// with `tag_walk`, and gets it back the next time the same walk replays, without looking at
+/// the frames again (the memo's checks guarantee they are the same).
 ///
-/// After `init` on x86_64 with glibc >= 2.35 this is async-signal-safe,
-/// lock-free, allocation-free, and usable in a child right after `fork`.
-/// It needs about 200 bytes of stack, about 1 KiB when a pc is seen for
-/// the first time and its CFI must be parsed.
-/// The walk ends early, without error, at signal frames, at code without
-/// CFI or with CFI it cannot represent, and at the outermost frame.
+/// After `init` on x86_64 with glibc >= 2.35 this is async-signal-safe, lock-free,
+/// allocation-free, and usable in a child right after `fork`. It needs about 200 bytes of
+/// stack, about 1 KiB when a pc is seen for the first time and its CFI must be parsed. The walk
+/// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
+/// represent, and at the outermost frame.
 #[inline(never)]
-pub fn capture(out: &mut [usize]) -> usize {
+pub fn capture_tagged(out: &mut [usize]) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if FAST_PATH.load(core::sync::atomic::Ordering::Acquire) {
-        // Taken here so the first rule applied is the one for this very
-        // pc of this function: it unwinds `capture`'s own frame.
-        return fast::capture_from(walk::Regs::here(), out);
+        return fast::capture_tagged_from(walk::Regs::here(), out);
     }
-    capture_fallback(out)
+    Captured {
+        frames: capture_fallback(out),
+        tag: 0,
+        walk: None,
+    }
+}
+
+/// Attaches `tag` to a memoized walk (ignored if the memo entry was reused meanwhile).
+pub fn tag_walk(walk: WalkHandle, tag: u64) {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fast::MEMO.set_tag(walk.0, tag);
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    let _ = (walk, tag);
 }
 
 /// `capture` through `_Unwind_Backtrace` whatever `init` said; also the
@@ -121,11 +146,12 @@ mod fast {
     use super::object::{self, ObjectCfi};
     use super::rule::UnwindRule;
     use super::walk::{self, Regs, WalkState};
+    use super::{Captured, WalkHandle};
     use super::{cfi, stack};
 
     pub(super) static FAST_PATH: AtomicBool = AtomicBool::new(false);
     pub(super) static CACHE: RuleCache = RuleCache::new();
-    static MEMO: WalkMemo = WalkMemo::new();
+    pub(super) static MEMO: WalkMemo = WalkMemo::new();
 
     pub(super) fn init() -> bool {
         stack::init();
@@ -138,9 +164,14 @@ mod fast {
     /// Replays the memoized walk for this start if the stack still matches
     /// it, else walks (recording a new memo when the entry is free).
     #[inline(always)]
-    pub(super) fn capture_from(regs: Regs, out: &mut [usize]) -> usize {
+    pub(super) fn capture_tagged_from(regs: Regs, out: &mut [usize]) -> Captured {
+        let untagged = |frames| Captured {
+            frames,
+            tag: 0,
+            walk: None,
+        };
         if out.is_empty() {
-            return 0; // and keep the memo for real captures
+            return untagged(0); // and keep the memo for real captures
         }
         let generation = CACHE.generation();
         let start = WalkState::from(regs);
@@ -152,18 +183,27 @@ mod fast {
         };
         let rules = |pc| cached_rule(pc, generation);
         match MEMO.replay(&key, out) {
-            Replay::Done(n) => n,
+            Replay::Done(n, walk, tag) => Captured {
+                frames: n,
+                tag,
+                walk: Some(WalkHandle(walk)),
+            },
             Replay::Continue(n, next) => {
                 let rest = out.get_mut(n..).unwrap_or_default();
-                n + walk::walk(next, limit, rest, rules, |_, _| {})
+                untagged(n + walk::walk(next, limit, rest, rules, |_, _| {}))
             }
             Replay::Miss => match MEMO.begin_record(&key) {
                 Some(writer) => {
                     let n = walk::walk(start, limit, out, rules, |i, step| writer.record(i, step));
-                    writer.finish(n, out.len());
-                    n
+                    let complete_walk = writer.finish(n, out.len());
+                    Captured {
+                        frames: n,
+                        tag: 0,
+                        // Taggable only if the memo holds the whole answer.
+                        walk: (n <= super::memo::MEMO_FRAMES).then_some(WalkHandle(complete_walk)),
+                    }
                 }
-                None => walk::walk(start, limit, out, rules, |_, _| {}),
+                None => untagged(walk::walk(start, limit, out, rules, |_, _| {})),
             },
         }
     }

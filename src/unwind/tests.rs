@@ -44,7 +44,7 @@ fn both_at_depth() -> (Vec<usize>, Vec<usize>) {
     let (mut n, mut m) = (0, 0);
     assert_eq!(
         d0(&mut || {
-            n = capture(&mut ours);
+            n = capture_tagged(&mut ours).frames;
             m = reference_capture(&mut reference);
         }),
         DEPTH
@@ -88,11 +88,11 @@ fn short_buffers_get_the_newest_frames() {
     let (full, _) = both_at_depth();
     let mut out = [0usize; 5];
     let mut n = 0;
-    d0(&mut || n = capture(&mut out));
+    d0(&mut || n = capture_tagged(&mut out).frames);
     assert_eq!(n, 5);
     // Same chain, same call site of d29 -> leaf closure: frames 1.. agree.
     assert_eq!(out[1..], full[1..5]);
-    assert_eq!(capture(&mut []), 0);
+    assert_eq!(capture_tagged(&mut []).frames, 0);
 }
 
 #[test]
@@ -126,7 +126,7 @@ static HANDLER_LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 extern "C" fn on_signal(_: libc::c_int) {
     let mut out = [0usize; 8];
-    let n = capture(&mut out);
+    let n = capture_tagged(&mut out).frames;
     for (dst, &src) in HANDLER_FRAMES.iter().zip(&out[..n]) {
         dst.store(src, Ordering::Relaxed);
     }
@@ -189,7 +189,7 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
                         invalidate_cache();
                     }
                     let mut out = [0usize; 64];
-                    black_box(d0(&mut || _ = capture(&mut out)));
+                    black_box(d0(&mut || _ = capture_tagged(&mut out).frames));
                 }
             });
         }
@@ -200,7 +200,7 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
             if pid == 0 {
                 let mut out = [0usize; 64];
                 let mut n = 0;
-                d0(&mut || n = capture(&mut out));
+                d0(&mut || n = capture_tagged(&mut out).frames);
                 // Index DEPTH + 1 is the call site of d0, which differs here.
                 let ok = n > DEPTH + 1 && out.get(1..=DEPTH) == single.get(1..=DEPTH);
                 // SAFETY: _exit is async-signal-safe.
