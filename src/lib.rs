@@ -15,6 +15,7 @@ mod badclose;
 mod config;
 mod dumper;
 mod emfile;
+mod exe;
 mod guard;
 // Compiled into unit tests too, where fdguard is never activated: the hooks pass through.
 mod hooks;
@@ -98,6 +99,7 @@ fn start() {
     if config.disabled || os::secure_execution() {
         return;
     }
+    warn_if_go_program();
     std::panic::set_hook(Box::new(|info| {
         let msg = format!(
             "internal error at {}",
@@ -136,6 +138,23 @@ fn raise_nofile() -> String {
             "fdguard: FDGUARD_RAISE_NOFILE: cannot raise the soft RLIMIT_NOFILE: {}",
             std::io::Error::from_raw_os_error(e)
         ),
+    }
+}
+
+/// Go programs make their system calls without libc: say so once, rather than let reports that
+/// list every fd as `untracked` look like fdguard's failure.
+fn warn_if_go_program() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    if exe::is_go_program(&exe) {
+        print_line(&format!(
+            "fdguard: {exe} is a Go program: the Go runtime opens and closes fds with system \
+             calls of its own, not through libc, so fdguard cannot tell who created them \
+             (reports list them as untracked); use the runtime's own tools (pprof, \
+             GODEBUG) for Go code"
+        ));
     }
 }
 

@@ -181,6 +181,14 @@ pub fn render_text(r: &Report) -> String {
     if h.bad_closes > 0 {
         lines.push(format!("bad closes (EBADF) so far: {}", h.bad_closes));
     }
+    if r.open() >= 8 && r.untracked() * 2 > r.open() {
+        lines.push(
+            "note: most fds were not created through libc calls fdguard sees (a Go program, raw \
+             system calls, or libc-internal ones such as getaddrinfo's): they are listed as \
+             untracked, without a creator"
+                .to_string(),
+        );
+    }
     if h.missed_closes > 0 || h.skipped > 0 {
         lines.push(format!(
             "note: {} closes not seen by fdguard, {} updates skipped",

@@ -1,0 +1,76 @@
+//! Programs fdguard cannot see into say so: statically linked ones (scripts/fdguard-run refuses
+//! them, since LD_PRELOAD never loads anything there) and Go ones (the library says so when it
+//! loads: the Go runtime makes its system calls without libc).
+mod common;
+use common::*;
+
+use std::process::Command;
+
+fn fdguard_run() -> Command {
+    let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fdguard-run"));
+    c.env("FDGUARD_LIB", lib_path());
+    c
+}
+
+#[test]
+fn fdguard_run_refuses_a_static_binary_and_runs_a_dynamic_one() {
+    let dir = scratch("fdguard-run");
+    let stat = build_c("hello", &dir, &["-O1", "-static"]);
+    let out = fdguard_run().arg(&stat).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is statically linked: LD_PRELOAD cannot load fdguard"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "the static program must not have run"
+    );
+
+    let dynamic = dir.join("hello-dyn");
+    let ok = Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&dynamic)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/hello.c"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = fdguard_run()
+        .arg(&dynamic)
+        .env("FDGUARD_AT_EXIT", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fdguard: 0 of"),
+        "fdguard ran (its exit report): {err}"
+    );
+}
+
+#[test]
+fn a_go_program_is_named_as_such_once() {
+    let dir = scratch("go-marker");
+    let prog = build_c("go_marker", &dir, &["-O1"]);
+    let out = Command::new(&prog)
+        .env("LD_PRELOAD", lib_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("is a Go program").count(), 1, "{err}");
+    // An ordinary C program gets no such line.
+    let plain = build_c("hello", &dir, &["-O1"]);
+    let out = Command::new(&plain)
+        .env("LD_PRELOAD", lib_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
