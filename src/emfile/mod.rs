@@ -33,6 +33,9 @@ use std::sync::atomic::{
 
 use crate::config::EmfileMode;
 
+#[cfg(test)]
+mod fixtures;
+
 /// The first backoff period.
 pub const FIRST_PERIOD_NS: u64 = 5_000_000;
 /// The longest sleep for a non-blocking listener fdguard never saw in a wait call: such a
@@ -1019,51 +1022,11 @@ pub fn reserve_in_place(fd: i32, soft: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::fixtures::{Fake, MS, failed, guard};
     use super::*;
-    use std::cell::RefCell;
-
-    const MS: u64 = 1_000_000;
-
-    /// Records every MOD; its clock is set by hand.
-    #[derive(Default)]
-    struct Fake {
-        now: Cell<u64>,
-        mods: RefCell<Vec<(i32, i32, u32, u64)>>,
-        fail: Cell<bool>,
-    }
-
-    impl Kernel for Fake {
-        fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-            self.mods.borrow_mut().push((epfd, fd, events, data));
-            if self.fail.get() {
-                Err(libc::ENOENT)
-            } else {
-                Ok(())
-            }
-        }
-        fn now_ns(&self) -> u64 {
-            self.now.get()
-        }
-    }
-
-    fn guard(mode: EmfileMode) -> Guard {
-        let g = Guard::new();
-        g.configure(mode, 1000);
-        g
-    }
 
     fn seen() -> Seen {
         Seen::default()
-    }
-
-    fn failed(fd: i32, blocking: bool, reported: bool) -> Failed {
-        Failed {
-            fd,
-            errno: libc::EMFILE,
-            blocking,
-            reported,
-            ..Failed::default()
-        }
     }
 
     #[test]
