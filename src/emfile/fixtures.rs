@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use super::{Failed, Guard, Kernel};
+use super::listeners::{Failed, Guard, Kernel};
 use crate::config::EmfileMode;
 
 pub(super) const MS: u64 = 1_000_000;

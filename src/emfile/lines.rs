@@ -2,7 +2,7 @@
 //! that runs on the report thread and reads the listener table only through snapshots), and
 //! what each says (`render`, given what the report thread gathered about the listener).
 
-use super::{Guard, LISTENERS, Snapshot, Totals};
+use super::listeners::{Guard, LISTENERS, Snapshot, Totals};
 use crate::config::EmfileMode;
 
 /// Lines on stderr: at most one per listener per interval, except the recovery line.
