@@ -6,9 +6,11 @@
 //! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
 //!
 //! The hooks that create and release fds are here; the accept guard's wait hooks (epoll_ctl,
-//! epoll_wait, poll, select and their variants) are in `waits`.
+//! epoll_wait, poll, select and their variants) are in `waits`, and `vfork`, which cannot be an
+//! ordinary function, in `vfork`.
 #![allow(unsafe_code)]
 
+mod vfork;
 mod waits;
 
 use libc::{DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
@@ -273,6 +275,7 @@ macro_rules! hooks {
         }
     )*};
 }
+// A path for the macro, so that `waits` generates its hooks with it too.
 use hooks;
 
 hooks! {
@@ -486,49 +489,4 @@ hooks! {
         after(mode, |_| tracker::streams_flushed(mode));
         r
     };
-}
-
-/// The address `vfork` continues at: the real one, or a stand-in answering `ENOSYS`.
-extern "C" fn vfork_target() -> usize {
-    extern "C" fn unavailable() -> pid_t {
-        os::set_errno(libc::ENOSYS);
-        -1
-    }
-    guard::vfork_starting();
-    match real::vfork.get() {
-        Some(f) => f as usize,
-        None => unavailable as *const () as usize,
-    }
-}
-
-/// `vfork` cannot be wrapped by an ordinary function: the child returns through the caller's
-/// stack frame, which the parent reuses afterwards. So this stub only records that a vfork is
-/// starting (hooks called by the child must not touch the parent's memory; see `guard`), and then
-/// *jumps* to the real `vfork` with the caller's return address untouched.
-#[cfg(target_arch = "x86_64")]
-#[unsafe(naked)]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn vfork() -> pid_t {
-    core::arch::naked_asm!(
-        // Entry: rsp is 8 mod 16; one push re-aligns it for the call.
-        "push rbp",
-        "call {target}",
-        "pop rbp",
-        "jmp rax",
-        target = sym vfork_target,
-    )
-}
-
-#[cfg(target_arch = "aarch64")]
-#[unsafe(naked)]
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn vfork() -> pid_t {
-    core::arch::naked_asm!(
-        "stp x29, x30, [sp, #-16]!",
-        "mov x29, sp",
-        "bl {target}",
-        "ldp x29, x30, [sp], #16",
-        "br x0",
-        target = sym vfork_target,
-    )
 }
