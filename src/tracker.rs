@@ -652,7 +652,7 @@ pub fn accept_guard_upkeep() -> Option<u64> {
     GUARD.restore_due(guard::tid(), &Kernel)
 }
 
-/// True if `fd` may be a listening socket (one load; see `emfile::Guard::maybe_listener`).
+/// True if `fd` may be a listening socket (one load; see `emfile::listeners::Guard::maybe_listener`).
 #[inline]
 pub fn maybe_listener(fd: i32) -> bool {
     GUARD.maybe_listener(fd)

@@ -1,141 +1,24 @@
-//! The accept guard: what fdguard does when `accept` fails for lack of fds (seed 003).
-//!
-//! # Why
-//! When fds run out, `accept` fails with `EMFILE` while the pending connection stays queued. A
-//! loop that logs and retries spins at 100% CPU, and so does a level-triggered event loop, which
-//! the kernel wakes at once because the listener is still readable. Sleeping inside `accept`
-//! stops the spin of a thread that only accepts, but stalls every client of an event loop.
-//!
-//! # How
-//! Per listening socket, a backoff period: 5 ms after the first failure, doubling up to
-//! `FDGUARD_BACKOFF_MAX_MS`, reset by the next successful accept (Go's `net/http` schedule).
-//! What happens during the period depends on how the failing thread waits, which this module
-//! infers from what the hooks tell it (`decide` is the whole policy):
-//! - a thread that calls `accept` again without waiting in between (a blocking accept loop, an
-//!   edge-triggered accept-until-`EAGAIN` loop) sleeps in `accept`: it serves nobody meanwhile
-//!   anyway, so the sleep costs nothing but the spin;
-//! - a thread that waits (epoll, poll, select) between failures gets its error at once, and the
-//!   listener is *hidden* from the program's waits until the period ends: its epoll
-//!   registrations are set to no events and restored afterwards (through `Kernel`), and poll/select
-//!   calls leave it out. Every other fd of the loop is served as before;
-//! - a non-blocking listener never seen in a wait call gets a short sleep (at most 10 ms).
-//!
-//! The program always gets the real result and `errno`. Everything here is fixed-size and
-//! lock-free for the hooks: a listener's own small lock is only ever *tried* by fdguard's
-//! operations, and only the program's own `epoll_ctl` on a listener waits for it (briefly, and
-//! never for its own thread). `Lines` (the operator's stderr lines) runs on the report thread.
-//! OS calls go through `Kernel`, so that the unit tests below run without preloading anything.
+//! The table of guarded listening sockets (`Guard`; the process's one is `GUARD`): per listener,
+//! its episode of failures, backoff state and counters, and the epoll sets that hold it as the
+//! program registered them, so that a pause can hide it there and show it again. The hooks tell
+//! the table what happens to listeners; it asks `decide` what to do about each failure and
+//! carries out the hiding through `Kernel`. Fixed-size and lock-free for the hooks, as the
+//! module docs of `emfile` explain.
 
 use std::cell::Cell;
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*,
 };
 
+use super::{Hold, Seen, decide, period_ns};
 use crate::config::EmfileMode;
 
-/// The first backoff period.
-pub const FIRST_PERIOD_NS: u64 = 5_000_000;
-/// The longest sleep for a non-blocking listener fdguard never saw in a wait call: such a
-/// thread may be polling other sockets by trying them, so it must not stop for long.
-pub const SHORT_SLEEP_NS: u64 = 10_000_000;
-/// Lines on stderr: at most one per listener per interval, except the recovery line.
-pub const LINE_INTERVAL_NS: u64 = 10_000_000_000;
 /// Listening sockets guarded per process; others get plain pass-through.
 pub const LISTENERS: usize = 64;
 /// Epoll sets remembered per listener.
 pub const REGS: usize = 4;
 /// How long the program's own `epoll_ctl` on a listener waits for fdguard's operation on it.
 const PATIENCE_NS: u64 = 100_000_000;
-
-/// The backoff period after `failures_in_row` consecutive failures (at least 1).
-pub fn period_ns(failures_in_row: u32, max_ns: u64) -> u64 {
-    let doublings = failures_in_row.saturating_sub(1).min(32);
-    FIRST_PERIOD_NS
-        .saturating_mul(1u64 << doublings)
-        .min(max_ns.max(FIRST_PERIOD_NS))
-}
-
-/// Errors that mean "no fd (or no memory for one) right now": retrying at once cannot help.
-pub fn is_out_of_fds(errno: i32) -> bool {
-    matches!(
-        errno,
-        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM
-    )
-}
-
-/// Errors a reserve fd can get past (per process or system-wide fd table full).
-pub fn sheddable(errno: i32) -> bool {
-    errno == libc::EMFILE || errno == libc::ENFILE
-}
-
-/// What fdguard observed about the failing call and its thread.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Seen {
-    /// The listener is blocking (no `O_NONBLOCK`).
-    pub blocking: bool,
-    /// The listener is in an epoll set or was seen in a poll/select call.
-    pub watched: bool,
-    /// This thread failed on this listener before, in this episode of failures...
-    pub again: bool,
-    /// ...and called epoll_wait, poll or select since.
-    pub waited: bool,
-    /// The listener's hidden period had not ended yet.
-    pub within_pause: bool,
-    /// Shed mode closed every pending connection: the listener is not readable now.
-    pub shed_emptied: bool,
-}
-
-/// What the failing `accept` does before returning its error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hold {
-    /// Return at once.
-    None,
-    /// Sleep this long.
-    Sleep(u64),
-    /// Wait up to this long for a new connection (it will be shed at the next try).
-    UntilReadable(u64),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Decision {
-    /// Hide the listener from the program's waits for the period.
-    pub hide: bool,
-    pub hold: Hold,
-}
-
-/// The policy: what to do about one failure, given the mode, the period and what was seen.
-pub fn decide(mode: EmfileMode, period: u64, s: Seen) -> Decision {
-    let short = period.min(SHORT_SLEEP_NS);
-    let (hide, hold) = match mode {
-        EmfileMode::Off => (false, Hold::None),
-        EmfileMode::Sleep => (false, Hold::Sleep(period)),
-        EmfileMode::Pause | EmfileMode::Shed => {
-            if s.again && !s.waited {
-                // Retrying without waiting: the thread does nothing else until accept works.
-                let long = s.blocking || s.watched;
-                (false, Hold::Sleep(if long { period } else { short }))
-            } else if s.again && s.within_pause {
-                // It waited, yet saw the listener during its pause: hiding did not work here
-                // (an epoll set fdguard did not see, EPOLLEXCLUSIVE, a busy listener).
-                (true, Hold::Sleep(short))
-            } else if s.blocking && !s.watched {
-                (false, Hold::Sleep(period))
-            } else {
-                (true, Hold::None)
-            }
-        }
-    };
-    if mode == EmfileMode::Shed && s.shed_emptied {
-        // Nothing is pending, so nothing to hide; a sleep can end with the next client, which
-        // the next try sheds at once instead of letting it wait out the period.
-        let hold = match hold {
-            Hold::Sleep(ns) => Hold::UntilReadable(ns),
-            h => h,
-        };
-        return Decision { hide: false, hold };
-    }
-    Decision { hide, hold }
-}
 
 /// The OS operations the guard needs (the real ones are in `tracker`).
 pub trait Kernel {
@@ -154,7 +37,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn since(self, earlier: Totals) -> Totals {
+    pub(super) fn since(self, earlier: Totals) -> Totals {
         Totals {
             failures: self.failures.saturating_sub(earlier.failures),
             paused_ns: self.paused_ns.saturating_sub(earlier.paused_ns),
@@ -785,7 +668,7 @@ impl Guard {
         }
     }
 
-    fn snapshot(&self, slot: usize) -> Option<Snapshot> {
+    pub(super) fn snapshot(&self, slot: usize) -> Option<Snapshot> {
         let l = &self.listeners[slot];
         let fd = l.fd.load(Acquire) - 1;
         (fd >= 0).then(|| Snapshot {
@@ -804,388 +687,23 @@ impl Guard {
 
 /// A listener as the report thread sees it.
 #[derive(Clone, Copy, Debug, Default)]
-struct Snapshot {
-    fd: i32,
-    in_episode: bool,
-    episode: u64,
-    totals: Totals,
-    base: Totals,
-    start_ns: u64,
-    end_ns: u64,
-    errno: i32,
-    reported: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoticeKind {
-    /// Accept started failing on a listener.
-    First,
-    /// Failures go on.
-    Summary,
-    /// Accept works again.
-    Recovered,
-}
-
-/// One line for the operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub kind: NoticeKind,
-    pub fd: i32,
-    pub errno: i32,
-    /// First: an `emfile` report was asked for. Others: unused.
-    pub reported: bool,
-    /// Summary: since the previous line; Recovered: since the episode started.
-    pub totals: Totals,
-    /// Summary: time since the previous line; Recovered: length of the episode.
-    pub span_ns: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct LineState {
-    fd: i32,
-    /// Episode announced by a `First` line (0: none).
-    announced: u64,
-    last_ns: u64,
-    /// Totals at the last line.
-    mark: Totals,
-    /// Totals and time when the announced episode started.
-    ep_base: Totals,
-    ep_start: u64,
-}
-
-/// The rate limit of the operator's lines (report thread only): per listener, a `First` line
-/// when accept starts failing, then a `Summary` at most every `LINE_INTERVAL_NS` while failures
-/// go on, and a `Recovered` line when an announced episode ends. A new episode within the
-/// interval of the last line is announced when the interval is over, if it still lasts.
-pub struct Lines {
-    states: [LineState; LISTENERS],
-}
-
-impl Default for Lines {
-    fn default() -> Self {
-        Self {
-            states: [LineState::default(); LISTENERS],
-        }
-    }
-}
-
-impl Lines {
-    /// The lines due at `now`.
-    pub fn tick(&mut self, g: &Guard, now: u64, out: &mut Vec<Notice>) {
-        for (slot, st) in self.states.iter_mut().enumerate() {
-            let Some(s) = g.snapshot(slot) else {
-                *st = LineState::default();
-                continue;
-            };
-            if st.fd != s.fd {
-                *st = LineState {
-                    fd: s.fd,
-                    ..LineState::default()
-                };
-            }
-            st.step(&s, now, out);
-        }
-    }
-}
-
-impl LineState {
-    fn step(&mut self, s: &Snapshot, now: u64, out: &mut Vec<Notice>) {
-        let notice = |kind, totals, span_ns| Notice {
-            kind,
-            fd: s.fd,
-            errno: s.errno,
-            reported: s.reported,
-            totals,
-            span_ns,
-        };
-        if self.announced != 0 && (!s.in_episode || s.episode != self.announced) {
-            let span = s.end_ns.saturating_sub(self.ep_start);
-            out.push(notice(
-                NoticeKind::Recovered,
-                s.totals.since(self.ep_base),
-                span,
-            ));
-            self.announced = 0;
-            self.last_ns = now;
-            self.mark = s.totals;
-        }
-        if !s.in_episode {
-            return;
-        }
-        let quiet = self.last_ns == 0 || now.saturating_sub(self.last_ns) >= LINE_INTERVAL_NS;
-        if self.announced == 0 {
-            if quiet {
-                out.push(notice(NoticeKind::First, Totals::default(), 0));
-                self.announced = s.episode;
-                self.ep_base = s.base;
-                self.ep_start = s.start_ns;
-                self.last_ns = now;
-                self.mark = s.totals;
-            }
-        } else if quiet && s.totals.failures > self.mark.failures {
-            let span = now.saturating_sub(self.last_ns);
-            out.push(notice(NoticeKind::Summary, s.totals.since(self.mark), span));
-            self.last_ns = now;
-            self.mark = s.totals;
-        }
-    }
-}
-
-/// What a line says beyond the notice itself (gathered by the report thread).
-pub struct LineContext<'a> {
-    pub addr: Option<&'a str>,
-    /// fds open (the program's) and the soft limit, for `First`.
-    pub open: Option<(usize, u64)>,
-    /// fdguard holds a reserve fd below the soft limit (shed mode).
-    pub reserve: bool,
-    pub mode: EmfileMode,
-    pub backoff_max_ms: u64,
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EMFILE => "EMFILE",
-        libc::ENFILE => "ENFILE",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::ENOMEM => "ENOMEM",
-        _ => "error",
-    }
-}
-
-/// The operator's line for a notice.
-pub fn render(n: &Notice, c: &LineContext) -> String {
-    let mut line = format!("fdguard: accept on fd {}", n.fd);
-    if let Some(a) = c.addr {
-        line.push_str(&format!(" ({a})"));
-    }
-    let t = n.totals;
-    let figures = format!(
-        "{} failures, paused {} ms, {} connections shed",
-        t.failures,
-        t.paused_ns / 1_000_000,
-        t.shed
-    );
-    match n.kind {
-        NoticeKind::First => {
-            line.push_str(&format!(" failed: {}", errno_name(n.errno)));
-            if let Some((open, soft)) = c.open {
-                line.push_str(&format!(", {open} of {soft} fds open"));
-                if c.reserve {
-                    line.push_str(" (and 1 held in reserve by fdguard)");
-                }
-            }
-            let max = c.backoff_max_ms;
-            line.push_str(&match c.mode {
-                EmfileMode::Sleep => format!("; sleeping in accept up to {max} ms"),
-                EmfileMode::Shed => format!(
-                    "; closing pending connections at once (shed), pausing accepts up to {max} ms"
-                ),
-                _ => format!("; pausing accepts up to {max} ms"),
-            });
-            line.push_str(if n.reported {
-                "; report follows"
-            } else {
-                "; no new report (at most one per FDGUARD_EMFILE_INTERVAL)"
-            });
-        }
-        NoticeKind::Summary => line.push_str(&format!(
-            " still failing: {figures} in the last {} s",
-            n.span_ns.div_ceil(1_000_000_000)
-        )),
-        NoticeKind::Recovered => line.push_str(&format!(
-            " succeeds again after {:.1} s: {figures}",
-            n.span_ns as f64 / 1e9
-        )),
-    }
-    line
-}
-
-/// Where the shed reserve should sit for soft limit `soft`: as high as possible below it
-/// (never 0 to 2, never beyond 65535: a higher number only grows the kernel's fd table).
-pub fn reserve_targets(soft: u64) -> impl Iterator<Item = i32> {
-    let top = soft.min(1 << 16) as i64 - 1;
-    (0..16)
-        .map(move |i| top - ((1i64 << i) - 1))
-        .take_while(move |t| *t >= 3.max(top / 2))
-        .map(|t| t as i32)
-}
-
-/// Whether a reserve at `fd` can stay: below the soft limit, and not far below the band of
-/// `reserve_targets` (as after the program raised its own limit).
-pub fn reserve_in_place(fd: i32, soft: u64) -> bool {
-    let fd = fd as u64;
-    fd < soft && fd >= soft.min(1 << 16) / 4
+pub(super) struct Snapshot {
+    pub(super) fd: i32,
+    pub(super) in_episode: bool,
+    pub(super) episode: u64,
+    pub(super) totals: Totals,
+    pub(super) base: Totals,
+    pub(super) start_ns: u64,
+    pub(super) end_ns: u64,
+    pub(super) errno: i32,
+    pub(super) reported: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-
-    const MS: u64 = 1_000_000;
-
-    /// Records every MOD; its clock is set by hand.
-    #[derive(Default)]
-    struct Fake {
-        now: Cell<u64>,
-        mods: RefCell<Vec<(i32, i32, u32, u64)>>,
-        fail: Cell<bool>,
-    }
-
-    impl Kernel for Fake {
-        fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-            self.mods.borrow_mut().push((epfd, fd, events, data));
-            if self.fail.get() {
-                Err(libc::ENOENT)
-            } else {
-                Ok(())
-            }
-        }
-        fn now_ns(&self) -> u64 {
-            self.now.get()
-        }
-    }
-
-    fn guard(mode: EmfileMode) -> Guard {
-        let g = Guard::new();
-        g.configure(mode, 1000);
-        g
-    }
-
-    fn seen() -> Seen {
-        Seen::default()
-    }
-
-    fn failed(fd: i32, blocking: bool, reported: bool) -> Failed {
-        Failed {
-            fd,
-            errno: libc::EMFILE,
-            blocking,
-            reported,
-            ..Failed::default()
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_from_5_ms_to_the_cap() {
-        let p: Vec<u64> = (1..=10).map(|k| period_ns(k, 1000 * MS) / MS).collect();
-        assert_eq!(p, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        assert_eq!(period_ns(0, 1000 * MS), 5 * MS);
-        assert_eq!(period_ns(u32::MAX, 60_000 * MS), 60_000 * MS);
-        assert_eq!(period_ns(3, 5 * MS), 5 * MS);
-    }
-
-    #[test]
-    fn out_of_fds_errors() {
-        for e in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
-            assert!(is_out_of_fds(e));
-        }
-        assert!(!is_out_of_fds(libc::EAGAIN) && !is_out_of_fds(libc::ECONNABORTED));
-        assert!(sheddable(libc::EMFILE) && !sheddable(libc::ENOBUFS));
-    }
-
-    #[test]
-    fn policy_per_wait_style() {
-        use EmfileMode::*;
-        let p = 80 * MS;
-        let d = |mode, s| decide(mode, p, s);
-        let ret = Decision {
-            hide: true,
-            hold: Hold::None,
-        };
-        let sleep = |ns| Decision {
-            hide: false,
-            hold: Hold::Sleep(ns),
-        };
-        // A blocking accept loop sleeps the period from the first failure.
-        let blocking = Seen {
-            blocking: true,
-            ..seen()
-        };
-        assert_eq!(d(Pause, blocking), sleep(p));
-        // An event loop (watched, waits between failures) returns at once; the listener hides.
-        let watched = Seen {
-            watched: true,
-            ..seen()
-        };
-        assert_eq!(d(Pause, watched), ret);
-        let cycle = Seen {
-            watched: true,
-            again: true,
-            waited: true,
-            ..seen()
-        };
-        assert_eq!(d(Pause, cycle), ret);
-        // A blocking listener in a poll loop is an event loop too.
-        assert_eq!(
-            d(
-                Pause,
-                Seen {
-                    blocking: true,
-                    ..cycle
-                }
-            ),
-            ret
-        );
-        // An accept-until-EAGAIN loop calls again without waiting: sleep the period.
-        let et = Seen {
-            watched: true,
-            again: true,
-            ..seen()
-        };
-        assert_eq!(d(Pause, et), sleep(p));
-        // A non-blocking listener never seen in a wait: short sleeps only.
-        let busy = Seen {
-            again: true,
-            ..seen()
-        };
-        assert_eq!(d(Pause, busy), sleep(SHORT_SLEEP_NS));
-        assert_eq!(d(Pause, seen()), ret);
-        // Waited, yet failed again during its pause: hiding did not work, short sleep.
-        let leaky = Seen {
-            within_pause: true,
-            ..cycle
-        };
-        assert_eq!(
-            d(Pause, leaky),
-            Decision {
-                hide: true,
-                hold: Hold::Sleep(SHORT_SLEEP_NS)
-            }
-        );
-        // sleep mode sleeps whatever the socket; off does nothing.
-        assert_eq!(d(Sleep, watched), sleep(p));
-        assert_eq!(
-            d(Off, blocking),
-            Decision {
-                hide: false,
-                hold: Hold::None
-            }
-        );
-        // shed: nothing pending after shedding, so nothing to hide, and sleeps end with the
-        // next client; when shedding did not empty the backlog it is pause.
-        let emptied = |s: Seen| Seen {
-            shed_emptied: true,
-            ..s
-        };
-        assert_eq!(
-            d(Shed, emptied(watched)),
-            Decision {
-                hide: false,
-                hold: Hold::None
-            }
-        );
-        assert_eq!(
-            d(Shed, emptied(blocking)),
-            Decision {
-                hide: false,
-                hold: Hold::UntilReadable(p)
-            }
-        );
-        assert_eq!(d(Shed, watched), ret);
-        // Short periods stay short.
-        assert_eq!(decide(Pause, 5 * MS, busy), sleep(5 * MS));
-    }
+    use crate::emfile::SHORT_SLEEP_NS;
+    use crate::emfile::fixtures::{Fake, MS, failed, guard};
 
     fn ctl(g: &Guard, k: &Fake, epfd: i32, fd: i32, op: CtlOp) {
         let c = g.ctl_begin(fd, 1, k).expect("a known listener");
@@ -1396,115 +914,5 @@ mod tests {
                 shed: 3
             }
         );
-    }
-
-    fn line_kinds(lines: &mut Lines, g: &Guard, now: u64) -> Vec<NoticeKind> {
-        let mut out = vec![];
-        lines.tick(g, now, &mut out);
-        out.iter().map(|n| n.kind).collect()
-    }
-
-    #[test]
-    fn lines_first_summary_every_10_s_and_recovery() {
-        use NoticeKind::*;
-        let g = guard(EmfileMode::Pause);
-        let k = Fake::default();
-        let mut lines = Lines::default();
-        let fail = |at: u64| {
-            k.now.set(at);
-            g.note_wait();
-            g.accept_failed(failed(3, false, true), 1, &k);
-        };
-        g.listening(3);
-        assert!(line_kinds(&mut lines, &g, MS).is_empty());
-        fail(1_000 * MS);
-        assert_eq!(line_kinds(&mut lines, &g, 1_000 * MS + 1), [First]);
-        for t in 1..=30 {
-            fail((1_000 + t * 500) * MS);
-            let kinds = line_kinds(&mut lines, &g, (1_000 + t * 500) * MS + 1);
-            // One summary per 10 s while failures go on.
-            assert_eq!(kinds.len(), usize::from(t == 20), "at {t}: {kinds:?}");
-        }
-        k.now.set(20_000 * MS);
-        assert!(g.accept_succeeded(3, 1, &k));
-        let mut out = vec![];
-        lines.tick(&g, 20_001 * MS, &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].kind, Recovered);
-        assert_eq!(out[0].totals.failures, 31);
-        assert_eq!(out[0].span_ns, 19_000 * MS);
-        // A new episode right after the recovery line waits for the interval.
-        fail(20_002 * MS);
-        assert!(line_kinds(&mut lines, &g, 20_003 * MS).is_empty());
-        assert_eq!(line_kinds(&mut lines, &g, 30_002 * MS), [First]);
-        // Episodes that come and go between two looks end with one recovery line.
-        k.now.set(30_100 * MS);
-        g.accept_succeeded(3, 1, &k);
-        fail(30_200 * MS);
-        k.now.set(30_300 * MS);
-        g.accept_succeeded(3, 1, &k);
-        assert_eq!(line_kinds(&mut lines, &g, 30_400 * MS), [Recovered]);
-        assert!(line_kinds(&mut lines, &g, 50_000 * MS).is_empty());
-    }
-
-    #[test]
-    fn rendered_lines() {
-        let n = Notice {
-            kind: NoticeKind::First,
-            fd: 3,
-            errno: libc::EMFILE,
-            reported: true,
-            totals: Totals::default(),
-            span_ns: 0,
-        };
-        let c = LineContext {
-            addr: Some("0.0.0.0:9999"),
-            open: Some((12, 12)),
-            reserve: false,
-            mode: EmfileMode::Pause,
-            backoff_max_ms: 1000,
-        };
-        assert_eq!(
-            render(&n, &c),
-            "fdguard: accept on fd 3 (0.0.0.0:9999) failed: EMFILE, 12 of 12 fds open; \
-             pausing accepts up to 1000 ms; report follows"
-        );
-        let s = Notice {
-            kind: NoticeKind::Summary,
-            totals: Totals {
-                failures: 12,
-                paused_ns: 9_870 * MS,
-                shed: 0,
-            },
-            span_ns: 10_000 * MS,
-            ..n
-        };
-        assert_eq!(
-            render(&s, &c),
-            "fdguard: accept on fd 3 (0.0.0.0:9999) still failing: 12 failures, paused 9870 ms, \
-             0 connections shed in the last 10 s"
-        );
-        let r = Notice {
-            kind: NoticeKind::Recovered,
-            span_ns: 2_340 * MS,
-            ..s
-        };
-        assert!(render(&r, &c).ends_with(
-            "succeeds again after 2.3 s: 12 failures, paused 9870 ms, 0 connections shed"
-        ));
-    }
-
-    #[test]
-    fn reserve_sits_high_below_the_limit() {
-        let t: Vec<i32> = reserve_targets(1024).collect();
-        assert_eq!(t[..4], [1023, 1022, 1020, 1016]);
-        assert!(t.iter().all(|t| *t >= 511));
-        assert_eq!(reserve_targets(12).collect::<Vec<_>>(), [11, 10, 8]);
-        assert_eq!(reserve_targets(1 << 20).next(), Some(65535));
-        assert_eq!(reserve_targets(3).count(), 0);
-        assert!(reserve_in_place(1023, 1024) && reserve_in_place(300, 1024));
-        assert!(!reserve_in_place(1024, 1024), "above a lowered limit");
-        assert!(!reserve_in_place(11, 1024), "far below a raised limit");
-        assert!(reserve_in_place(11, 12));
     }
 }
