@@ -27,38 +27,8 @@
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <linux/close_range.h>
-#include "checkpoint.h"
+#include "testlib.h"
 
-static const char *dir;
-
-/* An absolute path in the scratch directory (a few live at once: rotating buffers). */
-static const char *P(const char *name) {
-    static char bufs[8][4096];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
-    return b;
-}
-
-/* Creates a file (so that scenarios opening it read-only have something to open). */
-static const char *touch(const char *name) {
-    const char *p = P(name);
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    CHECK(fd >= 0);
-    CHECK(write(fd, "data\n", 5) == 5);
-    CHECK(close(fd) == 0);
-    return p;
-}
-
-static void expect(int fd, const char *kind, const char *call, const char *desc) {
-    CHECK(fd >= 0);
-    printf("EXPECT %d %s %s %s\n", fd, kind, call, desc);
-}
-
-static void gone(int fd) {
-    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
-    printf("GONE %d\n", fd);
-}
 
 static void close_gone(int fd) {
     CHECK(close(fd) == 0);
@@ -355,25 +325,6 @@ static void accept_common(int use4) {
 }
 static void s_accept(void) { accept_common(0); }
 static void s_accept4(void) { accept_common(1); }
-
-/* Sends `n` fds in one SCM_RIGHTS message. */
-static void send_fds(int sock, const int *fds, int n) {
-    char byte = 'x';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = CMSG_SPACE(sizeof(int) * n)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * n);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
-    CHECK(sendmsg(sock, &m, 0) == 1);
-}
 
 /* Reads the fds of the message's SCM_RIGHTS data into `out`; returns how many. */
 static int fds_of(struct msghdr *m, int *out) {

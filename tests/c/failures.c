@@ -22,17 +22,8 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <linux/close_range.h>
-#include "checkpoint.h"
+#include "testlib.h"
 
-static const char *dir;
-
-static const char *P(const char *name) {
-    static char bufs[4][4096];
-    static int next;
-    char *b = bufs[next++ % 4];
-    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
-    return b;
-}
 
 /* One result line: the value returned and errno (reset before each call). */
 #define R(name, expr)                                                                             \
@@ -170,20 +161,7 @@ static void emfile(void) {
     /* A socketpair with an fd in flight, for recvmsg at the limit. */
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    {
-        char byte = 'x';
-        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-        union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
-        memset(&u, 0, sizeof u);
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                           .msg_controllen = sizeof u.buf};
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &l, sizeof(int));
-        CHECK(sendmsg(sv[0], &m, 0) == 1);
-    }
+    send_fds(sv[0], &l, 1);
     int keep = open(file, O_RDONLY);
     FILE *stream = fopen(file, "r");
 

@@ -6,15 +6,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include "checkpoint.h"
+#include "testlib.h"
 
-static const char *dir;
-
-static const char *P(const char *name) {
-    static char b[4096];
-    snprintf(b, sizeof b, "%s/%s", dir, name);
-    return b;
-}
 
 static void show(const char *what, const char *name, int fd) {
     struct stat st;

@@ -18,43 +18,15 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <linux/close_range.h>
-#include "checkpoint.h"
+#include "testlib.h"
 
 extern char **environ;
-static const char *dir;
 static const char *self;
-
-static const char *P(const char *name) {
-    static char bufs[8][4096];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof bufs[0], "%s/%s", dir, name);
-    return b;
-}
-
-static const char *touch(const char *name, const char *content) {
-    const char *p = P(name);
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    CHECK(fd >= 0);
-    CHECK(write(fd, content, strlen(content)) == (ssize_t)strlen(content));
-    CHECK(close(fd) == 0);
-    return p;
-}
-
-static void expect(int fd, const char *kind, const char *call, const char *desc) {
-    CHECK(fd >= 0);
-    printf("EXPECT %d %s %s %s\n", fd, kind, call, desc);
-}
-
-static void gone(int fd) {
-    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
-    printf("GONE %d\n", fd);
-}
 
 /* A vfork child that rearranges its fds: none of it may reach the parent's table (the child
    runs on the parent's memory). */
 static void vfork_common(int do_exec) {
-    const char *a = touch("vfork-a.txt", "a");
+    const char *a = touch_with("vfork-a.txt", "a");
     int fa = open(a, O_RDONLY);
     int p[2];
     CHECK(pipe(p) == 0);
@@ -95,8 +67,8 @@ static void s_vfork(void) { vfork_common(1); }
 static void s_vfork_exit(void) { vfork_common(0); }
 
 static void s_posix_spawn(void) {
-    const char *in = touch("spawn-in.txt", "spawned child output\n");
-    const char *other = touch("spawn-other.txt", "x");
+    const char *in = touch_with("spawn-in.txt", "spawned child output\n");
+    const char *other = touch_with("spawn-other.txt", "x");
     int keep = open(other, O_RDONLY);
     int p[2];
     CHECK(pipe(p) == 0);
@@ -132,8 +104,8 @@ static void s_posix_spawn(void) {
 
 /* Exec of this program: fds without close-on-exec survive and are inherited by the new image. */
 static void s_exec(void) {
-    const char *kept = touch("exec-kept.txt", "k");
-    const char *cloexec = touch("exec-cloexec.txt", "c");
+    const char *kept = touch_with("exec-kept.txt", "k");
+    const char *cloexec = touch_with("exec-cloexec.txt", "c");
     int k = open(kept, O_RDONLY);
     int c = open(cloexec, O_RDONLY | O_CLOEXEC);
     CHECK(dup2(k, 60) == 60);
@@ -169,7 +141,7 @@ static void exec_image(const char *fds) {
 
 /* fds of several kinds, as a daemon would hold before detaching. */
 static void some_fds(int *fds) {
-    const char *f = touch("daemon.txt", "d");
+    const char *f = touch_with("daemon.txt", "d");
     fds[0] = open(f, O_RDONLY);
     fds[1] = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(pipe(fds + 2) == 0);
@@ -223,7 +195,7 @@ static void s_daemon_close_range(void) {
 static void s_limit(void) {
     struct rlimit rl = {256, 256};
     CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-    const char *f = touch("limit.txt", "l");
+    const char *f = touch_with("limit.txt", "l");
     int fd = open(f, O_RDONLY);
     CHECK(dup2(fd, 255) == 255);
     errno = 0;

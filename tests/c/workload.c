@@ -29,7 +29,7 @@
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <linux/close_range.h>
-#include "checkpoint.h"
+#include "testlib.h"
 
 #define WORKERS 4
 #define SLOTS 48
@@ -54,7 +54,6 @@ struct worker {
     int ops;
 };
 
-static const char *dir;
 static int rounds;
 static pthread_barrier_t barrier;
 static pthread_rwlock_t gate;
@@ -124,20 +123,6 @@ static const char *path(struct worker *w, char *buf, size_t n) {
     return buf;
 }
 
-static void send_one(int sock, int fd) {
-    char byte = 'x';
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
-    memset(&u, 0, sizeof u);
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    CHECK(sendmsg(sock, &m, 0) == 1);
-}
 
 static int recv_one(int sock, int use_mmsg) {
     char byte;
@@ -286,7 +271,7 @@ static void op(struct worker *w, int single) {
         /* An fd passed over a socketpair and received with recvmsg or recvmmsg. */
         CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, p) == 0);
         int e = eventfd(0, 0);
-        send_one(p[0], e);
+        send_fds(p[0], &e, 1);
         CHECK(close(e) == 0);
         fd = recv_one(p[1], pick(w, 2));
         CHECK(close(p[0]) == 0 && close(p[1]) == 0);
