@@ -322,7 +322,7 @@ fn report_file_of_another_user_is_not_written() {
         eprintln!("cannot chown here (not root): skipped");
         return;
     }
-    let mut s = start(&dir, &report, &[]);
+    let s = start(&dir, &report, &[]);
     kill(s.pid(), libc::SIGUSR2);
     wait_until("a report on stderr", Duration::from_secs(20), || {
         stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
@@ -337,10 +337,7 @@ fn report_file_of_another_user_is_not_written() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 2, "{err}");
-    s.resume();
-    s.next_checkpoint().unwrap();
-    s.resume();
-    assert!(s.finish().status.success());
+    finish_plain(s);
 }
 
 /// A report file that cannot be created: one line naming the path (said as soon as fdguard
@@ -349,7 +346,7 @@ fn report_file_of_another_user_is_not_written() {
 fn unwritable_report_path_falls_back_to_stderr_with_one_line() {
     let dir = scratch("config-unwritable");
     let path = dir.join("no-such-dir").join("r.jsonl");
-    let mut s = start(&dir, &path, &[]);
+    let s = start(&dir, &path, &[]);
     let kernel = proc_fds(s.pid());
     // Two reports: the second must not repeat the line.
     for n in 1..=2 {
@@ -378,10 +375,7 @@ fn unwritable_report_path_falls_back_to_stderr_with_one_line() {
         assert_exact(&serde_json::from_str(line).unwrap(), &kernel);
     }
     assert!(!path.exists());
-    s.resume();
-    s.next_checkpoint().unwrap();
-    s.resume();
-    assert!(s.finish().status.success());
+    finish_plain(s);
 }
 
 /// A symlink at the report path is not followed: its target is untouched, the report goes to
@@ -393,7 +387,7 @@ fn symlink_at_report_path_is_not_followed() {
     std::fs::write(&target, "precious\n").unwrap();
     let link = dir.join("report.jsonl");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let mut s = start(&dir, &link, &[]);
+    let s = start(&dir, &link, &[]);
     kill(s.pid(), libc::SIGUSR2);
     wait_until("a report on stderr", Duration::from_secs(20), || {
         stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
@@ -409,10 +403,7 @@ fn symlink_at_report_path_is_not_followed() {
         "{first}"
     );
     assert_eq!(err.lines().count(), 2, "{err}");
-    s.resume();
-    s.next_checkpoint().unwrap();
-    s.resume();
-    assert!(s.finish().status.success());
+    finish_plain(s);
 }
 
 /// An existing report file is appended to, never truncated.

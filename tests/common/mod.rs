@@ -67,15 +67,23 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Compiles `tests/c/<name>.c` (with `tests/c` on the include path) into `dir`.
 pub fn build_c(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
-    build_from("tests/c", name, name, dir, flags)
+    build_from("tests/c", name, name, dir, flags, &[])
 }
 
 /// Compiles `examples/c/<name>.c` into `dir/<out>`.
 pub fn build_example(name: &str, out: &str, dir: &Path, flags: &[&str]) -> PathBuf {
-    build_from("examples/c", name, out, dir, flags)
+    build_from("examples/c", name, out, dir, flags, &[])
 }
 
-fn build_from(folder: &str, name: &str, out_name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+/// Compiles `<folder>/<name>.c` into `dir/<out_name>`; `post` goes after the source file.
+fn build_from(
+    folder: &str,
+    name: &str,
+    out_name: &str,
+    dir: &Path,
+    flags: &[&str],
+    post: &[&str],
+) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
     let out = dir.join(out_name);
     let status = Command::new("cc")
@@ -85,6 +93,7 @@ fn build_from(folder: &str, name: &str, out_name: &str, dir: &Path, flags: &[&st
         .arg(src.join(format!("{name}.c")))
         .arg(format!("-I{}", src.display()))
         .arg("-pthread")
+        .args(post)
         .status()
         .expect("running cc");
     assert!(status.success(), "cc failed for {name}.c");
@@ -407,20 +416,7 @@ pub fn assert_matches_kernel(report: &Value, kernel: &BTreeSet<i64>, allowed_unt
 
 /// Like `build_c`, with extra arguments after the source file (libraries to link).
 pub fn build_c_linked(name: &str, dir: &Path, flags: &[&str], post: &[&str]) -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(src.join(format!("{name}.c")))
-        .arg(format!("-I{}", src.display()))
-        .arg("-pthread")
-        .args(post)
-        .status()
-        .expect("running cc");
-    assert!(status.success(), "cc failed for {name}.c");
-    out
+    build_from("tests/c", name, name, dir, flags, post)
 }
 
 /// Builds `tests/c/<name>.c` once per test binary (tests run on several threads and share it).
