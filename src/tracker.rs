@@ -227,7 +227,7 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
     };
     match TABLE.insert(fd, &rec, fork_generation()) {
         Insert::Inserted => {
-            if THRESHOLD.after_create(TABLE.open_count()) {
+            if THRESHOLD.after_create(TABLE.highest_fd(), || TABLE.count_open()) {
                 trigger::request(Reason::Threshold);
             }
         }
@@ -305,7 +305,7 @@ fn forget(fd: i32) -> Released {
     };
     match TABLE.remove(fd, fork_generation(), release_stack) {
         Remove::WasOpen => {
-            THRESHOLD.after_release(TABLE.open_count());
+            THRESHOLD.after_release();
             Released::WasOpen
         }
         Remove::Busy => {
