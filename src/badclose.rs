@@ -1,9 +1,9 @@
-//! `BadCloses`: closes of fds that were not open (EBADF), handed from hooks to the report thread.
+//! `BadCloses`: closes of fds that were not open (EBADF), handed from hooks to the notice children.
 //!
 //! A close that fails with `EBADF` is usually a double close, and a double close is the bug that
 //! closes another thread's newly opened file when the number was reused in between. Hooks record
 //! the event in a small fixed queue (no allocation, no lock, never waits: when the queue is full
-//! the event is only counted), and the report thread prints it, rate-limited.
+//! the event is only counted); `dumper` turns it into a notice, rate-limited.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -95,25 +95,27 @@ impl BadCloses {
         false
     }
 
-    /// Takes every queued event.
-    pub fn drain(&self) -> Vec<BadClose> {
-        let mut out = Vec::new();
-        for s in &self.slots {
-            if s.state.load(Ordering::Acquire) != READY {
-                continue;
+    /// Takes one queued event.
+    pub fn pop(&self) -> Option<BadClose> {
+        self.slots.iter().find_map(|s| {
+            if s.state
+                .compare_exchange(READY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return None;
             }
             let head = s.head.load(Ordering::Relaxed);
             let stacks = s.stacks.load(Ordering::Relaxed);
-            out.push(BadClose {
+            let e = BadClose {
                 fd: head as u32 as i32,
                 call: Call::from_u8((head >> 32) as u8).unwrap_or(Call::Close),
                 tid: s.tid.load(Ordering::Relaxed),
                 stack: unpack_stack(stacks & 0xffff_ffff),
                 released_by: unpack_stack(stacks >> 32),
-            });
+            };
             s.state.store(FREE, Ordering::Release);
-        }
-        out
+            Some(e)
+        })
     }
 
     pub fn total(&self) -> u64 {
@@ -143,11 +145,11 @@ mod tests {
             assert_eq!(queued, fd < SLOTS as i32);
         }
         assert_eq!(q.total(), 20);
-        let got = q.drain();
+        let got: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(got.len(), SLOTS);
         assert_eq!(got[3], ev(3));
-        assert!(q.drain().is_empty());
+        assert!(q.pop().is_none());
         assert!(q.push(ev(-1)));
-        assert_eq!(q.drain()[0].fd, -1);
+        assert_eq!(q.pop().map(|e| e.fd), Some(-1));
     }
 }

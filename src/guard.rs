@@ -4,8 +4,8 @@
 //! # Why
 //! A hook runs in contexts fdguard does not choose: before fdguard is initialized, inside a libc
 //! function that fdguard itself hooked (`fopen` calling an `open` another shim exports), on the
-//! report thread (whose own fds must never be reported), in a `vfork` child that shares the
-//! parent's memory (where any write would corrupt the parent's table), and after an internal
+//! accept guard's thread (whose own fds must never be reported), in a `vfork` child that shares
+//! the parent's memory (where any write would corrupt the parent's table), and after an internal
 //! error. All of them reduce to one cheap check at the top of every hook.
 //!
 //! The thread-locals are `const`-initialized `Cell`s without destructors: usable before `main`,
@@ -48,7 +48,7 @@ struct ThreadState {
     inside_compound: Cell<u32>,
     /// Cached kernel tid (0 = not yet known); reset in a fork child.
     tid: Cell<u32>,
-    /// Set for fdguard's own threads (the report thread) and while fdguard works on any thread.
+    /// Set for fdguard's own threads (the accept guard's) and while fdguard works on any thread.
     internal: Cell<u32>,
 }
 

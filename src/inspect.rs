@@ -1,10 +1,11 @@
 //! Report-time questions to the kernel about the process's fds: which are open, what each one
 //! is (`readlink`), and for sockets their addresses and TCP state.
 //!
-//! Runs on the report thread only, and never creates an fd in the program's fd table: open fds
+//! Runs in report children and on the accept guard's thread, and never creates an fd: open fds
 //! are found by probing numbers with `poll` (`POLLNVAL` marks a closed one), not by listing
-//! `/proc/self/fd`, so a report at EMFILE, or while the program races to its limit, cannot take
-//! a number the program is about to get. (`list_fds` is for load time, before `main`.)
+//! `/proc/self/fd`, so the guard's lines at EMFILE, or while the program races to its limit,
+//! cannot take a number the program is about to get. (`list_fds` is for load time, before
+//! `main`.)
 #![allow(unsafe_code)]
 
 use std::mem::{MaybeUninit, size_of};

@@ -5,13 +5,15 @@
 //! - `guard`: per-thread mode and errno discipline; `tracker`: what a hook means for the table;
 //! - core (safe, unit-tested without preloading): `table`, `intern`, `limits`, `config`,
 //!   `origin`, `trigger`, `report`, `emfile` (the accept guard's policy);
-//! - `stack` (capture), `inspect`, `symbolize`, `os`: the OS layer (`unsafe`);
-//! - `dumper`: signal handler, report thread, fork handling, output.
+//! - `stack` (capture), `inspect`, `symbolize`, `os`, `child`: the OS layer (`unsafe`);
+//! - `dumper`: signal handler, report requests, fork handling, output; `upkeep`: the accept
+//!   guard's thread.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
 mod badclose;
+mod child;
 mod config;
 mod dumper;
 mod emfile;
@@ -34,10 +36,11 @@ mod tracker;
 mod trigger;
 #[allow(unsafe_code)]
 mod unwind;
+mod upkeep;
 
 use std::ffi::CString;
 
-/// The system allocator, except in a report's snapshot child (see `alloc`).
+/// The system allocator, except in a report child (see `alloc`).
 #[global_allocator]
 static ALLOCATOR: alloc::FdguardAlloc = alloc::FdguardAlloc;
 
@@ -163,8 +166,9 @@ fn warn_if_go_program() {
 fn record_inherited() {
     if let Some(fds) = inspect::list_fds() {
         for fd in fds {
-            // The listing's own directory fd is closed by now.
-            if os::fd_is_open(fd) {
+            // The listing's own directory fd is closed by now; the accept guard's reserve
+            // (placed just before) is fdguard's.
+            if os::fd_is_open(fd) && !tracker::OWN.contains(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None);
                 if os::is_listening(fd) {
                     tracker::listening(guard::Mode::Track, fd);

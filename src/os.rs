@@ -366,77 +366,45 @@ pub fn module_bounds(addr: usize) -> Option<(usize, usize)> {
         .find(|(lo, hi)| (*lo..*hi).contains(&addr))
 }
 
-/// The two sides of `snapshot_process`.
-pub enum Snapshot {
-    /// In the copy: a single-threaded process with a copy of this one's memory and fd table.
-    Child,
-    Parent(libc::pid_t),
-    Failed(c_int),
+/// The symbolic name of an errno value fdguard may meet making a process (async-signal-safe,
+/// unlike `strerror`).
+pub fn errno_name(e: c_int) -> &'static str {
+    match e {
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EPERM => "EPERM",
+        libc::ENOSYS => "ENOSYS",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        _ => "an unexpected error",
+    }
 }
 
-/// A copy of this process (like `fork`) made with the raw `clone` system call and no exit
-/// signal: glibc's and the program's fork handlers do not run, the program gets no SIGCHLD,
-/// and its `waitpid(-1, ...)` cannot reap the child (only `__WCLONE`/`__WALL` waits can).
-pub fn snapshot_process() -> Snapshot {
-    // SAFETY: clone with no flags and no new stack duplicates the calling thread into a new
-    // process, returning twice like fork; neither side's memory is shared afterwards.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            0 as libc::c_ulong,
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            std::ptr::null_mut::<libc::c_int>(),
-            0 as libc::c_ulong,
-        )
+/// Runs `f` with every signal blocked on this thread (a thread it starts inherits the mask),
+/// then restores the mask.
+pub fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigfillset/pthread_sigmask on locally owned sets; the old mask is restored below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
     };
-    match r {
-        0 => Snapshot::Child,
-        pid if pid > 0 => Snapshot::Parent(pid as libc::pid_t),
-        _ => Snapshot::Failed(errno()),
-    }
+    let r = f();
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    r
 }
 
-/// Waits for a snapshot child up to `timeout_ns`, killing it after that; its exit status, or
-/// `None` if it did not exit normally.
-pub fn wait_snapshot(pid: libc::pid_t, timeout_ns: u64) -> Option<u8> {
-    let deadline = monotonic_ns().saturating_add(timeout_ns);
-    let mut status: c_int = 0;
-    loop {
-        // SAFETY: waitpid on our own clone child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE | libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && errno() != libc::EINTR {
-            return None;
-        }
-        if monotonic_ns() >= deadline {
-            // SAFETY: kill and reap the child this process made.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, libc::__WCLONE);
-            }
-            return None;
-        }
-        let ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 2_000_000,
-        };
-        // SAFETY: plain sleep with a valid timespec.
-        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-    }
-    libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status) as u8)
-}
-
-/// Closes `fd` with the raw system call (no hook, no bookkeeping): for a snapshot child
+/// Closes `fd` with the raw system call (no hook, no bookkeeping): for a report child
 /// dropping its copies of the program's fds.
 pub fn raw_close(fd: c_int) {
     // SAFETY: closing a descriptor number; the caller owns the process's fd table (a child).
     unsafe { libc::syscall(libc::SYS_close, fd) };
 }
 
-/// Ends a snapshot child at once: no atexit handlers, no destructors, no stdio flush.
+/// Ends a report child at once: no atexit handlers, no destructors, no stdio flush.
 pub fn exit_now(code: u8) -> ! {
     // SAFETY: _exit never returns and runs nothing of the program's.
     unsafe { libc::_exit(code as c_int) }

@@ -1,4 +1,4 @@
-//! `Symbolizer`: return addresses to function, file and line, on the report thread only.
+//! `Symbolizer`: return addresses to function, file and line, in report children only.
 //!
 //! Every frame carries module + offset, computed from the loader's list in memory, so a report
 //! is useful even when debug info cannot be read (no fd free at EMFILE, stripped binaries):
@@ -12,8 +12,8 @@ use crate::report::Frame;
 
 pub struct Symbolizer {
     modules: Vec<Module>,
-    /// False in a fork child whose parent was symbolizing at the moment of `fork`: the
-    /// `backtrace` crate's global lock may be held forever there.
+    /// False when symbolizing in the program's own process (no report child could be made):
+    /// reading debug info would open files there.
     use_debug_info: bool,
 }
 

@@ -15,7 +15,7 @@
 //!   own view of that fd does.
 //! - A claim records the fork generation it was made in, so a claim left behind by a thread that
 //!   does not exist in a forked child is recognised as stale and taken over.
-//! - Readers (the report thread) retry a bounded number of times and never block writers.
+//! - Readers (report children) retry a bounded number of times and never block writers.
 //! - Storage is a two-level array mapped on first touch: it covers every fd number a kernel can
 //!   hand out (up to 2^31), yet a program with ten fds touches one page.
 
@@ -310,28 +310,6 @@ impl FdTable {
         }
     }
 
-    /// Forgets `fd` only if it still holds exactly `expected` (report-time cleanup must not
-    /// drop an entry a hook recorded in the meantime).
-    pub fn remove_if_same(&self, fd: i32, generation: u32, expected: &FdRecord) -> bool {
-        let Some(slot) = self.slot(fd, false) else {
-            return false;
-        };
-        let Some(before) = slot.claim(generation) else {
-            return false;
-        };
-        let old_meta = meta_of(before);
-        if slot.read_claimed(before).as_ref() == Some(expected) {
-            slot.release(
-                before,
-                old_meta & !(META_OPEN | META_STREAM | META_HAS_RELEASE),
-            );
-            true
-        } else {
-            slot.release(before, old_meta);
-            false
-        }
-    }
-
     /// Applies `change` to an open entry (e.g. `fdopen` marking it as a stream).
     pub fn update(&self, fd: i32, generation: u32, change: impl FnOnce(&mut FdRecord)) -> bool {
         let Some(slot) = self.slot(fd, false) else {
@@ -474,16 +452,6 @@ mod tests {
         // Next fork generation: the claiming thread is gone, the claim is stale.
         assert_eq!(t.remove(3, 1, None), Remove::WasOpen);
         let _ = before;
-    }
-
-    #[test]
-    fn conditional_removal_spares_a_newer_entry() {
-        let t = FdTable::new();
-        t.insert(8, &rec(Call::Open, 1), 0);
-        assert!(!t.remove_if_same(8, 0, &rec(Call::Open, 2)));
-        assert!(t.get(8).is_some());
-        assert!(t.remove_if_same(8, 0, &rec(Call::Open, 1)));
-        assert_eq!((t.get(8), t.count_open()), (None, 0));
     }
 
     #[test]

@@ -225,6 +225,9 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
         detail: origin.detail.pack(),
         path: origin.path,
     };
+    if rec.born_ns >= LIMIT_LOOK_AT_NS.load(Ordering::Relaxed) {
+        look_at_limit(rec.born_ns);
+    }
     match TABLE.insert(fd, &rec, fork_generation()) {
         Insert::Inserted => {
             if THRESHOLD.after_create(TABLE.highest_fd(), || TABLE.count_open()) {
@@ -238,6 +241,16 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
             COUNTERS.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// When the creation path next re-reads the soft limit: another process may have changed it
+/// (`prlimit --pid`), and the threshold is a share of it.
+static LIMIT_LOOK_AT_NS: AtomicU64 = AtomicU64::new(0);
+
+#[cold]
+fn look_at_limit(now: u64) {
+    LIMIT_LOOK_AT_NS.store(now.saturating_add(1_000_000_000), Ordering::Relaxed);
+    THRESHOLD.set_limit(os::nofile_limit().0);
 }
 
 /// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
@@ -524,10 +537,11 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
         None
     };
     // Before the hold: the operator's first line and the report come now, not after it.
+    if report || failure.is_some_and(|f| f.started) {
+        trigger::wake();
+    }
     if report {
         trigger::request(Reason::Emfile);
-    } else if failure.is_some_and(|f| f.started) {
-        trigger::wake();
     }
     if let Some(f) = failure {
         let start = os::precise_ns();
@@ -619,8 +633,8 @@ fn settle_reserve(fd: i32) -> i32 {
 }
 
 /// In shed mode, takes the reserve if there is none, or moves it below a lowered soft limit.
-/// At load, when the program lowers its limit, and from the report thread (after the program
-/// closes fds, or another process ran `prlimit`).
+/// At load, when the program lowers its limit, and from the accept guard's thread (after the
+/// program closes fds, or another process ran `prlimit`).
 pub fn place_reserve() {
     if GUARD.mode() != EmfileMode::Shed {
         return;
@@ -642,14 +656,25 @@ pub fn reserve_fd() -> Option<i32> {
     (r >= 0 && OWN.contains(r) && (r as u64) < os::nofile_limit().0).then_some(r)
 }
 
-/// Report-thread upkeep of the accept guard: shows listeners whose pause is over (a backstop
-/// for waits fdguard could not cut short) and takes the reserve back. Returns when to look
+/// The accept guard thread's upkeep: shows listeners whose pause is over (a backstop for waits
+/// fdguard could not cut short) and takes the reserve back. Returns when to look
 /// again, if a listener is still hidden.
 pub fn accept_guard_upkeep() -> Option<u64> {
     if GUARD.mode() == EmfileMode::Shed && reserve_fd().is_none() {
         place_reserve();
     }
     GUARD.restore_due(guard::tid(), &Kernel)
+}
+
+/// Which fd numbers a report probes, and in batches of how many: up to the soft limit (fds the
+/// program can have) and the highest number fdguard ever saw (fds from before a lowered
+/// limit), in batches no larger than `poll` accepts under that limit.
+pub fn probe_bounds() -> (i32, usize) {
+    let soft = os::nofile_limit().0;
+    let upto = (soft.min(1 << 24) as i64)
+        .max(TABLE.highest_fd() as i64 + 1)
+        .max(3);
+    (upto as i32, soft.clamp(1, 4096) as usize)
 }
 
 /// True if `fd` may be a listening socket (one load; see `emfile::listeners::Guard::maybe_listener`).

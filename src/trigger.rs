@@ -1,11 +1,13 @@
-//! `Triggers`: why a report is wanted, handed from hooks and signal handlers to the report thread.
+//! `Triggers`: why fdguard has work to do, handed from hooks and signal handlers to whoever
+//! does it.
 //!
-//! Setting a bit and waking a futex is all a hook or a signal handler does: both are
-//! async-signal-safe and use no fd the program could close.
+//! A request sets a bit and calls the installed server at once, from the requesting context
+//! (see `dumper::serve`: it only copies the process, which is async-signal-safe and needs no
+//! fd). A request made while another is being served is served by that server before it
+//! returns.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use crate::os;
 
 /// Why a report is written (the report's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +35,7 @@ impl Reason {
         1 << (self as u32)
     }
 
-    /// Reasons the report thread serves, in the order it serves them.
+    /// Reasons served on request, in the order they are served.
     pub const QUEUED: [Reason; 4] = [
         Reason::Emfile,
         Reason::Threshold,
@@ -42,22 +44,38 @@ impl Reason {
     ];
 }
 
-static PENDING: AtomicU32 = AtomicU32::new(0);
-static WAKE: AtomicU32 = AtomicU32::new(0);
-
-/// Wakes the report thread without asking for a report (it has lines to print). Async-signal-safe.
-pub fn wake() {
-    WAKE.fetch_add(1, Ordering::Release);
-    os::futex_wake(&WAKE);
+/// Who serves requests: reports, and the accept guard's upkeep.
+pub struct Handlers {
+    /// Serves pending requests now (async-signal-safe).
+    pub serve: fn(),
+    /// The accept guard has lines to print or listeners to show again.
+    pub wake: fn(),
 }
 
-/// Asks the report thread for a report. Async-signal-safe.
+static HANDLERS: OnceLock<Handlers> = OnceLock::new();
+static PENDING: AtomicU32 = AtomicU32::new(0);
+
+/// Installs the handlers (at load).
+pub fn install(handlers: Handlers) {
+    let _ = HANDLERS.set(handlers);
+}
+
+/// Asks for a report (or bad-close notices). Async-signal-safe.
 pub fn request(reason: Reason) {
     PENDING.fetch_or(reason.bit(), Ordering::AcqRel);
-    wake();
+    if let Some(h) = HANDLERS.get() {
+        (h.serve)();
+    }
 }
 
-/// What the report thread was asked for.
+/// Wakes the accept guard's upkeep.
+pub fn wake() {
+    if let Some(h) = HANDLERS.get() {
+        (h.wake)();
+    }
+}
+
+/// What was asked for.
 pub struct Work {
     bits: u32,
 }
@@ -66,17 +84,22 @@ impl Work {
     pub fn wants(&self, reason: Reason) -> bool {
         self.bits & reason.bit() != 0
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits == 0
+    }
 }
 
-/// Waits up to `timeout_ns` for requests and takes them all.
-pub fn wait(timeout_ns: u64) -> Work {
-    let seen = WAKE.load(Ordering::Acquire);
-    if PENDING.load(Ordering::Acquire) == 0 {
-        os::futex_wait(&WAKE, seen, timeout_ns);
-    }
+/// Takes every pending request.
+pub fn take() -> Work {
     Work {
         bits: PENDING.swap(0, Ordering::AcqRel),
     }
+}
+
+/// Whether a request is pending.
+pub fn pending() -> bool {
+    PENDING.load(Ordering::Acquire) != 0
 }
 
 #[cfg(test)]
@@ -87,10 +110,10 @@ mod tests {
     fn requests_are_taken_once() {
         request(Reason::Signal);
         request(Reason::Threshold);
-        let w = wait(0);
+        assert!(pending());
+        let w = take();
         assert!(w.wants(Reason::Signal) && w.wants(Reason::Threshold));
         assert!(!w.wants(Reason::Emfile));
-        let w = wait(1_000_000);
-        assert!(!w.wants(Reason::Signal));
+        assert!(!pending() && take().is_empty());
     }
 }

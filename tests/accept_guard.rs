@@ -556,9 +556,10 @@ fn shed_mode_closes_late_clients_at_once() {
             "{}",
             r["emfile"]
         );
+        let err = s.stderr();
         assert!(
-            s.stderr()
-                .contains("closing pending connections at once (shed)")
+            err.contains("closing pending connections at once (shed)"),
+            "{err}"
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Signals: a storm of report requests while four threads churn fds (every report arrives, each
-//! is valid JSON, the program neither deadlocks nor crashes), and fdguard's report thread never
-//! takes a signal the program waits for.
+//! is valid JSON, the program neither deadlocks nor crashes), and fdguard never takes a signal
+//! the program waits for.
 mod common;
 use common::*;
 
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 const SIGNALS: usize = 300;
 
-/// One SIGUSR2 at a time, each answered by a report before the next, while the fds change under
-/// the report thread's feet.
+/// One SIGUSR2 at a time, each answered by a report before the next, while the fds change as
+/// the reports are made.
 #[test]
 fn a_storm_of_report_signals_during_churn_gets_every_report() {
     let prog = build_c_once("signals", &["-O1", "-g"]);
@@ -67,11 +67,11 @@ fn a_storm_of_report_signals_during_churn_gets_every_report() {
 }
 
 /// SIGUSR1 is blocked in every thread of the program and main waits for it with sigwait. It is
-/// sent while main is not yet in sigwait: it must stay pending for the process (had fdguard's
-/// report thread left it unblocked, the kernel would hand it to that thread, and its default
-/// action would kill the program), and then reach sigwait.
+/// sent while main is not yet in sigwait: it must stay pending for the process (had fdguard
+/// started a thread that left it unblocked, the kernel would hand it to that thread, and its
+/// default action would kill the program), and then reach sigwait.
 #[test]
-fn the_report_thread_does_not_steal_a_signal_the_program_waits_for() {
+fn fdguard_does_not_steal_a_signal_the_program_waits_for() {
     let prog = build_c_once("signals", &["-O1", "-g"]);
     let dir = scratch("sigwait");
     let report = dir.join("report.jsonl");
@@ -81,11 +81,10 @@ fn the_report_thread_does_not_steal_a_signal_the_program_waits_for() {
     let (name, _) = s.next_checkpoint().expect("checkpoint");
     assert_eq!(name, "blocked");
     let pid = s.pid();
-    // The report thread exists by now (fdguard starts it before main).
     let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .count();
-    assert_eq!(threads, 4, "main, two workers and fdguard's report thread");
+    assert_eq!(threads, 3, "main and two workers: fdguard starts no thread");
     kill(pid, libc::SIGUSR1);
     let usr1 = 1u64 << (libc::SIGUSR1 - 1);
     wait_until(
@@ -108,10 +107,10 @@ fn the_report_thread_does_not_steal_a_signal_the_program_waits_for() {
 }
 
 /// A daemon-like loop of closefrom(3) / close_range(3, ~0U, 0) while reports are being written:
-/// the range calls must never close an fd of fdguard's under the report thread (which would
-/// then write into, or close, the fd the program opens next on that number). fdguard creates
-/// no fd in the program's process while reporting (it finishes reports in a snapshot child),
-/// so there is nothing for the loop to hit.
+/// the range calls must never close an fd of fdguard's (fdguard would then write into, or close,
+/// the fd the program opens next on that number). fdguard creates no fd in the program's
+/// process while reporting (a report child does the work), so there is nothing for the loop to
+/// hit.
 #[test]
 fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     let prog = build_c_once("signals", &["-O1", "-g"]);

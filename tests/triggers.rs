@@ -12,7 +12,7 @@ fn with_reason(reports: &[Value], reason: &str) -> usize {
     reports.iter().filter(|r| r["reason"] == reason).count()
 }
 
-/// Waits a moment for reports that must *not* come (the report thread wakes at once, so a
+/// Waits a moment for reports that must *not* come (a report child starts at once, so a
 /// quarter second is plenty), then returns all reports.
 fn settle(report: &Path) -> Vec<Value> {
     std::thread::sleep(Duration::from_millis(250));

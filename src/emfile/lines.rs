@@ -1,6 +1,6 @@
 //! The operator's lines on stderr about the accept guard: which are due (`Lines`, a rate limit
-//! that runs on the report thread and reads the listener table only through snapshots), and
-//! what each says (`render`, given what the report thread gathered about the listener).
+//! that runs on the accept guard's thread and reads the listener table only through snapshots), and
+//! what each says (`render`, given what the accept guard's thread gathered about the listener).
 
 use super::listeners::{Guard, LISTENERS, Snapshot, Totals};
 use crate::config::EmfileMode;
@@ -123,7 +123,7 @@ impl LineState {
     }
 }
 
-/// What a line says beyond the notice itself (gathered by the report thread).
+/// What a line says beyond the notice itself (gathered by the accept guard's thread).
 pub struct LineContext<'a> {
     pub addr: Option<&'a str>,
     /// fds open (the program's) and the soft limit, for `First`.

@@ -603,7 +603,7 @@ impl Guard {
     }
 
     /// Shows every hidden listener whose period is over; returns the next end of a period of a
-    /// listener still hidden in some epoll set (when the report thread should look again).
+    /// listener still hidden in some epoll set (when the accept guard's thread should look again).
     pub fn restore_due(&self, tid: u32, k: &impl Kernel) -> Option<u64> {
         let now = k.now_ns();
         let mut next: Option<u64> = None;
@@ -685,7 +685,7 @@ impl Guard {
     }
 }
 
-/// A listener as the report thread sees it.
+/// A listener as the accept guard's thread sees it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Snapshot {
     pub(super) fd: i32,

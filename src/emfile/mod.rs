@@ -23,13 +23,13 @@
 //! The program always gets the real result and `errno`. Everything here is fixed-size and
 //! lock-free for the hooks: a listener's own small lock is only ever *tried* by fdguard's
 //! operations, and only the program's own `epoll_ctl` on a listener waits for it (briefly, and
-//! never for its own thread). `Lines` (the operator's stderr lines) runs on the report thread.
+//! never for its own thread). `Lines` (the operator's stderr lines) runs on the accept guard's thread.
 //! OS calls go through `Kernel`, so that the unit tests run without preloading anything.
 //!
 //! # Files
 //! This file is the policy: the backoff schedule, which errors mean "out of fds", `decide`, and
 //! where shed mode's reserve fd sits. `listeners` is the table that carries the policy out for
-//! the hooks; `lines` tells the operator about it, from the report thread.
+//! the hooks; `lines` tells the operator about it, from the accept guard's thread.
 
 use crate::config::EmfileMode;
 

@@ -237,7 +237,7 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
 }
 
 /// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold follows the new
-/// limit at once (the report thread also re-reads it every second, for `prlimit --pid`).
+/// limit at once (the creation path also re-reads it every second, for `prlimit --pid`).
 #[inline(always)]
 fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
     let mode = guard::mode();
