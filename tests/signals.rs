@@ -151,3 +151,29 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
         assert!(r["open"].as_u64().unwrap() >= 3, "{r}");
     }
 }
+
+/// Reports are written by processes fdguard copies from the program: the program must see no
+/// SIGCHLD from them and have no child left, live or zombie, for its `waitpid(-1, __WALL)`.
+#[test]
+fn report_processes_are_no_children_of_the_program() {
+    let prog = build_c_once("reaper", &["-O1", "-g"]);
+    let dir = scratch("reaper");
+    let report = dir.join("report.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let mut cmd = guarded(&prog, &report);
+    stderr_to(&mut cmd, &stderr);
+    let mut s = Stepper::spawn(cmd, &report);
+    let (name, _) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "reporting");
+    let kernel = proc_fds(s.pid());
+    for _ in 0..3 {
+        assert_exact(&s.report_now(), &kernel);
+    }
+    s.resume();
+    let out = s.finish();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("SIGCHLD 0\n"), "{stdout}");
+    assert!(stdout.contains("WAITPID -1 ECHILD\n"), "{stdout}");
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(std::fs::read_to_string(&stderr).unwrap_or_default(), "");
+}
