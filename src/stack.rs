@@ -18,6 +18,11 @@ static STACKS: Interner<{ 1 << 12 }, { 73 << 12 }, { 64 << 20 }> = Interner::new
 /// at capture time so that they do not use up the requested depth.
 const OWN_FRAMES_MAX: usize = 12;
 
+/// The most own frames a capture has met so far (0: none yet). Each hook's path to the capture
+/// is fixed, so this settles after the first captures, and a walk allows for exactly that many
+/// instead of `OWN_FRAMES_MAX`: every frame walked and dropped costs every capture.
+static OWN_SEEN: AtomicUsize = AtomicUsize::new(0);
+
 /// Address range of fdguard's own code, found at load.
 static OWN_TEXT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
@@ -51,14 +56,36 @@ fn tag_of(depth: usize, id: StackId) -> u64 {
 #[inline(never)]
 fn capture_interned(depth: usize) -> Option<StackId> {
     let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
-    let want = (depth.min(MAX_DEPTH) + OWN_FRAMES_MAX).min(buf.len());
-    let got = unwind::capture_tagged(&mut buf[..want]);
+    let depth = depth.min(MAX_DEPTH);
+    let allowance = match OWN_SEEN.load(Ordering::Relaxed) {
+        0 => OWN_FRAMES_MAX,
+        seen => seen,
+    };
+    let mut want = (depth + allowance).min(buf.len());
+    let mut got = unwind::capture_tagged(buf.get_mut(..want)?);
     // The same walk as one already interned: its id, without hashing or comparing frames.
     if got.tag != 0 && got.tag >> 32 == depth as u64 {
         return Some(StackId((got.tag as u32).wrapping_sub(1)));
     }
+    let mut skip = buf
+        .iter()
+        .take(got.frames)
+        .take_while(|a| is_own(**a))
+        .count();
+    if skip > OWN_SEEN.load(Ordering::Relaxed) {
+        OWN_SEEN.fetch_max(skip.min(OWN_FRAMES_MAX), Ordering::Relaxed);
+    }
+    if skip > allowance && got.frames == want && want < buf.len() {
+        // A deeper path than any before: this walk was cut short; once more, allowing for it.
+        want = (depth + skip).min(buf.len());
+        got = unwind::capture_tagged(buf.get_mut(..want)?);
+        skip = buf
+            .iter()
+            .take(got.frames)
+            .take_while(|a| is_own(**a))
+            .count();
+    }
     let frames = buf.get(..got.frames)?;
-    let skip = frames.iter().take_while(|a| is_own(**a)).count();
     let frames = frames.get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
     let id = STACKS.intern(os::words_as_bytes(frames)).map(StackId)?;

@@ -29,17 +29,6 @@ pub(crate) const MEMO_FRAMES: usize = 48;
 const COMPLETE: u32 = 1 << 31;
 /// Flag in `MemoEntry::len`: the walk used its starting RBP, so a replay needs the same one.
 const RBP_MATTERS: u32 = 1 << 30;
-/// Flag in `MemoFrame::rbp_at` (addresses are 8-aligned): a later frame's CFA used the RBP this
-/// frame restored, so a replay must find the same value in that stack slot.
-const RBP_NEEDED: usize = 1;
-
-struct MemoFrame {
-    cfa: AtomicUsize,
-    ra: AtomicUsize,
-    rbp_at: AtomicUsize,
-    rbp: AtomicUsize,
-}
-
 #[repr(C, align(64))]
 struct MemoEntry {
     seq: AtomicU32,
@@ -51,7 +40,17 @@ struct MemoEntry {
     generation: AtomicU64,
     /// A caller's value for this walk (fdguard: its interned stack id); 0 = none.
     tag: AtomicU64,
-    frames: [MemoFrame; MEMO_FRAMES],
+    /// Bit `i`: a later frame's CFA used the RBP frame `i` restored, so a replay must find the
+    /// same value in that stack slot (rare without frame pointers; checked apart).
+    rbp_needed: AtomicU64,
+    // Per frame, in separate arrays: the replay's hot loop reads only the first two, a few
+    // frames per cache line.
+    /// Where the return address was read (the frame's CFA - 8).
+    ra_at: [AtomicUsize; MEMO_FRAMES],
+    ra: [AtomicUsize; MEMO_FRAMES],
+    /// Where the frame restored RBP from (0 if it did not), and the value restored.
+    rbp_at: [AtomicUsize; MEMO_FRAMES],
+    rbp_restored: [AtomicUsize; MEMO_FRAMES],
 }
 
 /// One recorded walk: an entry at one version. A tag set through it lands only if the entry
@@ -103,14 +102,11 @@ impl WalkMemo {
                     limit: AtomicUsize::new(0),
                     generation: AtomicU64::new(0),
                     tag: AtomicU64::new(0),
-                    frames: [const {
-                        MemoFrame {
-                            cfa: AtomicUsize::new(0),
-                            ra: AtomicUsize::new(0),
-                            rbp_at: AtomicUsize::new(0),
-                            rbp: AtomicUsize::new(0),
-                        }
-                    }; MEMO_FRAMES],
+                    rbp_needed: AtomicU64::new(0),
+                    ra_at: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
+                    ra: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
+                    rbp_at: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
+                    rbp_restored: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                 }
             }; ENTRIES],
         }
@@ -174,50 +170,62 @@ impl WalkMemo {
             return Replay::Miss; // recorded for a shorter buffer: record anew
         }
         // Any aligned word in [sp0, limit) is this thread's mapped stack.
-        let (lo, hi) = (key.start.sp, key.limit.wrapping_sub(8));
-        let readable = |addr: usize| addr >= lo && addr <= hi && addr.is_multiple_of(8);
+        let (lo, span) = (key.start.sp, key.limit.wrapping_sub(8 + key.start.sp));
+        let readable = |addr: usize| addr.wrapping_sub(lo) <= span && addr.is_multiple_of(8);
         // The hot loop checks each frame on its own (no state carried from frame to frame, so
         // the loads overlap); where a continuation must start is worked out after it.
-        let mut written = 0;
-        for (slot, frame) in out.iter_mut().zip(&e.frames).take(len) {
-            let ra = frame.ra.load(Ordering::Relaxed);
-            let ra_at = frame.cfa.load(Ordering::Relaxed).wrapping_sub(8);
-            if !readable(ra_at) {
+        let n = len.min(out.len());
+        let (Some(ras), Some(ats), Some(dst)) = (e.ra.get(..n), e.ra_at.get(..n), out.get_mut(..n))
+        else {
+            return Replay::Miss;
+        };
+        for ((slot, ra), at) in dst.iter_mut().zip(ras).zip(ats) {
+            let (ra, at) = (ra.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
+            if !readable(at) {
                 return Replay::Miss; // torn entry
             }
             // SAFETY: aligned and inside this thread's stack, see above.
-            if unsafe { read_word(ra_at) } != ra {
+            if unsafe { read_word(at) } != ra {
                 return Replay::Miss; // the stack changed: a different walk
             }
-            let rbp_word = frame.rbp_at.load(Ordering::Relaxed);
-            if rbp_word & RBP_NEEDED != 0 {
-                let rbp_at = rbp_word & !RBP_NEEDED;
-                if !readable(rbp_at) {
-                    return Replay::Miss; // torn entry
-                }
-                // SAFETY: aligned and inside this thread's stack, see above.
-                if unsafe { read_word(rbp_at) } != frame.rbp.load(Ordering::Relaxed) {
-                    return Replay::Miss; // a CFA depended on this value
-                }
-            }
             *slot = ra;
-            written += 1;
+        }
+        let written = n;
+        let mut needed = e.rbp_needed.load(Ordering::Relaxed) & ((1u64 << n) - 1);
+        while needed != 0 {
+            let i = needed.trailing_zeros() as usize;
+            needed &= needed - 1;
+            let (Some(at), Some(rbp)) = (e.rbp_at.get(i), e.rbp_restored.get(i)) else {
+                return Replay::Miss;
+            };
+            let at = at.load(Ordering::Relaxed);
+            if !readable(at) {
+                return Replay::Miss; // torn entry
+            }
+            // SAFETY: aligned and inside this thread's stack, see above.
+            if unsafe { read_word(at) } != rbp.load(Ordering::Relaxed) {
+                return Replay::Miss; // a CFA depended on this value
+            }
         }
         let mut next = key.start;
         if written < out.len() && !complete {
-            let Some(last) = written.checked_sub(1).and_then(|i| e.frames.get(i)) else {
+            let Some(last) = written.checked_sub(1) else {
                 return Replay::Miss;
             };
-            let ra = last.ra.load(Ordering::Relaxed);
+            let ra = ras.get(last).map_or(0, |a| a.load(Ordering::Relaxed));
+            let cfa = ats
+                .get(last)
+                .map_or(0, |a| a.load(Ordering::Relaxed))
+                .wrapping_add(8);
             // RBP is the caller's own until a frame restored it from the stack: the latest
             // restore's stack slot holds it now.
             let restored = e
-                .frames
+                .rbp_at
                 .get(..written)
                 .unwrap_or_default()
                 .iter()
                 .rev()
-                .map(|f| f.rbp_at.load(Ordering::Relaxed) & !RBP_NEEDED)
+                .map(|a| a.load(Ordering::Relaxed))
                 .find(|at| *at != 0);
             let rbp = match restored {
                 Some(at) if readable(at) => {
@@ -229,7 +237,7 @@ impl WalkMemo {
             };
             next = WalkState {
                 lookup_pc: ra.wrapping_sub(1),
-                sp: last.cfa.load(Ordering::Relaxed),
+                sp: cfa,
                 rbp,
             };
         }
@@ -252,6 +260,7 @@ impl WalkMemo {
         let (index, entry) = self.entry(key)?;
         let seq = super::cache::begin_write(&entry.seq)?;
         entry.tag.store(0, Ordering::Relaxed);
+        entry.rbp_needed.store(0, Ordering::Relaxed);
         entry.sp.store(key.start.sp, Ordering::Relaxed);
         entry.rbp.store(key.start.rbp, Ordering::Relaxed);
         entry
@@ -277,17 +286,22 @@ impl MemoWriter<'_> {
         match step.rbp_from {
             RbpFrom::NotUsed => {}
             RbpFrom::Start => self.rbp_matters.set(true),
-            RbpFrom::Step(j) => {
-                if let Some(earlier) = self.entry.frames.get(j) {
-                    earlier.rbp_at.fetch_or(RBP_NEEDED, Ordering::Relaxed);
-                }
+            RbpFrom::Step(j) if j < MEMO_FRAMES => {
+                self.entry.rbp_needed.fetch_or(1 << j, Ordering::Relaxed);
             }
+            RbpFrom::Step(_) => {}
         }
-        if let Some(frame) = self.entry.frames.get(index) {
-            frame.cfa.store(step.cfa, Ordering::Relaxed);
-            frame.ra.store(step.ra, Ordering::Relaxed);
-            frame.rbp_at.store(step.rbp_at, Ordering::Relaxed);
-            frame.rbp.store(step.rbp, Ordering::Relaxed);
+        let e = self.entry;
+        if let (Some(ra_at), Some(ra), Some(rbp_at), Some(rbp)) = (
+            e.ra_at.get(index),
+            e.ra.get(index),
+            e.rbp_at.get(index),
+            e.rbp_restored.get(index),
+        ) {
+            ra_at.store(step.cfa.wrapping_sub(8), Ordering::Relaxed);
+            ra.store(step.ra, Ordering::Relaxed);
+            rbp_at.store(step.rbp_at, Ordering::Relaxed);
+            rbp.store(step.rbp, Ordering::Relaxed);
         }
     }
 
