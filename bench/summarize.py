@@ -348,8 +348,8 @@ def main():
     if mem or mem_skip:
         if "fdg-default" in marginal:
             # Judged on the growth while the fds are opened: what each tracked fd costs. The
-            # fixed cost of loading (unwind caches, the report thread) does not grow with fds;
-            # over (RSS - native) / fds it would only amortize at the 100,000 fds this machine's
+            # fixed cost of loading (unwind caches, shared library pages) does not grow with
+            # fds; over (RSS - native) / fds it would only amortize at the 100,000 fds this machine's
             # limit may not allow. Both figures are in the table above.
             allowance = MEM_STACKS * STACK_FRAMES * FRAME_BYTES / mem_nfds
             b = med(marginal["fdg-default"])

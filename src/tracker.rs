@@ -194,6 +194,18 @@ pub fn after_fork_in_child() {
 /// A new fd exists (`fd >= 0` checked here so hooks can pass results straight in).
 #[inline]
 pub fn created(mode: Mode, fd: i32, origin: impl FnOnce() -> Origin) {
+    created_sharing(mode, fd, &mut None, origin);
+}
+
+/// One of several fds a single call made (a pipe's two ends, fds received in one message): they
+/// share one creation stack, captured for the first and kept in `stack`.
+#[inline]
+pub fn created_sharing(
+    mode: Mode,
+    fd: i32,
+    stack: &mut Option<Option<StackId>>,
+    origin: impl FnOnce() -> Origin,
+) {
     if fd < 0 {
         return;
     }
@@ -203,7 +215,7 @@ pub fn created(mode: Mode, fd: i32, origin: impl FnOnce() -> Origin) {
         Mode::Track => {
             // A creation on one of fdguard's numbers means the program replaced it (dup2).
             OWN.remove(fd);
-            let stack = stack::capture(DEPTH.load(Ordering::Relaxed));
+            let stack = *stack.get_or_insert_with(|| stack::capture(DEPTH.load(Ordering::Relaxed)));
             record(fd, origin(), stack);
         }
     }

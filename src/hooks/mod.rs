@@ -159,8 +159,9 @@ fn new_pair(
     let r = real();
     after(mode, |e| {
         if r == 0 {
+            let mut stack = None;
             for fd in fd_pair(fds) {
-                tracker::created(mode, fd, &origin)
+                tracker::created_sharing(mode, fd, &mut stack, &origin)
             }
         } else {
             tracker::failed(mode, call, e)
@@ -385,7 +386,8 @@ hooks! {
         let mode = guard::mode();
         let n = call();
         after(mode, |_| if n >= 0 {
-            scm_rights(msg, |fd| tracker::created(mode, fd, || {
+            let mut stack = None;
+            scm_rights(msg, |fd| tracker::created_sharing(mode, fd, &mut stack, || {
                 Origin::new(Call::Recvmsg).detail(Detail::FromFd(sock))
             }))
         });
@@ -395,10 +397,11 @@ hooks! {
         let mode = guard::mode();
         let n = call();
         after(mode, |_| {
+            let mut stack = None;
             for i in 0..n.max(0) as usize {
                 // SAFETY: the kernel filled the first `n` entries of the program's array.
                 let hdr = unsafe { &raw const (*msgs.add(i)).msg_hdr };
-                scm_rights(hdr, |fd| tracker::created(mode, fd, || {
+                scm_rights(hdr, |fd| tracker::created_sharing(mode, fd, &mut stack, || {
                     Origin::new(Call::Recvmmsg).detail(Detail::FromFd(sock))
                 }))
             }
