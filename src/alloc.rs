@@ -1,7 +1,7 @@
 //! `FdguardAlloc`: fdguard's global allocator: the system allocator, except in a report child.
 //!
 //! # Why
-//! Reports are finished in a child process made with a raw `clone` (see `snapshot`): glibc's
+//! Reports are made by a copy of the process created with a raw `clone` (see `child`): glibc's
 //! fork handlers do not run there, so a malloc lock that another thread of the program held at
 //! that instant stays locked in the child forever. The child therefore allocates from a private
 //! bump arena of fresh pages and never calls malloc. In the program's own process this is a

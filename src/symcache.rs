@@ -1,15 +1,16 @@
 //! `SymbolLog`: resolved stacks, kept across reports in memory shared with the report children.
 //!
 //! # Why
-//! Reports are symbolized in a snapshot child (`dumper`), which starts from the program's
+//! Reports are symbolized in a report child (`child`, `dumper`), which starts from the program's
 //! memory: whatever a previous child parsed is gone, and re-reading debug info for every report
 //! costs up to a second. A `MAP_SHARED` anonymous mapping made at load is the one piece of
 //! memory a child can write and the program's process can read, with no fd: each child appends
 //! the stacks it resolved, and the next one starts from them.
 //!
-//! The log is append-only, written by one report child at a time (the report lock serializes
-//! them), with its length published last. A fork child of the program gets a private copy
-//! (`unshare_after_fork`), since its stack ids may diverge from the parent's from then on.
+//! The log is append-only, written by one report child at a time (children take turns, see
+//! `child::take_turn`), with its length published last. A fork child of the program gets a
+//! private copy (`unshare_after_fork`), since its stack ids may diverge from the parent's from
+//! then on.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! The operator's lines on stderr about the accept guard: which are due (`Lines`, a rate limit
-//! that runs on the accept guard's thread and reads the listener table only through snapshots), and
-//! what each says (`render`, given what the accept guard's thread gathered about the listener).
+//! that runs on the accept guard's thread and reads the listener table only through
+//! snapshots), and what each says (`render`, given what that thread gathered about the
+//! listener).
 
 use super::listeners::{Guard, LISTENERS, Snapshot, Totals};
 use crate::config::EmfileMode;
@@ -45,7 +46,7 @@ struct LineState {
     ep_start: u64,
 }
 
-/// The rate limit of the operator's lines (report thread only): per listener, a `First` line
+/// The rate limit of the operator's lines (the accept guard's thread only): per listener, a `First` line
 /// when accept starts failing, then a `Summary` at most every `LINE_INTERVAL_NS` while failures
 /// go on, and a `Recovered` line when an announced episode ends. A new episode within the
 /// interval of the last line is announced when the interval is over, if it still lasts.
