@@ -177,3 +177,56 @@ fn report_processes_are_no_children_of_the_program() {
     assert!(out.status.success(), "{:?}", out.status);
     assert_eq!(std::fs::read_to_string(&stderr).unwrap_or_default(), "");
 }
+
+/// Under a sandbox that forbids making processes, no report can be written by a copy: fdguard
+/// says so once (however many signals), the program goes on untouched, and the exit report is
+/// still written, in the program's process, on stderr, without debug info.
+#[test]
+fn without_clone_reports_are_said_lost_once_and_the_exit_report_still_comes() {
+    let prog = build_c_once("no_clone", &["-O1", "-g"]);
+    let dir = scratch("no-clone");
+    let report = dir.join("report.jsonl");
+    let stderr = dir.join("stderr.txt");
+    let mut cmd = guarded(&prog, &report);
+    cmd.env("FDGUARD_AT_EXIT", "1")
+        .env("FDGUARD_FORMAT", "text");
+    stderr_to(&mut cmd, &stderr);
+    let mut s = Stepper::spawn(cmd, &report);
+    let (name, _) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "sandboxed");
+    let pid = s.pid();
+    let before = proc_fds(pid);
+    for _ in 0..3 {
+        kill(pid, libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(proc_fds(pid), before, "fdguard took no fd");
+    s.resume();
+    let out = s.finish();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    let leaked: i64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LEAKED "))
+        .expect("LEAKED line")
+        .parse()
+        .unwrap();
+    let said = "fdguard: cannot make a report process (EPERM)";
+    assert_eq!(err.matches(said).count(), 1, "said once:\n{err}");
+    // The file was created at load (to check it can be written), and stays empty.
+    assert_eq!(std::fs::read_to_string(&report).unwrap_or_default(), "");
+    // The exit report, made here: the leaked fd, with its stack as module + offset.
+    let exit = err
+        .split(&format!("=={pid}== fdguard: "))
+        .find(|r| r.contains("reason: exit"))
+        .unwrap_or_else(|| panic!("no exit report:\n{err}"));
+    assert!(
+        exit.contains(&format!(" {leaked}  file")) && exit.contains("/dev/null"),
+        "{exit}"
+    );
+    assert!(
+        exit.contains("no_clone+0x"),
+        "module + offset frames:\n{exit}"
+    );
+}
