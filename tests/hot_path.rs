@@ -17,13 +17,7 @@ fn allocs(prog: &Path, preload: &str, env: &[(&str, &str)]) -> i64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("ALLOCS "))
-        .unwrap_or_else(|| panic!("no ALLOCS line: {stdout}"))
-        .parse()
-        .unwrap()
+    value_after(String::from_utf8_lossy(&out.stdout).lines(), "ALLOCS ")
 }
 
 #[test]

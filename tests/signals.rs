@@ -206,12 +206,7 @@ fn without_clone_reports_are_said_lost_once_and_the_exit_report_still_comes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let err = std::fs::read_to_string(&stderr).unwrap_or_default();
     assert!(out.status.success(), "{:?}\n{err}", out.status);
-    let leaked: i64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("LEAKED "))
-        .expect("LEAKED line")
-        .parse()
-        .unwrap();
+    let leaked: i64 = value_after(stdout.lines(), "LEAKED ");
     let said = "fdguard: cannot make a report process (EPERM)";
     assert_eq!(err.matches(said).count(), 1, "said once:\n{err}");
     // The file was created at load (to check it can be written), and stays empty.

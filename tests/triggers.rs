@@ -254,12 +254,7 @@ fn double_close_is_reported_with_both_stacks() {
         let out = cmd.output().unwrap();
         assert!(out.status.success());
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let fd: i64 = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("fd "))
-            .expect("fd line")
-            .parse()
-            .unwrap();
+        let fd: i64 = value_after(stdout.lines(), "fd ");
         (fd, String::from_utf8_lossy(&out.stderr).into_owned())
     };
     let (fd, text) = run("1");

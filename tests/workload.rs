@@ -33,12 +33,7 @@ fn run(seed: u64, rounds: u32) {
     let (mut rounds_seen, mut children) = (0, 0);
     while let Some((name, lines)) = s.next_checkpoint() {
         if name == "child" {
-            let pid: u32 = lines
-                .iter()
-                .find_map(|l| l.strip_prefix("CHILD "))
-                .expect("CHILD line")
-                .parse()
-                .unwrap();
+            let pid: u32 = value_after(&lines, "CHILD ");
             let kernel = proc_fds(pid);
             let r = s.report_of(pid);
             assert_exact(&r, &kernel);

@@ -167,6 +167,21 @@ pub fn proc_fds(pid: u32) -> BTreeSet<i64> {
         .collect()
 }
 
+/// The value on the first line that starts with `prefix` (a program's `NAME value` output);
+/// panics if there is none or it does not parse.
+pub fn value_after<T: std::str::FromStr>(
+    lines: impl IntoIterator<Item = impl AsRef<str>>,
+    prefix: &str,
+) -> T {
+    let line = lines
+        .into_iter()
+        .find_map(|l| l.as_ref().strip_prefix(prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"));
+    line.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{prefix:?} line does not parse: {line:?}"))
+}
+
 /// The report file for a test.
 pub fn report_path(dir: &Path) -> PathBuf {
     dir.join("fdguard-report.jsonl")
