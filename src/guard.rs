@@ -224,24 +224,29 @@ pub fn internal_failure(what: &str) {
 }
 
 /// Keeps `errno` as the program will see it across fdguard's own work.
-pub struct ErrnoGuard(libc::c_int);
+pub struct ErrnoGuard {
+    errno: os::ThreadErrno,
+    saved: libc::c_int,
+}
 
 impl ErrnoGuard {
     #[inline]
     pub fn save() -> Self {
-        Self(os::errno())
+        let errno = os::ThreadErrno::locate();
+        let saved = errno.get();
+        Self { errno, saved }
     }
 
     /// The value that will be restored.
     #[inline]
     pub fn saved(&self) -> libc::c_int {
-        self.0
+        self.saved
     }
 }
 
 impl Drop for ErrnoGuard {
     #[inline]
     fn drop(&mut self) {
-        os::set_errno(self.0);
+        self.errno.set(self.saved);
     }
 }
