@@ -162,6 +162,12 @@ fn launch(task: Task) {
     }
 }
 
+/// A task, with what had to be gathered while the program's fds were still there.
+enum Prepared {
+    Report(Gathered),
+    Notice(BadClose, u64),
+}
+
 /// A report child's whole work; returns its exit status.
 fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
     // First of all, before anything allocates: malloc's locks may be held by threads that
@@ -169,22 +175,29 @@ fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
     if !alloc::enter_child_arena() {
         return child::FAILED;
     }
-    child::take_turn();
-    let code = guard::contained(|| match task {
-        Task::Report(reason) => report_in_child(config, pid, reason),
-        Task::Notice { event, not_shown } => {
-            drop_program_fds();
-            notice_in_child(config, pid, event, not_shown);
-            0
+    let code = guard::contained(|| {
+        // What needs the copies of the program's fds is done before they are dropped, and they
+        // are dropped before waiting for this child's turn to write (see `drop_program_fds`).
+        let prepared = match task {
+            Task::Report(reason) => Prepared::Report(gather(reason, pid)),
+            Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
+        };
+        drop_program_fds();
+        child::take_turn();
+        match prepared {
+            Prepared::Report(facts) => report_in_child(config, pid, facts),
+            Prepared::Notice(event, not_shown) => {
+                notice_in_child(config, pid, event, not_shown);
+                0
+            }
         }
     });
     code.unwrap_or(child::FAILED)
 }
 
-/// Builds, writes and (for the exit path) grades one report, in a report child.
-fn report_in_child(config: &Config, pid: u32, reason: Reason) -> u8 {
-    let facts = gather(reason, pid);
-    drop_program_fds();
+/// Symbolizes, writes and (for the exit path) grades one report, in a report child.
+fn report_in_child(config: &Config, pid: u32, facts: Gathered) -> u8 {
+    let reason = facts.reason;
     let mut cache = FrameCache::new(Symbolizer::new(true));
     let report = complete(facts, config, &mut cache);
     symcache::append(&cache.fresh);
@@ -218,7 +231,8 @@ fn drop_program_fds() {
     }
 }
 
-/// What a report knows before symbolization: gathered in the program's process, no fd needed.
+/// What a report knows before symbolization: gathered while the child still has its copies of
+/// the program's fds.
 struct Gathered {
     reason: Reason,
     header: Header,
