@@ -18,6 +18,11 @@
 //! with a raw `clone` and exits at once, and the copy, orphaned, is reaped by init or the
 //! nearest subreaper. The caller pays one copy of its address space.
 //!
+//! A process that would inherit that orphan itself (PID 1 in a container, a subreaper) would
+//! get a SIGCHLD for it and, if it never reaps, a zombie per report. There the copy is made
+//! directly, with no exit signal (invisible to the program's `waitpid(-1, ...)` and to SIGCHLD
+//! handlers), on fdguard's stack, and reaped by fdguard at the next request and at exit.
+//!
 //! # In a child
 //! The child blocks every signal (the program's handlers must not run in the copy; an
 //! interrupt of the terminal's process group must not cut a report in half) except `SIGALRM`,
@@ -29,7 +34,7 @@
 //! report at a time on stderr or in a file), and say a warning once across all of them.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use libc::c_int;
 
@@ -64,6 +69,8 @@ struct Shared {
 }
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+/// Children made directly (see the module comment) and not reaped yet; 0 = free.
+static DIRECT: [AtomicI32; 8] = [const { AtomicI32::new(0) }; 8];
 /// Top of the intermediate's stack, or 0 if it could not be mapped.
 static STACK_TOP: AtomicUsize = AtomicUsize::new(0);
 
@@ -126,26 +133,47 @@ pub fn spawn_detached(run: &dyn Fn()) -> Result<(), c_int> {
     if top == 0 {
         return Err(libc::ENOMEM);
     }
+    reap_direct();
     if let Some(s) = shared() {
         s.in_flight.fetch_add(1, Ordering::AcqRel);
     }
     let mut launch = Launch { run, result: 0 };
-    // SAFETY: `intermediate` runs on fdguard's own stack (16-byte aligned top) in a process
-    // sharing this memory; CLONE_VFORK keeps this thread (and `launch`, on its stack) waiting
-    // until the intermediate has exited. No exit signal: the program sees no SIGCHLD.
-    let pid = unsafe {
-        libc::clone(
-            intermediate,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK,
-            (&mut launch as *mut Launch).cast(),
-        )
-    };
-    let result = if pid < 0 {
-        -errno()
+    let arg = (&mut launch as *mut Launch).cast();
+    let direct_slot = if inherits_orphans() {
+        DIRECT.iter().find(|d| d.load(Ordering::Acquire) == 0)
     } else {
-        reap(pid);
-        launch.result
+        None
+    };
+    let result = if let Some(slot) = direct_slot {
+        // SAFETY: `direct` starts on fdguard's own stack (16-byte aligned top) in a copy of
+        // this process (no CLONE_VM), where `arg` points to its copy of `launch`. No exit
+        // signal: the program sees no SIGCHLD, and its `waitpid(-1, ...)` does not see it.
+        let pid = unsafe { libc::clone(direct, top as *mut libc::c_void, 0, arg) };
+        if pid > 0 {
+            slot.store(pid, Ordering::Release);
+            pid
+        } else {
+            -errno()
+        }
+    } else {
+        // SAFETY: `intermediate` runs on fdguard's own stack (16-byte aligned top) in a
+        // process sharing this memory; CLONE_VFORK keeps this thread (and `launch`, on its
+        // stack) waiting until the intermediate has exited. No exit signal: the program sees
+        // no SIGCHLD.
+        let pid = unsafe {
+            libc::clone(
+                intermediate,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK,
+                arg,
+            )
+        };
+        if pid < 0 {
+            -errno()
+        } else {
+            reap(pid);
+            launch.result
+        }
     };
     if result > 0 {
         return Ok(());
@@ -178,6 +206,45 @@ extern "C" fn intermediate(arg: *mut libc::c_void) -> c_int {
         Err(e) => launch.result = -e,
     }
     0
+}
+
+/// The detached child, made directly (see the module comment).
+extern "C" fn direct(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` points to this process's copy of the caller's `Launch`.
+    let launch = unsafe { &*arg.cast::<Launch>() };
+    enter();
+    (launch.run)();
+    leave(0)
+}
+
+/// Whether an orphan of this process would be given to it: PID 1 of its namespace, or a
+/// subreaper.
+fn inherits_orphans() -> bool {
+    let mut subreaper: c_int = 0;
+    // SAFETY: PR_GET_CHILD_SUBREAPER writes one int through the pointer given.
+    let asked = unsafe {
+        libc::prctl(
+            libc::PR_GET_CHILD_SUBREAPER,
+            &mut subreaper as *mut c_int as libc::c_ulong,
+        )
+    };
+    os::getpid() == 1 || (asked == 0 && subreaper != 0)
+}
+
+/// Reaps the children made directly that have finished (or that the program reaped itself).
+fn reap_direct() {
+    for slot in &DIRECT {
+        let pid = slot.load(Ordering::Acquire);
+        if pid <= 0 {
+            continue;
+        }
+        let mut status = 0;
+        // SAFETY: a non-blocking wait for one of our own clone children.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WCLONE) };
+        if r == pid || (r < 0 && errno() == libc::ECHILD) {
+            let _ = slot.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
 }
 
 fn reap(pid: c_int) {
@@ -255,13 +322,17 @@ pub fn wait(pid: libc::pid_t) -> Option<u8> {
 pub fn wait_in_flight(timeout_ns: u64) -> bool {
     let Some(s) = shared() else { return true };
     let deadline = os::monotonic_ns().saturating_add(timeout_ns);
-    while s.in_flight.load(Ordering::Acquire) != 0 {
+    let done = loop {
+        if s.in_flight.load(Ordering::Acquire) == 0 {
+            break true;
+        }
         if os::monotonic_ns() >= deadline {
-            return false;
+            break false;
         }
         os::sleep_until(os::precise_ns() + 2_000_000);
-    }
-    true
+    };
+    reap_direct();
+    done
 }
 
 /// In a new child: every signal blocked but its own time limit.

@@ -154,28 +154,33 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
 
 /// Reports are written by processes fdguard copies from the program: the program must see no
 /// SIGCHLD from them and have no child left, live or zombie, for its `waitpid(-1, __WALL)`.
+/// A subreaper (or PID 1) would inherit an orphaned copy: there fdguard makes its copies as
+/// children without an exit signal, which the program's plain `waitpid(-1)` does not see.
 #[test]
 fn report_processes_are_no_children_of_the_program() {
     let prog = build_c_once("reaper", &["-O1", "-g"]);
-    let dir = scratch("reaper");
-    let report = dir.join("report.jsonl");
-    let stderr = dir.join("stderr.txt");
-    let mut cmd = guarded(&prog, &report);
-    stderr_to(&mut cmd, &stderr);
-    let mut s = Stepper::spawn(cmd, &report);
-    let (name, _) = s.next_checkpoint().expect("checkpoint");
-    assert_eq!(name, "reporting");
-    let kernel = proc_fds(s.pid());
-    for _ in 0..3 {
-        assert_exact(&s.report_now(), &kernel);
+    for mode in ["plain", "subreaper"] {
+        let dir = scratch(&format!("reaper-{mode}"));
+        let report = dir.join("report.jsonl");
+        let stderr = dir.join("stderr.txt");
+        let mut cmd = guarded(&prog, &report);
+        cmd.arg(mode);
+        stderr_to(&mut cmd, &stderr);
+        let mut s = Stepper::spawn(cmd, &report);
+        let (name, _) = s.next_checkpoint().expect("checkpoint");
+        assert_eq!(name, "reporting");
+        let kernel = proc_fds(s.pid());
+        for _ in 0..3 {
+            assert_exact(&s.report_now(), &kernel);
+        }
+        s.resume();
+        let out = s.finish();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("SIGCHLD 0\n"), "{mode}: {stdout}");
+        assert!(stdout.contains("WAITPID -1 ECHILD\n"), "{mode}: {stdout}");
+        assert!(out.status.success(), "{mode}: {:?}", out.status);
+        assert_eq!(std::fs::read_to_string(&stderr).unwrap_or_default(), "");
     }
-    s.resume();
-    let out = s.finish();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("SIGCHLD 0\n"), "{stdout}");
-    assert!(stdout.contains("WAITPID -1 ECHILD\n"), "{stdout}");
-    assert!(out.status.success(), "{:?}", out.status);
-    assert_eq!(std::fs::read_to_string(&stderr).unwrap_or_default(), "");
 }
 
 /// Under a sandbox that forbids making processes, no report can be written by a copy: fdguard
