@@ -5,13 +5,19 @@
 //! `addr2line -e MODULE OFFSET` finds the line later.
 #![allow(unsafe_code)]
 
+use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, Module};
 use crate::report::Frame;
+use crate::unwind;
 
 pub struct Symbolizer {
-    modules: Vec<Module>,
+    /// The main program's path (the loader's name for it is empty).
+    exe: String,
+    /// The loader's list, only where `_dl_find_object` is missing (glibc < 2.35): building it
+    /// takes the loader lock, which a thread that was not copied into a report child may hold.
+    listed: OnceCell<Vec<Module>>,
     /// False when symbolizing in the program's own process (no report child could be made):
     /// reading debug info would open files there.
     use_debug_info: bool,
@@ -20,15 +26,28 @@ pub struct Symbolizer {
 impl Symbolizer {
     pub fn new(use_debug_info: bool) -> Self {
         Self {
-            modules: os::modules(),
+            exe: std::fs::read_link("/proc/self/exe")
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            listed: OnceCell::new(),
             use_debug_info,
         }
     }
 
-    fn module_of(&self, addr: usize) -> Option<&Module> {
-        self.modules
+    /// The path and load bias of the object holding `pc`.
+    fn module_of(&self, pc: usize) -> Option<(String, usize)> {
+        if let Some((bias, name)) = unwind::loaded_object(pc) {
+            let path = match name.to_bytes() {
+                [] => self.exe.clone(),
+                _ => name.to_string_lossy().into_owned(),
+            };
+            return Some((path, bias));
+        }
+        self.listed
+            .get_or_init(os::modules)
             .iter()
-            .find(|m| m.text.iter().any(|(lo, hi)| (*lo..*hi).contains(&addr)))
+            .find(|m| m.text.iter().any(|(lo, hi)| (*lo..*hi).contains(&pc)))
+            .map(|m| (m.path.clone(), m.bias))
     }
 
     /// Resolves a captured stack; inlined calls become frames of their own. Leading frames
@@ -41,8 +60,8 @@ impl Symbolizer {
             let module = self.module_of(pc);
             let base = Frame {
                 addr,
-                module: module.map(|m| m.path.clone()),
-                offset: module.map(|m| pc - m.bias),
+                offset: module.as_ref().map(|(_, bias)| pc - bias),
+                module: module.map(|(path, _)| path),
                 ..Frame::default()
             };
             let mut resolved = Vec::new();

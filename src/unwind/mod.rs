@@ -81,6 +81,21 @@ pub fn invalidate_cache() {
     fast::CACHE.invalidate();
 }
 
+/// The loaded object holding `pc`: its load bias and its name (empty for the main program),
+/// without the loader lock (see `object::loaded_object`). `None` before `init`, on platforms
+/// without the fast path, or when no object holds `pc`.
+pub fn loaded_object(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::loaded_object(pc)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = pc;
+        None
+    }
+}
+
 /// What `capture_tagged` found.
 pub struct Captured {
     /// Addresses written.

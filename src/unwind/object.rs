@@ -48,10 +48,11 @@ pub(crate) fn init() -> bool {
     !f.is_null()
 }
 
-pub(crate) fn find(pc: usize) -> ObjectCfi {
+/// `_dl_find_object` for `pc`, if it exists and some loaded object holds `pc`.
+fn find_object(pc: usize) -> Option<DlFindObject> {
     let f = FIND_OBJECT.load(Ordering::Acquire);
     if f == 0 {
-        return ObjectCfi::Unknown;
+        return None;
     }
     // SAFETY: a non-zero value was stored by `init` from dlsym of
     // `_dl_find_object`, whose C signature is exactly `FindObjectFn`.
@@ -60,9 +61,43 @@ pub(crate) fn find(pc: usize) -> ObjectCfi {
     let mut found: DlFindObject = unsafe { core::mem::zeroed() };
     // SAFETY: `found` is a writable dl_find_object; the address is only
     // compared, never dereferenced, by glibc.
-    if unsafe { find_object(pc as *mut c_void, &mut found) } != 0 {
-        return ObjectCfi::Unknown;
+    (unsafe { find_object(pc as *mut c_void, &mut found) } == 0).then_some(found)
+}
+
+/// The public head of glibc's `struct link_map` (`<link.h>`).
+#[repr(C)]
+struct LinkMapHead {
+    l_addr: usize,
+    l_name: *const core::ffi::c_char,
+}
+
+/// The loaded object holding `pc`: its load bias and its name as the loader
+/// has it (empty for the main program). Lock-free, unlike `dladdr` and
+/// `dl_iterate_phdr`, so a report child can use it even if a thread that
+/// was not copied held the loader lock.
+pub(crate) fn loaded_object(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
+    let found = find_object(pc)?;
+    let map = found.link_map.cast::<LinkMapHead>();
+    if map.is_null() {
+        return None;
     }
+    // SAFETY: `dlfo_link_map` points to the loader's link_map for the
+    // object, which stays valid while the object is loaded; its first two
+    // fields are the public `l_addr` and `l_name` (a NUL-terminated string,
+    // "" for the main program).
+    unsafe {
+        let head = &*map;
+        if head.l_name.is_null() {
+            return None;
+        }
+        Some((head.l_addr, core::ffi::CStr::from_ptr(head.l_name)))
+    }
+}
+
+pub(crate) fn find(pc: usize) -> ObjectCfi {
+    let Some(found) = find_object(pc) else {
+        return ObjectCfi::Unknown;
+    };
     if found.eh_frame == 0 {
         return ObjectCfi::Absent;
     }
