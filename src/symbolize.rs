@@ -98,9 +98,14 @@ impl Symbolizer {
     }
 }
 
-/// The exported symbol containing `pc`, from the dynamic symbol table already in memory (works
-/// without opening any file).
+/// The exported function containing `pc`, from the dynamic symbol table already in memory
+/// (works without opening any file). Read without the loader lock where `_dl_find_object`
+/// knows the object; `dladdr` (which takes the lock) only where it does not (glibc < 2.35).
 fn dynamic_symbol(pc: usize) -> Option<String> {
+    let demangled = |raw: &[u8]| format!("{:#}", backtrace::SymbolName::new(raw));
+    if unwind::loaded_object(pc).is_some() {
+        return unwind::exported_function(pc).map(demangled);
+    }
     let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
     // SAFETY: `info` is writable; dladdr fills it and returns non-zero on success; the name
     // pointer, when non-null, points into the loaded object's string table.
@@ -112,8 +117,7 @@ fn dynamic_symbol(pc: usize) -> Option<String> {
         if info.dli_sname.is_null() {
             return None;
         }
-        let raw = CStr::from_ptr(info.dli_sname).to_string_lossy();
-        Some(format!("{:#}", backtrace::SymbolName::new(raw.as_bytes())))
+        Some(demangled(CStr::from_ptr(info.dli_sname).to_bytes()))
     }
 }
 

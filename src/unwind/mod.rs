@@ -96,6 +96,20 @@ pub fn loaded_object(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
     }
 }
 
+/// The exported function holding `pc`, from its object's dynamic symbol table, without the
+/// loader lock (see `object::exported_function`). `None` where `loaded_object` is.
+pub fn exported_function(pc: usize) -> Option<&'static [u8]> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::exported_function(pc)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = pc;
+        None
+    }
+}
+
 /// What `capture_tagged` found.
 pub struct Captured {
     /// Addresses written.

@@ -69,6 +69,122 @@ fn find_object(pc: usize) -> Option<DlFindObject> {
 struct LinkMapHead {
     l_addr: usize,
     l_name: *const core::ffi::c_char,
+    l_ld: usize,
+}
+
+const DT_NULL: u64 = 0;
+const DT_HASH: u64 = 4;
+const DT_STRTAB: u64 = 5;
+const DT_SYMTAB: u64 = 6;
+const DT_STRSZ: u64 = 10;
+const DT_GNU_HASH: u64 = 0x6fff_fef5;
+const SYM_SIZE: usize = 24;
+const STT_FUNC: u8 = 2;
+const STT_GNU_IFUNC: u8 = 10;
+
+/// The exported function holding `pc`, from its object's dynamic symbol
+/// table in memory: what `dladdr` answers, without the loader lock, which
+/// a report child may have been copied with, held by a thread that does
+/// not exist there. `None` if the object or the symbol is unknown.
+pub(crate) fn exported_function(pc: usize) -> Option<&'static [u8]> {
+    let found = find_object(pc)?;
+    let map = found.link_map.cast::<LinkMapHead>();
+    if map.is_null() {
+        return None;
+    }
+    // SAFETY: as in `loaded_object`; `l_ld` is the object's dynamic section.
+    let (bias, dynamic) = unsafe { ((*map).l_addr, (*map).l_ld) };
+    // Every table is read through the readable segment holding it.
+    let window = |addr: usize| -> Option<Reader<'static>> {
+        let (start, end) = segment_holding(found.map_start, found.map_end, addr)?;
+        // SAFETY: a readable, file-backed PT_LOAD segment of a loaded
+        // object (see `find`).
+        unsafe { Reader::new(start, end) }.at(addr)
+    };
+    // glibc relocates these addresses in place where the dynamic section
+    // is writable; an unrelocated one (a read-only section) is an offset
+    // from the load bias.
+    let absolute = |v: u64| {
+        let v = usize::try_from(v).ok()?;
+        Some(if v < found.map_start {
+            bias.checked_add(v)?
+        } else {
+            v
+        })
+    };
+    let (mut symtab, mut strtab, mut strsz, mut hash, mut gnu_hash) = (0, 0, 0, 0, 0);
+    let mut d = window(dynamic)?;
+    loop {
+        let (tag, value) = (d.u64()?, d.u64()?);
+        match tag {
+            DT_NULL => break,
+            DT_SYMTAB => symtab = absolute(value)?,
+            DT_STRTAB => strtab = absolute(value)?,
+            DT_STRSZ => strsz = usize::try_from(value).ok()?,
+            DT_HASH => hash = absolute(value)?,
+            DT_GNU_HASH => gnu_hash = absolute(value)?,
+            _ => {}
+        }
+    }
+    let count = if hash != 0 {
+        let mut h = window(hash)?;
+        h.skip(4)?;
+        h.u32()? as usize
+    } else if gnu_hash != 0 {
+        gnu_hash_symbols(window(gnu_hash)?)?
+    } else {
+        return None;
+    };
+    // The string table follows the symbol table in every linker's layout: a bound on a count
+    // read from a hash table.
+    let count = match strtab.checked_sub(symtab) {
+        Some(gap) if gap > 0 => count.min(gap / SYM_SIZE),
+        _ => count,
+    };
+    let strings = window(strtab)?.split(strsz as u64)?;
+    let mut syms = window(symtab)?;
+    let mut best: Option<(usize, u32)> = None;
+    for _ in 0..count {
+        let name = syms.u32()?;
+        let info = syms.u8()?;
+        syms.skip(1)?;
+        let section = syms.u16()?;
+        let (value, size) = (syms.u64()?, syms.u64()?);
+        let kind = info & 0xf;
+        if section == 0 || value == 0 || (kind != STT_FUNC && kind != STT_GNU_IFUNC) {
+            continue;
+        }
+        let start = bias.wrapping_add(usize::try_from(value).ok()?);
+        let end = start.wrapping_add(usize::try_from(size).ok()?.max(1));
+        if start <= pc && pc < end && best.is_none_or(|(s, _)| start > s) {
+            best = Some((start, name));
+        }
+    }
+    strings
+        .at(strings.pos().checked_add(best?.1 as usize)?)?
+        .cstr()
+}
+
+/// The number of symbols a `DT_GNU_HASH` table covers: one past the last
+/// symbol of the longest chain.
+fn gnu_hash_symbols(mut h: Reader<'static>) -> Option<usize> {
+    let (buckets, first, bloom) = (h.u32()?, h.u32()?, h.u32()?);
+    h.skip(4)?; // bloom shift
+    h.skip(u64::from(bloom) * 8)?;
+    let mut last = 0;
+    for _ in 0..buckets {
+        last = last.max(h.u32()?);
+    }
+    if last < first {
+        return Some(first as usize);
+    }
+    // `h` is now at the chains, indexed from `first`.
+    let mut chain = h.at(h.pos().checked_add((last - first) as usize * 4)?)?;
+    let mut index = last as usize;
+    while chain.u32()? & 1 == 0 {
+        index += 1;
+    }
+    Some(index + 1)
 }
 
 /// The loaded object holding `pc`: its load bias and its name as the loader

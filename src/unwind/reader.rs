@@ -79,6 +79,16 @@ impl<'a> Reader<'a> {
         Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
     }
 
+    /// The bytes up to the next NUL (not included), which must be inside
+    /// the window; the reader moves past the NUL.
+    pub(crate) fn cstr(&mut self) -> Option<&'a [u8]> {
+        let start = self.pos;
+        while self.u8()? != 0 {}
+        // SAFETY: `[start, self.pos)` was just read byte by byte inside the
+        // window, which the constructor vouched for as readable for 'a.
+        Some(unsafe { core::slice::from_raw_parts(start as *const u8, self.pos - start - 1) })
+    }
+
     pub(crate) fn u8(&mut self) -> Option<u8> {
         self.bytes::<1>().map(|b| b[0])
     }

@@ -217,3 +217,37 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
         }
     });
 }
+
+/// The dynamic symbol lookup names exported functions in libc and in the vDSO (an object the
+/// kernel maps, not the loader), as dladdr does, and knows the objects' load biases.
+#[test]
+fn exported_functions_are_named_without_the_loader() {
+    assert!(init());
+    let getpid = libc::getpid as *const () as usize;
+    let name = exported_function(getpid + 1).expect("libc's getpid");
+    assert!(
+        name.ends_with(b"getpid"),
+        "{}",
+        String::from_utf8_lossy(name)
+    );
+    let (bias, path) = loaded_object(getpid).expect("libc is loaded");
+    assert!(path.to_string_lossy().contains("libc"), "{path:?}");
+    assert!(bias > 0 && bias < getpid);
+    // SAFETY: dlopen with RTLD_NOLOAD only finds the already loaded vDSO; dlsym is given its
+    // handle and a NUL-terminated name.
+    let vdso_fn = unsafe {
+        let vdso = libc::dlopen(
+            c"linux-vdso.so.1".as_ptr(),
+            libc::RTLD_NOLOAD | libc::RTLD_LAZY,
+        );
+        assert!(!vdso.is_null(), "the vDSO is in the link map");
+        libc::dlsym(vdso, c"__vdso_clock_gettime".as_ptr()) as usize
+    };
+    assert_ne!(vdso_fn, 0);
+    let name = exported_function(vdso_fn + 1).expect("a vDSO function");
+    assert!(
+        name.ends_with(b"clock_gettime"),
+        "{}",
+        String::from_utf8_lossy(name)
+    );
+}
