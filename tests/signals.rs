@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SIGNALS: usize = 300;
@@ -229,4 +230,49 @@ fn without_clone_reports_are_said_lost_once_and_the_exit_report_still_comes() {
         exit.contains("no_clone+0x"),
         "module + offset frames:\n{exit}"
     );
+}
+
+/// A report asked for while another thread is inside `dlopen` (which holds the loader lock
+/// while the plugin's constructor runs) is made all the same, and names the stripped plugin's
+/// exported function from its dynamic symbol table: the report process takes no loader lock
+/// (a copy of a lock held by a thread that does not exist there would never be released).
+#[test]
+fn a_report_during_dlopen_in_another_thread_is_made_and_named() {
+    let dir = scratch("dlopen-report");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
+    let plugin = dir.join("libfdgplugin.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-s", "-I"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&plugin)
+        .arg(src.join("plugin.c"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cc plugin.c");
+    let prog = build_c_linked("dlopen_main", &dir, &["-O1", "-g"], &["-lpthread"]);
+    let report = dir.join("report.jsonl");
+    let mut cmd = guarded(&prog, &report);
+    cmd.arg(&plugin);
+    let mut s = Stepper::spawn(cmd, &report);
+    let (name, lines) = s.next_checkpoint().expect("checkpoint");
+    assert_eq!(name, "in_dlopen");
+    let fd: i64 = value_after(&lines, "PLUGIN_FD ");
+    let kernel = proc_fds(s.pid());
+    let r = s.report_now();
+    assert_exact(&r, &kernel);
+    let row = fd_row(&r, fd).expect("the plugin's fd");
+    let stack = stack_by_id(&r, &row["stack"]);
+    assert_eq!(
+        functions(&stack).first().map(String::as_str),
+        Some("plugin_open"),
+        "{stack}"
+    );
+    s.resume();
+    assert_eq!(
+        s.next_checkpoint().map(|(n, _)| n).as_deref(),
+        Some("loaded")
+    );
+    s.resume();
+    assert!(s.finish().status.success());
 }
