@@ -155,8 +155,8 @@ fn limit_run_without_fdguard() -> Vec<String> {
 }
 
 /// With RLIMIT_NOFILE already low when the program starts, the threshold report (80%) fires while
-/// the program is still opening fds. fdguard must not take any fd number then (it finishes
-/// reports in a snapshot child), or the program would hit EMFILE one fd early, or find a hole.
+/// the program is still opening fds. fdguard must not take any fd number then (a copy of the
+/// process writes reports), or the program would hit EMFILE one fd early, or find a hole.
 #[test]
 fn threshold_report_near_the_limit_does_not_take_the_programs_fds() {
     use std::os::unix::process::CommandExt;
