@@ -171,7 +171,8 @@ pub fn spawn_detached(run: &dyn Fn()) -> Result<(), c_int> {
         if pid < 0 {
             -errno()
         } else {
-            reap(pid);
+            // The intermediate has exited (CLONE_VFORK); only its status is left to collect.
+            let _ = wait(pid);
             launch.result
         }
     };
@@ -247,13 +248,6 @@ fn reap_direct() {
     }
 }
 
-fn reap(pid: c_int) {
-    let mut status = 0;
-    // SAFETY: waiting for our own clone child (no exit signal, hence __WCLONE).
-    while unsafe { libc::waitpid(pid, &mut status, libc::__WCLONE) } < 0 && errno() == libc::EINTR {
-    }
-}
-
 /// A copy of this process (like `fork`) made with the raw `clone` system call and no exit
 /// signal: glibc's and the program's fork handlers do not run, the program gets no SIGCHLD.
 /// `Ok(0)` in the copy, `Ok(pid)` here.
@@ -302,7 +296,8 @@ pub fn spawn_waited() -> Waited {
     }
 }
 
-/// Waits for a `spawn_waited` child; its exit status, or `None` if it did not exit normally.
+/// Waits for a child made here (no exit signal, hence `__WCLONE`); its exit status, or `None`
+/// if it did not exit normally.
 pub fn wait(pid: libc::pid_t) -> Option<u8> {
     let mut status: c_int = 0;
     loop {

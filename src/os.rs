@@ -162,12 +162,17 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) -> Result<(), c_int> {
     Ok(())
 }
 
+/// `ns` nanoseconds (a duration or a monotonic time) as a timespec.
+pub fn timespec_of(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
 /// Blocks while `word == expected`, up to `timeout_ns`. Spurious wake-ups are possible.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
+    let ts = timespec_of(timeout_ns);
     // SAFETY: `word` is a live, aligned u32 for the duration of the call; the timeout is valid.
     unsafe {
         libc::syscall(
@@ -449,10 +454,7 @@ pub fn precise_ns() -> u64 {
 /// cancellation unwinding through fdguard's `extern "C"` frames would abort the program.
 /// Clobbers `errno`.
 pub fn sleep_until(deadline_ns: u64) -> bool {
-    let ts = libc::timespec {
-        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
-    };
+    let ts = timespec_of(deadline_ns);
     // SAFETY: `ts` is a valid timespec; TIMER_ABSTIME makes the remaining-time pointer unused.
     let r = unsafe {
         libc::syscall(
@@ -523,10 +525,7 @@ pub fn wait_readable(fd: c_int, timeout_ns: u64) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
+    let ts = timespec_of(timeout_ns);
     // SAFETY: one valid pollfd and a valid timespec; no signal mask change.
     let r = unsafe {
         libc::syscall(

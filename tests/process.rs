@@ -6,7 +6,6 @@ mod common;
 use common::*;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn process_program() -> PathBuf {
     build_c_once("process", &["-O1", "-g"])
@@ -79,14 +78,7 @@ fn daemon_calling_close_range_to_the_top_then_opening_new_ones() {
 #[test]
 fn fd_opened_by_a_library_constructor_is_reported_as_inherited() {
     let dir = scratch("ctor");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-g", "-o"])
-        .arg(dir.join("libfdgctor.so"))
-        .arg(src.join("ctor_lib.c"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cc ctor_lib.c");
+    build_c_shared("ctor_lib", "libfdgctor.so", &dir, &["-g"]);
     let lib_dir = dir.to_str().unwrap();
     let prog = build_c_linked(
         "ctor_main",

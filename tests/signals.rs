@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const SIGNALS: usize = 300;
@@ -239,17 +238,7 @@ fn without_clone_reports_are_said_lost_once_and_the_exit_report_still_comes() {
 #[test]
 fn a_report_during_dlopen_in_another_thread_is_made_and_named() {
     let dir = scratch("dlopen-report");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c");
-    let plugin = dir.join("libfdgplugin.so");
-    let status = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-s", "-I"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&plugin)
-        .arg(src.join("plugin.c"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cc plugin.c");
+    let plugin = build_c_shared("plugin", "libfdgplugin.so", &dir, &["-O1", "-s"]);
     let prog = build_c_linked("dlopen_main", &dir, &["-O1", "-g"], &["-lpthread"]);
     let report = dir.join("report.jsonl");
     let mut cmd = guarded(&prog, &report);

@@ -710,6 +710,16 @@ mod tests {
         g.ctl_end(c, epfd, fd, op, true, k);
     }
 
+    /// A pause-mode guard at 1 ms with listener `fd` in epoll set `epfd` (events 1, `data`).
+    fn registered(epfd: i32, fd: i32, data: u64) -> (Guard, Fake) {
+        let g = guard(EmfileMode::Pause);
+        let k = Fake::default();
+        k.now.set(MS);
+        g.listening(fd);
+        ctl(&g, &k, epfd, fd, CtlOp::Set { events: 1, data });
+        (g, k)
+    }
+
     #[test]
     fn an_event_loop_listener_is_hidden_for_the_period_then_shown() {
         let g = guard(EmfileMode::Pause);
@@ -760,11 +770,7 @@ mod tests {
 
     #[test]
     fn retrying_without_waiting_sleeps() {
-        let g = guard(EmfileMode::Pause);
-        let k = Fake::default();
-        k.now.set(MS);
-        g.listening(3);
-        ctl(&g, &k, 4, 3, CtlOp::Set { events: 1, data: 3 });
+        let (g, k) = registered(4, 3, 3);
         let f = |k: &Fake| g.accept_failed(failed(3, false, false), 1, k).unwrap();
         assert_eq!(f(&k).hold, Hold::None);
         // Edge-triggered: accept again at once; the period doubles with each failure.
@@ -788,11 +794,7 @@ mod tests {
 
     #[test]
     fn program_epoll_ctl_during_a_pause_is_kept_and_re_hidden() {
-        let g = guard(EmfileMode::Pause);
-        let k = Fake::default();
-        k.now.set(MS);
-        g.listening(5);
-        ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
+        let (g, k) = registered(10, 5, 1);
         g.accept_failed(failed(5, false, false), 1, &k);
         // The program changes the registration while hidden: fdguard hides it again and will
         // restore the *new* events and data.
@@ -847,11 +849,7 @@ mod tests {
 
     #[test]
     fn a_busy_lock_is_skipped_and_retried() {
-        let g = guard(EmfileMode::Pause);
-        let k = Fake::default();
-        k.now.set(MS);
-        g.listening(5);
-        ctl(&g, &k, 10, 5, CtlOp::Set { events: 1, data: 1 });
+        let (g, k) = registered(10, 5, 1);
         g.accept_failed(failed(5, false, false), 1, &k);
         k.now.set(100 * MS);
         g.listeners[0].lock.store(77, Relaxed);

@@ -217,13 +217,6 @@ fn as_ms(t: Option<u64>) -> c_int {
     })
 }
 
-fn as_timespec(ns: u64) -> timespec {
-    timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    }
-}
-
 fn as_timeval(ns: u64) -> timeval {
     timeval {
         tv_sec: (ns / 1_000_000_000) as libc::time_t,
@@ -342,7 +335,7 @@ hooks! {
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| match timespec_timeout(timeout) {
             Some(t) if tracker::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
-                let ts = t.map(as_timespec);
+                let ts = t.map(os::timespec_of);
                 // SAFETY: the program's arguments, with a timeout no longer than its own.
                 unsafe { real(epfd, events, max, timespec_ptr(&ts), mask) }
             }),
@@ -355,7 +348,7 @@ hooks! {
         });
     fn ppoll(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(as_timespec);
+            let ts = t.map(os::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask) }
         });
@@ -367,7 +360,7 @@ hooks! {
         });
     fn __ppoll_chk(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t, fdslen: size_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(as_timespec);
+            let ts = t.map(os::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask, fdslen) }
         });
@@ -380,7 +373,7 @@ hooks! {
         });
     fn pselect(nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| select_guarded(nfds, [r, w, e], timespec_timeout(timeout), std::ptr::null_mut(), call, |t| {
-            let ts = t.map(as_timespec);
+            let ts = t.map(os::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(nfds, r, w, e, timespec_ptr(&ts), mask) }
         });

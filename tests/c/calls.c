@@ -303,20 +303,15 @@ static void s_socketpair(void) {
 
 /* A loopback listener, a connected client and the accepted end. */
 static void accept_common(int use4) {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 4) == 0);
-    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0);
+    int c, port;
+    int l = loopback_listener(4, &c, &port);
     int s = use4 ? accept4(l, NULL, NULL, SOCK_CLOEXEC) : accept(l, NULL, NULL);
     char want[128];
-    snprintf(want, sizeof want, "tcp 127.0.0.1:%d LISTEN", ntohs(a.sin_port));
+    snprintf(want, sizeof want, "tcp 127.0.0.1:%d LISTEN", port);
     expect(l, "socket", "socket", want);
-    snprintf(want, sizeof want, "-> 127.0.0.1:%d ESTABLISHED", ntohs(a.sin_port));
+    snprintf(want, sizeof want, "-> 127.0.0.1:%d ESTABLISHED", port);
     expect(c, "socket", "socket", want);
-    snprintf(want, sizeof want, "tcp 127.0.0.1:%d -> 127.0.0.1:", ntohs(a.sin_port));
+    snprintf(want, sizeof want, "tcp 127.0.0.1:%d -> 127.0.0.1:", port);
     expect(s, "socket", use4 ? "accept4" : "accept", want);
     checkpoint("created");
     close_gone(s);

@@ -151,13 +151,8 @@ static void ordinary_failures(void) {
 static void emfile(void) {
     const char *file = strdup(P("exists.txt"));
     /* A listener with a connection waiting, so that accept gets as far as needing an fd. */
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 4) == 0);
-    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0);
+    int c;
+    int l = loopback_listener(4, &c, NULL);
     /* A socketpair with an fd in flight, for recvmsg at the limit. */
     int sv[2];
     CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);

@@ -3,13 +3,29 @@
    socket. Everything is static: each program uses what it needs. */
 #ifndef FDGUARD_TESTLIB_H
 #define FDGUARD_TESTLIB_H
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
 #include "checkpoint.h"
 
 #define UNUSED __attribute__((unused))
+
+/* A loopback TCP listener on a port the kernel picks, with one client connected and not yet
+   accepted. Returns the listener; the client goes to *client, the port to *port (if given). */
+UNUSED static int loopback_listener(int backlog, int *client, int *port) {
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, backlog) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
+    *client = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(*client, (struct sockaddr *)&a, sizeof a) == 0);
+    if (port) *port = ntohs(a.sin_port);
+    return l;
+}
 
 /* The scratch directory, from the command line. */
 static const char *dir;

@@ -208,13 +208,8 @@ static void op(struct worker *w, int single) {
         break;
     case 14: {
         /* A loopback listener, a client, and the accepted connection. */
-        int l = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof a;
-        CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0 && listen(l, 2) == 0);
-        CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
-        int c = socket(AF_INET, SOCK_STREAM, 0);
-        CHECK(connect(c, (struct sockaddr *)&a, sizeof a) == 0);
+        int c;
+        int l = loopback_listener(2, &c, NULL);
         int s = pick(w, 2) ? accept(l, NULL, NULL) : accept4(l, NULL, NULL, SOCK_CLOEXEC);
         put(w, FD, l, 0);
         put(w, FD, c, 0);

@@ -406,6 +406,12 @@ pub fn build_c_linked(name: &str, dir: &Path, flags: &[&str], post: &[&str]) -> 
     build_from("tests/c", name, name, dir, flags, post)
 }
 
+/// Compiles `tests/c/<name>.c` into the shared library `dir/<out_name>`.
+pub fn build_c_shared(name: &str, out_name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
+    let flags = [&["-shared", "-fPIC"], flags].concat();
+    build_from("tests/c", name, out_name, dir, &flags, &[])
+}
+
 /// Builds `tests/c/<name>.c` once per test binary (tests run on several threads and share it).
 pub fn build_c_once(name: &str, flags: &[&str]) -> PathBuf {
     use std::collections::HashMap;
