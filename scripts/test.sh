@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` does not rebuild the cdylib the integration tests preload: build it first.
-cargo build
-cargo test --all-targets
+cargo build --workspace
+cargo test --workspace --all-targets

@@ -13,6 +13,8 @@ use std::mem::{MaybeUninit, size_of};
 use libc::{c_int, c_void, sockaddr_storage, socklen_t};
 
 use crate::os;
+pub use crate::sockdesc::SocketDesc;
+use crate::sockdesc::tcp_state_name;
 
 /// What the kernel says about one open fd.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,18 +26,6 @@ pub struct KernelFd {
     pub socket: Option<SocketDesc>,
     /// For pipes and FIFOs: "read end" / "write end".
     pub pipe_end: Option<&'static str>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SocketDesc {
-    /// "tcp", "tcp6", "udp", "udp6", "unix", "netlink", ...
-    pub proto: String,
-    /// "stream", "dgram", "seqpacket", "raw" (shown for unix sockets).
-    pub sock_type: &'static str,
-    pub local: Option<String>,
-    pub peer: Option<String>,
-    /// TCP state name (ESTABLISHED, CLOSE_WAIT, LISTEN, ...).
-    pub tcp_state: Option<&'static str>,
 }
 
 /// Open fds, from `/proc/self/fd`; `None` if it could not be listed (e.g. no fd free).
@@ -184,25 +174,6 @@ fn format_sockaddr(ss: &sockaddr_storage, len: usize) -> Option<String> {
 /// The local address of socket `fd` (`0.0.0.0:9999`, `[::]:80`, a unix path).
 pub fn local_addr(fd: i32) -> Option<String> {
     sock_addr(fd, libc::getsockname)
-}
-
-/// Names of the kernel's TCP states (`tcpi_state`, include/net/tcp_states.h).
-pub fn tcp_state_name(state: u8) -> Option<&'static str> {
-    const NAMES: [&str; 12] = [
-        "",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-    ];
-    NAMES.get(state as usize).copied().filter(|s| !s.is_empty())
 }
 
 fn tcp_state(fd: i32) -> Option<&'static str> {

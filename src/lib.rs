@@ -28,6 +28,7 @@ mod origin;
 mod os;
 mod real;
 mod report;
+mod sockdesc;
 mod stack;
 mod symbolize;
 mod symcache;

@@ -45,12 +45,18 @@ fn limit(out: &mut String, v: u64) {
 }
 
 fn kind_counts(out: &mut String, counts: &[(FdKind, usize)]) {
+    let named: Vec<(&str, usize)> = counts.iter().map(|(k, n)| (k.name(), *n)).collect();
+    name_counts(out, &named);
+}
+
+/// An object of counts by name.
+fn name_counts(out: &mut String, counts: &[(&str, usize)]) {
     out.push('{');
-    for (i, (k, n)) in counts.iter().enumerate() {
+    for (i, (s, n)) in counts.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        string(out, k.name());
+        string(out, s);
         let _ = write!(out, ":{n}");
     }
     out.push('}');
@@ -141,6 +147,8 @@ pub fn render_json(r: &Report) -> String {
         h.bad_closes
     );
     kind_counts(&mut o, &r.by_kind());
+    o.push_str(",\"tcp_states\":");
+    name_counts(&mut o, &r.tcp_states());
     let _ = write!(
         o,
         ",\"emfile\":{{\"accept_failures\":{},\"paused_ms\":{},\"shed\":{}}},\"fds\":[",
@@ -171,17 +179,11 @@ pub fn render_json(r: &Report) -> String {
         }
         let _ = write!(o, "{{\"id\":{},\"count\":{},\"by_kind\":", g.id, g.count);
         kind_counts(&mut o, &g.by_kind);
-        o.push_str(",\"tcp_states\":{");
-        for (j, (s, n)) in g.tcp_states.iter().enumerate() {
-            if j > 0 {
-                o.push(',');
-            }
-            string(&mut o, s);
-            let _ = write!(o, ":{n}");
-        }
+        o.push_str(",\"tcp_states\":");
+        name_counts(&mut o, &g.tcp_states);
         let _ = write!(
             o,
-            "}},\"oldest_ms\":{},\"newest_ms\":{},\"frames\":",
+            ",\"oldest_ms\":{},\"newest_ms\":{},\"frames\":",
             g.oldest_ms, g.newest_ms
         );
         frames(&mut o, &g.frames);

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::inspect::KernelFd;
 use crate::origin::{Call, Detail, FdKind, kind_from_link};
+use crate::sockdesc::describe_socket;
 use crate::table::{FdRecord, StackId};
 
 /// Facts about the process, first in every report.
@@ -134,6 +135,11 @@ impl Report {
         count_by(self.rows.iter().map(|r| r.kind))
     }
 
+    /// TCP states of every socket listed, tracked or not.
+    pub fn tcp_states(&self) -> Vec<(&'static str, usize)> {
+        count_by(self.rows.iter().filter_map(|r| r.tcp_state))
+    }
+
     /// The group id of a row's stack.
     pub fn stack_of(&self, row: &Row) -> Option<usize> {
         let s = row.stack?;
@@ -207,36 +213,7 @@ pub fn rows(
 /// The description column: what a reader needs to recognise the fd.
 fn describe(k: &KernelFd, kind: FdKind, call: Call, detail: Detail, path: Option<&str>) -> String {
     if let Some(s) = &k.socket {
-        let mut d = s.proto.clone();
-        if s.proto == "unix" {
-            d.push(' ');
-            d.push_str(s.sock_type);
-        }
-        let connected = s.peer.is_some();
-        if let Some(local) = s.local.as_deref().filter(|l| connected || !is_unbound(l)) {
-            d.push(' ');
-            d.push_str(local);
-        }
-        if let Some(peer) = &s.peer {
-            d.push_str(" -> ");
-            d.push_str(peer);
-        }
-        match s.tcp_state {
-            Some("LISTEN") => d.push_str(" LISTEN"),
-            Some(state) if connected => {
-                d.push(' ');
-                d.push_str(state);
-            }
-            Some(state) => {
-                d.push_str(" unconnected (");
-                d.push_str(state);
-                d.push(')');
-            }
-            None if !connected && s.proto != "unix" => d.push_str(" unconnected"),
-            None if !connected => d.push_str(" unconnected"),
-            None => {}
-        }
-        return d;
+        return describe_socket(s);
     }
     let link = k.link.as_deref();
     let mut d = match (kind, path, link) {
@@ -267,11 +244,6 @@ fn describe(k: &KernelFd, kind: FdKind, call: Call, detail: Detail, path: Option
         _ => {}
     }
     d
-}
-
-fn is_unbound(addr: &str) -> bool {
-    addr.ends_with(":0") && (addr.starts_with("0.0.0.0") || addr.starts_with("[::]"))
-        || addr == "(unnamed)"
 }
 
 /// Groups rows by creation stack, largest group first, and resolves each group's frames.
@@ -333,8 +305,8 @@ pub fn kind_words(kind: FdKind, n: usize, streams: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inspect::SocketDesc;
     use crate::origin::PathTail;
+    use crate::sockdesc::SocketDesc;
 
     fn kfd(fd: i32, link: &str) -> KernelFd {
         KernelFd {

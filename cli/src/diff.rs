@@ -1,0 +1,443 @@
+//! `fdguard diff OLD.json NEW.json`: what grew between two reports. A leak is the creation
+//! stack that grows; stacks are matched by their frames' module and offset, so two reports of
+//! two runs of the same binary match too. Snapshots of `inspect` (no stacks) are compared by
+//! their groups (directory, peer, local port).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::describe::kind_words;
+use crate::fail::Outcome;
+use crate::reports::{Doc, Frame, load_last};
+use crate::units::{count, duration, signed};
+
+/// Stacks and groups shown in text.
+const SHOWN: usize = 20;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub old: usize,
+    pub new: usize,
+    pub delta: i64,
+}
+
+impl Change {
+    fn of(old: usize, new: usize) -> Change {
+        Change {
+            old,
+            new,
+            delta: new as i64 - old as i64,
+        }
+    }
+
+    /// `+800 (3 → 803)`.
+    fn text(&self) -> String {
+        format!(
+            "{} ({} -> {})",
+            signed(self.delta),
+            count(self.old),
+            count(self.new)
+        )
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Side {
+    pub pid: Option<i64>,
+    pub reason: Option<String>,
+    pub time: Option<String>,
+    pub open: usize,
+}
+
+impl Side {
+    fn of(d: &Doc) -> Side {
+        Side {
+            pid: d.pid,
+            reason: d.reason.clone(),
+            time: d.time.clone(),
+            open: d.open(),
+        }
+    }
+}
+
+/// One creation stack (or, for snapshots, one group) in either report.
+#[derive(Debug, Serialize)]
+pub struct Item {
+    /// `new`, `grew`, `shrank`, `gone` or `same`.
+    pub status: &'static str,
+    #[serde(flatten)]
+    pub count: Change,
+    /// Of the newer report where the item is in it, else of the older.
+    pub by_kind: BTreeMap<String, usize>,
+    pub tcp_states: BTreeMap<String, usize>,
+    /// Stacks: innermost first, as in reports.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<Frame>,
+    /// Groups: what and where (`socket`, `peer`, `10.0.0.5:6379`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct GroupKey {
+    pub kind: String,
+    pub by: String,
+    pub key: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub fdguard: u64,
+    pub old: Side,
+    pub new: Side,
+    pub open: Change,
+    /// Seconds between the two, when both have a time.
+    pub elapsed_s: Option<f64>,
+    /// Open fds gained per minute over that time.
+    pub per_minute: Option<f64>,
+    pub by_kind: BTreeMap<String, Change>,
+    pub tcp_states: BTreeMap<String, Change>,
+    /// Largest growth first; unchanged ones last.
+    pub stacks: Vec<Item>,
+    pub groups: Vec<Item>,
+}
+
+fn changes(
+    old: &BTreeMap<String, usize>,
+    new: &BTreeMap<String, usize>,
+) -> BTreeMap<String, Change> {
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    keys.into_iter()
+        .map(|k| {
+            let get = |m: &BTreeMap<String, usize>| m.get(k).copied().unwrap_or(0);
+            (k.clone(), Change::of(get(old), get(new)))
+        })
+        .collect()
+}
+
+fn status(c: Change) -> &'static str {
+    match (c.old, c.new) {
+        (0, _) => "new",
+        (_, 0) => "gone",
+        (o, n) if n > o => "grew",
+        (o, n) if n < o => "shrank",
+        _ => "same",
+    }
+}
+
+fn by_growth(items: &mut [Item]) {
+    items.sort_by(|a, b| {
+        let rank = |i: &Item| (i.count.delta == 0, -i.count.delta);
+        rank(a).cmp(&rank(b))
+    });
+}
+
+fn stack_items(old: &Doc, new: &Doc) -> Vec<Item> {
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    let mut pairs: BTreeMap<Vec<String>, (Option<usize>, Option<usize>)> = BTreeMap::new();
+    for (side, doc) in [(0, old), (1, new)] {
+        for (i, s) in doc.stacks.iter().enumerate() {
+            let key = s.key();
+            let e = pairs.entry(key.clone()).or_insert_with(|| {
+                keys.push(key);
+                (None, None)
+            });
+            if side == 0 {
+                e.0 = Some(i)
+            } else {
+                e.1 = Some(i)
+            }
+        }
+    }
+    let mut items: Vec<Item> = keys
+        .iter()
+        .map(|k| {
+            let (o, n) = pairs[k];
+            let o = o.map(|i| &old.stacks[i]);
+            let n = n.map(|i| &new.stacks[i]);
+            let c = Change::of(o.map_or(0, |s| s.count), n.map_or(0, |s| s.count));
+            let shown = n.or(o).expect("in one of the two");
+            Item {
+                status: status(c),
+                count: c,
+                by_kind: shown.by_kind.clone(),
+                tcp_states: shown.tcp_states.clone(),
+                frames: shown.frames.clone(),
+                group: None,
+            }
+        })
+        .collect();
+    by_growth(&mut items);
+    items
+}
+
+fn group_items(old: &Doc, new: &Doc) -> Vec<Item> {
+    let index = |d: &Doc| -> BTreeMap<GroupKey, (usize, BTreeMap<String, usize>)> {
+        d.groups
+            .iter()
+            .map(|g| {
+                let key = GroupKey {
+                    kind: g.kind.clone(),
+                    by: g.by.clone(),
+                    key: g.key.clone(),
+                };
+                (key, (g.count, g.tcp_states.clone()))
+            })
+            .collect()
+    };
+    let (o, n) = (index(old), index(new));
+    let keys: BTreeSet<&GroupKey> = o.keys().chain(n.keys()).collect();
+    let mut items: Vec<Item> = keys
+        .into_iter()
+        .map(|k| {
+            let c = Change::of(o.get(k).map_or(0, |g| g.0), n.get(k).map_or(0, |g| g.0));
+            let states = n
+                .get(k)
+                .or(o.get(k))
+                .map(|g| g.1.clone())
+                .unwrap_or_default();
+            Item {
+                status: status(c),
+                count: c,
+                by_kind: BTreeMap::from([(k.kind.clone(), c.new.max(c.old))]),
+                tcp_states: states,
+                frames: Vec::new(),
+                group: Some(k.clone()),
+            }
+        })
+        .collect();
+    by_growth(&mut items);
+    items
+}
+
+pub fn diff(old: &Doc, new: &Doc) -> Diff {
+    let open = Change::of(old.open(), new.open());
+    let elapsed_s = match (old.unix_ms(), new.unix_ms()) {
+        (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1000.0),
+        _ => None,
+    };
+    Diff {
+        fdguard: crate::reports::SCHEMA,
+        old: Side::of(old),
+        new: Side::of(new),
+        open,
+        per_minute: elapsed_s.map(|s| open.delta as f64 * 60.0 / s),
+        elapsed_s,
+        by_kind: changes(&old.by_kind, &new.by_kind),
+        tcp_states: changes(&old.tcp_states(), &new.tcp_states()),
+        stacks: stack_items(old, new),
+        groups: group_items(old, new),
+    }
+}
+
+fn changes_line(title: &str, m: &BTreeMap<String, Change>) -> Option<String> {
+    let mut v: Vec<(&String, &Change)> = m.iter().filter(|(_, c)| c.delta != 0).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by_key(|(_, c)| -c.delta);
+    let parts: Vec<String> = v.iter().map(|(k, c)| format!("{k} {}", c.text())).collect();
+    Some(format!("{title}: {}\n", parts.join(", ")))
+}
+
+/// "sockets, 798 CLOSE_WAIT".
+fn contents(i: &Item) -> String {
+    let mut parts: Vec<String> = if i.by_kind.len() == 1 {
+        let (k, n) = i.by_kind.iter().next().expect("one");
+        vec![kind_words(k, *n)]
+    } else {
+        i.by_kind
+            .iter()
+            .map(|(k, n)| format!("{} {}", count(*n), kind_words(k, *n)))
+            .collect()
+    };
+    parts.extend(
+        i.tcp_states
+            .iter()
+            .map(|(s, n)| format!("{} {s}", count(*n))),
+    );
+    parts.join(", ")
+}
+
+fn item_text(i: &Item, o: &mut String) {
+    let what = match i.status {
+        "new" => ", a new stack",
+        "gone" => ", gone",
+        _ => "",
+    };
+    if let Some(g) = &i.group {
+        let _ = writeln!(
+            o,
+            "{} {} fds{what}: {} {} {}",
+            signed(i.count.delta),
+            g.kind,
+            i.count.text(),
+            g.by,
+            g.key
+        );
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "{} fds{what} ({} -> {}): {}; created at:",
+        signed(i.count.delta),
+        count(i.count.old),
+        count(i.count.new),
+        contents(i)
+    );
+    for (n, f) in i.frames.iter().enumerate() {
+        let _ = writeln!(o, "   #{n:<2} {}", f.display());
+    }
+}
+
+pub fn render_text(d: &Diff, old: &Doc, new: &Doc) -> String {
+    let mut o = String::new();
+    let limit = new
+        .limit
+        .soft
+        .map_or(String::new(), |l| format!(" of {}", count(l as usize)));
+    let _ = write!(
+        o,
+        "{} -> {}{limit} fds open ({})",
+        count(d.open.old),
+        count(d.open.new),
+        signed(d.open.delta)
+    );
+    if let (Some(s), Some(rate)) = (d.elapsed_s, d.per_minute) {
+        let _ = write!(o, " in {} ({rate:+.1} fds/min)", duration(s));
+    }
+    let (a, b) = (old.who(), new.who());
+    if a == b {
+        let _ = writeln!(o, "; {a}");
+    } else {
+        let _ = writeln!(o, "; {a} -> {b}");
+    }
+    o.extend(changes_line("by kind", &d.by_kind));
+    o.extend(changes_line("by TCP state", &d.tcp_states));
+    let items = if d.stacks.is_empty() {
+        &d.groups
+    } else {
+        &d.stacks
+    };
+    let changed: Vec<&Item> = items.iter().filter(|i| i.count.delta != 0).collect();
+    if changed.is_empty() {
+        o.push_str(if d.stacks.is_empty() {
+            "no group changed\n"
+        } else {
+            "no stack changed\n"
+        });
+    }
+    for i in changed.iter().take(SHOWN) {
+        o.push('\n');
+        item_text(i, &mut o);
+    }
+    if changed.len() > SHOWN {
+        let _ = writeln!(
+            o,
+            "\n... and {} more that changed (--json lists all)",
+            changed.len() - SHOWN
+        );
+    }
+    let same: usize = items.iter().filter(|i| i.count.delta == 0).count();
+    if same > 0 {
+        let what = if d.stacks.is_empty() {
+            "groups"
+        } else {
+            "stacks"
+        };
+        let fds: usize = items
+            .iter()
+            .filter(|i| i.count.delta == 0)
+            .map(|i| i.count.new)
+            .sum();
+        let _ = writeln!(o, "\nunchanged: {same} {what} with {} fds", count(fds));
+    }
+    o
+}
+
+pub fn run(old: &Path, new: &Path, json: bool) -> Outcome {
+    let (a, b) = (load_last(old)?, load_last(new)?);
+    let d = diff(&a, &b);
+    if json {
+        println!("{}", serde_json::to_string(&d).expect("serializable"));
+    } else {
+        print!("{}", render_text(&d, &a, &b));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reports::parse;
+
+    fn doc(json: &str) -> Doc {
+        parse(Path::new("t"), json).unwrap().pop().unwrap()
+    }
+
+    const FRAME_A: &str = r#"{"module":"/srv/app","offset":"0x10","function":"leak"}"#;
+    const FRAME_B: &str = r#"{"module":"/srv/app","offset":"0x20","function":"keep"}"#;
+    const FRAME_C: &str = r#"{"module":"/srv/app","offset":"0x30","function":"fresh"}"#;
+
+    fn report(time: &str, stacks: &[(&str, usize)]) -> Doc {
+        let open: usize = stacks.iter().map(|(_, n)| n).sum();
+        let stacks: Vec<String> = stacks
+            .iter()
+            .enumerate()
+            .map(|(i, (f, n))| {
+                format!(r#"{{"id":{i},"count":{n},"by_kind":{{"file":{n}}},"tcp_states":{{}},"frames":[{f}]}}"#)
+            })
+            .collect();
+        doc(&format!(
+            r#"{{"fdguard":1,"pid":9,"cmdline":["./app"],"reason":"signal","time":"{time}","open":{open},"by_kind":{{"file":{open}}},"fds":[],"stacks":[{}]}}"#,
+            stacks.join(",")
+        ))
+    }
+
+    #[test]
+    fn the_growing_stack_comes_first() {
+        let old = report("2026-12-05T10:00:00.000Z", &[(FRAME_B, 5), (FRAME_A, 3)]);
+        let new = report(
+            "2026-12-05T10:05:00.000Z",
+            &[(FRAME_A, 803), (FRAME_B, 5), (FRAME_C, 14)],
+        );
+        let d = diff(&old, &new);
+        assert_eq!(d.stacks[0].status, "grew");
+        assert_eq!(d.stacks[0].count, Change::of(3, 803));
+        assert_eq!(d.stacks[0].frames[0].function.as_deref(), Some("leak"));
+        assert_eq!(d.stacks[1].status, "new");
+        assert_eq!(d.stacks[2].status, "same");
+        assert_eq!(d.elapsed_s, Some(300.0));
+        let text = render_text(&d, &old, &new);
+        assert!(
+            text.contains("+800 fds (3 -> 803): files; created at:\n   #0  leak"),
+            "{text}"
+        );
+        assert!(text.contains("+14 fds, a new stack (0 -> 14)"), "{text}");
+        assert!(text.contains("unchanged: 1 stacks with 5 fds"), "{text}");
+        let gone = diff(&new, &old);
+        let statuses: Vec<&str> = gone.stacks.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, ["gone", "shrank", "same"]);
+    }
+
+    #[test]
+    fn snapshots_compare_by_group() {
+        let snap = |n: usize| {
+            doc(&format!(
+                r#"{{"fdguard":1,"pid":3,"reason":"inspect","open":{n},"by_kind":{{"socket":{n}}},"tcp_states":{{"CLOSE_WAIT":{n}}},"groups":[{{"kind":"socket","by":"peer","key":"10.0.0.5:6379","count":{n},"tcp_states":{{"CLOSE_WAIT":{n}}}}}],"fds":[]}}"#
+            ))
+        };
+        let d = diff(&snap(10), &snap(50));
+        assert!(d.stacks.is_empty());
+        assert_eq!(d.groups[0].count.delta, 40);
+        assert_eq!(d.tcp_states["CLOSE_WAIT"], Change::of(10, 50));
+        let text = render_text(&d, &snap(10), &snap(50));
+        assert!(
+            text.contains("+40 socket fds: +40 (10 -> 50) peer 10.0.0.5:6379"),
+            "{text}"
+        );
+    }
+}

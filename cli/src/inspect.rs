@@ -1,0 +1,255 @@
+//! `fdguard inspect PID`: every open fd of any process the user may read, described like the
+//! report does, grouped, against the process's own limit. No preload, no injection.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::describe::EpollWatch;
+use crate::fail::{Failure, Outcome};
+use crate::fds::{FdEntry, read_fds};
+use crate::os::FdDir;
+use crate::summary::{Group, Summary, headline, summarize};
+use crate::target::{Limit, Target};
+use crate::units::count;
+
+/// Rows listed in text unless `--all`.
+const ROWS_SHOWN: usize = 50;
+
+/// Everything `inspect` found, with the report's keys where they mean the same.
+#[derive(Serialize)]
+pub struct Snapshot {
+    pub fdguard: u32,
+    pub pid: i32,
+    pub cmdline: Vec<String>,
+    /// `inspect`: what made this snapshot (a report says `signal`, `threshold`, ...).
+    pub reason: &'static str,
+    pub time: String,
+    pub limit: Limit,
+    pub open: usize,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub program: ProgramFacts,
+    /// The mapped `libfdguard.so`, when fdguard is loaded in the process.
+    pub fdguard_library: Option<String>,
+    pub fds: Vec<FdEntry>,
+    #[serde(skip)]
+    pub name: String,
+    #[serde(skip)]
+    pub fdguard_disabled: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ProgramFacts {
+    #[serde(rename = "static")]
+    pub is_static: bool,
+    pub go: bool,
+}
+
+/// Reads a whole snapshot of the process.
+pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
+    let target = Target::open(pid)?;
+    if target.is_zombie() {
+        return Err(Failure::bad_input(format!(
+            "pid {pid} has exited (a zombie its parent has not reaped): it has no fds"
+        )));
+    }
+    let dir = FdDir::open(pid)?;
+    let fds = read_fds(&target.process, &dir)?;
+    let loaded = target.fdguard().ok().flatten();
+    let program = target.program();
+    Ok(Snapshot {
+        fdguard: 1,
+        pid,
+        cmdline: target.cmdline(),
+        reason: "inspect",
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+        limit: target.limit()?,
+        open: fds.len(),
+        summary: summarize(&fds),
+        program: ProgramFacts {
+            is_static: program.is_some_and(|p| p.is_static),
+            go: program.is_some_and(|p| p.is_go),
+        },
+        fdguard_library: loaded
+            .as_ref()
+            .map(|l| l.library.to_string_lossy().into_owned()),
+        fdguard_disabled: loaded.is_some_and(|l| l.config.disabled),
+        name: target.name(),
+        fds,
+    })
+}
+
+pub fn run(pid: i32, json: bool, all: bool) -> Outcome {
+    let snap = snapshot(pid)?;
+    if json {
+        println!("{}", serde_json::to_string(&snap).expect("serializable"));
+    } else {
+        print!("{}", render_text(&snap, all));
+    }
+    Ok(())
+}
+
+fn limit_line(s: &Snapshot) -> String {
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| count(n as usize));
+    let mut line = format!(
+        "limit: soft {}, hard {} (the process's own, from /proc/{}/limits)",
+        show(s.limit.soft),
+        show(s.limit.hard),
+        s.pid
+    );
+    if let Some(soft) = s.limit.soft {
+        let left = soft.saturating_sub(s.open as u64);
+        let _ = write!(line, "; {} left before EMFILE", count(left as usize));
+        let room = s.limit.hard.is_none_or(|h| h > soft);
+        if s.open as u64 * 100 >= soft * 80 && room {
+            let hard = s
+                .limit
+                .hard
+                .map_or("unlimited".to_string(), |h| h.to_string());
+            let _ = write!(
+                line,
+                "\n       the soft limit can be raised to the hard one in place: \
+                 prlimit --pid {} --nofile={hard}:{hard}",
+                s.pid
+            );
+        }
+    }
+    line
+}
+
+/// `text` on one line (newlines shown as `\n`), cut to `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.replace('\n', "\\n");
+    match flat.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &flat[..cut]),
+        None => flat,
+    }
+}
+
+fn counts_line<K: std::fmt::Display>(
+    title: &str,
+    counts: impl Iterator<Item = (K, usize)>,
+) -> String {
+    let mut v: Vec<(K, usize)> = counts.collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let parts: Vec<String> = v
+        .iter()
+        .map(|(k, n)| format!("{k} {}", count(*n)))
+        .collect();
+    format!("{title}: {}\n", parts.join(", "))
+}
+
+fn group_line(g: &Group) -> String {
+    let mut line = format!("{:>9}  {:<8} {}", count(g.count), g.kind, g.place());
+    if !g.tcp_states.is_empty() && g.by != "unconnected" {
+        let states: Vec<String> = g
+            .tcp_states
+            .iter()
+            .map(|(s, n)| format!("{s} {}", count(*n)))
+            .collect();
+        let _ = write!(line, " ({})", states.join(", "));
+    }
+    line
+}
+
+fn watches(w: &[EpollWatch], open: &[FdEntry]) -> String {
+    let parts: Vec<String> = w
+        .iter()
+        .map(|w| {
+            let gone = if open.binary_search_by_key(&w.fd, |e| e.fd).is_err() {
+                "; not open: the registration outlived the fd"
+            } else {
+                ""
+            };
+            format!("{} ({}{gone})", w.fd, w.events.join(","))
+        })
+        .collect();
+    format!("  watching {}", parts.join(", "))
+}
+
+fn fd_line(e: &FdEntry, all: &[FdEntry]) -> String {
+    let mut line = format!("{:>8}  {:<9} {}", e.fd, e.kind, e.desc);
+    if !e.watches.is_empty() {
+        line.push_str(&watches(&e.watches, all));
+    } else if e.kind == "epoll" {
+        line.push_str("  watching nothing");
+    }
+    if !e.other_ends.is_empty() {
+        let ends: Vec<String> = e.other_ends.iter().map(i32::to_string).collect();
+        let _ = write!(line, "  (also open here as fd {})", ends.join(", "));
+    }
+    line
+}
+
+pub fn render_text(s: &Snapshot, all: bool) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{}",
+        headline(s.pid, &s.name, s.limit, s.open, &s.summary)
+    );
+    let _ = writeln!(o, "{}", limit_line(s));
+    if !s.cmdline.is_empty() {
+        let _ = writeln!(o, "command: {}", one_line(&s.cmdline.join(" "), 200));
+    }
+    match (&s.fdguard_library, s.fdguard_disabled) {
+        (Some(lib), false) => {
+            let _ = writeln!(
+                o,
+                "fdguard is loaded in it ({lib}): `fdguard report {}` names the code that \
+                 created each fd",
+                s.pid
+            );
+        }
+        (Some(lib), true) => {
+            let _ = writeln!(
+                o,
+                "fdguard is loaded in it ({lib}) but disabled (FDGUARD_DISABLE)"
+            );
+        }
+        (None, _) => {}
+    }
+    if s.program.is_static {
+        o.push_str(
+            "program: statically linked: fdguard's library cannot be loaded into it \
+             (inspect and watch see all its fds)\n",
+        );
+    } else if s.program.go {
+        o.push_str(
+            "program: a Go program: it makes its system calls without libc, so fdguard's \
+             library would not see its fds being created (inspect and watch see them all)\n",
+        );
+    }
+    o.push_str(&counts_line(
+        "by kind",
+        s.summary.by_kind.iter().map(|(k, n)| (*k, *n)),
+    ));
+    if !s.summary.tcp_states.is_empty() {
+        o.push_str(&counts_line(
+            "by TCP state",
+            s.summary.tcp_states.iter().map(|(k, n)| (*k, *n)),
+        ));
+    }
+    if !s.summary.groups.is_empty() {
+        o.push_str("\ngroups, largest first:\n");
+        for g in &s.summary.groups {
+            let _ = writeln!(o, "{}", group_line(g));
+        }
+    }
+    if !s.fds.is_empty() {
+        let _ = writeln!(o, "\n{:>8}  {:<9} description", "fd", "kind");
+        let shown = if all { s.fds.len() } else { ROWS_SHOWN };
+        for e in s.fds.iter().take(shown) {
+            let _ = writeln!(o, "{}", fd_line(e, &s.fds));
+        }
+        if s.fds.len() > shown {
+            let _ = writeln!(
+                o,
+                "     ... and {} more: --all lists every fd, --json all of them with details",
+                count(s.fds.len() - shown)
+            );
+        }
+    }
+    o
+}

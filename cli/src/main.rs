@@ -1,0 +1,135 @@
+//! `fdguard`: the command for the engineer who has a PID of a process running out of fds.
+//!
+//! `inspect` and `watch` read any process from `/proc` (no preload, so Go and static binaries
+//! too); `run` starts a program under `libfdguard.so`; `report` asks a process running under it
+//! for a report; `diff` and `flamegraph` read reports.
+//!
+//! Layers: `main` (arguments) → one module per subcommand → `target`, `fds`, `summary`,
+//! `reports` (the process, its fds, how they add up, report files) → `describe`, `net`,
+//! `program`, `units` (pure) and `os` (the only `unsafe`).
+#![deny(unsafe_code)]
+
+// The library's own parser of the `FDGUARD_*` variables, compiled in here so that the command
+// reads a process's configuration exactly as the library did (and validates `run`'s options
+// with the same rules). Not every field is read by the command.
+#[allow(dead_code)]
+#[path = "../../src/config.rs"]
+mod config;
+// How reports describe a socket, shared with the library the same way.
+#[path = "../../src/sockdesc.rs"]
+mod sockdesc;
+
+mod describe;
+mod diff;
+mod fail;
+mod fds;
+mod flame;
+mod inspect;
+mod net;
+mod os;
+mod program;
+mod report;
+mod reports;
+mod run;
+mod summary;
+mod target;
+mod units;
+mod watch;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Find and survive file-descriptor exhaustion ("Too many open files").
+#[derive(Parser)]
+#[command(name = "fdguard", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every open fd of a running process, what it is and where it points, against the
+    /// process's own limit (no preload: works on any process you may read, Go and static too)
+    Inspect {
+        pid: i32,
+        /// One JSON object with the report's keys (fds[].fd, kind, desc, limit, by_kind, ...)
+        #[arg(long)]
+        json: bool,
+        /// List every fd in text (the first 50 otherwise)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a program under libfdguard.so (found next to this command, or at $FDGUARD_LIB)
+    Run(run::RunArgs),
+    /// Ask a process running under fdguard for a report and print it once it is written
+    Report {
+        pid: i32,
+        /// Seconds to wait for the report
+        #[arg(long, default_value_t = 30.0)]
+        timeout: f64,
+        /// Require a JSON report (the process must have been started with --json)
+        #[arg(long)]
+        json: bool,
+    },
+    /// What grew between two JSON reports (or inspect --json snapshots): stacks, kinds, TCP
+    /// states, largest growth first
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        /// The difference as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who holds the fds, as a flame graph (SVG on stdout; width = fds, outermost frame at
+    /// the bottom)
+    Flamegraph {
+        report: PathBuf,
+        /// Folded stacks ("main;serve;open_file 812") instead of SVG, for other tools
+        #[arg(long)]
+        folded: bool,
+        /// The graph's title
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// A process's fd count over time against its limit, by kind, with the growth rate and
+    /// the time left until EMFILE at that rate
+    Watch {
+        pid: i32,
+        /// Seconds between samples
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many samples (default: until the process exits or Ctrl-C)
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object per sample
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Inspect { pid, json, all } => inspect::run(pid, json, all),
+        Command::Run(args) => run::run(args),
+        Command::Report { pid, timeout, json } => report::run(pid, timeout, json),
+        Command::Diff { old, new, json } => diff::run(&old, &new, json),
+        Command::Flamegraph {
+            report,
+            folded,
+            title,
+        } => flame::run(&report, folded, title),
+        Command::Watch {
+            pid,
+            interval,
+            count,
+            json,
+        } => watch::run(pid, interval, count, json),
+    };
+    if let Err(f) = outcome {
+        eprintln!("fdguard: {f}");
+        std::process::exit(f.code);
+    }
+}

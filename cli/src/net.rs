@@ -1,0 +1,249 @@
+//! The process's sockets as its network namespace lists them (`/proc/PID/net/tcp`, `tcp6`,
+//! `udp`, `udp6`, `unix`), by inode, so that an fd's `socket:[N]` link finds its addresses and
+//! TCP state without touching the socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use procfs::net::{TcpNetEntry, UdpNetEntry, UnixNetEntry, UnixState};
+use procfs::process::Process;
+
+use crate::describe::SocketFacts;
+use crate::sockdesc::tcp_state_name;
+
+/// Sockets by inode.
+#[derive(Default)]
+pub struct SocketTables {
+    by_inode: HashMap<u64, SocketFacts>,
+}
+
+/// `127.0.0.1:80`, `[::1]:80`: the report's spelling (no IPv6 scope).
+fn addr(a: &SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+/// The remote end, when there is one (a listener's or an unconnected socket's is `*:0`).
+fn peer(a: &SocketAddr) -> Option<String> {
+    (a.port() != 0 || !a.ip().is_unspecified()).then(|| addr(a))
+}
+
+fn tcp_facts(proto: &str, e: &TcpNetEntry) -> SocketFacts {
+    let state = tcp_state_name(e.state.to_u8());
+    SocketFacts {
+        proto: proto.to_string(),
+        sock_type: "stream",
+        local: Some(addr(&e.local_address)),
+        peer: if state == Some("LISTEN") {
+            None
+        } else {
+            peer(&e.remote_address)
+        },
+        tcp_state: state,
+        in_tables: true,
+    }
+}
+
+fn udp_facts(proto: &str, e: &UdpNetEntry) -> SocketFacts {
+    SocketFacts {
+        proto: proto.to_string(),
+        sock_type: "dgram",
+        local: Some(addr(&e.local_address)),
+        peer: peer(&e.remote_address),
+        tcp_state: None,
+        in_tables: true,
+    }
+}
+
+fn unix_type(t: u16) -> &'static str {
+    match i32::from(t) {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "dgram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "other",
+    }
+}
+
+/// A unix socket's own name as the report spells it: a path, `@abstract`, or `(unnamed)`.
+fn unix_name(e: &UnixNetEntry) -> String {
+    e.path.as_ref().map_or_else(
+        || "(unnamed)".to_string(),
+        |p| p.to_string_lossy().into_owned(),
+    )
+}
+
+impl SocketTables {
+    /// Reads the tables of `process`'s network namespace. `unix_peers` maps a connected unix
+    /// socket's inode to its peer's (from the kernel's socket diagnostics; empty when they
+    /// could not be asked), since `/proc/net/unix` does not say who is at the other end.
+    pub fn load(process: &Process, unix_peers: &HashMap<u64, u64>) -> SocketTables {
+        let mut t = SocketTables::default();
+        for (proto, entries) in [("tcp", process.tcp()), ("tcp6", process.tcp6())] {
+            for e in entries.unwrap_or_default().iter().filter(|e| e.inode != 0) {
+                t.by_inode.insert(e.inode, tcp_facts(proto, e));
+            }
+        }
+        for (proto, entries) in [("udp", process.udp()), ("udp6", process.udp6())] {
+            for e in entries.unwrap_or_default().iter().filter(|e| e.inode != 0) {
+                t.by_inode.insert(e.inode, udp_facts(proto, e));
+            }
+        }
+        let unix = process.unix().unwrap_or_default();
+        let names: HashMap<u64, String> = unix.iter().map(|e| (e.inode, unix_name(e))).collect();
+        for e in &unix {
+            let connected = matches!(e.state, UnixState::CONNECTED);
+            let peer = unix_peers.get(&e.inode).map(|p| {
+                names
+                    .get(p)
+                    .cloned()
+                    .unwrap_or_else(|| "(unnamed)".to_string())
+            });
+            t.by_inode.insert(
+                e.inode,
+                SocketFacts {
+                    proto: "unix".to_string(),
+                    sock_type: unix_type(e.socket_type),
+                    local: Some(unix_name(e)),
+                    // Connected, but the diagnostics could not say to whom.
+                    peer: peer.or_else(|| connected.then(|| "?".to_string())),
+                    tcp_state: None,
+                    in_tables: true,
+                },
+            );
+        }
+        t
+    }
+
+    pub fn get(&self, inode: u64) -> Option<&SocketFacts> {
+        self.by_inode.get(&inode)
+    }
+}
+
+const NLMSG_HDR: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const UDIAG_SHOW_PEER: u32 = 4;
+const UNIX_DIAG_PEER: u16 = 2;
+
+/// The dump request for every unix socket with its peer (struct `unix_diag_req`).
+fn unix_diag_request() -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDR + 24);
+    let len = (NLMSG_HDR + 24) as u32;
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    m.push(libc::AF_UNIX as u8);
+    m.push(0); // protocol
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    m.extend_from_slice(&0u32.to_ne_bytes()); // any inode
+    m.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    m.extend_from_slice(&[0xff; 8]); // no cookie
+    m
+}
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The netlink messages of one datagram: (type, payload).
+fn messages(datagram: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u32_at(datagram, at)? as usize;
+        let ty = u16_at(datagram, at + 4)?;
+        let payload = datagram.get(at + NLMSG_HDR..at + len)?;
+        at += len.max(NLMSG_HDR).next_multiple_of(4);
+        Some((ty, payload))
+    })
+}
+
+fn ends_dump(datagram: &[u8]) -> bool {
+    messages(datagram).any(|(ty, _)| ty == NLMSG_DONE || ty == NLMSG_ERROR)
+}
+
+/// Adds the (inode, peer inode) pairs of one answer datagram to `peers`.
+fn parse_unix_diag(datagram: &[u8], peers: &mut HashMap<u64, u64>) {
+    let answers = messages(datagram).filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY);
+    for msg in answers.map(|(_, msg)| msg) {
+        // struct unix_diag_msg: family, type, state, pad, inode, cookie[2]; then attributes.
+        let Some(inode) = u32_at(msg, 4) else {
+            continue;
+        };
+        let mut at = 16;
+        while let (Some(len), Some(kind)) = (u16_at(msg, at), u16_at(msg, at + 2)) {
+            let len = len as usize;
+            if len < 4 {
+                break;
+            }
+            if let Some(peer) = u32_at(msg, at + 4).filter(|_| kind == UNIX_DIAG_PEER) {
+                peers.insert(u64::from(inode), u64::from(peer));
+            }
+            at += len.next_multiple_of(4);
+        }
+    }
+}
+
+/// Every connected unix socket's peer, by inode, in `pid`'s network namespace; empty if that
+/// is not this command's namespace or netlink is not available.
+pub fn unix_peers(pid: i32) -> HashMap<u64, u64> {
+    let mut peers = HashMap::new();
+    if !crate::os::same_net_namespace(pid) {
+        return peers;
+    }
+    for datagram in crate::os::sock_diag_dump(&unix_diag_request(), ends_dump).unwrap_or_default() {
+        parse_unix_diag(&datagram, &mut peers);
+    }
+    peers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_peers_of_a_socketpair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let ino = |s: &std::os::unix::net::UnixStream| {
+            std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(s)
+                ))
+                .unwrap(),
+            )
+        };
+        let peers = unix_peers(std::process::id() as i32);
+        assert_eq!(peers.get(&ino(&a)), Some(&ino(&b)));
+        assert_eq!(peers.get(&ino(&b)), Some(&ino(&a)));
+    }
+
+    #[test]
+    fn walks_messages_and_attributes() {
+        let mut msg = vec![0u8; 16];
+        msg[4..8].copy_from_slice(&42u32.to_ne_bytes());
+        msg.extend_from_slice(&8u16.to_ne_bytes());
+        msg.extend_from_slice(&UNIX_DIAG_PEER.to_ne_bytes());
+        msg.extend_from_slice(&43u32.to_ne_bytes());
+        let mut dgram = Vec::new();
+        dgram.extend_from_slice(&((NLMSG_HDR + msg.len()) as u32).to_ne_bytes());
+        dgram.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        dgram.extend_from_slice(&[0u8; 10]);
+        dgram.extend_from_slice(&msg);
+        let mut peers = HashMap::new();
+        parse_unix_diag(&dgram, &mut peers);
+        assert_eq!(peers.get(&42), Some(&43));
+        assert!(!ends_dump(&dgram));
+        // A truncated datagram is left alone, not read past its end.
+        parse_unix_diag(&dgram[..20], &mut peers);
+    }
+}

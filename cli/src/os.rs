@@ -1,0 +1,179 @@
+//! The command's OS layer: what it asks the kernel about another process by pid, and the few
+//! system calls it makes on one (a signal). Every `unsafe` block of the command is here.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+use crate::fail::Failure;
+
+/// `/proc/PID/fd` and `/proc/PID/fdinfo` of one process, opened once: every question about an
+/// fd is then one system call relative to a directory fd, which is what makes 100,000 fds fast.
+pub struct FdDir {
+    pid: i32,
+    fd_dir: File,
+    info_dir: File,
+}
+
+impl FdDir {
+    /// Opens the process's fd directories; the errors say what the user can do about them.
+    pub fn open(pid: i32) -> Result<FdDir, Failure> {
+        let open = |what: &str| {
+            let path = format!("/proc/{pid}/{what}");
+            File::open(&path).map_err(|e| Failure::proc_access(pid, &path, &e))
+        };
+        Ok(FdDir {
+            pid,
+            fd_dir: open("fd")?,
+            info_dir: open("fdinfo")?,
+        })
+    }
+
+    /// The process's open fd numbers, sorted.
+    pub fn numbers(&self) -> Result<Vec<i32>, Failure> {
+        let path = format!("/proc/{}/fd", self.pid);
+        let dir =
+            std::fs::read_dir(&path).map_err(|e| Failure::proc_access(self.pid, &path, &e))?;
+        let mut fds: Vec<i32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        Ok(fds)
+    }
+
+    /// What `/proc/PID/fd/N` points to; `None` once the fd is closed.
+    pub fn link(&self, fd: i32) -> Option<String> {
+        let name = CString::new(fd.to_string()).ok()?;
+        let mut buf = [0u8; 4096];
+        // SAFETY: `name` is NUL-terminated and `buf` is writable for its length; the dir fd
+        // is open for as long as `self` lives.
+        let n = unsafe {
+            libc::readlinkat(
+                self.fd_dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    /// The file type bits (`S_IFMT`) of what the fd refers to.
+    pub fn file_type(&self, fd: i32) -> Option<u32> {
+        let name = CString::new(fd.to_string()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `name` is NUL-terminated, `st` writable; it is read only if fstatat succeeded.
+        // Flags 0 follow the magic link to the open file itself.
+        unsafe {
+            if libc::fstatat(self.fd_dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
+                return None;
+            }
+            Some(st.assume_init().st_mode & libc::S_IFMT)
+        }
+    }
+
+    /// `/proc/PID/fdinfo/N`: position, flags, and what epoll sets, eventfds or inotify
+    /// instances hold.
+    pub fn fdinfo(&self, fd: i32) -> Option<String> {
+        let path = format!("/proc/self/fd/{}/{fd}", self.info_dir.as_raw_fd());
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// The kernel's name for a socket's protocol (`TCP`, `UDPv6`, `UNIX-STREAM`, `NETLINK`),
+    /// which it gives even for a socket no `/proc/net` table lists: the ones lsof calls
+    /// "can't identify protocol".
+    pub fn socket_protocol(&self, fd: i32) -> Option<String> {
+        let path = CString::new(format!("/proc/{}/fd/{fd}", self.pid)).ok()?;
+        let name = c"system.sockprotoname";
+        let mut buf = [0u8; 64];
+        // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        let n = usize::try_from(n).ok()?;
+        let text = &buf[..n];
+        let end = text.iter().position(|b| *b == 0).unwrap_or(n);
+        Some(String::from_utf8_lossy(&text[..end]).into_owned())
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// True if `pid` names a process (or thread) that still exists, zombies included.
+pub fn exists(pid: i32) -> bool {
+    PathBuf::from(format!("/proc/{pid}")).exists()
+}
+
+/// True if stdout is a terminal.
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    io::stdout().is_terminal()
+}
+
+/// The lowest and highest real-time signal numbers of this libc.
+pub fn realtime_signals() -> (i32, i32) {
+    (libc::SIGRTMIN(), libc::SIGRTMAX())
+}
+
+/// Sends one `NETLINK_SOCK_DIAG` dump request and returns the datagrams of the answer, up to
+/// and including the one that ends it (`NLMSG_DONE` or an error). `None` if netlink cannot be
+/// used here.
+pub fn sock_diag_dump(request: &[u8], is_last: impl Fn(&[u8]) -> bool) -> Option<Vec<Vec<u8>>> {
+    // SAFETY: socket has no memory preconditions; the fd is owned by `sock` from here on.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a fresh fd nobody else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: `request` is readable for its length.
+    let sent = unsafe { libc::send(sock.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if usize::try_from(sent).ok() != Some(request.len()) {
+        return None;
+    }
+    let mut answers = Vec::new();
+    // Bounded: a dump of every unix socket of a busy host is a few MB.
+    for _ in 0..100_000 {
+        let mut buf = vec![0u8; 64 * 1024];
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = usize::try_from(n).ok()?;
+        buf.truncate(n);
+        let last = n == 0 || is_last(&buf);
+        answers.push(buf);
+        if last {
+            return Some(answers);
+        }
+    }
+    None
+}
+
+/// True if `pid` is in this process's network namespace (whose sockets netlink dumps).
+pub fn same_net_namespace(pid: i32) -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/net");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a == b)
+}

@@ -1,0 +1,249 @@
+//! `fdguard run [options] -- CMD ARGS...`: starts a program under `libfdguard.so`, the options
+//! becoming `FDGUARD_*` variables. The program replaces this command (same pid, same signals).
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::config::parse_signal;
+use crate::fail::{Failure, Outcome};
+use crate::program::Program;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EmfileMode {
+    Pause,
+    Sleep,
+    Shed,
+    Off,
+}
+
+/// The library's options, each one an `FDGUARD_*` variable (see the README's table).
+#[derive(Args, Debug, Default)]
+pub struct GuardOptions {
+    /// Report the fds still open at normal exit, like valgrind --track-fds (FDGUARD_AT_EXIT=1)
+    #[arg(long)]
+    pub at_exit: bool,
+    /// Exit with status N when fds leaked at exit (FDGUARD_LEAK_EXITCODE)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=255))]
+    pub leak_exitcode: Option<u8>,
+    /// Write reports as JSON, one object per line (FDGUARD_FORMAT=json)
+    #[arg(long)]
+    pub json: bool,
+    /// Where reports go: a file (%p = pid, %t = start time) or stderr (FDGUARD_REPORT)
+    #[arg(long, value_name = "PATH")]
+    pub report: Option<String>,
+    /// Report when open fds reach this percentage of the soft limit; 0 = never (FDGUARD_THRESHOLD)
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub threshold: Option<u8>,
+    /// What the accept guard does when accept fails for lack of fds (FDGUARD_EMFILE)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub emfile: Option<EmfileMode>,
+    /// Frames captured per creation stack, 0 to 64; 0 = no stacks (FDGUARD_DEPTH)
+    #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u8).range(0..=64))]
+    pub depth: Option<u8>,
+    /// The signal that asks for a report: USR2, RTMIN+5, none, ... (FDGUARD_SIGNAL)
+    #[arg(long, value_name = "SIGNAL", value_parser = signal_arg)]
+    pub signal: Option<String>,
+    /// Comma-separated globs left out of exit reports (FDGUARD_IGNORE)
+    #[arg(long, value_name = "PATTERNS")]
+    pub ignore: Option<String>,
+    /// Also capture a stack at every close, shown for double closes (FDGUARD_CLOSE_STACKS=1)
+    #[arg(long)]
+    pub close_stacks: bool,
+    /// The accept guard's longest backoff, 5 to 60000 ms (FDGUARD_BACKOFF_MAX_MS)
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u16).range(5..=60000))]
+    pub backoff_max_ms: Option<u16>,
+    /// Seconds between two emfile reports, 0 to 86400 (FDGUARD_EMFILE_INTERVAL)
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=86400))]
+    pub emfile_interval: Option<u32>,
+    /// Raise the soft fd limit to the hard one at start (FDGUARD_RAISE_NOFILE=1)
+    #[arg(long)]
+    pub raise_nofile: bool,
+}
+
+fn signal_arg(s: &str) -> Result<String, String> {
+    match parse_signal(s.trim()) {
+        Some(_) => Ok(s.trim().to_string()),
+        None => Err("expected none, USR1, USR2, HUP, TERM, WINCH, RTMIN+N or such".to_string()),
+    }
+}
+
+impl GuardOptions {
+    /// The `FDGUARD_*` variables these options stand for (options not given: none).
+    pub fn variables(&self) -> Vec<(&'static str, String)> {
+        let flag = |on: bool, name| on.then(|| (name, "1".to_string()));
+        let value = |v: Option<String>, name| v.map(|v| (name, v));
+        [
+            flag(self.at_exit, "FDGUARD_AT_EXIT"),
+            value(
+                self.leak_exitcode.map(|n| n.to_string()),
+                "FDGUARD_LEAK_EXITCODE",
+            ),
+            self.json.then(|| ("FDGUARD_FORMAT", "json".to_string())),
+            value(self.report.clone(), "FDGUARD_REPORT"),
+            value(self.threshold.map(|n| n.to_string()), "FDGUARD_THRESHOLD"),
+            value(
+                self.emfile.map(|m| {
+                    m.to_possible_value()
+                        .expect("no skipped variants")
+                        .get_name()
+                        .to_string()
+                }),
+                "FDGUARD_EMFILE",
+            ),
+            value(self.depth.map(|n| n.to_string()), "FDGUARD_DEPTH"),
+            value(self.signal.clone(), "FDGUARD_SIGNAL"),
+            value(self.ignore.clone(), "FDGUARD_IGNORE"),
+            flag(self.close_stacks, "FDGUARD_CLOSE_STACKS"),
+            value(
+                self.backoff_max_ms.map(|n| n.to_string()),
+                "FDGUARD_BACKOFF_MAX_MS",
+            ),
+            value(
+                self.emfile_interval.map(|n| n.to_string()),
+                "FDGUARD_EMFILE_INTERVAL",
+            ),
+            flag(self.raise_nofile, "FDGUARD_RAISE_NOFILE"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub options: GuardOptions,
+    /// The program and its arguments (after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// `libfdguard.so`: `$FDGUARD_LIB`, or next to this command (where `cargo build` puts both).
+pub fn library() -> Result<PathBuf, Failure> {
+    if let Some(lib) = std::env::var_os("FDGUARD_LIB") {
+        let lib = PathBuf::from(lib);
+        return if lib.is_file() {
+            Ok(std::path::absolute(&lib).unwrap_or(lib))
+        } else {
+            Err(Failure::bad_input(format!(
+                "FDGUARD_LIB={} is not a file",
+                lib.display()
+            )))
+        };
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot locate this command: {e}")))?;
+    let lib = exe.with_file_name("libfdguard.so");
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(Failure::bad_input(format!(
+            "{} not found: build it with `cargo build --release` (it goes next to this \
+             command), or set FDGUARD_LIB to its path",
+            lib.display()
+        )))
+    }
+}
+
+/// Where `PATH` finds `cmd` (a name without `/`), as exec would.
+fn resolve(cmd: &Path) -> Option<PathBuf> {
+    if cmd.components().count() > 1 || cmd.is_absolute() {
+        return Some(cmd.to_path_buf());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// Refuses programs a preload cannot see into, saying why and what works instead.
+pub fn check_program(path: &Path) -> Outcome {
+    let Ok(p) = Program::examine(path) else {
+        return Ok(()); // exec will say what is wrong with it
+    };
+    let name = path.display();
+    if p.is_static {
+        let what = if p.is_go {
+            "a statically linked Go program"
+        } else {
+            "statically linked"
+        };
+        return Err(Failure::bad_input(format!(
+            "{name} is {what}: LD_PRELOAD cannot load fdguard into it (no dynamic loader \
+             runs); `fdguard inspect PID` and `fdguard watch PID` see its fds from outside"
+        )));
+    }
+    if p.is_setid {
+        eprintln!(
+            "fdguard: {name} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD \
+             for it unless you run it as its owner"
+        );
+    }
+    // A dynamically linked Go program is named by the library itself when it loads.
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> Outcome {
+    let lib = library()?;
+    let cmd = PathBuf::from(&args.command[0]);
+    let Some(path) = resolve(&cmd) else {
+        return Err(Failure {
+            message: format!("{}: command not found", cmd.display()),
+            code: 127,
+        });
+    };
+    check_program(&path)?;
+    let mut preload = lib.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let err = std::process::Command::new(&path)
+        .arg0(&args.command[0])
+        .args(&args.command[1..])
+        .envs(args.options.variables())
+        .env("LD_PRELOAD", preload)
+        .exec();
+    Err(Failure {
+        message: format!("cannot run {}: {err}", path.display()),
+        code: 126,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_become_variables() {
+        let o = GuardOptions {
+            at_exit: true,
+            leak_exitcode: Some(3),
+            json: true,
+            emfile: Some(EmfileMode::Shed),
+            signal: Some("RTMIN+5".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.variables(),
+            vec![
+                ("FDGUARD_AT_EXIT", "1".to_string()),
+                ("FDGUARD_LEAK_EXITCODE", "3".to_string()),
+                ("FDGUARD_FORMAT", "json".to_string()),
+                ("FDGUARD_EMFILE", "shed".to_string()),
+                ("FDGUARD_SIGNAL", "RTMIN+5".to_string()),
+            ]
+        );
+        assert!(GuardOptions::default().variables().is_empty());
+        assert!(signal_arg("SEGV").is_err());
+        assert!(signal_arg("usr1").is_ok());
+    }
+}

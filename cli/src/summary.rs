@@ -1,0 +1,263 @@
+//! How a process's fds add up: counts by kind and TCP state, groups by where they point (a
+//! directory, a peer, a local port), and the first line that says how bad it is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::describe::kind_words;
+use crate::fds::FdEntry;
+use crate::target::Limit;
+use crate::units::{count, percent};
+
+/// fds that point to the same place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Group {
+    pub kind: &'static str,
+    /// What `key` is: `dir` (of files), `peer` (connected to), `accepted` (connections a
+    /// listener of this process accepted, by local address), `listen`, `local` (a bound,
+    /// unconnected socket), `unconnected` (a socket in no table: lsof's "can't identify
+    /// protocol"), or `kind` (nothing more to say).
+    pub by: &'static str,
+    pub key: String,
+    pub count: usize,
+    pub tcp_states: BTreeMap<&'static str, usize>,
+}
+
+impl Group {
+    /// "to 10.0.0.5:6379", "in /var/log/app/".
+    pub fn place(&self) -> String {
+        match self.by {
+            "dir" => format!("in {}", self.key),
+            "peer" => format!("to {}", self.key),
+            "accepted" => format!("accepted on {}", self.key),
+            "listen" => format!("listening on {}", self.key),
+            "local" => format!("on {}", self.key),
+            "unconnected" => format!(
+                "{}, never connected or failed to connect (lsof: \"can't identify protocol\")",
+                self.key
+            ),
+            _ if self.key == self.kind => String::new(),
+            _ => self.key.clone(),
+        }
+    }
+
+    /// "998 CLOSE_WAIT to 10.0.0.5:6379" or "12 in /tmp/ (3 ESTABLISHED)".
+    pub fn phrase(&self) -> String {
+        let place = self.place();
+        match self.tcp_states.iter().max_by_key(|(_, n)| **n) {
+            Some((state, n)) if *n == self.count && self.by != "unconnected" => {
+                format!("{} {state} {place}", count(self.count))
+            }
+            Some((state, n)) if self.by != "unconnected" => {
+                format!("{} {place} ({} {state})", count(self.count), count(*n))
+            }
+            _ => format!("{} {place}", count(self.count)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub by_kind: BTreeMap<&'static str, usize>,
+    pub tcp_states: BTreeMap<&'static str, usize>,
+    pub groups: Vec<Group>,
+}
+
+fn parent_dir(path: &str) -> String {
+    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    match path.rfind('/') {
+        Some(i) => path[..=i].to_string(),
+        None => path.to_string(),
+    }
+}
+
+fn port(addr: &str) -> Option<&str> {
+    addr.rsplit_once(':').map(|(_, p)| p)
+}
+
+fn group_of(e: &FdEntry, listening_ports: &BTreeSet<String>) -> (&'static str, String) {
+    let Some(s) = &e.socket else {
+        return match (e.kind, &e.path) {
+            ("file" | "dir", Some(p)) => ("dir", parent_dir(p)),
+            (kind, _) => ("kind", kind.to_string()),
+        };
+    };
+    let named = |a: &Option<String>| {
+        a.as_deref()
+            .filter(|a| *a != "(unnamed)" && *a != "?")
+            .map(str::to_string)
+    };
+    if !s.in_tables {
+        return ("unconnected", s.proto.clone());
+    }
+    if s.tcp_state == Some("LISTEN") {
+        return ("listen", s.local.clone().unwrap_or_default());
+    }
+    let local_port = s.local.as_deref().and_then(port).map(str::to_string);
+    if s.proto != "unix" && s.connected() {
+        if local_port.is_some_and(|p| listening_ports.contains(&p)) {
+            return ("accepted", s.local.clone().unwrap_or_default());
+        }
+        return ("peer", s.peer.clone().unwrap_or_default());
+    }
+    if let Some(local) = named(&s.local) {
+        return ("local", local);
+    }
+    if let Some(peer) = named(&s.peer) {
+        return ("peer", peer);
+    }
+    ("kind", format!("{} {}", s.proto, s.sock_type))
+}
+
+/// Counts and groups, largest group first.
+pub fn summarize(fds: &[FdEntry]) -> Summary {
+    let mut sum = Summary::default();
+    let listening_ports: BTreeSet<String> = fds
+        .iter()
+        .filter_map(|e| e.socket.as_ref())
+        .filter(|s| s.tcp_state == Some("LISTEN"))
+        .filter_map(|s| s.local.as_deref().and_then(port).map(str::to_string))
+        .collect();
+    let mut groups: BTreeMap<(&'static str, &'static str, String), Group> = BTreeMap::new();
+    for e in fds {
+        *sum.by_kind.entry(e.kind).or_default() += 1;
+        if let Some(state) = e.tcp_state() {
+            *sum.tcp_states.entry(state).or_default() += 1;
+        }
+        let (by, key) = group_of(e, &listening_ports);
+        let g = groups
+            .entry((e.kind, by, key.clone()))
+            .or_insert_with(|| Group {
+                kind: e.kind,
+                by,
+                key,
+                count: 0,
+                tcp_states: BTreeMap::new(),
+            });
+        g.count += 1;
+        if let Some(state) = e.tcp_state() {
+            *g.tcp_states.entry(state).or_default() += 1;
+        }
+    }
+    sum.groups = groups.into_values().collect();
+    sum.groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    sum
+}
+
+/// `1,019 of 1,024 fds open (99%) in pid 42 (./server); 1,003 sockets, 998 CLOSE_WAIT to
+/// 10.0.0.5:6379`: how close to the limit, the largest kind, and where most of it points.
+pub fn headline(pid: i32, name: &str, limit: Limit, open: usize, sum: &Summary) -> String {
+    let mut s = match limit.soft {
+        Some(soft) => format!(
+            "{} of {} fds open ({}) in pid {pid} ({name})",
+            count(open),
+            count(soft as usize),
+            percent(open as u64, soft)
+        ),
+        None => format!("{} fds open (no limit) in pid {pid} ({name})", count(open)),
+    };
+    let top_kind = sum.by_kind.iter().max_by_key(|(_, n)| **n);
+    if let Some((kind, n)) = top_kind {
+        s.push_str(&format!("; {} {}", count(*n), kind_words(kind, *n)));
+        let top_group = sum.groups.iter().find(|g| g.kind == *kind);
+        if let Some(g) = top_group.filter(|g| g.by != "kind") {
+            s.push_str(", ");
+            s.push_str(&g.phrase());
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::describe::SocketFacts;
+
+    fn sock(fd: i32, local: &str, peer: Option<&str>, state: &'static str) -> FdEntry {
+        FdEntry {
+            fd,
+            kind: "socket",
+            desc: String::new(),
+            path: None,
+            inode: None,
+            socket: Some(SocketFacts {
+                proto: "tcp".into(),
+                sock_type: "stream",
+                local: Some(local.into()),
+                peer: peer.map(String::from),
+                tcp_state: Some(state),
+                in_tables: true,
+            }),
+            other_ends: Vec::new(),
+            watches: Vec::new(),
+        }
+    }
+
+    fn file(fd: i32, path: &str) -> FdEntry {
+        FdEntry {
+            fd,
+            kind: "file",
+            desc: path.into(),
+            path: Some(path.into()),
+            inode: None,
+            socket: None,
+            other_ends: Vec::new(),
+            watches: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_headline_names_the_kind_and_the_place() {
+        let mut fds: Vec<FdEntry> = (0..998)
+            .map(|i| {
+                sock(
+                    10 + i,
+                    &format!("10.0.0.1:{}", 40000 + i),
+                    Some("10.0.0.5:6379"),
+                    "CLOSE_WAIT",
+                )
+            })
+            .collect();
+        fds.extend((0..5).map(|i| {
+            sock(
+                2000 + i,
+                "10.0.0.1:8080",
+                Some(&format!("10.0.0.9:{}", 50000 + i)),
+                "ESTABLISHED",
+            )
+        }));
+        fds.push(sock(3, "0.0.0.0:8080", None, "LISTEN"));
+        fds.extend((0..15).map(|i| file(3000 + i, &format!("/var/log/app/{i}.log"))));
+        let sum = summarize(&fds);
+        assert_eq!(sum.by_kind["socket"], 1004);
+        assert_eq!(sum.tcp_states["CLOSE_WAIT"], 998);
+        assert_eq!(sum.groups[0].by, "peer");
+        assert_eq!(sum.groups[1].by, "dir");
+        assert_eq!(sum.groups[1].key, "/var/log/app/");
+        // Connections a listener accepted group by the local address, not by each client.
+        let accepted = sum.groups.iter().find(|g| g.by == "accepted").unwrap();
+        assert_eq!(
+            (accepted.key.as_str(), accepted.count),
+            ("10.0.0.1:8080", 5)
+        );
+        let limit = Limit {
+            soft: Some(1024),
+            hard: Some(4096),
+        };
+        assert_eq!(
+            headline(42, "./server", limit, 1019, &sum),
+            "1,019 of 1,024 fds open (99%) in pid 42 (./server); 1,004 sockets, \
+             998 CLOSE_WAIT to 10.0.0.5:6379"
+        );
+    }
+
+    #[test]
+    fn unlimited_and_empty() {
+        let sum = summarize(&[]);
+        assert_eq!(
+            headline(1, "x", Limit::default(), 0, &sum),
+            "0 fds open (no limit) in pid 1 (x)"
+        );
+    }
+}
