@@ -10,7 +10,7 @@ use crate::describe::{
     EpollWatch, SocketFacts, kind_of, link_inode, parse_fdinfo, socket_desc, unlisted_socket,
 };
 use crate::fail::Failure;
-use crate::net::{SocketTables, unix_peers};
+use crate::net::{Diagnostics, SocketTables};
 use crate::os::FdDir;
 
 /// One open fd. `fd`, `kind` and `desc` are the report's keys and mean the same.
@@ -49,7 +49,7 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
         .filter_map(|fd| describe_fd(dir, fd))
         .collect();
     if fds.iter().any(|e| e.kind == "socket") {
-        let tables = SocketTables::load(process, &unix_peers(process.pid()));
+        let tables = SocketTables::load(process, &Diagnostics::of(process.pid()));
         for e in fds.iter_mut().filter(|e| e.kind == "socket") {
             let facts = e
                 .inode

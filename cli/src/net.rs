@@ -75,10 +75,10 @@ fn unix_name(e: &UnixNetEntry) -> String {
 }
 
 impl SocketTables {
-    /// Reads the tables of `process`'s network namespace. `unix_peers` maps a connected unix
-    /// socket's inode to its peer's (from the kernel's socket diagnostics; empty when they
-    /// could not be asked), since `/proc/net/unix` does not say who is at the other end.
-    pub fn load(process: &Process, unix_peers: &HashMap<u64, u64>) -> SocketTables {
+    /// Reads the tables of `process`'s network namespace, with what the diagnostics add:
+    /// `/proc/net/unix` does not say who is at the other end, `/proc/net/tcp` leaves out
+    /// bound sockets that neither listen nor connect.
+    pub fn load(process: &Process, diag: &Diagnostics) -> SocketTables {
         let mut t = SocketTables::default();
         for (proto, entries) in [("tcp", process.tcp()), ("tcp6", process.tcp6())] {
             for e in entries.unwrap_or_default().iter().filter(|e| e.inode != 0) {
@@ -94,7 +94,7 @@ impl SocketTables {
         let names: HashMap<u64, String> = unix.iter().map(|e| (e.inode, unix_name(e))).collect();
         for e in &unix {
             let connected = matches!(e.state, UnixState::CONNECTED);
-            let peer = unix_peers.get(&e.inode).map(|p| {
+            let peer = diag.unix_peers.get(&e.inode).map(|p| {
                 names
                     .get(p)
                     .cloned()
@@ -113,6 +113,21 @@ impl SocketTables {
                 },
             );
         }
+        for (inode, local) in &diag.bound_tcp {
+            let proto = if local.starts_with('[') {
+                "tcp6"
+            } else {
+                "tcp"
+            };
+            t.by_inode.entry(*inode).or_insert_with(|| SocketFacts {
+                proto: proto.to_string(),
+                sock_type: "stream",
+                local: Some(local.clone()),
+                peer: None,
+                tcp_state: Some("CLOSE"),
+                in_tables: false,
+            });
+        }
         t
     }
 
@@ -127,24 +142,40 @@ const NLMSG_DONE: u16 = 3;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const UDIAG_SHOW_PEER: u32 = 4;
 const UNIX_DIAG_PEER: u16 = 2;
+/// The diagnostics-only state of bound, inactive TCP sockets (Linux 6.10).
+const TCP_BOUND_INACTIVE: u32 = 13;
 
-/// The dump request for every unix socket with its peer (struct `unix_diag_req`).
-fn unix_diag_request() -> Vec<u8> {
-    let mut m = Vec::with_capacity(NLMSG_HDR + 24);
-    let len = (NLMSG_HDR + 24) as u32;
-    m.extend_from_slice(&len.to_ne_bytes());
+/// A `SOCK_DIAG_BY_FAMILY` dump request with `body` (the family's request struct).
+fn diag_request(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(NLMSG_HDR + body.len());
+    m.extend_from_slice(&((NLMSG_HDR + body.len()) as u32).to_ne_bytes());
     m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
     m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     m.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    m.push(libc::AF_UNIX as u8);
-    m.push(0); // protocol
-    m.extend_from_slice(&0u16.to_ne_bytes());
-    m.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
-    m.extend_from_slice(&0u32.to_ne_bytes()); // any inode
-    m.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
-    m.extend_from_slice(&[0xff; 8]); // no cookie
+    m.extend_from_slice(body);
     m
+}
+
+/// Every unix socket with its peer (struct `unix_diag_req`).
+fn unix_diag_request() -> Vec<u8> {
+    let mut b = vec![libc::AF_UNIX as u8, 0, 0, 0];
+    b.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
+    b.extend_from_slice(&0u32.to_ne_bytes()); // any inode
+    b.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    b.extend_from_slice(&[0xff; 8]); // no cookie
+    diag_request(&b)
+}
+
+/// TCP sockets of `family` that are bound but neither listening nor connected (struct
+/// `inet_diag_req_v2`): what `/proc/net/tcp` leaves out, such as a socket whose `connect`
+/// failed after it was given a local port.
+fn bound_inactive_request(family: i32) -> Vec<u8> {
+    let mut b = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
+    b.extend_from_slice(&(1u32 << TCP_BOUND_INACTIVE).to_ne_bytes());
+    b.extend_from_slice(&[0; 40]); // ports, addresses, interface
+    b.extend_from_slice(&[0xff; 8]); // no cookie
+    diag_request(&b)
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -193,17 +224,60 @@ fn parse_unix_diag(datagram: &[u8], peers: &mut HashMap<u64, u64>) {
     }
 }
 
-/// Every connected unix socket's peer, by inode, in `pid`'s network namespace; empty if that
-/// is not this command's namespace or netlink is not available.
-pub fn unix_peers(pid: i32) -> HashMap<u64, u64> {
-    let mut peers = HashMap::new();
-    if !crate::os::same_net_namespace(pid) {
-        return peers;
+/// Adds the local address of each bound, inactive TCP socket of one answer datagram (struct
+/// `inet_diag_msg`) to `bound`, by inode.
+fn parse_bound_inactive(datagram: &[u8], bound: &mut HashMap<u64, String>) {
+    let answers = messages(datagram).filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY);
+    for msg in answers.map(|(_, msg)| msg) {
+        let (Some(family), Some(port), Some(inode)) = (msg.first(), msg.get(4..6), u32_at(msg, 68))
+        else {
+            continue;
+        };
+        let port = u16::from_be_bytes([port[0], port[1]]);
+        let ip: Option<std::net::IpAddr> = match i32::from(*family) {
+            libc::AF_INET => msg
+                .get(8..12)
+                .map(|b| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).into()),
+            libc::AF_INET6 => msg
+                .get(8..24)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(|b| std::net::Ipv6Addr::from(b).into()),
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            bound.insert(u64::from(inode), addr(&SocketAddr::new(ip, port)));
+        }
     }
-    for datagram in crate::os::sock_diag_dump(&unix_diag_request(), ends_dump).unwrap_or_default() {
-        parse_unix_diag(&datagram, &mut peers);
+}
+
+/// What the kernel's socket diagnostics add to the `/proc/net` tables, asked once.
+#[derive(Default)]
+pub struct Diagnostics {
+    /// A connected unix socket's peer, by inode.
+    pub unix_peers: HashMap<u64, u64>,
+    /// The local address of a bound, inactive TCP socket, by inode.
+    pub bound_tcp: HashMap<u64, String>,
+}
+
+impl Diagnostics {
+    /// Asks the kernel about `pid`'s network namespace; empty if that is not this command's
+    /// namespace (netlink answers for its own) or netlink is not available.
+    pub fn of(pid: i32) -> Diagnostics {
+        let mut d = Diagnostics::default();
+        if !crate::os::same_net_namespace(pid) {
+            return d;
+        }
+        let dump = |req: Vec<u8>| crate::os::sock_diag_dump(&req, ends_dump).unwrap_or_default();
+        for datagram in dump(unix_diag_request()) {
+            parse_unix_diag(&datagram, &mut d.unix_peers);
+        }
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            for datagram in dump(bound_inactive_request(family)) {
+                parse_bound_inactive(&datagram, &mut d.bound_tcp);
+            }
+        }
+        d
     }
-    peers
 }
 
 #[cfg(test)]
@@ -222,9 +296,33 @@ mod tests {
                 .unwrap(),
             )
         };
-        let peers = unix_peers(std::process::id() as i32);
+        let peers = Diagnostics::of(std::process::id() as i32).unix_peers;
         assert_eq!(peers.get(&ino(&a)), Some(&ino(&b)));
         assert_eq!(peers.get(&ino(&b)), Some(&ino(&a)));
+    }
+
+    #[test]
+    fn finds_the_port_of_a_bound_inactive_socket() {
+        use std::io::BufRead;
+        let script = "import os,socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\n\
+                      print(os.fstat(s.fileno()).st_ino, s.getsockname()[1], flush=True)\n\
+                      sys.stdin.read()";
+        let mut py = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(py.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let (ino, bound) = line.trim().split_once(' ').unwrap();
+        let d = Diagnostics::of(py.id() as i32);
+        let _ = py.kill();
+        let _ = py.wait();
+        let local = d.bound_tcp.get(&ino.parse().unwrap());
+        assert_eq!(local, Some(&format!("127.0.0.1:{bound}")));
     }
 
     #[test]

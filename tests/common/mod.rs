@@ -10,49 +10,73 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
-/// `target/<profile>/libfdguard.so`, built (once per test binary) by running `cargo build --lib`.
+/// `target/<profile>/<file>`, built (once per test binary and artifact) by running
+/// `cargo build` with `what` (`--lib`, or `-p fdguard-cli`) for the profile of this test.
 ///
-/// `cargo test` does not build a `cdylib` for integration tests: without this, a fresh clone has
-/// no library to preload, and after an edit to `src/` the tests would run the stale one. Cargo
-/// holds no lock while tests run, so building from here is safe and, when nothing changed,
-/// takes a fraction of a second.
+/// `cargo test` does not build a `cdylib` for integration tests, nor another package's
+/// binary: without this, a fresh clone has nothing to preload, and after an edit the tests
+/// would run a stale build. Cargo holds no lock while tests run, so building from here is
+/// safe and, when nothing changed, takes a fraction of a second.
+fn built(what: &[&str], file: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .arg("build")
+        .args(what)
+        .args(["--quiet", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cargo.arg("--release");
+        }
+        other => {
+            cargo.args(["--profile", other]);
+        }
+    }
+    let out = cargo.output().expect("running cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build {what:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = profile_dir.join(file);
+    assert!(path.exists(), "{file} not found at {}", path.display());
+    path
+}
+
+/// `target/<profile>/libfdguard.so`, freshly built.
 pub fn lib_path() -> PathBuf {
     use std::sync::OnceLock;
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let target_dir = profile_dir.parent().expect("target dir");
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--lib", "--quiet", "--manifest-path"])
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cargo.arg("--release");
-            }
-            other => {
-                cargo.args(["--profile", other]);
-            }
-        }
-        let out = cargo.output().expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build --lib failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = profile_dir.join("libfdguard.so");
-        assert!(lib.exists(), "libfdguard.so not found at {}", lib.display());
-        lib
+    LIB.get_or_init(|| built(&["--lib"], "libfdguard.so"))
+        .clone()
+}
+
+/// `target/<profile>/fdguard`, the command, freshly built (with the library next to it).
+pub fn cli_path() -> PathBuf {
+    use std::sync::OnceLock;
+    static CLI: OnceLock<PathBuf> = OnceLock::new();
+    CLI.get_or_init(|| {
+        lib_path();
+        built(&["-p", "fdguard-cli", "--bin", "fdguard"], "fdguard")
     })
     .clone()
+}
+
+/// The `fdguard` command with `args`, without any `FDGUARD_*` variable of the test's own.
+pub fn fdguard(args: &[&str]) -> Command {
+    let mut c = plain(&cli_path());
+    c.args(args);
+    c
 }
 
 /// A fresh directory for one test's files.
