@@ -206,9 +206,15 @@ fn inspect_lists_exactly_what_proc_lists_and_describes_every_kind() {
         "{first}"
     );
     assert!(text.contains("can't identify protocol"), "{text}");
+    let epoll_line = text
+        .lines()
+        .find(|l| l.contains("anon_inode:[eventpoll]  watching "))
+        .unwrap_or_else(|| panic!("epoll sets say what they watch: {text}"));
+    let (listener, read_end) = (f["LISTEN"][0][0], f["PIPE"][0][0]);
     assert!(
-        text.contains(&format!("watching ")),
-        "epoll sets say what they watch: {text}"
+        epoll_line.contains(&format!("{listener} (in)"))
+            && epoll_line.contains(&format!("{read_end} (in,et)")),
+        "{epoll_line}"
     );
     assert!(!text.contains("fdguard is loaded"), "{text}");
     s.finish();
