@@ -35,6 +35,9 @@ pub fn duration(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
         return "?".to_string();
     }
+    if secs < 9.95 {
+        return format!("{secs:.1}s");
+    }
     let s = secs.round() as u64;
     match s {
         0..60 => format!("{s}s"),
@@ -59,7 +62,8 @@ mod tests {
         assert_eq!(percent(1019, 1024), "99%");
         assert_eq!(duration(4200.0), "1h10m");
         assert_eq!(duration(200.0), "3m20s");
-        assert_eq!(duration(9.6), "10s");
+        assert_eq!(duration(9.96), "10s");
+        assert_eq!(duration(0.34), "0.3s");
         assert_eq!(duration(200_000.0), "2d7h");
     }
 }
