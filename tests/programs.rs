@@ -1,12 +1,14 @@
-//! Programs fdguard cannot see into say so: statically linked ones (scripts/fdguard-run refuses
-//! them, since LD_PRELOAD never loads anything there) and Go ones (the library says so when it
-//! loads: the Go runtime makes its system calls without libc).
+//! Programs fdguard cannot see into say so: statically linked ones (`fdguard run`, wrapped by
+//! scripts/fdguard-run, refuses them, since LD_PRELOAD never loads anything there) and Go ones
+//! (the library says so when it loads: the Go runtime makes its system calls without libc).
 mod common;
 use common::*;
 
 use std::process::Command;
 
 fn fdguard_run() -> Command {
+    // The script wraps `fdguard run`: the command next to the library must be built.
+    cli_path();
     let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fdguard-run"));
     c.env("FDGUARD_LIB", lib_path());
     c
