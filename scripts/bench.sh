@@ -20,7 +20,7 @@
 #   BENCH_OPS            micro workloads (open socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
-#   BENCH_SECTIONS       any of: micro macro mem (all three)
+#   BENCH_SECTIONS       any of: micro macro mem cli (all four)
 #   BENCH_PEERS=0        skip valgrind / strace / ltrace
 #   BENCH_PEER_ROUNDS    rounds that include the peers (3; quick 1)
 #   BENCH_PEER_DEPTHS    depths the peers run at (5 30; quick 30); peers use the nofp build
@@ -31,6 +31,8 @@
 #   BENCH_MEM_ROUNDS     rounds of the memory workload (3; quick 1)
 #   BENCH_MEM_FALLBACK=0 skip the memory workload if RLIMIT_NOFILE cannot be raised
 #                        (default: measure with as many fds as the limit allows)
+#   BENCH_CLI_FDS        fds held for `fdguard inspect` (100000; as many as the limit allows)
+#   BENCH_CLI_ROUNDS     rounds of the command's workload (5; quick 1)
 #   BENCH_REPORTS        SIGUSR2 reports timed per format and round (3; quick 1)
 #   BENCH_REPORT_TIMEOUT seconds to wait for one report (60; quick 20)
 #   BENCH_TEXT_END_MARKER  last line of a text report; {pid} = the process id
@@ -62,7 +64,7 @@ SCALE=${BENCH_SCALE:-$(q 1 0.03)}
 OPS=${BENCH_OPS:-"open socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
-SECTIONS=${BENCH_SECTIONS:-"micro macro mem"}
+SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli"}
 PEERS=${BENCH_PEERS:-1}
 PEER_ROUNDS=${BENCH_PEER_ROUNDS:-$(q 3 1)}
 PEER_DEPTHS=${BENCH_PEER_DEPTHS:-$(q "5 30" "30")}
@@ -74,6 +76,8 @@ MEM_PATHS=1000
 MEM_ROUNDS=${BENCH_MEM_ROUNDS:-$(q 3 1)}
 MEM_FALLBACK=${BENCH_MEM_FALLBACK:-1}
 REPORTS=${BENCH_REPORTS:-$(q 3 1)}
+CLI_FDS=${BENCH_CLI_FDS:-100000}
+CLI_ROUNDS=${BENCH_CLI_ROUNDS:-$(q 5 1)}
 REPORT_TIMEOUT=${BENCH_REPORT_TIMEOUT:-$(q 60 20)}
 # Paths given by the caller are relative to where they called from; the
 # defaults are relative to the repository root.
@@ -83,7 +87,7 @@ CC=${CC:-cc}
 LIB_SET=${FDGUARD_LIB+set}
 LIB=$(abspath "${FDGUARD_LIB:-$ROOT/target/release/libfdguard.so}")
 
-for v in ROUNDS PEER_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT; do
+for v in ROUNDS PEER_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a number (got '$SCALE')"
@@ -165,6 +169,7 @@ WFLAGS="-Wall -Wextra -std=gnu11"
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdload" bench/fdload.c
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdmem" bench/fdmem.c
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdwait" bench/fdwait.c
+    $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdhold" bench/fdhold.c
 } || die "building the workloads failed"
 
 # Load check: the library must load into a process without breaking it.
@@ -491,6 +496,50 @@ if has_section mem; then
                 stop_bg "$MEM_PID"
             done
         done
+    fi
+fi
+
+# ---- the fdguard command: inspect a process from /proc ---------------------------
+# fdhold holds files, pipes, CLOSE_WAIT and unconnected sockets (as many as its limit allows
+# of BENCH_CLI_FDS); each round times `fdguard inspect --json`, `fdguard inspect` (text) and,
+# as the peer, `lsof -p`, in a rotated order.
+CLI=$(dirname "$LIB")/fdguard
+ms_of() { # command... -> prints elapsed milliseconds; stdout discarded
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>"$TMP/cli.err" || { cat "$TMP/cli.err" >&2; return 1; }
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000))e-3
+}
+if has_section cli; then
+    if [[ ! -x $CLI ]]; then
+        warn "the fdguard command is not next to the library ($CLI): its workload is skipped"
+    else
+        cli_tools=(inspect-json inspect-text)
+        command -v lsof >/dev/null && cli_tools+=(lsof)
+        hold_prefix=()
+        if prlimit "--nofile=$((CLI_FDS + 100)):$((CLI_FDS + 100))" -- true 2>/dev/null; then
+            hold_prefix=(prlimit "--nofile=$((CLI_FDS + 100)):$((CLI_FDS + 100))" --)
+        fi
+        "${hold_prefix[@]}" "$BUILD/fdhold" "$CLI_FDS" 300 >"$TMP/hold.out" 2>"$TMP/hold.err" &
+        HOLD_PID=$!
+        BG_PIDS+=("$HOLD_PID")
+        wait_for_line "$TMP/hold.out" ' ready$' 120 "$HOLD_PID" \
+            || { cat "$TMP/hold.err" >&2; die "fdhold did not get ready"; }
+        hold_n=$(sed -n 's/.*nfds=\([0-9]*\).*/\1/p' "$TMP/hold.out")
+        for ((r = 1; r <= CLI_ROUNDS; r++)); do
+            note "the command: round $r/$CLI_ROUNDS ($hold_n fds)"
+            mapfile -t order < <(rotate "$r" "${cli_tools[@]}")
+            for tool in "${order[@]}"; do
+                case $tool in
+                inspect-json) ms=$(ms_of "$CLI" inspect --json "$HOLD_PID") ;;
+                inspect-text) ms=$(ms_of "$CLI" inspect --all "$HOLD_PID") ;;
+                lsof) ms=$(ms_of lsof -n -P -p "$HOLD_PID") ;;
+                esac || die "$tool failed on $hold_n fds"
+                record cli "$tool" - - - "$r" "$hold_n" "$ms"
+            done
+        done
+        stop_bg "$HOLD_PID"
     fi
 fi
 

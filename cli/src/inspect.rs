@@ -141,7 +141,9 @@ fn counts_line<K: std::fmt::Display>(
 }
 
 fn group_line(g: &Group) -> String {
-    let mut line = format!("{:>9}  {:<8} {}", count(g.count), g.kind, g.place());
+    let mut line = format!("{:>9}  {:<8} {}", count(g.count), g.kind, g.place())
+        .trim_end()
+        .to_string();
     if !g.tcp_states.is_empty() && g.by != "unconnected" {
         let states: Vec<String> = g
             .tcp_states
