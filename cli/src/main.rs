@@ -110,6 +110,7 @@ enum Command {
 }
 
 fn main() {
+    os::default_sigpipe();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Inspect { pid, json, all } => inspect::run(pid, json, all),

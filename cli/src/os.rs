@@ -177,3 +177,10 @@ pub fn same_net_namespace(pid: i32) -> bool {
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"));
     matches!((ours, theirs), (Ok(a), Ok(b)) if a == b)
 }
+
+/// Restores the default action of `SIGPIPE` (Rust ignores it): `fdguard inspect PID | head`
+/// then ends quietly when `head` is done, like any Unix tool, instead of failing to print.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default has no memory preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}

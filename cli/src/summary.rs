@@ -14,7 +14,7 @@ use crate::units::{count, percent};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Group {
     pub kind: &'static str,
-    /// What `key` is: `dir` (of files), `peer` (connected to), `accepted` (connections a
+    /// What `key` is: `dir` (of files), `path` (the one file open in that directory), `peer` (connected to), `accepted` (connections a
     /// listener of this process accepted, by local address), `listen`, `local` (a bound,
     /// unconnected socket), `unconnected` (a socket in no table: lsof's "can't identify
     /// protocol"), or `kind` (nothing more to say).
@@ -29,6 +29,7 @@ impl Group {
     pub fn place(&self) -> String {
         match self.by {
             "dir" => format!("in {}", self.key),
+            "path" => format!("of {}", self.key),
             "peer" => format!("to {}", self.key),
             "accepted" => format!("accepted on {}", self.key),
             "listen" => format!("listening on {}", self.key),
@@ -76,9 +77,45 @@ fn port(addr: &str) -> Option<&str> {
     addr.rsplit_once(':').map(|(_, p)| p)
 }
 
-fn group_of(e: &FdEntry, listening_ports: &BTreeSet<String>) -> (&'static str, String) {
+/// What grouping needs to know of all the fds.
+struct Context {
+    /// Local ports with a listener: connections on them were accepted.
+    listening_ports: BTreeSet<String>,
+    /// Directories in which every open file is the same one: grouped by that path.
+    one_path_dirs: BTreeSet<String>,
+}
+
+impl Context {
+    fn of(fds: &[FdEntry]) -> Context {
+        let listening_ports = fds
+            .iter()
+            .filter_map(|e| e.socket.as_ref())
+            .filter(|s| s.tcp_state == Some("LISTEN"))
+            .filter_map(|s| s.local.as_deref().and_then(port).map(str::to_string))
+            .collect();
+        let mut paths_in: BTreeMap<String, (&str, bool)> = BTreeMap::new();
+        for p in fds.iter().filter_map(|e| e.path.as_deref()) {
+            let entry = paths_in.entry(parent_dir(p)).or_insert((p, false));
+            entry.1 |= entry.0 != p;
+        }
+        let one_path_dirs = paths_in
+            .into_iter()
+            .filter(|(_, (_, several))| !several)
+            .map(|(dir, _)| dir)
+            .collect();
+        Context {
+            listening_ports,
+            one_path_dirs,
+        }
+    }
+}
+
+fn group_of(e: &FdEntry, cx: &Context) -> (&'static str, String) {
     let Some(s) = &e.socket else {
         return match (e.kind, &e.path) {
+            ("file" | "dir", Some(p)) if cx.one_path_dirs.contains(&parent_dir(p)) => {
+                ("path", p.clone())
+            }
             ("file" | "dir", Some(p)) => ("dir", parent_dir(p)),
             (kind, _) => ("kind", kind.to_string()),
         };
@@ -96,7 +133,7 @@ fn group_of(e: &FdEntry, listening_ports: &BTreeSet<String>) -> (&'static str, S
     }
     let local_port = s.local.as_deref().and_then(port).map(str::to_string);
     if s.proto != "unix" && s.connected() {
-        if local_port.is_some_and(|p| listening_ports.contains(&p)) {
+        if local_port.is_some_and(|p| cx.listening_ports.contains(&p)) {
             return ("accepted", s.local.clone().unwrap_or_default());
         }
         return ("peer", s.peer.clone().unwrap_or_default());
@@ -113,19 +150,14 @@ fn group_of(e: &FdEntry, listening_ports: &BTreeSet<String>) -> (&'static str, S
 /// Counts and groups, largest group first.
 pub fn summarize(fds: &[FdEntry]) -> Summary {
     let mut sum = Summary::default();
-    let listening_ports: BTreeSet<String> = fds
-        .iter()
-        .filter_map(|e| e.socket.as_ref())
-        .filter(|s| s.tcp_state == Some("LISTEN"))
-        .filter_map(|s| s.local.as_deref().and_then(port).map(str::to_string))
-        .collect();
+    let cx = Context::of(fds);
     let mut groups: BTreeMap<(&'static str, &'static str, String), Group> = BTreeMap::new();
     for e in fds {
         *sum.by_kind.entry(e.kind).or_default() += 1;
         if let Some(state) = e.tcp_state() {
             *sum.tcp_states.entry(state).or_default() += 1;
         }
-        let (by, key) = group_of(e, &listening_ports);
+        let (by, key) = group_of(e, &cx);
         let g = groups
             .entry((e.kind, by, key.clone()))
             .or_insert_with(|| Group {
@@ -229,12 +261,18 @@ mod tests {
         }));
         fds.push(sock(3, "0.0.0.0:8080", None, "LISTEN"));
         fds.extend((0..15).map(|i| file(3000 + i, &format!("/var/log/app/{i}.log"))));
+        fds.extend((0..3).map(|i| file(4000 + i, "/etc/hostname")));
         let sum = summarize(&fds);
         assert_eq!(sum.by_kind["socket"], 1004);
         assert_eq!(sum.tcp_states["CLOSE_WAIT"], 998);
         assert_eq!(sum.groups[0].by, "peer");
         assert_eq!(sum.groups[1].by, "dir");
         assert_eq!(sum.groups[1].key, "/var/log/app/");
+        let one = sum.groups.iter().find(|g| g.by == "path").unwrap();
+        assert_eq!(
+            (one.key.as_str(), one.place()),
+            ("/etc/hostname", "of /etc/hostname".into())
+        );
         // Connections a listener accepted group by the local address, not by each client.
         let accepted = sum.groups.iter().find(|g| g.by == "accepted").unwrap();
         assert_eq!(
