@@ -53,6 +53,7 @@ enum Command {
     /// Every open fd of a running process, what it is and where it points, against the
     /// process's own limit (no preload: works on any process you may read, Go and static too)
     Inspect {
+        /// The process id
         pid: i32,
         /// One JSON object with the report's keys (fds[].fd, kind, desc, limit, by_kind, ...)
         #[arg(long)]
@@ -65,6 +66,7 @@ enum Command {
     Run(run::RunArgs),
     /// Ask a process running under fdguard for a report and print it once it is written
     Report {
+        /// The process id (it must run under libfdguard.so)
         pid: i32,
         /// Seconds to wait for the report
         #[arg(long, default_value_t = 30.0)]
@@ -76,7 +78,9 @@ enum Command {
     /// What grew between two JSON reports (or inspect --json snapshots): stacks, kinds, TCP
     /// states, largest growth first
     Diff {
+        /// The older report (a file of JSON reports stands for its last one)
         old: PathBuf,
+        /// The newer report
         new: PathBuf,
         /// The difference as one JSON object
         #[arg(long)]
@@ -85,6 +89,7 @@ enum Command {
     /// Who holds the fds, as a flame graph (SVG on stdout; width = fds, outermost frame at
     /// the bottom)
     Flamegraph {
+        /// A JSON report, or an inspect --json snapshot
         report: PathBuf,
         /// Folded stacks ("main;serve;open_file 812") instead of SVG, for other tools
         #[arg(long)]
@@ -96,6 +101,7 @@ enum Command {
     /// A process's fd count over time against its limit, by kind, with the growth rate and
     /// the time left until EMFILE at that rate
     Watch {
+        /// The process id
         pid: i32,
         /// Seconds between samples
         #[arg(long, default_value_t = 1.0)]
