@@ -12,6 +12,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod alloc;
+#[allow(unsafe_code)]
+mod attach;
 mod badclose;
 mod child;
 mod config;
@@ -74,6 +76,10 @@ extern "C" fn fini() {
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     real::resolve_all();
+    // `dlopen`ed by `fdguard attach`: nothing happens until it calls `fdguard_attach`.
+    if !attach::loaded_at_startup() {
+        return;
+    }
     if guard::contained(start).is_none() {
         guard::internal_failure("initialization failed");
     }
@@ -104,6 +110,16 @@ fn start() {
         return;
     }
     warn_if_go_program();
+    prepare(&config);
+    record_inherited();
+    dumper::start(config);
+    guard::activate();
+    attach::started(true);
+}
+
+/// What starting needs, preloaded or attached: the panic hook, the unwinder, the tracker's
+/// settings.
+fn prepare(config: &Config) {
     std::panic::set_hook(Box::new(|info| {
         let msg = format!(
             "internal error at {}",
@@ -120,9 +136,6 @@ fn start() {
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
     tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
     tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
-    record_inherited();
-    dumper::start(config);
-    guard::activate();
 }
 
 /// `FDGUARD_RAISE_NOFILE`: the soft limit up to the hard one, for programs that never do it.

@@ -109,10 +109,17 @@ named_u8_enum! {
         Closedir => "closedir",
         Pclose => "pclose",
         Untracked => "untracked",
+        BeforeAttach => "before attach",
     }
 }
 
 impl Call {
+    /// Open before fdguard was there to see it created: inherited at start, or open when
+    /// `fdguard attach` loaded it. No stack, no thread; not a leak at exit.
+    pub fn predates_fdguard(self) -> bool {
+        matches!(self, Call::Inherited | Call::BeforeAttach)
+    }
+
     /// The kind an fd made by this call has, when the call alone says so. Report time asks the
     /// kernel first; this is the answer when the fd can no longer be inspected.
     pub fn default_kind(self) -> FdKind {

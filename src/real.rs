@@ -127,6 +127,10 @@ macro_rules! reals {
                 Real::new(concat!(stringify!($name), "\0"));
         )*
 
+        /// The NUL-terminated name of every function fdguard interposes: what `fdguard attach`
+        /// points the loaded objects' GOT entries at fdguard's hooks for.
+        pub const NAMES: &[&[u8]] = &[$(concat!(stringify!($name), "\0").as_bytes()),*];
+
         /// Resolves everything at load time, so hooks rarely call `dlsym` themselves.
         pub fn resolve_all() {
             $( let _ = $name.get(); )*

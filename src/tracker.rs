@@ -227,7 +227,7 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
         call: origin.call,
         kind: origin.kind,
         stream: origin.stream,
-        tid: if origin.call == Call::Inherited {
+        tid: if origin.call.predates_fdguard() {
             0
         } else {
             guard::tid()
@@ -718,6 +718,25 @@ pub fn listener_ctl(
         guard::contained(|| GUARD.ctl_end(ctl, epfd, fd, op, r == 0, &Kernel));
     }
     r
+}
+
+/// An epoll registration made before fdguard was there (`fdguard attach` reads them from
+/// the kernel): remembered as if the program's `epoll_ctl` had just added it.
+pub fn registered(epfd: i32, fd: i32, events: u32, data: u64) {
+    if maybe_listener(fd) {
+        listener_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some((events, data)), || 0);
+    }
+}
+
+/// `fdguard detach`: the accept guard stops acting and shows every listener it hid.
+pub fn stop_accept_guard() {
+    GUARD.configure(EmfileMode::Off, 0);
+    for _ in 0..100 {
+        if GUARD.end_pauses(guard::tid(), &Kernel) {
+            return;
+        }
+        os::sleep_until(os::precise_ns() + 1_000_000);
+    }
 }
 
 /// Called first by every wait hook (epoll_wait, poll, select and their variants): true if the

@@ -77,6 +77,7 @@ fn run() {
 
 /// The guard's upkeep, then the operator's lines that are due. Returns when to look again.
 fn tick(lines: &mut Lines) -> Option<u64> {
+    crate::attach::upkeep();
     let next = tracker::accept_guard_upkeep();
     let mut due = Vec::new();
     lines.tick(&GUARD, os::precise_ns(), &mut due);

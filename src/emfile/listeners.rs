@@ -625,6 +625,15 @@ impl Guard {
         next
     }
 
+    /// Ends every pause now and shows the hidden listeners again (`fdguard detach`); true once
+    /// none is hidden (a listener busy with the program's own `epoll_ctl` may need a retry).
+    pub fn end_pauses(&self, tid: u32, k: &impl Kernel) -> bool {
+        for l in self.slots() {
+            l.until_ns.store(0, Release);
+        }
+        self.restore_due(tid, k).is_none()
+    }
+
     /// For an epoll wait on `epfd`: shows what is due, and returns when the first listener
     /// still hidden in `epfd` is due (the wait must end then to show it).
     pub fn epoll_due(&self, epfd: i32, tid: u32, k: &impl Kernel) -> Option<u64> {

@@ -1,0 +1,243 @@
+//! fdguard loaded into a process that is already running (`fdguard attach PID`), and taken out
+//! again (`fdguard detach PID`).
+//!
+//! The command stops one thread of the process with ptrace, makes it `dlopen` this library,
+//! and calls `fdguard_attach` with the options (see `entry`). Loaded that way, the library's
+//! constructor does nothing (it was not loaded with the program: see `got::loaded_at_startup`);
+//! attaching then does what loading as a preload does, and more:
+//! - every fd already open is recorded as `before attach` (the report describes it from the
+//!   kernel; it has no stack), found by probing numbers, so that no fd is needed: the process
+//!   may be at its limit, which is often why one attaches;
+//! - listening sockets are guarded, and their epoll registrations, which the command read from
+//!   `/proc/PID/fdinfo` (the same reason), are recorded as if the program had just made them,
+//!   so that a loop spinning on EMFILE is un-spun by its next failing `accept`;
+//! - the loaded objects' GOT entries for the hooked functions are pointed at the hooks (`got`),
+//!   and objects loaded later are patched by the accept guard's thread within a second.
+//!
+//! Detaching puts the GOT entries back, ends the accept guard's pauses, gives the report signal
+//! back to what it did before, and leaves the library loaded and inert.
+
+mod entry;
+mod got;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::Config;
+use crate::guard::{self, Mode};
+use crate::inspect;
+use crate::origin::Call;
+use crate::os;
+use crate::tracker::{self, OWN, Origin};
+
+pub use entry::State;
+
+/// One epoll registration found by the command: `epoll EPFD FD EVENTS DATA`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpollReg {
+    pub epfd: i32,
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+/// What the command passes to `fdguard_attach`: `FDGUARD_NAME=value` lines (the variables of
+/// the README) and `epoll EPFD FD EVENTS DATA` lines (decimal, events and data in hex).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub vars: Vec<(String, Vec<u8>)>,
+    pub epoll: Vec<EpollReg>,
+}
+
+/// Parses the options text; a line it does not understand is an error naming that line.
+pub fn parse_options(text: &str) -> Result<Options, String> {
+    let mut o = Options::default();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("epoll ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            let reg = match w.as_slice() {
+                [epfd, fd, events, data] => (|| {
+                    Some(EpollReg {
+                        epfd: epfd.parse().ok()?,
+                        fd: fd.parse().ok()?,
+                        events: u32::from_str_radix(events, 16).ok()?,
+                        data: u64::from_str_radix(data, 16).ok()?,
+                    })
+                })(),
+                _ => None,
+            };
+            o.epoll
+                .push(reg.ok_or_else(|| format!("bad epoll line {line:?}"))?);
+        } else if let Some((name, value)) = line.split_once('=') {
+            if !name.starts_with("FDGUARD_") {
+                return Err(format!("not an fdguard variable: {line:?}"));
+            }
+            o.vars.push((name.to_string(), value.as_bytes().to_vec()));
+        } else {
+            return Err(format!("bad option line {line:?}"));
+        }
+    }
+    Ok(o)
+}
+
+/// The hooks the GOT entries are pointed at, found once.
+static HOOKS: OnceLock<Vec<got::Hook>> = OnceLock::new();
+
+/// `dl_iterate_phdr`'s count of objects ever loaded when the GOTs were last patched.
+static PATCHED_AT_ADDS: AtomicU32 = AtomicU32::new(0);
+
+/// Attaches: see the module's documentation. Returns the lines to show the user.
+pub fn attach(text: &str) -> Result<Vec<String>, String> {
+    match entry::state() {
+        State::Preloaded => return Err("fdguard is already preloaded in this process".into()),
+        State::Attached => return Err("fdguard is already attached to this process".into()),
+        State::Dormant | State::Detached => {}
+    }
+    let first = entry::state() == State::Dormant;
+    let options = parse_options(text)?;
+    let lookup = |name: &str| {
+        let v = options.vars.iter().find(|(n, _)| n == name);
+        v.map(|(_, v)| v.clone())
+    };
+    let (mut config, mut lines) = Config::from_lookup(lookup);
+    if let Some(sig) = config.signal.filter(|s| crate::dumper::program_handles(*s)) {
+        lines.push(format!(
+            "fdguard: the program has its own handler for signal {sig}: fdguard takes no report \
+             requests (attach with --signal to pick another)"
+        ));
+        config.signal = None;
+    }
+    let hooks = HOOKS.get_or_init(entry::hooks);
+    if first {
+        crate::prepare(&config);
+    }
+    let (before, listeners) = record_open_fds();
+    for r in &options.epoll {
+        tracker::registered(r.epfd, r.fd, r.events, r.data);
+    }
+    if first {
+        crate::dumper::start(config);
+    } else {
+        crate::dumper::restart();
+    }
+    guard::activate();
+    let (slots, objects) = got::patch_all(hooks, entry::own_address());
+    PATCHED_AT_ADDS.store(entry::objects_loaded(), Ordering::Relaxed);
+    entry::set_state(State::Attached);
+    // The accept guard's thread patches objects loaded later (see `upkeep`).
+    crate::upkeep::wake();
+    lines.push(format!(
+        "fdguard: attached to pid {}: {before} fds open before attach, {listeners} listening \
+         ({} epoll registrations), {slots} call sites in {objects} objects now reach fdguard",
+        os::getpid(),
+        options.epoll.len()
+    ));
+    Ok(lines)
+}
+
+/// Records every open fd as `before attach`; returns (fds, listeners among them).
+fn record_open_fds() -> (usize, usize) {
+    let (upto, batch) = tracker::probe_bounds();
+    let (mut fds, mut listeners) = (0, 0);
+    for fd in inspect::probe_fds(upto, batch) {
+        if OWN.contains(fd) {
+            continue;
+        }
+        tracker::record(fd, Origin::new(Call::BeforeAttach), None);
+        fds += 1;
+        if os::is_listening(fd) {
+            tracker::listening(Mode::Track, fd);
+            listeners += 1;
+        }
+    }
+    (fds, listeners)
+}
+
+/// Detaches: see the module's documentation.
+pub fn detach() -> Result<Vec<String>, String> {
+    if entry::state() != State::Attached {
+        return Err("fdguard is not attached to this process".into());
+    }
+    entry::set_state(State::Detached);
+    let restored = got::restore_all();
+    guard::deactivate();
+    tracker::stop_accept_guard();
+    crate::dumper::remove_handler();
+    Ok(vec![format!(
+        "fdguard: detached from pid {}: {restored} call sites restored, the accept guard \
+         stopped; the library stays loaded, inert",
+        os::getpid()
+    )])
+}
+
+/// From the accept guard's thread, about once a second: objects loaded since the last look
+/// (`dlopen`) get their GOT entries patched.
+pub fn upkeep() {
+    if entry::state() != State::Attached {
+        return;
+    }
+    let adds = entry::objects_loaded();
+    if PATCHED_AT_ADDS.swap(adds, Ordering::Relaxed) != adds
+        && let Some(hooks) = HOOKS.get()
+    {
+        got::patch_all(hooks, entry::own_address());
+    }
+}
+
+/// For the library's constructor: true if it was loaded with the program (preloaded), false if
+/// `dlopen`ed later (by `fdguard attach`), when it must wait for `fdguard_attach`.
+pub fn loaded_at_startup() -> bool {
+    let libc_close = crate::real::close.get().map_or(0, |f| f as usize);
+    got::loaded_at_startup(entry::own_address(), libc_close)
+}
+
+/// The constructor's part: which state the library starts in.
+pub fn started(preloaded: bool) {
+    if preloaded {
+        entry::set_state(State::Preloaded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_variables_and_epoll_registrations() {
+        let o = parse_options(
+            "FDGUARD_DEPTH=8\n FDGUARD_REPORT=/tmp/r.%p \nepoll 5 3 80000001 7f00\n\n",
+        )
+        .unwrap();
+        assert_eq!(
+            o.vars,
+            vec![
+                ("FDGUARD_DEPTH".to_string(), b"8".to_vec()),
+                ("FDGUARD_REPORT".to_string(), b"/tmp/r.%p".to_vec()),
+            ]
+        );
+        assert_eq!(
+            o.epoll,
+            vec![EpollReg {
+                epfd: 5,
+                fd: 3,
+                events: 0x8000_0001,
+                data: 0x7f00
+            }]
+        );
+        assert!(
+            parse_options("epoll 5 3 zz 1")
+                .unwrap_err()
+                .contains("bad epoll line")
+        );
+        assert!(
+            parse_options("PATH=/bin")
+                .unwrap_err()
+                .contains("not an fdguard variable")
+        );
+        assert!(
+            parse_options("hello")
+                .unwrap_err()
+                .contains("bad option line")
+        );
+    }
+}
