@@ -117,6 +117,9 @@ pub struct EpollWatch {
     pub events: Vec<&'static str>,
     /// The program's `epoll_data`, as hex.
     pub data: String,
+    /// The events as the kernel has them.
+    #[serde(skip)]
+    pub mask: u32,
 }
 
 /// What fdinfo adds to the link.
@@ -176,6 +179,7 @@ pub fn parse_fdinfo(text: &str) -> FdInfo {
                     fd,
                     events: epoll_events(events),
                     data: format!("{data:#x}"),
+                    mask: events,
                 });
             }
         }
@@ -264,12 +268,14 @@ mod tests {
                 EpollWatch {
                     fd: 5,
                     events: vec!["in"],
-                    data: "0x5".into()
+                    data: "0x5".into(),
+                    mask: 0x19
                 },
                 EpollWatch {
                     fd: 7,
                     events: vec!["in", "et"],
-                    data: "0x7f0000000007".into()
+                    data: "0x7f0000000007".into(),
+                    mask: 0x8000_0001
                 },
             ]
         );

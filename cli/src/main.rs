@@ -19,6 +19,7 @@ mod config;
 #[path = "../../src/sockdesc.rs"]
 mod sockdesc;
 
+mod attach;
 mod describe;
 mod diff;
 mod fail;
@@ -28,6 +29,7 @@ mod inspect;
 mod net;
 mod os;
 mod program;
+mod ptrace;
 mod report;
 mod reports;
 mod run;
@@ -98,6 +100,10 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
     },
+    /// Load fdguard into a running process (ptrace, no restart) and stop its EMFILE spin
+    Attach(attach::AttachArgs),
+    /// Take fdguard out of a process it was attached to (the library stays loaded, inert)
+    Detach(attach::DetachArgs),
     /// A process's fd count over time against its limit, by kind, with the growth rate and
     /// the time left until EMFILE at that rate
     Watch {
@@ -121,6 +127,8 @@ fn main() {
     let outcome = match cli.command {
         Command::Inspect { pid, json, all } => inspect::run(pid, json, all),
         Command::Run(args) => run::run(args),
+        Command::Attach(args) => attach::attach(args),
+        Command::Detach(args) => attach::detach(args),
         Command::Report { pid, timeout, json } => report::run(pid, timeout, json),
         Command::Diff { old, new, json } => diff::run(&old, &new, json),
         Command::Flamegraph {

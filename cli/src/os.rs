@@ -184,3 +184,46 @@ pub fn default_sigpipe() {
     // SAFETY: setting a signal's disposition to its default has no memory preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
+
+/// Reads `len` bytes at `addr` in process `pid` (needs the right to ptrace it).
+pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` describes `buf`, writable for `len` bytes; `remote` is only read by the
+    // kernel, in the other process.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid` (the hard limit unchanged); returns the
+/// soft and hard limits it had.
+pub fn set_soft_nofile(pid: i32, soft: Option<u64>) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit with no new limit only writes `old`.
+    if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some(soft) = soft {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: `new` is a valid rlimit; the old one is not asked for.
+        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old.rlim_cur, old.rlim_max))
+}

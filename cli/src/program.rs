@@ -64,6 +64,24 @@ impl Program {
     }
 }
 
+/// The value of the dynamic symbol `name` of the ELF file at `path` (its address relative to
+/// the load bias), and the virtual address of its first loadable segment (at file offset 0),
+/// which the bias is computed from.
+pub fn dynamic_symbol(path: &Path, name: &str) -> Option<(u64, u64)> {
+    use object::{Object, ObjectSegment, ObjectSymbol};
+    let cache = ReadCache::new(File::open(path).ok()?);
+    let file = object::File::parse(&cache).ok()?;
+    let value = file
+        .dynamic_symbols()
+        .find(|s| s.is_definition() && s.name() == Ok(name))?
+        .address();
+    let first = file
+        .segments()
+        .find(|s| s.file_range().0 == 0)
+        .map_or(0, |s| s.address() & !0xfff);
+    Some((value, first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,67 @@ pub struct Limit {
 pub struct Loaded {
     /// The mapped `libfdguard.so`.
     pub library: PathBuf,
-    /// Its configuration, read from the process's initial environment exactly as the library
-    /// read it when it loaded.
+    /// Its configuration, read exactly as the library read it: from the process's initial
+    /// environment, or, attached, from the options of the attach.
     pub config: Config,
+    /// Read from the library's `fdguard_state`; `None` if it could not be read.
+    pub state: Option<LibState>,
+    pub mapped: Mapped,
+}
+
+/// Where the library stands in a process (the library's `attach::State`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibState {
+    /// Loaded by an attach that did not finish, or disabled.
+    Dormant,
+    Preloaded,
+    Attached,
+    Detached,
+}
+
+/// An object mapped in the process.
+#[derive(Clone, Debug)]
+pub struct Mapped {
+    /// Its path, as the process sees it.
+    pub path: PathBuf,
+    /// The same file, as this command can open it (through `/proc/PID/root`).
+    pub file: PathBuf,
+    /// Where its first page is mapped.
+    pub start: u64,
+}
+
+impl Mapped {
+    /// The address of its dynamic symbol `name` in the process.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        let (value, first) = crate::program::dynamic_symbol(&self.file, name)?;
+        Some(self.start - first + value)
+    }
+
+    fn read(&self, pid: i32, name: &str, len: usize) -> Option<Vec<u8>> {
+        crate::os::read_memory(pid, self.symbol(name)?, len).ok()
+    }
+
+    /// The library's `fdguard_state`.
+    pub fn state(&self, pid: i32) -> Option<LibState> {
+        let b = self.read(pid, "fdguard_state", 4)?;
+        Some(match u32::from_ne_bytes(b.try_into().ok()?) {
+            1 => LibState::Preloaded,
+            2 => LibState::Attached,
+            3 => LibState::Detached,
+            _ => LibState::Dormant,
+        })
+    }
+
+    /// A NUL-terminated text buffer of the library's (`fdguard_options`, `fdguard_message`).
+    pub fn text(&self, pid: i32, name: &str, len: usize) -> Option<String> {
+        let b = self.read(pid, name, len)?;
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        Some(String::from_utf8_lossy(&b[..end]).into_owned())
+    }
+
+    fn options(&self, pid: i32) -> Option<String> {
+        self.text(pid, "fdguard_options", 8192)
+    }
 }
 
 pub struct Target {
@@ -95,37 +153,72 @@ impl Target {
 
     /// fdguard, if the process has `libfdguard.so` mapped.
     pub fn fdguard(&self) -> Result<Option<Loaded>, Failure> {
+        let Some(library) =
+            self.mapped(|name| name.starts_with("libfdguard") && name.contains(".so"))?
+        else {
+            return Ok(None);
+        };
+        let state = library.state(self.pid);
+        // Attached: configured by the options of the attach, not by the environment.
+        let attached = matches!(state, Some(LibState::Attached | LibState::Detached));
+        let options = attached.then(|| library.options(self.pid)).flatten();
+        let env: HashMap<String, Vec<u8>> = match &options {
+            Some(text) => text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            None => self
+                .process
+                .environ()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.into_string().ok()?,
+                        std::os::unix::ffi::OsStringExt::into_vec(v),
+                    ))
+                })
+                .collect(),
+        };
+        let (config, _warnings_it_printed) = Config::from_lookup(|name| env.get(name).cloned());
+        Ok(Some(Loaded {
+            library: library.path.clone(),
+            config,
+            state,
+            mapped: library,
+        }))
+    }
+
+    /// The object mapped from a file whose name satisfies `is`, with its load bias.
+    pub fn mapped(&self, is: impl Fn(&str) -> bool) -> Result<Option<Mapped>, Failure> {
         let maps = self
             .process
             .maps()
             .map_err(|e| proc_failure(self.pid, "maps", e))?;
-        let library = maps.into_iter().find_map(|m| match m.pathname {
-            MMapPath::Path(p)
-                if p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("libfdguard") && n.contains(".so")) =>
-            {
-                Some(p)
+        let mut found: Option<(PathBuf, u64)> = None;
+        for m in maps {
+            let MMapPath::Path(p) = m.pathname else {
+                continue;
+            };
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !is(name) || m.offset != 0 {
+                continue;
             }
-            _ => None,
-        });
-        let Some(library) = library else {
+            // Maps are sorted by address: the first such mapping is the object's first page.
+            found = Some((p, m.address.0));
+            break;
+        }
+        let Some((path, start)) = found else {
             return Ok(None);
         };
-        let env: HashMap<String, Vec<u8>> = self
-            .process
-            .environ()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.into_string().ok()?,
-                    std::os::unix::ffi::OsStringExt::into_vec(v),
-                ))
-            })
-            .collect();
-        let (config, _warnings_it_printed) = Config::from_lookup(|name| env.get(name).cloned());
-        Ok(Some(Loaded { library, config }))
+        let file = self.root().join(path.strip_prefix("/").unwrap_or(&path));
+        Ok(Some(Mapped { path, file, start }))
+    }
+
+    /// The process's root directory (its files as it sees them, in a container too).
+    pub fn root(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root", self.pid))
     }
 
     /// The directory a relative report path is relative to.

@@ -42,18 +42,23 @@ pub struct EpollReg {
 }
 
 /// What the command passes to `fdguard_attach`: `FDGUARD_NAME=value` lines (the variables of
-/// the README) and `epoll EPFD FD EVENTS DATA` lines (decimal, events and data in hex).
+/// the README), `epoll EPFD FD EVENTS DATA` lines (decimal, events and data in hex), and
+/// `fds-below N`, a bound on the open fd numbers (some may be above the soft limit, which
+/// probing stops at otherwise).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     pub vars: Vec<(String, Vec<u8>)>,
     pub epoll: Vec<EpollReg>,
+    pub fds_below: i32,
 }
 
 /// Parses the options text; a line it does not understand is an error naming that line.
 pub fn parse_options(text: &str) -> Result<Options, String> {
     let mut o = Options::default();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("epoll ") {
+        if let Some(n) = line.strip_prefix("fds-below ") {
+            o.fds_below = n.trim().parse().map_err(|_| format!("bad line {line:?}"))?;
+        } else if let Some(rest) = line.strip_prefix("epoll ") {
             let w: Vec<&str> = rest.split_whitespace().collect();
             let reg = match w.as_slice() {
                 [epfd, fd, events, data] => (|| {
@@ -111,7 +116,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     if first {
         crate::prepare(&config);
     }
-    let (before, listeners) = record_open_fds();
+    let (before, listeners) = record_open_fds(options.fds_below);
     for r in &options.epoll {
         tracker::registered(r.epfd, r.fd, r.events, r.data);
     }
@@ -136,8 +141,9 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// Records every open fd as `before attach`; returns (fds, listeners among them).
-fn record_open_fds() -> (usize, usize) {
+fn record_open_fds(fds_below: i32) -> (usize, usize) {
     let (upto, batch) = tracker::probe_bounds();
+    let upto = upto.max(fds_below.min(1 << 24));
     let (mut fds, mut listeners) = (0, 0);
     for fd in inspect::probe_fds(upto, batch) {
         if OWN.contains(fd) {
@@ -205,7 +211,7 @@ mod tests {
     #[test]
     fn options_are_variables_and_epoll_registrations() {
         let o = parse_options(
-            "FDGUARD_DEPTH=8\n FDGUARD_REPORT=/tmp/r.%p \nepoll 5 3 80000001 7f00\n\n",
+            "FDGUARD_DEPTH=8\n FDGUARD_REPORT=/tmp/r.%p \nepoll 5 3 80000001 7f00\nfds-below 300\n",
         )
         .unwrap();
         assert_eq!(
@@ -224,6 +230,7 @@ mod tests {
                 data: 0x7f00
             }]
         );
+        assert_eq!(o.fds_below, 300);
         assert!(
             parse_options("epoll 5 3 zz 1")
                 .unwrap_err()
