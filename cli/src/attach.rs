@@ -72,6 +72,20 @@ const WAITING_CALLS: &[libc::c_long] = &[
     libc::SYS_rt_sigtimedwait,
 ];
 
+/// System calls libc may be inside while holding a lock that loading a library needs too
+/// (malloc's arenas around `mmap`/`brk`, the loader's around `mmap`, any mutex around `futex`).
+const LOCKED_CALLS: &[libc::c_long] = &[
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+];
+
 /// Scratch space on the thread's stack, below the red zone, for the strings passed.
 const SCRATCH: u64 = 12 * 1024;
 /// The longest a call in the process may take.
@@ -244,6 +258,45 @@ impl Stopped {
     }
 }
 
+/// The other threads of the process, each stopped in a system call that holds no lock (not
+/// computing in user space, where it might be inside `malloc`): while the soft limit is raised
+/// for loading, none of them can take the room. Retried until `deadline`.
+fn stop_others(pid: i32, chosen: i32, deadline: Instant) -> Result<Vec<(Tracee, i32)>, Failure> {
+    'again: loop {
+        let mut held = Vec::new();
+        for tid in threads(pid).into_iter().filter(|t| *t != chosen) {
+            let Ok(mut t) = Tracee::seize(tid) else {
+                continue; // gone
+            };
+            let pending = match t.interrupt(Duration::from_millis(200)) {
+                Ok(Some(Stop::Signal(s))) => s,
+                Ok(Some(Stop::Interrupted)) => 0,
+                _ => continue,
+            };
+            let nr = t.regs().map_or(-1, |r| r.orig_rax as i64);
+            held.push((t, pending));
+            if nr < 0 || LOCKED_CALLS.contains(&nr) {
+                release(held);
+                if Instant::now() >= deadline {
+                    return Err(Failure::failed(format!(
+                        "pid {pid} has no fd free, and its threads could not all be stopped \
+                         outside a lock for the moment of loading; nothing was changed"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                continue 'again;
+            }
+        }
+        return Ok(held);
+    }
+}
+
+fn release(held: Vec<(Tracee, i32)>) {
+    for (t, sig) in held {
+        let _ = t.detach(sig);
+    }
+}
+
 /// Refuses what cannot be attached to, saying why.
 fn check_target(target: &Target) -> Result<(), Failure> {
     let pid = target.pid;
@@ -319,29 +372,38 @@ fn epoll_lines(fds: &[FdEntry]) -> Vec<String> {
 /// fds loading the library will open one at a time (the library and its dependencies).
 const ROOM: u64 = 8;
 
+fn lowest_free(fds: &[FdEntry]) -> u64 {
+    let gap = fds.iter().enumerate().find(|(i, e)| e.fd != *i as i32);
+    gap.map_or(fds.len(), |(i, _)| i) as u64
+}
+
+fn limits(pid: i32) -> Result<(u64, u64), Failure> {
+    crate::os::set_soft_nofile(pid, None)
+        .map_err(|e| Failure::failed(format!("cannot read pid {pid}'s fd limit: {e}")))
+}
+
+/// True if loading would find no fd free below the soft limit.
+fn needs_room(pid: i32, fds: &[FdEntry]) -> Result<bool, Failure> {
+    Ok(lowest_free(fds) + ROOM > limits(pid)?.0)
+}
+
 /// `dlopen` needs an fd, and a process at its limit has none: its soft limit is raised a
-/// little for the moment of loading (while the thread that could use the room is stopped),
-/// then put back. Returns the soft limit to put back.
+/// little for the moment of loading (while every thread of the process is stopped, so that
+/// none takes the room), then put back. Returns the soft limit to put back.
 fn make_room(pid: i32, fds: &[FdEntry]) -> Result<Option<u64>, Failure> {
-    let (soft, hard) = crate::os::set_soft_nofile(pid, None)
-        .map_err(|e| Failure::failed(format!("cannot read pid {pid}'s fd limit: {e}")))?;
-    let lowest_free = fds
-        .iter()
-        .enumerate()
-        .find(|(i, e)| e.fd != *i as i32)
-        .map_or(fds.len(), |(i, _)| i) as u64;
-    if lowest_free + ROOM <= soft {
-        return Ok(None);
-    }
+    let (soft, hard) = limits(pid)?;
+    let lowest_free = lowest_free(fds);
     let room = (lowest_free + ROOM).min(hard);
     if room <= soft {
         return Err(Failure::bad_input(format!(
-            "pid {pid} has no fd free to load the library with, and its soft limit ({soft})              is its hard limit: run fdguard as root with CAP_SYS_RESOURCE, or free an fd"
+            "pid {pid} has no fd free to load the library with, and its soft limit ({soft}) \
+             is its hard limit: run fdguard as root with CAP_SYS_RESOURCE, or free an fd"
         )));
     }
     crate::os::set_soft_nofile(pid, Some(room)).map_err(|e| {
         Failure::bad_input(format!(
-            "pid {pid} has no fd free to load the library with, and its soft limit cannot be              raised for that moment: {e}"
+            "pid {pid} has no fd free to load the library with, and its soft limit cannot be \
+             raised for that moment: {e}"
         ))
     })?;
     Ok(Some(soft))
@@ -381,10 +443,22 @@ fn deadline(timeout: f64) -> Result<Instant, Failure> {
     Ok(Instant::now() + Duration::from_secs_f64(timeout))
 }
 
+/// Reading the process's memory map needs what ptrace needs: say so in ptrace's terms.
+fn check_access(pid: i32) -> Result<(), Failure> {
+    match std::fs::read(format!("/proc/{pid}/maps")) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(ptrace_failure(
+            pid,
+            &std::io::Error::from_raw_os_error(libc::EPERM),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn attach(args: AttachArgs) -> Outcome {
     let pid = args.pid;
     let until = deadline(args.timeout)?;
     let target = Target::open(pid)?;
+    check_access(pid)?;
     check_target(&target)?;
     let loaded = library_in(&target)?;
     match loaded.as_ref().map(|(_, s)| *s) {
@@ -434,9 +508,18 @@ pub fn attach(args: AttachArgs) -> Outcome {
     let dlerror = libc_function(&target, &["dlerror"])?;
 
     let mut stopped = Stopped::begin(pid, until)?;
-    let restore_soft = match make_room(pid, &fds) {
+    let mut others = Vec::new();
+    let restore_soft = match needs_room(pid, &fds).and_then(|need| {
+        if need {
+            others = stop_others(pid, stopped.tracee.tid, until)?;
+            make_room(pid, &fds)
+        } else {
+            Ok(None)
+        }
+    }) {
         Ok(r) => r,
         Err(e) => {
+            release(others);
             stopped.end()?;
             return Err(e);
         }
@@ -481,6 +564,7 @@ pub fn attach(args: AttachArgs) -> Outcome {
     if let Some(soft) = restore_soft {
         let _ = crate::os::set_soft_nofile(pid, Some(soft));
     }
+    release(others);
     let (mapped, code) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -497,6 +581,7 @@ pub fn detach(args: DetachArgs) -> Outcome {
     let pid = args.pid;
     let until = deadline(args.timeout)?;
     let target = Target::open(pid)?;
+    check_access(pid)?;
     let (mapped, state) = library_in(&target)?.ok_or_else(|| {
         Failure::bad_input(format!(
             "fdguard is not loaded in pid {pid}: nothing to detach"

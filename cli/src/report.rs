@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Format, expand_report_path};
 use crate::fail::{Failure, Outcome};
 use crate::os;
-use crate::target::{Loaded, Target};
+use crate::target::{LibState, Loaded, Target};
 
 /// Stands for `%t` while looking for the report file: the time fdguard loaded, to the second,
 /// is not known from outside, so any `YYYYMMDDTHHMMSSZ` matches.
@@ -174,6 +174,21 @@ pub fn run(pid: i32, timeout_s: f64, want_json: bool) -> Outcome {
             target.name()
         )));
     };
+    match loaded.state {
+        Some(LibState::Detached) => {
+            return Err(Failure::bad_input(format!(
+                "fdguard was detached from pid {pid} (loaded, inert): `fdguard attach {pid}` \
+                 to attach it again"
+            )));
+        }
+        Some(LibState::Dormant) => {
+            return Err(Failure::bad_input(format!(
+                "fdguard is loaded in pid {pid} but not started (an attach that did not \
+                 finish?): `fdguard attach {pid}`"
+            )));
+        }
+        _ => {}
+    }
     if loaded.config.disabled {
         return Err(Failure::bad_input(format!(
             "fdguard is loaded in pid {pid} but disabled (FDGUARD_DISABLE): it makes no \

@@ -115,6 +115,9 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     let hooks = HOOKS.get_or_init(entry::hooks);
     if first {
         crate::prepare(&config);
+    } else {
+        // Detaching turned the accept guard off.
+        tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
     }
     let (before, listeners) = record_open_fds(options.fds_below);
     for r in &options.epoll {

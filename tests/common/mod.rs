@@ -2,6 +2,8 @@
 //! and compare them with the kernel's truth in `/proc/PID/fd`.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

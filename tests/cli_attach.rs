@@ -1,0 +1,360 @@
+//! `fdguard attach PID` and `fdguard detach PID` on servers started *without* fdguard: driven
+//! to EMFILE (`prlimit --pid`, loopback clients), seen spinning, attached, and measured: the
+//! spin stops within 2 s, existing clients are served, accepting resumes when an fd frees.
+//! Also: a leaky program attached mid-leak, four threads churning fds while attached, detach,
+//! and what attach refuses.
+mod common;
+use common::server::*;
+use common::*;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One at a time: a spinning server takes a whole core of two.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Exit status `code`, one line on stderr; returns it.
+fn refused(mut cmd: Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
+fn attach(pid: u32, extra: &[&str]) -> String {
+    let mut c = fdguard(&["attach", &pid.to_string()]);
+    c.args(extra);
+    ok(c)
+}
+
+/// CPU share of the server over `window`.
+fn cpu_over(s: &Server, window: Duration) -> f64 {
+    let (c0, t0) = (s.cpu(), Instant::now());
+    std::thread::sleep(window);
+    (s.cpu() - c0).as_secs_f64() * 100.0 / t0.elapsed().as_secs_f64()
+}
+
+fn tracer_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Spins a server at EMFILE, attaches, and checks it calms down and recovers.
+fn unspin(prog: &Path, args: &[&str], echoes: bool) {
+    let _one = serial();
+    let dir = scratch(&format!(
+        "attach-{}",
+        prog.file_name().unwrap().to_string_lossy()
+    ));
+    let mut s = Server::start(prog, args, &dir, None);
+    let mut echo = echoes.then(|| connect(s.port));
+    if echo.is_some() {
+        s.wait_for("accepted", 0, Duration::from_secs(5));
+    }
+    s.squeeze_soft();
+    let from = s.log_len();
+    let mut holders: Vec<TcpStream> = (0..HOLDERS).map(|_| connect(s.port)).collect();
+    s.wait_for("accept:", from, Duration::from_secs(5));
+    let spinning = cpu_over(&s, Duration::from_millis(700));
+    assert!(spinning > 50.0, "spins before attach: {spinning:.0}% CPU");
+
+    let report = dir.join("attached.json");
+    let t = Instant::now();
+    let said = attach(s.pid(), &["--json", "--report", report.to_str().unwrap()]);
+    let took = t.elapsed();
+    assert!(said.contains("1 listening"), "{said}");
+    assert_eq!(tracer_of(s.pid()), "0", "no longer traced");
+    // Within 2 s of the attach, the spin is gone.
+    std::thread::sleep(Duration::from_secs(1));
+    let calm = cpu_over(&s, Duration::from_secs(1));
+    println!(
+        "{}: {spinning:.0}% CPU before, attach took {took:?}, {calm:.1}% CPU over the next second but one",
+        prog.display()
+    );
+    assert!(calm <= 5.0, "CPU after attach: {calm:.1}%");
+    if let Some(c) = echo.as_mut() {
+        let rtt = round_trip(c);
+        assert!(
+            rtt < Duration::from_millis(100),
+            "existing client served: {rtt:?}"
+        );
+    }
+    let before = s.log_len();
+    holders.remove(0);
+    s.wait_for("accepted", before, Duration::from_millis(1500));
+    // The reports are fdguard's: the listener and what was open are listed as before attach.
+    let r = ok(fdguard(&["report", &s.pid().to_string(), "--json"]));
+    let r: Value = serde_json::from_str(&r).unwrap();
+    assert!(r["emfile"]["accept_failures"].as_u64().unwrap() >= 1, "{r}");
+    assert_matches_kernel(&r, &proc_fds(s.pid()), &[]);
+
+    // Detached: the GOT entries are back, the spin with them; attached again: calm again.
+    holders.push(connect(s.port));
+    s.wait_for("accept:", s.log_len(), Duration::from_secs(5));
+    let said = ok(fdguard(&["detach", &s.pid().to_string()]));
+    assert!(said.contains("call sites restored"), "{said}");
+    let again = cpu_over(&s, Duration::from_millis(700));
+    assert!(again > 50.0, "spins again once detached: {again:.0}%");
+    let err = refused(fdguard(&["report", &s.pid().to_string()]), 2);
+    assert!(err.contains("detached"), "{err}");
+    attach(s.pid(), &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let calm = cpu_over(&s, Duration::from_secs(1));
+    assert!(calm <= 5.0, "CPU after attaching again: {calm:.1}%");
+}
+
+#[test]
+fn attach_unspins_a_level_triggered_epoll_server() {
+    let dir = scratch("attach-build-lt");
+    let prog = build_example("event_server", "event_server", &dir, &["-O2", "-g"]);
+    unspin(&prog, &["lt"], true);
+}
+
+#[test]
+fn attach_unspins_a_blocking_accept_loop() {
+    let dir = scratch("attach-build-blocking");
+    let prog = build_example("accept_spin", "accept_spin", &dir, &["-O2", "-g"]);
+    unspin(&prog, &[], false);
+}
+
+/// `python3 -m http.server`: a selectors loop over poll() in CPython, accept4 from libpython.
+#[test]
+fn attach_unspins_python_http_server() {
+    let _one = serial();
+    let dir = scratch("attach-python");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-u",
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        &port.to_string(),
+    ])
+    .current_dir(&dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(dir.join("err")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    wait_until("http.server listening", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let lowest_free = {
+        let open = proc_fds(pid);
+        (0..).find(|fd| !open.contains(fd)).unwrap()
+    };
+    assert!(
+        Command::new("prlimit")
+            .args([
+                "--pid",
+                &pid.to_string(),
+                &format!("--nofile={}:", lowest_free + 2)
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Connections that never send a request each hold a handler thread and an fd.
+    let _holders: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let cpu = |window: Duration| {
+        let ticks = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let f: Vec<u64> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            f[11] + f[12]
+        };
+        let (a, t) = (ticks(), Instant::now());
+        std::thread::sleep(window);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks() - a) as f64 / hz * 100.0 / t.elapsed().as_secs_f64()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let spinning = cpu(Duration::from_millis(700));
+    assert!(
+        spinning > 50.0,
+        "http.server spins at EMFILE: {spinning:.0}%"
+    );
+    attach(pid, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let calm = cpu(Duration::from_secs(1));
+    println!("python3 -m http.server: {spinning:.0}% CPU before attach, {calm:.1}% after");
+    assert!(calm <= 5.0, "CPU after attach: {calm:.1}%");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
+    let dir = scratch("attach-leak");
+    let prog = build_c("holder", &dir, &["-O1", "-g"]);
+    let mut cmd = plain(&prog);
+    cmd.arg(&dir).arg("2");
+    let mut s = Stepper::spawn(cmd, &dir.join("unused"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "held");
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "leaked"); // 25 streams before attach
+    let before = proc_fds(s.pid());
+    let report = dir.join("r.json");
+    attach(s.pid(), &["--json", "--report", report.to_str().unwrap()]);
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "leaked"); // 25 more, attached
+    let r: Value = serde_json::from_str(&ok(fdguard(&["report", &s.pid().to_string()]))).unwrap();
+    let kernel = proc_fds(s.pid());
+    assert_matches_kernel(&r, &kernel, &[]);
+    let top = &r["stacks"][0];
+    assert_eq!(top["count"], 25);
+    assert_eq!(functions(top), ["leak_streams", "main"]);
+    for fd in &before {
+        assert_eq!(fd_row(&r, *fd).unwrap()["call"], "before attach", "fd {fd}");
+        assert_eq!(fd_row(&r, *fd).unwrap()["stack"], Value::Null);
+    }
+    let after: Vec<i64> = kernel.difference(&before).copied().collect();
+    assert_eq!(after.len(), 25);
+    for fd in after {
+        assert_eq!(fd_row(&r, fd).unwrap()["call"], "fopen", "fd {fd}");
+    }
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+#[test]
+fn four_threads_churning_fds_while_attached() {
+    let dir = scratch("attach-churn");
+    let prog = build_c("churn", &dir, &["-O1", "-g"]);
+    let mut cmd = plain(&prog);
+    cmd.arg(&dir);
+    let mut s = Stepper::spawn(cmd, &dir.join("unused"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "churning");
+    let report = dir.join("r.json");
+    attach(s.pid(), &["--json", "--report", report.to_str().unwrap()]);
+    s.resume();
+    for _ in 0..2 {
+        assert_eq!(s.next_checkpoint().unwrap().0, "quiet");
+        let r: Value =
+            serde_json::from_str(&ok(fdguard(&["report", &s.pid().to_string()]))).unwrap();
+        assert_matches_kernel(&r, &proc_fds(s.pid()), &[]);
+        s.resume();
+    }
+    let out = s.finish();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "every call gave its result: {text}");
+    assert!(text.starts_with("ok "), "{text}");
+}
+
+#[test]
+fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
+    let dir = scratch("attach-refusals");
+    let stat = build_c("holder", &dir, &["-O1", "-static"]);
+    let mut cmd = plain(&stat);
+    cmd.arg(&dir).arg("0");
+    let mut s = Stepper::spawn(cmd, &dir.join("unused"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "held");
+    let err = refused(fdguard(&["attach", &s.pid().to_string()]), 2);
+    assert!(
+        err.contains("statically linked") && err.contains("fdguard inspect"),
+        "{err}"
+    );
+    s.finish();
+
+    // Already under fdguard.
+    let prog = build_c_once("holder", &["-O1", "-g"]);
+    let mut cmd = guarded(&prog, &dir.join("r.json"));
+    cmd.arg(&dir).arg("0");
+    let mut s = Stepper::spawn(cmd, &dir.join("r.json"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "held");
+    let err = refused(fdguard(&["attach", &s.pid().to_string()]), 2);
+    assert!(
+        err.contains("already runs under fdguard (preloaded)"),
+        "{err}"
+    );
+    let err = refused(fdguard(&["detach", &s.pid().to_string()]), 2);
+    assert!(err.contains("cannot be detached"), "{err}");
+    s.finish();
+
+    // No ptrace permission: as nobody, on this (root's) test process's child.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(cli_path())
+            .args(["attach", &sleeper.id().to_string()])
+            .env("FDGUARD_LIB", lib_path());
+        let err = refused(c, 2);
+        assert!(
+            err.contains("CAP_SYS_PTRACE") && err.contains("kernel.yama.ptrace_scope"),
+            "{err}"
+        );
+    }
+    // Stopped: refused, left stopped.
+    kill(sleeper.id(), libc::SIGSTOP);
+    wait_until("stopped", Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id()))
+            .is_ok_and(|s| s.contains(") T "))
+    });
+    let err = refused(fdguard(&["attach", &sleeper.id().to_string()]), 2);
+    assert!(err.contains("is stopped"), "{err}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    // Never in a system call: the timeout passes, nothing was changed.
+    let mut spin = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let err = refused(
+        fdguard(&["attach", &spin.id().to_string(), "--timeout", "1"]),
+        1,
+    );
+    assert!(
+        err.contains("no thread of pid") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(tracer_of(spin.id()), "0");
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", spin.id())).unwrap();
+    assert!(!maps.contains("libfdguard"), "the library was not loaded");
+    assert!(matches!(spin.try_wait(), Ok(None)), "still running");
+    let _ = spin.kill();
+    let _ = spin.wait();
+}

@@ -1,0 +1,204 @@
+//! Servers under test (`examples/`): started with a systemd-like limit, squeezed to their
+//! current usage with `prlimit --pid`, and measured from outside (CPU time, log lines).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{guarded, report_path};
+
+/// fds the servers may still open once their limit is lowered: two clients fit, the others
+/// wait in the backlog.
+pub const ROOM: u64 = 2;
+/// Clients that exhaust the server's fds: `ROOM` accepted, one left pending.
+pub const HOLDERS: usize = ROOM as usize + 1;
+
+/// A server under test, its stdout (the log) and stderr in files.
+pub struct Server {
+    pub child: Child,
+    pub log: PathBuf,
+    pub err: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `prog` with a systemd-like limit (soft 1024, hard as is), optionally under
+    /// fdguard with `vars`.
+    pub fn start(
+        prog: &Path,
+        args: &[&str],
+        dir: &Path,
+        fdguard: Option<&[(&str, &str)]>,
+    ) -> Server {
+        let log = dir.join("server.log");
+        let err = dir.join("server.err");
+        let mut cmd = match fdguard {
+            Some(vars) => {
+                let mut c = guarded(prog, &report_path(dir));
+                c.envs(vars.iter().copied());
+                c
+            }
+            None => Command::new(prog),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap());
+        soft_limit(&mut cmd, 1024);
+        let child = cmd.spawn().expect("start server");
+        let mut s = Server {
+            child,
+            log,
+            err,
+            port: 0,
+        };
+        let line = s.wait_for("port ", 0, Duration::from_secs(10));
+        s.port = line[5..].trim().parse().unwrap();
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+
+    /// Waits for a log line starting with `prefix` after byte `from`; returns it.
+    pub fn wait_for(&mut self, prefix: &str, mut from: u64, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = read_from(&self.log, from, u64::MAX);
+            let complete = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            if let Some(l) = text[..complete]
+                .split(|b| *b == b'\n')
+                .find(|l| l.starts_with(prefix.as_bytes()))
+            {
+                return String::from_utf8_lossy(l).into_owned();
+            }
+            from += complete as u64;
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("server exited ({st}) before logging {prefix:?}");
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {prefix:?} line in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Accept failures logged between two log offsets.
+    pub fn failures_between(&self, from: u64, to: u64) -> usize {
+        read_from(&self.log, from, to - from)
+            .split(|b| *b == b'\n')
+            .filter(|l| l.starts_with(b"accept:"))
+            .count()
+    }
+
+    /// User + system CPU time so far.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let f: Vec<u64> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+    }
+
+    /// Lowers the server's limit so that `ROOM` more fds fit: accept fails with EMFILE once
+    /// the lowest free number reaches the soft limit (fds above it, like one inherited from
+    /// the test harness or fdguard's report file, do not matter).
+    pub fn squeeze(&self) {
+        self.squeeze_to(true)
+    }
+
+    /// Like `squeeze`, lowering only the soft limit: the hard one stays as it was (systemd's
+    /// soft 1024 and hard 524288), so that the process could raise it itself.
+    pub fn squeeze_soft(&self) {
+        self.squeeze_to(false)
+    }
+
+    fn squeeze_to(&self, hard_too: bool) {
+        let open: std::collections::BTreeSet<u64> =
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+        let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
+        let n = lowest_free + ROOM;
+        let ok = Command::new("prlimit")
+            .arg("--pid")
+            .arg(self.pid().to_string())
+            .arg(if hard_too {
+                format!("--nofile={n}:{n}")
+            } else {
+                format!("--nofile={n}:")
+            })
+            .status()
+            .unwrap();
+        assert!(ok.success(), "prlimit");
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Up to `len` bytes of a file from offset `from`.
+pub fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from)).unwrap();
+    let mut v = Vec::new();
+    f.take(len).read_to_end(&mut v).unwrap();
+    v
+}
+
+/// Gives the command's process a soft `RLIMIT_NOFILE` of `soft` (the hard one stays).
+pub fn soft_limit(cmd: &mut Command, soft: u64) {
+    // SAFETY: only getrlimit/setrlimit, async-signal-safe, run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = soft.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+}
+
+pub fn connect(port: u16) -> TcpStream {
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c
+}
+
+/// One echo round trip.
+pub fn round_trip(c: &mut TcpStream) -> Duration {
+    let t = Instant::now();
+    c.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).expect("echo");
+    t.elapsed()
+}
