@@ -20,31 +20,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn ok(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Exit status `code`, one line on stderr; returns it.
-fn refused(mut cmd: Command, code: i32) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    err
-}
-
 fn attach(pid: u32, extra: &[&str]) -> String {
     let mut c = fdguard(&["attach", &pid.to_string()]);
     c.args(extra);
-    ok(c)
+    succeeds(c)
 }
 
 /// CPU share of the server over `window`.
@@ -108,7 +87,7 @@ fn unspin(prog: &Path, args: &[&str], echoes: bool) {
     holders.remove(0);
     s.wait_for("accepted", before, Duration::from_millis(1500));
     // The reports are fdguard's: the listener and what was open are listed as before attach.
-    let r = ok(fdguard(&["report", &s.pid().to_string(), "--json"]));
+    let r = succeeds(fdguard(&["report", &s.pid().to_string(), "--json"]));
     let r: Value = serde_json::from_str(&r).unwrap();
     assert!(r["emfile"]["accept_failures"].as_u64().unwrap() >= 1, "{r}");
     assert_matches_kernel(&r, &proc_fds(s.pid()), &[]);
@@ -116,11 +95,11 @@ fn unspin(prog: &Path, args: &[&str], echoes: bool) {
     // Detached: the GOT entries are back, the spin with them; attached again: calm again.
     holders.push(connect(s.port));
     s.wait_for("accept:", s.log_len(), Duration::from_secs(5));
-    let said = ok(fdguard(&["detach", &s.pid().to_string()]));
+    let said = succeeds(fdguard(&["detach", &s.pid().to_string()]));
     assert!(said.contains("call sites restored"), "{said}");
     let again = cpu_over(&s, Duration::from_millis(700));
     assert!(again > 50.0, "spins again once detached: {again:.0}%");
-    let err = refused(fdguard(&["report", &s.pid().to_string()]), 2);
+    let err = fails_with(fdguard(&["report", &s.pid().to_string()]), 2);
     assert!(err.contains("detached"), "{err}");
     attach(s.pid(), &[]);
     std::thread::sleep(Duration::from_secs(1));
@@ -189,22 +168,9 @@ fn attach_unspins_python_http_server() {
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
     let cpu = |window: Duration| {
-        let ticks = || {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            let f: Vec<u64> = stat
-                .rsplit_once(')')
-                .unwrap()
-                .1
-                .split_whitespace()
-                .map(|v| v.parse().unwrap_or(0))
-                .collect();
-            f[11] + f[12]
-        };
-        let (a, t) = (ticks(), Instant::now());
+        let (a, t) = (cpu_time(pid), Instant::now());
         std::thread::sleep(window);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks() - a) as f64 / hz * 100.0 / t.elapsed().as_secs_f64()
+        (cpu_time(pid) - a).as_secs_f64() * 100.0 / t.elapsed().as_secs_f64()
     };
     std::thread::sleep(Duration::from_millis(300));
     let spinning = cpu(Duration::from_millis(700));
@@ -236,7 +202,8 @@ fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
     attach(s.pid(), &["--json", "--report", report.to_str().unwrap()]);
     s.resume();
     assert_eq!(s.next_checkpoint().unwrap().0, "leaked"); // 25 more, attached
-    let r: Value = serde_json::from_str(&ok(fdguard(&["report", &s.pid().to_string()]))).unwrap();
+    let r: Value =
+        serde_json::from_str(&succeeds(fdguard(&["report", &s.pid().to_string()]))).unwrap();
     let kernel = proc_fds(s.pid());
     assert_matches_kernel(&r, &kernel, &[]);
     let top = &r["stacks"][0];
@@ -269,7 +236,7 @@ fn four_threads_churning_fds_while_attached() {
     for _ in 0..2 {
         assert_eq!(s.next_checkpoint().unwrap().0, "quiet");
         let r: Value =
-            serde_json::from_str(&ok(fdguard(&["report", &s.pid().to_string()]))).unwrap();
+            serde_json::from_str(&succeeds(fdguard(&["report", &s.pid().to_string()]))).unwrap();
         assert_matches_kernel(&r, &proc_fds(s.pid()), &[]);
         s.resume();
     }
@@ -287,7 +254,7 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
     cmd.arg(&dir).arg("0");
     let mut s = Stepper::spawn(cmd, &dir.join("unused"));
     assert_eq!(s.next_checkpoint().unwrap().0, "held");
-    let err = refused(fdguard(&["attach", &s.pid().to_string()]), 2);
+    let err = fails_with(fdguard(&["attach", &s.pid().to_string()]), 2);
     assert!(
         err.contains("statically linked") && err.contains("fdguard inspect"),
         "{err}"
@@ -300,12 +267,12 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
     cmd.arg(&dir).arg("0");
     let mut s = Stepper::spawn(cmd, &dir.join("r.json"));
     assert_eq!(s.next_checkpoint().unwrap().0, "held");
-    let err = refused(fdguard(&["attach", &s.pid().to_string()]), 2);
+    let err = fails_with(fdguard(&["attach", &s.pid().to_string()]), 2);
     assert!(
         err.contains("already runs under fdguard (preloaded)"),
         "{err}"
     );
-    let err = refused(fdguard(&["detach", &s.pid().to_string()]), 2);
+    let err = fails_with(fdguard(&["detach", &s.pid().to_string()]), 2);
     assert!(err.contains("cannot be detached"), "{err}");
     s.finish();
 
@@ -318,7 +285,7 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
             .arg(cli_path())
             .args(["attach", &sleeper.id().to_string()])
             .env("FDGUARD_LIB", lib_path());
-        let err = refused(c, 2);
+        let err = fails_with(c, 2);
         assert!(
             err.contains("CAP_SYS_PTRACE") && err.contains("kernel.yama.ptrace_scope"),
             "{err}"
@@ -330,7 +297,7 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
         std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id()))
             .is_ok_and(|s| s.contains(") T "))
     });
-    let err = refused(fdguard(&["attach", &sleeper.id().to_string()]), 2);
+    let err = fails_with(fdguard(&["attach", &sleeper.id().to_string()]), 2);
     assert!(err.contains("is stopped"), "{err}");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -342,7 +309,7 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
-    let err = refused(
+    let err = fails_with(
         fdguard(&["attach", &spin.id().to_string(), "--timeout", "1"]),
         1,
     );

@@ -296,21 +296,11 @@ fn a_static_binary_is_inspected_and_refused_by_run() {
     );
 }
 
-/// One line on stderr, a non-zero exit, nothing on stdout.
-fn refused(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(out.stdout.is_empty());
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    err
-}
-
 #[test]
 fn no_such_process_and_permission_denied_are_said_plainly() {
-    let err = refused(fdguard(&["inspect", "4194305"]));
+    let err = fails_with(fdguard(&["inspect", "4194305"]), 2);
     assert_eq!(err, "fdguard: no process with pid 4194305\n");
-    let err = refused(fdguard(&["watch", "4194305", "--count", "1"]));
+    let err = fails_with(fdguard(&["watch", "4194305", "--count", "1"]), 2);
     assert!(err.contains("no process with pid 4194305"), "{err}");
 
     // Another user's process: as root, look at ourselves as nobody; else at pid 1 (root's).
@@ -324,7 +314,7 @@ fn no_such_process_and_permission_denied_are_said_plainly() {
     } else {
         fdguard(&["inspect", "1"])
     };
-    let err = refused(cmd);
+    let err = fails_with(cmd, 2);
     assert!(
         err.contains("permission denied reading /proc/") && err.contains("CAP_SYS_PTRACE"),
         "{err}"

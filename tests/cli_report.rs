@@ -4,32 +4,7 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn ok(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Exit status 2, one line on stderr, nothing on stdout; returns the line.
-fn refused(mut cmd: Command) -> String {
-    let out: Output = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    err
-}
+use std::process::{Command, Stdio};
 
 fn report(pid: u32) -> Command {
     fdguard(&["report", &pid.to_string(), "--timeout", "20"])
@@ -60,7 +35,7 @@ fn report_diff_and_flamegraph_follow_a_leak() {
     let mut s = holder(&dir, 2, &env, Stdio::inherit());
     let pid = s.pid();
 
-    let first = ok(report(pid));
+    let first = succeeds(report(pid));
     assert_eq!(first.lines().count(), 1, "one report: {first}");
     let r: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(
@@ -73,7 +48,7 @@ fn report_diff_and_flamegraph_follow_a_leak() {
     for round in 1..=2 {
         s.resume();
         assert_eq!(s.next_checkpoint().unwrap().0, "leaked");
-        let text = ok(report(pid));
+        let text = succeeds(report(pid));
         let r: Value = serde_json::from_str(&text).unwrap();
         assert_matches_kernel(&r, &proc_fds(pid), &[]);
         let path = dir.join(format!("round{round}.json"));
@@ -85,7 +60,7 @@ fn report_diff_and_flamegraph_follow_a_leak() {
     let (a, b) = (rounds[0].to_str().unwrap(), rounds[1].to_str().unwrap());
 
     // diff: the leaking stack first, grown by one round.
-    let d: Value = serde_json::from_str(&ok(fdguard(&["diff", "--json", a, b]))).unwrap();
+    let d: Value = serde_json::from_str(&succeeds(fdguard(&["diff", "--json", a, b]))).unwrap();
     assert_eq!(d["open"]["delta"], 25);
     assert_eq!(d["by_kind"]["file"]["delta"], 25);
     let top = &d["stacks"][0];
@@ -104,7 +79,7 @@ fn report_diff_and_flamegraph_follow_a_leak() {
             .all(|s| s["delta"] == 0),
         "only the leak grew: {d}"
     );
-    let text = ok(fdguard(&["diff", a, b]));
+    let text = succeeds(fdguard(&["diff", a, b]));
     let first_line = text.lines().next().unwrap();
     assert!(
         first_line.contains("fds open (+25)") && first_line.contains(&format!("pid {pid}")),
@@ -118,12 +93,12 @@ fn report_diff_and_flamegraph_follow_a_leak() {
     );
 
     // flamegraph: the leak is the widest tower, outermost frame first.
-    let folded = ok(fdguard(&["flamegraph", "--folded", b]));
+    let folded = succeeds(fdguard(&["flamegraph", "--folded", b]));
     assert!(
         folded.lines().any(|l| l == "main;leak_streams 50"),
         "{folded}"
     );
-    let svg = ok(fdguard(&["flamegraph", b]));
+    let svg = succeeds(fdguard(&["flamegraph", b]));
     let xml = roxmltree::ParsingOptions {
         allow_dtd: true,
         ..Default::default()
@@ -152,7 +127,7 @@ fn report_reads_text_reports_and_stderr_files() {
         Stdio::inherit(),
     );
     let pid = s.pid();
-    let text = ok(report(pid));
+    let text = succeeds(report(pid));
     let lines: Vec<&str> = text.lines().collect();
     let prefix = format!("=={pid}== ");
     assert!(lines.iter().all(|l| l.starts_with(&prefix)), "{text}");
@@ -161,14 +136,13 @@ fn report_reads_text_reports_and_stderr_files() {
         *lines.last().unwrap(),
         format!("{prefix}fdguard: end of report")
     );
-    let err = refused(fdguard(&["report", &pid.to_string(), "--json"]));
+    let err = fails_with(fdguard(&["report", &pid.to_string(), "--json"]), 2);
     assert!(err.contains("writes text reports: --json needs"), "{err}");
     let file = dir.join(format!("t.{pid}.txt"));
-    let err = refused(fdguard(&[
-        "diff",
-        file.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]));
+    let err = fails_with(
+        fdguard(&["diff", file.to_str().unwrap(), file.to_str().unwrap()]),
+        2,
+    );
     assert!(err.contains("is a text report"), "{err}");
     s.finish();
 
@@ -180,11 +154,11 @@ fn report_reads_text_reports_and_stderr_files() {
         &[],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
-    let text = ok(report(s.pid()));
+    let text = succeeds(report(s.pid()));
     assert!(text.ends_with("fdguard: end of report\n"), "{text}");
     s.finish();
     let s = holder(&dir, 0, &[], Stdio::piped());
-    let err = refused(report(s.pid()));
+    let err = fails_with(report(s.pid()), 2);
     assert!(
         err.contains("writes its reports to its stderr (pipe:["),
         "{err}"
@@ -200,7 +174,7 @@ fn report_refuses_a_process_without_fdguard_and_bad_files() {
     cmd.arg(&dir).arg("0");
     let mut s = Stepper::spawn(cmd, &dir.join("unused"));
     assert_eq!(s.next_checkpoint().unwrap().0, "held");
-    let err = refused(report(s.pid()));
+    let err = fails_with(report(s.pid()), 2);
     assert!(
         err.contains("is not running under fdguard") && err.contains("`fdguard inspect"),
         "{err}"
@@ -208,7 +182,7 @@ fn report_refuses_a_process_without_fdguard_and_bad_files() {
     s.finish();
 
     let s = holder(&dir, 0, &[("FDGUARD_SIGNAL", "none")], Stdio::inherit());
-    let err = refused(report(s.pid()));
+    let err = fails_with(report(s.pid()), 2);
     assert!(err.contains("FDGUARD_SIGNAL=none"), "{err}");
     s.finish();
 
@@ -232,11 +206,11 @@ fn report_refuses_a_process_without_fdguard_and_bad_files() {
         ("empty.json", "", "holds no fdguard report"),
     ] {
         let bad = write(name, text);
-        let err = refused(fdguard(&["diff", &good, &bad]));
+        let err = fails_with(fdguard(&["diff", &good, &bad]), 2);
         assert!(err.contains(says), "{name}: {err}");
-        let err = refused(fdguard(&["flamegraph", &bad]));
+        let err = fails_with(fdguard(&["flamegraph", &bad]), 2);
         assert!(err.contains(says), "{name}: {err}");
     }
-    let err = refused(fdguard(&["diff", &good, "/nonexistent/r.json"]));
+    let err = fails_with(fdguard(&["diff", &good, "/nonexistent/r.json"]), 2);
     assert!(err.contains("cannot read /nonexistent/r.json"), "{err}");
 }

@@ -74,6 +74,34 @@ pub fn cli_path() -> PathBuf {
     .clone()
 }
 
+/// Runs `cmd`, which must succeed; returns its stdout.
+pub fn succeeds(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `cmd`, which must exit with `code`, saying why in one line on stderr and printing
+/// nothing on stdout; returns the line.
+pub fn fails_with(mut cmd: Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    err
+}
+
 /// The `fdguard` command with `args`, without any `FDGUARD_*` variable of the test's own.
 pub fn fdguard(args: &[&str]) -> Command {
     let mut c = plain(&cli_path());

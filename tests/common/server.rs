@@ -102,17 +102,7 @@ impl Server {
 
     /// User + system CPU time so far.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let f: Vec<u64> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+        cpu_time(self.pid())
     }
 
     /// Lowers the server's limit so that `ROOM` more fds fit: accept fails with EMFILE once
@@ -162,6 +152,21 @@ impl Drop for Server {
 }
 
 /// Up to `len` bytes of a file from offset `from`.
+/// User + system CPU time of process `pid` so far (`/proc/PID/stat`).
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<u64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+}
+
 pub fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
     let mut f = std::fs::File::open(path).unwrap();
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from)).unwrap();
