@@ -224,6 +224,7 @@ fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
 
 #[test]
 fn four_threads_churning_fds_while_attached() {
+    let _one = serial(); // busy threads would skew the CPU measurements
     let dir = scratch("attach-churn");
     let prog = build_c("churn", &dir, &["-O1", "-g"]);
     let mut cmd = plain(&prog);
@@ -248,6 +249,7 @@ fn four_threads_churning_fds_while_attached() {
 
 #[test]
 fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
+    let _one = serial(); // busy threads would skew the CPU measurements
     let dir = scratch("attach-refusals");
     let stat = build_c("holder", &dir, &["-O1", "-static"]);
     let mut cmd = plain(&stat);
