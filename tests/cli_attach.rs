@@ -121,18 +121,79 @@ fn attach_unspins_a_blocking_accept_loop() {
     unspin(&prog, &[], false);
 }
 
-/// `python3 -m http.server`: a selectors loop over poll() in CPython, accept4 from libpython.
+/// A free loopback port.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A real server started without fdguard (`cmd`, listening on `port`): squeezed to its
+/// usage, filled by clients that keep their connections, seen spinning, attached, calm. The
+/// first client is asked `ping` before and after, if given, and must get `pong` back.
+fn unspin_server(name: &str, mut cmd: Command, port: u16, ping: Option<(&[u8], &[u8])>) {
+    let _one = serial();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    wait_until("the server listening", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let lowest_free = {
+        let open = proc_fds(pid);
+        (0..).find(|fd| !open.contains(fd)).unwrap()
+    };
+    let squeezed = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={}:", lowest_free + 2),
+        ])
+        .status()
+        .unwrap();
+    assert!(squeezed.success());
+    let mut holders: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut ask = |what: &str| {
+        if let Some((q, a)) = ping {
+            let c = &mut holders[0];
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            std::io::Write::write_all(c, q).unwrap();
+            let mut buf = vec![0u8; a.len()];
+            std::io::Read::read_exact(c, &mut buf).unwrap();
+            assert_eq!(buf, a, "{name} answers {what}");
+        }
+    };
+    let cpu = |window: Duration| {
+        let (a, t) = (cpu_time(pid), Instant::now());
+        std::thread::sleep(window);
+        (cpu_time(pid) - a).as_secs_f64() * 100.0 / t.elapsed().as_secs_f64()
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    ask("before attach");
+    let spinning = cpu(Duration::from_millis(700));
+    assert!(spinning > 50.0, "{name} spins at EMFILE: {spinning:.0}%");
+    attach(pid, &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    let calm = cpu(Duration::from_secs(1));
+    ask("after attach");
+    println!("{name}: {spinning:.0}% CPU before attach, {calm:.1}% after");
+    assert!(calm <= 5.0, "{name}: CPU after attach: {calm:.1}%");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `python3 -m http.server`: a selectors loop over poll() in CPython, accept4 from libpython;
+/// the clients that never send a request each hold a handler thread and an fd.
 #[test]
 fn attach_unspins_python_http_server() {
-    let _one = serial();
     let dir = scratch("attach-python");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut cmd = Command::new("python3");
     cmd.args([
-        "-u",
         "-m",
         "http.server",
         "--bind",
@@ -140,51 +201,36 @@ fn attach_unspins_python_http_server() {
         &port.to_string(),
     ])
     .current_dir(&dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(dir.join("err")).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    wait_until("http.server listening", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let lowest_free = {
-        let open = proc_fds(pid);
-        (0..).find(|fd| !open.contains(fd)).unwrap()
-    };
-    assert!(
-        Command::new("prlimit")
-            .args([
-                "--pid",
-                &pid.to_string(),
-                &format!("--nofile={}:", lowest_free + 2)
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    // Connections that never send a request each hold a handler thread and an fd.
-    let _holders: Vec<TcpStream> = (0..4)
-        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
-    let cpu = |window: Duration| {
-        let (a, t) = (cpu_time(pid), Instant::now());
-        std::thread::sleep(window);
-        (cpu_time(pid) - a).as_secs_f64() * 100.0 / t.elapsed().as_secs_f64()
-    };
-    std::thread::sleep(Duration::from_millis(300));
-    let spinning = cpu(Duration::from_millis(700));
-    assert!(
-        spinning > 50.0,
-        "http.server spins at EMFILE: {spinning:.0}%"
-    );
-    attach(pid, &[]);
-    std::thread::sleep(Duration::from_secs(1));
-    let calm = cpu(Duration::from_secs(1));
-    println!("python3 -m http.server: {spinning:.0}% CPU before attach, {calm:.1}% after");
-    assert!(calm <= 5.0, "CPU after attach: {calm:.1}%");
-    let _ = child.kill();
-    let _ = child.wait();
+    .stderr(Stdio::null());
+    unspin_server("python3 -m http.server", cmd, port, None);
+}
+
+/// Redis, seed 003's server (`scripts/test.sh` installs it where it can): its level-triggered
+/// loop logs and spins at EMFILE; attached, it is calm and still answers PING.
+#[test]
+fn attach_unspins_redis() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("redis-server is not installed: attach_unspins_redis did not run");
+        return;
+    }
+    let dir = scratch("attach-redis");
+    let port = free_port();
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .args(["--appendonly", "no", "--logfile"])
+    .arg(dir.join("redis.log"));
+    unspin_server("redis-server", cmd, port, Some((b"PING\r\n", b"+PONG\r\n")));
 }
 
 #[test]

@@ -73,7 +73,8 @@ const WAITING_CALLS: &[libc::c_long] = &[
 ];
 
 /// System calls libc may be inside while holding a lock that loading a library needs too
-/// (malloc's arenas around `mmap`/`brk`, the loader's around `mmap`, any mutex around `futex`).
+/// (malloc's arenas around `mmap`/`brk`, the loader's around `mmap` and `mprotect`). A thread
+/// in `futex` waits (for a condition, or for a lock it does not hold): it may stay stopped.
 const LOCKED_CALLS: &[libc::c_long] = &[
     libc::SYS_mmap,
     libc::SYS_munmap,
@@ -81,7 +82,6 @@ const LOCKED_CALLS: &[libc::c_long] = &[
     libc::SYS_mremap,
     libc::SYS_brk,
     libc::SYS_madvise,
-    libc::SYS_futex,
     libc::SYS_clone,
     libc::SYS_clone3,
 ];
