@@ -101,10 +101,18 @@ fn unspin(prog: &Path, args: &[&str], echoes: bool) {
     assert!(again > 50.0, "spins again once detached: {again:.0}%");
     let err = fails_with(fdguard(&["report", &s.pid().to_string()]), 2);
     assert!(err.contains("detached"), "{err}");
+    let state = |pid: u32| -> Value {
+        let j: Value =
+            serde_json::from_str(&succeeds(fdguard(&["inspect", "--json", &pid.to_string()])))
+                .unwrap();
+        j["fdguard_state"].clone()
+    };
+    assert_eq!(state(s.pid()), "detached");
     attach(s.pid(), &[]);
     std::thread::sleep(Duration::from_secs(1));
     let calm = cpu_over(&s, Duration::from_secs(1));
     assert!(calm <= 5.0, "CPU after attaching again: {calm:.1}%");
+    assert_eq!(state(s.pid()), "attached");
 }
 
 #[test]

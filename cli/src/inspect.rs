@@ -10,7 +10,7 @@ use crate::fail::{Failure, Outcome};
 use crate::fds::{FdEntry, read_fds};
 use crate::os::FdDir;
 use crate::summary::{Group, Summary, headline, summarize};
-use crate::target::{Limit, Target};
+use crate::target::{LibState, Limit, Target};
 use crate::units::count;
 
 /// Rows listed in text unless `--all`.
@@ -35,8 +35,9 @@ pub struct Snapshot {
     pub fds: Vec<FdEntry>,
     #[serde(skip)]
     pub name: String,
-    #[serde(skip)]
-    pub fdguard_disabled: bool,
+    /// How it is there: `preloaded`, `attached`, `detached` (loaded, inert), `dormant`
+    /// (loaded by an attach that did not finish), `disabled` (`FDGUARD_DISABLE`).
+    pub fdguard_state: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -74,7 +75,13 @@ pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
         fdguard_library: loaded
             .as_ref()
             .map(|l| l.library.to_string_lossy().into_owned()),
-        fdguard_disabled: loaded.is_some_and(|l| l.config.disabled),
+        fdguard_state: loaded.as_ref().map(|l| match l.state {
+            _ if l.config.disabled => "disabled",
+            Some(LibState::Attached) => "attached",
+            Some(LibState::Detached) => "detached",
+            Some(LibState::Dormant) => "dormant",
+            Some(LibState::Preloaded) | None => "preloaded",
+        }),
         name: target.name(),
         fds,
     })
@@ -195,22 +202,33 @@ pub fn render_text(s: &Snapshot, all: bool) -> String {
     if !s.cmdline.is_empty() {
         let _ = writeln!(o, "command: {}", one_line(&s.cmdline.join(" "), 200));
     }
-    match (&s.fdguard_library, s.fdguard_disabled) {
-        (Some(lib), false) => {
-            let _ = writeln!(
+    if let (Some(lib), Some(state)) = (&s.fdguard_library, s.fdguard_state) {
+        let pid = s.pid;
+        let _ = match state {
+            "preloaded" | "attached" => writeln!(
                 o,
-                "fdguard is loaded in it ({lib}): `fdguard report {}` names the code that \
-                 created each fd",
-                s.pid
-            );
-        }
-        (Some(lib), true) => {
-            let _ = writeln!(
+                "fdguard is {} ({lib}): `fdguard report {pid}` names the code that created \
+                 each fd{}",
+                if state == "attached" {
+                    "attached to it"
+                } else {
+                    "loaded in it"
+                },
+                if state == "attached" {
+                    " since the attach"
+                } else {
+                    ""
+                }
+            ),
+            "disabled" => writeln!(
                 o,
                 "fdguard is loaded in it ({lib}) but disabled (FDGUARD_DISABLE)"
-            );
-        }
-        (None, _) => {}
+            ),
+            other => writeln!(
+                o,
+                "fdguard is loaded in it ({lib}) but {other}: `fdguard attach {pid}` starts it"
+            ),
+        };
     }
     if s.program.is_static {
         o.push_str(
