@@ -84,7 +84,8 @@ fn destination(target: &Target, loaded: &Loaded) -> Result<PathBuf, Failure> {
     );
     Err(Failure::bad_input(format!(
         "pid {} writes its reports to its stderr ({link}), which this command cannot read; \
-         start it with `fdguard run --report PATH` (FDGUARD_REPORT) to use `fdguard report`, \
+         start it with `fdguard run --report PATH` (FDGUARD_REPORT), or attach with \
+         `--report PATH`, to use `fdguard report`, \
          or send the signal yourself and read its stderr",
         target.pid
     )))
