@@ -77,7 +77,7 @@ pub fn is_active() -> bool {
 }
 
 /// The mode for the hook being entered on this thread.
-#[inline]
+#[inline(always)]
 pub fn mode() -> Mode {
     if SLOW.load(Ordering::Relaxed) == 0 {
         return Mode::Track;
@@ -127,7 +127,7 @@ pub fn internal<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// This thread's kernel tid, cached after the first call.
-#[inline]
+#[inline(always)]
 pub fn tid() -> u32 {
     THREAD.with(|t| {
         let cached = t.tid.get();
@@ -232,7 +232,12 @@ pub struct ErrnoGuard {
 impl ErrnoGuard {
     #[inline]
     pub fn save() -> Self {
-        let errno = os::ThreadErrno::locate();
+        Self::at(os::ThreadErrno::locate())
+    }
+
+    /// Saves the value at an `errno` located earlier on this thread.
+    #[inline]
+    pub fn at(errno: os::ThreadErrno) -> Self {
         let saved = errno.get();
         Self { errno, saved }
     }

@@ -183,7 +183,12 @@ fn record_inherited() {
             // The listing's own directory fd is closed by now; the accept guard's reserve
             // (placed just before) is fdguard's.
             if os::fd_is_open(fd) && !tracker::OWN.contains(fd) {
-                tracker::record(fd, Origin::new(Call::Inherited), None);
+                tracker::record(
+                    fd,
+                    Origin::new(Call::Inherited),
+                    None,
+                    tracker::Prelude::now(),
+                );
                 if os::is_listening(fd) {
                     tracker::listening(guard::Mode::Track, fd);
                 }

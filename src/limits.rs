@@ -70,7 +70,7 @@ impl Threshold {
     /// After a creation, with `highest` the highest fd number recorded so far (this one
     /// included) and `count_open` a scan of the open fds (this one included): true exactly once
     /// per crossing of the threshold.
-    #[inline]
+    #[inline(always)]
     pub fn after_create(&self, highest: i32, count_open: impl FnOnce() -> u64) -> bool {
         let open = if self.counting.load(Ordering::Relaxed) {
             self.open.fetch_add(1, Ordering::Relaxed) + 1
@@ -94,7 +94,7 @@ impl Threshold {
     }
 
     /// After a release of an fd that was open: arms again once usage fell far enough.
-    #[inline]
+    #[inline(always)]
     pub fn after_release(&self) {
         if !self.counting.load(Ordering::Relaxed) {
             return;

@@ -21,6 +21,7 @@ pub fn errno() -> c_int {
 /// This thread's `errno`, located once: saving it and restoring it around fdguard's work then
 /// costs one call to `__errno_location` instead of two. Not `Send` (a raw pointer): it names
 /// the errno of the thread that located it.
+#[derive(Clone, Copy)]
 pub struct ThreadErrno(*mut c_int);
 
 impl ThreadErrno {
@@ -286,7 +287,7 @@ impl<T: Zeroable, const N: usize> LazySlice<T, N> {
     }
 
     /// The array if it has been mapped.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self) -> Option<&'static [T; N]> {
         let p = self.ptr.load(Ordering::Acquire);
         // SAFETY: a non-null pointer was published by `get_or_map` below and points to a

@@ -69,19 +69,21 @@ const META_HAS_PATH: u32 = 1 << 19;
 
 const NO_STACK: u32 = u32::MAX;
 
+#[inline(always)]
 fn pack_meta(rec: &FdRecord) -> u32 {
     let flag = |on: bool, bit: u32| if on { bit } else { 0 };
     (rec.call as u32)
         | ((rec.kind as u32) << 8)
         | META_OPEN
         | flag(rec.stream, META_STREAM)
-        | flag(rec.path != PathTail::default(), META_HAS_PATH)
+        | flag(!rec.path.is_empty(), META_HAS_PATH)
 }
 
 fn meta_of(word0: u64) -> u32 {
     (word0 >> 32) as u32
 }
 
+#[inline(always)]
 fn pack_stack(s: Option<StackId>) -> u32 {
     s.map_or(NO_STACK, |s| s.0)
 }
@@ -118,6 +120,7 @@ struct Slot<'a>(&'a SlotWords);
 
 impl Slot<'_> {
     /// Claims the slot for writing; returns the word 0 value seen before the claim.
+    #[inline(always)]
     fn claim(&self, generation: u32) -> Option<u64> {
         let gen_bits = (generation as u64 & GEN_MASK) << 1;
         let cur = self.0[0].load(Ordering::Relaxed);
@@ -137,11 +140,13 @@ impl Slot<'_> {
     }
 
     /// Publishes the slot with `meta` and a new version.
+    #[inline(always)]
     fn release(&self, before: u64, meta: u32) {
         let version = (before & SEQ_MASK & !0xff).wrapping_add(VERSION_UNIT) & SEQ_MASK;
         self.0[0].store(version | ((meta as u64) << 32), Ordering::Release);
     }
 
+    #[inline(always)]
     fn write(&self, rec: &FdRecord) {
         self.0[1].store(
             rec.tid as u64 | ((pack_stack(rec.stack) as u64) << 32),
@@ -150,7 +155,7 @@ impl Slot<'_> {
         self.0[2].store(rec.born_ns, Ordering::Relaxed);
         self.0[3].store(rec.detail, Ordering::Relaxed);
         // Only records with a path write (and later read) the tail words.
-        if rec.path != PathTail::default() {
+        if !rec.path.is_empty() {
             for (w, v) in self.0[4..].iter().zip(rec.path.words()) {
                 w.store(v, Ordering::Relaxed);
             }
@@ -238,6 +243,7 @@ impl FdTable {
         }
     }
 
+    #[inline(always)]
     fn slot(&self, fd: i32, map: bool) -> Option<Slot<'static>> {
         let fd = usize::try_from(fd).ok()?;
         let dir = if map {
@@ -255,6 +261,7 @@ impl FdTable {
     }
 
     /// Records `fd` as open with `rec`, replacing whatever the table had for that number.
+    #[inline(always)]
     pub fn insert(&self, fd: i32, rec: &FdRecord, generation: u32) -> Insert {
         let Some(slot) = self.slot(fd, true) else {
             return Insert::OutOfRange;
@@ -276,6 +283,7 @@ impl FdTable {
     }
 
     /// Forgets `fd`. With `release`, remembers that stack as the one that released the number.
+    #[inline(always)]
     pub fn remove(&self, fd: i32, generation: u32, release: Option<StackId>) -> Remove {
         let Some(slot) = self.slot(fd, release.is_some()) else {
             return if fd < 0 {

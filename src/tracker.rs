@@ -80,10 +80,15 @@ impl OwnFds {
     }
 
     /// Forgets every own fd in `lo..=hi`.
+    #[inline]
     pub fn remove_range(&self, lo: i32, hi: i32) {
-        if self.used.load(Ordering::Acquire) == 0 {
-            return;
+        if self.used.load(Ordering::Acquire) != 0 {
+            self.remove_listed(lo, hi);
         }
+    }
+
+    #[cold]
+    fn remove_listed(&self, lo: i32, hi: i32) {
         for e in &self.fds {
             let v = e.load(Ordering::Acquire);
             if v > 0
@@ -96,11 +101,12 @@ impl OwnFds {
         }
     }
 
+    #[inline]
     pub fn remove(&self, fd: i32) {
         self.remove_range(fd, fd);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, fd: i32) -> bool {
         fd >= 0
             && self.used.load(Ordering::Acquire) != 0
@@ -119,6 +125,7 @@ pub struct Origin {
 }
 
 impl Origin {
+    #[inline(always)]
     pub fn new(call: Call) -> Self {
         Self {
             call,
@@ -129,12 +136,14 @@ impl Origin {
         }
     }
 
+    #[inline(always)]
     pub fn detail(mut self, detail: Detail) -> Self {
         self.detail = detail;
         self
     }
 
     /// Records the path as given (its end); without one the report shows the kernel's name.
+    #[inline(always)]
     pub fn path(mut self, path: Option<&[u8]>) -> Self {
         if let Some(p) = path {
             let (tail, len) = PathTail::of(p);
@@ -144,6 +153,7 @@ impl Origin {
         self
     }
 
+    #[inline(always)]
     pub fn socket(self, domain: i32, ty: i32, protocol: i32) -> Self {
         self.detail(Detail::Socket {
             domain: domain as u16,
@@ -181,6 +191,7 @@ pub fn configure(depth: usize, close_stacks: bool, emfile_interval_s: u64) {
     );
 }
 
+#[inline(always)]
 pub fn fork_generation() -> u32 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
@@ -191,17 +202,45 @@ pub fn after_fork_in_child() {
     GUARD.after_fork();
 }
 
+/// Who creates an fd and when, taken by the hook before the real call (see `hooks::Entry`).
+/// Zero when not tracking.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Prelude {
+    tid: u32,
+    born_ns: u64,
+}
+
+impl Prelude {
+    /// For a hook about to make its real call in `mode`.
+    #[inline]
+    pub fn take(mode: Mode) -> Self {
+        if mode == Mode::Track {
+            Self::now()
+        } else {
+            Self::default()
+        }
+    }
+
+    pub fn now() -> Self {
+        Self {
+            tid: guard::tid(),
+            born_ns: os::monotonic_ns(),
+        }
+    }
+}
+
 /// A new fd exists (`fd >= 0` checked here so hooks can pass results straight in).
-#[inline]
-pub fn created(mode: Mode, fd: i32, origin: impl FnOnce() -> Origin) {
-    created_sharing(mode, fd, &mut None, origin);
+#[inline(always)]
+pub fn created(mode: Mode, at: Prelude, fd: i32, origin: impl FnOnce() -> Origin) {
+    created_sharing(mode, at, fd, &mut None, origin);
 }
 
 /// One of several fds a single call made (a pipe's two ends, fds received in one message): they
 /// share one creation stack, captured for the first and kept in `stack`.
-#[inline]
+#[inline(always)]
 pub fn created_sharing(
     mode: Mode,
+    at: Prelude,
     fd: i32,
     stack: &mut Option<Option<StackId>>,
     origin: impl FnOnce() -> Origin,
@@ -216,13 +255,14 @@ pub fn created_sharing(
             // A creation on one of fdguard's numbers means the program replaced it (dup2).
             OWN.remove(fd);
             let stack = *stack.get_or_insert_with(|| stack::capture(DEPTH.load(Ordering::Relaxed)));
-            record(fd, origin(), stack);
+            record(fd, origin(), stack, at);
         }
     }
 }
 
 /// Records `fd` in the table (also used for fds found open at load, with no stack).
-pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
+#[inline(always)]
+pub fn record(fd: i32, origin: Origin, stack: Option<StackId>, at: Prelude) {
     let rec = FdRecord {
         call: origin.call,
         kind: origin.kind,
@@ -230,10 +270,10 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>) {
         tid: if origin.call.predates_fdguard() {
             0
         } else {
-            guard::tid()
+            at.tid
         },
         stack,
-        born_ns: os::monotonic_ns(),
+        born_ns: at.born_ns,
         detail: origin.detail.pack(),
         path: origin.path,
     };
@@ -267,12 +307,12 @@ fn look_at_limit(now: u64) {
 
 /// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
 /// missed close.
-pub fn replaced(mode: Mode, fd: i32, origin: Origin) {
+pub fn replaced(mode: Mode, at: Prelude, fd: i32, origin: Origin) {
     if mode == Mode::Track && fd >= 0 {
         listener_closing(fd);
         let _ = TABLE.remove(fd, fork_generation(), None);
     }
-    created(mode, fd, || origin);
+    created(mode, at, fd, || origin);
 }
 
 /// Marks an open fd as wrapped in a stdio stream (`fdopen`).
@@ -291,6 +331,7 @@ pub fn became_dir(mode: Mode, fd: i32) {
 
 /// Whether the program is about to close one of fdguard's own fds. The hook then answers
 /// `EBADF` without closing it: without fdguard that number would not be open.
+#[inline(always)]
 pub fn is_own(mode: Mode, fd: i32) -> bool {
     mode == Mode::Track && OWN.contains(fd)
 }
@@ -307,7 +348,7 @@ pub enum Released {
 
 /// An fd is about to be released: forget it *before* the real call, since another thread can
 /// get the same number the moment the kernel frees it.
-#[inline]
+#[inline(always)]
 pub fn releasing(mode: Mode, fd: i32) -> Released {
     match mode {
         Mode::Pass => Released::Unknown,
@@ -322,6 +363,7 @@ pub fn releasing(mode: Mode, fd: i32) -> Released {
     }
 }
 
+#[inline(always)]
 fn forget(fd: i32) -> Released {
     let release_stack = if CLOSE_STACKS.load(Ordering::Relaxed) {
         stack::capture(DEPTH.load(Ordering::Relaxed))
@@ -500,7 +542,7 @@ pub fn listening(mode: Mode, fd: i32) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn listener_closing(fd: i32) {
     if GUARD.maybe_listener(fd) {
         GUARD.closing(fd, guard::tid(), &Kernel);

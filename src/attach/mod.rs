@@ -152,7 +152,12 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
         if OWN.contains(fd) {
             continue;
         }
-        tracker::record(fd, Origin::new(Call::BeforeAttach), None);
+        tracker::record(
+            fd,
+            Origin::new(Call::BeforeAttach),
+            None,
+            tracker::Prelude::now(),
+        );
         fds += 1;
         if os::is_listening(fd) {
             tracker::listening(Mode::Track, fd);

@@ -351,7 +351,7 @@ impl Guard {
     }
 
     /// False for nearly every fd that is not a listener (one load).
-    #[inline]
+    #[inline(always)]
     pub fn maybe_listener(&self, fd: i32) -> bool {
         fd >= 0 && self.bloom.load(Relaxed) & (1 << (fd & 63)) != 0
     }

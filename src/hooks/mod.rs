@@ -19,8 +19,9 @@ use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::origin::{Call, Detail};
 use crate::os;
+use crate::os::ThreadErrno;
 use crate::real;
-use crate::tracker::{self, Origin};
+use crate::tracker::{self, Origin, Prelude};
 
 /// The path a program passed, read during the hooked call.
 fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {
@@ -75,11 +76,43 @@ fn scm_rights(msg: *const msghdr, mut f: impl FnMut(c_int)) {
     }
 }
 
+/// What a hook settles before the real call: the mode and, unless it passes the call through,
+/// where `errno` lives and (when tracking) the thread and the time. The kernel's work in the
+/// real call leaves the branch predictors and caches cold for the code after it: here each
+/// libc call made after it (`__errno_location`, the clock) cost several ns more than before it.
+#[derive(Clone, Copy)]
+struct Entry {
+    mode: Mode,
+    errno: Option<ThreadErrno>,
+    at: Prelude,
+}
+
+/// For hooks that release or update fds.
+#[inline(always)]
+fn enter() -> Entry {
+    let mode = guard::mode();
+    Entry {
+        mode,
+        errno: (mode != Mode::Pass).then(ThreadErrno::locate),
+        at: Prelude::default(),
+    }
+}
+
+/// For hooks that create fds: also who and when.
+#[inline(always)]
+fn enter_creating() -> Entry {
+    let e = enter();
+    Entry {
+        at: Prelude::take(e.mode),
+        ..e
+    }
+}
+
 /// After the real call: bookkeeping with `errno` preserved, contained against panics.
 #[inline(always)]
-fn after(mode: Mode, book: impl FnOnce(c_int)) {
-    if mode != Mode::Pass {
-        let errno = ErrnoGuard::save();
+fn after(entry: &Entry, book: impl FnOnce(c_int)) {
+    if let Some(location) = entry.errno {
+        let errno = ErrnoGuard::at(location);
         guard::contained(|| book(errno.saved()));
     }
 }
@@ -87,13 +120,13 @@ fn after(mode: Mode, book: impl FnOnce(c_int)) {
 /// Calls that return a new fd or -1.
 #[inline(always)]
 fn new_fd(call: Call, real: impl FnOnce() -> c_int, origin: impl FnOnce() -> Origin) -> c_int {
-    let mode = guard::mode();
+    let e = enter_creating();
     let fd = real();
-    after(mode, |e| {
+    after(&e, |errno| {
         if fd >= 0 {
-            tracker::created(mode, fd, origin)
+            tracker::created(e.mode, e.at, fd, origin)
         } else {
-            tracker::failed(mode, call, e)
+            tracker::failed(e.mode, call, errno)
         }
     });
     fd
@@ -103,15 +136,15 @@ fn new_fd(call: Call, real: impl FnOnce() -> c_int, origin: impl FnOnce() -> Ori
 /// the hook returns the failure, with the real `errno`).
 #[inline(always)]
 fn accept_fd(call: Call, listener: c_int, real: impl FnOnce() -> c_int) -> c_int {
-    let mode = guard::mode();
+    let e = enter_creating();
     let fd = real();
-    after(mode, |e| {
+    after(&e, |errno| {
         if fd >= 0 {
             let origin = || Origin::new(call).detail(Detail::FromFd(listener));
-            tracker::created(mode, fd, origin);
-            tracker::accepted(mode, listener);
+            tracker::created(e.mode, e.at, fd, origin);
+            tracker::accepted(e.mode, listener);
         } else {
-            tracker::accept_failed(mode, call, listener, e);
+            tracker::accept_failed(e.mode, call, listener, errno);
         }
     });
     fd
@@ -126,13 +159,13 @@ fn new_handle<T>(
     fd_of: fn(*mut T) -> c_int,
     origin: impl FnOnce() -> Origin,
 ) -> *mut T {
-    let mode = guard::mode();
+    let e = enter_creating();
     let handle = guard::compound(real);
-    after(mode, |e| {
+    after(&e, |errno| {
         if handle.is_null() {
-            tracker::failed(mode, call, e)
+            tracker::failed(e.mode, call, errno)
         } else {
-            tracker::created(mode, fd_of(handle), origin)
+            tracker::created(e.mode, e.at, fd_of(handle), origin)
         }
     });
     handle
@@ -155,16 +188,16 @@ fn new_pair(
     real: impl FnOnce() -> c_int,
     origin: impl Fn() -> Origin,
 ) -> c_int {
-    let mode = guard::mode();
+    let e = enter_creating();
     let r = real();
-    after(mode, |e| {
+    after(&e, |errno| {
         if r == 0 {
             let mut stack = None;
             for fd in fd_pair(fds) {
-                tracker::created_sharing(mode, fd, &mut stack, &origin)
+                tracker::created_sharing(e.mode, e.at, fd, &mut stack, &origin)
             }
         } else {
-            tracker::failed(mode, call, e)
+            tracker::failed(e.mode, call, errno)
         }
     });
     r
@@ -174,13 +207,13 @@ fn new_pair(
 /// replace an open one.
 #[inline(always)]
 fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
-    let mode = guard::mode();
+    let e = enter_creating();
     let fd = real();
-    after(mode, |e| {
+    after(&e, |errno| {
         if fd < 0 {
-            tracker::failed(mode, call, e)
+            tracker::failed(e.mode, call, errno)
         } else if fd != source {
-            tracker::replaced(mode, fd, Origin::duplicate_of(call, source))
+            tracker::replaced(e.mode, e.at, fd, Origin::duplicate_of(call, source))
         }
     });
     fd
@@ -191,20 +224,22 @@ fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
 /// that fails with `EBADF` on an fd the table did not have is reported as a bad close.
 #[inline(always)]
 fn release_fd(call: Call, fd: c_int, real: impl FnOnce() -> c_int) -> c_int {
-    let mode = guard::mode();
+    let e = enter();
     let mut before = tracker::Released::Unknown;
-    if mode != Mode::Pass {
-        let _errno = ErrnoGuard::save();
-        if guard::contained(|| tracker::is_own(mode, fd)) == Some(true) {
+    if let Some(location) = e.errno {
+        let _errno = ErrnoGuard::at(location);
+        if guard::contained(|| tracker::is_own(e.mode, fd)) == Some(true) {
             drop(_errno);
-            os::set_errno(libc::EBADF);
+            location.set(libc::EBADF);
             return -1;
         }
-        before = guard::contained(|| tracker::releasing(mode, fd)).unwrap_or(before);
+        before = guard::contained(|| tracker::releasing(e.mode, fd)).unwrap_or(before);
     }
     let r = real();
     if r == -1 {
-        after(mode, |e| tracker::bad_close(mode, call, fd, before, e));
+        after(&e, |errno| {
+            tracker::bad_close(e.mode, call, fd, before, errno)
+        });
     }
     r
 }
@@ -241,11 +276,11 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
 /// limit at once (the creation path also re-reads it every second, for `prlimit --pid`).
 #[inline(always)]
 fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
-    let mode = guard::mode();
+    let e = enter();
     let r = real();
     let ours = pid == 0 || pid as u32 == os::getpid();
     if r == 0 && resource == libc::RLIMIT_NOFILE as c_int && ours {
-        after(mode, |_| tracker::limit_changed(mode));
+        after(&e, |_| tracker::limit_changed(e.mode));
     }
     r
 }
@@ -317,9 +352,9 @@ hooks! {
         });
     /// No new fd: the existing one now belongs to a stream.
     fn fdopen(fd: c_int, how: *const c_char) -> *mut FILE = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let fp = guard::compound(call);
-        after(mode, |_| if !fp.is_null() { tracker::became_stream(mode, fd) });
+        after(&e, |_| if !fp.is_null() { tracker::became_stream(e.mode, fd) });
         fp
     };
     fn tmpfile() -> *mut FILE = |call| new_stream(Call::Tmpfile, call, || Origin::new(Call::Tmpfile));
@@ -333,9 +368,9 @@ hooks! {
         |call| new_handle(Call::Opendir, call, dir_fd, || Origin::new(Call::Opendir).path(path_arg(path)));
     /// No new fd: the existing one now belongs to a directory stream.
     fn fdopendir(fd: c_int) -> *mut DIR = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let dir = guard::compound(call);
-        after(mode, |_| if !dir.is_null() { tracker::became_dir(mode, fd) });
+        after(&e, |_| if !dir.is_null() { tracker::became_dir(e.mode, fd) });
         dir
     };
 
@@ -374,34 +409,34 @@ hooks! {
         |call| accept_fd(Call::Accept4, listener, call);
     /// Listening sockets are what the accept guard watches over.
     fn listen(fd: c_int, backlog: c_int) -> c_int = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let r = call();
         if r == 0 {
-            after(mode, |_| tracker::listening(mode, fd));
+            after(&e, |_| tracker::listening(e.mode, fd));
         }
         r
     };
     /// fds passed by another process arrive as `SCM_RIGHTS` control messages.
     fn recvmsg(sock: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let n = call();
-        after(mode, |_| if n >= 0 {
+        after(&e, |_| if n >= 0 {
             let mut stack = None;
-            scm_rights(msg, |fd| tracker::created_sharing(mode, fd, &mut stack, || {
+            scm_rights(msg, |fd| tracker::created_sharing(e.mode, Prelude::take(e.mode), fd, &mut stack, || {
                 Origin::new(Call::Recvmsg).detail(Detail::FromFd(sock))
             }))
         });
         n
     };
     fn recvmmsg(sock: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let n = call();
-        after(mode, |_| {
+        after(&e, |_| {
             let mut stack = None;
             for i in 0..n.max(0) as usize {
                 // SAFETY: the kernel filled the first `n` entries of the program's array.
                 let hdr = unsafe { &raw const (*msgs.add(i)).msg_hdr };
-                scm_rights(hdr, |fd| tracker::created_sharing(mode, fd, &mut stack, || {
+                scm_rights(hdr, |fd| tracker::created_sharing(e.mode, Prelude::take(e.mode), fd, &mut stack, || {
                     Origin::new(Call::Recvmmsg).detail(Detail::FromFd(sock))
                 }))
             }
@@ -487,9 +522,9 @@ hooks! {
         r
     };
     fn fcloseall() -> c_int = |call| {
-        let mode = guard::mode();
+        let e = enter();
         let r = guard::compound(call);
-        after(mode, |_| tracker::streams_flushed(mode));
+        after(&e, |_| tracker::streams_flushed(e.mode));
         r
     };
 }
