@@ -172,23 +172,29 @@ impl WalkMemo {
         // Any aligned word in [sp0, limit) is this thread's mapped stack.
         let (lo, span) = (key.start.sp, key.limit.wrapping_sub(8 + key.start.sp));
         let readable = |addr: usize| addr.wrapping_sub(lo) <= span && addr.is_multiple_of(8);
+        if span > isize::MAX as usize {
+            return Replay::Miss;
+        }
         // The hot loop checks each frame on its own (no state carried from frame to frame, so
-        // the loads overlap); where a continuation must start is worked out after it.
+        // the loads overlap) and without a branch: an address outside the stack (only a torn
+        // entry has one) is clamped into it, so the read is always safe, and any difference
+        // found makes the whole replay a miss. The seqlock re-check below rejects torn entries
+        // whatever they happened to match. Where a continuation must start is worked out after.
         let n = len.min(out.len());
         let (Some(ras), Some(ats), Some(dst)) = (e.ra.get(..n), e.ra_at.get(..n), out.get_mut(..n))
         else {
             return Replay::Miss;
         };
+        let mut differs = 0;
         for ((slot, ra), at) in dst.iter_mut().zip(ras).zip(ats) {
             let (ra, at) = (ra.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
-            if !readable(at) {
-                return Replay::Miss; // torn entry
-            }
-            // SAFETY: aligned and inside this thread's stack, see above.
-            if unsafe { read_word(at) } != ra {
-                return Replay::Miss; // the stack changed: a different walk
-            }
+            let inside = lo + at.wrapping_sub(lo).min(span);
+            // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see above.
+            differs |= unsafe { read_unaligned_word(inside) } ^ ra;
             *slot = ra;
+        }
+        if differs != 0 {
+            return Replay::Miss; // the stack changed (a different walk), or a torn entry
         }
         let written = n;
         let mut needed = e.rbp_needed.load(Ordering::Relaxed) & ((1u64 << n) - 1);
@@ -331,6 +337,14 @@ impl MemoWriter<'_> {
 unsafe fn read_word(addr: usize) -> usize {
     // SAFETY: guaranteed by the caller.
     unsafe { core::ptr::read(addr as *const usize) }
+}
+
+/// # Safety
+/// `addr..addr + 8` must be readable.
+#[inline(always)]
+unsafe fn read_unaligned_word(addr: usize) -> usize {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::ptr::read_unaligned(addr as *const usize) }
 }
 
 #[cfg(test)]
