@@ -25,18 +25,24 @@ TARGET_INSPECT_S = 1.0            # `fdguard inspect` of 100,000 fds
 TARGET_VS_VALGRIND = 0.10         # fdguard added cost <= this x valgrind's added cost
 TARGET_VS_STRACE = 0.01           # "far below strace -k": <= this x strace's added cost
 
-CONFIGS = ["native", "native-again", "fdg-depth0", "fdg-default", "fdg-close", "valgrind", "strace", "ltrace"]
+CONFIGS = ["native", "native-again", "fdg-depth0", "fdg-default", "fdg-close", "ref-forward", "ref-record",
+           "valgrind", "strace", "ltrace"]
 TITLES = {
     "native": "native",
     "native-again": "native again (A/A noise)",
     "fdg-depth0": "fdguard DEPTH=0",
     "fdg-default": "fdguard default",
     "fdg-close": "fdguard CLOSE_STACKS=1",
+    "ref-forward": "forwarding-only preload (floor)",
+    "ref-record": "minimal C recorder (floor)",
     "valgrind": "valgrind --track-fds",
     "strace": "strace -f -k",
     "ltrace": "ltrace",
 }
 PEERS = ["valgrind", "strace", "ltrace"]
+# Reference preloads from bench/fdref.c (open workload only): what being a preload, and
+# recording the least a tracker must, costs at all on this machine.
+REFS = ["ref-forward", "ref-record"]
 OPS = {
     "open": "open+close /dev/null",
     "socket": "socket+close",
@@ -180,7 +186,8 @@ def main():
 
     # ---- main table ---------------------------------------------------------
     present_peers = [pk for pk in PEERS if pk in peer_status]
-    cols = ["native", "native-again", "fdg-depth0", "fdg-default", "fdg-close"] + present_peers
+    refs = [c for c in REFS if any(c in micro[key] for key in order)]
+    cols = ["native", "native-again", "fdg-depth0", "fdg-default", "fdg-close"] + refs + present_peers
     peer_iters = {}
     for key in order:
         for pk in PEERS:

@@ -170,6 +170,8 @@ WFLAGS="-Wall -Wextra -std=gnu11"
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdmem" bench/fdmem.c
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdwait" bench/fdwait.c
     $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdhold" bench/fdhold.c
+    $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -shared -fPIC -DFDREF_FORWARD -o "$BUILD/fdref-forward.so" bench/fdref.c -ldl
+    $CC -O2 $WFLAGS ${CFLAGS_EXTRA:-} -shared -fPIC -o "$BUILD/fdref-record.so" bench/fdref.c -ldl
 } || die "building the workloads failed"
 
 # Load check: the library must load into a process without breaking it.
@@ -207,6 +209,8 @@ config_prefix() { # config report-file
     fdg-depth0) PREFIX=(env "LD_PRELOAD=$LIB" "FDGUARD_REPORT=$2" FDGUARD_DEPTH=0) ;;
     fdg-default) PREFIX=(env "LD_PRELOAD=$LIB" "FDGUARD_REPORT=$2") ;;
     fdg-close) PREFIX=(env "LD_PRELOAD=$LIB" "FDGUARD_REPORT=$2" FDGUARD_CLOSE_STACKS=1) ;;
+    ref-forward) PREFIX=(env "LD_PRELOAD=$BUILD/fdref-forward.so") ;;
+    ref-record) PREFIX=(env "LD_PRELOAD=$BUILD/fdref-record.so") ;;
     valgrind) PREFIX=(valgrind --tool=none --track-fds=yes "--log-file=$TMP/valgrind.%p.log") ;;
     strace) PREFIX=(strace -f -k "-e" "trace=$STRACE_SET" -o /dev/null) ;;
     ltrace) PREFIX=(ltrace -f -e "$LTRACE_SET" -o "$TMP/ltrace.log") ;;
@@ -317,6 +321,8 @@ if has_section micro; then
             for depth in $DEPTHS; do
                 for op in $OPS; do
                     configs=("${FDG_CONFIGS[@]}")
+                    # The floor any interposer pays (bench/fdref.c hooks only open and close).
+                    [[ $op != open ]] || configs+=(ref-forward ref-record)
                     if ((r <= PEER_ROUNDS)) && [[ $build == nofp && " $PEER_DEPTHS " == *" $depth "* ]]; then
                         configs+=("${PEER_LIST[@]}")
                     fi
