@@ -49,7 +49,7 @@ static ALLOCATOR: alloc::FdguardAlloc = alloc::FdguardAlloc;
 
 use config::Config;
 use origin::Call;
-use tracker::Origin;
+use tracker::{Birth, Origin};
 
 /// Runs before `main` (from `.init_array`). Hooks that run earlier, from other libraries'
 /// constructors, pass calls through; the fds they created are recorded as inherited here.
@@ -183,12 +183,7 @@ fn record_inherited() {
             // The listing's own directory fd is closed by now; the accept guard's reserve
             // (placed just before) is fdguard's.
             if os::fd_is_open(fd) && !tracker::OWN.contains(fd) {
-                tracker::record(
-                    fd,
-                    Origin::new(Call::Inherited),
-                    None,
-                    tracker::Prelude::now(),
-                );
+                tracker::record(fd, Origin::new(Call::Inherited), None, Birth::found_open());
                 if os::is_listening(fd) {
                     tracker::listening(guard::Mode::Track, fd);
                 }

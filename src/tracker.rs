@@ -202,28 +202,33 @@ pub fn after_fork_in_child() {
     GUARD.after_fork();
 }
 
-/// Who creates an fd and when, taken by the hook before the real call (see `hooks::Entry`).
-/// Zero when not tracking.
+/// Which thread made an fd (0: none fdguard saw) and when; taken by the hook before the real
+/// call (see `hooks::Entry`). Zero when not tracking.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Prelude {
+pub struct Birth {
     tid: u32,
     born_ns: u64,
 }
 
-impl Prelude {
+impl Birth {
     /// For a hook about to make its real call in `mode`.
     #[inline]
     pub fn take(mode: Mode) -> Self {
         if mode == Mode::Track {
-            Self::now()
+            Self {
+                tid: guard::tid(),
+                born_ns: os::monotonic_ns(),
+            }
         } else {
             Self::default()
         }
     }
 
-    pub fn now() -> Self {
+    /// For an fd found already open (inherited, or open before attach): made by no thread
+    /// fdguard saw; its age counts from now.
+    pub fn found_open() -> Self {
         Self {
-            tid: guard::tid(),
+            tid: 0,
             born_ns: os::monotonic_ns(),
         }
     }
@@ -231,8 +236,8 @@ impl Prelude {
 
 /// A new fd exists (`fd >= 0` checked here so hooks can pass results straight in).
 #[inline(always)]
-pub fn created(mode: Mode, at: Prelude, fd: i32, origin: impl FnOnce() -> Origin) {
-    created_sharing(mode, at, fd, &mut None, origin);
+pub fn created(mode: Mode, born: Birth, fd: i32, origin: impl FnOnce() -> Origin) {
+    created_sharing(mode, born, fd, &mut None, origin);
 }
 
 /// One of several fds a single call made (a pipe's two ends, fds received in one message): they
@@ -240,7 +245,7 @@ pub fn created(mode: Mode, at: Prelude, fd: i32, origin: impl FnOnce() -> Origin
 #[inline(always)]
 pub fn created_sharing(
     mode: Mode,
-    at: Prelude,
+    born: Birth,
     fd: i32,
     stack: &mut Option<Option<StackId>>,
     origin: impl FnOnce() -> Origin,
@@ -255,25 +260,21 @@ pub fn created_sharing(
             // A creation on one of fdguard's numbers means the program replaced it (dup2).
             OWN.remove(fd);
             let stack = *stack.get_or_insert_with(|| stack::capture(DEPTH.load(Ordering::Relaxed)));
-            record(fd, origin(), stack, at);
+            record(fd, origin(), stack, born);
         }
     }
 }
 
 /// Records `fd` in the table (also used for fds found open at load, with no stack).
 #[inline(always)]
-pub fn record(fd: i32, origin: Origin, stack: Option<StackId>, at: Prelude) {
+pub fn record(fd: i32, origin: Origin, stack: Option<StackId>, born: Birth) {
     let rec = FdRecord {
         call: origin.call,
         kind: origin.kind,
         stream: origin.stream,
-        tid: if origin.call.predates_fdguard() {
-            0
-        } else {
-            at.tid
-        },
+        tid: born.tid,
         stack,
-        born_ns: at.born_ns,
+        born_ns: born.born_ns,
         detail: origin.detail.pack(),
         path: origin.path,
     };
@@ -307,12 +308,12 @@ fn look_at_limit(now: u64) {
 
 /// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
 /// missed close.
-pub fn replaced(mode: Mode, at: Prelude, fd: i32, origin: Origin) {
+pub fn replaced(mode: Mode, born: Birth, fd: i32, origin: Origin) {
     if mode == Mode::Track && fd >= 0 {
         listener_closing(fd);
         let _ = TABLE.remove(fd, fork_generation(), None);
     }
-    created(mode, at, fd, || origin);
+    created(mode, born, fd, || origin);
 }
 
 /// Marks an open fd as wrapped in a stdio stream (`fdopen`).

@@ -28,7 +28,7 @@ use crate::guard::{self, Mode};
 use crate::inspect;
 use crate::origin::Call;
 use crate::os;
-use crate::tracker::{self, OWN, Origin};
+use crate::tracker::{self, Birth, OWN, Origin};
 
 pub use entry::State;
 
@@ -156,7 +156,7 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
             fd,
             Origin::new(Call::BeforeAttach),
             None,
-            tracker::Prelude::now(),
+            Birth::found_open(),
         );
         fds += 1;
         if os::is_listening(fd) {

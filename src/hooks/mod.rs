@@ -21,7 +21,7 @@ use crate::origin::{Call, Detail};
 use crate::os;
 use crate::os::ThreadErrno;
 use crate::real;
-use crate::tracker::{self, Origin, Prelude};
+use crate::tracker::{self, Birth, Origin};
 
 /// The path a program passed, read during the hooked call.
 fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {
@@ -84,7 +84,7 @@ fn scm_rights(msg: *const msghdr, mut f: impl FnMut(c_int)) {
 struct Entry {
     mode: Mode,
     errno: Option<ThreadErrno>,
-    at: Prelude,
+    born: Birth,
 }
 
 /// For hooks that release or update fds.
@@ -94,7 +94,7 @@ fn enter() -> Entry {
     Entry {
         mode,
         errno: (mode != Mode::Pass).then(ThreadErrno::locate),
-        at: Prelude::default(),
+        born: Birth::default(),
     }
 }
 
@@ -103,7 +103,7 @@ fn enter() -> Entry {
 fn enter_creating() -> Entry {
     let e = enter();
     Entry {
-        at: Prelude::take(e.mode),
+        born: Birth::take(e.mode),
         ..e
     }
 }
@@ -124,7 +124,7 @@ fn new_fd(call: Call, real: impl FnOnce() -> c_int, origin: impl FnOnce() -> Ori
     let fd = real();
     after(&e, |errno| {
         if fd >= 0 {
-            tracker::created(e.mode, e.at, fd, origin)
+            tracker::created(e.mode, e.born, fd, origin)
         } else {
             tracker::failed(e.mode, call, errno)
         }
@@ -141,7 +141,7 @@ fn accept_fd(call: Call, listener: c_int, real: impl FnOnce() -> c_int) -> c_int
     after(&e, |errno| {
         if fd >= 0 {
             let origin = || Origin::new(call).detail(Detail::FromFd(listener));
-            tracker::created(e.mode, e.at, fd, origin);
+            tracker::created(e.mode, e.born, fd, origin);
             tracker::accepted(e.mode, listener);
         } else {
             tracker::accept_failed(e.mode, call, listener, errno);
@@ -165,7 +165,7 @@ fn new_handle<T>(
         if handle.is_null() {
             tracker::failed(e.mode, call, errno)
         } else {
-            tracker::created(e.mode, e.at, fd_of(handle), origin)
+            tracker::created(e.mode, e.born, fd_of(handle), origin)
         }
     });
     handle
@@ -194,7 +194,7 @@ fn new_pair(
         if r == 0 {
             let mut stack = None;
             for fd in fd_pair(fds) {
-                tracker::created_sharing(e.mode, e.at, fd, &mut stack, &origin)
+                tracker::created_sharing(e.mode, e.born, fd, &mut stack, &origin)
             }
         } else {
             tracker::failed(e.mode, call, errno)
@@ -213,7 +213,7 @@ fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
         if fd < 0 {
             tracker::failed(e.mode, call, errno)
         } else if fd != source {
-            tracker::replaced(e.mode, e.at, fd, Origin::duplicate_of(call, source))
+            tracker::replaced(e.mode, e.born, fd, Origin::duplicate_of(call, source))
         }
     });
     fd
@@ -422,7 +422,7 @@ hooks! {
         let n = call();
         after(&e, |_| if n >= 0 {
             let mut stack = None;
-            scm_rights(msg, |fd| tracker::created_sharing(e.mode, Prelude::take(e.mode), fd, &mut stack, || {
+            scm_rights(msg, |fd| tracker::created_sharing(e.mode, Birth::take(e.mode), fd, &mut stack, || {
                 Origin::new(Call::Recvmsg).detail(Detail::FromFd(sock))
             }))
         });
@@ -436,7 +436,7 @@ hooks! {
             for i in 0..n.max(0) as usize {
                 // SAFETY: the kernel filled the first `n` entries of the program's array.
                 let hdr = unsafe { &raw const (*msgs.add(i)).msg_hdr };
-                scm_rights(hdr, |fd| tracker::created_sharing(e.mode, Prelude::take(e.mode), fd, &mut stack, || {
+                scm_rights(hdr, |fd| tracker::created_sharing(e.mode, Birth::take(e.mode), fd, &mut stack, || {
                     Origin::new(Call::Recvmmsg).detail(Detail::FromFd(sock))
                 }))
             }
