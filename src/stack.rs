@@ -55,38 +55,30 @@ fn tag_of(depth: usize, id: StackId) -> u64 {
 
 #[inline(never)]
 fn capture_interned(depth: usize) -> Option<StackId> {
-    let mut buf = [0usize; MAX_DEPTH + OWN_FRAMES_MAX];
+    let mut buf = unwind::FrameBuf::<{ MAX_DEPTH + OWN_FRAMES_MAX }>::default();
     let depth = depth.min(MAX_DEPTH);
     let allowance = match OWN_SEEN.load(Ordering::Relaxed) {
         0 => OWN_FRAMES_MAX,
         seen => seen,
     };
-    let mut want = (depth + allowance).min(buf.len());
-    let mut got = unwind::capture_tagged(buf.get_mut(..want)?);
+    let room = MAX_DEPTH + OWN_FRAMES_MAX;
+    let mut want = (depth + allowance).min(room);
+    let mut got = buf.capture_tagged(want);
     // The same walk as one already interned: its id, without hashing or comparing frames.
     if got.tag != 0 && got.tag >> 32 == depth as u64 {
         return Some(StackId((got.tag as u32).wrapping_sub(1)));
     }
-    let mut skip = buf
-        .iter()
-        .take(got.frames)
-        .take_while(|a| is_own(**a))
-        .count();
+    let mut skip = buf.frames().iter().take_while(|a| is_own(**a)).count();
     if skip > OWN_SEEN.load(Ordering::Relaxed) {
         OWN_SEEN.fetch_max(skip.min(OWN_FRAMES_MAX), Ordering::Relaxed);
     }
-    if skip > allowance && got.frames == want && want < buf.len() {
+    if skip > allowance && got.frames == want && want < room {
         // A deeper path than any before: this walk was cut short; once more, allowing for it.
-        want = (depth + skip).min(buf.len());
-        got = unwind::capture_tagged(buf.get_mut(..want)?);
-        skip = buf
-            .iter()
-            .take(got.frames)
-            .take_while(|a| is_own(**a))
-            .count();
+        want = (depth + skip).min(room);
+        got = buf.capture_tagged(want);
+        skip = buf.frames().iter().take_while(|a| is_own(**a)).count();
     }
-    let frames = buf.get(..got.frames)?;
-    let frames = frames.get(skip..)?;
+    let frames = buf.frames().get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
     let id = STACKS.intern(os::words_as_bytes(frames)).map(StackId)?;
     if let Some(walk) = got.walk {

@@ -4,6 +4,7 @@
 //! async-signal-safe there; that is the price of having no fast path.
 
 use core::ffi::{c_int, c_void};
+use core::mem::MaybeUninit;
 
 #[repr(C)]
 struct UnwindContext {
@@ -23,7 +24,7 @@ const URC_NO_REASON: c_int = 0;
 const URC_END_OF_STACK: c_int = 5;
 
 struct Trace<'a> {
-    out: &'a mut [usize],
+    out: &'a mut [MaybeUninit<usize>],
     len: usize,
     /// An address inside the frame of `capture`. libgcc's (and LLVM
     /// libunwind's) `_Unwind_GetCFA` is the stack pointer of the frame
@@ -34,7 +35,7 @@ struct Trace<'a> {
 
 /// Same contract as `super::capture`, with `marker` the address of a local
 /// of `capture`'s own frame.
-pub(crate) fn capture(out: &mut [usize], marker: usize) -> usize {
+pub(crate) fn capture(out: &mut [MaybeUninit<usize>], marker: usize) -> usize {
     let mut trace = Trace {
         out,
         len: 0,
@@ -59,7 +60,7 @@ extern "C" fn on_frame(ctx: *mut UnwindContext, arg: *mut c_void) -> c_int {
     let Some(slot) = trace.out.get_mut(trace.len).filter(|_| ip != 0) else {
         return URC_END_OF_STACK;
     };
-    *slot = ip;
+    slot.write(ip);
     trace.len += 1;
     URC_NO_REASON
 }

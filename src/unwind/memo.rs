@@ -18,6 +18,7 @@
 //! `stack::limit` knows the bound.
 
 use core::cell::Cell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use super::walk::{RbpFrom, Step, WalkState};
@@ -149,7 +150,7 @@ impl WalkMemo {
     /// Writes the memoized answer for `key` to `out` if every word the
     /// memoized walk read still holds the same value.
     #[inline(always)]
-    pub(crate) fn replay(&self, key: &MemoKey, out: &mut [usize]) -> Replay {
+    pub(crate) fn replay(&self, key: &MemoKey, out: &mut [MaybeUninit<usize>]) -> Replay {
         let Some((index, e)) = self.entry(key) else {
             return Replay::Miss;
         };
@@ -191,7 +192,7 @@ impl WalkMemo {
             let inside = lo + at.wrapping_sub(lo).min(span);
             // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see above.
             differs |= unsafe { read_unaligned_word(inside) } ^ ra;
-            *slot = ra;
+            slot.write(ra);
         }
         if differs != 0 {
             return Replay::Miss; // the stack changed (a different walk), or a torn entry
@@ -350,6 +351,7 @@ unsafe fn read_unaligned_word(addr: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unwind::slots;
 
     struct FakeStack(Box<[usize; 64]>);
     impl FakeStack {
@@ -419,20 +421,29 @@ mod tests {
         }
         let walk = w.finish(steps.len(), 8);
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out)),
+            Replay::Done(3, _, 0)
+        ));
         memo.set_tag(walk, 77);
-        let Replay::Done(3, again, 77) = memo.replay(&key, &mut out) else {
+        let Replay::Done(3, again, 77) = memo.replay(&key, slots(&mut out)) else {
             panic!("tag not replayed");
         };
         // A rewritten entry drops the tag, and a stale WalkId cannot set one.
         record(&memo, &key, &steps, 8);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out)),
+            Replay::Done(3, _, 0)
+        ));
         memo.set_tag(again, 78);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, 0)));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out)),
+            Replay::Done(3, _, 0)
+        ));
         // A different stack at the same place misses: no tag can leak to it.
         s.0[3] = 0x3002;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
     }
 
     #[test]
@@ -453,7 +464,7 @@ mod tests {
         };
         let mut out = [0; 8];
         assert!(matches!(
-            memo.replay(&other_rbp, &mut out),
+            memo.replay(&other_rbp, slots(&mut out)),
             Replay::Done(3, _, _)
         ));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
@@ -476,24 +487,30 @@ mod tests {
         });
         record(&memo, &key, &steps, 8);
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(4, _, _)));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out)),
+            Replay::Done(4, _, _)
+        ));
         s.0[6] = 0xcccc;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
     }
 
     #[test]
     fn replays_only_when_inputs_and_stack_are_unchanged() {
         let (memo, mut s, key, steps) = setup();
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
         record(&memo, &key, &steps, 8);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Done(3, _, _)));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out)),
+            Replay::Done(3, _, _)
+        ));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
         // A prefix is valid for a shorter buffer.
         let mut short = [0; 2];
         assert!(matches!(
-            memo.replay(&key, &mut short),
+            memo.replay(&key, slots(&mut short)),
             Replay::Done(2, _, _)
         ));
         // Any other input misses.
@@ -521,13 +538,16 @@ mod tests {
                 ..key
             },
         ] {
-            assert!(matches!(memo.replay(&changed, &mut out), Replay::Miss));
+            assert!(matches!(
+                memo.replay(&changed, slots(&mut out)),
+                Replay::Miss
+            ));
         }
         // So does a changed return address (a saved RBP only when a CFA used it: see
         // `a_restored_rbp_a_later_cfa_used_must_match`).
         s.0[3] = 0x3002;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
         // An unknown stack bound disables the memo.
         assert!(
             memo.begin_record(&MemoKey {
@@ -545,10 +565,10 @@ mod tests {
         // a longer buffer must not take it as the whole answer.
         record(&memo, &key, &steps, 3);
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
         let mut exact = [0; 3];
         assert!(matches!(
-            memo.replay(&key, &mut exact),
+            memo.replay(&key, slots(&mut exact)),
             Replay::Done(3, _, _)
         ));
 
@@ -584,7 +604,7 @@ mod tests {
         w.record(MEMO_FRAMES, &steps[0]); // beyond capacity: ignored
         w.finish(MEMO_FRAMES + 8, MEMO_FRAMES + 8);
         let mut out = [0; MEMO_FRAMES + 8];
-        match memo.replay(&key, &mut out) {
+        match memo.replay(&key, slots(&mut out)) {
             Replay::Continue(n, next) => {
                 assert_eq!(n, MEMO_FRAMES);
                 let last = 0x5000 + MEMO_FRAMES - 1;
@@ -602,7 +622,7 @@ mod tests {
         }
         let mut out = [0; MEMO_FRAMES];
         assert!(matches!(
-            memo.replay(&key, &mut out),
+            memo.replay(&key, slots(&mut out)),
             Replay::Done(MEMO_FRAMES, _, _)
         ));
     }
@@ -617,7 +637,7 @@ mod tests {
             "second writer must not wait"
         );
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
         // Garbage addresses outside [sp0, limit) are never read.
         w.record(
             0,
@@ -630,6 +650,6 @@ mod tests {
             },
         );
         w.finish(3, 8);
-        assert!(matches!(memo.replay(&key, &mut out), Replay::Miss));
+        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
     }
 }

@@ -54,6 +54,15 @@ mod walk;
 #[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
 mod tests;
 
+/// Tests hand the walkers plain arrays to fill and read.
+#[cfg(test)]
+pub(crate) fn slots(out: &mut [usize]) -> &mut [MaybeUninit<usize>] {
+    // SAFETY: same layout; the walkers write only initialized words, so `out` stays initialized.
+    unsafe { &mut *(out as *mut [usize] as *mut [MaybeUninit<usize>]) }
+}
+
+use core::mem::MaybeUninit;
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 use fast::FAST_PATH;
 
@@ -124,6 +133,48 @@ pub struct Captured {
 #[derive(Clone, Copy, Debug)]
 pub struct WalkHandle(#[cfg(all(target_arch = "x86_64", target_os = "linux"))] memo::WalkId);
 
+/// Room for up to `N` return addresses, for `FrameBuf::capture_tagged`. Never zeroed: only
+/// what the last capture wrote can be read, and zeroing ~600 bytes on every capture cost more
+/// (~100 instructions) than replaying a memoized walk's compare loop.
+pub struct FrameBuf<const N: usize> {
+    slots: [MaybeUninit<usize>; N],
+    /// Invariant: `slots[..len]` were all written by the last capture, and `len <= N`.
+    len: usize,
+}
+
+impl<const N: usize> Default for FrameBuf<N> {
+    #[inline(always)]
+    fn default() -> Self {
+        Self {
+            slots: [MaybeUninit::uninit(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> FrameBuf<N> {
+    /// `capture_tagged` into the first `want` slots (at most `N`), replacing what was there.
+    /// Inlined, so that the frames start at the return address into this function's caller.
+    #[inline(always)]
+    pub fn capture_tagged(&mut self, want: usize) -> Captured {
+        self.len = 0;
+        let out = self.slots.get_mut(..want.min(N)).unwrap_or_default();
+        let room = out.len();
+        let got = capture_tagged(out);
+        self.len = got.frames.min(room);
+        got
+    }
+
+    /// What the last capture wrote, newest first.
+    pub fn frames(&self) -> &[usize] {
+        let written = self.slots.get(..self.len).unwrap_or_default();
+        // SAFETY: every capture writes the prefix of `out` whose length it returns (each walk
+        // writes slot i before counting it), so `slots[..len]` is initialized; MaybeUninit<usize>
+        // and usize have the same layout.
+        unsafe { &*(written as *const [MaybeUninit<usize>] as *const [usize]) }
+    }
+}
+
 /// Captures the return addresses of the current call stack into `out`, newest first: `out[0]`
 /// is the return address into the function that called `capture_tagged` (its own frame is not
 /// included). Also says which memoized walk this was, with the tag a caller attached to it: a
@@ -137,7 +188,7 @@ pub struct WalkHandle(#[cfg(all(target_arch = "x86_64", target_os = "linux"))] m
 /// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
 /// represent, and at the outermost frame.
 #[inline(never)]
-pub fn capture_tagged(out: &mut [usize]) -> Captured {
+fn capture_tagged(out: &mut [MaybeUninit<usize>]) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if FAST_PATH.load(core::sync::atomic::Ordering::Acquire) {
         return fast::capture_tagged_from(walk::Regs::here(), out);
@@ -160,13 +211,14 @@ pub fn tag_walk(walk: WalkHandle, tag: u64) {
 /// `capture` through `_Unwind_Backtrace` whatever `init` said; also the
 /// reference the tests compare the fast path against.
 #[inline(always)]
-fn capture_fallback(out: &mut [usize]) -> usize {
+fn capture_fallback(out: &mut [MaybeUninit<usize>]) -> usize {
     let marker = 0u8;
     fallback::capture(out, core::hint::black_box(&marker) as *const u8 as usize)
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod fast {
+    use core::mem::MaybeUninit;
     use core::sync::atomic::{AtomicBool, Ordering};
 
     use super::cache::RuleCache;
@@ -193,7 +245,7 @@ mod fast {
     /// Replays the memoized walk for this start if the stack still matches
     /// it, else walks (recording a new memo when the entry is free).
     #[inline(always)]
-    pub(super) fn capture_tagged_from(regs: Regs, out: &mut [usize]) -> Captured {
+    pub(super) fn capture_tagged_from(regs: Regs, out: &mut [MaybeUninit<usize>]) -> Captured {
         let untagged = |frames| Captured {
             frames,
             tag: 0,

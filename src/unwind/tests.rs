@@ -34,7 +34,7 @@ call_chain!(
 
 #[inline(never)]
 fn reference_capture(out: &mut [usize]) -> usize {
-    capture_fallback(out)
+    capture_fallback(slots(out))
 }
 
 /// Both unwinders from the same leaf. Index 0 differs (two call sites).
@@ -44,7 +44,7 @@ fn both_at_depth() -> (Vec<usize>, Vec<usize>) {
     let (mut n, mut m) = (0, 0);
     assert_eq!(
         d0(&mut || {
-            n = capture_tagged(&mut ours).frames;
+            n = capture_tagged(slots(&mut ours)).frames;
             m = reference_capture(&mut reference);
         }),
         DEPTH
@@ -88,7 +88,7 @@ fn short_buffers_get_the_newest_frames() {
     let (full, _) = both_at_depth();
     let mut out = [0usize; 5];
     let mut n = 0;
-    d0(&mut || n = capture_tagged(&mut out).frames);
+    d0(&mut || n = capture_tagged(slots(&mut out)).frames);
     assert_eq!(n, 5);
     // Same chain, same call site of d29 -> leaf closure: frames 1.. agree.
     assert_eq!(out[1..], full[1..5]);
@@ -126,7 +126,7 @@ static HANDLER_LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 extern "C" fn on_signal(_: libc::c_int) {
     let mut out = [0usize; 8];
-    let n = capture_tagged(&mut out).frames;
+    let n = capture_tagged(slots(&mut out)).frames;
     for (dst, &src) in HANDLER_FRAMES.iter().zip(&out[..n]) {
         dst.store(src, Ordering::Relaxed);
     }
@@ -189,7 +189,7 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
                         invalidate_cache();
                     }
                     let mut out = [0usize; 64];
-                    black_box(d0(&mut || _ = capture_tagged(&mut out).frames));
+                    black_box(d0(&mut || _ = capture_tagged(slots(&mut out)).frames));
                 }
             });
         }
@@ -200,7 +200,7 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
             if pid == 0 {
                 let mut out = [0usize; 64];
                 let mut n = 0;
-                d0(&mut || n = capture_tagged(&mut out).frames);
+                d0(&mut || n = capture_tagged(slots(&mut out)).frames);
                 // Index DEPTH + 1 is the call site of d0, which differs here.
                 let ok = n > DEPTH + 1 && out.get(1..=DEPTH) == single.get(1..=DEPTH);
                 // SAFETY: _exit is async-signal-safe.
@@ -250,4 +250,23 @@ fn exported_functions_are_named_without_the_loader() {
         "{}",
         String::from_utf8_lossy(name)
     );
+}
+
+#[test]
+fn frame_buf_shows_only_what_the_last_capture_wrote() {
+    let (full, _) = both_at_depth();
+    let mut buf = FrameBuf::<64>::default();
+    assert!(buf.frames().is_empty());
+    let mut n = 0;
+    d0(&mut || n = buf.capture_tagged(40).frames);
+    assert_eq!(buf.frames().len(), n);
+    assert!(n > DEPTH);
+    assert_eq!(buf.frames()[1..=DEPTH], full[1..=DEPTH]);
+    d0(&mut || n = buf.capture_tagged(3).frames);
+    assert_eq!((n, buf.frames().len()), (3, 3));
+    // More than it holds: capped, never past the end.
+    d0(&mut || n = buf.capture_tagged(1000).frames);
+    assert!(n <= 64 && buf.frames().len() == n);
+    assert_eq!(buf.capture_tagged(0).frames, 0);
+    assert!(buf.frames().is_empty());
 }

@@ -3,6 +3,7 @@
 //! before reading it.
 
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 use super::rule::{CfaBase, UnwindRule};
 
@@ -93,7 +94,7 @@ pub(crate) enum RbpFrom {
 pub(crate) fn walk(
     state: WalkState,
     stack_limit: usize,
-    out: &mut [usize],
+    out: &mut [MaybeUninit<usize>],
     mut rule_for: impl FnMut(usize) -> UnwindRule,
     mut on_step: impl FnMut(usize, &Step),
 ) -> usize {
@@ -138,7 +139,7 @@ pub(crate) fn walk(
         if ra == 0 {
             break; // some runtimes end the chain with a null return address
         }
-        *slot = ra;
+        slot.write(ra);
         on_step(
             len,
             &Step {
@@ -167,6 +168,7 @@ unsafe fn read_word(addr: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unwind::slots;
 
     /// A fake stack and the address of one of its words.
     struct FakeStack([usize; 64]);
@@ -203,12 +205,12 @@ mod tests {
             rbp: 0,
         };
         let mut out = [0; 8];
-        let n = walk(start.into(), usize::MAX, &mut out, rules, |_, _| {});
+        let n = walk(start.into(), usize::MAX, slots(&mut out), rules, |_, _| {});
         assert_eq!(&out[..n], &[0x2001, 0x3001, 0x4001]);
         // A short buffer is filled and no more.
         let mut out = [0; 2];
         assert_eq!(
-            walk(start.into(), usize::MAX, &mut out, rules, |_, _| {}),
+            walk(start.into(), usize::MAX, slots(&mut out), rules, |_, _| {}),
             2
         );
         assert_eq!(walk(start.into(), usize::MAX, &mut [], rules, |_, _| {}), 0);
@@ -232,9 +234,13 @@ mod tests {
             rbp: 5,
         };
         let mut steps = Vec::new();
-        let n = walk(start.into(), usize::MAX, &mut [0; 8], rules, |i, step| {
-            steps.push((i, *step))
-        });
+        let n = walk(
+            start.into(),
+            usize::MAX,
+            slots(&mut [0; 8]),
+            rules,
+            |i, step| steps.push((i, *step)),
+        );
         assert_eq!(n, 2);
         assert_eq!(
             steps,
@@ -283,9 +289,13 @@ mod tests {
             rbp: s.addr(2),
         };
         let mut used = Vec::new();
-        let n = walk(start.into(), usize::MAX, &mut [0; 8], rules, |_, step| {
-            used.push(step.rbp_from)
-        });
+        let n = walk(
+            start.into(),
+            usize::MAX,
+            slots(&mut [0; 8]),
+            rules,
+            |_, step| used.push(step.rbp_from),
+        );
         assert_eq!(n, 2);
         assert_eq!(used, [RbpFrom::Start, RbpFrom::Step(0)]);
     }
@@ -314,7 +324,7 @@ mod tests {
         };
         let run = |rules: &dyn Fn(usize) -> UnwindRule, limit: usize| {
             let mut out = [0; 8];
-            let n = walk(start.into(), limit, &mut out, rules, |_, _| {});
+            let n = walk(start.into(), limit, slots(&mut out), rules, |_, _| {});
             out[..n].to_vec()
         };
         assert_eq!(
