@@ -63,9 +63,11 @@ fn capture_interned(depth: usize) -> Option<StackId> {
     };
     let room = MAX_DEPTH + OWN_FRAMES_MAX;
     let mut want = (depth + allowance).min(room);
-    let mut got = buf.capture_tagged(want);
-    // The same walk as one already interned: its id, without hashing or comparing frames.
-    if got.tag != 0 && got.tag >> 32 == depth as u64 {
+    // The same walk as one already interned: its id, without hashing or comparing frames (the
+    // memo does not even copy them out).
+    let interned_at_this_depth = |tag: u64| tag >> 32 == depth as u64;
+    let mut got = buf.capture_tagged(want, interned_at_this_depth);
+    if got.tag != 0 && interned_at_this_depth(got.tag) {
         return Some(StackId((got.tag as u32).wrapping_sub(1)));
     }
     let mut skip = buf.frames().iter().take_while(|a| is_own(**a)).count();
@@ -75,7 +77,7 @@ fn capture_interned(depth: usize) -> Option<StackId> {
     if skip > allowance && got.frames == want && want < room {
         // A deeper path than any before: this walk was cut short; once more, allowing for it.
         want = (depth + skip).min(room);
-        got = buf.capture_tagged(want);
+        got = buf.capture_tagged(want, |_| false);
         skip = buf.frames().iter().take_while(|a| is_own(**a)).count();
     }
     let frames = buf.frames().get(skip..)?;

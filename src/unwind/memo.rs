@@ -73,6 +73,8 @@ pub(crate) struct MemoKey {
 pub(crate) enum Replay {
     /// `out[..n]` is the complete answer; the walk and its tag (0 if none).
     Done(usize, WalkId, u64),
+    /// The complete answer carries this tag, which the caller said it knows: nothing written.
+    Known(u64),
     /// `out[..n]` holds the first frames; walk on from the state.
     Continue(usize, WalkState),
     Miss,
@@ -148,9 +150,15 @@ impl WalkMemo {
     }
 
     /// Writes the memoized answer for `key` to `out` if every word the
-    /// memoized walk read still holds the same value.
+    /// memoized walk read still holds the same value; when the answer is
+    /// complete and its tag is one `known` accepts, writes nothing.
     #[inline(always)]
-    pub(crate) fn replay(&self, key: &MemoKey, out: &mut [MaybeUninit<usize>]) -> Replay {
+    pub(crate) fn replay(
+        &self,
+        key: &MemoKey,
+        out: &mut [MaybeUninit<usize>],
+        known: impl Fn(u64) -> bool,
+    ) -> Replay {
         let Some((index, e)) = self.entry(key) else {
             return Replay::Miss;
         };
@@ -182,17 +190,15 @@ impl WalkMemo {
         // found makes the whole replay a miss. The seqlock re-check below rejects torn entries
         // whatever they happened to match. Where a continuation must start is worked out after.
         let n = len.min(out.len());
-        let (Some(ras), Some(ats), Some(dst)) = (e.ra.get(..n), e.ra_at.get(..n), out.get_mut(..n))
-        else {
+        let (Some(ras), Some(ats)) = (e.ra.get(..n), e.ra_at.get(..n)) else {
             return Replay::Miss;
         };
         let mut differs = 0;
-        for ((slot, ra), at) in dst.iter_mut().zip(ras).zip(ats) {
+        for (ra, at) in ras.iter().zip(ats) {
             let (ra, at) = (ra.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
             let inside = lo + at.wrapping_sub(lo).min(span);
             // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see above.
             differs |= unsafe { read_unaligned_word(inside) } ^ ra;
-            slot.write(ra);
         }
         if differs != 0 {
             return Replay::Miss; // the stack changed (a different walk), or a torn entry
@@ -249,12 +255,22 @@ impl WalkMemo {
             };
         }
         let tag = e.tag.load(Ordering::Relaxed);
+        let done = written == out.len() || complete;
+        let tag_known = done && tag != 0 && known(tag);
+        if !tag_known {
+            // Copied before the re-check of `seq`, which therefore also covers the copy.
+            for (slot, ra) in out.iter_mut().zip(ras) {
+                slot.write(ra.load(Ordering::Relaxed));
+            }
+        }
         // Orders the entry loads above before the re-check of `seq`.
         fence(Ordering::Acquire);
         if e.seq.load(Ordering::Relaxed) != seq {
             return Replay::Miss;
         }
-        if written == out.len() || complete {
+        if tag_known {
+            Replay::Known(tag)
+        } else if done {
             Replay::Done(written, WalkId { index, seq }, tag)
         } else {
             Replay::Continue(written, next)
@@ -422,28 +438,44 @@ mod tests {
         let walk = w.finish(steps.len(), 8);
         let mut out = [0; 8];
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(3, _, 0)
         ));
         memo.set_tag(walk, 77);
-        let Replay::Done(3, again, 77) = memo.replay(&key, slots(&mut out)) else {
+        let Replay::Done(3, again, 77) = memo.replay(&key, slots(&mut out), |_| false) else {
             panic!("tag not replayed");
         };
+        let frames = out;
+        // A tag the caller knows: nothing written; one it does not: the frames, as before.
+        let mut untouched = [9; 8];
+        assert!(matches!(
+            memo.replay(&key, slots(&mut untouched), |t| t == 77),
+            Replay::Known(77)
+        ));
+        assert_eq!(untouched, [9; 8]);
+        assert!(matches!(
+            memo.replay(&key, slots(&mut untouched), |t| t == 78),
+            Replay::Done(3, _, 77)
+        ));
+        assert_eq!(untouched[..3], frames[..3]);
         // A rewritten entry drops the tag, and a stale WalkId cannot set one.
         record(&memo, &key, &steps, 8);
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(3, _, 0)
         ));
         memo.set_tag(again, 78);
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(3, _, 0)
         ));
         // A different stack at the same place misses: no tag can leak to it.
         s.0[3] = 0x3002;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
     }
 
     #[test]
@@ -464,7 +496,7 @@ mod tests {
         };
         let mut out = [0; 8];
         assert!(matches!(
-            memo.replay(&other_rbp, slots(&mut out)),
+            memo.replay(&other_rbp, slots(&mut out), |_| false),
             Replay::Done(3, _, _)
         ));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
@@ -488,29 +520,35 @@ mod tests {
         record(&memo, &key, &steps, 8);
         let mut out = [0; 8];
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(4, _, _)
         ));
         s.0[6] = 0xcccc;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
     }
 
     #[test]
     fn replays_only_when_inputs_and_stack_are_unchanged() {
         let (memo, mut s, key, steps) = setup();
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
         record(&memo, &key, &steps, 8);
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(3, _, _)
         ));
         assert_eq!(out[..3], [0x2001, 0x3001, 0x4001]);
         // A prefix is valid for a shorter buffer.
         let mut short = [0; 2];
         assert!(matches!(
-            memo.replay(&key, slots(&mut short)),
+            memo.replay(&key, slots(&mut short), |_| false),
             Replay::Done(2, _, _)
         ));
         // Any other input misses.
@@ -539,7 +577,7 @@ mod tests {
             },
         ] {
             assert!(matches!(
-                memo.replay(&changed, slots(&mut out)),
+                memo.replay(&changed, slots(&mut out), |_| false),
                 Replay::Miss
             ));
         }
@@ -547,7 +585,10 @@ mod tests {
         // `a_restored_rbp_a_later_cfa_used_must_match`).
         s.0[3] = 0x3002;
         std::hint::black_box(&mut s.0);
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
         // An unknown stack bound disables the memo.
         assert!(
             memo.begin_record(&MemoKey {
@@ -565,10 +606,13 @@ mod tests {
         // a longer buffer must not take it as the whole answer.
         record(&memo, &key, &steps, 3);
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
         let mut exact = [0; 3];
         assert!(matches!(
-            memo.replay(&key, slots(&mut exact)),
+            memo.replay(&key, slots(&mut exact), |_| false),
             Replay::Done(3, _, _)
         ));
 
@@ -604,7 +648,7 @@ mod tests {
         w.record(MEMO_FRAMES, &steps[0]); // beyond capacity: ignored
         w.finish(MEMO_FRAMES + 8, MEMO_FRAMES + 8);
         let mut out = [0; MEMO_FRAMES + 8];
-        match memo.replay(&key, slots(&mut out)) {
+        match memo.replay(&key, slots(&mut out), |_| false) {
             Replay::Continue(n, next) => {
                 assert_eq!(n, MEMO_FRAMES);
                 let last = 0x5000 + MEMO_FRAMES - 1;
@@ -622,7 +666,7 @@ mod tests {
         }
         let mut out = [0; MEMO_FRAMES];
         assert!(matches!(
-            memo.replay(&key, slots(&mut out)),
+            memo.replay(&key, slots(&mut out), |_| false),
             Replay::Done(MEMO_FRAMES, _, _)
         ));
     }
@@ -637,7 +681,10 @@ mod tests {
             "second writer must not wait"
         );
         let mut out = [0; 8];
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
         // Garbage addresses outside [sp0, limit) are never read.
         w.record(
             0,
@@ -650,6 +697,9 @@ mod tests {
             },
         );
         w.finish(3, 8);
-        assert!(matches!(memo.replay(&key, slots(&mut out)), Replay::Miss));
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
     }
 }

@@ -156,11 +156,11 @@ impl<const N: usize> FrameBuf<N> {
     /// `capture_tagged` into the first `want` slots (at most `N`), replacing what was there.
     /// Inlined, so that the frames start at the return address into this function's caller.
     #[inline(always)]
-    pub fn capture_tagged(&mut self, want: usize) -> Captured {
+    pub fn capture_tagged(&mut self, want: usize, known: impl Fn(u64) -> bool) -> Captured {
         self.len = 0;
         let out = self.slots.get_mut(..want.min(N)).unwrap_or_default();
         let room = out.len();
-        let got = capture_tagged(out);
+        let got = capture_tagged(out, known);
         self.len = got.frames.min(room);
         got
     }
@@ -180,7 +180,8 @@ impl<const N: usize> FrameBuf<N> {
 /// included). Also says which memoized walk this was, with the tag a caller attached to it: a
 /// caller that derives a value from the frames (fdguard: the interned stack id) attaches it
 /// with `tag_walk`, and gets it back the next time the same walk replays, without looking at
-/// the frames again (the memo's checks guarantee they are the same).
+/// the frames again (the memo's checks guarantee they are the same). When that tag is one
+/// `known` accepts, the frames are not even written: `frames` is 0 and only `tag` is set.
 ///
 /// After `init` on x86_64 with glibc >= 2.35 this is async-signal-safe, lock-free,
 /// allocation-free, and usable in a child right after `fork`. It needs about 200 bytes of
@@ -188,11 +189,13 @@ impl<const N: usize> FrameBuf<N> {
 /// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
 /// represent, and at the outermost frame.
 #[inline(never)]
-fn capture_tagged(out: &mut [MaybeUninit<usize>]) -> Captured {
+fn capture_tagged(out: &mut [MaybeUninit<usize>], known: impl Fn(u64) -> bool) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if FAST_PATH.load(core::sync::atomic::Ordering::Acquire) {
-        return fast::capture_tagged_from(walk::Regs::here(), out);
+        return fast::capture_tagged_from(walk::Regs::here(), out, known);
     }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    let _ = known;
     Captured {
         frames: capture_fallback(out),
         tag: 0,
@@ -245,7 +248,11 @@ mod fast {
     /// Replays the memoized walk for this start if the stack still matches
     /// it, else walks (recording a new memo when the entry is free).
     #[inline(always)]
-    pub(super) fn capture_tagged_from(regs: Regs, out: &mut [MaybeUninit<usize>]) -> Captured {
+    pub(super) fn capture_tagged_from(
+        regs: Regs,
+        out: &mut [MaybeUninit<usize>],
+        known: impl Fn(u64) -> bool,
+    ) -> Captured {
         let untagged = |frames| Captured {
             frames,
             tag: 0,
@@ -263,7 +270,12 @@ mod fast {
             generation,
         };
         let rules = |pc| cached_rule(pc, generation);
-        match MEMO.replay(&key, out) {
+        match MEMO.replay(&key, out, known) {
+            Replay::Known(tag) => Captured {
+                frames: 0,
+                tag,
+                walk: None,
+            },
             Replay::Done(n, walk, tag) => Captured {
                 frames: n,
                 tag,

@@ -44,7 +44,7 @@ fn both_at_depth() -> (Vec<usize>, Vec<usize>) {
     let (mut n, mut m) = (0, 0);
     assert_eq!(
         d0(&mut || {
-            n = capture_tagged(slots(&mut ours)).frames;
+            n = capture_tagged(slots(&mut ours), |_| false).frames;
             m = reference_capture(&mut reference);
         }),
         DEPTH
@@ -88,11 +88,11 @@ fn short_buffers_get_the_newest_frames() {
     let (full, _) = both_at_depth();
     let mut out = [0usize; 5];
     let mut n = 0;
-    d0(&mut || n = capture_tagged(slots(&mut out)).frames);
+    d0(&mut || n = capture_tagged(slots(&mut out), |_| false).frames);
     assert_eq!(n, 5);
     // Same chain, same call site of d29 -> leaf closure: frames 1.. agree.
     assert_eq!(out[1..], full[1..5]);
-    assert_eq!(capture_tagged(&mut []).frames, 0);
+    assert_eq!(capture_tagged(&mut [], |_| false).frames, 0);
 }
 
 #[test]
@@ -126,7 +126,7 @@ static HANDLER_LEN: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 extern "C" fn on_signal(_: libc::c_int) {
     let mut out = [0usize; 8];
-    let n = capture_tagged(slots(&mut out)).frames;
+    let n = capture_tagged(slots(&mut out), |_| false).frames;
     for (dst, &src) in HANDLER_FRAMES.iter().zip(&out[..n]) {
         dst.store(src, Ordering::Relaxed);
     }
@@ -189,7 +189,9 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
                         invalidate_cache();
                     }
                     let mut out = [0usize; 64];
-                    black_box(d0(&mut || _ = capture_tagged(slots(&mut out)).frames));
+                    black_box(d0(&mut || {
+                        _ = capture_tagged(slots(&mut out), |_| false).frames
+                    }));
                 }
             });
         }
@@ -200,7 +202,7 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
             if pid == 0 {
                 let mut out = [0usize; 64];
                 let mut n = 0;
-                d0(&mut || n = capture_tagged(slots(&mut out)).frames);
+                d0(&mut || n = capture_tagged(slots(&mut out), |_| false).frames);
                 // Index DEPTH + 1 is the call site of d0, which differs here.
                 let ok = n > DEPTH + 1 && out.get(1..=DEPTH) == single.get(1..=DEPTH);
                 // SAFETY: _exit is async-signal-safe.
@@ -258,15 +260,15 @@ fn frame_buf_shows_only_what_the_last_capture_wrote() {
     let mut buf = FrameBuf::<64>::default();
     assert!(buf.frames().is_empty());
     let mut n = 0;
-    d0(&mut || n = buf.capture_tagged(40).frames);
+    d0(&mut || n = buf.capture_tagged(40, |_| false).frames);
     assert_eq!(buf.frames().len(), n);
     assert!(n > DEPTH);
     assert_eq!(buf.frames()[1..=DEPTH], full[1..=DEPTH]);
-    d0(&mut || n = buf.capture_tagged(3).frames);
+    d0(&mut || n = buf.capture_tagged(3, |_| false).frames);
     assert_eq!((n, buf.frames().len()), (3, 3));
     // More than it holds: capped, never past the end.
-    d0(&mut || n = buf.capture_tagged(1000).frames);
+    d0(&mut || n = buf.capture_tagged(1000, |_| false).frames);
     assert!(n <= 64 && buf.frames().len() == n);
-    assert_eq!(buf.capture_tagged(0).frames, 0);
+    assert_eq!(buf.capture_tagged(0, |_| false).frames, 0);
     assert!(buf.frames().is_empty());
 }
