@@ -253,8 +253,12 @@ fn render(config: &Config, report: &Report) -> String {
 
 /// The program's fds are copies here; dropping them as soon as they are described keeps this
 /// process from delaying anything the program closes (a socket's FIN, a pipe's EOF), and
-/// frees every number. Only stderr stays.
+/// frees every number. Only stderr stays. One `close_range` pair where the kernel has it:
+/// a system call per fd was a third of a large report's time.
 fn drop_program_fds() {
+    if os::raw_close_range(0, 1) && os::raw_close_range(3, u32::MAX) {
+        return;
+    }
     let (upto, batch) = tracker::probe_bounds();
     for fd in inspect::probe_fds(upto, batch) {
         if fd != 2 {

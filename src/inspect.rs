@@ -74,9 +74,10 @@ pub fn probe_fds(upto: i32, batch: usize) -> Vec<i32> {
 /// Everything the kernel can tell about `fd`.
 pub fn describe(fd: i32) -> KernelFd {
     let link = readlink_fd(fd);
-    let is_dir = fstat_mode(fd).is_some_and(|m| m & libc::S_IFMT == libc::S_IFDIR);
+    let file_type = fstat_mode(fd).map(|m| m & libc::S_IFMT);
+    let is_dir = file_type == Some(libc::S_IFDIR);
     let is_socket = link.as_deref().is_some_and(|l| l.starts_with("socket:"));
-    let is_fifo = fstat_mode(fd).is_some_and(|m| m & libc::S_IFMT == libc::S_IFIFO);
+    let is_fifo = file_type == Some(libc::S_IFIFO);
     KernelFd {
         fd,
         socket: if is_socket { socket_desc(fd) } else { None },

@@ -154,6 +154,7 @@ pub fn render_json(r: &Report) -> String {
         ",\"emfile\":{{\"accept_failures\":{},\"paused_ms\":{},\"shed\":{}}},\"fds\":[",
         h.emfile.accept_failures, h.emfile.paused_ms, h.emfile.shed
     );
+    let group_ids = r.group_ids();
     for (i, row) in r.rows.iter().enumerate() {
         if i > 0 {
             o.push(',');
@@ -169,7 +170,12 @@ pub fn render_json(r: &Report) -> String {
         o.push_str(",\"tid\":");
         opt_num(&mut o, row.tid.map(u64::from));
         o.push_str(",\"stack\":");
-        opt_num(&mut o, r.stack_of(row).map(|s| s as u64));
+        opt_num(
+            &mut o,
+            row.stack
+                .and_then(|s| group_ids.get(&s))
+                .map(|id| *id as u64),
+        );
         o.push('}');
     }
     o.push_str("],\"stacks\":[");

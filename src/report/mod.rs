@@ -60,7 +60,7 @@ pub struct Row {
     pub call: Call,
     pub age_ms: Option<u64>,
     pub tid: Option<u32>,
-    /// Creation stack as captured; replaced by the group id in `Report::stack_of`.
+    /// Creation stack as captured; reports show its group id (`Report::group_ids`).
     pub stack: Option<StackId>,
     pub tcp_state: Option<&'static str>,
     /// Path as given, for suppressions.
@@ -140,10 +140,21 @@ impl Report {
         count_by(self.rows.iter().filter_map(|r| r.tcp_state))
     }
 
-    /// The group id of a row's stack.
-    pub fn stack_of(&self, row: &Row) -> Option<usize> {
-        let s = row.stack?;
-        self.stacks.iter().find(|g| g.stack == s).map(|g| g.id)
+    /// Each stack's group id, looked up once per row: a search of the groups for every row
+    /// made a report of many fds and many stacks quadratic.
+    pub fn group_ids(&self) -> BTreeMap<StackId, usize> {
+        self.stacks.iter().map(|g| (g.stack, g.id)).collect()
+    }
+
+    /// The rows of each creation stack, in table order.
+    pub fn rows_by_stack(&self) -> BTreeMap<StackId, Vec<&Row>> {
+        let mut m: BTreeMap<StackId, Vec<&Row>> = BTreeMap::new();
+        for row in &self.rows {
+            if let Some(s) = row.stack {
+                m.entry(s).or_default().push(row);
+            }
+        }
+        m
     }
 }
 

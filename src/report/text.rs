@@ -201,6 +201,7 @@ pub fn render_text(r: &Report) -> String {
             h.emfile.accept_failures, h.emfile.paused_ms, h.emfile.shed
         ));
     }
+    let rows_by_stack = r.rows_by_stack();
     for g in &r.stacks {
         lines.push(String::new());
         lines.push(format!(
@@ -216,11 +217,7 @@ pub fn render_text(r: &Report) -> String {
         }
         lines.extend(g.frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
         lines.push(ROW_HEADER.to_string());
-        let rows: Vec<&Row> = r
-            .rows
-            .iter()
-            .filter(|row| row.stack == Some(g.stack))
-            .collect();
+        let rows = rows_by_stack.get(&g.stack).map_or(&[][..], Vec::as_slice);
         lines.extend(rows.iter().take(ROWS_PER_STACK).map(|row| row_line(row)));
         if rows.len() > ROWS_PER_STACK {
             lines.push(format!("  ... and {} more", rows.len() - ROWS_PER_STACK));
