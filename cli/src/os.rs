@@ -79,8 +79,33 @@ impl FdDir {
     /// `/proc/PID/fdinfo/N`: position, flags, and what epoll sets, eventfds or inotify
     /// instances hold.
     pub fn fdinfo(&self, fd: i32) -> Option<String> {
-        let path = format!("/proc/self/fd/{}/{fd}", self.info_dir.as_raw_fd());
-        std::fs::read_to_string(path).ok()
+        let name = CString::new(fd.to_string()).ok()?;
+        // SAFETY: `name` is NUL-terminated and the dir fd is open for as long as `self` lives.
+        let raw = unsafe {
+            libc::openat(
+                self.info_dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return None;
+        }
+        // SAFETY: `raw` was just opened and nothing else owns it.
+        let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // Plain reads: `read_to_string` first stats the file for a size hint (procfs says 0),
+        // one system call more per fd.
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match io::Read::read(&mut file, &mut chunk) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(text).ok()
     }
 
     /// The kernel's name for a socket's protocol (`TCP`, `UDPv6`, `UNIX-STREAM`, `NETLINK`),
