@@ -46,8 +46,9 @@ struct MemoEntry {
     rbp_needed: AtomicU64,
     // Per frame, in separate arrays: the replay's hot loop reads only the first two, a few
     // frames per cache line.
-    /// Where the return address was read (the frame's CFA - 8).
-    ra_at: [AtomicUsize; MEMO_FRAMES],
+    /// Where the return address was read (the frame's CFA - 8), as an offset from `sp`: the
+    /// replay adds it to its own (equal) SP and clamps it in one step.
+    ra_off: [AtomicUsize; MEMO_FRAMES],
     ra: [AtomicUsize; MEMO_FRAMES],
     /// Where the frame restored RBP from (0 if it did not), and the value restored.
     rbp_at: [AtomicUsize; MEMO_FRAMES],
@@ -89,6 +90,8 @@ pub(crate) struct MemoWriter<'a> {
     entry: &'a MemoEntry,
     index: usize,
     seq: u32,
+    /// The walk's starting SP, which slot offsets are taken from.
+    sp: usize,
     rbp_matters: Cell<bool>,
 }
 
@@ -106,7 +109,7 @@ impl WalkMemo {
                     generation: AtomicU64::new(0),
                     tag: AtomicU64::new(0),
                     rbp_needed: AtomicU64::new(0),
-                    ra_at: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
+                    ra_off: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                     ra: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                     rbp_at: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                     rbp_restored: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
@@ -190,13 +193,13 @@ impl WalkMemo {
         // found makes the whole replay a miss. The seqlock re-check below rejects torn entries
         // whatever they happened to match. Where a continuation must start is worked out after.
         let n = len.min(out.len());
-        let (Some(ras), Some(ats)) = (e.ra.get(..n), e.ra_at.get(..n)) else {
+        let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
             return Replay::Miss;
         };
         let mut differs = 0;
-        for (ra, at) in ras.iter().zip(ats) {
-            let (ra, at) = (ra.load(Ordering::Relaxed), at.load(Ordering::Relaxed));
-            let inside = lo + at.wrapping_sub(lo).min(span);
+        for (ra, off) in ras.iter().zip(offs) {
+            let (ra, off) = (ra.load(Ordering::Relaxed), off.load(Ordering::Relaxed));
+            let inside = lo + off.min(span);
             // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see above.
             differs |= unsafe { read_unaligned_word(inside) } ^ ra;
         }
@@ -226,10 +229,10 @@ impl WalkMemo {
                 return Replay::Miss;
             };
             let ra = ras.get(last).map_or(0, |a| a.load(Ordering::Relaxed));
-            let cfa = ats
+            let cfa = offs
                 .get(last)
                 .map_or(0, |a| a.load(Ordering::Relaxed))
-                .wrapping_add(8);
+                .wrapping_add(lo + 8);
             // RBP is the caller's own until a frame restored it from the stack: the latest
             // restore's stack slot holds it now.
             let restored = e
@@ -295,6 +298,7 @@ impl WalkMemo {
             entry,
             index,
             seq,
+            sp: key.start.sp,
             rbp_matters: Cell::new(false),
         })
     }
@@ -315,13 +319,16 @@ impl MemoWriter<'_> {
             RbpFrom::Step(_) => {}
         }
         let e = self.entry;
-        if let (Some(ra_at), Some(ra), Some(rbp_at), Some(rbp)) = (
-            e.ra_at.get(index),
+        if let (Some(ra_off), Some(ra), Some(rbp_at), Some(rbp)) = (
+            e.ra_off.get(index),
             e.ra.get(index),
             e.rbp_at.get(index),
             e.rbp_restored.get(index),
         ) {
-            ra_at.store(step.cfa.wrapping_sub(8), Ordering::Relaxed);
+            ra_off.store(
+                step.cfa.wrapping_sub(8).wrapping_sub(self.sp),
+                Ordering::Relaxed,
+            );
             ra.store(step.ra, Ordering::Relaxed);
             rbp_at.store(step.rbp_at, Ordering::Relaxed);
             rbp.store(step.rbp, Ordering::Relaxed);
