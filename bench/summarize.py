@@ -106,7 +106,8 @@ def main():
             k, _, v = line.rstrip("\n").partition("\t")
             env[k] = v
 
-    micro = defaultdict(dict)      # (op, build, depth) -> config -> round -> (iters, ns)
+    # (op, build, depth) -> config -> round -> (iters, ns, fastest 1,000-op chunk's ns)
+    micro = defaultdict(dict)
     micro_fail = defaultdict(list)  # (op, build, depth, config) -> messages
     macro = defaultdict(dict)      # config -> round -> conn/s
     macro_cpu = defaultdict(dict)  # config -> round -> server CPU ns per connection
@@ -128,7 +129,8 @@ def main():
                 key = (p[1], p[2], int(p[3]))
                 if key not in micro:
                     order.append(key)
-                micro[key].setdefault(p[4], {})[int(p[5])] = (int(p[6]), float(p[7]))
+                fastest = float(p[8]) if len(p) > 8 else float(p[7])
+                micro[key].setdefault(p[4], {})[int(p[5])] = (int(p[6]), float(p[7]), fastest)
             elif kind == "micro-fail":
                 micro_fail[(p[1], p[2], int(p[3]), p[4])].append(p[6])
             elif kind == "macro":
@@ -146,10 +148,11 @@ def main():
             elif kind == "mem-note":
                 mem_note = p[1]
 
-    def ratios(by_cfg, config):
-        """Per-round ratios config/native for one workload."""
+    def ratios(by_cfg, config, fastest=False):
+        """Per-round ratios config/native for one workload (of the runs' fastest chunks)."""
         nat, oth = by_cfg.get("native", {}), by_cfg.get(config, {})
-        return [oth[r][1] / nat[r][1] for r in sorted(oth) if r in nat]
+        i = 2 if fastest else 1
+        return [oth[r][i] / nat[r][i] for r in sorted(oth) if r in nat]
 
     out = []
     w = out.append
@@ -170,6 +173,10 @@ def main():
       "how far apart two identical runs land on this machine (the noise floor). "
       "Every workload times only its own loop (CLOCK_MONOTONIC) and prints ns per "
       "operation, so process start-up and the library's loading are not counted. "
+      "The two hot-path targets are also judged on each run's fastest chunk of 1,000 "
+      "operations (noise only ever adds time, and on a shared machine it comes in bursts; "
+      "`timeit` takes the minimum for the same reason): a target is met only if both the "
+      "whole-run figure and the fastest-chunk figure meet it. "
       "Peers (valgrind, strace) run far fewer iterations, but their cost is per operation too "
       "and directly comparable. Native times are medians (min–max) of the rounds.")
     w("")
@@ -379,14 +386,20 @@ def main():
                             verdict(worst[0] <= TARGET_DEPTH0_MAX)))
         else:
             targets.append((f"tracking only (DEPTH=0) ≤ {TARGET_DEPTH0_MAX:.2f}× native", "–", "not measured"))
+        # Judged on both estimators: the median ratio of whole-run means (the table) and of
+        # each run's fastest 1,000-op chunk (the least disturbed by bursts of noise).
         k = ("open", "nofp", 30)
+        aa = ratios(micro[k], "native-again", fastest=True) if k in micro else []
+        aa_txt = f"; native vs native: {med(aa):.3f}×" if aa else ""
         for config, title, limit in (
                 ("fdg-depth0", "tracking only (DEPTH=0)", TARGET_DEPTH0_OPEN_D30_MAX),
                 ("fdg-default", "default (32 frames)", TARGET_DEFAULT_OPEN_D30_MAX)):
             rs = ratios(micro[k], config) if k in micro else []
+            fs = ratios(micro[k], config, fastest=True) if k in micro else []
             targets.append((f"{title}, depth 30, no frame pointers: open+close ≤ {limit:.2f}× native",
-                            f"{med(rs):.3f}×" if rs else "–",
-                            verdict(med(rs) <= limit) if rs else "not measured"))
+                            f"{med(rs):.3f}× (whole runs); {med(fs):.3f}× (fastest chunks{aa_txt})"
+                            if rs else "–",
+                            verdict(max(med(rs), med(fs)) <= limit) if rs else "not measured"))
     if macro:
         rs = [macro["fdg-default"][r] / macro["native"][r] for r in macro.get("fdg-default", {})
               if r in macro.get("native", {})]

@@ -249,12 +249,13 @@ micro_iters() { # op
 }
 
 run_micro() { # build op depth config round
-    local build=$1 op=$2 depth=$3 config=$4 round=$5 iters st=0 limit=120 ns
+    local build=$1 op=$2 depth=$3 config=$4 round=$5 iters st=0 limit=120 ns fastest
     if is_peer "$config"; then iters=${PEER_ITERS[$config]}; limit=600; else iters=${MICRO_ITERS[$op]}; fi
     config_prefix "$config" "$TMP/report.$config"
     run_bounded "$limit" "${PREFIX[@]}" "$BUILD/fdbench-$build" "$op" "$iters" "$depth" || st=$?
     rm -f "$TMP/report.$config" "$TMP"/valgrind.*.log "$TMP/ltrace.log"
-    ns=$(sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
     if [[ $st != 0 || -z $ns ]]; then
         [[ $st != 0 ]] || st="ok but printed no ns_per_op ('$OUTPUT')"
         if is_peer "$config"; then
@@ -265,7 +266,7 @@ run_micro() { # build op depth config round
         fi
         fail_run "micro $op ($build, depth $depth, $config)" "$st"
     fi
-    record micro "$op" "$build" "$depth" "$config" "$round" "$iters" "$ns"
+    record micro "$op" "$build" "$depth" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
 }
 
 # Rotate a list by n positions, so no configuration always runs first.
