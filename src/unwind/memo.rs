@@ -11,6 +11,13 @@
 //! of independent loads the CPU overlaps, whereas a fresh walk must wait
 //! for each return address before it can even look up the next rule.
 //!
+//! Two walks often start from the same registers: a function that opens two files calls the
+//! hook from two call sites at the same stack depth, so the hook's own frame looks the same
+//! and only the return address into that function differs. The memo is therefore two-way:
+//! each start maps to a set of two entries, and a replay tries both, the more recently
+//! recorded first (a differing frame near the top ends a try after a few frames). A direct-mapped memo thrashed on exactly this
+//! pattern, and every capture walked the whole stack again.
+//!
 //! Entries are seqlocked like `RuleCache` slots: writers never wait and
 //! readers treat a busy or torn entry as a miss. A torn entry may hold
 //! garbage addresses, so replay reads only inside `[sp0, limit)`, which is
@@ -23,7 +30,11 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use super::walk::{RbpFrom, Step, WalkState};
 
-const ENTRIES: usize = 64;
+const SETS: usize = 32;
+const WAYS: usize = 2;
+const ENTRIES: usize = SETS * WAYS;
+/// Frames a replay compares before it may stop early.
+const CHECK_TOP: usize = 8;
 /// Frames a memo holds; longer captures replay these and walk the rest.
 pub(crate) const MEMO_FRAMES: usize = 48;
 /// Flag in `MemoEntry::len`: the walk ended by itself after the frames.
@@ -41,6 +52,8 @@ struct MemoEntry {
     generation: AtomicU64,
     /// A caller's value for this walk (fdguard: its interned stack id); 0 = none.
     tag: AtomicU64,
+    /// When the walk was recorded (`WalkMemo::records` then): replays try the newer way first.
+    recorded: AtomicU64,
     /// Bit `i`: a later frame's CFA used the RBP frame `i` restored, so a replay must find the
     /// same value in that stack slot (rare without frame pointers; checked apart).
     rbp_needed: AtomicU64,
@@ -83,6 +96,11 @@ pub(crate) enum Replay {
 
 pub(crate) struct WalkMemo {
     entries: [MemoEntry; ENTRIES],
+    /// Per set: the way the next record replaces when neither is empty (round robin; written
+    /// only when recording, never on a replay).
+    next_victim: [AtomicU32; SETS],
+    /// Walks recorded so far.
+    records: AtomicU64,
 }
 
 /// Exclusive right to rewrite one entry, from `WalkMemo::begin_record`.
@@ -108,6 +126,7 @@ impl WalkMemo {
                     limit: AtomicUsize::new(0),
                     generation: AtomicU64::new(0),
                     tag: AtomicU64::new(0),
+                    recorded: AtomicU64::new(0),
                     rbp_needed: AtomicU64::new(0),
                     ra_off: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                     ra: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
@@ -115,23 +134,19 @@ impl WalkMemo {
                     rbp_restored: [const { AtomicUsize::new(0) }; MEMO_FRAMES],
                 }
             }; ENTRIES],
+            next_victim: [const { AtomicU32::new(0) }; SETS],
+            records: AtomicU64::new(0),
         }
     }
 
     #[inline(always)]
-    fn index(&self, key: &MemoKey) -> Option<usize> {
+    fn set(&self, key: &MemoKey) -> Option<usize> {
         if key.limit == usize::MAX {
             return None; // unknown stack bound: replay could not be bounded
         }
         // Not the RBP: without frame pointers it is whatever the program keeps in it.
         let sp = key.start.sp;
-        Some(((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % ENTRIES)
-    }
-
-    #[inline(always)]
-    fn entry(&self, key: &MemoKey) -> Option<(usize, &MemoEntry)> {
-        let index = self.index(key)?;
-        Some((index, self.entries.get(index)?))
+        Some(((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % SETS)
     }
 
     /// Attaches `tag` to a walk, unless its entry was rewritten since (then nothing happens).
@@ -162,9 +177,36 @@ impl WalkMemo {
         out: &mut [MaybeUninit<usize>],
         known: impl Fn(u64) -> bool,
     ) -> Replay {
-        let Some((index, e)) = self.entry(key) else {
+        let Some(set) = self.set(key) else {
             return Replay::Miss;
         };
+        let (Some(a), Some(b)) = (
+            self.entries.get(set * WAYS),
+            self.entries.get(set * WAYS + 1),
+        ) else {
+            return Replay::Miss;
+        };
+        let newer_second = b.recorded.load(Ordering::Relaxed) > a.recorded.load(Ordering::Relaxed);
+        let first = set * WAYS + usize::from(newer_second);
+        for index in [first, first ^ 1] {
+            if let Some(e) = self.entries.get(index) {
+                match Self::replay_entry(index, e, key, out, &known) {
+                    Replay::Miss => {}
+                    found => return found,
+                }
+            }
+        }
+        Replay::Miss
+    }
+
+    #[inline(always)]
+    fn replay_entry(
+        index: usize,
+        e: &MemoEntry,
+        key: &MemoKey,
+        out: &mut [MaybeUninit<usize>],
+        known: &impl Fn(u64) -> bool,
+    ) -> Replay {
         let seq = e.seq.load(Ordering::Acquire);
         let len_word = e.len.load(Ordering::Relaxed);
         let same_inputs = seq & 1 == 0
@@ -188,22 +230,31 @@ impl WalkMemo {
             return Replay::Miss;
         }
         // The hot loop checks each frame on its own (no state carried from frame to frame, so
-        // the loads overlap) and without a branch: an address outside the stack (only a torn
-        // entry has one) is clamped into it, so the read is always safe, and any difference
-        // found makes the whole replay a miss. The seqlock re-check below rejects torn entries
-        // whatever they happened to match. Where a continuation must start is worked out after.
+        // the loads overlap) and without a branch, in two runs (the top CHECK_TOP frames, then
+        // the rest): an address outside the stack (only a torn entry has one) is clamped into
+        // it, so the read is always safe, and any difference found makes the whole replay a
+        // miss, known at the end of a run (the other way's walk usually differs in the first). The seqlock re-check
+        // below rejects torn entries whatever they happened to match. Where a continuation
+        // must start is worked out after.
         let n = len.min(out.len());
         let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
             return Replay::Miss;
         };
-        let mut differs = 0;
-        for (ra, off) in ras.iter().zip(offs) {
-            let (ra, off) = (ra.load(Ordering::Relaxed), off.load(Ordering::Relaxed));
-            let inside = lo + off.min(span);
-            // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see above.
-            differs |= unsafe { read_unaligned_word(inside) } ^ ra;
-        }
-        if differs != 0 {
+        let differs = |ras: &[AtomicUsize], offs: &[AtomicUsize]| {
+            let mut differs = 0;
+            for (ra, off) in ras.iter().zip(offs) {
+                let (ra, off) = (ra.load(Ordering::Relaxed), off.load(Ordering::Relaxed));
+                let inside = lo + off.min(span);
+                // SAFETY: [inside, inside + 8) lies in [lo, limit), this thread's stack, see
+                // above.
+                differs |= unsafe { read_unaligned_word(inside) } ^ ra;
+            }
+            differs != 0
+        };
+        // The top frames first: the other way's walk (or a changed stack) differs there.
+        let top = n.min(CHECK_TOP);
+        let ((ra_top, ra_rest), (off_top, off_rest)) = (ras.split_at(top), offs.split_at(top));
+        if differs(ra_top, off_top) || differs(ra_rest, off_rest) {
             return Replay::Miss; // the stack changed (a different walk), or a torn entry
         }
         let written = n;
@@ -280,12 +331,22 @@ impl WalkMemo {
         }
     }
 
-    /// Claims the entry for `key` to record a walk into, unless another
-    /// walk (maybe the one this signal handler interrupted) is doing so.
+    /// Claims an entry of `key`'s set to record a walk into: one never written if there is
+    /// one, else the ways in turn; none if another walk (maybe the one this signal handler
+    /// interrupted) is writing the chosen entry.
     pub(crate) fn begin_record(&self, key: &MemoKey) -> Option<MemoWriter<'_>> {
-        let (index, entry) = self.entry(key)?;
+        let set = self.set(key)?;
+        let ways = self.entries.get(set * WAYS..(set + 1) * WAYS)?;
+        let way = match ways.iter().position(|e| e.seq.load(Ordering::Relaxed) == 0) {
+            Some(empty) => empty,
+            None => self.next_victim.get(set)?.fetch_add(1, Ordering::Relaxed) as usize % WAYS,
+        };
+        let index = set * WAYS + way;
+        let entry = ways.get(way)?;
         let seq = super::cache::begin_write(&entry.seq)?;
         entry.tag.store(0, Ordering::Relaxed);
+        let now = self.records.fetch_add(1, Ordering::Relaxed) + 1;
+        entry.recorded.store(now, Ordering::Relaxed);
         entry.rbp_needed.store(0, Ordering::Relaxed);
         entry.sp.store(key.start.sp, Ordering::Relaxed);
         entry.rbp.store(key.start.rbp, Ordering::Relaxed);
@@ -679,31 +740,63 @@ mod tests {
     }
 
     #[test]
+    fn two_walks_from_one_start_both_replay() {
+        let (memo, mut s, key, steps) = setup();
+        record(&memo, &key, &steps, 8);
+        // Another caller at the same depth: the same start, another second return address.
+        s.0[3] = 0x3002;
+        std::hint::black_box(&mut s.0);
+        let mut out = [0; 8];
+        assert!(matches!(
+            memo.replay(&key, slots(&mut out), |_| false),
+            Replay::Miss
+        ));
+        let mut other = steps;
+        other[1].ra = 0x3002;
+        record(&memo, &key, &other, 8);
+        for (word, want) in [
+            (0x3002, [0x2001, 0x3002, 0x4001]),
+            (0x3001, [0x2001, 0x3001, 0x4001]),
+        ] {
+            s.0[3] = word;
+            std::hint::black_box(&mut s.0);
+            out = [0; 8];
+            assert!(matches!(
+                memo.replay(&key, slots(&mut out), |_| false),
+                Replay::Done(3, _, _)
+            ));
+            assert_eq!(out[..3], want, "each walk kept its own way");
+        }
+    }
+
+    #[test]
     fn busy_or_torn_entries_miss() {
         let (memo, _s, key, steps) = setup();
         record(&memo, &key, &steps, 8);
-        let w = memo.begin_record(&key).expect("free");
-        assert!(
-            memo.begin_record(&key).is_none(),
-            "second writer must not wait"
-        );
+        // A second walk from this start gets the set's free way, a third one the other way; a
+        // fourth finds the entry whose turn it is busy, and does not wait.
+        let w1 = memo.begin_record(&key).expect("the free way");
+        let w2 = memo.begin_record(&key).expect("the other way");
+        assert!(memo.begin_record(&key).is_none(), "a writer must not wait");
         let mut out = [0; 8];
         assert!(matches!(
             memo.replay(&key, slots(&mut out), |_| false),
             Replay::Miss
         ));
         // Garbage addresses outside [sp0, limit) are never read.
-        w.record(
-            0,
-            &Step {
-                cfa: 16,
-                ra: 1,
-                rbp_at: 0,
-                rbp: 0,
-                rbp_from: RbpFrom::NotUsed,
-            },
-        );
-        w.finish(3, 8);
+        for w in [w1, w2] {
+            w.record(
+                0,
+                &Step {
+                    cfa: 16,
+                    ra: 1,
+                    rbp_at: 0,
+                    rbp: 0,
+                    rbp_from: RbpFrom::NotUsed,
+                },
+            );
+            w.finish(3, 8);
+        }
         assert!(matches!(
             memo.replay(&key, slots(&mut out), |_| false),
             Replay::Miss
