@@ -2,7 +2,7 @@
  *
  *   fdbench OP ITERS DEPTH
  *
- * OP is one of open, socket, fopen, pipe, accept.  The program descends a
+ * OP is one of open, open2, socket, fopen, pipe, accept.  The program descends a
  * chain of DEPTH non-inlined, non-tail-calling frames and runs the timed loop
  * from the bottom, so every fd call is made with that many extra frames on the
  * stack.  Only the loop is timed (CLOCK_MONOTONIC); process start-up, and thus
@@ -12,6 +12,9 @@
  * Output (one line on stdout): the mean over the whole loop, and the fastest chunk of
  * 1,000 operations (see `struct timing`):
  *   op=open depth=30 iters=200000 ns_per_op=812.3 fastest_ns_per_op=790.1
+ *
+ * open2: open+close as in open, but from two call sites in turn (two functions), the way
+ * a function that opens two files calls the hook: two call stacks at one depth.
  *
  * accept: a client process (forked) connects BATCH connections to a listener
  * on 127.0.0.1 (ephemeral port) while the timer is stopped; then the timed
@@ -23,8 +26,8 @@
 #include <fcntl.h>
 #include <sys/wait.h>
 
-enum op { OP_OPEN, OP_SOCKET, OP_FOPEN, OP_PIPE, OP_ACCEPT };
-static const char *const op_names[] = {"open", "socket", "fopen", "pipe", "accept"};
+enum op { OP_OPEN, OP_OPEN2, OP_SOCKET, OP_FOPEN, OP_PIPE, OP_ACCEPT };
+static const char *const op_names[] = {"open", "open2", "socket", "fopen", "pipe", "accept"};
 
 #define ACCEPT_BATCH 256
 
@@ -44,6 +47,16 @@ volatile long sink;
 NOINLINE static void op_open(void)
 {
     int fd = open("/dev/null", O_RDONLY);
+    if (fd < 0)
+        die("open /dev/null");
+    if (close(fd) != 0)
+        die("close");
+}
+
+/* op_open's twin for open2; other flags, so the compiler cannot fold the two into one. */
+NOINLINE static void op_open_other(void)
+{
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         die("open /dev/null");
     if (close(fd) != 0)
@@ -190,6 +203,9 @@ static struct timing run_ops(struct job *j, long n)
     case OP_OPEN:
         TIMED_LOOP(&t, n, op_open());
         return t;
+    case OP_OPEN2:
+        TIMED_LOOP(&t, n, (i_ & 1) ? op_open() : op_open_other());
+        return t;
     case OP_SOCKET:
         TIMED_LOOP(&t, n, op_socket());
         return t;
@@ -246,7 +262,7 @@ int main(int argc, char **argv)
     int depth, found = 0;
     memset(&j, 0, sizeof j);
     if (argc != 4) {
-        fprintf(stderr, "usage: %s open|socket|fopen|pipe|accept ITERS DEPTH\n", argv[0]);
+        fprintf(stderr, "usage: %s open|open2|socket|fopen|pipe|accept ITERS DEPTH\n", argv[0]);
         return 2;
     }
     for (int i = 0; i < 5; i++)

@@ -46,6 +46,7 @@ PEERS = ["valgrind", "strace", "ltrace"]
 REFS = ["ref-forward", "ref-record"]
 OPS = {
     "open": "open+close /dev/null",
+    "open2": "open+close, two call sites in turn",
     "socket": "socket+close",
     "fopen": "fopen+fclose",
     "pipe": "pipe+close×2",

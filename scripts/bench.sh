@@ -17,7 +17,7 @@
 #   BENCH_QUICK=1        tiny configuration: few rounds, few iterations
 #   BENCH_ROUNDS         rounds of the interleaved micro runs (9; quick 2)
 #   BENCH_SCALE          multiplier for the micro iteration counts (1; quick 0.03)
-#   BENCH_OPS            micro workloads (open socket fopen pipe accept)
+#   BENCH_OPS            micro workloads (open open2 socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
 #   BENCH_SECTIONS       any of: micro macro mem cli (all four)
@@ -61,7 +61,7 @@ q() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
 
 ROUNDS=${BENCH_ROUNDS:-$(q 9 2)}
 SCALE=${BENCH_SCALE:-$(q 1 0.03)}
-OPS=${BENCH_OPS:-"open socket fopen pipe accept"}
+OPS=${BENCH_OPS:-"open open2 socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
 SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli"}
@@ -95,7 +95,7 @@ done
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 # Micro iteration counts at scale 1 (each native run takes ~0.1-0.2 s here).
-declare -A ITERS_BASE=([open]=200000 [socket]=60000 [fopen]=150000 [pipe]=100000 [accept]=30000)
+declare -A ITERS_BASE=([open]=200000 [open2]=200000 [socket]=60000 [fopen]=150000 [pipe]=100000 [accept]=30000)
 # Peers are 100x-1000x slower: small fixed counts, cost still reported per op.
 declare -A PEER_ITERS=([valgrind]=$(q 2000 200) [strace]=$(q 200 30) [ltrace]=$(q 500 50))
 STRACE_SET=openat,open,close,socket,pipe,pipe2,accept,accept4
