@@ -265,7 +265,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s open|open2|socket|fopen|pipe|accept ITERS DEPTH\n", argv[0]);
         return 2;
     }
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < (int)(sizeof op_names / sizeof op_names[0]); i++)
         if (strcmp(argv[1], op_names[i]) == 0) {
             j.op = (enum op)i;
             found = 1;
