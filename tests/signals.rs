@@ -144,9 +144,10 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     assert!(rest.contains("WRITTEN BY SOMEONE ELSE 0\n"), "{rest}");
     let err = std::fs::read_to_string(&stderr).unwrap();
     assert_eq!(err, "", "fdguard's stderr");
-    // Every report written is whole and lists at least stdin, stdout and stderr.
+    // Every report written is whole and lists at least stdin, stdout and stderr. Copies of the
+    // process write them and may still be at it when the program is gone (on a loaded machine).
+    wait_reports(&report, 1, Duration::from_secs(30));
     let reports = read_reports(&report);
-    assert!(!reports.is_empty());
     for r in &reports {
         assert!(r["open"].as_u64().unwrap() >= 3, "{r}");
     }
