@@ -440,4 +440,40 @@ mod tests {
         assert_eq!(groups[0].frames[0].addr, 9);
         assert_eq!((groups[1].stack, groups[1].count), (StackId(2), 2));
     }
+
+    #[test]
+    fn rows_and_ids_of_interleaved_stacks() {
+        let kernel: Vec<_> = (3..11).map(|fd| kfd(fd, "/dev/null")).collect();
+        let rows = rows(
+            &kernel,
+            |fd| {
+                let stack = match fd % 3 {
+                    0 => Some(4),
+                    1 => Some(8),
+                    _ => None,
+                };
+                Some(rec(Call::Open, None, stack, 0))
+            },
+            0,
+        );
+        let stacks = group(&rows, |_| Vec::new());
+        let r = Report {
+            header: Header::default(),
+            rows,
+            stacks,
+        };
+        let fds = |s: u32| -> Vec<i32> {
+            r.rows_by_stack()
+                .get(&StackId(s))
+                .map(|rs| rs.iter().map(|row| row.fd).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(fds(4), [3, 6, 9]);
+        assert_eq!(fds(8), [4, 7, 10]);
+        let ids = r.group_ids();
+        assert_eq!(ids.len(), 2);
+        for g in &r.stacks {
+            assert_eq!(ids[&g.stack], g.id);
+        }
+    }
 }
