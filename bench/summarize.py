@@ -459,6 +459,26 @@ def main():
         else:
             targets.append((t, peer_status.get(pk, "not run") if peer_status.get(pk, "ok") != "ok" else "–",
                             "not measured"))
+    # The targets' workload once more, every configuration by its runs' fastest chunks: the
+    # figures the hot-path verdicts also rest on, floors included.
+    k = ("open", "nofp", 30)
+    if k in micro and "native" in micro[k]:
+        w("## The hot-path targets' workload by fastest chunks")
+        w("")
+        w("`open`+`close` of /dev/null, depth 30, no frame pointers: each run's fastest chunk of "
+          "1,000 operations, ratio to native's within its round; median (min–max) over the rounds.")
+        w("")
+        w("| configuration | fastest chunk | ratio |")
+        w("|---|---|---|")
+        for c in cols:
+            if c in micro[k]:
+                ns = [v[2] for v in micro[k][c].values()]
+                rs = ratios(micro[k], c, fastest=True)
+                ratio = (f"{med(rs):.3f}× ({min(rs):.2f}–{max(rs):.2f})"
+                         if rs and c != "native" else "–")
+                w(f"| {TITLES[c]} | {fmt_ns_range(ns)} | {ratio} |")
+        w("")
+
     if targets:
         w("## Targets")
         w("")
