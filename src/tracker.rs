@@ -56,11 +56,9 @@ impl Counters {
 pub struct OwnFds {
     /// fd + 1, or 0 for a free entry.
     fds: [AtomicI32; 16],
-    /// Entries in use.
-    used: AtomicUsize,
-    /// Bit `fd % 64` set for every fd listed: a `close` of one of the program's fds is told
-    /// apart with one load and a bit test, not a scan of the list (fdguard often holds one fd,
-    /// the accept guard's reserve).
+    /// Bit `fd % 64` set for every fd listed (0: none): a `close` of one of the program's fds
+    /// is told apart with one load and a bit test, not a scan of the list (fdguard often holds
+    /// one fd, the accept guard's reserve).
     bloom: AtomicU64,
 }
 
@@ -68,7 +66,6 @@ impl OwnFds {
     const fn new() -> Self {
         Self {
             fds: [const { AtomicI32::new(0) }; 16],
-            used: AtomicUsize::new(0),
             bloom: AtomicU64::new(0),
         }
     }
@@ -91,7 +88,6 @@ impl OwnFds {
             if e.compare_exchange(0, fd + 1, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
-                self.used.fetch_add(1, Ordering::AcqRel);
                 self.bloom.fetch_or(Self::bit(fd), Ordering::SeqCst);
                 return;
             }
@@ -101,7 +97,7 @@ impl OwnFds {
     /// Forgets every own fd in `lo..=hi`.
     #[inline]
     pub fn remove_range(&self, lo: i32, hi: i32) {
-        if self.used.load(Ordering::Acquire) != 0 {
+        if self.bloom.load(Ordering::Acquire) != 0 {
             self.remove_listed(lo, hi);
         }
     }
@@ -116,7 +112,6 @@ impl OwnFds {
                 && e.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
                     .is_ok()
             {
-                self.used.fetch_sub(1, Ordering::AcqRel);
                 removed = true;
             }
         }

@@ -46,7 +46,7 @@ impl FdDir {
 
     /// What `/proc/PID/fd/N` points to; `None` once the fd is closed.
     pub fn link(&self, fd: i32) -> Option<String> {
-        let name = CString::new(fd.to_string()).ok()?;
+        let name = fd_name(fd)?;
         let mut buf = [0u8; 4096];
         // SAFETY: `name` is NUL-terminated and `buf` is writable for its length; the dir fd
         // is open for as long as `self` lives.
@@ -64,7 +64,7 @@ impl FdDir {
 
     /// The file type bits (`S_IFMT`) of what the fd refers to.
     pub fn file_type(&self, fd: i32) -> Option<u32> {
-        let name = CString::new(fd.to_string()).ok()?;
+        let name = fd_name(fd)?;
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `name` is NUL-terminated, `st` writable; it is read only if fstatat succeeded.
         // Flags 0 follow the magic link to the open file itself.
@@ -79,7 +79,7 @@ impl FdDir {
     /// `/proc/PID/fdinfo/N`: position, flags, and what epoll sets, eventfds or inotify
     /// instances hold.
     pub fn fdinfo(&self, fd: i32) -> Option<String> {
-        let name = CString::new(fd.to_string()).ok()?;
+        let name = fd_name(fd)?;
         // SAFETY: `name` is NUL-terminated and the dir fd is open for as long as `self` lives.
         let raw = unsafe {
             libc::openat(
@@ -92,20 +92,12 @@ impl FdDir {
             return None;
         }
         // SAFETY: `raw` was just opened and nothing else owns it.
-        let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        // Plain reads: `read_to_string` first stats the file for a size hint (procfs says 0),
-        // one system call more per fd.
-        let mut text = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match io::Read::read(&mut file, &mut chunk) {
-                Ok(0) => break,
-                Ok(n) => text.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        String::from_utf8(text).ok()
+        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        // Through `take`: `File::read_to_string` first stats the file for a size hint (procfs
+        // says 0), one system call more per fd.
+        let mut text = String::new();
+        io::Read::read_to_string(&mut io::Read::take(file, u64::MAX), &mut text).ok()?;
+        Some(text)
     }
 
     /// The kernel's name for a socket's protocol (`TCP`, `UDPv6`, `UNIX-STREAM`, `NETLINK`),
@@ -129,6 +121,11 @@ impl FdDir {
         let end = text.iter().position(|b| *b == 0).unwrap_or(n);
         Some(String::from_utf8_lossy(&text[..end]).into_owned())
     }
+}
+
+/// An fd's name in `/proc/PID/fd` and `/proc/PID/fdinfo`.
+fn fd_name(fd: i32) -> Option<CString> {
+    CString::new(fd.to_string()).ok()
 }
 
 /// Sends `sig` to `pid`.

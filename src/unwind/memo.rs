@@ -15,8 +15,9 @@
 //! hook from two call sites at the same stack depth, so the hook's own frame looks the same
 //! and only the return address into that function differs. The memo is therefore two-way:
 //! each start maps to a set of two entries, and a replay tries both, the more recently
-//! recorded first (a differing frame near the top ends a try after a few frames). A direct-mapped memo thrashed on exactly this
-//! pattern, and every capture walked the whole stack again.
+//! recorded first (a differing frame near the top ends a try after a few frames). A
+//! direct-mapped memo thrashed on exactly this pattern, and every capture walked the whole
+//! stack again.
 //!
 //! Entries are seqlocked like `RuleCache` slots: writers never wait and
 //! readers treat a busy or torn entry as a miss. A torn entry may hold
@@ -32,6 +33,8 @@ use super::walk::{RbpFrom, Step, WalkState};
 
 const SETS: usize = 32;
 const WAYS: usize = 2;
+// `replay` picks between exactly two ways.
+const _: () = assert!(WAYS == 2);
 const ENTRIES: usize = SETS * WAYS;
 /// Frames a replay compares before it may stop early.
 const CHECK_TOP: usize = 8;
@@ -139,14 +142,17 @@ impl WalkMemo {
         }
     }
 
+    /// `key`'s set: its number, the index of its first entry, and its entries.
     #[inline(always)]
-    fn set(&self, key: &MemoKey) -> Option<usize> {
+    fn set(&self, key: &MemoKey) -> Option<(usize, usize, &[MemoEntry])> {
         if key.limit == usize::MAX {
             return None; // unknown stack bound: replay could not be bounded
         }
         // Not the RBP: without frame pointers it is whatever the program keeps in it.
         let sp = key.start.sp;
-        Some(((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % SETS)
+        let set = ((sp >> 4) ^ (sp >> 10) ^ (key.start.lookup_pc >> 2)) % SETS;
+        let first = set * WAYS;
+        Some((set, first, self.entries.get(first..first + WAYS)?))
     }
 
     /// Attaches `tag` to a walk, unless its entry was rewritten since (then nothing happens).
@@ -177,23 +183,19 @@ impl WalkMemo {
         out: &mut [MaybeUninit<usize>],
         known: impl Fn(u64) -> bool,
     ) -> Replay {
-        let Some(set) = self.set(key) else {
-            return Replay::Miss;
-        };
-        let (Some(a), Some(b)) = (
-            self.entries.get(set * WAYS),
-            self.entries.get(set * WAYS + 1),
-        ) else {
+        let Some((_, base, [a, b])) = self.set(key) else {
             return Replay::Miss;
         };
         let newer_second = b.recorded.load(Ordering::Relaxed) > a.recorded.load(Ordering::Relaxed);
-        let first = set * WAYS + usize::from(newer_second);
-        for index in [first, first ^ 1] {
-            if let Some(e) = self.entries.get(index) {
-                match Self::replay_entry(index, e, key, out, &known) {
-                    Replay::Miss => {}
-                    found => return found,
-                }
+        let tries = if newer_second {
+            [(1, b), (0, a)]
+        } else {
+            [(0, a), (1, b)]
+        };
+        for (way, e) in tries {
+            match Self::replay_entry(base + way, e, key, out, &known) {
+                Replay::Miss => {}
+                found => return found,
             }
         }
         Replay::Miss
@@ -233,9 +235,9 @@ impl WalkMemo {
         // the loads overlap) and without a branch, in two runs (the top CHECK_TOP frames, then
         // the rest): an address outside the stack (only a torn entry has one) is clamped into
         // it, so the read is always safe, and any difference found makes the whole replay a
-        // miss, known at the end of a run (the other way's walk usually differs in the first). The seqlock re-check
-        // below rejects torn entries whatever they happened to match. Where a continuation
-        // must start is worked out after.
+        // miss, known at the end of a run (the other way's walk usually differs in the first).
+        // The seqlock re-check below rejects torn entries whatever they happened to match.
+        // Where a continuation must start is worked out after.
         let n = len.min(out.len());
         let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
             return Replay::Miss;
@@ -335,13 +337,12 @@ impl WalkMemo {
     /// one, else the ways in turn; none if another walk (maybe the one this signal handler
     /// interrupted) is writing the chosen entry.
     pub(crate) fn begin_record(&self, key: &MemoKey) -> Option<MemoWriter<'_>> {
-        let set = self.set(key)?;
-        let ways = self.entries.get(set * WAYS..(set + 1) * WAYS)?;
+        let (set, base, ways) = self.set(key)?;
         let way = match ways.iter().position(|e| e.seq.load(Ordering::Relaxed) == 0) {
             Some(empty) => empty,
             None => self.next_victim.get(set)?.fetch_add(1, Ordering::Relaxed) as usize % WAYS,
         };
-        let index = set * WAYS + way;
+        let index = base + way;
         let entry = ways.get(way)?;
         let seq = super::cache::begin_write(&entry.seq)?;
         entry.tag.store(0, Ordering::Relaxed);
