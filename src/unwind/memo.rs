@@ -186,21 +186,21 @@ impl WalkMemo {
         let Some((_, base, [a, b])) = self.set(key) else {
             return Replay::Miss;
         };
-        let newer_second = b.recorded.load(Ordering::Relaxed) > a.recorded.load(Ordering::Relaxed);
-        let tries = if newer_second {
-            [(1, b), (0, a)]
+        let b_newer = b.recorded.load(Ordering::Relaxed) > a.recorded.load(Ordering::Relaxed);
+        let (first, second) = if b_newer {
+            ((base + 1, b), (base, a))
         } else {
-            [(0, a), (1, b)]
+            ((base, a), (base + 1, b))
         };
-        for (way, e) in tries {
-            match Self::replay_entry(base + way, e, key, out, &known) {
-                Replay::Miss => {}
-                found => return found,
-            }
+        match Self::replay_entry(first.0, first.1, key, out, &known) {
+            Replay::Miss => Self::replay_entry(second.0, second.1, key, out, &known),
+            found => found,
         }
-        Replay::Miss
     }
 
+    /// One way of `replay`. The usual case (the memo holds at least the frames asked for)
+    /// is straight-line code ending in `Done` or `Known`; a walk to continue is left to
+    /// `replay_partial`.
     #[inline(always)]
     fn replay_entry(
         index: usize,
@@ -211,37 +211,113 @@ impl WalkMemo {
     ) -> Replay {
         let seq = e.seq.load(Ordering::Acquire);
         let len_word = e.len.load(Ordering::Relaxed);
-        let same_inputs = seq & 1 == 0
-            && e.sp.load(Ordering::Relaxed) == key.start.sp
-            && (len_word & RBP_MATTERS == 0 || e.rbp.load(Ordering::Relaxed) == key.start.rbp)
-            && e.lookup_pc.load(Ordering::Relaxed) == key.start.lookup_pc
-            && e.limit.load(Ordering::Relaxed) == key.limit
-            && e.generation.load(Ordering::Relaxed) == key.generation;
-        if !same_inputs {
+        if seq & 1 != 0
+            || e.sp.load(Ordering::Relaxed) != key.start.sp
+            || e.lookup_pc.load(Ordering::Relaxed) != key.start.lookup_pc
+            || e.limit.load(Ordering::Relaxed) != key.limit
+            || e.generation.load(Ordering::Relaxed) != key.generation
+            || (len_word & RBP_MATTERS != 0 && e.rbp.load(Ordering::Relaxed) != key.start.rbp)
+        {
             return Replay::Miss;
         }
         let complete = len_word & COMPLETE != 0;
         let len = ((len_word & !(COMPLETE | RBP_MATTERS)) as usize).min(MEMO_FRAMES);
-        if len < out.len() && !complete && len < MEMO_FRAMES {
-            return Replay::Miss; // recorded for a shorter buffer: record anew
+        if len < out.len() && !complete {
+            return Self::replay_partial(e, seq, len, key, out);
         }
-        // Any aligned word in [sp0, limit) is this thread's mapped stack.
-        let (lo, span) = (key.start.sp, key.limit.wrapping_sub(8 + key.start.sp));
-        let readable = |addr: usize| addr.wrapping_sub(lo) <= span && addr.is_multiple_of(8);
-        if span > isize::MAX as usize {
+        let n = len.min(out.len());
+        if !Self::stack_matches(e, key, n) {
+            return Replay::Miss; // the stack changed (a different walk), or a torn entry
+        }
+        let tag = e.tag.load(Ordering::Relaxed);
+        let tag_known = tag != 0 && known(tag);
+        if !tag_known {
+            Self::copy_frames(e, out, n);
+        }
+        if !Self::unchanged(e, seq) {
             return Replay::Miss;
         }
+        if tag_known {
+            Replay::Known(tag)
+        } else {
+            Replay::Done(n, WalkId { index, seq }, tag)
+        }
+    }
+
+    /// A replay whose memo holds fewer frames than asked for: `Continue` from where the memo
+    /// ends if the recorded walk was cut by the memo's size, else a miss (it was recorded for
+    /// a shorter buffer: record anew).
+    #[cold]
+    #[inline(never)]
+    fn replay_partial(
+        e: &MemoEntry,
+        seq: u32,
+        len: usize,
+        key: &MemoKey,
+        out: &mut [MaybeUninit<usize>],
+    ) -> Replay {
+        if len < MEMO_FRAMES || !Self::stack_matches(e, key, len) {
+            return Replay::Miss;
+        }
+        let (Some(last), Some(ras), Some(offs)) =
+            (len.checked_sub(1), e.ra.get(..len), e.ra_off.get(..len))
+        else {
+            return Replay::Miss;
+        };
+        let ra = ras.get(last).map_or(0, |a| a.load(Ordering::Relaxed));
+        let cfa = offs
+            .get(last)
+            .map_or(0, |a| a.load(Ordering::Relaxed))
+            .wrapping_add(key.start.sp + 8);
+        // RBP is the caller's own until a frame restored it from the stack: the latest
+        // restore's stack slot holds it now.
+        let restored = e
+            .rbp_at
+            .get(..len)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .map(|a| a.load(Ordering::Relaxed))
+            .find(|at| *at != 0);
+        let rbp = match restored {
+            Some(at) if readable(key, at) => {
+                // SAFETY: checked readable.
+                unsafe { read_word(at) }
+            }
+            Some(_) => return Replay::Miss,
+            None => key.start.rbp,
+        };
+        Self::copy_frames(e, out, len);
+        if !Self::unchanged(e, seq) {
+            return Replay::Miss;
+        }
+        Replay::Continue(
+            len,
+            WalkState {
+                lookup_pc: ra.wrapping_sub(1),
+                sp: cfa,
+                rbp,
+            },
+        )
+    }
+
+    /// Whether the stack still holds every word the entry's first `n` frames read (a torn
+    /// entry may say yes to anything: `unchanged` rejects it after).
+    #[inline(always)]
+    fn stack_matches(e: &MemoEntry, key: &MemoKey, n: usize) -> bool {
+        // Any aligned word in [sp0, limit) is this thread's mapped stack.
+        let (lo, span) = (key.start.sp, key.limit.wrapping_sub(8 + key.start.sp));
+        if span > isize::MAX as usize {
+            return false;
+        }
+        let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
+            return false;
+        };
         // The hot loop checks each frame on its own (no state carried from frame to frame, so
         // the loads overlap) and without a branch, in two runs (the top CHECK_TOP frames, then
         // the rest): an address outside the stack (only a torn entry has one) is clamped into
         // it, so the read is always safe, and any difference found makes the whole replay a
         // miss, known at the end of a run (the other way's walk usually differs in the first).
-        // The seqlock re-check below rejects torn entries whatever they happened to match.
-        // Where a continuation must start is worked out after.
-        let n = len.min(out.len());
-        let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
-            return Replay::Miss;
-        };
         let differs = |ras: &[AtomicUsize], offs: &[AtomicUsize]| {
             let mut differs = 0;
             for (ra, off) in ras.iter().zip(offs) {
@@ -253,84 +329,45 @@ impl WalkMemo {
             }
             differs != 0
         };
-        // The top frames first: the other way's walk (or a changed stack) differs there.
         let top = n.min(CHECK_TOP);
         let ((ra_top, ra_rest), (off_top, off_rest)) = (ras.split_at(top), offs.split_at(top));
         if differs(ra_top, off_top) || differs(ra_rest, off_rest) {
-            return Replay::Miss; // the stack changed (a different walk), or a torn entry
+            return false;
         }
-        let written = n;
-        let mut needed = e.rbp_needed.load(Ordering::Relaxed) & ((1u64 << n) - 1);
+        let mut needed = e.rbp_needed.load(Ordering::Relaxed) & (1u64 << n).wrapping_sub(1);
         while needed != 0 {
             let i = needed.trailing_zeros() as usize;
             needed &= needed - 1;
             let (Some(at), Some(rbp)) = (e.rbp_at.get(i), e.rbp_restored.get(i)) else {
-                return Replay::Miss;
+                return false;
             };
             let at = at.load(Ordering::Relaxed);
-            if !readable(at) {
-                return Replay::Miss; // torn entry
+            if !readable(key, at) {
+                return false; // torn entry
             }
             // SAFETY: aligned and inside this thread's stack, see above.
             if unsafe { read_word(at) } != rbp.load(Ordering::Relaxed) {
-                return Replay::Miss; // a CFA depended on this value
+                return false; // a CFA depended on this value
             }
         }
-        let mut next = key.start;
-        if written < out.len() && !complete {
-            let Some(last) = written.checked_sub(1) else {
-                return Replay::Miss;
-            };
-            let ra = ras.get(last).map_or(0, |a| a.load(Ordering::Relaxed));
-            let cfa = offs
-                .get(last)
-                .map_or(0, |a| a.load(Ordering::Relaxed))
-                .wrapping_add(lo + 8);
-            // RBP is the caller's own until a frame restored it from the stack: the latest
-            // restore's stack slot holds it now.
-            let restored = e
-                .rbp_at
-                .get(..written)
-                .unwrap_or_default()
-                .iter()
-                .rev()
-                .map(|a| a.load(Ordering::Relaxed))
-                .find(|at| *at != 0);
-            let rbp = match restored {
-                Some(at) if readable(at) => {
-                    // SAFETY: checked readable.
-                    unsafe { read_word(at) }
-                }
-                Some(_) => return Replay::Miss,
-                None => key.start.rbp,
-            };
-            next = WalkState {
-                lookup_pc: ra.wrapping_sub(1),
-                sp: cfa,
-                rbp,
-            };
+        true
+    }
+
+    /// Copies the first `n` recorded frames to `out`, before the re-check of `seq` (which
+    /// therefore also covers the copy).
+    #[inline(always)]
+    fn copy_frames(e: &MemoEntry, out: &mut [MaybeUninit<usize>], n: usize) {
+        for (slot, ra) in out.iter_mut().zip(e.ra.get(..n).unwrap_or_default()) {
+            slot.write(ra.load(Ordering::Relaxed));
         }
-        let tag = e.tag.load(Ordering::Relaxed);
-        let done = written == out.len() || complete;
-        let tag_known = done && tag != 0 && known(tag);
-        if !tag_known {
-            // Copied before the re-check of `seq`, which therefore also covers the copy.
-            for (slot, ra) in out.iter_mut().zip(ras) {
-                slot.write(ra.load(Ordering::Relaxed));
-            }
-        }
-        // Orders the entry loads above before the re-check of `seq`.
+    }
+
+    /// Whether the entry still holds the version `seq` whose words were read before.
+    #[inline(always)]
+    fn unchanged(e: &MemoEntry, seq: u32) -> bool {
+        // Orders the entry loads before the re-check of `seq`.
         fence(Ordering::Acquire);
-        if e.seq.load(Ordering::Relaxed) != seq {
-            return Replay::Miss;
-        }
-        if tag_known {
-            Replay::Known(tag)
-        } else if done {
-            Replay::Done(written, WalkId { index, seq }, tag)
-        } else {
-            Replay::Continue(written, next)
-        }
+        e.seq.load(Ordering::Relaxed) == seq
     }
 
     /// Claims an entry of `key`'s set to record a walk into: one never written if there is
@@ -415,6 +452,13 @@ impl MemoWriter<'_> {
             seq: self.seq.wrapping_add(2),
         }
     }
+}
+
+/// Whether `addr` is an aligned word in `[sp0, limit)`, this thread's mapped stack.
+#[inline(always)]
+fn readable(key: &MemoKey, addr: usize) -> bool {
+    let span = key.limit.wrapping_sub(8 + key.start.sp);
+    addr.wrapping_sub(key.start.sp) <= span && addr.is_multiple_of(8) && span <= isize::MAX as usize
 }
 
 /// # Safety
