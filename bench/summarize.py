@@ -189,7 +189,8 @@ def main():
                      ("strace", "strace"), ("elapsed", "benchmark run time")]:
         if k in env:
             w(f"- {title}: {env[k]}")
-    w(f"- rounds: micro {env.get('rounds')} (with peers: {env.get('peer_rounds')}), "
+    w(f"- rounds: micro {env.get('rounds')} (with peers: {env.get('peer_rounds')}; the "
+      f"hot-path targets' workload: {env.get('target_rounds', env.get('rounds'))}), "
       f"macro {env.get('macro_rounds')}, memory {env.get('mem_rounds')}")
     w("")
 
