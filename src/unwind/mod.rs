@@ -154,7 +154,8 @@ impl<const N: usize> Default for FrameBuf<N> {
 
 impl<const N: usize> FrameBuf<N> {
     /// `capture_tagged` into the first `want` slots (at most `N`), replacing what was there.
-    /// Inlined, so that the frames start at the return address into this function's caller.
+    /// Inlined, as `capture_tagged` is: the frames start where the function calling this one
+    /// returns to.
     #[inline(always)]
     pub fn capture_tagged(&mut self, want: usize, known: impl Fn(u64) -> bool) -> Captured {
         self.len = 0;
@@ -176,8 +177,9 @@ impl<const N: usize> FrameBuf<N> {
 }
 
 /// Captures the return addresses of the current call stack into `out`, newest first: `out[0]`
-/// is the return address into the function that called `capture_tagged` (its own frame is not
-/// included). Also says which memoized walk this was, with the tag a caller attached to it: a
+/// is where the function that calls `capture_tagged` returns to (always inlined, it walks from
+/// inside that function: a frame of its own, one call and its saving of six registers would
+/// cost every capture ~30 instructions). Also says which memoized walk this was, with the tag a caller attached to it: a
 /// caller that derives a value from the frames (fdguard: the interned stack id) attaches it
 /// with `tag_walk`, and gets it back the next time the same walk replays, without looking at
 /// the frames again (the memo's checks guarantee they are the same). When that tag is one
@@ -188,7 +190,7 @@ impl<const N: usize> FrameBuf<N> {
 /// stack, about 1 KiB when a pc is seen for the first time and its CFI must be parsed. The walk
 /// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
 /// represent, and at the outermost frame.
-#[inline(never)]
+#[inline(always)]
 fn capture_tagged(out: &mut [MaybeUninit<usize>], known: impl Fn(u64) -> bool) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     if FAST_PATH.load(core::sync::atomic::Ordering::Acquire) {

@@ -37,7 +37,8 @@ fn reference_capture(out: &mut [usize]) -> usize {
     capture_fallback(slots(out))
 }
 
-/// Both unwinders from the same leaf. Index 0 differs (two call sites).
+/// Both unwinders from the same leaf: the reference's first frame is the return into the leaf
+/// closure (`reference_capture` is a call of its own), ours starts where the closure returns.
 fn both_at_depth() -> (Vec<usize>, Vec<usize>) {
     assert!(init(), "glibc here has _dl_find_object");
     let (mut ours, mut reference) = ([0; 128], [0; 128]);
@@ -63,11 +64,11 @@ fn fast_path_matches_unwind_backtrace() {
             ours.len()
         );
         assert_eq!(
-            ours.len(),
+            ours.len() + 1,
             reference.len(),
             "round {round}: {ours:x?} vs {reference:x?}"
         );
-        assert_eq!(ours[1..], reference[1..], "round {round}");
+        assert_eq!(ours[..], reference[1..], "round {round}");
     }
 }
 
@@ -90,8 +91,8 @@ fn short_buffers_get_the_newest_frames() {
     let mut n = 0;
     d0(&mut || n = capture_tagged(slots(&mut out), |_| false).frames);
     assert_eq!(n, 5);
-    // Same chain, same call site of d29 -> leaf closure: frames 1.. agree.
-    assert_eq!(out[1..], full[1..5]);
+    // Same chain, same call site of d29 -> leaf closure: the frames agree.
+    assert_eq!(out[..], full[..5]);
     assert_eq!(capture_tagged(&mut [], |_| false).frames, 0);
 }
 
@@ -108,9 +109,9 @@ fn concurrent_captures_stay_identical() {
                         invalidate_cache(); // keep writers busy under contention
                     }
                     let (ours, reference) = both_at_depth();
-                    assert_eq!(ours[1..], reference[1..], "thread {t} iteration {i}");
+                    assert_eq!(ours[..], reference[1..], "thread {t} iteration {i}");
                     // The chain part is the same as on the single thread.
-                    assert_eq!(ours[1..=DEPTH + 1], single[1..=DEPTH + 1], "thread {t}");
+                    assert_eq!(ours[..=DEPTH], single[..=DEPTH], "thread {t}");
                     match &first {
                         None => first = Some(ours),
                         Some(f) => assert_eq!(&ours, f, "thread {t} iteration {i}"),
@@ -149,8 +150,8 @@ fn capture_in_signal_handler_stops_at_the_trampoline() {
     // SAFETY: raise is always safe to call; the handler is installed.
     d0(&mut || assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0));
     let n = HANDLER_LEN.load(Ordering::Acquire);
-    // The handler's caller is __restore_rt, whose CFI is a signal frame.
-    assert_eq!(n, 2, "expected handler site + trampoline");
+    // The handler returns to __restore_rt, whose CFI is a signal frame: the walk stops there.
+    assert_eq!(n, 1, "expected the trampoline only");
     // glibc reports the trampoline it installed as sa_restorer.
     // SAFETY: queries the current action into a zeroed struct.
     let restorer = unsafe {
@@ -161,7 +162,7 @@ fn capture_in_signal_handler_stops_at_the_trampoline() {
         );
         action.sa_restorer.map_or(0, |f| f as usize)
     };
-    assert_eq!(HANDLER_FRAMES[1].load(Ordering::Relaxed), restorer);
+    assert_eq!(HANDLER_FRAMES[0].load(Ordering::Relaxed), restorer);
 }
 
 /// Sets the flag when dropped, so helper threads stop even if the test
@@ -203,8 +204,8 @@ fn capture_works_in_child_after_fork_of_busy_parent() {
                 let mut out = [0usize; 64];
                 let mut n = 0;
                 d0(&mut || n = capture_tagged(slots(&mut out), |_| false).frames);
-                // Index DEPTH + 1 is the call site of d0, which differs here.
-                let ok = n > DEPTH + 1 && out.get(1..=DEPTH) == single.get(1..=DEPTH);
+                // Index DEPTH is the call site of d0, which differs here.
+                let ok = n > DEPTH && out.get(..DEPTH) == single.get(..DEPTH);
                 // SAFETY: _exit is async-signal-safe.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
@@ -263,7 +264,7 @@ fn frame_buf_shows_only_what_the_last_capture_wrote() {
     d0(&mut || n = buf.capture_tagged(40, |_| false).frames);
     assert_eq!(buf.frames().len(), n);
     assert!(n > DEPTH);
-    assert_eq!(buf.frames()[1..=DEPTH], full[1..=DEPTH]);
+    assert_eq!(buf.frames()[..DEPTH], full[..DEPTH]);
     d0(&mut || n = buf.capture_tagged(3, |_| false).frames);
     assert_eq!((n, buf.frames().len()), (3, 3));
     // More than it holds: capped, never past the end.
