@@ -306,10 +306,10 @@ impl WalkMemo {
     #[inline(always)]
     fn stack_matches(e: &MemoEntry, key: &MemoKey, n: usize) -> bool {
         // Any aligned word in [sp0, limit) is this thread's mapped stack.
-        let (lo, span) = (key.start.sp, key.limit.wrapping_sub(8 + key.start.sp));
-        if span > isize::MAX as usize {
+        let Some(span) = stack_span(key) else {
             return false;
-        }
+        };
+        let lo = key.start.sp;
         let (Some(ras), Some(offs)) = (e.ra.get(..n), e.ra_off.get(..n)) else {
             return false;
         };
@@ -454,11 +454,19 @@ impl MemoWriter<'_> {
     }
 }
 
+/// How far above `sp0` a word may start and still end below `limit`; `None` for a bound below
+/// the start (only a torn or foreign key has one).
+#[inline(always)]
+fn stack_span(key: &MemoKey) -> Option<usize> {
+    let span = key.limit.wrapping_sub(8 + key.start.sp);
+    (span <= isize::MAX as usize).then_some(span)
+}
+
 /// Whether `addr` is an aligned word in `[sp0, limit)`, this thread's mapped stack.
 #[inline(always)]
 fn readable(key: &MemoKey, addr: usize) -> bool {
-    let span = key.limit.wrapping_sub(8 + key.start.sp);
-    addr.wrapping_sub(key.start.sp) <= span && addr.is_multiple_of(8) && span <= isize::MAX as usize
+    stack_span(key).is_some_and(|span| addr.wrapping_sub(key.start.sp) <= span)
+        && addr.is_multiple_of(8)
 }
 
 /// # Safety
