@@ -7,74 +7,9 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use libc::c_int;
-
-/// The thread pointer (what `pthread_self` returns on x86_64 glibc), without calling it: the
-/// x86-64 TLS ABI keeps the thread pointer itself in the first word of the TCB, at `%fs:0`.
-#[inline(always)]
-pub fn thread_pointer() -> usize {
-    let tp: usize;
-    // SAFETY: reads one word through %fs, which every x86-64 Linux thread has pointing at its
-    // TCB; touches no other memory, neither the stack nor the flags.
-    unsafe {
-        core::arch::asm!("mov {tp}, qword ptr fs:[0]", tp = out(reg) tp, options(nostack, readonly, preserves_flags));
-    }
-    tp
-}
-
-/// Where, from the thread pointer, every thread's `errno` and kernel tid live; 0 = not known
-/// (before `locate_thread_fields`, or on a libc that does not say), and the callers then ask
-/// libc / the cached syscall. A hook pays two loads instead of a call into libc and a call to
-/// `__tls_get_addr` for fdguard's own thread-local: ~25 instructions an `open`+`close` pair.
-static ERRNO_OFFSET: AtomicUsize = AtomicUsize::new(0);
-static TID_OFFSET: AtomicUsize = AtomicUsize::new(0);
-
-/// Finds `errno` and the tid field for the hot path, and checks both on this thread. `errno` is
-/// libc's initial-exec thread-local, so it sits at one offset from the thread pointer in every
-/// thread. The tid's offset inside glibc's thread descriptor is published for libthread_db
-/// (`_thread_db_pthread_tid`: size in bits, count, offset; it is how gdb finds it).
-pub fn locate_thread_fields() {
-    let tp = thread_pointer();
-    // SAFETY: __errno_location has no preconditions.
-    let errno_at = unsafe { libc::__errno_location() } as usize;
-    ERRNO_OFFSET.store(errno_at.wrapping_sub(tp), Ordering::Relaxed);
-    // SAFETY: dlsym with a NUL-terminated name; the result is only read if non-null.
-    let desc = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_thread_db_pthread_tid".as_ptr()) };
-    if desc.is_null() {
-        return;
-    }
-    // SAFETY: glibc defines the symbol as `const uint32_t[3]`.
-    let [bits, count, offset] = unsafe { desc.cast::<[u32; 3]>().read() };
-    let offset = offset as usize;
-    if bits != 32 || count != 1 || offset == 0 || !offset.is_multiple_of(4) || offset > 4096 {
-        return;
-    }
-    // SAFETY: the descriptor says a 32-bit field lies at this offset in the thread's own
-    // descriptor, which starts at the thread pointer and is as long as it says.
-    let found = unsafe { ((tp + offset) as *const u32).read() };
-    if found == gettid() {
-        TID_OFFSET.store(offset, Ordering::Relaxed);
-    }
-}
-
-/// The calling thread's kernel tid from its glibc thread descriptor, if `locate_thread_fields`
-/// found where it is (glibc keeps it current across `fork`).
-#[inline(always)]
-pub fn descriptor_tid() -> Option<u32> {
-    let offset = TID_OFFSET.load(Ordering::Relaxed);
-    if offset == 0 {
-        return None;
-    }
-    let tid: u32;
-    // SAFETY: `offset` was checked against this libc's own description of its thread
-    // descriptor, which every thread's %fs points at; one aligned 4-byte read.
-    unsafe {
-        core::arch::asm!("mov {tid:e}, dword ptr fs:[{off}]", tid = out(reg) tid, off = in(reg) offset, options(nostack, readonly, preserves_flags));
-    }
-    Some(tid)
-}
 
 /// The calling thread's `errno`.
 #[inline]
@@ -90,12 +25,8 @@ pub fn errno() -> c_int {
 pub struct ThreadErrno(*mut c_int);
 
 impl ThreadErrno {
-    #[inline(always)]
+    #[inline]
     pub fn locate() -> Self {
-        let offset = ERRNO_OFFSET.load(Ordering::Relaxed);
-        if offset != 0 {
-            return Self(thread_pointer().wrapping_add(offset) as *mut c_int);
-        }
         // SAFETY: __errno_location has no preconditions.
         Self(unsafe { libc::__errno_location() })
     }
