@@ -126,9 +126,15 @@ pub fn internal<R>(f: impl FnOnce() -> R) -> R {
     with_raised(|t| &t.internal, f)
 }
 
-/// This thread's kernel tid, cached after the first call.
+/// This thread's kernel tid: glibc's, where fdguard found it, else fdguard's own cache.
 #[inline(always)]
 pub fn tid() -> u32 {
+    os::descriptor_tid().unwrap_or_else(cached_tid)
+}
+
+/// This thread's kernel tid, cached after the first call (the cache is also what tells a vfork
+/// child from its parent thread).
+fn cached_tid() -> u32 {
     THREAD.with(|t| {
         let cached = t.tid.get();
         if cached != 0 {
@@ -156,7 +162,7 @@ pub fn after_fork_in_child() {
 
 /// Called by the `vfork` hook just before the real `vfork`.
 pub fn vfork_starting() {
-    if VFORK_TID.swap(tid(), Ordering::SeqCst) == 0 {
+    if VFORK_TID.swap(cached_tid(), Ordering::SeqCst) == 0 {
         SLOW.fetch_add(1, Ordering::SeqCst);
     }
 }

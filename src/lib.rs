@@ -76,6 +76,7 @@ extern "C" fn fini() {
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     real::resolve_all();
+    os::locate_descriptor_tid();
     // `dlopen`ed by `fdguard attach`: nothing happens until it calls `fdguard_attach`.
     if !attach::loaded_at_startup() {
         return;

@@ -250,25 +250,29 @@ impl PathTail {
     #[inline(always)]
     pub fn of(path: &[u8]) -> (PathTail, u32) {
         let tail = &path[path.len().saturating_sub(PATH_TAIL)..];
-        // Each word from its own bytes, with no indexing by length: the four words stay in
-        // registers all the way to the table.
-        let word = |i: usize| match tail.get(8 * i..) {
-            Some(rest) if rest.len() >= 8 => rest
-                .get(..8)
-                .and_then(|c| c.try_into().ok())
-                .map_or(0, u64::from_le_bytes),
-            Some(rest) => partial_word(rest),
-            None => 0,
+        let n = tail.len();
+        let words = if n >= 8 {
+            // Word `i` is bytes 8i.. of the tail, loaded from where a whole word still fits
+            // (8i, or n - 8 for the last, partial one) and shifted down by the bytes it loaded
+            // too early; a word past the end shifts out completely. Four loads, no branches:
+            // the hot path's size is what costs here, since each system call leaves the
+            // instruction cache cold.
+            std::array::from_fn(|i| {
+                let at = (8 * i).min(n - 8);
+                let skip = (8 * i - at) as u32;
+                let word = tail[at..at + 8].try_into().map_or(0, u64::from_le_bytes);
+                word.checked_shr(8 * skip).unwrap_or(0)
+            })
+        } else {
+            [partial_word(tail), 0, 0, 0]
         };
-        (
-            PathTail([word(0), word(1), word(2), word(3)]),
-            path.len() as u32,
-        )
+        (PathTail(words), path.len() as u32)
     }
 
     /// True when no path was recorded (or it was empty).
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.0 == [0; PATH_WORDS]
+        self.0.iter().fold(0, |any, w| any | w) == 0
     }
 
     /// The path as text: `…` plus the tail when the path was longer than the tail kept.

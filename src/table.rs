@@ -154,11 +154,10 @@ impl Slot<'_> {
         );
         self.0[2].store(rec.born_ns, Ordering::Relaxed);
         self.0[3].store(rec.detail, Ordering::Relaxed);
-        // Only records with a path write (and later read) the tail words.
-        if !rec.path.is_empty() {
-            for (w, v) in self.0[4..].iter().zip(rec.path.words()) {
-                w.store(v, Ordering::Relaxed);
-            }
+        // All four tail words, path or not (the slot's cache line is written anyway): testing
+        // for "no path" first kept the words in memory instead of registers.
+        for (w, v) in self.0[4..].iter().zip(rec.path.words()) {
+            w.store(v, Ordering::Relaxed);
         }
     }
 
@@ -296,26 +295,30 @@ impl FdTable {
             return Remove::Busy;
         };
         let old_meta = meta_of(before);
-        let was_open = old_meta & META_OPEN != 0;
-        let had_release = !was_open && old_meta & META_HAS_RELEASE != 0;
-        let last_release = if had_release {
+        // What an entry keeps once released: its call and kind, and the releasing stack if any.
+        let released = |meta: u32| {
+            if let Some(stack) = release {
+                slot.0[1].store((pack_stack(Some(stack)) as u64) << 32, Ordering::Relaxed);
+                meta | META_HAS_RELEASE
+            } else {
+                meta
+            }
+        };
+        if old_meta & META_OPEN != 0 {
+            // The usual case first and alone (an open entry has no release stack to keep).
+            slot.release(
+                before,
+                released(old_meta & !(META_OPEN | META_STREAM | META_HAS_PATH)),
+            );
+            return Remove::WasOpen;
+        }
+        let last_release = if old_meta & META_HAS_RELEASE != 0 {
             unpack_stack((slot.0[1].load(Ordering::Relaxed) >> 32) as u32)
         } else {
             None
         };
-        let mut meta = old_meta & !(META_OPEN | META_STREAM | META_HAS_RELEASE | META_HAS_PATH);
-        if let Some(stack) = release {
-            slot.0[1].store((pack_stack(Some(stack)) as u64) << 32, Ordering::Relaxed);
-            meta |= META_HAS_RELEASE;
-        } else if had_release {
-            meta |= META_HAS_RELEASE;
-        }
-        slot.release(before, meta);
-        if was_open {
-            Remove::WasOpen
-        } else {
-            Remove::NotOpen { last_release }
-        }
+        slot.release(before, released(old_meta & !META_HAS_PATH));
+        Remove::NotOpen { last_release }
     }
 
     /// Applies `change` to an open entry (e.g. `fdopen` marking it as a stream).

@@ -128,11 +128,15 @@ impl OwnFds {
         self.remove_range(fd, fd);
     }
 
+    /// False for nearly every fd that is not listed (one load).
+    #[inline(always)]
+    pub fn may_list(&self, fd: i32) -> bool {
+        self.bloom.load(Ordering::Acquire) & Self::bit(fd) != 0
+    }
+
     #[inline(always)]
     pub fn contains(&self, fd: i32) -> bool {
-        fd >= 0
-            && self.bloom.load(Ordering::Acquire) & Self::bit(fd) != 0
-            && self.fds.iter().any(|e| e.load(Ordering::Acquire) == fd + 1)
+        fd >= 0 && self.may_list(fd) && self.fds.iter().any(|e| e.load(Ordering::Acquire) == fd + 1)
     }
 }
 
@@ -386,6 +390,20 @@ pub fn releasing(mode: Mode, fd: i32) -> Released {
     }
 }
 
+/// The usual release: one of the program's fds, not a listener, no release stacks kept. Such a
+/// release touches neither libc nor `errno`; `None` (nothing changed) when it is not one.
+#[inline(always)]
+pub fn releasing_plainly(mode: Mode, fd: i32) -> Option<Released> {
+    let plain = mode == Mode::Track
+        && !OWN.may_list(fd)
+        && !GUARD.maybe_listener(fd)
+        && !CLOSE_STACKS.load(Ordering::Relaxed);
+    if !plain {
+        return None;
+    }
+    Some(forget_with(fd, None))
+}
+
 #[inline(always)]
 fn forget(fd: i32) -> Released {
     let release_stack = if CLOSE_STACKS.load(Ordering::Relaxed) {
@@ -393,6 +411,11 @@ fn forget(fd: i32) -> Released {
     } else {
         None
     };
+    forget_with(fd, release_stack)
+}
+
+#[inline(always)]
+fn forget_with(fd: i32, release_stack: Option<StackId>) -> Released {
     match TABLE.remove(fd, fork_generation(), release_stack) {
         Remove::WasOpen => {
             THRESHOLD.after_release();

@@ -90,7 +90,11 @@ struct Entry {
 /// For hooks that release or update fds.
 #[inline(always)]
 fn enter() -> Entry {
-    let mode = guard::mode();
+    entry(guard::mode())
+}
+
+#[inline(always)]
+fn entry(mode: Mode) -> Entry {
     Entry {
         mode,
         errno: (mode != Mode::Pass).then(ThreadErrno::locate),
@@ -224,24 +228,57 @@ fn new_dup(call: Call, source: c_int, real: impl FnOnce() -> c_int) -> c_int {
 /// that fails with `EBADF` on an fd the table did not have is reported as a bad close.
 #[inline(always)]
 fn release_fd(call: Call, fd: c_int, real: impl FnOnce() -> c_int) -> c_int {
-    let e = enter();
-    let mut before = tracker::Released::Unknown;
-    if let Some(location) = e.errno {
-        let _errno = ErrnoGuard::at(location);
-        if guard::contained(|| tracker::is_own(e.mode, fd)) == Some(true) {
-            drop(_errno);
-            location.set(libc::EBADF);
-            return -1;
-        }
-        before = guard::contained(|| tracker::releasing(e.mode, fd)).unwrap_or(before);
+    let mode = guard::mode();
+    // The usual release touches neither libc nor `errno`, so nothing needs to be kept around it.
+    let before = match guard::contained(|| tracker::releasing_plainly(mode, fd)) {
+        Some(Some(before)) => before,
+        Some(None) => match release_checked(mode, fd) {
+            Ok(before) => before,
+            Err(answer) => return answer,
+        },
+        None => tracker::Released::Unknown,
+    };
+    if let tracker::Released::NotOpen(_) = before {
+        return release_unknown(call, fd, mode, before, real);
     }
+    // Nothing is left to do after the call, so it is the hook's last act, a tail call: the
+    // kernel's work leaves the return-address predictor of no use to the code after a system
+    // call, so each return taken after one costs a misprediction.
+    real()
+}
+
+/// The release of an fd the table did not have open: a failure may be a bad close.
+#[inline(never)]
+fn release_unknown(
+    call: Call,
+    fd: c_int,
+    mode: Mode,
+    before: tracker::Released,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
     let r = real();
     if r == -1 {
-        after(&e, |errno| {
-            tracker::bad_close(e.mode, call, fd, before, errno)
+        after(&entry(mode), |errno| {
+            tracker::bad_close(mode, call, fd, before, errno)
         });
     }
     r
+}
+
+/// The release of an fd that is not plainly the program's (one of fdguard's own, a listener, or
+/// with release stacks kept), with `errno` kept; `Err` is the hook's answer without the real call.
+#[inline(never)]
+fn release_checked(mode: Mode, fd: c_int) -> Result<tracker::Released, c_int> {
+    let Some(location) = entry(mode).errno else {
+        return Ok(tracker::Released::Unknown);
+    };
+    let errno = ErrnoGuard::at(location);
+    if guard::contained(|| tracker::is_own(mode, fd)) == Some(true) {
+        drop(errno);
+        location.set(libc::EBADF);
+        return Err(-1);
+    }
+    Ok(guard::contained(|| tracker::releasing(mode, fd)).unwrap_or(tracker::Released::Unknown))
 }
 
 /// `freopen`: the stream's old fd is released (even when reopening fails), then `path` is
