@@ -77,6 +77,7 @@ extern "C" fn fini() {
 extern "C" fn init() {
     real::resolve_all();
     os::locate_descriptor_tid();
+    os::locate_vdso_clock();
     // `dlopen`ed by `fdguard attach`: nothing happens until it calls `fdguard_attach`.
     if !attach::loaded_at_startup() {
         return;

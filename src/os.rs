@@ -115,13 +115,45 @@ pub fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
+/// The vDSO's own `clock_gettime`, found at load (0: not found, libc's is used). Called
+/// directly, a clock read skips libc's wrapper: fewer instruction-cache lines on every
+/// creation, where each costs several ns after a system call.
+static VDSO_CLOCK: AtomicUsize = AtomicUsize::new(0);
+
+type ClockFn = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> c_int;
+
+pub fn locate_vdso_clock() {
+    // SAFETY: dlopen with RTLD_NOLOAD only looks up an object already loaded (the kernel maps
+    // the vDSO into every process and glibc lists it by this name); dlsym with a NUL-terminated
+    // name on the handle it returned.
+    let f = unsafe {
+        let vdso = libc::dlopen(
+            c"linux-vdso.so.1".as_ptr(),
+            libc::RTLD_NOLOAD | libc::RTLD_LAZY,
+        );
+        if vdso.is_null() {
+            return;
+        }
+        libc::dlsym(vdso, c"__vdso_clock_gettime".as_ptr())
+    };
+    VDSO_CLOCK.store(f as usize, Ordering::Relaxed);
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime is async-signal-safe (vDSO).
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    let vdso = VDSO_CLOCK.load(Ordering::Relaxed);
+    if vdso != 0 {
+        // SAFETY: `vdso` is the vDSO's `__vdso_clock_gettime`, which has clock_gettime's C
+        // signature; `ts` is a valid, writable timespec. It reads shared kernel data only
+        // (falling back to the system call itself), never `errno`: async-signal-safe.
+        unsafe { std::mem::transmute::<usize, ClockFn>(vdso)(clock, &mut ts) };
+    } else {
+        // SAFETY: `ts` is a valid, writable timespec; clock_gettime is async-signal-safe.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+    }
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
