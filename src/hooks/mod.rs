@@ -241,9 +241,8 @@ fn release_fd(call: Call, fd: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if let tracker::Released::NotOpen(_) = before {
         return release_unknown(call, fd, mode, before, real);
     }
-    // Nothing is left to do after the call, so it is the hook's last act, a tail call: the
-    // kernel's work leaves the return-address predictor of no use to the code after a system
-    // call, so each return taken after one costs a misprediction.
+    // Nothing is left to do after the call, so it is the hook's last act (a tail call): no
+    // epilogue of fdguard's runs after the kernel's work, whose code would start cold.
     real()
 }
 
