@@ -7,8 +7,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::origin::Call;
 use crate::table::StackId;
+use fdguard_core::call::Call;
 
 const SLOTS: usize = 16;
 const FREE: u32 = 0;

@@ -13,8 +13,8 @@ use std::mem::{MaybeUninit, size_of};
 use libc::{c_int, c_void, sockaddr_storage, socklen_t};
 
 use crate::os;
-pub use crate::sockdesc::SocketDesc;
-use crate::sockdesc::tcp_state_name;
+pub use fdguard_core::sockdesc::SocketDesc;
+use fdguard_core::sockdesc::tcp_state_name;
 
 /// What the kernel says about one open fd.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,11 +110,7 @@ fn fstat_mode(fd: i32) -> Option<libc::mode_t> {
 fn pipe_end(fd: i32) -> Option<&'static str> {
     // SAFETY: F_GETFL only reads the fd's status flags.
     let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    match fl.checked_abs()? & libc::O_ACCMODE {
-        libc::O_RDONLY => Some("read end"),
-        libc::O_WRONLY => Some("write end"),
-        _ => None,
-    }
+    fdguard_core::kind::pipe_end(u32::try_from(fl).ok()?)
 }
 
 fn sockopt_int(fd: i32, level: c_int, name: c_int) -> Option<c_int> {
@@ -222,10 +218,14 @@ fn socket_desc(fd: i32) -> Option<SocketDesc> {
     };
     Some(SocketDesc {
         proto,
-        sock_type,
+        sock_type: sock_type.into(),
         local: sock_addr(fd, libc::getsockname),
         peer: sock_addr(fd, libc::getpeername),
-        tcp_state: if is_tcp { tcp_state(fd) } else { None },
+        tcp_state: if is_tcp {
+            tcp_state(fd).map(Into::into)
+        } else {
+            None
+        },
     })
 }
 
@@ -254,7 +254,7 @@ mod tests {
         let d = describe(l.as_raw_fd());
         let s = d.socket.unwrap();
         assert_eq!(s.proto, "tcp");
-        assert_eq!(s.tcp_state, Some("LISTEN"));
+        assert_eq!(s.tcp_state.as_deref(), Some("LISTEN"));
         assert_eq!(
             s.local.as_deref(),
             Some(format!("127.0.0.1:{port}").as_str())
@@ -267,7 +267,7 @@ mod tests {
         drop(c);
         std::thread::sleep(std::time::Duration::from_millis(50));
         let s = describe(a.as_raw_fd()).socket.unwrap();
-        assert_eq!(s.tcp_state, Some("CLOSE_WAIT"));
+        assert_eq!(s.tcp_state.as_deref(), Some("CLOSE_WAIT"));
         assert!(s.peer.is_some());
     }
 
@@ -303,7 +303,7 @@ mod tests {
             0
         );
         let s = describe(sv[0]).socket.unwrap();
-        assert_eq!((s.proto.as_str(), s.sock_type), ("unix", "stream"));
+        assert_eq!((s.proto.as_str(), &*s.sock_type), ("unix", "stream"));
         assert_eq!(s.local.as_deref(), Some("(unnamed)"));
         // SAFETY: closing the two fds this test created.
         unsafe {

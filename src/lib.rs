@@ -16,10 +16,9 @@ mod alloc;
 mod attach;
 mod badclose;
 mod child;
-mod config;
 mod dumper;
 mod emfile;
-mod exe;
+mod fork;
 mod guard;
 // Compiled into unit tests too, where fdguard is never activated: the hooks pass through.
 mod hooks;
@@ -29,8 +28,6 @@ mod limits;
 mod origin;
 mod os;
 mod real;
-mod report;
-mod sockdesc;
 mod stack;
 mod symbolize;
 mod symcache;
@@ -47,8 +44,8 @@ use std::ffi::CString;
 #[global_allocator]
 static ALLOCATOR: alloc::FdguardAlloc = alloc::FdguardAlloc;
 
-use config::Config;
-use origin::Call;
+use fdguard_core::call::Call;
+use fdguard_core::config::Config;
 use tracker::{Birth, Origin};
 
 /// Runs before `main` (from `.init_array`). Hooks that run earlier, from other libraries'
@@ -133,6 +130,7 @@ fn prepare(config: &Config) {
     if config.raise_nofile {
         print_line(&raise_nofile());
     }
+    fork::install();
     stack::init();
     unwind::init();
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
@@ -166,8 +164,8 @@ fn warn_if_go_program() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
         return;
     };
-    let exe = exe.to_string_lossy();
-    if exe::is_go_program(&exe) {
+    if fdguard_core::program::is_go_program(&exe) {
+        let exe = exe.to_string_lossy();
         print_line(&format!(
             "fdguard: {exe} is a Go program: the Go runtime opens and closes fds with system \
              calls of its own, not through libc, so fdguard cannot tell who created them \

@@ -5,11 +5,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::config::MAX_DEPTH;
 use crate::intern::Interner;
 use crate::os;
 use crate::table::StackId;
 use crate::unwind;
+use fdguard_core::config::MAX_DEPTH;
 
 /// Distinct stacks: up to ~290k of them, 64 MiB of frames, mapped as used.
 static STACKS: Interner<{ 1 << 12 }, { 73 << 12 }, { 64 << 20 }> = Interner::new();

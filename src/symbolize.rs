@@ -9,8 +9,8 @@ use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, Module};
-use crate::report::Frame;
 use crate::unwind;
+use fdguard_core::report::Frame;
 
 pub struct Symbolizer {
     /// The main program's path (the loader's name for it is empty).
@@ -59,8 +59,8 @@ impl Symbolizer {
             let pc = addr.saturating_sub(1);
             let module = self.module_of(pc);
             let base = Frame {
-                addr,
-                offset: module.as_ref().map(|(_, bias)| pc - bias),
+                addr: addr as u64,
+                offset: module.as_ref().map(|(_, bias)| (pc - bias) as u64),
                 module: module.map(|(path, _)| path),
                 ..Frame::default()
             };

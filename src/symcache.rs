@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::report::Frame;
 use crate::table::StackId;
+use fdguard_core::report::Frame;
 
 /// Bytes for entries (virtual; untouched pages cost nothing).
 const CAPACITY: usize = 32 << 20;
@@ -92,45 +92,8 @@ pub fn clear() {
     }
 }
 
-const FIELD: char = '\u{1f}';
-const FRAME: char = '\u{1e}';
-
-fn encode(frames: &[Frame]) -> String {
-    let mut s = String::new();
-    for f in frames {
-        let opt = |o: &Option<String>| o.clone().unwrap_or_default();
-        s.push_str(&format!(
-            "{:x}{FIELD}{}{FIELD}{}{FIELD}{}{FIELD}{}{FIELD}{}{FRAME}",
-            f.addr,
-            opt(&f.module),
-            f.offset.map_or(String::new(), |o| format!("{o:x}")),
-            opt(&f.function),
-            opt(&f.file),
-            f.line.map_or(String::new(), |l| l.to_string()),
-        ));
-    }
-    s
-}
-
-fn decode(s: &str) -> Vec<Frame> {
-    s.split(FRAME)
-        .filter(|f| !f.is_empty())
-        .filter_map(|f| {
-            let v: Vec<&str> = f.split(FIELD).collect();
-            let text = |i: usize| v.get(i).filter(|s| !s.is_empty()).map(|s| s.to_string());
-            Some(Frame {
-                addr: usize::from_str_radix(v.first()?, 16).ok()?,
-                module: text(1),
-                offset: v.get(2).and_then(|o| usize::from_str_radix(o, 16).ok()),
-                function: text(3),
-                file: text(4),
-                line: v.get(5).and_then(|l| l.parse().ok()),
-            })
-        })
-        .collect()
-}
-
-/// Every stack resolved so far. Entries are `id \t encoded-frames \n`.
+/// Every stack resolved so far. Entries are `id \t frames-as-JSON \n` (JSON escapes any
+/// newline inside a name, so an entry is one line).
 pub fn load() -> HashMap<StackId, Vec<Frame>> {
     let Some(len) = len_word() else {
         return HashMap::new();
@@ -139,7 +102,10 @@ pub fn load() -> HashMap<StackId, Vec<Frame>> {
         .lines()
         .filter_map(|line| {
             let (id, frames) = line.split_once('\t')?;
-            Some((StackId(id.parse().ok()?), decode(frames)))
+            Some((
+                StackId(id.parse().ok()?),
+                serde_json::from_str(frames).ok()?,
+            ))
         })
         .collect()
 }
@@ -150,8 +116,10 @@ pub fn append(entries: &[(StackId, Vec<Frame>)]) {
     let base = BASE.load(Ordering::Acquire);
     let mut n = len.load(Ordering::Acquire);
     for (id, frames) in entries {
-        // Entries are lines: a newline inside a name must not end one.
-        let line = format!("{}\t{}\n", id.0, encode(frames).replace('\n', " "));
+        let Ok(json) = serde_json::to_string(frames) else {
+            continue;
+        };
+        let line = format!("{}\t{json}\n", id.0);
         if n + line.len() > CAPACITY {
             break;
         }
@@ -170,13 +138,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_round_trip_through_the_encoding() {
+    fn frames_round_trip_through_the_log() {
         let frames = vec![
             Frame {
                 addr: 0x55d4c1234567,
                 module: Some("/srv/app".into()),
                 offset: Some(0x1234),
-                function: Some("app::Loader::open(char const*)".into()),
+                function: Some("app::Loader::open(char const*)\n\t".into()),
                 file: Some("src/loader.cpp".into()),
                 line: Some(42),
             },
@@ -185,7 +153,9 @@ mod tests {
                 ..Frame::default()
             },
         ];
-        assert_eq!(decode(&encode(&frames)), frames);
+        init();
+        append(&[(StackId(3), frames.clone())]);
+        assert_eq!(load()[&StackId(3)], frames);
     }
 
     #[test]

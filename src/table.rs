@@ -21,8 +21,10 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, fence};
 
-use crate::origin::{Call, FdKind, PATH_TAIL, PathTail};
+use crate::origin::{PATH_TAIL, PathTail};
 use crate::os::LazySlice;
+use fdguard_core::call::Call;
+use fdguard_core::kind::FdKind;
 
 /// Index of an interned call stack (see `stack`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

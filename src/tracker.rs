@@ -8,15 +8,17 @@ use std::sync::atomic::{
 };
 
 use crate::badclose::{BadClose, BadCloses};
-use crate::config::EmfileMode;
 use crate::emfile::{self, CtlOp, GUARD, Hold};
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::limits::Threshold;
-use crate::origin::{Call, Detail, FdKind, PathTail};
+use crate::origin::{Detail, PathTail};
 use crate::os;
 use crate::stack;
 use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
 use crate::trigger::{self, Reason};
+use fdguard_core::call::Call;
+use fdguard_core::config::EmfileMode;
+use fdguard_core::kind::FdKind;
 
 pub static TABLE: FdTable = FdTable::new();
 pub static THRESHOLD: Threshold = Threshold::new();

@@ -9,12 +9,12 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::config::EmfileMode;
 use crate::emfile::{self, GUARD, LineContext, Lines, NoticeKind};
 use crate::guard;
 use crate::inspect;
 use crate::os;
 use crate::tracker::{self, OWN};
+use fdguard_core::config::EmfileMode;
 
 /// The guard's settings the lines mention.
 struct Settings {

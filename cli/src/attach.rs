@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::fail::{Failure, Outcome};
-use crate::fds::{FdEntry, read_fds};
+use crate::fds::read_fds;
 use crate::os::FdDir;
 use crate::ptrace::{Regs, Stop, Tracee};
 use crate::run::{GuardOptions, library};
 use crate::target::{LibState, Mapped, Target};
+use fdguard_core::kind::FdKind;
+use fdguard_core::snapshot::FdEntry;
 
 #[derive(Args, Debug)]
 pub struct AttachArgs {
@@ -315,8 +317,8 @@ fn check_target(target: &Target) -> Result<(), Failure> {
             "pid {pid} is stopped (by a signal or a debugger): continue it first (kill -CONT {pid})"
         )));
     }
-    if let Some(p) = target.program().filter(|p| p.is_static || p.is_go) {
-        let what = if p.is_go {
+    if let Some(p) = target.program().filter(|p| p.is_static || p.is_go()) {
+        let what = if p.is_go() {
             "a Go program"
         } else {
             "statically linked"
@@ -355,11 +357,11 @@ fn libc_function(
 fn epoll_lines(fds: &[FdEntry]) -> Vec<String> {
     let listeners: Vec<i32> = fds
         .iter()
-        .filter(|e| e.tcp_state() == Some("LISTEN"))
+        .filter(|e| e.tcp_state().map(|s| &**s) == Some("LISTEN"))
         .map(|e| e.fd)
         .collect();
     let mut lines = Vec::new();
-    for e in fds.iter().filter(|e| e.kind == "epoll") {
+    for e in fds.iter().filter(|e| e.kind == FdKind::Epoll) {
         for w in e.watches.iter().filter(|w| listeners.contains(&w.fd)) {
             let data = w.data.trim_start_matches("0x");
             lines.push(format!("epoll {} {} {:x} {data}", e.fd, w.fd, w.mask));

@@ -7,11 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
+use fdguard_core::kind::{FdKind, kind_words};
+use fdguard_core::read::Document;
+use fdguard_core::report::Frame;
+use fdguard_core::schema::Schema;
 use serde::Serialize;
 
-use crate::describe::kind_words;
 use crate::fail::Outcome;
-use crate::reports::{Doc, Frame, load_last};
+use crate::reports::load_last;
 use crate::units::{count, duration, signed};
 
 /// Stacks and groups shown in text.
@@ -52,15 +55,33 @@ pub struct Side {
     pub open: usize,
 }
 
+fn given(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
 impl Side {
-    fn of(d: &Doc) -> Side {
+    fn of(d: &Document) -> Side {
         Side {
-            pid: d.pid,
-            reason: d.reason.clone(),
-            time: d.time.clone(),
+            pid: Some(d.pid()),
+            reason: given(d.reason()),
+            time: given(d.time()),
             open: d.open(),
         }
     }
+}
+
+/// Counts by name (kinds and TCP states as the JSON spells them).
+fn by_name<K: AsRef<str>>(counts: &BTreeMap<K, usize>) -> BTreeMap<String, usize> {
+    counts
+        .iter()
+        .map(|(k, n)| (k.as_ref().to_string(), *n))
+        .collect()
+}
+
+/// Milliseconds since the epoch of a document's `time`.
+fn unix_ms(d: &Document) -> Option<u128> {
+    let t = humantime::parse_rfc3339_weak(d.time()).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis())
 }
 
 /// One creation stack (or, for snapshots, one group) in either report.
@@ -90,7 +111,7 @@ pub struct GroupKey {
 
 #[derive(Debug, Serialize)]
 pub struct Diff {
-    pub fdguard: u64,
+    pub fdguard: Schema,
     pub old: Side,
     pub new: Side,
     pub open: Change,
@@ -135,11 +156,11 @@ fn by_growth(items: &mut [Item]) {
     });
 }
 
-fn stack_items(old: &Doc, new: &Doc) -> Vec<Item> {
+fn stack_items(old: &Document, new: &Document) -> Vec<Item> {
     let mut keys: Vec<Vec<String>> = Vec::new();
     let mut pairs: BTreeMap<Vec<String>, (Option<usize>, Option<usize>)> = BTreeMap::new();
     for (side, doc) in [(0, old), (1, new)] {
-        for (i, s) in doc.stacks.iter().enumerate() {
+        for (i, s) in doc.stacks().iter().enumerate() {
             let key = s.key();
             let e = pairs.entry(key.clone()).or_insert_with(|| {
                 keys.push(key);
@@ -156,15 +177,15 @@ fn stack_items(old: &Doc, new: &Doc) -> Vec<Item> {
         .iter()
         .map(|k| {
             let (o, n) = pairs[k];
-            let o = o.map(|i| &old.stacks[i]);
-            let n = n.map(|i| &new.stacks[i]);
+            let o = o.map(|i| &old.stacks()[i]);
+            let n = n.map(|i| &new.stacks()[i]);
             let c = Change::of(o.map_or(0, |s| s.count), n.map_or(0, |s| s.count));
             let shown = n.or(o).expect("in one of the two");
             Item {
                 status: status(c),
                 count: c,
-                by_kind: shown.by_kind.clone(),
-                tcp_states: shown.tcp_states.clone(),
+                by_kind: by_name(&shown.by_kind),
+                tcp_states: by_name(&shown.tcp_states),
                 frames: shown.frames.clone(),
                 group: None,
             }
@@ -174,17 +195,17 @@ fn stack_items(old: &Doc, new: &Doc) -> Vec<Item> {
     items
 }
 
-fn group_items(old: &Doc, new: &Doc) -> Vec<Item> {
-    let index = |d: &Doc| -> BTreeMap<GroupKey, (usize, BTreeMap<String, usize>)> {
-        d.groups
+fn group_items(old: &Document, new: &Document) -> Vec<Item> {
+    let index = |d: &Document| -> BTreeMap<GroupKey, (usize, BTreeMap<String, usize>)> {
+        d.groups()
             .iter()
             .map(|g| {
                 let key = GroupKey {
-                    kind: g.kind.clone(),
-                    by: g.by.clone(),
+                    kind: g.kind.name().to_string(),
+                    by: g.by.to_string(),
                     key: g.key.clone(),
                 };
-                (key, (g.count, g.tcp_states.clone()))
+                (key, (g.count, by_name(&g.tcp_states)))
             })
             .collect()
     };
@@ -213,21 +234,21 @@ fn group_items(old: &Doc, new: &Doc) -> Vec<Item> {
     items
 }
 
-pub fn diff(old: &Doc, new: &Doc) -> Diff {
+pub fn diff(old: &Document, new: &Document) -> Diff {
     let open = Change::of(old.open(), new.open());
-    let elapsed_s = match (old.unix_ms(), new.unix_ms()) {
+    let elapsed_s = match (unix_ms(old), unix_ms(new)) {
         (Some(a), Some(b)) if b > a => Some((b - a) as f64 / 1000.0),
         _ => None,
     };
     Diff {
-        fdguard: crate::reports::SCHEMA,
+        fdguard: Schema,
         old: Side::of(old),
         new: Side::of(new),
         open,
         per_minute: elapsed_s.map(|s| open.delta as f64 * 60.0 / s),
         elapsed_s,
-        by_kind: changes(&old.by_kind, &new.by_kind),
-        tcp_states: changes(&old.tcp_states(), &new.tcp_states()),
+        by_kind: changes(&by_name(old.by_kind()), &by_name(new.by_kind())),
+        tcp_states: changes(&by_name(old.tcp_states()), &by_name(new.tcp_states())),
         stacks: stack_items(old, new),
         groups: group_items(old, new),
     }
@@ -245,13 +266,17 @@ fn changes_line(title: &str, m: &BTreeMap<String, Change>) -> Option<String> {
 
 /// "sockets, 798 CLOSE_WAIT".
 fn contents(i: &Item) -> String {
+    let words = |k: &str, n: usize| {
+        let kind = FdKind::from_name(k).unwrap_or_default();
+        kind_words(kind, n, false)
+    };
     let mut parts: Vec<String> = if i.by_kind.len() == 1 {
         let (k, n) = i.by_kind.iter().next().expect("one");
-        vec![kind_words(k, *n)]
+        vec![words(k, *n)]
     } else {
         i.by_kind
             .iter()
-            .map(|(k, n)| format!("{} {}", count(*n), kind_words(k, *n)))
+            .map(|(k, n)| format!("{} {}", count(*n), words(k, *n)))
             .collect()
     };
     parts.extend(
@@ -293,11 +318,10 @@ fn item_text(i: &Item, o: &mut String) {
     }
 }
 
-pub fn render_text(d: &Diff, old: &Doc, new: &Doc) -> String {
+pub fn render_text(d: &Diff, old: &Document, new: &Document) -> String {
     let mut o = String::new();
     let limit = new
-        .limit
-        .soft
+        .soft_limit()
         .map_or(String::new(), |l| format!(" of {}", count(l as usize)));
     let _ = write!(
         o,
@@ -372,17 +396,17 @@ pub fn run(old: &Path, new: &Path, json: bool) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reports::parse;
+    use fdguard_core::read::parse_documents;
 
-    fn doc(json: &str) -> Doc {
-        parse(Path::new("t"), json).unwrap().pop().unwrap()
+    fn doc(json: &str) -> Document {
+        parse_documents(json).unwrap().pop().unwrap()
     }
 
     const FRAME_A: &str = r#"{"module":"/srv/app","offset":"0x10","function":"leak"}"#;
     const FRAME_B: &str = r#"{"module":"/srv/app","offset":"0x20","function":"keep"}"#;
     const FRAME_C: &str = r#"{"module":"/srv/app","offset":"0x30","function":"fresh"}"#;
 
-    fn report(time: &str, stacks: &[(&str, usize)]) -> Doc {
+    fn report(time: &str, stacks: &[(&str, usize)]) -> Document {
         let open: usize = stacks.iter().map(|(_, n)| n).sum();
         let stacks: Vec<String> = stacks
             .iter()

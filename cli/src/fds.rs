@@ -3,43 +3,15 @@
 
 use std::collections::HashMap;
 
+use fdguard_core::fdinfo::{link_inode, parse_fdinfo};
+use fdguard_core::kind::{FdKind, kind_from_link};
+use fdguard_core::snapshot::{FdEntry, SocketFacts};
+use fdguard_core::sockdesc::{SocketDesc, describe_socket};
 use procfs::process::Process;
-use serde::Serialize;
 
-use crate::describe::{
-    EpollWatch, SocketFacts, kind_of, link_inode, parse_fdinfo, socket_desc, unlisted_socket,
-};
 use crate::fail::Failure;
 use crate::net::{Diagnostics, SocketTables};
 use crate::os::FdDir;
-
-/// One open fd. `fd`, `kind` and `desc` are the report's keys and mean the same.
-#[derive(Clone, Debug, Serialize)]
-pub struct FdEntry {
-    pub fd: i32,
-    pub kind: &'static str,
-    pub desc: String,
-    /// The kernel's path, for files and directories.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The inode of a socket or pipe.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inode: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket: Option<SocketFacts>,
-    /// For pipes: other fds of this process on the same pipe.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub other_ends: Vec<i32>,
-    /// For epoll sets: what they watch.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub watches: Vec<EpollWatch>,
-}
-
-impl FdEntry {
-    pub fn tcp_state(&self) -> Option<&'static str> {
-        self.socket.as_ref().and_then(|s| s.tcp_state)
-    }
-}
 
 /// Reads and describes every fd of the process. An fd closed while this runs is left out.
 pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure> {
@@ -48,14 +20,15 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
         .into_iter()
         .filter_map(|fd| describe_fd(dir, fd))
         .collect();
-    if fds.iter().any(|e| e.kind == "socket") {
+    if fds.iter().any(|e| e.kind == FdKind::Socket) {
         let tables = SocketTables::load(process, &Diagnostics::of(process.pid()));
-        for e in fds.iter_mut().filter(|e| e.kind == "socket") {
-            let facts = e
-                .inode
-                .and_then(|i| tables.get(i).cloned())
-                .unwrap_or_else(|| unlisted_socket(dir.socket_protocol(e.fd).as_deref()));
-            e.desc = socket_desc(&facts);
+        for e in fds.iter_mut().filter(|e| e.kind == FdKind::Socket) {
+            let facts = e.inode.and_then(|i| tables.get(i).cloned());
+            let facts = facts.unwrap_or_else(|| SocketFacts {
+                desc: SocketDesc::unlisted(dir.socket_protocol(e.fd).as_deref()),
+                in_tables: false,
+            });
+            e.desc = describe_socket(&facts.desc);
             e.socket = Some(facts);
         }
     }
@@ -67,7 +40,7 @@ fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
     let link = dir.link(fd)?;
     let is_path = link.starts_with('/');
     let is_dir = is_path && dir.file_type(fd) == Some(libc::S_IFDIR);
-    let kind = kind_of(&link, is_dir);
+    let kind = kind_from_link(link.as_bytes(), is_dir);
     let mut e = FdEntry {
         fd,
         kind,
@@ -79,15 +52,15 @@ fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
         watches: Vec::new(),
     };
     match kind {
-        "socket" => e.inode = link_inode(&link),
-        "pipe" => {
+        FdKind::Socket => e.inode = link_inode(&link),
+        FdKind::Pipe => {
             e.inode = link_inode(&link);
             if let Some(end) = dir.fdinfo(fd).and_then(|i| parse_fdinfo(&i).pipe_end()) {
                 e.desc = format!("{link} {end}");
             }
         }
-        "epoll" => e.watches = dir.fdinfo(fd).map(|i| parse_fdinfo(&i).watches)?,
-        "file" | "dir" => e.path = Some(link),
+        FdKind::Epoll => e.watches = dir.fdinfo(fd).map(|i| parse_fdinfo(&i).watches)?,
+        FdKind::File | FdKind::Dir => e.path = Some(link),
         _ => {}
     }
     Some(e)
@@ -96,12 +69,12 @@ fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
 /// Notes, for each pipe fd, the other fds of the process on the same pipe.
 fn link_pipe_ends(fds: &mut [FdEntry]) {
     let mut by_inode: HashMap<u64, Vec<i32>> = HashMap::new();
-    for e in fds.iter().filter(|e| e.kind == "pipe") {
+    for e in fds.iter().filter(|e| e.kind == FdKind::Pipe) {
         if let Some(i) = e.inode {
             by_inode.entry(i).or_default().push(e.fd);
         }
     }
-    for e in fds.iter_mut().filter(|e| e.kind == "pipe") {
+    for e in fds.iter_mut().filter(|e| e.kind == FdKind::Pipe) {
         if let Some(all) = e.inode.and_then(|i| by_inode.get(&i)) {
             e.other_ends = all.iter().copied().filter(|fd| *fd != e.fd).collect();
         }

@@ -8,8 +8,10 @@ use std::path::Path;
 
 use inferno::flamegraph::{self, Options};
 
+use fdguard_core::read::Document;
+
 use crate::fail::{Failure, Outcome};
-use crate::reports::{Doc, load_last};
+use crate::reports::load_last;
 
 /// A frame name that cannot break the folded format (`;` separates frames).
 fn clean(name: &str) -> String {
@@ -17,9 +19,9 @@ fn clean(name: &str) -> String {
 }
 
 /// Folded stacks: `outermost;...;innermost COUNT`, one line per stack.
-pub fn folded(doc: &Doc) -> Vec<String> {
+pub fn folded(doc: &Document) -> Vec<String> {
     let mut lines: Vec<String> = doc
-        .stacks
+        .stacks()
         .iter()
         .filter(|s| s.count > 0)
         .map(|s| {
@@ -34,20 +36,19 @@ pub fn folded(doc: &Doc) -> Vec<String> {
         .collect();
     // fds without a stack, by how they came (inherited, untracked, ...) and kind.
     let mut loose: std::collections::BTreeMap<(String, String), usize> = Default::default();
-    for f in doc.fds.iter().filter(|f| f.stack.is_none()) {
-        let how = f.call.clone().unwrap_or_else(|| "no stack".to_string());
-        let how = match how.as_str() {
-            "inherited" | "untracked" => format!("[{how}]"),
+    for (call, kind) in doc.loose_fds() {
+        let how = match call {
+            "inherited" | "untracked" => format!("[{call}]"),
             other => format!("[{other}, no stack]"),
         };
-        *loose.entry((how, f.kind.clone())).or_default() += 1;
+        *loose.entry((how, kind.name().to_string())).or_default() += 1;
     }
-    if doc.stacks.is_empty() && !doc.groups.is_empty() {
+    if doc.stacks().is_empty() && !doc.groups().is_empty() {
         // A snapshot: kind, then where the fds point.
-        lines.extend(doc.groups.iter().map(|g| {
+        lines.extend(doc.groups().iter().map(|g| {
             format!(
                 "{};{} {} {}",
-                clean(&g.kind),
+                clean(g.kind.name()),
                 clean(&g.by),
                 clean(&g.key),
                 g.count
@@ -89,7 +90,7 @@ pub fn run(path: &Path, as_folded: bool, title: Option<String>) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reports::parse;
+    use fdguard_core::read::parse_documents;
 
     #[test]
     fn stacks_fold_outermost_first_and_loose_fds_stand_apart() {
@@ -102,7 +103,7 @@ mod tests {
               {"function":"load;x","module":"/a","offset":"0x1"},
               {"function":null,"module":"/usr/bin/app","offset":"0x2"},
               {"function":"main","module":"/a","offset":"0x3"}]}]}"#;
-        let doc = parse(Path::new("t"), json).unwrap().pop().unwrap();
+        let doc = parse_documents(json).unwrap().pop().unwrap();
         assert_eq!(
             folded(&doc),
             vec![

@@ -3,49 +3,20 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use fdguard_core::fdinfo::EpollWatch;
+use fdguard_core::kind::FdKind;
+use fdguard_core::program::Runtime;
+use fdguard_core::snapshot::{self, FdEntry, Group, ProgramFacts, Snapshot};
 
-use crate::describe::EpollWatch;
 use crate::fail::{Failure, Outcome};
-use crate::fds::{FdEntry, read_fds};
+use crate::fds::read_fds;
 use crate::os::FdDir;
-use crate::summary::{Group, Summary, headline, summarize};
-use crate::target::{LibState, Limit, Target};
+use crate::summary::{headline, place, summarize};
+use crate::target::{LibState, Target};
 use crate::units::count;
 
 /// Rows listed in text unless `--all`.
 const ROWS_SHOWN: usize = 50;
-
-/// Everything `inspect` found, with the report's keys where they mean the same.
-#[derive(Serialize)]
-pub struct Snapshot {
-    pub fdguard: u32,
-    pub pid: i32,
-    pub cmdline: Vec<String>,
-    /// `inspect`: what made this snapshot (a report says `signal`, `threshold`, ...).
-    pub reason: &'static str,
-    pub time: String,
-    pub limit: Limit,
-    pub open: usize,
-    #[serde(flatten)]
-    pub summary: Summary,
-    pub program: ProgramFacts,
-    /// The mapped `libfdguard.so`, when fdguard is loaded in the process.
-    pub fdguard_library: Option<String>,
-    pub fds: Vec<FdEntry>,
-    #[serde(skip)]
-    pub name: String,
-    /// How it is there: `preloaded`, `attached`, `detached` (loaded, inert), `dormant`
-    /// (loaded by an attach that did not finish), `disabled` (`FDGUARD_DISABLE`).
-    pub fdguard_state: Option<&'static str>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct ProgramFacts {
-    #[serde(rename = "static")]
-    pub is_static: bool,
-    pub go: bool,
-}
 
 /// Reads a whole snapshot of the process.
 pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
@@ -59,31 +30,40 @@ pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
     let fds = read_fds(&target.process, &dir)?;
     let loaded = target.fdguard().ok().flatten();
     let program = target.program();
+    let runtime = program.map_or(Runtime::Native, |p| p.runtime);
+    let runtime = match runtime {
+        Runtime::Native => target.mapped_runtime().unwrap_or(runtime),
+        r => r,
+    };
     Ok(Snapshot {
-        fdguard: 1,
         pid,
         cmdline: target.cmdline(),
-        reason: "inspect",
+        reason: snapshot::REASON.into(),
         time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
         limit: target.limit()?,
         open: fds.len(),
         summary: summarize(&fds),
         program: ProgramFacts {
             is_static: program.is_some_and(|p| p.is_static),
-            go: program.is_some_and(|p| p.is_go),
+            go: runtime == Runtime::Go,
+            runtime,
         },
         fdguard_library: loaded
             .as_ref()
             .map(|l| l.library.to_string_lossy().into_owned()),
-        fdguard_state: loaded.as_ref().map(|l| match l.state {
-            _ if l.config.disabled => "disabled",
-            Some(LibState::Attached) => "attached",
-            Some(LibState::Detached) => "detached",
-            Some(LibState::Dormant) => "dormant",
-            Some(LibState::Preloaded) | None => "preloaded",
+        fdguard_state: loaded.as_ref().map(|l| {
+            match l.state {
+                _ if l.config.disabled => "disabled",
+                Some(LibState::Attached) => "attached",
+                Some(LibState::Detached) => "detached",
+                Some(LibState::Dormant) => "dormant",
+                Some(LibState::Preloaded) | None => "preloaded",
+            }
+            .into()
         }),
         name: target.name(),
         fds,
+        ..Snapshot::default()
     })
 }
 
@@ -134,12 +114,10 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-fn counts_line<K: std::fmt::Display>(
-    title: &str,
-    counts: impl Iterator<Item = (K, usize)>,
-) -> String {
-    let mut v: Vec<(K, usize)> = counts.collect();
-    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+/// `by kind: socket 999, file 4`: largest first, then by name.
+fn counts_line<'a>(title: &str, counts: impl Iterator<Item = (&'a str, usize)>) -> String {
+    let mut v: Vec<(&str, usize)> = counts.collect();
+    v.sort_by_key(|e| (std::cmp::Reverse(e.1), e.0));
     let parts: Vec<String> = v
         .iter()
         .map(|(k, n)| format!("{k} {}", count(*n)))
@@ -148,7 +126,7 @@ fn counts_line<K: std::fmt::Display>(
 }
 
 fn group_line(g: &Group) -> String {
-    let mut line = format!("{:>9}  {:<8} {}", count(g.count), g.kind, g.place())
+    let mut line = format!("{:>9}  {:<8} {}", count(g.count), g.kind.name(), place(g))
         .trim_end()
         .to_string();
     if !g.tcp_states.is_empty() && g.by != "unconnected" {
@@ -178,10 +156,10 @@ fn watches(w: &[EpollWatch], open: &[FdEntry]) -> String {
 }
 
 fn fd_line(e: &FdEntry, all: &[FdEntry]) -> String {
-    let mut line = format!("{:>8}  {:<9} {}", e.fd, e.kind, e.desc);
+    let mut line = format!("{:>8}  {:<9} {}", e.fd, e.kind.name(), e.desc);
     if !e.watches.is_empty() {
         line.push_str(&watches(&e.watches, all));
-    } else if e.kind == "epoll" {
+    } else if e.kind == FdKind::Epoll {
         line.push_str("  watching nothing");
     }
     if !e.other_ends.is_empty() {
@@ -189,6 +167,16 @@ fn fd_line(e: &FdEntry, all: &[FdEntry]) -> String {
         let _ = write!(line, "  (also open here as fd {})", ends.join(", "));
     }
     line
+}
+
+/// The runtimes whose code a native stack does not name.
+fn runtime_words(r: Runtime) -> Option<&'static str> {
+    match r {
+        Runtime::Jvm => Some("runs on a JVM (Java)"),
+        Runtime::Python => Some("runs on CPython"),
+        Runtime::Node => Some("runs on node (JavaScript)"),
+        Runtime::Native | Runtime::Go => None,
+    }
 }
 
 pub fn render_text(s: &Snapshot, all: bool) -> String {
@@ -202,7 +190,7 @@ pub fn render_text(s: &Snapshot, all: bool) -> String {
     if !s.cmdline.is_empty() {
         let _ = writeln!(o, "command: {}", one_line(&s.cmdline.join(" "), 200));
     }
-    if let (Some(lib), Some(state)) = (&s.fdguard_library, s.fdguard_state) {
+    if let (Some(lib), Some(state)) = (&s.fdguard_library, s.fdguard_state.as_deref()) {
         let pid = s.pid;
         let _ = match state {
             "preloaded" | "attached" => writeln!(
@@ -240,15 +228,21 @@ pub fn render_text(s: &Snapshot, all: bool) -> String {
             "program: a Go program: it makes its system calls without libc, so fdguard's \
              library would not see its fds being created (inspect and watch see them all)\n",
         );
+    } else if let Some(runtime) = runtime_words(s.program.runtime) {
+        let _ = writeln!(
+            o,
+            "program: {runtime}: under fdguard's library, creation stacks show the runtime's \
+             own native frames, not the program's methods"
+        );
     }
     o.push_str(&counts_line(
         "by kind",
-        s.summary.by_kind.iter().map(|(k, n)| (*k, *n)),
+        s.summary.by_kind.iter().map(|(k, n)| (k.name(), *n)),
     ));
     if !s.summary.tcp_states.is_empty() {
         o.push_str(&counts_line(
             "by TCP state",
-            s.summary.tcp_states.iter().map(|(k, n)| (*k, *n)),
+            s.summary.tcp_states.iter().map(|(k, n)| (&**k, *n)),
         ));
     }
     if !s.summary.groups.is_empty() {

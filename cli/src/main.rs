@@ -5,22 +5,13 @@
 //! for a report; `diff` and `flamegraph` read reports.
 //!
 //! Layers: `main` (arguments) → one module per subcommand → `target`, `fds`, `summary`,
-//! `reports` (the process, its fds, how they add up, report files) → `describe`, `net`,
-//! `program`, `units` (pure) and `os` (the only `unsafe`).
+//! `reports` (the process, its fds, how they add up, report files) → `net`, `units` (pure) and
+//! `os` (the only `unsafe`). What the library means the same way (the `FDGUARD_*` variables,
+//! fd kinds, socket descriptions, program detection, the report and snapshot schema) comes
+//! from `fdguard_core`.
 #![deny(unsafe_code)]
 
-// The library's own parser of the `FDGUARD_*` variables, compiled in here so that the command
-// reads a process's configuration exactly as the library did (and validates `run`'s options
-// with the same rules). Not every field is read by the command.
-#[allow(dead_code)]
-#[path = "../../src/config.rs"]
-mod config;
-// How reports describe a socket, shared with the library the same way.
-#[path = "../../src/sockdesc.rs"]
-mod sockdesc;
-
 mod attach;
-mod describe;
 mod diff;
 mod fail;
 mod fds;
@@ -28,7 +19,6 @@ mod flame;
 mod inspect;
 mod net;
 mod os;
-mod program;
 mod ptrace;
 mod report;
 mod reports;

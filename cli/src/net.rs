@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use procfs::net::{TcpNetEntry, UdpNetEntry, UnixNetEntry, UnixState};
 use procfs::process::Process;
 
-use crate::describe::SocketFacts;
-use crate::sockdesc::tcp_state_name;
+use fdguard_core::snapshot::SocketFacts;
+use fdguard_core::sockdesc::{SocketDesc, tcp_state_name};
 
 /// Sockets by inode.
 #[derive(Default)]
@@ -30,31 +30,40 @@ fn peer(a: &SocketAddr) -> Option<String> {
     (a.port() != 0 || !a.ip().is_unspecified()).then(|| addr(a))
 }
 
-fn tcp_facts(proto: &str, e: &TcpNetEntry) -> SocketFacts {
-    let state = tcp_state_name(e.state.to_u8());
+/// A socket's facts; `in_tables`: listed in a `/proc/PID/net` table.
+fn facts(
+    proto: &str,
+    sock_type: &'static str,
+    (local, peer): (Option<String>, Option<String>),
+    tcp_state: Option<&'static str>,
+    in_tables: bool,
+) -> SocketFacts {
     SocketFacts {
-        proto: proto.to_string(),
-        sock_type: "stream",
-        local: Some(addr(&e.local_address)),
-        peer: if state == Some("LISTEN") {
-            None
-        } else {
-            peer(&e.remote_address)
+        desc: SocketDesc {
+            proto: proto.to_string(),
+            sock_type: sock_type.into(),
+            local,
+            peer,
+            tcp_state: tcp_state.map(Into::into),
         },
-        tcp_state: state,
-        in_tables: true,
+        in_tables,
     }
 }
 
+fn tcp_facts(proto: &str, e: &TcpNetEntry) -> SocketFacts {
+    let state = tcp_state_name(e.state.to_u8());
+    let remote = if state == Some("LISTEN") {
+        None
+    } else {
+        peer(&e.remote_address)
+    };
+    let ends = (Some(addr(&e.local_address)), remote);
+    facts(proto, "stream", ends, state, true)
+}
+
 fn udp_facts(proto: &str, e: &UdpNetEntry) -> SocketFacts {
-    SocketFacts {
-        proto: proto.to_string(),
-        sock_type: "dgram",
-        local: Some(addr(&e.local_address)),
-        peer: peer(&e.remote_address),
-        tcp_state: None,
-        in_tables: true,
-    }
+    let ends = (Some(addr(&e.local_address)), peer(&e.remote_address));
+    facts(proto, "dgram", ends, None, true)
 }
 
 fn unix_type(t: u16) -> &'static str {
@@ -100,18 +109,13 @@ impl SocketTables {
                     .cloned()
                     .unwrap_or_else(|| "(unnamed)".to_string())
             });
-            t.by_inode.insert(
-                e.inode,
-                SocketFacts {
-                    proto: "unix".to_string(),
-                    sock_type: unix_type(e.socket_type),
-                    local: Some(unix_name(e)),
-                    // Connected, but the diagnostics could not say to whom.
-                    peer: peer.or_else(|| connected.then(|| "?".to_string())),
-                    tcp_state: None,
-                    in_tables: true,
-                },
+            // Connected, but the diagnostics could not say to whom: "?".
+            let ends = (
+                Some(unix_name(e)),
+                peer.or_else(|| connected.then(|| "?".to_string())),
             );
+            let unix = facts("unix", unix_type(e.socket_type), ends, None, true);
+            t.by_inode.insert(e.inode, unix);
         }
         for (inode, local) in &diag.bound_tcp {
             let proto = if local.starts_with('[') {
@@ -119,13 +123,14 @@ impl SocketTables {
             } else {
                 "tcp"
             };
-            t.by_inode.entry(*inode).or_insert_with(|| SocketFacts {
-                proto: proto.to_string(),
-                sock_type: "stream",
-                local: Some(local.clone()),
-                peer: None,
-                tcp_state: Some("CLOSE"),
-                in_tables: false,
+            t.by_inode.entry(*inode).or_insert_with(|| {
+                facts(
+                    proto,
+                    "stream",
+                    (Some(local.clone()), None),
+                    Some("CLOSE"),
+                    false,
+                )
             });
         }
         t

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{Format, expand_report_path};
 use crate::fail::{Failure, Outcome};
 use crate::os;
 use crate::target::{LibState, Loaded, Target};
+use fdguard_core::config::{Format, expand_report_path};
 
 /// Stands for `%t` while looking for the report file: the time fdguard loaded, to the second,
 /// is not known from outside, so any `YYYYMMDDTHHMMSSZ` matches.

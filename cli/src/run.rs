@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
-use crate::config::parse_signal;
 use crate::fail::{Failure, Outcome};
-use crate::program::Program;
+use fdguard_core::config::parse_signal;
+use fdguard_core::program::Program;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum EmfileMode {
@@ -171,7 +171,7 @@ pub fn check_program(path: &Path) -> Outcome {
     };
     let name = path.display();
     if p.is_static {
-        let what = if p.is_go {
+        let what = if p.is_go() {
             "a statically linked Go program"
         } else {
             "statically linked"

@@ -3,66 +3,42 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use fdguard_core::kind::{FdKind, kind_words};
+use fdguard_core::report::{Limit, Word};
+use fdguard_core::snapshot::{FdEntry, Group, Summary};
 
-use crate::describe::kind_words;
-use crate::fds::FdEntry;
-use crate::target::Limit;
 use crate::units::{count, percent};
 
-/// fds that point to the same place.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Group {
-    pub kind: &'static str,
-    /// What `key` is: `dir` (of files), `path` (the one file open in that directory), `peer` (connected to), `accepted` (connections a
-    /// listener of this process accepted, by local address), `listen`, `local` (a bound,
-    /// unconnected socket), `unconnected` (a socket in no table: lsof's "can't identify
-    /// protocol"), or `kind` (nothing more to say).
-    pub by: &'static str,
-    pub key: String,
-    pub count: usize,
-    pub tcp_states: BTreeMap<&'static str, usize>,
-}
-
-impl Group {
-    /// "to 10.0.0.5:6379", "in /var/log/app/".
-    pub fn place(&self) -> String {
-        match self.by {
-            "dir" => format!("in {}", self.key),
-            "path" => format!("of {}", self.key),
-            "peer" => format!("to {}", self.key),
-            "accepted" => format!("accepted on {}", self.key),
-            "listen" => format!("listening on {}", self.key),
-            "local" => format!("on {}", self.key),
-            "unconnected" => format!(
-                "{}, never connected or failed to connect (lsof: \"can't identify protocol\")",
-                self.key
-            ),
-            _ if self.key == self.kind => String::new(),
-            _ => self.key.clone(),
-        }
-    }
-
-    /// "998 CLOSE_WAIT to 10.0.0.5:6379" or "12 in /tmp/ (3 ESTABLISHED)".
-    pub fn phrase(&self) -> String {
-        let place = self.place();
-        match self.tcp_states.iter().max_by_key(|(_, n)| **n) {
-            Some((state, n)) if *n == self.count && self.by != "unconnected" => {
-                format!("{} {state} {place}", count(self.count))
-            }
-            Some((state, n)) if self.by != "unconnected" => {
-                format!("{} {place} ({} {state})", count(self.count), count(*n))
-            }
-            _ => format!("{} {place}", count(self.count)),
-        }
+/// "to 10.0.0.5:6379", "in /var/log/app/": where a group's fds point.
+pub fn place(g: &Group) -> String {
+    match &*g.by {
+        "dir" => format!("in {}", g.key),
+        "path" => format!("of {}", g.key),
+        "peer" => format!("to {}", g.key),
+        "accepted" => format!("accepted on {}", g.key),
+        "listen" => format!("listening on {}", g.key),
+        "local" => format!("on {}", g.key),
+        "unconnected" => format!(
+            "{}, never connected or failed to connect (lsof: \"can't identify protocol\")",
+            g.key
+        ),
+        _ if g.key == g.kind.name() => String::new(),
+        _ => g.key.clone(),
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
-    pub by_kind: BTreeMap<&'static str, usize>,
-    pub tcp_states: BTreeMap<&'static str, usize>,
-    pub groups: Vec<Group>,
+/// "998 CLOSE_WAIT to 10.0.0.5:6379" or "12 in /tmp/ (3 ESTABLISHED)".
+pub fn phrase(g: &Group) -> String {
+    let place = place(g);
+    match g.tcp_states.iter().max_by_key(|(_, n)| **n) {
+        Some((state, n)) if *n == g.count && g.by != "unconnected" => {
+            format!("{} {state} {place}", count(g.count))
+        }
+        Some((state, n)) if g.by != "unconnected" => {
+            format!("{} {place} ({} {state})", count(g.count), count(*n))
+        }
+        _ => format!("{} {place}", count(g.count)),
+    }
 }
 
 fn parent_dir(path: &str) -> String {
@@ -90,8 +66,8 @@ impl Context {
         let listening_ports = fds
             .iter()
             .filter_map(|e| e.socket.as_ref())
-            .filter(|s| s.tcp_state == Some("LISTEN"))
-            .filter_map(|s| s.local.as_deref().and_then(port).map(str::to_string))
+            .filter(|s| s.desc.tcp_state.as_deref() == Some("LISTEN"))
+            .filter_map(|s| s.desc.local.as_deref().and_then(port).map(str::to_string))
             .collect();
         let mut paths_in: BTreeMap<String, (&str, bool)> = BTreeMap::new();
         for p in fds.iter().filter_map(|e| e.path.as_deref()) {
@@ -111,24 +87,25 @@ impl Context {
 }
 
 fn group_of(e: &FdEntry, cx: &Context) -> (&'static str, String) {
-    let Some(s) = &e.socket else {
+    let Some(facts) = &e.socket else {
         return match (e.kind, &e.path) {
-            ("file" | "dir", Some(p)) if cx.one_path_dirs.contains(&parent_dir(p)) => {
+            (FdKind::File | FdKind::Dir, Some(p)) if cx.one_path_dirs.contains(&parent_dir(p)) => {
                 ("path", p.clone())
             }
-            ("file" | "dir", Some(p)) => ("dir", parent_dir(p)),
-            (kind, _) => ("kind", kind.to_string()),
+            (FdKind::File | FdKind::Dir, Some(p)) => ("dir", parent_dir(p)),
+            (kind, _) => ("kind", kind.name().to_string()),
         };
     };
+    let s = &facts.desc;
     let named = |a: &Option<String>| {
         a.as_deref()
             .filter(|a| *a != "(unnamed)" && *a != "?")
             .map(str::to_string)
     };
-    if !s.in_tables {
+    if !facts.in_tables {
         return ("unconnected", s.proto.clone());
     }
-    if s.tcp_state == Some("LISTEN") {
+    if s.tcp_state.as_deref() == Some("LISTEN") {
         return ("listen", s.local.clone().unwrap_or_default());
     }
     let local_port = s.local.as_deref().and_then(port).map(str::to_string);
@@ -151,25 +128,26 @@ fn group_of(e: &FdEntry, cx: &Context) -> (&'static str, String) {
 pub fn summarize(fds: &[FdEntry]) -> Summary {
     let mut sum = Summary::default();
     let cx = Context::of(fds);
+    // Keyed by the kind's name: groups of equal size stay in the order of their names.
     let mut groups: BTreeMap<(&'static str, &'static str, String), Group> = BTreeMap::new();
     for e in fds {
         *sum.by_kind.entry(e.kind).or_default() += 1;
         if let Some(state) = e.tcp_state() {
-            *sum.tcp_states.entry(state).or_default() += 1;
+            *sum.tcp_states.entry(state.clone()).or_default() += 1;
         }
         let (by, key) = group_of(e, &cx);
         let g = groups
-            .entry((e.kind, by, key.clone()))
+            .entry((e.kind.name(), by, key.clone()))
             .or_insert_with(|| Group {
                 kind: e.kind,
-                by,
+                by: Word::Borrowed(by),
                 key,
                 count: 0,
                 tcp_states: BTreeMap::new(),
             });
         g.count += 1;
         if let Some(state) = e.tcp_state() {
-            *g.tcp_states.entry(state).or_default() += 1;
+            *g.tcp_states.entry(state.clone()).or_default() += 1;
         }
     }
     sum.groups = groups.into_values().collect();
@@ -189,13 +167,14 @@ pub fn headline(pid: i32, name: &str, limit: Limit, open: usize, sum: &Summary) 
         ),
         None => format!("{} fds open (no limit) in pid {pid} ({name})", count(open)),
     };
-    let top_kind = sum.by_kind.iter().max_by_key(|(_, n)| **n);
+    // Of kinds with as many fds, the last by name.
+    let top_kind = sum.by_kind.iter().max_by_key(|(k, n)| (**n, k.name()));
     if let Some((kind, n)) = top_kind {
-        s.push_str(&format!("; {} {}", count(*n), kind_words(kind, *n)));
+        s.push_str(&format!("; {} {}", count(*n), kind_words(*kind, *n, false)));
         let top_group = sum.groups.iter().find(|g| g.kind == *kind);
         if let Some(g) = top_group.filter(|g| g.by != "kind") {
             s.push_str(", ");
-            s.push_str(&g.phrase());
+            s.push_str(&phrase(g));
         }
     }
     s
@@ -204,38 +183,34 @@ pub fn headline(pid: i32, name: &str, limit: Limit, open: usize, sum: &Summary) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::describe::SocketFacts;
+    use fdguard_core::snapshot::SocketFacts;
+    use fdguard_core::sockdesc::SocketDesc;
 
     fn sock(fd: i32, local: &str, peer: Option<&str>, state: &'static str) -> FdEntry {
         FdEntry {
             fd,
-            kind: "socket",
-            desc: String::new(),
-            path: None,
-            inode: None,
+            kind: FdKind::Socket,
             socket: Some(SocketFacts {
-                proto: "tcp".into(),
-                sock_type: "stream",
-                local: Some(local.into()),
-                peer: peer.map(String::from),
-                tcp_state: Some(state),
+                desc: SocketDesc {
+                    proto: "tcp".into(),
+                    sock_type: "stream".into(),
+                    local: Some(local.into()),
+                    peer: peer.map(String::from),
+                    tcp_state: Some(state.into()),
+                },
                 in_tables: true,
             }),
-            other_ends: Vec::new(),
-            watches: Vec::new(),
+            ..FdEntry::default()
         }
     }
 
     fn file(fd: i32, path: &str) -> FdEntry {
         FdEntry {
             fd,
-            kind: "file",
+            kind: FdKind::File,
             desc: path.into(),
             path: Some(path.into()),
-            inode: None,
-            socket: None,
-            other_ends: Vec::new(),
-            watches: Vec::new(),
+            ..FdEntry::default()
         }
     }
 
@@ -263,14 +238,14 @@ mod tests {
         fds.extend((0..15).map(|i| file(3000 + i, &format!("/var/log/app/{i}.log"))));
         fds.extend((0..3).map(|i| file(4000 + i, "/etc/hostname")));
         let sum = summarize(&fds);
-        assert_eq!(sum.by_kind["socket"], 1004);
+        assert_eq!(sum.by_kind[&FdKind::Socket], 1004);
         assert_eq!(sum.tcp_states["CLOSE_WAIT"], 998);
         assert_eq!(sum.groups[0].by, "peer");
         assert_eq!(sum.groups[1].by, "dir");
         assert_eq!(sum.groups[1].key, "/var/log/app/");
         let one = sum.groups.iter().find(|g| g.by == "path").unwrap();
         assert_eq!(
-            (one.key.as_str(), one.place()),
+            (one.key.as_str(), place(one)),
             ("/etc/hostname", "of /etc/hostname".into())
         );
         // Connections a listener accepted group by the local address, not by each client.

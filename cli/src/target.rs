@@ -6,18 +6,12 @@ use std::path::PathBuf;
 
 use procfs::ProcError;
 use procfs::process::{LimitValue, MMapPath, Process};
-use serde::Serialize;
 
-use crate::config::{Config, ReportDest};
+use fdguard_core::config::{Config, ReportDest};
+use fdguard_core::program::{Program, Runtime};
+use fdguard_core::report::Limit;
+
 use crate::fail::Failure;
-use crate::program::Program;
-
-/// `RLIMIT_NOFILE` as `/proc/PID/limits` gives it; `None` is unlimited. The report's `limit`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Limit {
-    pub soft: Option<u64>,
-    pub hard: Option<u64>,
-}
 
 /// fdguard as loaded in a process.
 pub struct Loaded {
@@ -55,7 +49,7 @@ pub struct Mapped {
 impl Mapped {
     /// The address of its dynamic symbol `name` in the process.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        let (value, first) = crate::program::dynamic_symbol(&self.file, name)?;
+        let (value, first) = fdguard_core::elf::dynamic_symbol(&self.file, name)?;
         Some(self.start - first + value)
     }
 
@@ -149,6 +143,16 @@ impl Target {
     /// What kind of program runs (static, Go...), from its executable.
     pub fn program(&self) -> Option<Program> {
         Program::examine(&PathBuf::from(format!("/proc/{}/exe", self.pid))).ok()
+    }
+
+    /// The runtime a shared object it has mapped brings (a JVM embedded through JNI, CPython
+    /// in a server), when its executable alone does not say.
+    pub fn mapped_runtime(&self) -> Option<Runtime> {
+        let maps = self.process.maps().ok()?;
+        maps.into_iter().find_map(|m| match m.pathname {
+            MMapPath::Path(p) => Runtime::of_library(&p.to_string_lossy()),
+            _ => None,
+        })
     }
 
     /// fdguard, if the process has `libfdguard.so` mapped.

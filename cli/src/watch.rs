@@ -5,6 +5,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use fdguard_core::kind::FdKind;
+use fdguard_core::report::{Limit, Word};
+use fdguard_core::schema::Schema;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -12,7 +15,7 @@ use crate::fail::{Failure, Outcome};
 use crate::fds::read_fds;
 use crate::os::{self, FdDir};
 use crate::summary::summarize;
-use crate::target::{Limit, Target};
+use crate::target::Target;
 use crate::units::{count, duration, percent};
 
 /// The growth rate is fitted over this much of the recent past.
@@ -61,13 +64,13 @@ pub fn time_to_limit(open: usize, soft: Option<u64>, per_minute: Option<f64>) ->
 
 #[derive(Serialize)]
 struct Sample {
-    fdguard: u64,
+    fdguard: Schema,
     pid: i32,
     time: String,
     open: usize,
     limit: Limit,
-    by_kind: BTreeMap<&'static str, usize>,
-    tcp_states: BTreeMap<&'static str, usize>,
+    by_kind: BTreeMap<FdKind, usize>,
+    tcp_states: BTreeMap<Word, usize>,
     /// Growth in fds per minute over the last five minutes of samples.
     per_minute: Option<f64>,
     /// Seconds until the soft limit at that rate.
@@ -95,8 +98,9 @@ fn sample_line(s: &Sample) -> String {
         (Some(r), None) => line.push_str(&format!("  {r:+.1} fds/min")),
         (None, _) => {}
     }
-    let mut kinds: Vec<(&&str, &usize)> = s.by_kind.iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(a.1));
+    // Largest first, then by name.
+    let mut kinds: Vec<(&str, &usize)> = s.by_kind.iter().map(|(k, n)| (k.name(), n)).collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let kinds: Vec<String> = kinds
         .iter()
         .map(|(k, n)| format!("{k} {}", count(**n)))
@@ -179,7 +183,7 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
         trend.add(started.elapsed().as_secs_f64(), fds.len());
         let per_minute = trend.per_minute();
         let s = Sample {
-            fdguard: crate::reports::SCHEMA,
+            fdguard: Schema,
             pid,
             time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             open: fds.len(),

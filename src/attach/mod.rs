@@ -23,12 +23,12 @@ mod got;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::config::Config;
 use crate::guard::{self, Mode};
 use crate::inspect;
-use crate::origin::Call;
 use crate::os;
 use crate::tracker::{self, Birth, OWN, Origin};
+use fdguard_core::call::Call;
+use fdguard_core::config::Config;
 
 pub use entry::State;
 

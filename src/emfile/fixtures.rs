@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 
 use super::listeners::{Failed, Guard, Kernel};
-use crate::config::EmfileMode;
+use fdguard_core::config::EmfileMode;
 
 pub(super) const MS: u64 = 1_000_000;
 

@@ -4,7 +4,7 @@
 //! listener).
 
 use super::listeners::{Guard, LISTENERS, Snapshot, Totals};
-use crate::config::EmfileMode;
+use fdguard_core::config::EmfileMode;
 
 /// Lines on stderr: at most one per listener per interval, except the recovery line.
 pub const LINE_INTERVAL_NS: u64 = 10_000_000_000;

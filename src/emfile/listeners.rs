@@ -11,7 +11,7 @@ use std::sync::atomic::{
 };
 
 use super::{Hold, Seen, decide, period_ns};
-use crate::config::EmfileMode;
+use fdguard_core::config::EmfileMode;
 
 /// Listening sockets guarded per process; others get plain pass-through.
 pub const LISTENERS: usize = 64;

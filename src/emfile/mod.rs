@@ -31,7 +31,7 @@
 //! where shed mode's reserve fd sits. `listeners` is the table that carries the policy out for
 //! the hooks; `lines` tells the operator about it, from the accept guard's thread.
 
-use crate::config::EmfileMode;
+use fdguard_core::config::EmfileMode;
 
 #[cfg(test)]
 mod fixtures;

@@ -17,11 +17,12 @@ use libc::{DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pi
 use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 
 use crate::guard::{self, ErrnoGuard, Mode};
-use crate::origin::{Call, Detail};
+use crate::origin::Detail;
 use crate::os;
 use crate::os::ThreadErrno;
 use crate::real;
 use crate::tracker::{self, Birth, Origin};
+use fdguard_core::call::Call;
 
 /// The path a program passed, read during the hooked call.
 fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {

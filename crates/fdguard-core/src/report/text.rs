@@ -3,17 +3,14 @@
 
 use std::fmt::Write as _;
 
-use super::{BadCloseNotice, Frame, Report, Row, StackGroup, iso8601_utc, kind_words};
+use super::{BadCloseNotice, FdRow, Frame, Report, Stack};
+use crate::kind::kind_words;
 
 /// Rows shown per stack in text (JSON has all of them).
 pub const ROWS_PER_STACK: usize = 20;
 
-fn limit(v: u64) -> String {
-    if v == u64::MAX {
-        "unlimited".to_string()
-    } else {
-        v.to_string()
-    }
+fn limit(v: Option<u64>) -> String {
+    v.map_or_else(|| "unlimited".to_string(), |v| v.to_string())
 }
 
 fn age(ms: u64) -> String {
@@ -29,15 +26,17 @@ fn age(ms: u64) -> String {
 }
 
 /// "800 sockets, 800 CLOSE_WAIT" for a group of fds.
-fn contents(g: &StackGroup) -> String {
+fn contents(g: &Stack) -> String {
     let all_streams = g.streams > 0;
-    let mut parts: Vec<String> = if g.by_kind.len() == 1 {
-        vec![kind_words(g.by_kind[0].0, g.count, g.streams == g.count)]
-    } else {
-        g.by_kind
+    let mut parts: Vec<String> = match g.by_kind.keys().next() {
+        Some(kind) if g.by_kind.len() == 1 => {
+            vec![kind_words(*kind, g.count, g.streams == g.count)]
+        }
+        _ => g
+            .by_kind
             .iter()
             .map(|(k, n)| format!("{n} {}", kind_words(*k, *n, all_streams && g.streams == *n)))
-            .collect()
+            .collect(),
     };
     parts.extend(g.tcp_states.iter().map(|(s, n)| format!("{n} {s}")));
     parts.join(", ")
@@ -45,22 +44,21 @@ fn contents(g: &StackGroup) -> String {
 
 /// The first line: how bad it is and where to look.
 pub fn summary(r: &Report) -> String {
-    let open = r.open();
+    let open = r.open;
     let program = r
-        .header
         .cmdline
         .first()
         .map_or_else(|| "?".to_string(), |p| p.clone());
-    let what = if r.header.reason == "exit" {
+    let what = if r.reason == "exit" {
         "still open at exit"
     } else {
         "open"
     };
-    let mut s = format!("fdguard: {open} of {} fds {what}", limit(r.header.soft));
-    if r.header.soft != u64::MAX && r.header.soft > 0 {
-        let _ = write!(s, " ({}%)", open as u64 * 100 / r.header.soft);
+    let mut s = format!("fdguard: {open} of {} fds {what}", limit(r.limit.soft));
+    if let Some(soft) = r.limit.soft.filter(|s| *s > 0) {
+        let _ = write!(s, " ({}%)", open as u64 * 100 / soft);
     }
-    let _ = write!(s, " in pid {} ({program})", r.header.pid);
+    let _ = write!(s, " in pid {} ({program})", r.pid);
     if let Some(top) = r.stacks.first() {
         let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top));
         if r.stacks.len() > 1 {
@@ -90,14 +88,14 @@ fn frame_line(i: usize, f: &Frame) -> String {
     s
 }
 
-fn row_line(row: &Row) -> String {
+fn row_line(row: &FdRow) -> String {
     format!(
         "  {:>5}  {:<8} {:>7}  {:>7}  {:<12} {}",
         row.fd,
         row.kind.name(),
         row.age_ms.map_or_else(|| "-".to_string(), age),
         row.tid.map_or_else(|| "-".to_string(), |t| t.to_string()),
-        row.call.name(),
+        row.call,
         row.desc
     )
 }
@@ -118,12 +116,12 @@ fn prefixed(pid: u32, lines: Vec<String>) -> String {
 }
 
 /// A bad close, as valgrind would print an invalid free.
-pub fn render_bad_close_text(n: &BadCloseNotice) -> String {
+pub fn render_bad_close(n: &BadCloseNotice) -> String {
     let mut lines = vec![format!(
         "fdguard: {}({}) failed with EBADF: fd {} is not open (a double close?) in thread {}",
         n.call, n.fd, n.fd, n.tid
     )];
-    lines.extend(n.frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
+    lines.extend(n.stack.iter().enumerate().map(|(i, f)| frame_line(i, f)));
     match &n.released_by {
         Some(frames) if !frames.is_empty() => {
             lines.push(format!(" fd {} was last released at:", n.fd));
@@ -142,46 +140,45 @@ pub fn render_bad_close_text(n: &BadCloseNotice) -> String {
 }
 
 /// Writes the whole report.
-pub fn render_text(r: &Report) -> String {
+pub fn render(r: &Report) -> String {
     let mut lines: Vec<String> = Vec::new();
     lines.push(summary(r));
-    let mut reason = format!("reason: {}", r.header.reason);
-    if let Some(call) = r.header.trigger_call {
+    let mut reason = format!("reason: {}", r.reason);
+    if let Some(call) = &r.trigger_call {
         let _ = write!(
             reason,
             " ({call} failed with {})",
-            r.header.trigger_errno.unwrap_or("EMFILE")
+            r.trigger_errno.as_deref().unwrap_or("EMFILE")
         );
     }
     let _ = write!(
         reason,
         " at {}; RLIMIT_NOFILE soft {}, hard {}",
-        iso8601_utc(r.header.unix_ms),
-        limit(r.header.soft),
-        limit(r.header.hard)
+        r.time,
+        limit(r.limit.soft),
+        limit(r.limit.hard)
     );
     lines.push(reason);
-    lines.push(format!("command: {}", r.header.cmdline.join(" ")));
+    lines.push(format!("command: {}", r.cmdline.join(" ")));
     let mut kinds: Vec<String> = r
-        .by_kind()
+        .by_kind
         .iter()
         .map(|(k, n)| format!("{} {n}", k.name()))
         .collect();
-    if r.untracked() > 0 {
-        kinds.push(format!("(untracked {})", r.untracked()));
+    if r.untracked > 0 {
+        kinds.push(format!("(untracked {})", r.untracked));
     }
     lines.push(format!("open by kind: {}", kinds.join(", ")));
-    let h = &r.header;
-    if h.reason == "exit" {
+    if r.reason == "exit" {
         lines.push(format!(
             "not counted: inherited fds and standard streams; {} fds left out by FDGUARD_IGNORE",
-            h.suppressed
+            r.suppressed
         ));
     }
-    if h.bad_closes > 0 {
-        lines.push(format!("bad closes (EBADF) so far: {}", h.bad_closes));
+    if r.bad_closes > 0 {
+        lines.push(format!("bad closes (EBADF) so far: {}", r.bad_closes));
     }
-    if r.open() >= 8 && r.untracked() * 2 > r.open() {
+    if r.open >= 8 && r.untracked * 2 > r.open {
         lines.push(
             "note: most fds were not created through libc calls fdguard sees (a Go program, raw \
              system calls, or libc-internal ones such as getaddrinfo's): they are listed as \
@@ -189,16 +186,16 @@ pub fn render_text(r: &Report) -> String {
                 .to_string(),
         );
     }
-    if h.missed_closes > 0 || h.skipped > 0 {
+    if r.missed_closes > 0 || r.skipped > 0 {
         lines.push(format!(
             "note: {} closes not seen by fdguard, {} updates skipped",
-            h.missed_closes, h.skipped
+            r.missed_closes, r.skipped
         ));
     }
-    if h.emfile.accept_failures > 0 || h.emfile.shed > 0 {
+    if r.emfile.accept_failures > 0 || r.emfile.shed > 0 {
         lines.push(format!(
             "accept guard: {} accept failures, paused {} ms, {} connections shed",
-            h.emfile.accept_failures, h.emfile.paused_ms, h.emfile.shed
+            r.emfile.accept_failures, r.emfile.paused_ms, r.emfile.shed
         ));
     }
     let rows_by_stack = r.rows_by_stack();
@@ -217,13 +214,13 @@ pub fn render_text(r: &Report) -> String {
         }
         lines.extend(g.frames.iter().enumerate().map(|(i, f)| frame_line(i, f)));
         lines.push(ROW_HEADER.to_string());
-        let rows = rows_by_stack.get(&g.stack).map_or(&[][..], Vec::as_slice);
+        let rows = rows_by_stack.get(&g.id).map_or(&[][..], Vec::as_slice);
         lines.extend(rows.iter().take(ROWS_PER_STACK).map(|row| row_line(row)));
         if rows.len() > ROWS_PER_STACK {
             lines.push(format!("  ... and {} more", rows.len() - ROWS_PER_STACK));
         }
     }
-    let rest: Vec<&Row> = r.rows.iter().filter(|row| row.stack.is_none()).collect();
+    let rest: Vec<&FdRow> = r.fds.iter().filter(|row| row.stack.is_none()).collect();
     if !rest.is_empty() {
         lines.push(String::new());
         lines.push(format!(
@@ -236,51 +233,42 @@ pub fn render_text(r: &Report) -> String {
     }
     lines.push(String::new());
     lines.push("fdguard: end of report".to_string());
-    prefixed(r.header.pid, lines)
+    prefixed(r.pid, lines)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::{Call, FdKind};
-    use crate::report::Header;
-    use crate::table::StackId;
+    use crate::kind::FdKind;
+    use crate::report::{Limit, Word};
 
     fn report() -> Report {
-        let mut rows = Vec::new();
+        let mut fds = Vec::new();
         for fd in 3..28 {
-            rows.push(Row {
+            fds.push(FdRow {
                 fd,
                 kind: FdKind::Socket,
                 desc: format!("tcp 127.0.0.1:9999 -> 127.0.0.1:{} CLOSE_WAIT", 40000 + fd),
-                call: Call::Accept4,
+                call: "accept4".into(),
                 age_ms: Some(1500),
                 tid: Some(77),
-                stack: Some(StackId(5)),
-                tcp_state: Some("CLOSE_WAIT"),
-                path: None,
-                stream: false,
+                stack: Some(0),
             });
         }
-        rows.push(Row {
+        fds.push(FdRow {
             fd: 0,
             kind: FdKind::Pty,
             desc: "/dev/pts/0".into(),
-            call: Call::Inherited,
+            call: "inherited".into(),
             age_ms: Some(2000),
             tid: None,
             stack: None,
-            tcp_state: None,
-            path: None,
-            stream: false,
         });
-        let stacks = vec![StackGroup {
+        let stacks = vec![Stack {
             id: 0,
-            stack: StackId(5),
             count: 25,
-            streams: 0,
-            by_kind: vec![(FdKind::Socket, 25)],
-            tcp_states: vec![("CLOSE_WAIT", 25)],
+            by_kind: [(FdKind::Socket, 25)].into(),
+            tcp_states: [(Word::Borrowed("CLOSE_WAIT"), 25)].into(),
             oldest_ms: 1500,
             newest_ms: 1500,
             frames: vec![Frame {
@@ -291,25 +279,28 @@ mod tests {
                 file: Some("server.c".into()),
                 line: Some(42),
             }],
+            streams: 0,
         }];
         Report {
-            header: Header {
-                pid: 4242,
-                cmdline: vec!["./server".into(), "--port".into(), "9999".into()],
-                reason: "signal",
-                unix_ms: 0,
-                soft: 32,
-                hard: 4096,
-                ..Default::default()
+            pid: 4242,
+            cmdline: vec!["./server".into(), "--port".into(), "9999".into()],
+            reason: "signal".into(),
+            time: "1970-01-01T00:00:00.000Z".into(),
+            limit: Limit {
+                soft: Some(32),
+                hard: Some(4096),
             },
-            rows,
+            open: fds.len(),
+            by_kind: [(FdKind::Socket, 25), (FdKind::Pty, 1)].into(),
+            fds,
             stacks,
+            ..Default::default()
         }
     }
 
     #[test]
     fn first_line_tells_the_story() {
-        let text = render_text(&report());
+        let text = render(&report());
         let first = text.lines().next().unwrap();
         assert_eq!(
             first,
@@ -321,7 +312,7 @@ mod tests {
     #[test]
     fn file_streams_are_named_as_such() {
         let mut r = report();
-        r.stacks[0].by_kind = vec![(FdKind::File, 25)];
+        r.stacks[0].by_kind = [(FdKind::File, 25)].into();
         r.stacks[0].tcp_states.clear();
         r.stacks[0].streams = 25;
         assert!(summary(&r).ends_with("25 in 1 stack: FILE streams"));
@@ -337,26 +328,29 @@ mod tests {
         let mut n = BadCloseNotice {
             pid: 7,
             fd: 5,
-            call: "close",
+            call: "close".into(),
             tid: 8,
-            frames: vec![f.clone()],
+            stack: vec![f.clone()],
             released_by: Some(vec![f]),
             ..Default::default()
         };
-        let t = render_bad_close_text(&n);
+        let t = render_bad_close(&n);
         assert!(t.starts_with("==7== fdguard: close(5) failed with EBADF: fd 5 is not open"));
         assert!(t.contains("fd 5 was last released at:"));
         n.released_by = None;
-        assert!(render_bad_close_text(&n).contains("FDGUARD_CLOSE_STACKS=1"));
+        assert!(render_bad_close(&n).contains("FDGUARD_CLOSE_STACKS=1"));
     }
 
     #[test]
     fn stacks_then_capped_rows_then_the_rest() {
-        let text = render_text(&report());
+        let text = render(&report());
         assert!(text.contains("   #0  0x1234 in handle_client server.c:42 (/srv/server+0x233)"));
         assert!(text.contains("... and 5 more"));
         assert!(text.contains("1 fd without a creation stack"));
         assert!(text.contains("inherited"));
+        assert!(text.contains(
+            "reason: signal at 1970-01-01T00:00:00.000Z; RLIMIT_NOFILE soft 32, hard 4096"
+        ));
         assert!(text.ends_with("==4242== fdguard: end of report\n"));
         assert!(text.lines().all(|l| l.starts_with("==4242==")));
     }

@@ -4,7 +4,7 @@
 //! the pattern matches its path (as the program gave it), its description, or the name of any
 //! function on its creation stack.
 
-use super::{Frame, Row};
+use super::{Frame, Observed};
 
 /// Glob match over characters.
 pub fn glob(pattern: &str, text: &str) -> bool {
@@ -36,7 +36,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// Whether `row` (created by `frames`) matches one of `patterns`.
-pub fn is_suppressed(row: &Row, frames: &[Frame], patterns: &[String]) -> bool {
+pub fn is_suppressed<K>(row: &Observed<K>, frames: &[Frame], patterns: &[String]) -> bool {
     patterns.iter().any(|pat| {
         row.path.as_deref().is_some_and(|p| glob(pat, p))
             || glob(pat, &row.desc)
@@ -50,7 +50,8 @@ pub fn is_suppressed(row: &Row, frames: &[Frame], patterns: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::origin::{Call, FdKind};
+    use crate::call::Call;
+    use crate::kind::FdKind;
 
     #[test]
     fn globs() {
@@ -66,7 +67,7 @@ mod tests {
 
     #[test]
     fn matches_paths_descriptions_and_functions() {
-        let row = Row {
+        let row = Observed::<u32> {
             fd: 5,
             kind: FdKind::File,
             desc: "/var/log/app.log".into(),

@@ -1,0 +1,178 @@
+//! How reports describe a socket: the library from inside the process (`getsockname`,
+//! `TCP_INFO`) and the command from outside (`/proc/PID/net`, the kernel's
+//! `system.sockprotoname`) use the same words.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Word;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SocketDesc {
+    /// "tcp", "tcp6", "udp", "udp6", "unix", "netlink", ...
+    pub proto: String,
+    /// "stream", "dgram", "seqpacket", "raw" (shown for unix sockets).
+    #[serde(rename = "type")]
+    pub sock_type: Word,
+    pub local: Option<String>,
+    pub peer: Option<String>,
+    /// TCP state name (ESTABLISHED, CLOSE_WAIT, LISTEN, ...).
+    pub tcp_state: Option<Word>,
+}
+
+impl SocketDesc {
+    pub fn connected(&self) -> bool {
+        self.peer.is_some()
+    }
+
+    /// The report's protocol name and socket type for the kernel's `system.sockprotoname` of
+    /// a socket that no `/proc/net` table lists: TCP ones are in CLOSE (created, or failed to
+    /// connect).
+    pub fn unlisted(protocol_name: Option<&str>) -> SocketDesc {
+        /// `sockprotoname` values: the report's protocol and socket type for each.
+        const KNOWN: &[(&str, &str, &str)] = &[
+            ("TCP", "tcp", "stream"),
+            ("MPTCP", "tcp", "stream"),
+            ("TCPv6", "tcp6", "stream"),
+            ("MPTCPv6", "tcp6", "stream"),
+            ("UDP", "udp", "dgram"),
+            ("UDP-Lite", "udp", "dgram"),
+            ("PING", "udp", "dgram"),
+            ("UDPv6", "udp6", "dgram"),
+            ("UDPLITEv6", "udp6", "dgram"),
+            ("PINGv6", "udp6", "dgram"),
+            ("UNIX-STREAM", "unix", "stream"),
+            ("UNIX", "unix", "stream"),
+            ("UNIX-DGRAM", "unix", "dgram"),
+            ("UNIX-SEQPACKET", "unix", "seqpacket"),
+            ("RAW", "ip", "raw"),
+            ("RAWv6", "ip6", "raw"),
+            ("NETLINK", "netlink", "raw"),
+            ("PACKET", "packet", "raw"),
+        ];
+        let name = protocol_name.unwrap_or("?");
+        let (proto, ty) = match KNOWN.iter().find(|(n, _, _)| *n == name) {
+            Some((_, proto, ty)) => (proto.to_string(), *ty),
+            None => (name.to_ascii_lowercase(), "other"),
+        };
+        SocketDesc {
+            tcp_state: proto.starts_with("tcp").then_some(Word::Borrowed("CLOSE")),
+            proto,
+            sock_type: Word::Borrowed(ty),
+            local: None,
+            peer: None,
+        }
+    }
+}
+
+/// Names of the kernel's TCP states (`tcpi_state`, the `st` of `/proc/net/tcp`;
+/// include/net/tcp_states.h).
+pub fn tcp_state_name(state: u8) -> Option<&'static str> {
+    const NAMES: [&str; 13] = [
+        "",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+        "NEW_SYN_RECV",
+    ];
+    NAMES.get(state as usize).copied().filter(|s| !s.is_empty())
+}
+
+/// A socket in a report's `desc`: `tcp 127.0.0.1:9999 -> 127.0.0.1:40000 CLOSE_WAIT`,
+/// `tcp 0.0.0.0:9999 LISTEN`, `tcp unconnected (CLOSE)`, `unix stream (unnamed) -> /run/x.sock`.
+pub fn describe_socket(s: &SocketDesc) -> String {
+    let mut d = s.proto.clone();
+    if s.proto == "unix" {
+        d.push(' ');
+        d.push_str(&s.sock_type);
+    }
+    let connected = s.peer.is_some();
+    if let Some(local) = s.local.as_deref().filter(|l| connected || !is_unbound(l)) {
+        d.push(' ');
+        d.push_str(local);
+    }
+    if let Some(peer) = &s.peer {
+        d.push_str(" -> ");
+        d.push_str(peer);
+    }
+    match s.tcp_state.as_deref() {
+        Some("LISTEN") => d.push_str(" LISTEN"),
+        Some(state) if connected => {
+            d.push(' ');
+            d.push_str(state);
+        }
+        Some(state) => {
+            d.push_str(" unconnected (");
+            d.push_str(state);
+            d.push(')');
+        }
+        None if !connected => d.push_str(" unconnected"),
+        None => {}
+    }
+    d
+}
+
+fn is_unbound(addr: &str) -> bool {
+    addr.ends_with(":0") && (addr.starts_with("0.0.0.0") || addr.starts_with("[::]"))
+        || addr == "(unnamed)"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_state_names() {
+        assert_eq!(tcp_state_name(8), Some("CLOSE_WAIT"));
+        assert_eq!(tcp_state_name(10), Some("LISTEN"));
+        assert_eq!(tcp_state_name(0), None);
+        assert_eq!(tcp_state_name(99), None);
+    }
+
+    #[test]
+    fn socket_descriptions_read_like_the_report() {
+        let mut s = SocketDesc {
+            proto: "tcp".into(),
+            sock_type: "stream".into(),
+            local: Some("127.0.0.1:9999".into()),
+            peer: Some("127.0.0.1:40000".into()),
+            tcp_state: Some("CLOSE_WAIT".into()),
+        };
+        assert_eq!(
+            describe_socket(&s),
+            "tcp 127.0.0.1:9999 -> 127.0.0.1:40000 CLOSE_WAIT"
+        );
+        s.peer = None;
+        s.local = Some("0.0.0.0:9999".into());
+        s.tcp_state = Some("LISTEN".into());
+        assert_eq!(describe_socket(&s), "tcp 0.0.0.0:9999 LISTEN");
+        s.local = Some("0.0.0.0:0".into());
+        s.tcp_state = Some("CLOSE".into());
+        assert_eq!(describe_socket(&s), "tcp unconnected (CLOSE)");
+        assert_eq!(
+            describe_socket(&SocketDesc::unlisted(Some("TCP"))),
+            "tcp unconnected (CLOSE)"
+        );
+        assert_eq!(
+            describe_socket(&SocketDesc::unlisted(Some("UDPv6"))),
+            "udp6 unconnected"
+        );
+        assert_eq!(SocketDesc::unlisted(Some("AF_VSOCK")).proto, "af_vsock");
+        let pair = SocketDesc {
+            proto: "unix".into(),
+            sock_type: "stream".into(),
+            local: Some("(unnamed)".into()),
+            peer: Some("(unnamed)".into()),
+            ..Default::default()
+        };
+        assert_eq!(describe_socket(&pair), "unix stream (unnamed) -> (unnamed)");
+    }
+}

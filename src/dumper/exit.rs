@@ -1,0 +1,79 @@
+//! The exit path (from the library destructor): reports still being written are waited for
+//! (bounded), then the leak report of `FDGUARD_AT_EXIT` and the exit status of
+//! `FDGUARD_LEAK_EXITCODE`.
+#![allow(unsafe_code)]
+
+use fdguard_core::config::Config;
+
+use super::deliver::render;
+use super::frames::FrameCache;
+use super::gather::gather;
+use super::serve::{CHILD_LISTED_FDS, Task, complete, serve, work_in_child};
+use crate::child::{self, Once, Waited};
+use crate::guard;
+use crate::os;
+use crate::symbolize::Symbolizer;
+use crate::trigger::Reason;
+
+/// At normal exit (from the library destructor): the leak report of `FDGUARD_AT_EXIT`, and
+/// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
+pub fn at_exit() {
+    let Some(config) = super::config() else {
+        return;
+    };
+    // Requests made meanwhile (bad closes just before exit), then the reports still being
+    // written (bounded: exit must not hang on a stuck stderr).
+    serve();
+    child::wait_in_flight(2_000_000_000);
+    let leaks = (config.at_exit || config.leak_exitcode.is_some())
+        && guard::internal(|| exit_report(config));
+    if let (Some(code), true) = (config.leak_exitcode, leaks) {
+        // SAFETY: flushing stdio as exit() would after this destructor, then ending the process
+        // with the requested status.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::_exit(code as i32);
+        }
+    }
+}
+
+/// The exit report, made in a child this path waits for; returns whether it listed any fd.
+/// Without a child, it is made here, symbolizing without opening anything (module + offset
+/// and exported names), and written to stderr.
+fn exit_report(config: &Config) -> bool {
+    let pid = os::getpid();
+    match child::spawn_waited() {
+        Waited::Child => {
+            let code = work_in_child(config, pid, Task::Report(Reason::Exit));
+            child::leave(code)
+        }
+        Waited::Parent(c) => match child::wait(c) {
+            Some(code) if code & child::FAILED == 0 => code & CHILD_LISTED_FDS != 0,
+            _ => {
+                let _ = os::write_all(2, b"fdguard: the report process failed; report lost\n");
+                false
+            }
+        },
+        Waited::Failed(e) => {
+            if child::say_once(Once::Spawn) {
+                let msg = format!(
+                    "fdguard: cannot make a report process ({}); the exit report goes to \
+                     stderr without debug info\n",
+                    std::io::Error::from_raw_os_error(e)
+                );
+                let _ = os::write_all(2, msg.as_bytes());
+            }
+            let mut cache = FrameCache::new(Symbolizer::new(false));
+            let report = complete(
+                gather(Reason::Exit, pid, super::cmdline()),
+                config,
+                &mut cache,
+            );
+            let listed = report.open > 0;
+            if listed || config.at_exit {
+                let _ = os::write_all(2, render(config, &report).as_bytes());
+            }
+            listed
+        }
+    }
+}

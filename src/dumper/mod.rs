@@ -1,0 +1,66 @@
+//! The report pipeline: requests (`signal`, `trigger`) served by copies of the process
+//! (`serve`), which gather the facts (`gather`), resolve stacks (`frames`) and write the report
+//! where it goes (`deliver`); and the exit path (`exit`).
+//!
+//! # Where a report is made
+//! Building a report reads `/proc`, symbolizes (opens ELF files, allocates) and writes files:
+//! none of that is allowed in a signal handler or inside a hook, and any fd opened in the
+//! program's process would take the lowest free number (near the limit the program would hit
+//! EMFILE one fd early; a daemon's `closefrom` could close it; a `close(0); open(...)` idiom
+//! could get another number). So a request only copies the process (`child`), from wherever it
+//! was made, and the copy does everything: it describes its copies of the program's fds, drops
+//! them (every number is then free, even at EMFILE, and the program's closes are not delayed),
+//! symbolizes, renders and writes.
+
+mod deliver;
+mod exit;
+mod frames;
+mod gather;
+mod serve;
+mod signal;
+
+use std::sync::OnceLock;
+
+use fdguard_core::config::Config;
+
+use crate::child;
+use crate::inspect;
+use crate::symcache;
+use crate::trigger::{self, Handlers};
+use crate::upkeep;
+
+pub use exit::at_exit;
+pub use serve::after_fork;
+pub use signal::{program_handles, remove_handler, restart};
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The command line, read at load: at EMFILE time `/proc/self/cmdline` cannot be opened.
+static CMDLINE: OnceLock<Vec<String>> = OnceLock::new();
+
+fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+fn cmdline() -> Vec<String> {
+    CMDLINE.get().cloned().unwrap_or_default()
+}
+
+/// Installs the signal handler and the request handlers.
+pub fn start(config: Config) {
+    let config = CONFIG.get_or_init(|| config);
+    CMDLINE.get_or_init(inspect::cmdline);
+    child::init();
+    deliver::init(config);
+    // The symbolizer's library list, built here once: in a report child, the loader lock it
+    // needs might be held by a thread that does not exist there.
+    backtrace::resolve(std::ptr::null_mut(), |_| {});
+    symcache::init();
+    upkeep::configure(config.emfile, config.backoff_max_ms);
+    trigger::install(Handlers {
+        serve: serve::serve,
+        wake: upkeep::wake,
+    });
+    if let Some(sig) = config.signal {
+        signal::install_handler(sig);
+    }
+}
