@@ -6,7 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet
+# Cargo's own progress shows: a first build compiles every dependency in release mode.
+echo "== building fdguard (libfdguard.so and the fdguard command, release); the first build takes a few minutes"
+cargo build --release
+echo
 fdguard="$PWD/target/release/fdguard"
 work="$(mktemp -d)"
 pids=()
