@@ -103,7 +103,9 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
         // What needs the copies of the program's fds is done before they are dropped, and they
         // are dropped before waiting for this child's turn to write (see `drop_program_fds`).
         let prepared = match task {
-            Task::Report(reason) => Prepared::Report(Box::new(gather(reason, pid, super::cmdline()))),
+            Task::Report(reason) => {
+                Prepared::Report(Box::new(gather(reason, pid, super::cmdline())))
+            }
             Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
         };
         drop_program_fds();

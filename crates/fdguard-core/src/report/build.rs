@@ -186,4 +186,38 @@ mod tests {
         assert_eq!(r.tcp_states[&Word::Borrowed("CLOSE_WAIT")], 1);
         assert!(r.stacks.is_empty());
     }
+
+    /// What a recorder other than the library does: fill a report, print it both ways, and
+    /// read the JSON back as the command does.
+    #[test]
+    fn a_filled_report_prints_and_reads_back() {
+        let mut r = Report {
+            pid: 42,
+            cmdline: vec!["./dialer".into()],
+            reason: "signal".into(),
+            time: crate::report::iso8601_utc(0),
+            ..Report::default()
+        };
+        let mut sock = seen(7, Some(1), 5);
+        sock.kind = FdKind::Socket;
+        sock.call = Call::Socket;
+        sock.tcp_state = Some("CLOSE".into());
+        r.fill(&[sock, seen(3, None, 9)], |_| {
+            vec![Frame {
+                function: Some("main.dialBackend".into()),
+                ..Frame::default()
+            }]
+        });
+        let text = r.to_text();
+        assert!(text.starts_with("==42== fdguard: 2 of unlimited fds open in pid 42 (./dialer)"));
+        assert!(text.contains("in main.dialBackend"), "{text}");
+        let read = crate::read::parse_documents(&r.to_json()).unwrap();
+        let crate::read::Document::Report(back) = &read[0] else {
+            panic!("{read:?}")
+        };
+        // Everything but what the JSON has no key for.
+        let mut expected = r.clone();
+        expected.stacks[0].streams = 0;
+        assert_eq!(**back, expected);
+    }
 }
