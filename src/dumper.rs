@@ -56,7 +56,7 @@ enum Task {
 pub fn start(config: Config) {
     let config = CONFIG.get_or_init(|| config);
     CMDLINE.get_or_init(inspect::cmdline);
-    LOADED_AT_S.store(os::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
+    LOADED_AT_S.store(os::clock::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
     child::init();
     if let ReportDest::Path(t) = &config.report {
         // Said at once if the file cannot be written (before `main`, so the fd this takes for
@@ -180,7 +180,7 @@ fn serve() {
 /// Makes a detached report child for `task`; says once if none can be made.
 fn launch(task: Task) {
     let Some(config) = CONFIG.get() else { return };
-    let pid = os::getpid();
+    let pid = os::process::getpid();
     let made = child::spawn_detached(&|| {
         let code = work_in_child(config, pid, task);
         child::leave(code)
@@ -188,9 +188,9 @@ fn launch(task: Task) {
     if let Err(e) = made
         && child::say_once(Once::Spawn)
     {
-        let _ = os::write_all(2, b"fdguard: cannot make a report process (");
-        let _ = os::write_all(2, os::errno_name(e).as_bytes());
-        let _ = os::write_all(2, b"); reports are lost until one can be made\n");
+        let _ = os::fd::write_all(2, b"fdguard: cannot make a report process (");
+        let _ = os::fd::write_all(2, os::errno::errno_name(e).as_bytes());
+        let _ = os::fd::write_all(2, b"); reports are lost until one can be made\n");
     }
 }
 
@@ -256,13 +256,13 @@ fn render(config: &Config, report: &Report) -> String {
 /// frees every number. Only stderr stays. One `close_range` pair where the kernel has it:
 /// a system call per fd was a third of a large report's time.
 fn drop_program_fds() {
-    if os::raw_close_range(0, 1) && os::raw_close_range(3, u32::MAX) {
+    if os::sys::raw_close_range(0, 1) && os::sys::raw_close_range(3, u32::MAX) {
         return;
     }
     let (upto, batch) = tracker::probe_bounds();
     for fd in inspect::probe_fds(upto, batch) {
         if fd != 2 {
-            os::raw_close(fd);
+            os::sys::raw_close(fd);
         }
     }
 }
@@ -279,7 +279,7 @@ struct Gathered {
 /// back to stderr, saying why once.
 fn deliver(config: &Config, pid: u32, bytes: &[u8]) {
     let ReportDest::Path(template) = &config.report else {
-        let _ = os::write_all(2, bytes);
+        let _ = os::fd::write_all(2, bytes);
         return;
     };
     let path = expand_report_path(
@@ -288,21 +288,21 @@ fn deliver(config: &Config, pid: u32, bytes: &[u8]) {
         &report::compact_utc(LOADED_AT_S.load(Ordering::Relaxed)),
     );
     let written = open_report_file(&path).and_then(|fd| {
-        let r = os::write_all(fd, bytes);
+        let r = os::fd::write_all(fd, bytes);
         // SAFETY: closing the fd opened just above.
         unsafe { libc::close(fd) };
         r
     });
     if let Err(e) = written {
         warn_dest(&path, e);
-        let _ = os::write_all(2, bytes);
+        let _ = os::fd::write_all(2, bytes);
     }
 }
 
 fn report_path(template: &[u8]) -> Vec<u8> {
     expand_report_path(
         template,
-        os::getpid(),
+        os::process::getpid(),
         &report::compact_utc(LOADED_AT_S.load(Ordering::Relaxed)),
     )
 }
@@ -341,7 +341,7 @@ impl FrameCache {
 
 /// Gathers the report's facts from the kernel and the table, without creating any fd.
 fn gather(reason: Reason, pid: u32) -> Gathered {
-    let (soft, hard) = os::nofile_limit();
+    let (soft, hard) = os::process::nofile_limit();
     let (upto, batch) = tracker::probe_bounds();
     let open = inspect::probe_fds(upto, batch);
     let stale = closed_unseen(&open);
@@ -351,7 +351,7 @@ fn gather(reason: Reason, pid: u32) -> Gathered {
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
-    let mut rows = report::rows(&kernel, |fd| TABLE.get(fd), os::monotonic_ns());
+    let mut rows = report::rows(&kernel, |fd| TABLE.get(fd), os::clock::coarse_ns());
     if reason == Reason::Exit {
         // Leaks at exit: what the program opened itself and did not close.
         rows.retain(|r| !r.call.predates_fdguard() && r.fd > 2);
@@ -375,7 +375,7 @@ fn gather(reason: Reason, pid: u32) -> Gathered {
             reason: reason.name(),
             trigger_call,
             trigger_errno,
-            unix_ms: os::realtime_ns() / 1_000_000,
+            unix_ms: os::clock::realtime_ns() / 1_000_000,
             soft,
             hard,
             missed_closes: COUNTERS.missed_closes.load(Ordering::Relaxed) + stale,
@@ -438,7 +438,7 @@ static NOTICE_NOT_SHOWN: AtomicU64 = AtomicU64::new(0);
 /// Takes the queued bad closes: a notice child for the first one a second, the others counted.
 fn serve_bad_closes() {
     while let Some(event) = BAD_CLOSES.pop() {
-        let now = os::monotonic_ns();
+        let now = os::clock::coarse_ns();
         let last = NOTICE_LAST_NS.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < 1_000_000_000 {
             NOTICE_NOT_SHOWN.fetch_add(1, Ordering::Relaxed);
@@ -454,7 +454,7 @@ fn notice_in_child(config: &Config, pid: u32, e: BadClose, not_shown: u64) {
     let mut cache = FrameCache::new(Symbolizer::new(true));
     let notice = BadCloseNotice {
         pid,
-        unix_ms: os::realtime_ns() / 1_000_000,
+        unix_ms: os::clock::realtime_ns() / 1_000_000,
         fd: e.fd,
         call: e.call.name(),
         tid: e.tid,
@@ -494,7 +494,7 @@ pub fn at_exit() {
 /// Without a child, it is made here, symbolizing without opening anything (module + offset
 /// and exported names), and written to stderr.
 fn exit_report(config: &Config) -> bool {
-    let pid = os::getpid();
+    let pid = os::process::getpid();
     match child::spawn_waited() {
         Waited::Child => {
             let code = work_in_child(config, pid, Task::Report(Reason::Exit));
@@ -503,7 +503,7 @@ fn exit_report(config: &Config) -> bool {
         Waited::Parent(c) => match child::wait(c) {
             Some(code) if code & child::FAILED == 0 => code & CHILD_LISTED_FDS != 0,
             _ => {
-                let _ = os::write_all(2, b"fdguard: the report process failed; report lost\n");
+                let _ = os::fd::write_all(2, b"fdguard: the report process failed; report lost\n");
                 false
             }
         },
@@ -514,13 +514,13 @@ fn exit_report(config: &Config) -> bool {
                      stderr without debug info\n",
                     std::io::Error::from_raw_os_error(e)
                 );
-                let _ = os::write_all(2, msg.as_bytes());
+                let _ = os::fd::write_all(2, msg.as_bytes());
             }
             let mut cache = FrameCache::new(Symbolizer::new(false));
             let report = complete(gather(Reason::Exit, pid), config, &mut cache);
             let listed = report.open() > 0;
             if listed || config.at_exit {
-                let _ = os::write_all(2, render(config, &report).as_bytes());
+                let _ = os::fd::write_all(2, render(config, &report).as_bytes());
             }
             listed
         }
@@ -536,7 +536,7 @@ fn warn_dest(path: &[u8], errno: i32) {
         String::from_utf8_lossy(path),
         std::io::Error::from_raw_os_error(errno)
     );
-    let _ = os::write_all(2, msg.as_bytes());
+    let _ = os::fd::write_all(2, msg.as_bytes());
 }
 
 /// Opens (creating with mode 0600) a report file for appending: never through a symlink, never
@@ -559,7 +559,7 @@ fn open_report_file(path: &[u8]) -> Result<i32, i32> {
         )
     };
     if fd < 0 {
-        return Err(os::errno());
+        return Err(os::errno::errno());
     }
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable; it is read only after fstat succeeded.

@@ -76,8 +76,8 @@ extern "C" fn fini() {
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     real::resolve_all();
-    os::locate_descriptor_tid();
-    os::locate_vdso_clock();
+    os::thread::locate_descriptor_tid();
+    os::clock::locate_vdso_clock();
     // `dlopen`ed by `fdguard attach`: nothing happens until it calls `fdguard_attach`.
     if !attach::loaded_at_startup() {
         return;
@@ -88,16 +88,16 @@ extern "C" fn init() {
 }
 
 fn print_line(line: &str) {
-    let _ = os::write_all(2, format!("{line}\n").as_bytes());
+    let _ = os::fd::write_all(2, format!("{line}\n").as_bytes());
 }
 
 fn start() {
     let lookup = |name: &str| {
         let c = CString::new(name).ok()?;
-        os::getenv(&c).map(<[u8]>::to_vec)
+        os::env::getenv(&c).map(<[u8]>::to_vec)
     };
     let (config, warnings) = Config::from_lookup(lookup);
-    let names = os::env_names_with_prefix(b"FDGUARD_");
+    let names = os::env::env_names_with_prefix(b"FDGUARD_");
     let names: Vec<String> = names
         .iter()
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -108,7 +108,7 @@ fn start() {
     {
         print_line(line);
     }
-    if config.disabled || os::secure_execution() {
+    if config.disabled || os::env::secure_execution() {
         return;
     }
     warn_if_go_program();
@@ -137,12 +137,12 @@ fn prepare(config: &Config) {
     unwind::init();
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
     tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
-    tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
+    tracker::THRESHOLD.configure(config.threshold, os::process::nofile_limit().0);
 }
 
 /// `FDGUARD_RAISE_NOFILE`: the soft limit up to the hard one, for programs that never do it.
 fn raise_nofile() -> String {
-    match os::raise_nofile() {
+    match os::process::raise_nofile() {
         Ok((old, new)) if old == new => {
             format!(
                 "fdguard: FDGUARD_RAISE_NOFILE: the soft RLIMIT_NOFILE is already the hard limit, {new}"
@@ -184,9 +184,9 @@ fn record_inherited() {
         for fd in fds {
             // The listing's own directory fd is closed by now; the accept guard's reserve
             // (placed just before) is fdguard's.
-            if os::fd_is_open(fd) && !tracker::OWN.contains(fd) {
+            if os::fd::fd_is_open(fd) && !tracker::OWN.contains(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None, Birth::found_open());
-                if os::is_listening(fd) {
+                if os::fd::is_listening(fd) {
                     tracker::listening(guard::Mode::Track, fd);
                 }
             }

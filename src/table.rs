@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, fence};
 
 use crate::origin::{Call, FdKind, PATH_TAIL, PathTail};
-use crate::os::LazySlice;
+use crate::os::mem::LazySlice;
 
 /// Index of an interned call stack (see `stack`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

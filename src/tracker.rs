@@ -243,7 +243,7 @@ impl Birth {
         if mode == Mode::Track {
             Self {
                 tid: guard::tid(),
-                born_ns: os::monotonic_ns(),
+                born_ns: os::clock::coarse_ns(),
             }
         } else {
             Self::default()
@@ -255,7 +255,7 @@ impl Birth {
     pub fn found_open() -> Self {
         Self {
             tid: 0,
-            born_ns: os::monotonic_ns(),
+            born_ns: os::clock::coarse_ns(),
         }
     }
 }
@@ -329,7 +329,7 @@ static LIMIT_LOOK_AT_NS: AtomicU64 = AtomicU64::new(0);
 #[cold]
 fn look_at_limit(now: u64) {
     LIMIT_LOOK_AT_NS.store(now.saturating_add(1_000_000_000), Ordering::Relaxed);
-    THRESHOLD.set_limit(os::nofile_limit().0);
+    THRESHOLD.set_limit(os::process::nofile_limit().0);
 }
 
 /// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
@@ -490,7 +490,7 @@ pub fn streams_flushed(mode: Mode) {
     let mut n = 0;
     TABLE.for_each_open(0, i32::MAX, |fd, rec| {
         if rec.stream
-            && !os::fd_is_open(fd)
+            && !os::fd::fd_is_open(fd)
             && let Some(slot) = gone.get_mut(n)
         {
             *slot = fd;
@@ -511,7 +511,7 @@ pub fn code_unmapped() {
 /// The program changed its own `RLIMIT_NOFILE`.
 pub fn limit_changed(mode: Mode) {
     if mode == Mode::Track {
-        THRESHOLD.set_limit(os::nofile_limit().0);
+        THRESHOLD.set_limit(os::process::nofile_limit().0);
         place_reserve();
     }
 }
@@ -533,7 +533,7 @@ fn out_of_fds(call: Call, errno: i32) {
 
 /// True (and the call and errno recorded) if an `emfile` report is due: one per interval.
 fn claim_emfile_report(call: Call, errno: i32) -> bool {
-    let now = os::monotonic_ns().max(1);
+    let now = os::clock::coarse_ns().max(1);
     let last = EMFILE_LAST_NS.load(Ordering::Relaxed);
     if last != 0 && now.saturating_sub(last) < EMFILE_INTERVAL_NS.load(Ordering::Relaxed) {
         return false;
@@ -561,11 +561,11 @@ struct Kernel;
 
 impl emfile::Kernel for Kernel {
     fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-        os::epoll_mod(epfd, fd, events, data)
+        os::sys::epoll_mod(epfd, fd, events, data)
     }
 
     fn now_ns(&self) -> u64 {
-        os::precise_ns()
+        os::clock::precise_ns()
     }
 }
 
@@ -617,7 +617,7 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
         (errno == libc::EMFILE || errno == libc::ENFILE) && claim_emfile_report(call, errno);
     let gmode = GUARD.mode();
     let failure = if gmode != EmfileMode::Off && emfile::is_out_of_fds(errno) {
-        let blocking = !os::is_nonblocking(listener);
+        let blocking = !os::fd::is_nonblocking(listener);
         let shed = (gmode == EmfileMode::Shed && emfile::sheddable(errno))
             .then(|| shed_pending(listener))
             .flatten();
@@ -644,17 +644,17 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
         trigger::request(Reason::Emfile);
     }
     if let Some(f) = failure {
-        let start = os::precise_ns();
+        let start = os::clock::precise_ns();
         match f.hold {
             Hold::None => return,
             Hold::Sleep(ns) => {
-                os::sleep_until(start.saturating_add(ns));
+                os::clock::sleep_until(start.saturating_add(ns));
             }
             Hold::UntilReadable(ns) => {
-                os::wait_readable(listener, ns);
+                os::sys::wait_readable(listener, ns);
             }
         }
-        GUARD.add_paused(f.slot, os::precise_ns().saturating_sub(start));
+        GUARD.add_paused(f.slot, os::clock::precise_ns().saturating_sub(start));
     }
 }
 
@@ -665,21 +665,21 @@ pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
 fn shed_pending(listener: i32) -> Option<(u64, bool)> {
     let mut shed = 0;
     for _ in 0..SHED_BATCH {
-        if !os::wait_readable(listener, 0) {
+        if !os::sys::wait_readable(listener, 0) {
             return Some((shed, true));
         }
         let Some(reserve) = take_reserve() else {
             return (shed > 0).then_some((shed, false));
         };
         OWN.remove(reserve);
-        os::raw_close(reserve);
-        let conn = os::accept_one(listener);
+        os::sys::raw_close(reserve);
+        let conn = os::sys::accept_one(listener);
         if let Ok(c) = conn {
-            os::raw_close(c);
+            os::sys::raw_close(c);
             shed += 1;
         }
         RESERVE.store(
-            os::open_null().map_or(-1, settle_reserve),
+            os::sys::open_null().map_or(-1, settle_reserve),
             Ordering::Release,
         );
         if conn.is_err() {
@@ -696,7 +696,7 @@ fn take_reserve() -> Option<i32> {
     if r < 0 || !OWN.contains(r) {
         return None;
     }
-    if (r as u64) < os::nofile_limit().0 {
+    if (r as u64) < os::process::nofile_limit().0 {
         return Some(r);
     }
     RESERVE.store(r, Ordering::Release);
@@ -710,13 +710,13 @@ fn settle_reserve(fd: i32) -> i32 {
     if !OWN.contains(fd) {
         OWN.add(fd);
     }
-    let soft = os::nofile_limit().0;
+    let soft = os::process::nofile_limit().0;
     let mut placed = None;
     for t in emfile::reserve_targets(soft) {
         if fd >= t && (fd as u64) < soft {
             return fd;
         }
-        placed = os::dup_at_least(fd, t);
+        placed = os::sys::dup_at_least(fd, t);
         if placed.is_some() {
             break;
         }
@@ -727,7 +727,7 @@ fn settle_reserve(fd: i32) -> i32 {
             OWN.add(high);
         }
         OWN.remove(fd);
-        os::raw_close(fd);
+        os::sys::raw_close(fd);
     }
     keep.unwrap_or(-1)
 }
@@ -741,11 +741,11 @@ pub fn place_reserve() {
     }
     let cur = RESERVE.swap(-1, Ordering::AcqRel);
     let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
-    let soft = os::nofile_limit().0;
+    let soft = os::process::nofile_limit().0;
     let placed = match cur {
         Some(r) if emfile::reserve_in_place(r, soft) => r,
         Some(r) => settle_reserve(r),
-        None => os::open_null().map_or(-1, settle_reserve),
+        None => os::sys::open_null().map_or(-1, settle_reserve),
     };
     RESERVE.store(placed, Ordering::Release);
 }
@@ -753,7 +753,7 @@ pub fn place_reserve() {
 /// The reserve's fd, when fdguard holds one below the soft limit.
 pub fn reserve_fd() -> Option<i32> {
     let r = RESERVE.load(Ordering::Acquire);
-    (r >= 0 && OWN.contains(r) && (r as u64) < os::nofile_limit().0).then_some(r)
+    (r >= 0 && OWN.contains(r) && (r as u64) < os::process::nofile_limit().0).then_some(r)
 }
 
 /// The accept guard thread's upkeep: shows listeners whose pause is over (a backstop for waits
@@ -770,7 +770,7 @@ pub fn accept_guard_upkeep() -> Option<u64> {
 /// program can have) and the highest number fdguard ever saw (fds from before a lowered
 /// limit), in batches no larger than `poll` accepts under that limit.
 pub fn probe_bounds() -> (i32, usize) {
-    let soft = os::nofile_limit().0;
+    let soft = os::process::nofile_limit().0;
     let upto = (soft.min(1 << 24) as i64)
         .max(TABLE.highest_fd() as i64 + 1)
         .max(3);
@@ -823,7 +823,7 @@ pub fn stop_accept_guard() {
         if GUARD.end_pauses(guard::tid(), &Kernel) {
             return;
         }
-        os::sleep_until(os::precise_ns() + 1_000_000);
+        os::clock::sleep_until(os::clock::precise_ns() + 1_000_000);
     }
 }
 

@@ -44,17 +44,17 @@ pub fn wake() {
         guard::internal(start);
     }
     WAKE.fetch_add(1, Ordering::Release);
-    os::futex_wake(&WAKE);
+    os::futex::futex_wake(&WAKE);
 }
 
 fn start() {
-    let spawned = os::with_signals_blocked(|| {
+    let spawned = os::signal::with_signals_blocked(|| {
         std::thread::Builder::new()
             .name("fdguard".into())
             .spawn(run)
     });
     if spawned.is_err() {
-        let _ = os::write_all(
+        let _ = os::fd::write_all(
             2,
             b"fdguard: cannot start the accept guard's thread; its notices are off\n",
         );
@@ -68,10 +68,10 @@ fn run() {
         let next_look = guard::internal(|| guard::contained(|| tick(&mut lines))).flatten();
         // Every second, or sooner when a paused listener must be shown again.
         let timeout = next_look.map_or(1_000_000_000, |at| {
-            at.saturating_sub(os::precise_ns())
+            at.saturating_sub(os::clock::precise_ns())
                 .clamp(1_000_000, 1_000_000_000)
         });
-        os::futex_wait(&WAKE, seen, timeout);
+        os::futex::futex_wait(&WAKE, seen, timeout);
     }
 }
 
@@ -80,14 +80,14 @@ fn tick(lines: &mut Lines) -> Option<u64> {
     crate::attach::upkeep();
     let next = tracker::accept_guard_upkeep();
     let mut due = Vec::new();
-    lines.tick(&GUARD, os::precise_ns(), &mut due);
+    lines.tick(&GUARD, os::clock::precise_ns(), &mut due);
     let settings = SETTINGS.get()?;
     for n in due {
         let addr = inspect::local_addr(n.fd);
         // The numbers below the soft limit in use (fds above it, from before a lowered limit,
         // do not count against it).
         let open = (n.kind == NoticeKind::First).then(|| {
-            let soft = os::nofile_limit().0;
+            let soft = os::process::nofile_limit().0;
             let (upto, batch) = tracker::probe_bounds();
             let below = upto.min(soft.min(i32::MAX as u64) as i32);
             let open = inspect::probe_fds(below, batch).into_iter();
@@ -103,7 +103,7 @@ fn tick(lines: &mut Lines) -> Option<u64> {
                 backoff_max_ms: settings.backoff_max_ms,
             },
         );
-        let _ = os::write_all(2, format!("{line}\n").as_bytes());
+        let _ = os::fd::write_all(2, format!("{line}\n").as_bytes());
     }
     next
 }

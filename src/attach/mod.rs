@@ -137,7 +137,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     lines.push(format!(
         "fdguard: attached to pid {}: {before} fds open before attach, {listeners} listening \
          ({} epoll registrations), {slots} call sites in {objects} objects now reach fdguard",
-        os::getpid(),
+        os::process::getpid(),
         options.epoll.len()
     ));
     Ok(lines)
@@ -159,7 +159,7 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
             Birth::found_open(),
         );
         fds += 1;
-        if os::is_listening(fd) {
+        if os::fd::is_listening(fd) {
             tracker::listening(Mode::Track, fd);
             listeners += 1;
         }
@@ -180,7 +180,7 @@ pub fn detach() -> Result<Vec<String>, String> {
     Ok(vec![format!(
         "fdguard: detached from pid {}: {restored} call sites restored, the accept guard \
          stopped; the library stays loaded, inert",
-        os::getpid()
+        os::process::getpid()
     )])
 }
 

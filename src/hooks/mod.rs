@@ -19,7 +19,7 @@ use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::origin::{Call, Detail};
 use crate::os;
-use crate::os::ThreadErrno;
+use crate::os::errno::ThreadErrno;
 use crate::real;
 use crate::tracker::{self, Birth, Origin};
 
@@ -27,7 +27,7 @@ use crate::tracker::{self, Birth, Origin};
 fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {
     // SAFETY: libc requires these arguments to be NUL-terminated strings (or null for the calls
     // that accept null); the real call has just read the same string.
-    unsafe { os::c_bytes(p) }
+    unsafe { os::mem::c_bytes(p) }
 }
 
 fn stream_fd(fp: *mut FILE) -> c_int {
@@ -314,7 +314,7 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
 fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
     let e = enter();
     let r = real();
-    let ours = pid == 0 || pid as u32 == os::getpid();
+    let ours = pid == 0 || pid as u32 == os::process::getpid();
     if r == 0 && resource == libc::RLIMIT_NOFILE as c_int && ours {
         after(&e, |_| tracker::limit_changed(e.mode));
     }

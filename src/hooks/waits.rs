@@ -36,10 +36,10 @@ fn guarded_wait(
     hider: &mut impl Hider,
     mut call: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
-    let start = os::precise_ns();
+    let start = os::clock::precise_ns();
     let end = timeout.map(|t| start.saturating_add(t));
     loop {
-        let now = os::precise_ns();
+        let now = os::clock::precise_ns();
         let until = {
             let _errno = ErrnoGuard::save();
             guard::contained(|| hider.hide(now)).flatten()
@@ -51,7 +51,7 @@ fn guarded_wait(
         let r = call(stop.map(|s| s.saturating_sub(now)));
         let _errno = ErrnoGuard::save();
         hider.unhide(r);
-        if r != 0 || until.is_none() || end.is_some_and(|e| os::precise_ns() >= e) {
+        if r != 0 || until.is_none() || end.is_some_and(|e| os::clock::precise_ns() >= e) {
             return r;
         }
     }
@@ -293,10 +293,10 @@ fn select_guarded(
     let Some((t, mut hider)) = hider else {
         return call();
     };
-    let start = os::precise_ns();
+    let start = os::clock::precise_ns();
     let r = guarded_wait(t, &mut hider, real);
     if let (Some(t), false) = (t, writeback.is_null()) {
-        let left = t.saturating_sub(os::precise_ns().saturating_sub(start));
+        let left = t.saturating_sub(os::clock::precise_ns().saturating_sub(start));
         // SAFETY: the program's non-null timeval, which Linux's select writes too.
         unsafe { *writeback = as_timeval(left) };
     }
@@ -335,7 +335,7 @@ hooks! {
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| match timespec_timeout(timeout) {
             Some(t) if tracker::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
-                let ts = t.map(os::timespec_of);
+                let ts = t.map(os::clock::timespec_of);
                 // SAFETY: the program's arguments, with a timeout no longer than its own.
                 unsafe { real(epfd, events, max, timespec_ptr(&ts), mask) }
             }),
@@ -348,7 +348,7 @@ hooks! {
         });
     fn ppoll(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask) }
         });
@@ -360,7 +360,7 @@ hooks! {
         });
     fn __ppoll_chk(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t, fdslen: size_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask, fdslen) }
         });
@@ -373,7 +373,7 @@ hooks! {
         });
     fn pselect(nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| select_guarded(nfds, [r, w, e], timespec_timeout(timeout), std::ptr::null_mut(), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(nfds, r, w, e, timespec_ptr(&ts), mask) }
         });
