@@ -38,13 +38,13 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use libc::c_int;
 
+use crate::os::mem::page_size;
 use crate::os::{self, errno::errno};
 
 /// How long a child may take before its alarm ends it (the report is then lost, and said so).
 const TIME_LIMIT_S: u32 = 30;
 /// The intermediate's stack, which the detached child keeps using for all its work.
 const STACK_SIZE: usize = 8 << 20;
-const PAGE: usize = 4096;
 
 /// Exit status of a child that failed (a panic caught, or no memory for its arena).
 pub const FAILED: u8 = 64;
@@ -90,7 +90,7 @@ fn map(len: usize, flags: c_int) -> Option<usize> {
 }
 
 fn map_shared() -> *mut Shared {
-    map(PAGE, libc::MAP_SHARED).map_or(std::ptr::null_mut(), |p| p as *mut Shared)
+    map(page_size(), libc::MAP_SHARED).map_or(std::ptr::null_mut(), |p| p as *mut Shared)
 }
 
 /// Maps the shared page and the intermediate's stack (at load). Without them, reports are
@@ -98,10 +98,11 @@ fn map_shared() -> *mut Shared {
 /// or only at exit (stack).
 pub fn init() {
     SHARED.store(map_shared(), Ordering::Release);
-    if let Some(base) = map(STACK_SIZE + PAGE, libc::MAP_PRIVATE | libc::MAP_STACK) {
+    let page = page_size();
+    if let Some(base) = map(STACK_SIZE + page, libc::MAP_PRIVATE | libc::MAP_STACK) {
         // SAFETY: the lowest page of the mapping just made becomes the guard page.
-        unsafe { libc::mprotect(base as *mut libc::c_void, PAGE, libc::PROT_NONE) };
-        STACK_TOP.store(base + PAGE + STACK_SIZE, Ordering::Release);
+        unsafe { libc::mprotect(base as *mut libc::c_void, page, libc::PROT_NONE) };
+        STACK_TOP.store(base + page + STACK_SIZE, Ordering::Release);
     }
 }
 

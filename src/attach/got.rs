@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, dl_phdr_info, size_t};
 
+use crate::os::mem::page_size;
+
 /// A hooked function: its NUL-terminated name and the hook's address.
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
@@ -282,19 +284,16 @@ unsafe fn patch_table(
     }
 }
 
-fn page_of(addr: usize) -> usize {
-    addr & !(4095)
-}
-
 /// Writes `value` into the pointer-sized slot at `slot`; returns what it held (`None` if the
 /// page could not be made writable).
 ///
 /// # Safety
 /// `slot` is an aligned, mapped GOT entry; `relro` says whether its page is read-only.
 unsafe fn store(slot: usize, value: usize, relro: bool) -> Option<usize> {
-    let page = page_of(slot) as *mut c_void;
-    // SAFETY: `page` is the mapped page holding the slot.
-    if relro && unsafe { libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+    let len = page_size();
+    let page = (slot & !(len - 1)) as *mut c_void;
+    // SAFETY: `page..page + len` is the mapped page holding the slot.
+    if relro && unsafe { libc::mprotect(page, len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
         return None;
     }
     // SAFETY: the slot is aligned and now writable; an atomic store keeps concurrent callers
@@ -302,7 +301,7 @@ unsafe fn store(slot: usize, value: usize, relro: bool) -> Option<usize> {
     let old = unsafe { AtomicUsize::from_ptr(slot as *mut usize) }.swap(value, Ordering::AcqRel);
     if relro {
         // SAFETY: as above; RELRO pages are read-only once relocated.
-        unsafe { libc::mprotect(page, 4096, libc::PROT_READ) };
+        unsafe { libc::mprotect(page, len, libc::PROT_READ) };
     }
     Some(old)
 }

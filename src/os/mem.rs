@@ -1,8 +1,38 @@
-//! Memory: zeroed mappings that live for the rest of the process (the fd table
+//! Memory: the page size, zeroed mappings that live for the rest of the process (the fd table
 //! and the interners size themselves for the worst case with them), and raw views of memory.
 
 use std::ffi::CStr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The page size, once read (0: not yet).
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system's page size (what `mprotect` works in), read once: from the auxiliary vector the
+/// kernel passed at exec, else `sysconf`.
+pub fn page_size() -> usize {
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            let size = read_page_size();
+            PAGE_SIZE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+fn read_page_size() -> usize {
+    // SAFETY: getauxval has no preconditions; it reads the vector the kernel passed at exec.
+    let aux = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+    if aux.is_power_of_two() {
+        return aux;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let conf = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(conf)
+        .ok()
+        .filter(|s| s.is_power_of_two())
+        .unwrap_or(4096)
+}
 
 /// Memory that starts zeroed and is never freed.
 ///
