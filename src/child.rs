@@ -317,12 +317,12 @@ pub fn wait(pid: libc::pid_t) -> Option<u8> {
 /// Waits up to `timeout_ns` for detached children still writing; false if some still are.
 pub fn wait_in_flight(timeout_ns: u64) -> bool {
     let Some(s) = shared() else { return true };
-    let deadline = os::clock::coarse_ns().saturating_add(timeout_ns);
+    let deadline = os::clock::precise_ns().saturating_add(timeout_ns);
     let done = loop {
         if s.in_flight.load(Ordering::Acquire) == 0 {
             break true;
         }
-        if os::clock::coarse_ns() >= deadline {
+        if os::clock::precise_ns() >= deadline {
             break false;
         }
         os::clock::sleep_until(os::clock::precise_ns() + 2_000_000);
