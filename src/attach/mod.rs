@@ -133,6 +133,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     PATCHED_AT_ADDS.store(entry::objects_loaded(), Ordering::Relaxed);
     entry::set_state(State::Attached);
     // The accept guard's thread patches objects loaded later (see `upkeep`).
+    crate::upkeep::register(upkeep);
     crate::upkeep::wake();
     lines.push(format!(
         "fdguard: attached to pid {}: {before} fds open before attach, {listeners} listening \
