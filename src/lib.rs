@@ -30,6 +30,7 @@ mod origin;
 mod os;
 mod real;
 mod report;
+mod setup;
 mod sockdesc;
 mod stack;
 mod symbolize;
@@ -87,10 +88,6 @@ extern "C" fn init() {
     }
 }
 
-fn print_line(line: &str) {
-    let _ = os::fd::write_all(2, format!("{line}\n").as_bytes());
-}
-
 fn start() {
     let lookup = |name: &str| {
         let c = CString::new(name).ok()?;
@@ -106,58 +103,17 @@ fn start() {
         .iter()
         .chain(&Config::unknown_names(names.iter().map(String::as_str)))
     {
-        print_line(line);
+        setup::print_line(line);
     }
     if config.disabled || os::env::secure_execution() {
         return;
     }
     warn_if_go_program();
-    prepare(&config);
+    setup::prepare(&config);
     record_inherited();
     dumper::start(config);
     guard::activate();
     attach::started(true);
-}
-
-/// What starting needs, preloaded or attached: the panic hook, the unwinder, the tracker's
-/// settings.
-fn prepare(config: &Config) {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = format!(
-            "internal error at {}",
-            info.location()
-                .map_or_else(|| "?".to_string(), |l| l.to_string())
-        );
-        guard::internal_failure(&msg);
-    }));
-    if config.raise_nofile {
-        print_line(&raise_nofile());
-    }
-    stack::init();
-    unwind::init();
-    tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
-    tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
-    tracker::THRESHOLD.configure(config.threshold, os::process::nofile_limit().0);
-}
-
-/// `FDGUARD_RAISE_NOFILE`: the soft limit up to the hard one, for programs that never do it.
-fn raise_nofile() -> String {
-    match os::process::raise_nofile() {
-        Ok((old, new)) if old == new => {
-            format!(
-                "fdguard: FDGUARD_RAISE_NOFILE: the soft RLIMIT_NOFILE is already the hard limit, {new}"
-            )
-        }
-        Ok((old, new)) => {
-            format!(
-                "fdguard: FDGUARD_RAISE_NOFILE: raised the soft RLIMIT_NOFILE from {old} to {new} (the hard limit)"
-            )
-        }
-        Err(e) => format!(
-            "fdguard: FDGUARD_RAISE_NOFILE: cannot raise the soft RLIMIT_NOFILE: {}",
-            std::io::Error::from_raw_os_error(e)
-        ),
-    }
 }
 
 /// Go programs make their system calls without libc: say so once, rather than let reports that
@@ -168,7 +124,7 @@ fn warn_if_go_program() {
     };
     let exe = exe.to_string_lossy();
     if exe::is_go_program(&exe) {
-        print_line(&format!(
+        setup::print_line(&format!(
             "fdguard: {exe} is a Go program: the Go runtime opens and closes fds with system \
              calls of its own, not through libc, so fdguard cannot tell who created them \
              (reports list them as untracked); use the runtime's own tools (pprof, \

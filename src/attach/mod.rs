@@ -114,7 +114,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     }
     let hooks = HOOKS.get_or_init(entry::hooks);
     if first {
-        crate::prepare(&config);
+        crate::setup::prepare(&config);
     } else {
         // Detaching turned the accept guard off.
         tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
