@@ -24,12 +24,13 @@ use crate::emfile::GUARD;
 use crate::guard::{self, ErrnoGuard};
 use crate::inspect;
 use crate::os;
+use crate::own::OWN;
 use crate::report::{self, BadCloseNotice, EmfileStats, Frame, Header, Report, Row};
 use crate::stack;
 use crate::symbolize::Symbolizer;
 use crate::symcache;
 use crate::table::StackId;
-use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, TABLE};
+use crate::tracker::{self, BAD_CLOSES, COUNTERS, TABLE};
 use crate::trigger::{self, Handlers, Reason};
 use crate::upkeep;
 

@@ -28,6 +28,7 @@ mod intern;
 mod limits;
 mod origin;
 mod os;
+mod own;
 mod real;
 mod report;
 mod setup;
@@ -140,7 +141,7 @@ fn record_inherited() {
         for fd in fds {
             // The listing's own directory fd is closed by now; the accept guard's reserve
             // (placed just before) is fdguard's.
-            if os::fd::fd_is_open(fd) && !tracker::OWN.contains(fd) {
+            if os::fd::fd_is_open(fd) && !own::OWN.contains(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None, Birth::found_open());
                 if os::fd::is_listening(fd) {
                     tracker::listening(guard::Mode::Track, fd);

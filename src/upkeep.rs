@@ -16,7 +16,8 @@ use crate::emfile::{self, GUARD, LineContext, Lines, NoticeKind};
 use crate::guard;
 use crate::inspect;
 use crate::os;
-use crate::tracker::{self, OWN};
+use crate::own::OWN;
+use crate::tracker;
 
 /// The guard's settings the lines mention.
 struct Settings {

@@ -28,7 +28,8 @@ use crate::guard::{self, Mode};
 use crate::inspect;
 use crate::origin::Call;
 use crate::os;
-use crate::tracker::{self, Birth, OWN, Origin};
+use crate::own::OWN;
+use crate::tracker::{self, Birth, Origin};
 
 pub use entry::State;
 
