@@ -144,7 +144,7 @@ fn record_inherited() {
             if os::fd::fd_is_open(fd) && !own::OWN.contains(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None, Birth::found_open());
                 if os::fd::is_listening(fd) {
-                    tracker::listening(guard::Mode::Track, fd);
+                    emfile::listening(guard::Mode::Track, fd);
                 }
             }
         }

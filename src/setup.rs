@@ -2,6 +2,7 @@
 //! attached to a running process (`attach`).
 
 use crate::config::Config;
+use crate::emfile;
 use crate::guard;
 use crate::os;
 use crate::stack;
@@ -30,7 +31,7 @@ pub fn prepare(config: &Config) {
     stack::init();
     unwind::init();
     tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
-    tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
+    emfile::configure(config.emfile, config.backoff_max_ms);
     tracker::THRESHOLD.configure(config.threshold, os::process::nofile_limit().0);
 }
 

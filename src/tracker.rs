@@ -1,16 +1,17 @@
-//! `Tracker`: what a hook tells fdguard, turned into table updates and report triggers.
+//! What a hook means for the fd table: records and releases, the counters of what could not be
+//! recorded, the threshold, and the claims of `emfile` reports. What the same hooks mean for
+//! the accept guard is in `emfile` (`emfile::effects`).
 //!
-//! Hooks call exactly one function here after (or, for releases, before) the real call. Nothing
-//! here allocates, locks, or calls a hooked function.
+//! Hooks call here after (or, for releases, before) the real call. Nothing here allocates,
+//! locks, or calls a hooked function.
 
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 use crate::badclose::{BadClose, BadCloses};
-use crate::config::EmfileMode;
-use crate::emfile::{self, CtlOp, GUARD, Hold};
-use crate::guard::{self, ErrnoGuard, Mode};
+use crate::emfile::{self, GUARD};
+use crate::guard::{self, Mode};
 use crate::limits::Threshold;
 use crate::origin::{Call, Detail, FdKind, PathTail};
 use crate::os;
@@ -247,7 +248,7 @@ fn look_at_limit(now: u64) {
 /// missed close.
 pub fn replaced(mode: Mode, born: Birth, fd: i32, origin: Origin) {
     if mode == Mode::Track && fd >= 0 {
-        listener_closing(fd);
+        emfile::closing(fd);
         let _ = TABLE.remove(fd, fork_generation(), None);
     }
     created(mode, born, fd, || origin);
@@ -295,7 +296,7 @@ pub fn releasing(mode: Mode, fd: i32) -> Released {
             Released::Unknown
         }
         Mode::Track => {
-            listener_closing(fd);
+            emfile::closing(fd);
             forget(fd)
         }
     }
@@ -386,7 +387,7 @@ pub fn releasing_range(mode: Mode, lo: u32, hi: u32) {
                 }
             }
             OWN.remove_range(lo, hi);
-            GUARD.closing_range(lo, hi, guard::tid(), &Kernel);
+            emfile::closing_range(lo, hi);
         }
     }
 }
@@ -423,7 +424,6 @@ pub fn code_unmapped() {
 pub fn limit_changed(mode: Mode) {
     if mode == Mode::Track {
         THRESHOLD.set_limit(os::process::nofile_limit().0);
-        place_reserve();
     }
 }
 
@@ -433,6 +433,15 @@ pub fn failed(mode: Mode, call: Call, errno: i32) {
     if mode == Mode::Track && (errno == libc::EMFILE || errno == libc::ENFILE) {
         out_of_fds(call, errno);
     }
+}
+
+/// `accept` failed: true (and claimed) if an `emfile` report is due. The accept guard asks for
+/// it (`emfile::accept_failed`) once it has counted the failure, which the report then shows.
+#[cold]
+pub fn accept_failed(mode: Mode, call: Call, errno: i32) -> bool {
+    mode == Mode::Track
+        && (errno == libc::EMFILE || errno == libc::ENFILE)
+        && claim_emfile_report(call, errno)
 }
 
 #[cold]
@@ -467,216 +476,6 @@ pub fn emfile_trigger() -> (Call, i32) {
     )
 }
 
-/// The accept guard's epoll operations (raw system calls: no hook sees them) and its clock.
-struct Kernel;
-
-impl emfile::Kernel for Kernel {
-    fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-        os::sys::epoll_mod(epfd, fd, events, data)
-    }
-
-    fn now_ns(&self) -> u64 {
-        os::clock::precise_ns()
-    }
-}
-
-/// The shed reserve: one fd of fdguard's own, below the soft limit (so that closing it lets
-/// one `accept` through), as high as possible; -1 when there is none.
-static RESERVE: AtomicI32 = AtomicI32::new(-1);
-/// Connections shed per failed accept, at most (a flood is shed a batch per failure).
-const SHED_BATCH: usize = 64;
-
-/// Configures the accept guard (at load).
-pub fn configure_accept_guard(mode: EmfileMode, backoff_max_ms: u64) {
-    GUARD.configure(mode, backoff_max_ms);
-    place_reserve();
-}
-
-/// `listen` succeeded on `fd`, or `fd` was found listening when fdguard loaded.
-pub fn listening(mode: Mode, fd: i32) {
-    if mode == Mode::Track {
-        GUARD.listening(fd);
-    }
-}
-
-#[inline(always)]
-fn listener_closing(fd: i32) {
-    if GUARD.maybe_listener(fd) {
-        GUARD.closing(fd, guard::tid(), &Kernel);
-    }
-}
-
-/// `accept` on `listener` returned a new fd: the accept guard's backoff starts over.
-#[inline]
-pub fn accepted(mode: Mode, listener: i32) {
-    if mode == Mode::Track
-        && GUARD.maybe_listener(listener)
-        && GUARD.accept_succeeded(listener, guard::tid(), &Kernel)
-    {
-        trigger::wake();
-    }
-}
-
-/// `accept` on `listener` failed with `errno`: an `emfile` report (rate-limited) and the
-/// accept guard. May sleep (see `emfile::decide`); `errno` is the hook's to restore.
-#[cold]
-pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
-    if mode != Mode::Track {
-        return;
-    }
-    let report =
-        (errno == libc::EMFILE || errno == libc::ENFILE) && claim_emfile_report(call, errno);
-    let gmode = GUARD.mode();
-    let failure = if gmode != EmfileMode::Off && emfile::is_out_of_fds(errno) {
-        let blocking = !os::fd::is_nonblocking(listener);
-        let shed = (gmode == EmfileMode::Shed && emfile::sheddable(errno))
-            .then(|| shed_pending(listener))
-            .flatten();
-        let failed = emfile::Failed {
-            fd: listener,
-            errno,
-            blocking,
-            shed_emptied: shed.is_some_and(|(_, emptied)| emptied),
-            reported: report,
-        };
-        let f = GUARD.accept_failed(failed, guard::tid(), &Kernel);
-        if let (Some(f), Some((n, _))) = (f, shed) {
-            GUARD.add_shed(f.slot, n);
-        }
-        f
-    } else {
-        None
-    };
-    // Before the hold: the operator's first line and the report come now, not after it.
-    if report || failure.is_some_and(|f| f.started) {
-        trigger::wake();
-    }
-    if report {
-        trigger::request(Reason::Emfile);
-    }
-    if let Some(f) = failure {
-        let start = os::clock::precise_ns();
-        match f.hold {
-            Hold::None => return,
-            Hold::Sleep(ns) => {
-                os::clock::sleep_until(start.saturating_add(ns));
-            }
-            Hold::UntilReadable(ns) => {
-                os::sys::wait_readable(listener, ns);
-            }
-        }
-        GUARD.add_paused(f.slot, os::clock::precise_ns().saturating_sub(start));
-    }
-}
-
-/// Shed mode: closes pending connections of `listener` at once, each accepted on the number
-/// the reserve frees (libuv's technique). Returns how many were shed and whether none is left
-/// pending; `None` if there is no usable reserve. Raw system calls throughout: the connections
-/// shed never reach the table, and no hook counts their accept as a success.
-fn shed_pending(listener: i32) -> Option<(u64, bool)> {
-    let mut shed = 0;
-    for _ in 0..SHED_BATCH {
-        if !os::sys::wait_readable(listener, 0) {
-            return Some((shed, true));
-        }
-        let Some(reserve) = take_reserve() else {
-            return (shed > 0).then_some((shed, false));
-        };
-        OWN.remove(reserve);
-        os::sys::raw_close(reserve);
-        let conn = os::sys::accept_one(listener);
-        if let Ok(c) = conn {
-            os::sys::raw_close(c);
-            shed += 1;
-        }
-        RESERVE.store(
-            os::sys::open_null().map_or(-1, settle_reserve),
-            Ordering::Release,
-        );
-        if conn.is_err() {
-            break;
-        }
-    }
-    Some((shed, false))
-}
-
-/// The reserve, if it is still fdguard's and below the soft limit, taken out of `RESERVE` so
-/// that no other thread uses it meanwhile.
-fn take_reserve() -> Option<i32> {
-    let r = RESERVE.swap(-1, Ordering::AcqRel);
-    if r < 0 || !OWN.contains(r) {
-        return None;
-    }
-    if (r as u64) < os::process::nofile_limit().0 {
-        return Some(r);
-    }
-    RESERVE.store(r, Ordering::Release);
-    None
-}
-
-/// Moves `fd`, a fresh fd of fdguard's, as high as possible below the soft limit and registers
-/// it as fdguard's own; returns where it is, or -1 (closed) if the only room is among the
-/// standard streams or above the limit.
-fn settle_reserve(fd: i32) -> i32 {
-    if !OWN.contains(fd) {
-        OWN.add(fd);
-    }
-    let soft = os::process::nofile_limit().0;
-    let mut placed = None;
-    for t in emfile::reserve_targets(soft) {
-        if fd >= t && (fd as u64) < soft {
-            return fd;
-        }
-        placed = os::sys::dup_at_least(fd, t);
-        if placed.is_some() {
-            break;
-        }
-    }
-    let keep = placed.or((fd >= 3 && (fd as u64) < soft).then_some(fd));
-    if keep != Some(fd) {
-        if let Some(high) = keep {
-            OWN.add(high);
-        }
-        OWN.remove(fd);
-        os::sys::raw_close(fd);
-    }
-    keep.unwrap_or(-1)
-}
-
-/// In shed mode, takes the reserve if there is none, or moves it below a lowered soft limit.
-/// At load, when the program lowers its limit, and from the accept guard's thread (after the
-/// program closes fds, or another process ran `prlimit`).
-pub fn place_reserve() {
-    if GUARD.mode() != EmfileMode::Shed {
-        return;
-    }
-    let cur = RESERVE.swap(-1, Ordering::AcqRel);
-    let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
-    let soft = os::process::nofile_limit().0;
-    let placed = match cur {
-        Some(r) if emfile::reserve_in_place(r, soft) => r,
-        Some(r) => settle_reserve(r),
-        None => os::sys::open_null().map_or(-1, settle_reserve),
-    };
-    RESERVE.store(placed, Ordering::Release);
-}
-
-/// The reserve's fd, when fdguard holds one below the soft limit.
-pub fn reserve_fd() -> Option<i32> {
-    let r = RESERVE.load(Ordering::Acquire);
-    (r >= 0 && OWN.contains(r) && (r as u64) < os::process::nofile_limit().0).then_some(r)
-}
-
-/// The accept guard thread's upkeep: shows listeners whose pause is over (a backstop for waits
-/// fdguard could not cut short) and takes the reserve back. Returns when to look
-/// again, if a listener is still hidden.
-pub fn accept_guard_upkeep() -> Option<u64> {
-    if GUARD.mode() == EmfileMode::Shed && reserve_fd().is_none() {
-        place_reserve();
-    }
-    GUARD.restore_due(guard::tid(), &Kernel)
-}
-
 /// Which fd numbers a report probes, and in batches of how many: up to the soft limit (fds the
 /// program can have) and the highest number fdguard ever saw (fds from before a lowered
 /// limit), in batches no larger than `poll` accepts under that limit.
@@ -686,93 +485,6 @@ pub fn probe_bounds() -> (i32, usize) {
         .max(TABLE.highest_fd() as i64 + 1)
         .max(3);
     (upto as i32, soft.clamp(1, 4096) as usize)
-}
-
-/// True if `fd` may be a listening socket (one load; see `emfile::listeners::Guard::maybe_listener`).
-#[inline]
-pub fn maybe_listener(fd: i32) -> bool {
-    GUARD.maybe_listener(fd)
-}
-
-/// The program's `epoll_ctl` on a possible listener: `real` runs exactly once; the listener's
-/// registration is remembered so that a pause can hide it and show it again as registered.
-pub fn listener_ctl(
-    epfd: i32,
-    op: i32,
-    fd: i32,
-    event: Option<(u32, u64)>,
-    real: impl FnOnce() -> i32,
-) -> i32 {
-    let ctl = guard::contained(|| GUARD.ctl_begin(fd, guard::tid(), &Kernel)).flatten();
-    let r = real();
-    if let Some(ctl) = ctl {
-        let _errno = ErrnoGuard::save();
-        let op = match (op, event) {
-            (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some((events, data))) => {
-                CtlOp::Set { events, data }
-            }
-            (libc::EPOLL_CTL_DEL, _) => CtlOp::Del,
-            _ => CtlOp::Other,
-        };
-        guard::contained(|| GUARD.ctl_end(ctl, epfd, fd, op, r == 0, &Kernel));
-    }
-    r
-}
-
-/// An epoll registration made before fdguard was there (`fdguard attach` reads them from
-/// the kernel): remembered as if the program's `epoll_ctl` had just added it.
-pub fn registered(epfd: i32, fd: i32, events: u32, data: u64) {
-    if maybe_listener(fd) {
-        listener_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some((events, data)), || 0);
-    }
-}
-
-/// `fdguard detach`: the accept guard stops acting and shows every listener it hid.
-pub fn stop_accept_guard() {
-    GUARD.configure(EmfileMode::Off, 0);
-    for _ in 0..100 {
-        if GUARD.end_pauses(guard::tid(), &Kernel) {
-            return;
-        }
-        os::clock::sleep_until(os::clock::precise_ns() + 1_000_000);
-    }
-}
-
-/// Called first by every wait hook (epoll_wait, poll, select and their variants): true if the
-/// accept guard has something to hide from this wait. One load while no listener is failing.
-#[inline]
-pub fn wait_starting() -> bool {
-    GUARD.active() && wait_starting_slow()
-}
-
-#[cold]
-fn wait_starting_slow() -> bool {
-    if guard::mode() != Mode::Track {
-        return false;
-    }
-    GUARD.note_wait();
-    true
-}
-
-/// For an epoll wait on `epfd`: shows listeners whose pause is over; returns when the first
-/// one still hidden in `epfd` must be shown (the wait is cut short then).
-pub fn epoll_hidden_until(epfd: i32) -> Option<u64> {
-    GUARD.epoll_due(epfd, guard::tid(), &Kernel)
-}
-
-/// For poll/select: the end of `fd`'s pause, if it is a listener hidden at `now`.
-#[inline]
-pub fn hidden_until(fd: i32, now: u64) -> Option<u64> {
-    if GUARD.maybe_listener(fd) {
-        GUARD.hidden_until(fd, now)
-    } else {
-        None
-    }
-}
-
-/// Every guarded listener below `nfds` (select has no list to look through).
-pub fn each_listener_below(nfds: i32, f: impl FnMut(i32)) {
-    GUARD.each_listener_below(nfds, f);
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ fn tick(lines: &mut Lines) -> Option<u64> {
     for work in WORK.iter().filter_map(OnceLock::get) {
         work();
     }
-    let next = tracker::accept_guard_upkeep();
+    let next = emfile::upkeep();
     let mut due = Vec::new();
     lines.tick(&GUARD, os::clock::precise_ns(), &mut due);
     let settings = SETTINGS.get()?;
@@ -115,7 +115,7 @@ fn tick(lines: &mut Lines) -> Option<u64> {
             &LineContext {
                 addr: addr.as_deref(),
                 open,
-                reserve: tracker::reserve_fd().is_some(),
+                reserve: emfile::reserve_fd().is_some(),
                 mode: settings.mode,
                 backoff_max_ms: settings.backoff_max_ms,
             },

@@ -24,6 +24,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::config::Config;
+use crate::emfile;
 use crate::guard::{self, Mode};
 use crate::inspect;
 use crate::origin::Call;
@@ -118,11 +119,11 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
         crate::setup::prepare(&config);
     } else {
         // Detaching turned the accept guard off.
-        tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
+        emfile::configure(config.emfile, config.backoff_max_ms);
     }
     let (before, listeners) = record_open_fds(options.fds_below);
     for r in &options.epoll {
-        tracker::registered(r.epfd, r.fd, r.events, r.data);
+        emfile::registered(r.epfd, r.fd, r.events, r.data);
     }
     if first {
         crate::dumper::start(config);
@@ -162,7 +163,7 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
         );
         fds += 1;
         if os::fd::is_listening(fd) {
-            tracker::listening(Mode::Track, fd);
+            emfile::listening(Mode::Track, fd);
             listeners += 1;
         }
     }
@@ -177,7 +178,7 @@ pub fn detach() -> Result<Vec<String>, String> {
     entry::set_state(State::Detached);
     let restored = got::restore_all();
     guard::deactivate();
-    tracker::stop_accept_guard();
+    emfile::stop();
     crate::dumper::remove_handler();
     Ok(vec![format!(
         "fdguard: detached from pid {}: {restored} call sites restored, the accept guard \

@@ -23,23 +23,34 @@
 //! The program always gets the real result and `errno`. Everything here is fixed-size and
 //! lock-free for the hooks: a listener's own small lock is only ever *tried* by fdguard's
 //! operations, and only the program's own `epoll_ctl` on a listener waits for it (briefly, and
-//! never for its own thread). `Lines` (the operator's stderr lines) runs on the accept guard's thread.
-//! OS calls go through `Kernel`, so that the unit tests run without preloading anything.
+//! never for its own thread). `Lines` (the operator's stderr lines) runs on the accept guard's
+//! thread. OS calls go through `Kernel`, so that the unit tests run without preloading anything.
 //!
 //! # Files
 //! This file is the policy: the backoff schedule, which errors mean "out of fds", `decide`, and
-//! where shed mode's reserve fd sits. `listeners` is the table that carries the policy out for
-//! the hooks; `lines` tells the operator about it, from the accept guard's thread.
+//! where shed mode's reserve fd sits. `listeners` is the table of guarded listeners that
+//! carries the policy out; `reserve` holds shed mode's reserve fd and sheds with it; `effects`
+//! does what the hooks, the accept guard's thread and `fdguard detach` ask of the guard, through
+//! `Kernel` (`kernel`: the trait and the real kernel; the tests' fake is in `fixtures`); `lines`
+//! tells the operator about it, from the accept guard's thread.
 
 use crate::config::EmfileMode;
 
+mod effects;
 #[cfg(test)]
 mod fixtures;
+mod kernel;
 mod lines;
 mod listeners;
+mod reserve;
 
+pub use effects::{
+    accept_failed, accepted, closing, closing_range, configure, each_listener_below,
+    epoll_hidden_until, hidden_until, limit_changed, listener_ctl, listening, maybe_listener,
+    registered, reserve_fd, stop, upkeep, wait_starting,
+};
 pub use lines::{LineContext, Lines, NoticeKind, render};
-pub use listeners::{CtlOp, Failed, GUARD, Kernel};
+pub use listeners::GUARD;
 
 /// The first backoff period.
 pub const FIRST_PERIOD_NS: u64 = 5_000_000;

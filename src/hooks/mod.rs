@@ -16,6 +16,7 @@ mod waits;
 use libc::{DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
 use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 
+use crate::emfile;
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::origin::{Call, Detail};
 use crate::os;
@@ -146,9 +147,10 @@ fn accept_fd(call: Call, listener: c_int, real: impl FnOnce() -> c_int) -> c_int
         if fd >= 0 {
             let origin = || Origin::new(call).detail(Detail::FromFd(listener));
             tracker::created(e.mode, e.born, fd, origin);
-            tracker::accepted(e.mode, listener);
+            emfile::accepted(e.mode, listener);
         } else {
-            tracker::accept_failed(e.mode, call, listener, errno);
+            let report = tracker::accept_failed(e.mode, call, errno);
+            emfile::accept_failed(e.mode, listener, errno, report);
         }
     });
     fd
@@ -316,7 +318,10 @@ fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int
     let r = real();
     let ours = pid == 0 || pid as u32 == os::process::getpid();
     if r == 0 && resource == libc::RLIMIT_NOFILE as c_int && ours {
-        after(&e, |_| tracker::limit_changed(e.mode));
+        after(&e, |_| {
+            tracker::limit_changed(e.mode);
+            emfile::limit_changed(e.mode);
+        });
     }
     r
 }
@@ -448,7 +453,7 @@ hooks! {
         let e = enter();
         let r = call();
         if r == 0 {
-            after(&e, |_| tracker::listening(e.mode, fd));
+            after(&e, |_| emfile::listening(e.mode, fd));
         }
         r
     };

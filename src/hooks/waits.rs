@@ -9,10 +9,10 @@
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
 use super::hooks;
+use crate::emfile;
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::os;
 use crate::real;
-use crate::tracker;
 
 /// Hides the accept guard's paused listeners from one real wait call.
 trait Hider {
@@ -62,7 +62,7 @@ struct EpollHider(c_int);
 
 impl Hider for EpollHider {
     fn hide(&mut self, _now: u64) -> Option<u64> {
-        tracker::epoll_hidden_until(self.0)
+        emfile::epoll_hidden_until(self.0)
     }
 
     fn unhide(&mut self, _r: c_int) {}
@@ -105,7 +105,7 @@ impl Hider for PollHider {
         for i in 0..self.n {
             let fd = self.entry(i).fd;
             if self.count < POLL_HIDDEN
-                && let Some(until) = tracker::hidden_until(fd, now)
+                && let Some(until) = emfile::hidden_until(fd, now)
             {
                 self.entry(i).fd = !fd;
                 self.flipped[self.count] = i;
@@ -186,10 +186,10 @@ impl Hider for SelectHider {
             return None;
         }
         let (saved, mut first) = (self.saved[0], None);
-        tracker::each_listener_below(self.nfds, |fd| {
+        emfile::each_listener_below(self.nfds, |fd| {
             let (word, bit) = (fd as usize / 64, 1u64 << (fd % 64));
             if saved[word] & bit != 0
-                && let Some(until) = tracker::hidden_until(fd, now)
+                && let Some(until) = emfile::hidden_until(fd, now)
             {
                 // SAFETY: `fd < nfds`, so this word is one the kernel reads.
                 unsafe { *read.cast::<u64>().add(word) &= !bit };
@@ -268,7 +268,7 @@ fn poll_guarded(
     real: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
     match timeout {
-        Some(t) if tracker::wait_starting() => guarded_wait(t, &mut PollHider::new(fds, n), real),
+        Some(t) if emfile::wait_starting() => guarded_wait(t, &mut PollHider::new(fds, n), real),
         _ => call(),
     }
 }
@@ -285,7 +285,7 @@ fn select_guarded(
     real: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
     let hider = timeout.and_then(|t| {
-        tracker::wait_starting()
+        emfile::wait_starting()
             .then(|| SelectHider::new(nfds, sets))
             .flatten()
             .map(|h| (t, h))
@@ -307,14 +307,14 @@ hooks! {
     /// A listener's registrations are remembered (events and data), so that a pause can hide it
     /// and show it again exactly as the program registered it. Other fds: one load.
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int = |call| {
-        if !tracker::maybe_listener(fd) || guard::mode() != Mode::Track {
+        if !emfile::maybe_listener(fd) || guard::mode() != Mode::Track {
             return call();
         }
-        tracker::listener_ctl(epfd, op, fd, epoll_event_arg(event), call)
+        emfile::listener_ctl(epfd, op, fd, epoll_event_arg(event), call)
     };
     fn epoll_wait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int) -> c_int =
         |call, real| {
-            if !tracker::wait_starting() {
+            if !emfile::wait_starting() {
                 return call();
             }
             guarded_wait(ms_timeout(timeout), &mut EpollHider(epfd), |t| {
@@ -324,7 +324,7 @@ hooks! {
         };
     fn epoll_pwait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int =
         |call, real| {
-            if !tracker::wait_starting() {
+            if !emfile::wait_starting() {
                 return call();
             }
             guarded_wait(ms_timeout(timeout), &mut EpollHider(epfd), |t| {
@@ -334,7 +334,7 @@ hooks! {
         };
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| match timespec_timeout(timeout) {
-            Some(t) if tracker::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
+            Some(t) if emfile::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
                 let ts = t.map(os::clock::timespec_of);
                 // SAFETY: the program's arguments, with a timeout no longer than its own.
                 unsafe { real(epfd, events, max, timespec_ptr(&ts), mask) }
