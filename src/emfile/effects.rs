@@ -9,8 +9,8 @@
 
 use super::kernel::{Kernel, OsKernel};
 use super::listeners::{CtlOp, Failed, Failure, GUARD, Guard};
+use super::policy::{Hold, is_out_of_fds, sheddable};
 use super::reserve::{RESERVE, Reserve};
-use super::{Hold, is_out_of_fds, sheddable};
 use crate::config::EmfileMode;
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::trigger::{self, Reason};
@@ -161,7 +161,7 @@ pub fn accepted(mode: Mode, listener: i32) {
 
 /// `accept` on `listener` failed with `errno`; `report`: the failure claimed an `emfile`
 /// report (see `tracker::accept_failed`), asked for here once the guard has counted it. May
-/// hold the thread (see `emfile::decide`); `errno` is the hook's to restore.
+/// hold the thread (see `policy::decide`); `errno` is the hook's to restore.
 #[cold]
 pub fn accept_failed(mode: Mode, listener: i32, errno: i32, report: bool) {
     if mode != Mode::Track {

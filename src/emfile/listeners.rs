@@ -11,7 +11,7 @@ use std::sync::atomic::{
 };
 
 use super::kernel::Kernel;
-use super::{Hold, Seen, decide, period_ns};
+use super::policy::{Hold, Seen, decide, period_ns};
 use crate::config::EmfileMode;
 
 /// Listening sockets guarded per process; others get plain pass-through.
@@ -704,8 +704,8 @@ pub(super) struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emfile::SHORT_SLEEP_NS;
     use crate::emfile::fixtures::{Fake, MS, failed, guard};
+    use crate::emfile::policy::SHORT_SLEEP_NS;
 
     fn ctl(g: &Guard, k: &Fake, epfd: i32, fd: i32, op: CtlOp) {
         let c = g.ctl_begin(fd, 1, k).expect("a known listener");

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::kernel::Kernel;
-use super::{reserve_in_place, reserve_targets};
+use super::policy::{reserve_in_place, reserve_targets};
 use crate::own::{OWN, OwnFds};
 
 /// Connections shed per failed accept, at most (a flood is shed a batch per failure).
