@@ -1,13 +1,26 @@
 //! fdguard: an `LD_PRELOAD` shim that finds and survives file-descriptor exhaustion.
 //!
-//! Layers, each depending only on the ones below it:
-//! - `hooks`: the exported libc entry points (thin; `unsafe`), resolved through `real`;
-//! - `guard`: per-thread mode and errno discipline; `tracker`: what a hook means for the table;
-//! - core (safe, unit-tested without preloading): `table`, `intern`, `limits`, `config`,
-//!   `origin`, `trigger`, `report`, `emfile` (the accept guard's policy);
-//! - `stack` (capture), `inspect`, `symbolize`, `os`, `child`: the OS layer (`unsafe`);
+//! Layers, from the entry points down; each uses only its own line and the lines below it, and
+//! no module uses one that uses it back:
+//! - this file (the constructor, the exit check), `attach` (`fdguard attach`/`detach`: entry
+//!   points, state, GOT patching), `setup` (what starting needs, preloaded or attached);
+//! - `hooks`: the exported libc entry points (thin), resolved through `real`;
 //! - `dumper`: signal handler, report requests, fork handling, output; `upkeep`: the accept
-//!   guard's thread.
+//!   guard's thread, which also runs the work other modules register with it;
+//! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
+//!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
+//!   through `kernel`; the operator's `lines`);
+//! - `stack` (capture, with the `unwind`er), `symbolize`, `symcache`, `child` (report
+//!   processes), `alloc`;
+//! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
+//!   `report`, `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
+//! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
+//!   `loader`, `fd`, `sys`, `signal`), `inspect` (fds as the kernel describes them), and the
+//!   pure `config`, `origin`, `sockdesc`, `exe`.
+//!
+//! `unsafe` only where fdguard meets libc, the kernel or raw memory (`hooks`, `real`, `attach`,
+//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`),
+//! each block with a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
