@@ -134,7 +134,8 @@ pub fn fork_generation() -> u32 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// In a fork child, before anything else runs.
+/// In a fork child, before anything else runs: the table takes over writes frozen by `fork`,
+/// and the listener table's locks, held by threads that do not exist here, are freed.
 pub fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     GUARD.after_fork();

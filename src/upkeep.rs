@@ -1,12 +1,12 @@
-//! The accept guard's thread: prints the operator's lines and shows paused listeners again
-//! when no wait of the program's did (a backstop). Other modules register work of their own to
-//! run on each tick (`register`: attach patches objects loaded since), so this module names
-//! none of them.
+//! The accept guard's thread: prints the operator's lines, shows paused listeners again when no
+//! wait of the program's did (a backstop), and takes shed mode's reserve back. Other modules
+//! register work of their own to run on each tick (`register`: attach patches objects loaded
+//! since), so this module names none of them.
 //!
-//! Started the first time the accept guard has something to do (an `accept` failing for lack
-//! of fds), not at load: a thread makes glibc take its slower multi-threaded path on every
-//! system call (see `child`), a cost worth paying only once the guard is at work. It starts
-//! with every signal blocked, so the program's signals still reach the program's threads.
+//! Started the first time there is work for it (an `accept` failing for lack of fds, or
+//! `fdguard attach`), not at load: a thread makes glibc take its slower multi-threaded path on
+//! every system call (see `child`), a cost worth paying only once the guard is at work. It
+//! starts with every signal blocked, so the program's signals still reach the program's threads.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

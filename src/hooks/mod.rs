@@ -2,7 +2,8 @@
 //!
 //! Every hook has the same shape, written once in `hooks!` and the `new_*` / `release_*`
 //! helpers: resolve the real function, decide the mode, call the real function exactly once with
-//! the program's arguments, tell the tracker, and return the real result with the real `errno`.
+//! the program's arguments, tell the tracker (and the accept guard, `emfile`, what concerns
+//! listeners), and return the real result with the real `errno`.
 //! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
 //!
 //! The hooks that create and release fds are here; the accept guard's wait hooks (epoll_ctl,
@@ -310,8 +311,9 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
     real()
 }
 
-/// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold follows the new
-/// limit at once (the creation path also re-reads it every second, for `prlimit --pid`).
+/// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold and shed mode's
+/// reserve follow the new limit at once (the creation path also re-reads it every second, and
+/// the accept guard's thread looks at the reserve, for `prlimit --pid`).
 #[inline(always)]
 fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
     let e = enter();
