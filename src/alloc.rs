@@ -23,7 +23,7 @@ pub struct FdguardAlloc;
 /// Switches this (single-threaded, just cloned) process to the private arena. Returns false if
 /// the arena cannot be mapped; the child must then exit without allocating.
 pub fn enter_child_arena() -> bool {
-    let Some(arena) = crate::os::leak_zeroed_slice::<u8>(CHILD_ARENA) else {
+    let Some(arena) = crate::os::mem::leak_zeroed_slice::<u8>(CHILD_ARENA) else {
         return false;
     };
     ARENA_BASE.store(arena.as_ptr() as usize, Ordering::Relaxed);

@@ -38,13 +38,13 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use libc::c_int;
 
-use crate::os::{self, errno};
+use crate::os::mem::page_size;
+use crate::os::{self, errno::errno};
 
 /// How long a child may take before its alarm ends it (the report is then lost, and said so).
 const TIME_LIMIT_S: u32 = 30;
 /// The intermediate's stack, which the detached child keeps using for all its work.
 const STACK_SIZE: usize = 8 << 20;
-const PAGE: usize = 4096;
 
 /// Exit status of a child that failed (a panic caught, or no memory for its arena).
 pub const FAILED: u8 = 64;
@@ -90,7 +90,7 @@ fn map(len: usize, flags: c_int) -> Option<usize> {
 }
 
 fn map_shared() -> *mut Shared {
-    map(PAGE, libc::MAP_SHARED).map_or(std::ptr::null_mut(), |p| p as *mut Shared)
+    map(page_size(), libc::MAP_SHARED).map_or(std::ptr::null_mut(), |p| p as *mut Shared)
 }
 
 /// Maps the shared page and the intermediate's stack (at load). Without them, reports are
@@ -98,10 +98,11 @@ fn map_shared() -> *mut Shared {
 /// or only at exit (stack).
 pub fn init() {
     SHARED.store(map_shared(), Ordering::Release);
-    if let Some(base) = map(STACK_SIZE + PAGE, libc::MAP_PRIVATE | libc::MAP_STACK) {
+    let page = page_size();
+    if let Some(base) = map(STACK_SIZE + page, libc::MAP_PRIVATE | libc::MAP_STACK) {
         // SAFETY: the lowest page of the mapping just made becomes the guard page.
-        unsafe { libc::mprotect(base as *mut libc::c_void, PAGE, libc::PROT_NONE) };
-        STACK_TOP.store(base + PAGE + STACK_SIZE, Ordering::Release);
+        unsafe { libc::mprotect(base as *mut libc::c_void, page, libc::PROT_NONE) };
+        STACK_TOP.store(base + page + STACK_SIZE, Ordering::Release);
     }
 }
 
@@ -229,7 +230,7 @@ fn inherits_orphans() -> bool {
             &mut subreaper as *mut c_int as libc::c_ulong,
         )
     };
-    os::getpid() == 1 || (asked == 0 && subreaper != 0)
+    os::process::getpid() == 1 || (asked == 0 && subreaper != 0)
 }
 
 /// Reaps the children made directly that have finished (or that the program reaped itself).
@@ -316,15 +317,15 @@ pub fn wait(pid: libc::pid_t) -> Option<u8> {
 /// Waits up to `timeout_ns` for detached children still writing; false if some still are.
 pub fn wait_in_flight(timeout_ns: u64) -> bool {
     let Some(s) = shared() else { return true };
-    let deadline = os::monotonic_ns().saturating_add(timeout_ns);
+    let deadline = os::clock::precise_ns().saturating_add(timeout_ns);
     let done = loop {
         if s.in_flight.load(Ordering::Acquire) == 0 {
             break true;
         }
-        if os::monotonic_ns() >= deadline {
+        if os::clock::precise_ns() >= deadline {
             break false;
         }
-        os::sleep_until(os::precise_ns() + 2_000_000);
+        os::clock::sleep_until(os::clock::precise_ns() + 2_000_000);
     };
     reap_direct();
     done
@@ -348,7 +349,7 @@ fn enter() {
 }
 
 extern "C" fn on_time_limit(_sig: c_int) {
-    let _ = os::write_all(
+    let _ = os::fd::write_all(
         2,
         b"fdguard: a report process was stopped after 30 s; report lost\n",
     );
@@ -358,20 +359,20 @@ extern "C" fn on_time_limit(_sig: c_int) {
 /// Ends a child: counted out of the reports in flight, turn given back.
 pub fn leave(code: u8) -> ! {
     if let Some(s) = shared() {
-        let me = os::getpid();
+        let me = os::process::getpid();
         let _ = s
             .turn
             .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-    os::exit_now(code)
+    os::process::exit_now(code)
 }
 
 /// Waits for this child's turn to write (other children may be writing a report); taken over
 /// from a child that no longer exists. Given back by `leave`.
 pub fn take_turn() {
     let Some(s) = shared() else { return };
-    let me = os::getpid();
+    let me = os::process::getpid();
     loop {
         match s
             .turn
@@ -391,6 +392,6 @@ pub fn take_turn() {
                 }
             }
         }
-        os::sleep_until(os::precise_ns() + 2_000_000);
+        os::clock::sleep_until(os::clock::precise_ns() + 2_000_000);
     }
 }

@@ -129,7 +129,7 @@ pub fn internal<R>(f: impl FnOnce() -> R) -> R {
 /// This thread's kernel tid: glibc's, where fdguard found it, else fdguard's own cache.
 #[inline(always)]
 pub fn tid() -> u32 {
-    os::descriptor_tid().unwrap_or_else(cached_tid)
+    os::thread::descriptor_tid().unwrap_or_else(cached_tid)
 }
 
 /// This thread's kernel tid, cached after the first call (the cache is also what tells a vfork
@@ -140,7 +140,7 @@ fn cached_tid() -> u32 {
         if cached != 0 {
             return cached;
         }
-        let real = os::gettid();
+        let real = os::thread::gettid();
         t.tid.set(real);
         real
     })
@@ -187,10 +187,10 @@ fn vfork_check(pending: u32) -> bool {
         let cached = t.tid.get();
         if cached == 0 {
             // Never cached: not the vforking thread, so not its child either.
-            t.tid.set(os::gettid());
+            t.tid.set(os::thread::gettid());
             return false;
         }
-        if os::gettid() != cached {
+        if os::thread::gettid() != cached {
             return true;
         }
         if cached == pending
@@ -223,27 +223,27 @@ pub fn contained<R>(f: impl FnOnce() -> R) -> Option<R> {
 pub fn internal_failure(what: &str) {
     deactivate();
     if !FAILED.swap(true, Ordering::SeqCst) {
-        let _ = os::write_all(2, b"fdguard: ");
-        let _ = os::write_all(2, what.as_bytes());
-        let _ = os::write_all(2, b"; fdguard is now passing all calls through\n");
+        let _ = os::fd::write_all(2, b"fdguard: ");
+        let _ = os::fd::write_all(2, what.as_bytes());
+        let _ = os::fd::write_all(2, b"; fdguard is now passing all calls through\n");
     }
 }
 
 /// Keeps `errno` as the program will see it across fdguard's own work.
 pub struct ErrnoGuard {
-    errno: os::ThreadErrno,
+    errno: os::errno::ThreadErrno,
     saved: libc::c_int,
 }
 
 impl ErrnoGuard {
     #[inline]
     pub fn save() -> Self {
-        Self::at(os::ThreadErrno::locate())
+        Self::at(os::errno::ThreadErrno::locate())
     }
 
     /// Saves the value at an `errno` located earlier on this thread.
     #[inline]
-    pub fn at(errno: os::ThreadErrno) -> Self {
+    pub fn at(errno: os::errno::ThreadErrno) -> Self {
         let saved = errno.get();
         Self { errno, saved }
     }

@@ -57,7 +57,7 @@ pub fn probe_fds(upto: i32, batch: usize) -> Vec<i32> {
         let r = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, 0) };
         if r < 0 {
             // Cannot poll (EINVAL above the limit, ENOMEM): fall back to one fcntl per fd.
-            open.extend((start..end).filter(|fd| os::fd_is_open(*fd)));
+            open.extend((start..end).filter(|fd| os::fd::fd_is_open(*fd)));
         } else {
             open.extend(
                 polls

@@ -21,7 +21,7 @@
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use crate::os::LazySlice;
+use crate::os::mem::LazySlice;
 
 const MAX_PROBES: usize = 64;
 const LEN_BYTES: usize = 4;
@@ -103,7 +103,7 @@ impl<const SLOTS: usize, const INDEX: usize, const ARENA: usize> Interner<SLOTS,
         if !p.is_null() {
             return Some(p);
         }
-        let fresh = crate::os::leak_zeroed_slice::<u8>(ARENA)?.as_ptr() as *mut u8;
+        let fresh = crate::os::mem::leak_zeroed_slice::<u8>(ARENA)?.as_ptr() as *mut u8;
         match self.arena.compare_exchange(
             std::ptr::null_mut(),
             fresh,

@@ -1,13 +1,31 @@
 //! fdguard: an `LD_PRELOAD` shim that finds and survives file-descriptor exhaustion.
 //!
-//! Layers, each depending only on the ones below it:
-//! - `hooks`: the exported libc entry points (thin; `unsafe`), resolved through `real`;
-//! - `guard`: per-thread mode and errno discipline; `tracker`: what a hook means for the table;
-//! - core (safe, unit-tested without preloading): `table`, `intern`, `limits`, `config`,
-//!   `origin`, `trigger`, `report`, `emfile` (the accept guard's policy);
-//! - `stack` (capture), `inspect`, `symbolize`, `os`, `child`: the OS layer (`unsafe`);
-//! - `dumper`: signal handler, report requests, fork handling, output; `upkeep`: the accept
-//!   guard's thread.
+//! Layers, from the entry points down; each uses only its own line and the lines below it, and
+//! no module uses one that uses it back:
+//! - this file (the constructor, the exit check), `attach` (`fdguard attach`/`detach`: entry
+//!   points, state, GOT patching), `setup` (what starting needs, preloaded or attached);
+//! - `hooks`: the exported libc entry points (thin), resolved through `real`;
+//! - `fork` (what a fork child resets); `dumper`: the report pipeline (`signal`, `serve`,
+//!   `gather`, `frames`, `deliver`, `exit`); `upkeep`: the accept guard's thread, which also
+//!   runs the work other modules register with it;
+//! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
+//!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
+//!   through `kernel`; the operator's `lines`);
+//! - `stack` (capture, with the `unwind`er), `symbolize`, `symcache`, `child` (report
+//!   processes), `alloc`;
+//! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
+//!   `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
+//! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
+//!   `loader`, `fd`, `sys`, `signal`), `inspect` (fds as the kernel describes them), and the
+//!   pure `origin` (what the table keeps of a path and a call's details).
+//!
+//! What the command means the same way (the `FDGUARD_*` variables, fd kinds and calls, socket
+//! descriptions, program detection, the report model and its JSON and text) is the
+//! `fdguard_core` crate (`crates/fdguard-core`), which this library links.
+//!
+//! `unsafe` only where fdguard meets libc, the kernel or raw memory (`hooks`, `real`, `attach`,
+//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`),
+//! each block with a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -27,7 +45,9 @@ mod intern;
 mod limits;
 mod origin;
 mod os;
+mod own;
 mod real;
+mod setup;
 mod stack;
 mod symbolize;
 mod symcache;
@@ -73,8 +93,8 @@ extern "C" fn fini() {
 #[cfg_attr(test, allow(dead_code))]
 extern "C" fn init() {
     real::resolve_all();
-    os::locate_descriptor_tid();
-    os::locate_vdso_clock();
+    os::thread::locate_descriptor_tid();
+    os::clock::locate_vdso_clock();
     // `dlopen`ed by `fdguard attach`: nothing happens until it calls `fdguard_attach`.
     if !attach::loaded_at_startup() {
         return;
@@ -84,17 +104,13 @@ extern "C" fn init() {
     }
 }
 
-fn print_line(line: &str) {
-    let _ = os::write_all(2, format!("{line}\n").as_bytes());
-}
-
 fn start() {
     let lookup = |name: &str| {
         let c = CString::new(name).ok()?;
-        os::getenv(&c).map(<[u8]>::to_vec)
+        os::env::getenv(&c).map(<[u8]>::to_vec)
     };
     let (config, warnings) = Config::from_lookup(lookup);
-    let names = os::env_names_with_prefix(b"FDGUARD_");
+    let names = os::env::env_names_with_prefix(b"FDGUARD_");
     let names: Vec<String> = names
         .iter()
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -103,59 +119,17 @@ fn start() {
         .iter()
         .chain(&Config::unknown_names(names.iter().map(String::as_str)))
     {
-        print_line(line);
+        setup::print_line(line);
     }
-    if config.disabled || os::secure_execution() {
+    if config.disabled || os::env::secure_execution() {
         return;
     }
     warn_if_go_program();
-    prepare(&config);
+    setup::prepare(&config);
     record_inherited();
     dumper::start(config);
     guard::activate();
     attach::started(true);
-}
-
-/// What starting needs, preloaded or attached: the panic hook, the unwinder, the tracker's
-/// settings.
-fn prepare(config: &Config) {
-    std::panic::set_hook(Box::new(|info| {
-        let msg = format!(
-            "internal error at {}",
-            info.location()
-                .map_or_else(|| "?".to_string(), |l| l.to_string())
-        );
-        guard::internal_failure(&msg);
-    }));
-    if config.raise_nofile {
-        print_line(&raise_nofile());
-    }
-    fork::install();
-    stack::init();
-    unwind::init();
-    tracker::configure(config.depth, config.close_stacks, config.emfile_interval_s);
-    tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
-    tracker::THRESHOLD.configure(config.threshold, os::nofile_limit().0);
-}
-
-/// `FDGUARD_RAISE_NOFILE`: the soft limit up to the hard one, for programs that never do it.
-fn raise_nofile() -> String {
-    match os::raise_nofile() {
-        Ok((old, new)) if old == new => {
-            format!(
-                "fdguard: FDGUARD_RAISE_NOFILE: the soft RLIMIT_NOFILE is already the hard limit, {new}"
-            )
-        }
-        Ok((old, new)) => {
-            format!(
-                "fdguard: FDGUARD_RAISE_NOFILE: raised the soft RLIMIT_NOFILE from {old} to {new} (the hard limit)"
-            )
-        }
-        Err(e) => format!(
-            "fdguard: FDGUARD_RAISE_NOFILE: cannot raise the soft RLIMIT_NOFILE: {}",
-            std::io::Error::from_raw_os_error(e)
-        ),
-    }
 }
 
 /// Go programs make their system calls without libc: say so once, rather than let reports that
@@ -166,7 +140,7 @@ fn warn_if_go_program() {
     };
     if fdguard_core::program::is_go_program(&exe) {
         let exe = exe.to_string_lossy();
-        print_line(&format!(
+        setup::print_line(&format!(
             "fdguard: {exe} is a Go program: the Go runtime opens and closes fds with system \
              calls of its own, not through libc, so fdguard cannot tell who created them \
              (reports list them as untracked); use the runtime's own tools (pprof, \
@@ -182,10 +156,10 @@ fn record_inherited() {
         for fd in fds {
             // The listing's own directory fd is closed by now; the accept guard's reserve
             // (placed just before) is fdguard's.
-            if os::fd_is_open(fd) && !tracker::OWN.contains(fd) {
+            if os::fd::fd_is_open(fd) && !own::OWN.contains(fd) {
                 tracker::record(fd, Origin::new(Call::Inherited), None, Birth::found_open());
-                if os::is_listening(fd) {
-                    tracker::listening(guard::Mode::Track, fd);
+                if os::fd::is_listening(fd) {
+                    emfile::listening(guard::Mode::Track, fd);
                 }
             }
         }

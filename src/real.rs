@@ -115,7 +115,7 @@ impl FailValue for () {
 /// What a hook returns when its real function does not exist.
 #[cold]
 pub fn missing<R: FailValue>() -> R {
-    crate::os::set_errno(libc::ENOSYS);
+    crate::os::errno::set_errno(libc::ENOSYS);
     R::fail()
 }
 

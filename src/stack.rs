@@ -28,7 +28,7 @@ static OWN_TEXT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
 /// Remembers where fdguard's own code lives (called once at load).
 pub fn init() {
-    if let Some((lo, hi)) = os::module_bounds(init as *const () as usize) {
+    if let Some((lo, hi)) = os::loader::module_bounds(init as *const () as usize) {
         OWN_TEXT[0].store(lo, Ordering::Relaxed);
         OWN_TEXT[1].store(hi, Ordering::Relaxed);
     }
@@ -82,7 +82,9 @@ fn capture_interned(depth: usize) -> Option<StackId> {
     }
     let frames = buf.frames().get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
-    let id = STACKS.intern(os::words_as_bytes(frames)).map(StackId)?;
+    let id = STACKS
+        .intern(os::mem::words_as_bytes(frames))
+        .map(StackId)?;
     if let Some(walk) = got.walk {
         unwind::tag_walk(walk, tag_of(depth, id));
     }

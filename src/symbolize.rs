@@ -8,7 +8,7 @@
 use std::cell::OnceCell;
 use std::ffi::CStr;
 
-use crate::os::{self, Module};
+use crate::os::{self, loader::Module};
 use crate::unwind;
 use fdguard_core::report::Frame;
 
@@ -44,7 +44,7 @@ impl Symbolizer {
             return Some((path, bias));
         }
         self.listed
-            .get_or_init(os::modules)
+            .get_or_init(os::loader::modules)
             .iter()
             .find(|m| m.text.iter().any(|(lo, hi)| (*lo..*hi).contains(&pc)))
             .map(|m| (m.path.clone(), m.bias))

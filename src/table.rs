@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering, fence};
 
 use crate::origin::{PATH_TAIL, PathTail};
-use crate::os::LazySlice;
+use crate::os::mem::LazySlice;
 use fdguard_core::call::Call;
 use fdguard_core::kind::FdKind;
 

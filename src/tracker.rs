@@ -1,29 +1,30 @@
-//! `Tracker`: what a hook tells fdguard, turned into table updates and report triggers.
+//! What a hook means for the fd table: records and releases, the counters of what could not be
+//! recorded, the threshold, and the claims of `emfile` reports. What the same hooks mean for
+//! the accept guard is in `emfile` (`emfile::effects`).
 //!
-//! Hooks call exactly one function here after (or, for releases, before) the real call. Nothing
-//! here allocates, locks, or calls a hooked function.
+//! Hooks call here after (or, for releases, before) the real call. Nothing here allocates,
+//! locks, or calls a hooked function.
 
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 use crate::badclose::{BadClose, BadCloses};
-use crate::emfile::{self, CtlOp, GUARD, Hold};
-use crate::guard::{self, ErrnoGuard, Mode};
+use crate::emfile::{self, GUARD};
+use crate::guard::{self, Mode};
 use crate::limits::Threshold;
 use crate::origin::{Detail, PathTail};
 use crate::os;
+use crate::own::OWN;
 use crate::stack;
 use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
 use crate::trigger::{self, Reason};
 use fdguard_core::call::Call;
-use fdguard_core::config::EmfileMode;
 use fdguard_core::kind::FdKind;
 
 pub static TABLE: FdTable = FdTable::new();
 pub static THRESHOLD: Threshold = Threshold::new();
 pub static COUNTERS: Counters = Counters::new();
-pub static OWN: OwnFds = OwnFds::new();
 pub static BAD_CLOSES: BadCloses = BadCloses::new();
 
 static DEPTH: AtomicUsize = AtomicUsize::new(0);
@@ -50,95 +51,6 @@ impl Counters {
             missed_closes: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }
-    }
-}
-
-/// fdguard's own fds (report files, directories it lists): never reported, never confused with
-/// the program's.
-pub struct OwnFds {
-    /// fd + 1, or 0 for a free entry.
-    fds: [AtomicI32; 16],
-    /// Bit `fd % 64` set for every fd listed (0: none): a `close` of one of the program's fds
-    /// is told apart with one load and a bit test, not a scan of the list (fdguard often holds
-    /// one fd, the accept guard's reserve).
-    bloom: AtomicU64,
-}
-
-impl OwnFds {
-    const fn new() -> Self {
-        Self {
-            fds: [const { AtomicI32::new(0) }; 16],
-            bloom: AtomicU64::new(0),
-        }
-    }
-
-    fn bit(fd: i32) -> u64 {
-        1 << (fd & 63)
-    }
-
-    /// The bloom word of the entries listed now.
-    fn listed_bits(&self) -> u64 {
-        self.fds
-            .iter()
-            .map(|e| e.load(Ordering::SeqCst))
-            .filter(|v| *v > 0)
-            .fold(0, |b, v| b | Self::bit(v - 1))
-    }
-
-    pub fn add(&self, fd: i32) {
-        for e in &self.fds {
-            if e.compare_exchange(0, fd + 1, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.bloom.fetch_or(Self::bit(fd), Ordering::SeqCst);
-                return;
-            }
-        }
-    }
-
-    /// Forgets every own fd in `lo..=hi`.
-    #[inline]
-    pub fn remove_range(&self, lo: i32, hi: i32) {
-        if self.bloom.load(Ordering::Acquire) != 0 {
-            self.remove_listed(lo, hi);
-        }
-    }
-
-    #[cold]
-    fn remove_listed(&self, lo: i32, hi: i32) {
-        let mut removed = false;
-        for e in &self.fds {
-            let v = e.load(Ordering::Acquire);
-            if v > 0
-                && (lo..=hi).contains(&(v - 1))
-                && e.compare_exchange(v, 0, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-            {
-                removed = true;
-            }
-        }
-        if removed {
-            // Recomputed, then OR-ed again from a second look: the store may wipe the bit of
-            // an `add` that ran after the first look, but that fd is listed by the second.
-            self.bloom.store(self.listed_bits(), Ordering::SeqCst);
-            self.bloom.fetch_or(self.listed_bits(), Ordering::SeqCst);
-        }
-    }
-
-    #[inline]
-    pub fn remove(&self, fd: i32) {
-        self.remove_range(fd, fd);
-    }
-
-    /// False for nearly every fd that is not listed (one load).
-    #[inline(always)]
-    pub fn may_list(&self, fd: i32) -> bool {
-        self.bloom.load(Ordering::Acquire) & Self::bit(fd) != 0
-    }
-
-    #[inline(always)]
-    pub fn contains(&self, fd: i32) -> bool {
-        fd >= 0 && self.may_list(fd) && self.fds.iter().any(|e| e.load(Ordering::Acquire) == fd + 1)
     }
 }
 
@@ -224,7 +136,8 @@ pub fn fork_generation() -> u32 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-/// In a fork child, before anything else runs.
+/// In a fork child, before anything else runs: the table takes over writes frozen by `fork`,
+/// and the listener table's locks, held by threads that do not exist here, are freed.
 pub fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     GUARD.after_fork();
@@ -245,7 +158,7 @@ impl Birth {
         if mode == Mode::Track {
             Self {
                 tid: guard::tid(),
-                born_ns: os::monotonic_ns(),
+                born_ns: os::clock::coarse_ns(),
             }
         } else {
             Self::default()
@@ -257,7 +170,7 @@ impl Birth {
     pub fn found_open() -> Self {
         Self {
             tid: 0,
-            born_ns: os::monotonic_ns(),
+            born_ns: os::clock::coarse_ns(),
         }
     }
 }
@@ -331,14 +244,14 @@ static LIMIT_LOOK_AT_NS: AtomicU64 = AtomicU64::new(0);
 #[cold]
 fn look_at_limit(now: u64) {
     LIMIT_LOOK_AT_NS.store(now.saturating_add(1_000_000_000), Ordering::Relaxed);
-    THRESHOLD.set_limit(os::nofile_limit().0);
+    THRESHOLD.set_limit(os::process::nofile_limit().0);
 }
 
 /// `dup2`/`dup3` put a new fd on `fd`, silently closing what was there: a replacement, not a
 /// missed close.
 pub fn replaced(mode: Mode, born: Birth, fd: i32, origin: Origin) {
     if mode == Mode::Track && fd >= 0 {
-        listener_closing(fd);
+        emfile::closing(fd);
         let _ = TABLE.remove(fd, fork_generation(), None);
     }
     created(mode, born, fd, || origin);
@@ -386,7 +299,7 @@ pub fn releasing(mode: Mode, fd: i32) -> Released {
             Released::Unknown
         }
         Mode::Track => {
-            listener_closing(fd);
+            emfile::closing(fd);
             forget(fd)
         }
     }
@@ -477,7 +390,7 @@ pub fn releasing_range(mode: Mode, lo: u32, hi: u32) {
                 }
             }
             OWN.remove_range(lo, hi);
-            GUARD.closing_range(lo, hi, guard::tid(), &Kernel);
+            emfile::closing_range(lo, hi);
         }
     }
 }
@@ -492,7 +405,7 @@ pub fn streams_flushed(mode: Mode) {
     let mut n = 0;
     TABLE.for_each_open(0, i32::MAX, |fd, rec| {
         if rec.stream
-            && !os::fd_is_open(fd)
+            && !os::fd::fd_is_open(fd)
             && let Some(slot) = gone.get_mut(n)
         {
             *slot = fd;
@@ -513,8 +426,7 @@ pub fn code_unmapped() {
 /// The program changed its own `RLIMIT_NOFILE`.
 pub fn limit_changed(mode: Mode) {
     if mode == Mode::Track {
-        THRESHOLD.set_limit(os::nofile_limit().0);
-        place_reserve();
+        THRESHOLD.set_limit(os::process::nofile_limit().0);
     }
 }
 
@@ -526,6 +438,15 @@ pub fn failed(mode: Mode, call: Call, errno: i32) {
     }
 }
 
+/// `accept` failed: true (and claimed) if an `emfile` report is due. The accept guard asks for
+/// it (`emfile::accept_failed`) once it has counted the failure, which the report then shows.
+#[cold]
+pub fn accept_failed(mode: Mode, call: Call, errno: i32) -> bool {
+    mode == Mode::Track
+        && (errno == libc::EMFILE || errno == libc::ENFILE)
+        && claim_emfile_report(call, errno)
+}
+
 #[cold]
 fn out_of_fds(call: Call, errno: i32) {
     if claim_emfile_report(call, errno) {
@@ -535,7 +456,7 @@ fn out_of_fds(call: Call, errno: i32) {
 
 /// True (and the call and errno recorded) if an `emfile` report is due: one per interval.
 fn claim_emfile_report(call: Call, errno: i32) -> bool {
-    let now = os::monotonic_ns().max(1);
+    let now = os::clock::coarse_ns().max(1);
     let last = EMFILE_LAST_NS.load(Ordering::Relaxed);
     if last != 0 && now.saturating_sub(last) < EMFILE_INTERVAL_NS.load(Ordering::Relaxed) {
         return false;
@@ -558,346 +479,20 @@ pub fn emfile_trigger() -> (Call, i32) {
     )
 }
 
-/// The accept guard's epoll operations (raw system calls: no hook sees them) and its clock.
-struct Kernel;
-
-impl emfile::Kernel for Kernel {
-    fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32> {
-        os::epoll_mod(epfd, fd, events, data)
-    }
-
-    fn now_ns(&self) -> u64 {
-        os::precise_ns()
-    }
-}
-
-/// The shed reserve: one fd of fdguard's own, below the soft limit (so that closing it lets
-/// one `accept` through), as high as possible; -1 when there is none.
-static RESERVE: AtomicI32 = AtomicI32::new(-1);
-/// Connections shed per failed accept, at most (a flood is shed a batch per failure).
-const SHED_BATCH: usize = 64;
-
-/// Configures the accept guard (at load).
-pub fn configure_accept_guard(mode: EmfileMode, backoff_max_ms: u64) {
-    GUARD.configure(mode, backoff_max_ms);
-    place_reserve();
-}
-
-/// `listen` succeeded on `fd`, or `fd` was found listening when fdguard loaded.
-pub fn listening(mode: Mode, fd: i32) {
-    if mode == Mode::Track {
-        GUARD.listening(fd);
-    }
-}
-
-#[inline(always)]
-fn listener_closing(fd: i32) {
-    if GUARD.maybe_listener(fd) {
-        GUARD.closing(fd, guard::tid(), &Kernel);
-    }
-}
-
-/// `accept` on `listener` returned a new fd: the accept guard's backoff starts over.
-#[inline]
-pub fn accepted(mode: Mode, listener: i32) {
-    if mode == Mode::Track
-        && GUARD.maybe_listener(listener)
-        && GUARD.accept_succeeded(listener, guard::tid(), &Kernel)
-    {
-        trigger::wake();
-    }
-}
-
-/// `accept` on `listener` failed with `errno`: an `emfile` report (rate-limited) and the
-/// accept guard. May sleep (see `emfile::decide`); `errno` is the hook's to restore.
-#[cold]
-pub fn accept_failed(mode: Mode, call: Call, listener: i32, errno: i32) {
-    if mode != Mode::Track {
-        return;
-    }
-    let report =
-        (errno == libc::EMFILE || errno == libc::ENFILE) && claim_emfile_report(call, errno);
-    let gmode = GUARD.mode();
-    let failure = if gmode != EmfileMode::Off && emfile::is_out_of_fds(errno) {
-        let blocking = !os::is_nonblocking(listener);
-        let shed = (gmode == EmfileMode::Shed && emfile::sheddable(errno))
-            .then(|| shed_pending(listener))
-            .flatten();
-        let failed = emfile::Failed {
-            fd: listener,
-            errno,
-            blocking,
-            shed_emptied: shed.is_some_and(|(_, emptied)| emptied),
-            reported: report,
-        };
-        let f = GUARD.accept_failed(failed, guard::tid(), &Kernel);
-        if let (Some(f), Some((n, _))) = (f, shed) {
-            GUARD.add_shed(f.slot, n);
-        }
-        f
-    } else {
-        None
-    };
-    // Before the hold: the operator's first line and the report come now, not after it.
-    if report || failure.is_some_and(|f| f.started) {
-        trigger::wake();
-    }
-    if report {
-        trigger::request(Reason::Emfile);
-    }
-    if let Some(f) = failure {
-        let start = os::precise_ns();
-        match f.hold {
-            Hold::None => return,
-            Hold::Sleep(ns) => {
-                os::sleep_until(start.saturating_add(ns));
-            }
-            Hold::UntilReadable(ns) => {
-                os::wait_readable(listener, ns);
-            }
-        }
-        GUARD.add_paused(f.slot, os::precise_ns().saturating_sub(start));
-    }
-}
-
-/// Shed mode: closes pending connections of `listener` at once, each accepted on the number
-/// the reserve frees (libuv's technique). Returns how many were shed and whether none is left
-/// pending; `None` if there is no usable reserve. Raw system calls throughout: the connections
-/// shed never reach the table, and no hook counts their accept as a success.
-fn shed_pending(listener: i32) -> Option<(u64, bool)> {
-    let mut shed = 0;
-    for _ in 0..SHED_BATCH {
-        if !os::wait_readable(listener, 0) {
-            return Some((shed, true));
-        }
-        let Some(reserve) = take_reserve() else {
-            return (shed > 0).then_some((shed, false));
-        };
-        OWN.remove(reserve);
-        os::raw_close(reserve);
-        let conn = os::accept_one(listener);
-        if let Ok(c) = conn {
-            os::raw_close(c);
-            shed += 1;
-        }
-        RESERVE.store(
-            os::open_null().map_or(-1, settle_reserve),
-            Ordering::Release,
-        );
-        if conn.is_err() {
-            break;
-        }
-    }
-    Some((shed, false))
-}
-
-/// The reserve, if it is still fdguard's and below the soft limit, taken out of `RESERVE` so
-/// that no other thread uses it meanwhile.
-fn take_reserve() -> Option<i32> {
-    let r = RESERVE.swap(-1, Ordering::AcqRel);
-    if r < 0 || !OWN.contains(r) {
-        return None;
-    }
-    if (r as u64) < os::nofile_limit().0 {
-        return Some(r);
-    }
-    RESERVE.store(r, Ordering::Release);
-    None
-}
-
-/// Moves `fd`, a fresh fd of fdguard's, as high as possible below the soft limit and registers
-/// it as fdguard's own; returns where it is, or -1 (closed) if the only room is among the
-/// standard streams or above the limit.
-fn settle_reserve(fd: i32) -> i32 {
-    if !OWN.contains(fd) {
-        OWN.add(fd);
-    }
-    let soft = os::nofile_limit().0;
-    let mut placed = None;
-    for t in emfile::reserve_targets(soft) {
-        if fd >= t && (fd as u64) < soft {
-            return fd;
-        }
-        placed = os::dup_at_least(fd, t);
-        if placed.is_some() {
-            break;
-        }
-    }
-    let keep = placed.or((fd >= 3 && (fd as u64) < soft).then_some(fd));
-    if keep != Some(fd) {
-        if let Some(high) = keep {
-            OWN.add(high);
-        }
-        OWN.remove(fd);
-        os::raw_close(fd);
-    }
-    keep.unwrap_or(-1)
-}
-
-/// In shed mode, takes the reserve if there is none, or moves it below a lowered soft limit.
-/// At load, when the program lowers its limit, and from the accept guard's thread (after the
-/// program closes fds, or another process ran `prlimit`).
-pub fn place_reserve() {
-    if GUARD.mode() != EmfileMode::Shed {
-        return;
-    }
-    let cur = RESERVE.swap(-1, Ordering::AcqRel);
-    let cur = (cur >= 0 && OWN.contains(cur)).then_some(cur);
-    let soft = os::nofile_limit().0;
-    let placed = match cur {
-        Some(r) if emfile::reserve_in_place(r, soft) => r,
-        Some(r) => settle_reserve(r),
-        None => os::open_null().map_or(-1, settle_reserve),
-    };
-    RESERVE.store(placed, Ordering::Release);
-}
-
-/// The reserve's fd, when fdguard holds one below the soft limit.
-pub fn reserve_fd() -> Option<i32> {
-    let r = RESERVE.load(Ordering::Acquire);
-    (r >= 0 && OWN.contains(r) && (r as u64) < os::nofile_limit().0).then_some(r)
-}
-
-/// The accept guard thread's upkeep: shows listeners whose pause is over (a backstop for waits
-/// fdguard could not cut short) and takes the reserve back. Returns when to look
-/// again, if a listener is still hidden.
-pub fn accept_guard_upkeep() -> Option<u64> {
-    if GUARD.mode() == EmfileMode::Shed && reserve_fd().is_none() {
-        place_reserve();
-    }
-    GUARD.restore_due(guard::tid(), &Kernel)
-}
-
 /// Which fd numbers a report probes, and in batches of how many: up to the soft limit (fds the
 /// program can have) and the highest number fdguard ever saw (fds from before a lowered
 /// limit), in batches no larger than `poll` accepts under that limit.
 pub fn probe_bounds() -> (i32, usize) {
-    let soft = os::nofile_limit().0;
+    let soft = os::process::nofile_limit().0;
     let upto = (soft.min(1 << 24) as i64)
         .max(TABLE.highest_fd() as i64 + 1)
         .max(3);
     (upto as i32, soft.clamp(1, 4096) as usize)
 }
 
-/// True if `fd` may be a listening socket (one load; see `emfile::listeners::Guard::maybe_listener`).
-#[inline]
-pub fn maybe_listener(fd: i32) -> bool {
-    GUARD.maybe_listener(fd)
-}
-
-/// The program's `epoll_ctl` on a possible listener: `real` runs exactly once; the listener's
-/// registration is remembered so that a pause can hide it and show it again as registered.
-pub fn listener_ctl(
-    epfd: i32,
-    op: i32,
-    fd: i32,
-    event: Option<(u32, u64)>,
-    real: impl FnOnce() -> i32,
-) -> i32 {
-    let ctl = guard::contained(|| GUARD.ctl_begin(fd, guard::tid(), &Kernel)).flatten();
-    let r = real();
-    if let Some(ctl) = ctl {
-        let _errno = ErrnoGuard::save();
-        let op = match (op, event) {
-            (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some((events, data))) => {
-                CtlOp::Set { events, data }
-            }
-            (libc::EPOLL_CTL_DEL, _) => CtlOp::Del,
-            _ => CtlOp::Other,
-        };
-        guard::contained(|| GUARD.ctl_end(ctl, epfd, fd, op, r == 0, &Kernel));
-    }
-    r
-}
-
-/// An epoll registration made before fdguard was there (`fdguard attach` reads them from
-/// the kernel): remembered as if the program's `epoll_ctl` had just added it.
-pub fn registered(epfd: i32, fd: i32, events: u32, data: u64) {
-    if maybe_listener(fd) {
-        listener_ctl(epfd, libc::EPOLL_CTL_ADD, fd, Some((events, data)), || 0);
-    }
-}
-
-/// `fdguard detach`: the accept guard stops acting and shows every listener it hid.
-pub fn stop_accept_guard() {
-    GUARD.configure(EmfileMode::Off, 0);
-    for _ in 0..100 {
-        if GUARD.end_pauses(guard::tid(), &Kernel) {
-            return;
-        }
-        os::sleep_until(os::precise_ns() + 1_000_000);
-    }
-}
-
-/// Called first by every wait hook (epoll_wait, poll, select and their variants): true if the
-/// accept guard has something to hide from this wait. One load while no listener is failing.
-#[inline]
-pub fn wait_starting() -> bool {
-    GUARD.active() && wait_starting_slow()
-}
-
-#[cold]
-fn wait_starting_slow() -> bool {
-    if guard::mode() != Mode::Track {
-        return false;
-    }
-    GUARD.note_wait();
-    true
-}
-
-/// For an epoll wait on `epfd`: shows listeners whose pause is over; returns when the first
-/// one still hidden in `epfd` must be shown (the wait is cut short then).
-pub fn epoll_hidden_until(epfd: i32) -> Option<u64> {
-    GUARD.epoll_due(epfd, guard::tid(), &Kernel)
-}
-
-/// For poll/select: the end of `fd`'s pause, if it is a listener hidden at `now`.
-#[inline]
-pub fn hidden_until(fd: i32, now: u64) -> Option<u64> {
-    if GUARD.maybe_listener(fd) {
-        GUARD.hidden_until(fd, now)
-    } else {
-        None
-    }
-}
-
-/// Every guarded listener below `nfds` (select has no list to look through).
-pub fn each_listener_below(nfds: i32, f: impl FnMut(i32)) {
-    GUARD.each_listener_below(nfds, f);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_fds_register_and_forget() {
-        let own = OwnFds::new();
-        assert!(!own.contains(0));
-        own.add(0);
-        own.add(900);
-        assert!(own.contains(0) && own.contains(900));
-        own.remove(0);
-        assert!(!own.contains(0) && own.contains(900));
-        assert!(!own.contains(-1));
-    }
-
-    #[test]
-    fn own_fds_sharing_a_bloom_bit_stay_apart() {
-        let own = OwnFds::new();
-        own.add(3);
-        own.add(67);
-        assert!(own.contains(3) && own.contains(67) && !own.contains(131));
-        own.remove(67);
-        assert!(own.contains(3) && !own.contains(67));
-        own.remove(3);
-        assert!(!own.contains(3));
-        assert_eq!(
-            own.bloom.load(Ordering::Relaxed),
-            0,
-            "no fd listed, no bit left"
-        );
-    }
 
     #[test]
     fn duplicate_of_an_unknown_fd_names_its_source() {

@@ -1,10 +1,12 @@
-//! The accept guard's thread: prints the operator's lines and shows paused listeners again
-//! when no wait of the program's did (a backstop).
+//! The accept guard's thread: prints the operator's lines, shows paused listeners again when no
+//! wait of the program's did (a backstop), and takes shed mode's reserve back. Other modules
+//! register work of their own to run on each tick (`register`: attach patches objects loaded
+//! since), so this module names none of them.
 //!
-//! Started the first time the accept guard has something to do (an `accept` failing for lack
-//! of fds), not at load: a thread makes glibc take its slower multi-threaded path on every
-//! system call (see `child`), a cost worth paying only once the guard is at work. It starts
-//! with every signal blocked, so the program's signals still reach the program's threads.
+//! Started the first time there is work for it (an `accept` failing for lack of fds, or
+//! `fdguard attach`), not at load: a thread makes glibc take its slower multi-threaded path on
+//! every system call (see `child`), a cost worth paying only once the guard is at work. It
+//! starts with every signal blocked, so the program's signals still reach the program's threads.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -13,7 +15,8 @@ use crate::emfile::{self, GUARD, LineContext, Lines, NoticeKind};
 use crate::guard;
 use crate::inspect;
 use crate::os;
-use crate::tracker::{self, OWN};
+use crate::own::OWN;
+use crate::tracker;
 use fdguard_core::config::EmfileMode;
 
 /// The guard's settings the lines mention.
@@ -25,12 +28,23 @@ struct Settings {
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 static STARTED: AtomicBool = AtomicBool::new(false);
 static WAKE: AtomicU32 = AtomicU32::new(0);
+/// Work registered to run on every tick; a fixed table, so registering allocates nothing.
+static WORK: [OnceLock<fn()>; 4] = [const { OnceLock::new() }; 4];
 
 pub fn configure(mode: EmfileMode, backoff_max_ms: u64) {
     let _ = SETTINGS.set(Settings {
         mode,
         backoff_max_ms,
     });
+}
+
+/// Runs `work` on every tick of the accept guard's thread from now on (once per tick, however
+/// often it is registered). Does not start the thread: see `wake`.
+pub fn register(work: fn()) {
+    let registered = WORK
+        .iter()
+        .any(|w| std::ptr::fn_addr_eq(*w.get_or_init(|| work), work));
+    debug_assert!(registered, "more kinds of upkeep work than WORK holds");
 }
 
 /// In a fork child of the program: the thread was not copied; it starts again when needed.
@@ -44,17 +58,17 @@ pub fn wake() {
         guard::internal(start);
     }
     WAKE.fetch_add(1, Ordering::Release);
-    os::futex_wake(&WAKE);
+    os::futex::futex_wake(&WAKE);
 }
 
 fn start() {
-    let spawned = os::with_signals_blocked(|| {
+    let spawned = os::signal::with_signals_blocked(|| {
         std::thread::Builder::new()
             .name("fdguard".into())
             .spawn(run)
     });
     if spawned.is_err() {
-        let _ = os::write_all(
+        let _ = os::fd::write_all(
             2,
             b"fdguard: cannot start the accept guard's thread; its notices are off\n",
         );
@@ -68,26 +82,29 @@ fn run() {
         let next_look = guard::internal(|| guard::contained(|| tick(&mut lines))).flatten();
         // Every second, or sooner when a paused listener must be shown again.
         let timeout = next_look.map_or(1_000_000_000, |at| {
-            at.saturating_sub(os::precise_ns())
+            at.saturating_sub(os::clock::precise_ns())
                 .clamp(1_000_000, 1_000_000_000)
         });
-        os::futex_wait(&WAKE, seen, timeout);
+        os::futex::futex_wait(&WAKE, seen, timeout);
     }
 }
 
-/// The guard's upkeep, then the operator's lines that are due. Returns when to look again.
+/// The registered work, the guard's upkeep, then the operator's lines that are due. Returns
+/// when to look again.
 fn tick(lines: &mut Lines) -> Option<u64> {
-    crate::attach::upkeep();
-    let next = tracker::accept_guard_upkeep();
+    for work in WORK.iter().filter_map(OnceLock::get) {
+        work();
+    }
+    let next = emfile::upkeep();
     let mut due = Vec::new();
-    lines.tick(&GUARD, os::precise_ns(), &mut due);
+    lines.tick(&GUARD, os::clock::precise_ns(), &mut due);
     let settings = SETTINGS.get()?;
     for n in due {
         let addr = inspect::local_addr(n.fd);
         // The numbers below the soft limit in use (fds above it, from before a lowered limit,
         // do not count against it).
         let open = (n.kind == NoticeKind::First).then(|| {
-            let soft = os::nofile_limit().0;
+            let soft = os::process::nofile_limit().0;
             let (upto, batch) = tracker::probe_bounds();
             let below = upto.min(soft.min(i32::MAX as u64) as i32);
             let open = inspect::probe_fds(below, batch).into_iter();
@@ -98,12 +115,25 @@ fn tick(lines: &mut Lines) -> Option<u64> {
             &LineContext {
                 addr: addr.as_deref(),
                 open,
-                reserve: tracker::reserve_fd().is_some(),
+                reserve: emfile::reserve_fd().is_some(),
                 mode: settings.mode,
                 backoff_max_ms: settings.backoff_max_ms,
             },
         );
-        let _ = os::write_all(2, format!("{line}\n").as_bytes());
+        let _ = os::fd::write_all(2, format!("{line}\n").as_bytes());
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_registered_twice_runs_once_a_tick() {
+        fn work() {}
+        register(work);
+        register(work);
+        assert_eq!(WORK.iter().filter_map(OnceLock::get).count(), 1);
+    }
 }

@@ -12,6 +12,10 @@
 //! writable for the store and read-only again. fdguard's own object, the dynamic loader and the
 //! vDSO are left alone. `R_X86_64_64` data pointers are not touched: they are the program's
 //! values, not calls.
+//!
+//! What the patching needs from the loader is here too: the hooks this library exports
+//! (`hooks`), an address inside it, and how many objects were ever loaded (`objects_loaded`,
+//! which tells when to look again).
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
@@ -19,6 +23,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, dl_phdr_info, size_t};
+
+use crate::os::mem::page_size;
 
 /// A hooked function: its NUL-terminated name and the hook's address.
 #[derive(Clone, Copy, Debug)]
@@ -282,19 +288,16 @@ unsafe fn patch_table(
     }
 }
 
-fn page_of(addr: usize) -> usize {
-    addr & !(4095)
-}
-
 /// Writes `value` into the pointer-sized slot at `slot`; returns what it held (`None` if the
 /// page could not be made writable).
 ///
 /// # Safety
 /// `slot` is an aligned, mapped GOT entry; `relro` says whether its page is read-only.
 unsafe fn store(slot: usize, value: usize, relro: bool) -> Option<usize> {
-    let page = page_of(slot) as *mut c_void;
-    // SAFETY: `page` is the mapped page holding the slot.
-    if relro && unsafe { libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
+    let len = page_size();
+    let page = (slot & !(len - 1)) as *mut c_void;
+    // SAFETY: `page..page + len` is the mapped page holding the slot.
+    if relro && unsafe { libc::mprotect(page, len, libc::PROT_READ | libc::PROT_WRITE) } != 0 {
         return None;
     }
     // SAFETY: the slot is aligned and now writable; an atomic store keeps concurrent callers
@@ -302,7 +305,7 @@ unsafe fn store(slot: usize, value: usize, relro: bool) -> Option<usize> {
     let old = unsafe { AtomicUsize::from_ptr(slot as *mut usize) }.swap(value, Ordering::AcqRel);
     if relro {
         // SAFETY: as above; RELRO pages are read-only once relocated.
-        unsafe { libc::mprotect(page, 4096, libc::PROT_READ) };
+        unsafe { libc::mprotect(page, len, libc::PROT_READ) };
     }
     Some(old)
 }
@@ -344,4 +347,54 @@ pub fn loaded_at_startup(own: usize, in_libc: usize) -> bool {
         [Some(ours), Some(libc)] => ours < libc,
         _ => true,
     }
+}
+
+/// An address inside this library.
+pub fn own_address() -> usize {
+    own_address as *const () as usize
+}
+
+/// The hook of every interposed function this library exports, by name.
+pub fn hooks() -> Vec<Hook> {
+    // SAFETY: dladdr on an address of this library fills `info` with its file and base.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    if unsafe { libc::dladdr(own_address() as *const libc::c_void, &mut info) } == 0 {
+        return Vec::new();
+    }
+    let base = info.dli_fbase as usize;
+    // SAFETY: RTLD_NOLOAD only finds this library, already loaded; the handle is kept.
+    let handle = unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if handle.is_null() {
+        return Vec::new();
+    }
+    crate::real::NAMES
+        .iter()
+        .filter_map(|name| {
+            // SAFETY: `name` is NUL-terminated; `handle` is this library's.
+            let addr = unsafe { libc::dlsym(handle, name.as_ptr().cast()) } as usize;
+            let mut at: libc::Dl_info = unsafe { std::mem::zeroed() };
+            // SAFETY: dladdr only reads the loader's tables for `addr`.
+            let ours = addr != 0
+                && unsafe { libc::dladdr(addr as *const libc::c_void, &mut at) } != 0
+                && at.dli_fbase as usize == base;
+            ours.then_some(Hook { name, addr })
+        })
+        .collect()
+}
+
+/// How many objects the loader has loaded since the process started (`dlpi_adds`).
+pub fn objects_loaded() -> u32 {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid dl_phdr_info; `data` is the u64 below.
+        unsafe { *data.cast::<u64>() = (*info).dlpi_adds };
+        1
+    }
+    let mut adds: u64 = 0;
+    // SAFETY: `first` matches the callback type and writes only `adds`.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&mut adds as *mut u64).cast()) };
+    adds as u32
 }

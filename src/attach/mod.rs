@@ -12,25 +12,30 @@
 //!   `/proc/PID/fdinfo` (the same reason), are recorded as if the program had just made them,
 //!   so that a loop spinning on EMFILE is un-spun by its next failing `accept`;
 //! - the loaded objects' GOT entries for the hooked functions are pointed at the hooks (`got`),
-//!   and objects loaded later are patched by the accept guard's thread within a second.
+//!   and objects loaded later are patched by the accept guard's thread within a second (work
+//!   attaching registers with `upkeep`).
 //!
 //! Detaching puts the GOT entries back, ends the accept guard's pauses, gives the report signal
-//! back to what it did before, and leaves the library loaded and inert.
+//! back to what it did before, and leaves the library loaded and inert. Where the library
+//! stands (preloaded, attached, ...) is kept in `state`, which the command reads too.
 
 mod entry;
 mod got;
+mod state;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::emfile;
 use crate::guard::{self, Mode};
 use crate::inspect;
 use crate::os;
-use crate::tracker::{self, Birth, OWN, Origin};
+use crate::own::OWN;
+use crate::tracker::{self, Birth, Origin};
 use fdguard_core::call::Call;
 use fdguard_core::config::Config;
 
-pub use entry::State;
+use state::State;
 
 /// One epoll registration found by the command: `epoll EPFD FD EVENTS DATA`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,12 +98,12 @@ static PATCHED_AT_ADDS: AtomicU32 = AtomicU32::new(0);
 
 /// Attaches: see the module's documentation. Returns the lines to show the user.
 pub fn attach(text: &str) -> Result<Vec<String>, String> {
-    match entry::state() {
+    match state::state() {
         State::Preloaded => return Err("fdguard is already preloaded in this process".into()),
         State::Attached => return Err("fdguard is already attached to this process".into()),
         State::Dormant | State::Detached => {}
     }
-    let first = entry::state() == State::Dormant;
+    let first = state::state() == State::Dormant;
     let options = parse_options(text)?;
     let lookup = |name: &str| {
         let v = options.vars.iter().find(|(n, _)| n == name);
@@ -112,16 +117,16 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
         ));
         config.signal = None;
     }
-    let hooks = HOOKS.get_or_init(entry::hooks);
+    let hooks = HOOKS.get_or_init(got::hooks);
     if first {
-        crate::prepare(&config);
+        crate::setup::prepare(&config);
     } else {
         // Detaching turned the accept guard off.
-        tracker::configure_accept_guard(config.emfile, config.backoff_max_ms);
+        emfile::configure(config.emfile, config.backoff_max_ms);
     }
     let (before, listeners) = record_open_fds(options.fds_below);
     for r in &options.epoll {
-        tracker::registered(r.epfd, r.fd, r.events, r.data);
+        emfile::registered(r.epfd, r.fd, r.events, r.data);
     }
     if first {
         crate::dumper::start(config);
@@ -129,15 +134,16 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
         crate::dumper::restart();
     }
     guard::activate();
-    let (slots, objects) = got::patch_all(hooks, entry::own_address());
-    PATCHED_AT_ADDS.store(entry::objects_loaded(), Ordering::Relaxed);
-    entry::set_state(State::Attached);
+    let (slots, objects) = got::patch_all(hooks, got::own_address());
+    PATCHED_AT_ADDS.store(got::objects_loaded(), Ordering::Relaxed);
+    state::set_state(State::Attached);
     // The accept guard's thread patches objects loaded later (see `upkeep`).
+    crate::upkeep::register(upkeep);
     crate::upkeep::wake();
     lines.push(format!(
         "fdguard: attached to pid {}: {before} fds open before attach, {listeners} listening \
          ({} epoll registrations), {slots} call sites in {objects} objects now reach fdguard",
-        os::getpid(),
+        os::process::getpid(),
         options.epoll.len()
     ));
     Ok(lines)
@@ -159,8 +165,8 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
             Birth::found_open(),
         );
         fds += 1;
-        if os::is_listening(fd) {
-            tracker::listening(Mode::Track, fd);
+        if os::fd::is_listening(fd) {
+            emfile::listening(Mode::Track, fd);
             listeners += 1;
         }
     }
@@ -169,32 +175,32 @@ fn record_open_fds(fds_below: i32) -> (usize, usize) {
 
 /// Detaches: see the module's documentation.
 pub fn detach() -> Result<Vec<String>, String> {
-    if entry::state() != State::Attached {
+    if state::state() != State::Attached {
         return Err("fdguard is not attached to this process".into());
     }
-    entry::set_state(State::Detached);
+    state::set_state(State::Detached);
     let restored = got::restore_all();
     guard::deactivate();
-    tracker::stop_accept_guard();
+    emfile::stop();
     crate::dumper::remove_handler();
     Ok(vec![format!(
         "fdguard: detached from pid {}: {restored} call sites restored, the accept guard \
          stopped; the library stays loaded, inert",
-        os::getpid()
+        os::process::getpid()
     )])
 }
 
 /// From the accept guard's thread, about once a second: objects loaded since the last look
 /// (`dlopen`) get their GOT entries patched.
 pub fn upkeep() {
-    if entry::state() != State::Attached {
+    if state::state() != State::Attached {
         return;
     }
-    let adds = entry::objects_loaded();
+    let adds = got::objects_loaded();
     if PATCHED_AT_ADDS.swap(adds, Ordering::Relaxed) != adds
         && let Some(hooks) = HOOKS.get()
     {
-        got::patch_all(hooks, entry::own_address());
+        got::patch_all(hooks, got::own_address());
     }
 }
 
@@ -202,13 +208,13 @@ pub fn upkeep() {
 /// `dlopen`ed later (by `fdguard attach`), when it must wait for `fdguard_attach`.
 pub fn loaded_at_startup() -> bool {
     let libc_close = crate::real::close.get().map_or(0, |f| f as usize);
-    got::loaded_at_startup(entry::own_address(), libc_close)
+    got::loaded_at_startup(got::own_address(), libc_close)
 }
 
 /// The constructor's part: which state the library starts in.
 pub fn started(preloaded: bool) {
     if preloaded {
-        entry::set_state(State::Preloaded);
+        state::set_state(State::Preloaded);
     }
 }
 

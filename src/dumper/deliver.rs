@@ -18,9 +18,9 @@ static LOADED_AT_S: AtomicU64 = AtomicU64::new(0);
 /// (before `main`, so the fd this takes for a moment is nobody's), rather than at the first
 /// report.
 pub fn init(config: &Config) {
-    LOADED_AT_S.store(os::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
+    LOADED_AT_S.store(os::clock::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
     if let ReportDest::Path(t) = &config.report {
-        let path = report_path(t, os::getpid());
+        let path = report_path(t, os::process::getpid());
         match open_report_file(&path) {
             // SAFETY: closing the fd just opened.
             Ok(fd) => unsafe {
@@ -43,19 +43,19 @@ pub fn render(config: &Config, report: &Report) -> String {
 /// is free); falls back to stderr, saying why once.
 pub fn deliver(config: &Config, pid: u32, bytes: &[u8]) {
     let ReportDest::Path(template) = &config.report else {
-        let _ = os::write_all(2, bytes);
+        let _ = os::fd::write_all(2, bytes);
         return;
     };
     let path = report_path(template, pid);
     let written = open_report_file(&path).and_then(|fd| {
-        let r = os::write_all(fd, bytes);
+        let r = os::fd::write_all(fd, bytes);
         // SAFETY: closing the fd opened just above.
         unsafe { libc::close(fd) };
         r
     });
     if let Err(e) = written {
         warn_dest(&path, e);
-        let _ = os::write_all(2, bytes);
+        let _ = os::fd::write_all(2, bytes);
     }
 }
 
@@ -76,7 +76,7 @@ fn warn_dest(path: &[u8], errno: i32) {
         String::from_utf8_lossy(path),
         std::io::Error::from_raw_os_error(errno)
     );
-    let _ = os::write_all(2, msg.as_bytes());
+    let _ = os::fd::write_all(2, msg.as_bytes());
 }
 
 /// Opens (creating with mode 0600) a report file for appending: never through a symlink, never
@@ -99,7 +99,7 @@ fn open_report_file(path: &[u8]) -> Result<i32, i32> {
         )
     };
     if fd < 0 {
-        return Err(os::errno());
+        return Err(os::errno::errno());
     }
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable; it is read only after fstat succeeded.

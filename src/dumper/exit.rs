@@ -41,7 +41,7 @@ pub fn at_exit() {
 /// Without a child, it is made here, symbolizing without opening anything (module + offset
 /// and exported names), and written to stderr.
 fn exit_report(config: &Config) -> bool {
-    let pid = os::getpid();
+    let pid = os::process::getpid();
     match child::spawn_waited() {
         Waited::Child => {
             let code = work_in_child(config, pid, Task::Report(Reason::Exit));
@@ -50,7 +50,7 @@ fn exit_report(config: &Config) -> bool {
         Waited::Parent(c) => match child::wait(c) {
             Some(code) if code & child::FAILED == 0 => code & CHILD_LISTED_FDS != 0,
             _ => {
-                let _ = os::write_all(2, b"fdguard: the report process failed; report lost\n");
+                let _ = os::fd::write_all(2, b"fdguard: the report process failed; report lost\n");
                 false
             }
         },
@@ -61,7 +61,7 @@ fn exit_report(config: &Config) -> bool {
                      stderr without debug info\n",
                     std::io::Error::from_raw_os_error(e)
                 );
-                let _ = os::write_all(2, msg.as_bytes());
+                let _ = os::fd::write_all(2, msg.as_bytes());
             }
             let mut cache = FrameCache::new(Symbolizer::new(false));
             let report = complete(
@@ -71,7 +71,7 @@ fn exit_report(config: &Config) -> bool {
             );
             let listed = report.open > 0;
             if listed || config.at_exit {
-                let _ = os::write_all(2, render(config, &report).as_bytes());
+                let _ = os::fd::write_all(2, render(config, &report).as_bytes());
             }
             listed
         }

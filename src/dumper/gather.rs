@@ -13,8 +13,9 @@ use crate::emfile::GUARD;
 use crate::inspect::{self, KernelFd};
 use crate::origin::Detail;
 use crate::os;
+use crate::own::OWN;
 use crate::table::{FdRecord, StackId};
-use crate::tracker::{self, BAD_CLOSES, COUNTERS, OWN, TABLE};
+use crate::tracker::{self, BAD_CLOSES, COUNTERS, TABLE};
 use crate::trigger::Reason;
 
 /// One open fd as the report child sees it.
@@ -31,7 +32,7 @@ pub struct Gathered {
 
 /// Gathers the report's facts from the kernel and the table, without creating any fd.
 pub fn gather(reason: Reason, pid: u32, cmdline: Vec<String>) -> Gathered {
-    let (soft, hard) = os::nofile_limit();
+    let (soft, hard) = os::process::nofile_limit();
     let (upto, batch) = tracker::probe_bounds();
     let open = inspect::probe_fds(upto, batch);
     let stale = closed_unseen(&open);
@@ -41,7 +42,7 @@ pub fn gather(reason: Reason, pid: u32, cmdline: Vec<String>) -> Gathered {
         .map(inspect::describe)
         .filter(|k| k.link.is_some())
         .collect();
-    let mut rows = observed(&kernel, |fd| TABLE.get(fd), os::monotonic_ns());
+    let mut rows = observed(&kernel, |fd| TABLE.get(fd), os::clock::coarse_ns());
     if reason == Reason::Exit {
         // Leaks at exit: what the program opened itself and did not close.
         rows.retain(|r| !r.call.predates_fdguard() && r.fd > 2);
@@ -66,7 +67,7 @@ pub fn gather(reason: Reason, pid: u32, cmdline: Vec<String>) -> Gathered {
             reason: reason.name().into(),
             trigger_call,
             trigger_errno,
-            time: iso8601_utc(os::realtime_ns() / 1_000_000),
+            time: iso8601_utc(os::clock::realtime_ns() / 1_000_000),
             limit: Limit::from_rlimit(soft, hard),
             missed_closes: COUNTERS.missed_closes.load(Ordering::Relaxed) + stale,
             skipped: COUNTERS.skipped.load(Ordering::Relaxed),

@@ -72,7 +72,7 @@ fn launch(task: Task) {
     let Some(config) = super::config() else {
         return;
     };
-    let pid = os::getpid();
+    let pid = os::process::getpid();
     let made = child::spawn_detached(&|| {
         let code = work_in_child(config, pid, task);
         child::leave(code)
@@ -80,9 +80,9 @@ fn launch(task: Task) {
     if let Err(e) = made
         && child::say_once(Once::Spawn)
     {
-        let _ = os::write_all(2, b"fdguard: cannot make a report process (");
-        let _ = os::write_all(2, os::errno_name(e).as_bytes());
-        let _ = os::write_all(2, b"); reports are lost until one can be made\n");
+        let _ = os::fd::write_all(2, b"fdguard: cannot make a report process (");
+        let _ = os::fd::write_all(2, os::errno::errno_name(e).as_bytes());
+        let _ = os::fd::write_all(2, b"); reports are lost until one can be made\n");
     }
 }
 
@@ -139,13 +139,13 @@ fn report_in_child(config: &Config, pid: u32, facts: Gathered) -> u8 {
 /// frees every number. Only stderr stays. One `close_range` pair where the kernel has it:
 /// a system call per fd was a third of a large report's time.
 fn drop_program_fds() {
-    if os::raw_close_range(0, 1) && os::raw_close_range(3, u32::MAX) {
+    if os::sys::raw_close_range(0, 1) && os::sys::raw_close_range(3, u32::MAX) {
         return;
     }
     let (upto, batch) = tracker::probe_bounds();
     for fd in inspect::probe_fds(upto, batch) {
         if fd != 2 {
-            os::raw_close(fd);
+            os::sys::raw_close(fd);
         }
     }
 }
@@ -176,7 +176,7 @@ static NOTICE_NOT_SHOWN: AtomicU64 = AtomicU64::new(0);
 /// Takes the queued bad closes: a notice child for the first one a second, the others counted.
 fn serve_bad_closes() {
     while let Some(event) = BAD_CLOSES.pop() {
-        let now = os::monotonic_ns();
+        let now = os::clock::coarse_ns();
         let last = NOTICE_LAST_NS.load(Ordering::Relaxed);
         if last != 0 && now.saturating_sub(last) < 1_000_000_000 {
             NOTICE_NOT_SHOWN.fetch_add(1, Ordering::Relaxed);
@@ -193,7 +193,7 @@ fn notice_in_child(config: &Config, pid: u32, e: BadClose, not_shown: u64) {
     let notice = BadCloseNotice {
         pid,
         event: BadCloseNotice::EVENT.into(),
-        time: iso8601_utc(os::realtime_ns() / 1_000_000),
+        time: iso8601_utc(os::clock::realtime_ns() / 1_000_000),
         fd: e.fd,
         call: e.call.name().into(),
         tid: e.tid,

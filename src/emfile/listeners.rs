@@ -10,7 +10,8 @@ use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::*,
 };
 
-use super::{Hold, Seen, decide, period_ns};
+use super::kernel::Kernel;
+use super::policy::{Hold, Seen, decide, period_ns};
 use fdguard_core::config::EmfileMode;
 
 /// Listening sockets guarded per process; others get plain pass-through.
@@ -19,14 +20,6 @@ pub const LISTENERS: usize = 64;
 pub const REGS: usize = 4;
 /// How long the program's own `epoll_ctl` on a listener waits for fdguard's operation on it.
 const PATIENCE_NS: u64 = 100_000_000;
-
-/// The OS operations the guard needs (the real ones are in `tracker`).
-pub trait Kernel {
-    /// `epoll_ctl(epfd, EPOLL_CTL_MOD, fd, {events, data})`; the errno on failure.
-    fn epoll_mod(&self, epfd: i32, fd: i32, events: u32, data: u64) -> Result<(), i32>;
-    /// Monotonic time in ns.
-    fn now_ns(&self) -> u64;
-}
 
 /// Failures, time paused and connections shed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -711,8 +704,8 @@ pub(super) struct Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emfile::SHORT_SLEEP_NS;
     use crate::emfile::fixtures::{Fake, MS, failed, guard};
+    use crate::emfile::policy::SHORT_SLEEP_NS;
 
     fn ctl(g: &Guard, k: &Fake, epfd: i32, fd: i32, op: CtlOp) {
         let c = g.ctl_begin(fd, 1, k).expect("a known listener");

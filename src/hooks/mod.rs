@@ -2,7 +2,8 @@
 //!
 //! Every hook has the same shape, written once in `hooks!` and the `new_*` / `release_*`
 //! helpers: resolve the real function, decide the mode, call the real function exactly once with
-//! the program's arguments, tell the tracker, and return the real result with the real `errno`.
+//! the program's arguments, tell the tracker (and the accept guard, `emfile`, what concerns
+//! listeners), and return the real result with the real `errno`.
 //! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
 //!
 //! The hooks that create and release fds are here; the accept guard's wait hooks (epoll_ctl,
@@ -16,10 +17,11 @@ mod waits;
 use libc::{DIR, FILE, c_char, c_int, c_uint, c_void, mmsghdr, mode_t, msghdr, pid_t, sigset_t};
 use libc::{rlimit, sockaddr, socklen_t, ssize_t, timespec};
 
+use crate::emfile;
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::origin::Detail;
 use crate::os;
-use crate::os::ThreadErrno;
+use crate::os::errno::ThreadErrno;
 use crate::real;
 use crate::tracker::{self, Birth, Origin};
 use fdguard_core::call::Call;
@@ -28,7 +30,7 @@ use fdguard_core::call::Call;
 fn path_arg<'a>(p: *const c_char) -> Option<&'a [u8]> {
     // SAFETY: libc requires these arguments to be NUL-terminated strings (or null for the calls
     // that accept null); the real call has just read the same string.
-    unsafe { os::c_bytes(p) }
+    unsafe { os::mem::c_bytes(p) }
 }
 
 fn stream_fd(fp: *mut FILE) -> c_int {
@@ -147,9 +149,10 @@ fn accept_fd(call: Call, listener: c_int, real: impl FnOnce() -> c_int) -> c_int
         if fd >= 0 {
             let origin = || Origin::new(call).detail(Detail::FromFd(listener));
             tracker::created(e.mode, e.born, fd, origin);
-            tracker::accepted(e.mode, listener);
+            emfile::accepted(e.mode, listener);
         } else {
-            tracker::accept_failed(e.mode, call, listener, errno);
+            let report = tracker::accept_failed(e.mode, call, errno);
+            emfile::accept_failed(e.mode, listener, errno, report);
         }
     });
     fd
@@ -309,15 +312,19 @@ fn release_range<R>(lo: c_uint, hi: c_uint, closes: bool, real: impl FnOnce() ->
     real()
 }
 
-/// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold follows the new
-/// limit at once (the creation path also re-reads it every second, for `prlimit --pid`).
+/// `setrlimit`/`prlimit` on this process's `RLIMIT_NOFILE`: the threshold and shed mode's
+/// reserve follow the new limit at once (the creation path also re-reads it every second, and
+/// the accept guard's thread looks at the reserve, for `prlimit --pid`).
 #[inline(always)]
 fn limit_set(resource: c_int, pid: pid_t, real: impl FnOnce() -> c_int) -> c_int {
     let e = enter();
     let r = real();
-    let ours = pid == 0 || pid as u32 == os::getpid();
+    let ours = pid == 0 || pid as u32 == os::process::getpid();
     if r == 0 && resource == libc::RLIMIT_NOFILE as c_int && ours {
-        after(&e, |_| tracker::limit_changed(e.mode));
+        after(&e, |_| {
+            tracker::limit_changed(e.mode);
+            emfile::limit_changed(e.mode);
+        });
     }
     r
 }
@@ -449,7 +456,7 @@ hooks! {
         let e = enter();
         let r = call();
         if r == 0 {
-            after(&e, |_| tracker::listening(e.mode, fd));
+            after(&e, |_| emfile::listening(e.mode, fd));
         }
         r
     };

@@ -11,7 +11,7 @@ use crate::real;
 /// The address `vfork` continues at: the real one, or a stand-in answering `ENOSYS`.
 extern "C" fn vfork_target() -> usize {
     extern "C" fn unavailable() -> pid_t {
-        os::set_errno(libc::ENOSYS);
+        os::errno::set_errno(libc::ENOSYS);
         -1
     }
     guard::vfork_starting();

@@ -9,10 +9,10 @@
 use libc::{c_int, epoll_event, fd_set, nfds_t, pollfd, sigset_t, size_t, timespec, timeval};
 
 use super::hooks;
+use crate::emfile;
 use crate::guard::{self, ErrnoGuard, Mode};
 use crate::os;
 use crate::real;
-use crate::tracker;
 
 /// Hides the accept guard's paused listeners from one real wait call.
 trait Hider {
@@ -36,10 +36,10 @@ fn guarded_wait(
     hider: &mut impl Hider,
     mut call: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
-    let start = os::precise_ns();
+    let start = os::clock::precise_ns();
     let end = timeout.map(|t| start.saturating_add(t));
     loop {
-        let now = os::precise_ns();
+        let now = os::clock::precise_ns();
         let until = {
             let _errno = ErrnoGuard::save();
             guard::contained(|| hider.hide(now)).flatten()
@@ -51,7 +51,7 @@ fn guarded_wait(
         let r = call(stop.map(|s| s.saturating_sub(now)));
         let _errno = ErrnoGuard::save();
         hider.unhide(r);
-        if r != 0 || until.is_none() || end.is_some_and(|e| os::precise_ns() >= e) {
+        if r != 0 || until.is_none() || end.is_some_and(|e| os::clock::precise_ns() >= e) {
             return r;
         }
     }
@@ -62,7 +62,7 @@ struct EpollHider(c_int);
 
 impl Hider for EpollHider {
     fn hide(&mut self, _now: u64) -> Option<u64> {
-        tracker::epoll_hidden_until(self.0)
+        emfile::epoll_hidden_until(self.0)
     }
 
     fn unhide(&mut self, _r: c_int) {}
@@ -105,7 +105,7 @@ impl Hider for PollHider {
         for i in 0..self.n {
             let fd = self.entry(i).fd;
             if self.count < POLL_HIDDEN
-                && let Some(until) = tracker::hidden_until(fd, now)
+                && let Some(until) = emfile::hidden_until(fd, now)
             {
                 self.entry(i).fd = !fd;
                 self.flipped[self.count] = i;
@@ -186,10 +186,10 @@ impl Hider for SelectHider {
             return None;
         }
         let (saved, mut first) = (self.saved[0], None);
-        tracker::each_listener_below(self.nfds, |fd| {
+        emfile::each_listener_below(self.nfds, |fd| {
             let (word, bit) = (fd as usize / 64, 1u64 << (fd % 64));
             if saved[word] & bit != 0
-                && let Some(until) = tracker::hidden_until(fd, now)
+                && let Some(until) = emfile::hidden_until(fd, now)
             {
                 // SAFETY: `fd < nfds`, so this word is one the kernel reads.
                 unsafe { *read.cast::<u64>().add(word) &= !bit };
@@ -268,7 +268,7 @@ fn poll_guarded(
     real: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
     match timeout {
-        Some(t) if tracker::wait_starting() => guarded_wait(t, &mut PollHider::new(fds, n), real),
+        Some(t) if emfile::wait_starting() => guarded_wait(t, &mut PollHider::new(fds, n), real),
         _ => call(),
     }
 }
@@ -285,7 +285,7 @@ fn select_guarded(
     real: impl FnMut(Option<u64>) -> c_int,
 ) -> c_int {
     let hider = timeout.and_then(|t| {
-        tracker::wait_starting()
+        emfile::wait_starting()
             .then(|| SelectHider::new(nfds, sets))
             .flatten()
             .map(|h| (t, h))
@@ -293,10 +293,10 @@ fn select_guarded(
     let Some((t, mut hider)) = hider else {
         return call();
     };
-    let start = os::precise_ns();
+    let start = os::clock::precise_ns();
     let r = guarded_wait(t, &mut hider, real);
     if let (Some(t), false) = (t, writeback.is_null()) {
-        let left = t.saturating_sub(os::precise_ns().saturating_sub(start));
+        let left = t.saturating_sub(os::clock::precise_ns().saturating_sub(start));
         // SAFETY: the program's non-null timeval, which Linux's select writes too.
         unsafe { *writeback = as_timeval(left) };
     }
@@ -307,14 +307,14 @@ hooks! {
     /// A listener's registrations are remembered (events and data), so that a pause can hide it
     /// and show it again exactly as the program registered it. Other fds: one load.
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int = |call| {
-        if !tracker::maybe_listener(fd) || guard::mode() != Mode::Track {
+        if !emfile::maybe_listener(fd) || guard::mode() != Mode::Track {
             return call();
         }
-        tracker::listener_ctl(epfd, op, fd, epoll_event_arg(event), call)
+        emfile::listener_ctl(epfd, op, fd, epoll_event_arg(event), call)
     };
     fn epoll_wait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int) -> c_int =
         |call, real| {
-            if !tracker::wait_starting() {
+            if !emfile::wait_starting() {
                 return call();
             }
             guarded_wait(ms_timeout(timeout), &mut EpollHider(epfd), |t| {
@@ -324,7 +324,7 @@ hooks! {
         };
     fn epoll_pwait(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: c_int, mask: *const sigset_t) -> c_int =
         |call, real| {
-            if !tracker::wait_starting() {
+            if !emfile::wait_starting() {
                 return call();
             }
             guarded_wait(ms_timeout(timeout), &mut EpollHider(epfd), |t| {
@@ -334,8 +334,8 @@ hooks! {
         };
     fn epoll_pwait2(epfd: c_int, events: *mut epoll_event, max: c_int, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| match timespec_timeout(timeout) {
-            Some(t) if tracker::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
-                let ts = t.map(os::timespec_of);
+            Some(t) if emfile::wait_starting() => guarded_wait(t, &mut EpollHider(epfd), |t| {
+                let ts = t.map(os::clock::timespec_of);
                 // SAFETY: the program's arguments, with a timeout no longer than its own.
                 unsafe { real(epfd, events, max, timespec_ptr(&ts), mask) }
             }),
@@ -348,7 +348,7 @@ hooks! {
         });
     fn ppoll(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask) }
         });
@@ -360,7 +360,7 @@ hooks! {
         });
     fn __ppoll_chk(fds: *mut pollfd, n: nfds_t, timeout: *const timespec, mask: *const sigset_t, fdslen: size_t) -> c_int =
         |call, real| poll_guarded(fds, n, timespec_timeout(timeout), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(fds, n, timespec_ptr(&ts), mask, fdslen) }
         });
@@ -373,7 +373,7 @@ hooks! {
         });
     fn pselect(nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, mask: *const sigset_t) -> c_int =
         |call, real| select_guarded(nfds, [r, w, e], timespec_timeout(timeout), std::ptr::null_mut(), call, |t| {
-            let ts = t.map(os::timespec_of);
+            let ts = t.map(os::clock::timespec_of);
             // SAFETY: the program's arguments, with a timeout no longer than its own.
             unsafe { real(nfds, r, w, e, timespec_ptr(&ts), mask) }
         });
