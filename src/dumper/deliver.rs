@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fdguard_core::config::{Config, Format, ReportDest, expand_report_path};
-use fdguard_core::report::{Report, compact_utc};
+use fdguard_core::report::{Report, compact_utc, text};
 
 use crate::child::{self, Once};
 use crate::os;
@@ -34,7 +34,7 @@ pub fn init(config: &Config) {
 /// The report in the configured format.
 pub fn render(config: &Config, report: &Report) -> String {
     match config.format {
-        Format::Text => report.to_text(),
+        Format::Text => text::report(report),
         Format::Json => report.to_json(),
     }
 }

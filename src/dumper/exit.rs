@@ -18,7 +18,7 @@ use crate::trigger::Reason;
 /// At normal exit (from the library destructor): the leak report of `FDGUARD_AT_EXIT`, and
 /// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
 pub fn at_exit() {
-    let Some(config) = super::config() else {
+    let Some(config) = super::context::config() else {
         return;
     };
     // Requests made meanwhile (bad closes just before exit), then the reports still being
@@ -65,7 +65,7 @@ fn exit_report(config: &Config) -> bool {
             }
             let mut cache = FrameCache::new(Symbolizer::new(false));
             let report = complete(
-                gather(Reason::Exit, pid, super::cmdline()),
+                gather(Reason::Exit, pid, super::context::cmdline()),
                 config,
                 &mut cache,
             );

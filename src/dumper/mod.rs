@@ -12,6 +12,7 @@
 //! them (every number is then free, even at EMFILE, and the program's closes are not delayed),
 //! symbolizes, renders and writes.
 
+mod context;
 mod deliver;
 mod exit;
 mod frames;
@@ -19,12 +20,9 @@ mod gather;
 mod serve;
 mod signal;
 
-use std::sync::OnceLock;
-
 use fdguard_core::config::Config;
 
 use crate::child;
-use crate::inspect;
 use crate::symcache;
 use crate::trigger::{self, Handlers};
 use crate::upkeep;
@@ -33,22 +31,9 @@ pub use exit::at_exit;
 pub use serve::after_fork;
 pub use signal::{program_handles, remove_handler, restart};
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
-/// The command line, read at load: at EMFILE time `/proc/self/cmdline` cannot be opened.
-static CMDLINE: OnceLock<Vec<String>> = OnceLock::new();
-
-fn config() -> Option<&'static Config> {
-    CONFIG.get()
-}
-
-fn cmdline() -> Vec<String> {
-    CMDLINE.get().cloned().unwrap_or_default()
-}
-
 /// Installs the signal handler and the request handlers.
 pub fn start(config: Config) {
-    let config = CONFIG.get_or_init(|| config);
-    CMDLINE.get_or_init(inspect::cmdline);
+    let config = context::init(config);
     child::init();
     deliver::init(config);
     // The symbolizer's library list, built here once: in a report child, the loader lock it

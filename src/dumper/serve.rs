@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fdguard_core::config::{Config, Format};
-use fdguard_core::report::{BadCloseNotice, Report, is_suppressed, iso8601_utc};
+use fdguard_core::report::{BadCloseNotice, Report, is_suppressed, iso8601_utc, text};
 
 use super::deliver::{deliver, render};
 use super::frames::FrameCache;
@@ -69,7 +69,7 @@ pub fn after_fork() {
 
 /// Makes a detached report child for `task`; says once if none can be made.
 fn launch(task: Task) {
-    let Some(config) = super::config() else {
+    let Some(config) = super::context::config() else {
         return;
     };
     let pid = os::process::getpid();
@@ -104,7 +104,7 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
         // are dropped before waiting for this child's turn to write (see `drop_program_fds`).
         let prepared = match task {
             Task::Report(reason) => {
-                Prepared::Report(Box::new(gather(reason, pid, super::cmdline())))
+                Prepared::Report(Box::new(gather(reason, pid, super::context::cmdline())))
             }
             Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
         };
@@ -204,7 +204,7 @@ fn notice_in_child(config: &Config, pid: u32, e: BadClose, not_shown: u64) {
     };
     cache.share();
     let bytes = match config.format {
-        Format::Text => notice.to_text(),
+        Format::Text => text::bad_close(&notice),
         Format::Json => notice.to_json(),
     };
     deliver(config, pid, bytes.as_bytes());

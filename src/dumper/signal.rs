@@ -51,7 +51,7 @@ pub fn remove_handler() {
 
 /// Attaching again after a detach: the handler back, with the first attach's configuration.
 pub fn restart() {
-    if let Some(sig) = super::config().and_then(|c| c.signal) {
+    if let Some(sig) = super::context::config().and_then(|c| c.signal) {
         install_handler(sig);
     }
 }

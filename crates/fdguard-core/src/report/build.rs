@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{FdRow, Frame, Report, Stack, Word};
+use super::model::{FdRow, Frame, Report, Stack, Word};
 use crate::call::Call;
 use crate::kind::FdKind;
 
@@ -208,7 +208,7 @@ mod tests {
                 ..Frame::default()
             }]
         });
-        let text = r.to_text();
+        let text = crate::report::text::report(&r);
         assert!(text.starts_with("==42== fdguard: 2 of unlimited fds open in pid 42 (./dialer)"));
         assert!(text.contains("in main.dialBackend"), "{text}");
         let read = crate::read::parse_documents(&r.to_json()).unwrap();

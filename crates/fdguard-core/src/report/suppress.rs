@@ -4,7 +4,8 @@
 //! the pattern matches its path (as the program gave it), its description, or the name of any
 //! function on its creation stack.
 
-use super::{Frame, Observed};
+use super::build::Observed;
+use super::model::Frame;
 
 /// Glob match over characters.
 pub fn glob(pattern: &str, text: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{BadCloseNotice, FdRow, Frame, Report, Stack};
+use super::model::{BadCloseNotice, FdRow, Frame, Report, Stack};
 use crate::kind::kind_words;
 
 /// Rows shown per stack in text (JSON has all of them).
@@ -116,7 +116,7 @@ fn prefixed(pid: u32, lines: Vec<String>) -> String {
 }
 
 /// A bad close, as valgrind would print an invalid free.
-pub fn render_bad_close(n: &BadCloseNotice) -> String {
+pub fn bad_close(n: &BadCloseNotice) -> String {
     let mut lines = vec![format!(
         "fdguard: {}({}) failed with EBADF: fd {} is not open (a double close?) in thread {}",
         n.call, n.fd, n.fd, n.tid
@@ -139,8 +139,8 @@ pub fn render_bad_close(n: &BadCloseNotice) -> String {
     prefixed(n.pid, lines)
 }
 
-/// Writes the whole report.
-pub fn render(r: &Report) -> String {
+/// The whole report.
+pub fn report(r: &Report) -> String {
     let mut lines: Vec<String> = Vec::new();
     lines.push(summary(r));
     let mut reason = format!("reason: {}", r.reason);
@@ -240,9 +240,9 @@ pub fn render(r: &Report) -> String {
 mod tests {
     use super::*;
     use crate::kind::FdKind;
-    use crate::report::{Limit, Word};
+    use crate::report::model::{Limit, Word};
 
-    fn report() -> Report {
+    fn sample() -> Report {
         let mut fds = Vec::new();
         for fd in 3..28 {
             fds.push(FdRow {
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn first_line_tells_the_story() {
-        let text = render(&report());
+        let text = report(&sample());
         let first = text.lines().next().unwrap();
         assert_eq!(
             first,
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn file_streams_are_named_as_such() {
-        let mut r = report();
+        let mut r = sample();
         r.stacks[0].by_kind = [(FdKind::File, 25)].into();
         r.stacks[0].tcp_states.clear();
         r.stacks[0].streams = 25;
@@ -334,16 +334,16 @@ mod tests {
             released_by: Some(vec![f]),
             ..Default::default()
         };
-        let t = render_bad_close(&n);
+        let t = bad_close(&n);
         assert!(t.starts_with("==7== fdguard: close(5) failed with EBADF: fd 5 is not open"));
         assert!(t.contains("fd 5 was last released at:"));
         n.released_by = None;
-        assert!(render_bad_close(&n).contains("FDGUARD_CLOSE_STACKS=1"));
+        assert!(bad_close(&n).contains("FDGUARD_CLOSE_STACKS=1"));
     }
 
     #[test]
     fn stacks_then_capped_rows_then_the_rest() {
-        let text = render(&report());
+        let text = report(&sample());
         assert!(text.contains("   #0  0x1234 in handle_client server.c:42 (/srv/server+0x233)"));
         assert!(text.contains("... and 5 more"));
         assert!(text.contains("1 fd without a creation stack"));
