@@ -1,6 +1,5 @@
 //! Shared test harness: build C programs, run them under `LD_PRELOAD`, trigger and read reports,
 //! and compare them with the kernel's truth in `/proc/PID/fd`.
-#![allow(dead_code)]
 
 pub mod server;
 

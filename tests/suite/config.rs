@@ -1,8 +1,7 @@
 //! Configuration through `FDGUARD_*` variables, end to end (tests/c/basic.c as the program):
 //! each invalid value gives exactly one stderr line and the default behaviour; DISABLE, SIGNAL
 //! and REPORT do what the README says, including the report file's safety rules.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,6 @@
 //! `fdguard run` (the library's options as arguments) and `fdguard watch` (fd count over time,
 //! against real processes: a C program and python3).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,8 +1,7 @@
 //! Signals: a storm of report requests while four threads churn fds (every report arrives, each
 //! is valid JSON, the program neither deadlocks nor crashes), and fdguard never takes a signal
 //! the program waits for.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! The hot path allocates nothing: every hooked call made after a warm-up allocates exactly what
 //! it allocates without fdguard, counted by a malloc interposer loaded ahead of fdguard.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;

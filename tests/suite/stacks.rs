@@ -1,7 +1,6 @@
 //! Creation stacks: exact against glibc's own backtrace(), bounded by FDGUARD_DEPTH, attributed
 //! to the right thread, and captured even inside a signal handler.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -6,9 +6,8 @@
 //! accepts again. The figures are printed (`-- --nocapture`) and quoted in the README.
 //!
 //! The measurements run one at a time (a spinning server takes a whole core of two).
-mod common;
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 
 use std::io::Read;
 use std::net::TcpStream;

@@ -1,7 +1,6 @@
 //! `fdguard report PID`, `fdguard diff` and `fdguard flamegraph`, on a real program that leaks
 //! FILE streams in rounds under the library (`tests/c/holder.c`).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

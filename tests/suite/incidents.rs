@@ -1,7 +1,6 @@
 //! The incidents of ../shared/docs/MISSION.md, reproduced by the programs in examples/c: each
 //! report must name the leaking function, with the exact count.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::net::TcpStream;

@@ -1,7 +1,6 @@
 //! Every report trigger: threshold crossings, EMFILE, exit (with the leak exit code and
 //! suppressions), and bad closes.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Output};

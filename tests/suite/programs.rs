@@ -1,8 +1,7 @@
 //! Programs fdguard cannot see into say so: statically linked ones (`fdguard run`, wrapped by
 //! scripts/fdguard-run, refuses them, since LD_PRELOAD never loads anything there) and Go ones
 //! (the library says so when it loads: the Go runtime makes its system calls without libc).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::Command;
 

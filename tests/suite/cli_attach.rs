@@ -3,9 +3,8 @@
 //! spin stops within 2 s, existing clients are served, accepting resumes when an fd frees.
 //! Also: a leaky program attached mid-leak, four threads churning fds while attached, detach,
 //! and what attach refuses.
-mod common;
-use common::server::*;
-use common::*;
+use crate::common::server::*;
+use crate::common::*;
 
 use std::net::TcpStream;
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! `fdguard inspect PID`: every fd of a live process, read from /proc without preloading
 //! anything, checked against /proc/PID/fd itself and against fdguard's own report of the same
 //! process at the same moment (one parser reads both).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
