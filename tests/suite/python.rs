@@ -12,7 +12,7 @@ fn script() -> PathBuf {
 }
 
 fn python() -> Command {
-    let mut c = Command::new("python3");
+    let mut c = command("python3");
     c.arg(script());
     c
 }

@@ -119,11 +119,10 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     let mut cmd = guarded(&prog, &report);
     cmd.arg("closefrom").arg(dir.join("program.dat"));
     stderr_to(&mut cmd, &stderr);
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();

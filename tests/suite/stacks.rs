@@ -3,7 +3,6 @@
 use crate::common::*;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 struct Run {
     report: Value,
@@ -158,7 +157,7 @@ fn symbolizes_cpp_names_demangled() {
     )
     .unwrap();
     let prog = dir.join("leak");
-    let ok = Command::new("c++")
+    let ok = command("c++")
         .args(["-O1", "-g", "-o"])
         .arg(&prog)
         .arg(&src)

@@ -1,9 +1,10 @@
 //! Every report trigger: threshold crossings, EMFILE, exit (with the leak exit code and
 //! suppressions), and bad closes.
+use crate::common::pace::slowdown;
 use crate::common::*;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 /// The reports with a given reason.
@@ -12,15 +13,16 @@ fn with_reason(reports: &[Value], reason: &str) -> usize {
 }
 
 /// Waits a moment for reports that must *not* come (a report child starts at once, so a
-/// quarter second is plenty), then returns all reports.
+/// quarter second of an idle machine is plenty, widened by how busy it is now), then returns
+/// all reports.
 fn settle(report: &Path) -> Vec<Value> {
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(250).mul_f64(slowdown()));
     read_reports(report)
 }
 
 /// Runs a checkpointing program under `prlimit --nofile=soft:hard`.
 fn limited(prog: &Path, report: &Path, soft: u32, hard: u32, args: &[&str]) -> Stepper {
-    let mut cmd = Command::new("prlimit");
+    let mut cmd = command("prlimit");
     cmd.arg(format!("--nofile={soft}:{hard}"))
         .arg("--")
         .arg(prog)
@@ -95,16 +97,18 @@ fn threshold_zero_turns_it_off() {
     assert!(s.finish().status.success());
 }
 
-/// Runs exhaust.c (open until EMFILE, then 100 more EMFILEs) under a limit.
+/// Runs exhaust.c (open until EMFILE, then 100 more EMFILEs) under a limit; waits for `reports`
+/// reports before the program ends (and a moment for more that must not come).
 fn exhaust(
     soft: u32,
     hard: u32,
     env: &[(&str, &str)],
+    reports: usize,
 ) -> (Vec<Value>, String, std::collections::BTreeSet<i64>) {
     let dir = scratch(&format!("exhaust-{soft}-{hard}-{}", env.len()));
     let prog = build_c("exhaust", &dir, &["-O1", "-g"]);
     let report = report_path(&dir);
-    let mut cmd = Command::new("prlimit");
+    let mut cmd = command("prlimit");
     cmd.arg(format!("--nofile={soft}:{hard}"))
         .arg("--")
         .arg(&prog)
@@ -118,12 +122,13 @@ fn exhaust(
     let mut s = Stepper::spawn(cmd, &report);
     assert_eq!(s.next_checkpoint().unwrap().0, "exhausted");
     let kernel = proc_fds(s.pid());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_reports(&report, 1, Duration::from_secs(20));
     let mut err = s.child.stderr.take().expect("piped stderr");
     s.resume();
     // More EMFILEs once the first report is out: a second report only without rate limit.
     assert_eq!(s.next_checkpoint().unwrap().0, "again");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_reports(&report, reports, Duration::from_secs(20));
+    settle(&report);
     s.resume();
     let out = s.finish();
     assert!(out.status.success());
@@ -136,7 +141,7 @@ fn exhaust(
 fn emfile_report_names_the_call_and_is_written_with_no_fd_free() {
     // The report is written by a copy of the process, which drops its copies of the program's
     // fds first: it reaches the file although the program has no fd left.
-    let (reports, _, kernel) = exhaust(64, 128, &[]);
+    let (reports, _, kernel) = exhaust(64, 128, &[], 1);
     let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
     assert_eq!(
         emfile.len(),
@@ -173,7 +178,7 @@ fn emfile_report_names_the_call_and_is_written_with_no_fd_free() {
 fn emfile_interval_zero_reports_each_new_burst() {
     // A burst after the first report gets its own report when there is no rate limit (and
     // none with the default 60 s).
-    let (reports, _, _) = exhaust(40, 128, &[("FDGUARD_EMFILE_INTERVAL", "0")]);
+    let (reports, _, _) = exhaust(40, 128, &[("FDGUARD_EMFILE_INTERVAL", "0")], 2);
     assert!(with_reason(&reports, "emfile") >= 2, "{}", reports.len());
 }
 
@@ -182,7 +187,7 @@ fn emfile_report_reaches_the_file_even_without_room_above_the_limit() {
     // soft = hard: no fd number is free anywhere in the program's process. The report is
     // written by a copy of the process with its own fd table, so the file is still written,
     // and nothing goes to stderr.
-    let (reports, stderr, kernel) = exhaust(48, 48, &[]);
+    let (reports, stderr, kernel) = exhaust(48, 48, &[], 1);
     let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
     assert_eq!(emfile.len(), 1, "{reports:?}");
     assert_eq!(emfile[0]["open"].as_u64(), Some(kernel.len() as u64));
@@ -255,7 +260,7 @@ fn double_close_is_reported_with_both_stacks() {
     let dir = scratch("double-close");
     let prog = build_c("double_close", &dir, &["-O1", "-g"]);
     let run = |close_stacks: &str| {
-        let mut cmd = Command::new(&prog);
+        let mut cmd = command(&prog);
         cmd.env("LD_PRELOAD", lib_path())
             .env("FDGUARD_CLOSE_STACKS", close_stacks)
             .stdin(std::process::Stdio::null());
