@@ -234,3 +234,27 @@ pub fn round_trips(c: &mut TcpStream, n: usize) -> Rtt {
             .collect(),
     )
 }
+
+/// How much slower than a control's the round trips to a server under test may be, paired
+/// with the control's (`paired_round_trips`): a loop stalled by a pause of fdguard's (hundreds
+/// of ms) is thousands of times slower.
+pub const SERVED: u32 = 10;
+
+/// A control for `prog`: the same server without fdguard, with fds to spare.
+pub fn control(prog: &Path, args: &[&str]) -> Server {
+    let dir = prog.parent().unwrap().join("control");
+    std::fs::create_dir_all(&dir).unwrap();
+    Server::start(prog, args, &dir, None)
+}
+
+/// `n` round trips to each of two echo servers, paired (each right after the other, so that
+/// both see the same machine), a millisecond apart.
+pub fn paired_round_trips(server: &mut TcpStream, control: &mut TcpStream, n: usize) -> (Rtt, Rtt) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(round_trip(server));
+        b.push(round_trip(control));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (Rtt::of(a), Rtt::of(b))
+}
