@@ -224,10 +224,7 @@ fn report_for(path: &Path, reason: &str) -> Value {
         {
             return r;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no {reason} report"
-        );
+        assert!(start.elapsed() < REPORT_WAIT, "no {reason} report");
         std::thread::sleep(Duration::from_millis(10));
     }
 }

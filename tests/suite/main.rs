@@ -30,7 +30,7 @@
 //!   fdguard (`select`, sleep mode: single-threaded loops, which the other tests show spin at
 //!   a whole core). A precondition ("without fdguard the server spins") is measured again,
 //!   up to `pace::TRIES` windows, before the test gives up. Waits for an event (a report, a log
-//!   line, a connection) give up only after 5 to 60 s, far beyond what they take: they bound a
+//!   line, a connection) give up only after 5 to 90 s, far beyond what they take: they bound a
 //!   test that would hang, they are not figures the tests judge.
 //! - Every process a test starts ends with the test, pass or fail (`common::procs`).
 //! - A test that needs a program that is missing fails and names it (`common::require`).

@@ -144,7 +144,7 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     assert_eq!(err, "", "fdguard's stderr");
     // Every report written is whole and lists at least stdin, stdout and stderr. Copies of the
     // process write them and may still be at it when the program is gone (on a loaded machine).
-    wait_reports(&report, 1, Duration::from_secs(30));
+    wait_reports(&report, 1, REPORT_WAIT);
     let reports = read_reports(&report);
     for r in &reports {
         assert!(r["open"].as_u64().unwrap() >= 3, "{r}");

@@ -41,7 +41,7 @@ fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
     // 80% of 256 is 204.8: the 205th open fd crosses; re-armed below 70% (179).
     let mut s = limited(&prog, &report, 256, 256, &["220", "150"]);
     assert_eq!(s.next_checkpoint().unwrap().0, "high");
-    wait_reports(&report, 1, Duration::from_secs(10));
+    wait_reports(&report, 1, REPORT_WAIT);
     let r = settle(&report);
     assert_eq!(with_reason(&r, "threshold"), 1, "one report per crossing");
     let first = &r[0];
@@ -52,7 +52,7 @@ fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
     assert_eq!(with_reason(&settle(&report), "threshold"), 1);
     s.resume();
     assert_eq!(s.next_checkpoint().unwrap().0, "high-again");
-    wait_reports(&report, 2, Duration::from_secs(10));
+    wait_reports(&report, 2, REPORT_WAIT);
     assert_eq!(with_reason(&settle(&report), "threshold"), 2);
     s.resume();
     assert!(s.finish().status.success());
@@ -68,7 +68,7 @@ fn threshold_follows_a_limit_the_program_sets_itself() {
     cmd.args(["85", "10", "100"]);
     let mut s = Stepper::spawn(cmd, &report);
     assert_eq!(s.next_checkpoint().unwrap().0, "high");
-    let r = wait_reports(&report, 1, Duration::from_secs(10));
+    let r = wait_reports(&report, 1, REPORT_WAIT);
     assert_eq!(r[0]["reason"], "threshold");
     assert_eq!(r[0]["limit"]["soft"], 100);
     s.resume();
@@ -122,12 +122,12 @@ fn exhaust(
     let mut s = Stepper::spawn(cmd, &report);
     assert_eq!(s.next_checkpoint().unwrap().0, "exhausted");
     let kernel = proc_fds(s.pid());
-    wait_reports(&report, 1, Duration::from_secs(20));
+    wait_reports(&report, 1, REPORT_WAIT);
     let mut err = s.child.stderr.take().expect("piped stderr");
     s.resume();
     // More EMFILEs once the first report is out: a second report only without rate limit.
     assert_eq!(s.next_checkpoint().unwrap().0, "again");
-    wait_reports(&report, reports, Duration::from_secs(20));
+    wait_reports(&report, reports, REPORT_WAIT);
     settle(&report);
     s.resume();
     let out = s.finish();

@@ -273,7 +273,12 @@ pub fn kill(pid: u32, sig: i32) {
 }
 
 /// How long a test may keep one program alive.
-pub const WATCHDOG: Duration = Duration::from_secs(120);
+pub const WATCHDOG: Duration = Duration::from_secs(300);
+
+/// How long a test waits for a report before it fails. A report child reads debug info
+/// (about a second on an idle machine); with two busy loops and other tests doing the same on
+/// two cores, first reports took over 20 s.
+pub const REPORT_WAIT: Duration = Duration::from_secs(90);
 
 /// A program that stops at checkpoints (`checkpoint.h`): it prints `CHECKPOINT <name>` and
 /// waits for a line on stdin before going on.
@@ -367,7 +372,7 @@ impl Stepper {
     /// (threshold, EMFILE) are passed over: the answer is the next `signal` report of `pid`.
     pub fn report_of(&mut self, pid: u32) -> Value {
         kill(pid, libc::SIGUSR2);
-        let timeout = Duration::from_secs(20);
+        let timeout = REPORT_WAIT;
         loop {
             // Only the new lines are parsed: a test may ask for hundreds of reports.
             let lines = wait_report_lines(&self.report, self.reports_seen + 1, timeout);
