@@ -1,17 +1,62 @@
 #!/usr/bin/env bash
 # Every check: formatting, lints, unit tests, and the integration tests that run real programs
-# (C programs built by the tests, Rust examples, python3) under LD_PRELOAD=libfdguard.so.
+# (C programs built by the tests, Rust examples, python3, redis-server) under
+# LD_PRELOAD=libfdguard.so. Every test runs even when one fails; a summary ends the output, and
+# the exit status is non-zero when anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 
-# tests/cli_attach.rs attaches to a real Redis too: installed here where the machine allows.
-if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    timeout 300 apt-get install -y -q redis-server >/dev/null 2>&1 \
-        || echo "test.sh: redis-server could not be installed; its attach test will say so"
+# What the tests run besides the Rust toolchain: a command, and the Debian package that brings
+# it, installed here when it is missing and the machine allows (root, apt-get). A test whose
+# program is missing fails and names it (tests/suite/common `require`).
+needs=(
+    "cc gcc"
+    "c++ g++"
+    "prlimit util-linux"
+    "setpriv util-linux"
+    "strip binutils"
+    "addr2line binutils"
+    "python3 python3"
+    "redis-server redis-server"
+)
+missing=()
+for need in "${needs[@]}"; do
+    read -r cmd package <<<"$need"
+    command -v "$cmd" >/dev/null || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "test.sh: installing ${missing[*]}"
+        { timeout 300 apt-get update -q && timeout 300 apt-get install -y -q "${missing[@]}"; } \
+            >/dev/null 2>&1 || echo "test.sh: could not install ${missing[*]}; the tests that need them will fail"
+    else
+        echo "test.sh: missing ${missing[*]} (not root or no apt-get); the tests that need them will fail"
+    fi
 fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # `cargo test` does not rebuild the cdylib the integration tests preload: build it first.
 cargo build --workspace
-cargo test --workspace --all-targets
+
+built=$SECONDS
+# Eight test threads on two cores: the tests that measure CPU take turns (one lock), and the
+# threads waiting for it would otherwise leave the cores to the one that holds it.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --all-targets --no-fail-fast -- --test-threads=8 2>&1 | tee "$log" \
+    || status=$?
+
+passed=$(awk '/^test result:/ { n += $4 } END { print n + 0 }' "$log")
+failed=$(awk '/^test result:/ { n += $6 } END { print n + 0 }' "$log")
+echo
+echo "== test.sh summary: $((SECONDS - start)) s in all, $((built - start)) s to check and build, $((SECONDS - built)) s to build and run the tests =="
+if [ "$status" != 0 ]; then
+    echo "failed:"
+    grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/    \1/' || true
+    [ "$failed" != 0 ] || echo "    (no test failed: cargo test itself did, see above)"
+fi
+echo "summary: $passed passed, $failed failed"
+exit "$status"

@@ -1,10 +1,8 @@
 //! Creation stacks: exact against glibc's own backtrace(), bounded by FDGUARD_DEPTH, attributed
 //! to the right thread, and captured even inside a signal handler.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 struct Run {
     report: Value,
@@ -159,7 +157,7 @@ fn symbolizes_cpp_names_demangled() {
     )
     .unwrap();
     let prog = dir.join("leak");
-    let ok = Command::new("c++")
+    let ok = command("c++")
         .args(["-O1", "-g", "-o"])
         .arg(&prog)
         .arg(&src)

@@ -1,12 +1,10 @@
 //! The incidents of ../shared/docs/MISSION.md, reproduced by the programs in examples/c: each
 //! report must name the leaking function, with the exact count.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 
 /// Runs an example that prints `ready...` and waits, asks for a report, and kills it.
 fn report_of(
@@ -60,7 +58,7 @@ fn seed000_fopen_without_fclose_is_named_with_its_count() {
 fn seed000_text_summary_names_file_streams() {
     let dir = scratch("seed000-text");
     let prog = build_example("fopen_leak", "fopen_leak", &dir, &["-O2", "-g"]);
-    let out = Command::new(&prog)
+    let out = command(&prog)
         .args(["40"])
         .env("LD_PRELOAD", lib_path())
         .env("FDGUARD_AT_EXIT", "1")
@@ -185,7 +183,7 @@ fn leak_frames(flags: &[&str], strip: bool) -> (Value, std::path::PathBuf) {
     let prog = build_example("fopen_leak", "fopen_leak", &dir, flags);
     let run = if strip {
         let stripped = dir.join("fopen_leak.stripped");
-        let ok = Command::new("strip")
+        let ok = command("strip")
             .arg("-o")
             .arg(&stripped)
             .arg(&prog)
@@ -242,7 +240,7 @@ fn stripped_binary_frames_resolve_later_with_addr2line() {
     let frame = &top["frames"][0];
     let module = frame["module"].as_str().unwrap();
     assert!(module.ends_with("fopen_leak.stripped"), "{frame}");
-    let out = Command::new("addr2line")
+    let out = command("addr2line")
         .arg("-f")
         .arg("-e")
         .arg(&unstripped)

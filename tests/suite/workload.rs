@@ -2,8 +2,7 @@
 //! interposed call, a few gated forks churn on their own. At every checkpoint the report of the
 //! parent, and of each fork child, equals its `/proc/PID/fd` with nothing untracked, missed or
 //! skipped.
-mod common;
-use common::*;
+use crate::common::*;
 
 /// The seed: `FDGUARD_TEST_SEED` to replay a failure, else a new one each run (printed).
 fn seed() -> u64 {

@@ -1,10 +1,10 @@
 //! Every report trigger: threshold crossings, EMFILE, exit (with the leak exit code and
 //! suppressions), and bad closes.
-mod common;
-use common::*;
+use crate::common::pace::slowdown;
+use crate::common::*;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 /// The reports with a given reason.
@@ -13,15 +13,16 @@ fn with_reason(reports: &[Value], reason: &str) -> usize {
 }
 
 /// Waits a moment for reports that must *not* come (a report child starts at once, so a
-/// quarter second is plenty), then returns all reports.
+/// quarter second of an idle machine is plenty, widened by how busy it is now), then returns
+/// all reports.
 fn settle(report: &Path) -> Vec<Value> {
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(Duration::from_millis(250).mul_f64(slowdown()));
     read_reports(report)
 }
 
 /// Runs a checkpointing program under `prlimit --nofile=soft:hard`.
 fn limited(prog: &Path, report: &Path, soft: u32, hard: u32, args: &[&str]) -> Stepper {
-    let mut cmd = Command::new("prlimit");
+    let mut cmd = command("prlimit");
     cmd.arg(format!("--nofile={soft}:{hard}"))
         .arg("--")
         .arg(prog)
@@ -40,7 +41,7 @@ fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
     // 80% of 256 is 204.8: the 205th open fd crosses; re-armed below 70% (179).
     let mut s = limited(&prog, &report, 256, 256, &["220", "150"]);
     assert_eq!(s.next_checkpoint().unwrap().0, "high");
-    wait_reports(&report, 1, Duration::from_secs(10));
+    wait_reports(&report, 1, REPORT_WAIT);
     let r = settle(&report);
     assert_eq!(with_reason(&r, "threshold"), 1, "one report per crossing");
     let first = &r[0];
@@ -51,7 +52,7 @@ fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
     assert_eq!(with_reason(&settle(&report), "threshold"), 1);
     s.resume();
     assert_eq!(s.next_checkpoint().unwrap().0, "high-again");
-    wait_reports(&report, 2, Duration::from_secs(10));
+    wait_reports(&report, 2, REPORT_WAIT);
     assert_eq!(with_reason(&settle(&report), "threshold"), 2);
     s.resume();
     assert!(s.finish().status.success());
@@ -67,7 +68,7 @@ fn threshold_follows_a_limit_the_program_sets_itself() {
     cmd.args(["85", "10", "100"]);
     let mut s = Stepper::spawn(cmd, &report);
     assert_eq!(s.next_checkpoint().unwrap().0, "high");
-    let r = wait_reports(&report, 1, Duration::from_secs(10));
+    let r = wait_reports(&report, 1, REPORT_WAIT);
     assert_eq!(r[0]["reason"], "threshold");
     assert_eq!(r[0]["limit"]["soft"], 100);
     s.resume();
@@ -96,16 +97,18 @@ fn threshold_zero_turns_it_off() {
     assert!(s.finish().status.success());
 }
 
-/// Runs exhaust.c (open until EMFILE, then 100 more EMFILEs) under a limit.
+/// Runs exhaust.c (open until EMFILE, then 100 more EMFILEs) under a limit; waits for `reports`
+/// reports before the program ends (and a moment for more that must not come).
 fn exhaust(
     soft: u32,
     hard: u32,
     env: &[(&str, &str)],
+    reports: usize,
 ) -> (Vec<Value>, String, std::collections::BTreeSet<i64>) {
     let dir = scratch(&format!("exhaust-{soft}-{hard}-{}", env.len()));
     let prog = build_c("exhaust", &dir, &["-O1", "-g"]);
     let report = report_path(&dir);
-    let mut cmd = Command::new("prlimit");
+    let mut cmd = command("prlimit");
     cmd.arg(format!("--nofile={soft}:{hard}"))
         .arg("--")
         .arg(&prog)
@@ -119,12 +122,13 @@ fn exhaust(
     let mut s = Stepper::spawn(cmd, &report);
     assert_eq!(s.next_checkpoint().unwrap().0, "exhausted");
     let kernel = proc_fds(s.pid());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_reports(&report, 1, REPORT_WAIT);
     let mut err = s.child.stderr.take().expect("piped stderr");
     s.resume();
     // More EMFILEs once the first report is out: a second report only without rate limit.
     assert_eq!(s.next_checkpoint().unwrap().0, "again");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_reports(&report, reports, REPORT_WAIT);
+    settle(&report);
     s.resume();
     let out = s.finish();
     assert!(out.status.success());
@@ -137,7 +141,7 @@ fn exhaust(
 fn emfile_report_names_the_call_and_is_written_with_no_fd_free() {
     // The report is written by a copy of the process, which drops its copies of the program's
     // fds first: it reaches the file although the program has no fd left.
-    let (reports, _, kernel) = exhaust(64, 128, &[]);
+    let (reports, _, kernel) = exhaust(64, 128, &[], 1);
     let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
     assert_eq!(
         emfile.len(),
@@ -174,7 +178,7 @@ fn emfile_report_names_the_call_and_is_written_with_no_fd_free() {
 fn emfile_interval_zero_reports_each_new_burst() {
     // A burst after the first report gets its own report when there is no rate limit (and
     // none with the default 60 s).
-    let (reports, _, _) = exhaust(40, 128, &[("FDGUARD_EMFILE_INTERVAL", "0")]);
+    let (reports, _, _) = exhaust(40, 128, &[("FDGUARD_EMFILE_INTERVAL", "0")], 2);
     assert!(with_reason(&reports, "emfile") >= 2, "{}", reports.len());
 }
 
@@ -183,7 +187,7 @@ fn emfile_report_reaches_the_file_even_without_room_above_the_limit() {
     // soft = hard: no fd number is free anywhere in the program's process. The report is
     // written by a copy of the process with its own fd table, so the file is still written,
     // and nothing goes to stderr.
-    let (reports, stderr, kernel) = exhaust(48, 48, &[]);
+    let (reports, stderr, kernel) = exhaust(48, 48, &[], 1);
     let emfile: Vec<_> = reports.iter().filter(|r| r["reason"] == "emfile").collect();
     assert_eq!(emfile.len(), 1, "{reports:?}");
     assert_eq!(emfile[0]["open"].as_u64(), Some(kernel.len() as u64));
@@ -256,7 +260,7 @@ fn double_close_is_reported_with_both_stacks() {
     let dir = scratch("double-close");
     let prog = build_c("double_close", &dir, &["-O1", "-g"]);
     let run = |close_stacks: &str| {
-        let mut cmd = Command::new(&prog);
+        let mut cmd = command(&prog);
         cmd.env("LD_PRELOAD", lib_path())
             .env("FDGUARD_CLOSE_STACKS", close_stacks)
             .stdin(std::process::Stdio::null());

@@ -1,6 +1,5 @@
 //! End-to-end basics: a report on SIGUSR2 lists exactly the kernel's fds, with kinds and calls.
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn report_on_signal_matches_proc_and_forgets_closed_fds() {

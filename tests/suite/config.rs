@@ -1,12 +1,10 @@
 //! Configuration through `FDGUARD_*` variables, end to end (tests/c/basic.c as the program):
 //! each invalid value gives exactly one stderr line and the default behaviour; DISABLE, SIGNAL
 //! and REPORT do what the README says, including the report file's safety rules.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 fn basic() -> PathBuf {
     build_c_once("basic", &["-O1", "-g"])
@@ -129,7 +127,7 @@ fn invalid_format_warns_once_and_reports_in_text() {
     let pid = s.pid();
     kill(pid, libc::SIGUSR2);
     let end = format!("=={pid}== fdguard: end of report\n");
-    wait_until("a text report", Duration::from_secs(20), || {
+    wait_until("a text report", REPORT_WAIT, || {
         std::fs::read_to_string(&report).is_ok_and(|t| t.ends_with(&end))
     });
     let text = std::fs::read_to_string(&report).unwrap();
@@ -157,7 +155,7 @@ fn empty_report_path_warns_once_and_reports_to_stderr() {
     // The stderr file holds that line, then the JSON report.
     let kernel = proc_fds(s.pid());
     kill(s.pid(), libc::SIGUSR2);
-    wait_until("a report on stderr", Duration::from_secs(20), || {
+    wait_until("a report on stderr", REPORT_WAIT, || {
         stderr_of(&dir).lines().count() >= 2 && stderr_of(&dir).ends_with('\n')
     });
     let all = stderr_of(&dir);
@@ -238,7 +236,7 @@ fn signal_usr1_triggers_reports() {
     assert!(catches(pid, libc::SIGUSR1) && !catches(pid, libc::SIGUSR2));
     let kernel = proc_fds(pid);
     kill(pid, libc::SIGUSR1);
-    let r = wait_reports(&report, 1, Duration::from_secs(20));
+    let r = wait_reports(&report, 1, REPORT_WAIT);
     assert_eq!(r[0]["reason"], "signal");
     assert_exact(&r[0], &kernel);
     finish(s);
@@ -275,7 +273,7 @@ fn report_path_expands_pid_and_time() {
     kill(pid, libc::SIGUSR2);
     let prefix = format!("r.{pid}.");
     let mut found = None;
-    wait_until("the report file", Duration::from_secs(20), || {
+    wait_until("the report file", REPORT_WAIT, || {
         found = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())
@@ -324,7 +322,7 @@ fn report_file_of_another_user_is_not_written() {
     }
     let s = start(&dir, &report, &[]);
     kill(s.pid(), libc::SIGUSR2);
-    wait_until("a report on stderr", Duration::from_secs(20), || {
+    wait_until("a report on stderr", REPORT_WAIT, || {
         stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
     });
     assert_eq!(std::fs::read_to_string(&report).unwrap(), "theirs\n");
@@ -351,7 +349,7 @@ fn unwritable_report_path_falls_back_to_stderr_with_one_line() {
     // Two reports: the second must not repeat the line.
     for n in 1..=2 {
         kill(s.pid(), libc::SIGUSR2);
-        wait_until("a report on stderr", Duration::from_secs(20), || {
+        wait_until("a report on stderr", REPORT_WAIT, || {
             stderr_of(&dir)
                 .lines()
                 .filter(|l| l.starts_with('{'))
@@ -389,7 +387,7 @@ fn symlink_at_report_path_is_not_followed() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let s = start(&dir, &link, &[]);
     kill(s.pid(), libc::SIGUSR2);
-    wait_until("a report on stderr", Duration::from_secs(20), || {
+    wait_until("a report on stderr", REPORT_WAIT, || {
         stderr_of(&dir).lines().any(|l| l.starts_with('{')) && stderr_of(&dir).ends_with('\n')
     });
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
@@ -456,7 +454,7 @@ fn values_with_surrounding_spaces_are_accepted() {
     );
     assert!(catches(s.pid(), libc::SIGUSR1));
     kill(s.pid(), libc::SIGUSR1);
-    wait_reports(&report, 1, Duration::from_secs(20));
+    wait_reports(&report, 1, REPORT_WAIT);
     finish(s);
     assert_eq!(stderr_of(&dir), "");
 }

@@ -2,8 +2,7 @@
 //! with file actions, exec into a new image, daemons that close every fd, fds opened by library
 //! constructors before main, and fd numbers up to RLIMIT_NOFILE. At every checkpoint the report
 //! equals /proc/PID/fd exactly and matches the program's EXPECT/GONE lines.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 

@@ -1,13 +1,11 @@
 //! The hot path allocates nothing: every hooked call made after a warm-up allocates exactly what
 //! it allocates without fdguard, counted by a malloc interposer loaded ahead of fdguard.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
-use std::process::Command;
 
 fn allocs(prog: &Path, preload: &str, env: &[(&str, &str)]) -> i64 {
-    let out = Command::new(prog)
+    let out = command(prog)
         .env("LD_PRELOAD", preload)
         .envs(env.iter().copied())
         .output()
@@ -25,7 +23,7 @@ fn hooks_allocate_nothing_after_warm_up() {
     let dir = scratch("hot-path");
     let counter = dir.join("libcount_alloc.so");
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/count_alloc.c");
-    let ok = Command::new("cc")
+    let ok = command("cc")
         .args(["-O2", "-shared", "-fPIC", "-o"])
         .arg(&counter)
         .arg(src)

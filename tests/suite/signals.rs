@@ -1,8 +1,7 @@
 //! Signals: a storm of report requests while four threads churn fds (every report arrives, each
 //! is valid JSON, the program neither deadlocks nor crashes), and fdguard never takes a signal
 //! the program waits for.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 
@@ -120,11 +119,10 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     let mut cmd = guarded(&prog, &report);
     cmd.arg("closefrom").arg(dir.join("program.dat"));
     stderr_to(&mut cmd, &stderr);
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Proc::spawn(
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped()),
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -146,7 +144,7 @@ fn closefrom_during_reports_leaves_the_programs_fds_alone() {
     assert_eq!(err, "", "fdguard's stderr");
     // Every report written is whole and lists at least stdin, stdout and stderr. Copies of the
     // process write them and may still be at it when the program is gone (on a loaded machine).
-    wait_reports(&report, 1, Duration::from_secs(30));
+    wait_reports(&report, 1, REPORT_WAIT);
     let reports = read_reports(&report);
     for r in &reports {
         assert!(r["open"].as_u64().unwrap() >= 3, "{r}");

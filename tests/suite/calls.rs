@@ -2,8 +2,7 @@
 //! appear in the report with the right `kind`, `call` and `desc`, and disappear when released.
 //! At every checkpoint the report must also equal `/proc/PID/fd` with nothing untracked, missed
 //! or skipped.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 

@@ -2,8 +2,7 @@
 //! `tests/c/failures.c` prints one line per case (ENOENT, EBADF, EEXIST, EINVAL, ENOTDIR,
 //! ENOTSOCK, ..., and every creating call at EMFILE under a lowered RLIMIT_NOFILE), and the two
 //! runs must print the same lines.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::Output;
 

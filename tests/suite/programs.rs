@@ -1,15 +1,14 @@
 //! Programs fdguard cannot see into say so: statically linked ones (`fdguard run`, wrapped by
 //! scripts/fdguard-run, refuses them, since LD_PRELOAD never loads anything there) and Go ones
 //! (the library says so when it loads: the Go runtime makes its system calls without libc).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::process::Command;
 
 fn fdguard_run() -> Command {
     // The script wraps `fdguard run`: the command next to the library must be built.
     cli_path();
-    let mut c = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fdguard-run"));
+    let mut c = command(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fdguard-run"));
     c.env("FDGUARD_LIB", lib_path());
     c
 }
@@ -31,7 +30,7 @@ fn fdguard_run_refuses_a_static_binary_and_runs_a_dynamic_one() {
     );
 
     let dynamic = dir.join("hello-dyn");
-    let ok = Command::new("cc")
+    let ok = command("cc")
         .args(["-O1", "-o"])
         .arg(&dynamic)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/hello.c"))
@@ -56,7 +55,7 @@ fn fdguard_run_refuses_a_static_binary_and_runs_a_dynamic_one() {
 fn a_go_program_is_named_as_such_once() {
     let dir = scratch("go-marker");
     let prog = build_c("go_marker", &dir, &["-O1"]);
-    let out = Command::new(&prog)
+    let out = command(&prog)
         .env("LD_PRELOAD", lib_path())
         .output()
         .unwrap();
@@ -66,7 +65,7 @@ fn a_go_program_is_named_as_such_once() {
     assert_eq!(err.matches("is a Go program").count(), 1, "{err}");
     // An ordinary C program gets no such line.
     let plain = build_c("hello", &dir, &["-O1"]);
-    let out = Command::new(&plain)
+    let out = command(&plain)
         .env("LD_PRELOAD", lib_path())
         .output()
         .unwrap();

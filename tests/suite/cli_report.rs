@@ -1,7 +1,6 @@
 //! `fdguard report PID`, `fdguard diff` and `fdguard flamegraph`, on a real program that leaks
 //! FILE streams in rounds under the library (`tests/c/holder.c`).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,7 +12,7 @@ fn report(pid: u32) -> Command {
 /// The holder under fdguard, with `env` set; returns it stopped at its first checkpoint.
 fn holder(dir: &Path, rounds: u32, env: &[(&str, &str)], stderr: Stdio) -> Stepper {
     let prog = build_c_once("holder", &["-O1", "-g"]);
-    let mut cmd = Command::new(prog);
+    let mut cmd = command(prog);
     cmd.arg(dir)
         .arg(rounds.to_string())
         .env("LD_PRELOAD", lib_path())

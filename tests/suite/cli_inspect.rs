@@ -1,8 +1,7 @@
 //! `fdguard inspect PID`: every fd of a live process, read from /proc without preloading
 //! anything, checked against /proc/PID/fd itself and against fdguard's own report of the same
 //! process at the same moment (one parser reads both).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -306,7 +305,7 @@ fn no_such_process_and_permission_denied_are_said_plainly() {
     // Another user's process: as root, look at ourselves as nobody; else at pid 1 (root's).
     // SAFETY: geteuid has no preconditions.
     let cmd = if unsafe { libc::geteuid() } == 0 {
-        let mut c = Command::new("setpriv");
+        let mut c = command("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(cli_path())
             .args(["inspect", &std::process::id().to_string()]);

@@ -2,8 +2,7 @@
 //! pass_fds, tempfile, open/read/write, listdir, scandir, os.pipe) prints exactly the same
 //! under fdguard as without it, exits the same, and fdguard prints nothing on stderr. With all
 //! that open, fdguard's report equals /proc/PID/fd exactly.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,7 +12,7 @@ fn script() -> PathBuf {
 }
 
 fn python() -> Command {
-    let mut c = Command::new("python3");
+    let mut c = command("python3");
     c.arg(script());
     c
 }

@@ -5,10 +5,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{guarded, report_path};
+use super::pace::cpu_time;
+use super::{Proc, command, guarded, report_path};
 
 /// fds the servers may still open once their limit is lowered: two clients fit, the others
 /// wait in the backlog.
@@ -18,7 +19,7 @@ pub const HOLDERS: usize = ROOM as usize + 1;
 
 /// A server under test, its stdout (the log) and stderr in files.
 pub struct Server {
-    pub child: Child,
+    pub child: Proc,
     pub log: PathBuf,
     pub err: PathBuf,
     pub port: u16,
@@ -41,14 +42,14 @@ impl Server {
                 c.envs(vars.iter().copied());
                 c
             }
-            None => Command::new(prog),
+            None => command(prog),
         };
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(&err).unwrap());
         soft_limit(&mut cmd, 1024);
-        let child = cmd.spawn().expect("start server");
+        let child = Proc::spawn(&mut cmd);
         let mut s = Server {
             child,
             log,
@@ -126,7 +127,7 @@ impl Server {
                 .collect();
         let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
         let n = lowest_free + ROOM;
-        let ok = Command::new("prlimit")
+        let ok = command("prlimit")
             .arg("--pid")
             .arg(self.pid().to_string())
             .arg(if hard_too {
@@ -144,29 +145,7 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Up to `len` bytes of a file from offset `from`.
-/// User + system CPU time of process `pid` so far (`/proc/PID/stat`).
-pub fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<u64> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis((f[11] + f[12]) * 1000 / hz)
-}
-
 pub fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
     let mut f = std::fs::File::open(path).unwrap();
     std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(from)).unwrap();
@@ -206,4 +185,76 @@ pub fn round_trip(c: &mut TcpStream) -> Duration {
     let mut b = [0u8; 1];
     c.read_exact(&mut b).expect("echo");
     t.elapsed()
+}
+
+/// Round-trip times of an echo client, summed up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rtt {
+    pub median: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub n: usize,
+}
+
+impl Rtt {
+    pub fn of(mut v: Vec<Duration>) -> Rtt {
+        v.sort();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
+        Rtt {
+            median: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+            n: v.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for Rtt {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "echo RTT median {:.3} ms, p99 {:.3} ms, max {:.3} ms ({} round trips)",
+            ms(self.median),
+            ms(self.p99),
+            ms(self.max),
+            self.n
+        )
+    }
+}
+
+/// `n` echo round trips, a millisecond apart.
+pub fn round_trips(c: &mut TcpStream, n: usize) -> Rtt {
+    Rtt::of(
+        (0..n)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(1));
+                round_trip(c)
+            })
+            .collect(),
+    )
+}
+
+/// How much slower than a control's the round trips to a server under test may be, paired
+/// with the control's (`paired_round_trips`): a loop stalled by a pause of fdguard's (hundreds
+/// of ms) is thousands of times slower.
+pub const SERVED: u32 = 10;
+
+/// A control for `prog`: the same server without fdguard, with fds to spare.
+pub fn control(prog: &Path, args: &[&str]) -> Server {
+    let dir = prog.parent().unwrap().join("control");
+    std::fs::create_dir_all(&dir).unwrap();
+    Server::start(prog, args, &dir, None)
+}
+
+/// `n` round trips to each of two echo servers, paired (each right after the other, so that
+/// both see the same machine), a millisecond apart.
+pub fn paired_round_trips(server: &mut TcpStream, control: &mut TcpStream, n: usize) -> (Rtt, Rtt) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(round_trip(server));
+        b.push(round_trip(control));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (Rtt::of(a), Rtt::of(b))
 }

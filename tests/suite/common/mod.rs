@@ -1,13 +1,16 @@
 //! Shared test harness: build C programs, run them under `LD_PRELOAD`, trigger and read reports,
 //! and compare them with the kernel's truth in `/proc/PID/fd`.
-#![allow(dead_code)]
 
+pub mod pace;
+pub mod procs;
 pub mod server;
+
+pub use procs::{Proc, command};
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
@@ -109,11 +112,14 @@ pub fn fdguard(args: &[&str]) -> Command {
     c
 }
 
-/// A fresh directory for one test's files.
+/// A fresh directory for one test's files (its own, even when two tests pass the same name).
 pub fn scratch(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("fdguard-tests")
-        .join(format!("{name}-{}", std::process::id()));
+        .join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -156,7 +162,7 @@ fn build_from(
 
 /// A command with fdguard preloaded and reports going to `report` as JSON lines.
 pub fn guarded(program: &Path, report: &Path) -> Command {
-    let mut c = Command::new(program);
+    let mut c = command(program);
     c.env("LD_PRELOAD", lib_path())
         .env("FDGUARD_REPORT", report)
         .env("FDGUARD_FORMAT", "json");
@@ -267,12 +273,17 @@ pub fn kill(pid: u32, sig: i32) {
 }
 
 /// How long a test may keep one program alive.
-pub const WATCHDOG: Duration = Duration::from_secs(120);
+pub const WATCHDOG: Duration = Duration::from_secs(300);
+
+/// How long a test waits for a report before it fails. A report child reads debug info
+/// (about a second on an idle machine); with two busy loops and other tests doing the same on
+/// two cores, first reports took over 20 s.
+pub const REPORT_WAIT: Duration = Duration::from_secs(90);
 
 /// A program that stops at checkpoints (`checkpoint.h`): it prints `CHECKPOINT <name>` and
 /// waits for a line on stdin before going on.
 pub struct Stepper {
-    pub child: Child,
+    pub child: Proc,
     /// Set when the test is done with the program; until then a watchdog kills it after
     /// `WATCHDOG` so that a hung program fails the test instead of hanging it.
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -285,11 +296,7 @@ pub struct Stepper {
 
 impl Stepper {
     pub fn spawn(mut cmd: Command, report: &Path) -> Stepper {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
+        let mut child = Proc::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()));
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -299,8 +306,9 @@ impl Stepper {
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 if start.elapsed() > WATCHDOG {
                     eprintln!("watchdog: killing pid {pid} after {WATCHDOG:?}");
-                    // SAFETY: kill(2) on the child this test started.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    // SAFETY: kill(2) on the process group of the child this test started
+                    // (`command`), not yet reaped: `done` is set before it is.
+                    unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -364,7 +372,7 @@ impl Stepper {
     /// (threshold, EMFILE) are passed over: the answer is the next `signal` report of `pid`.
     pub fn report_of(&mut self, pid: u32) -> Value {
         kill(pid, libc::SIGUSR2);
-        let timeout = Duration::from_secs(20);
+        let timeout = REPORT_WAIT;
         loop {
             // Only the new lines are parsed: a test may ask for hundreds of reports.
             let lines = wait_report_lines(&self.report, self.reports_seen + 1, timeout);
@@ -386,11 +394,10 @@ impl Stepper {
         }
     }
 
-    /// Kills the program (examples that wait forever).
+    /// Kills the program and its process group (examples that wait forever).
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.child.kill_group();
     }
 
     pub fn finish(mut self) -> Output {
@@ -408,13 +415,10 @@ impl Stepper {
 }
 
 /// A test that panics (a failed assertion) must not leave its program running: it would keep
-/// pipes open and the CPU busy long after the test.
+/// pipes open and the CPU busy long after the test. The watchdog stops first; then the `Proc`
+/// kills the program's process group if it still runs.
 impl Drop for Stepper {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
         self.done.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -485,7 +489,7 @@ pub fn build_c_once(name: &str, flags: &[&str]) -> PathBuf {
 
 /// The same program without fdguard (and without any `FDGUARD_*` variable).
 pub fn plain(program: &Path) -> Command {
-    let mut c = Command::new(program);
+    let mut c = command(program);
     c.env_remove("LD_PRELOAD");
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("FDGUARD_") {
@@ -589,4 +593,24 @@ pub fn run_protocol(cmd: Command, report: &Path) -> Protocol {
     }
     p.output = s.finish();
     p
+}
+
+/// Tests that measure CPU take turns: a spinning server takes a whole core of two, and two
+/// spinning at once would leave the measurements nothing to compare with.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The path of `program`, which a test needs: a missing one fails the test, saying so, rather
+/// than letting it pass without running (`scripts/test.sh` installs what it can).
+pub fn require(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not installed: this test needs it (scripts/test.sh installs it)")
+        })
 }

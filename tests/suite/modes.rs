@@ -1,8 +1,7 @@
 //! The variadic mode argument of `open`, `open64`, `openat`, `openat64`, `creat`, `creat64`
 //! and `O_TMPFILE` reaches the kernel intact: files get exactly `mode & ~umask`, with and
 //! without fdguard, built plain and fortified.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 
