@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check: formatting, lints, unit tests, and the integration tests that run real programs
-# (C programs built by the tests, Rust examples, python3, redis-server) under
+# (C programs built by the tests, Rust examples, python3, redis-server, node, java) under
 # LD_PRELOAD=libfdguard.so. Every test runs even when one fails; a summary ends the output, and
 # the exit status is non-zero when anything failed.
 set -euo pipefail
@@ -19,6 +19,8 @@ needs=(
     "addr2line binutils"
     "python3 python3"
     "redis-server redis-server"
+    "node nodejs"
+    "java openjdk-17-jdk-headless"
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -319,3 +319,68 @@ fn no_such_process_and_permission_denied_are_said_plainly() {
         "{err}"
     );
 }
+
+/// The runtime a program runs on, as `inspect` names it, for real python3, node and java
+/// processes (and the shell, which is native): a report of theirs would show the runtime's own
+/// frames, and `inspect` says so.
+#[test]
+fn the_runtime_of_python_node_and_java_is_named() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = scratch("cli-runtimes");
+    let java_src = dir.join("Ready.java");
+    std::fs::write(
+        &java_src,
+        "public class Ready { public static void main(String[] a) throws Exception {\n\
+         System.out.println(\"ready\"); System.in.read(); } }\n",
+    )
+    .unwrap();
+    let wait_line = "import sys\nprint('ready', flush=True)\nsys.stdin.read()";
+    let cases: Vec<(&str, Command)> = vec![
+        ("python", {
+            let mut c = command(require("python3"));
+            c.args(["-c", wait_line]);
+            c
+        }),
+        ("node", {
+            let mut c = command(require("node"));
+            c.args(["-e", "console.log('ready'); process.stdin.resume()"]);
+            c
+        }),
+        ("jvm", {
+            let mut c = command(require("java"));
+            c.arg(&java_src);
+            c
+        }),
+    ];
+    for (runtime, mut cmd) in cases {
+        let mut p = Proc::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()));
+        let mut line = String::new();
+        BufReader::new(p.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "{runtime} did not start");
+        let j = inspect_json(p.id());
+        assert_eq!(j["program"]["runtime"], runtime, "{j}");
+        assert_eq!(j["program"]["go"], false);
+        let text = inspect_text(p.id());
+        assert!(
+            text.contains("program: runs on") && text.contains("the runtime's own native frames"),
+            "{runtime}: {text}"
+        );
+        p.kill_group();
+    }
+    let mut sh = Proc::spawn(
+        command("sh")
+            .args(["-c", "echo ready; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(inspect_json(sh.id())["program"]["runtime"], "native");
+    assert!(!inspect_text(sh.id()).contains("program:"));
+}

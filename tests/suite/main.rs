@@ -1,5 +1,6 @@
 //! fdguard's integration tests: real programs (C programs built from `tests/c/`, the examples,
-//! python3, redis-server) run under `LD_PRELOAD=libfdguard.so` or the `fdguard` command.
+//! python3, redis-server, node, java) run under `LD_PRELOAD=libfdguard.so` or the `fdguard`
+//! command.
 //!
 //! # One crate
 //! Every former `tests/*.rs` file is a module here, and the harness (`common`) is compiled
