@@ -325,7 +325,6 @@ fn no_such_process_and_permission_denied_are_said_plainly() {
 /// frames, and `inspect` says so.
 #[test]
 fn the_runtime_of_python_node_and_java_is_named() {
-    use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
     let dir = scratch("cli-runtimes");
@@ -356,11 +355,7 @@ fn the_runtime_of_python_node_and_java_is_named() {
     ];
     for (runtime, mut cmd) in cases {
         let mut p = Proc::spawn(cmd.stdin(Stdio::piped()).stdout(Stdio::piped()));
-        let mut line = String::new();
-        BufReader::new(p.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "{runtime} did not start");
+        assert_eq!(p.first_line(), "ready\n", "{runtime} did not start");
         let j = inspect_json(p.id());
         assert_eq!(j["program"]["runtime"], runtime, "{j}");
         assert_eq!(j["program"]["go"], false);
@@ -377,10 +372,7 @@ fn the_runtime_of_python_node_and_java_is_named() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
-    let mut line = String::new();
-    BufReader::new(sh.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    assert_eq!(sh.first_line(), "ready\n");
     assert_eq!(inspect_json(sh.id())["program"]["runtime"], "native");
     assert!(!inspect_text(sh.id()).contains("program:"));
 }

@@ -3,7 +3,6 @@
 use crate::common::pace::slowdown;
 use crate::common::*;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -130,10 +129,7 @@ fn watch_follows_a_growing_process() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
-    let mut line = String::new();
-    BufReader::new(py.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    py.first_line();
     let pid = py.id().to_string();
     // Samples far enough apart for python to open a file between any two of them, however busy
     // the machine; the rate it really opened them at is counted here around the watch.

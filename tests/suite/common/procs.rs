@@ -60,6 +60,18 @@ impl Proc {
         let _ = child.wait();
     }
 
+    /// The first line the process writes on its piped stdout (a program saying it is ready),
+    /// with its newline; the rest of its output is not read.
+    pub fn first_line(&mut self) -> String {
+        use std::io::BufRead;
+        let out = self.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("read the process's first line");
+        line
+    }
+
     /// `Child::wait_with_output`: waits for the process and collects its piped output.
     pub fn wait_with_output(mut self) -> Output {
         let child = self.0.take().expect("a process");
