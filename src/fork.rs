@@ -1,9 +1,10 @@
 //! What a fork child resets before anything else runs in it: the threads other than the
 //! forking one are gone, and with them whatever they held (a table slot being written, the
-//! accept guard's thread, a request being served, the shared symbol cache's mapping).
+//! accept guard's thread, a request being served, the shared symbol cache's mapping); and its
+//! reports go to a path with its own pid (`published`).
 #![allow(unsafe_code)]
 
-use crate::{child, dumper, guard, symcache, tracker, upkeep};
+use crate::{child, dumper, guard, published, symcache, tracker, upkeep};
 
 /// Registers the reset with `pthread_atfork` (once, at start).
 pub fn install() {
@@ -18,4 +19,5 @@ extern "C" fn in_child() {
     child::after_fork();
     upkeep::after_fork();
     dumper::after_fork();
+    published::after_fork();
 }

@@ -46,6 +46,7 @@ mod limits;
 mod origin;
 mod os;
 mod own;
+mod published;
 mod real;
 mod setup;
 mod stack;
@@ -127,7 +128,9 @@ fn start() {
     warn_if_go_program();
     setup::prepare(&config);
     record_inherited();
-    dumper::start(config);
+    if let Some(line) = dumper::start(config) {
+        setup::print_line(&line);
+    }
     guard::activate();
     attach::started(true);
 }

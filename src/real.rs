@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
     DIR, FILE, c_char, c_int, c_uint, c_void, epoll_event, fd_set, mmsghdr, mode_t, msghdr, nfds_t,
-    pid_t, pollfd, rlimit, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec, timeval,
+    pid_t, pollfd, rlimit, sighandler_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, timespec,
+    timeval,
 };
 
 const MISSING: usize = 1;
@@ -99,6 +100,13 @@ impl FailValue for c_int {
 impl FailValue for ssize_t {
     fn fail() -> Self {
         -1
+    }
+}
+
+/// `sighandler_t`: `SIG_ERR`.
+impl FailValue for usize {
+    fn fail() -> Self {
+        libc::SIG_ERR
     }
 }
 
@@ -216,4 +224,13 @@ reals! {
     __ppoll_chk: fn(*mut pollfd, nfds_t, *const timespec, *const sigset_t, size_t) -> c_int;
     select: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *mut timeval) -> c_int;
     pselect: fn(c_int, *mut fd_set, *mut fd_set, *mut fd_set, *const timespec, *const sigset_t) -> c_int;
+    sigaction: fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+    __sigaction: fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+    signal: fn(c_int, sighandler_t) -> sighandler_t;
+    bsd_signal: fn(c_int, sighandler_t) -> sighandler_t;
+    ssignal: fn(c_int, sighandler_t) -> sighandler_t;
+    sysv_signal: fn(c_int, sighandler_t) -> sighandler_t;
+    __sysv_signal: fn(c_int, sighandler_t) -> sighandler_t;
+    sigset: fn(c_int, sighandler_t) -> sighandler_t;
+    sigignore: fn(c_int) -> c_int;
 }

@@ -18,12 +18,15 @@ pub enum Reason {
     /// Not a report: print the queued bad closes.
     BadClose,
     Exit,
+    /// The report signal with a request of `fdguard report` (`dumper::signal`): a `signal`
+    /// report into the request's reply file.
+    Reply,
 }
 
 impl Reason {
     pub fn name(self) -> &'static str {
         match self {
-            Reason::Signal => "signal",
+            Reason::Signal | Reason::Reply => "signal",
             Reason::Threshold => "threshold",
             Reason::Emfile => "emfile",
             Reason::BadClose => "bad_close",
@@ -36,10 +39,11 @@ impl Reason {
     }
 
     /// Reasons served on request, in the order they are served.
-    pub const QUEUED: [Reason; 4] = [
+    pub const QUEUED: [Reason; 5] = [
         Reason::Emfile,
         Reason::Threshold,
         Reason::Signal,
+        Reason::Reply,
         Reason::BadClose,
     ];
 }

@@ -57,16 +57,7 @@ enum Command {
     /// Run a program under libfdguard.so (found next to this command, or at $FDGUARD_LIB)
     Run(run::RunArgs),
     /// Ask a process running under fdguard for a report and print it once it is written
-    Report {
-        /// The process id (it must run under libfdguard.so)
-        pid: i32,
-        /// Seconds to wait for the report
-        #[arg(long, default_value_t = 30.0)]
-        timeout: f64,
-        /// Require a JSON report (the process must have been started with --json)
-        #[arg(long)]
-        json: bool,
-    },
+    Report(report::ReportArgs),
     /// What grew between two JSON reports (or inspect --json snapshots): stacks, kinds, TCP
     /// states, largest growth first
     Diff {
@@ -119,7 +110,7 @@ fn main() {
         Command::Run(args) => run::run(args),
         Command::Attach(args) => attach::attach(args),
         Command::Detach(args) => attach::detach(args),
-        Command::Report { pid, timeout, json } => report::run(pid, timeout, json),
+        Command::Report(args) => report::run(args),
         Command::Diff { old, new, json } => diff::run(&old, &new, json),
         Command::Flamegraph {
             report,

@@ -128,14 +128,46 @@ fn fd_name(fd: i32) -> Option<CString> {
     CString::new(fd.to_string()).ok()
 }
 
-/// Sends `sig` to `pid`.
-pub fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
-    // SAFETY: kill has no memory preconditions.
-    if unsafe { libc::kill(pid, sig) } == 0 {
+/// Sends `sig` to `pid` with `value` (`sigqueue`: the receiver's `SA_SIGINFO` handler sees it).
+pub fn queue_signal(pid: i32, sig: i32, value: u64) -> io::Result<()> {
+    let v = libc::sigval {
+        sival_ptr: value as usize as *mut libc::c_void,
+    };
+    // SAFETY: sigqueue has no memory preconditions; the value is passed by copy.
+    if unsafe { libc::sigqueue(pid, sig, v) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// 64 random bits from the kernel.
+pub fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: `b` is writable for its length; getrandom fills at most that much.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Without getrandom: the time, which is enough to keep two requests apart.
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Creates the empty file `path` (mode 0600, never through a symlink, never an existing one),
+/// owned by `uid`:`gid` (when this process may give it away).
+pub fn create_owned_file(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
 }
 
 /// True if `pid` names a process (or thread) that still exists, zombies included.
@@ -147,11 +179,6 @@ pub fn exists(pid: i32) -> bool {
 pub fn stdout_is_terminal() -> bool {
     use std::io::IsTerminal;
     io::stdout().is_terminal()
-}
-
-/// The lowest and highest real-time signal numbers of this libc.
-pub fn realtime_signals() -> (i32, i32) {
-    (libc::SIGRTMIN(), libc::SIGRTMAX())
 }
 
 /// Sends one `NETLINK_SOCK_DIAG` dump request and returns the datagrams of the answer, up to

@@ -1,14 +1,24 @@
-//! `fdguard report PID`: asks a process running under fdguard for a report (with the signal it
-//! was configured with, read from its environment) and prints the report once it is complete,
-//! from wherever the process writes reports.
+//! `fdguard report PID`: asks a process running under fdguard for a report and prints it once
+//! it is complete.
+//!
+//! The library publishes the signal it answers now and where its reports go
+//! (`fdguard_core::published`); the command sends only that signal, with a request
+//! (`fdguard_core::request`) naming the format it wants and a reply file it made in the
+//! process's `/tmp`, so that the report arrives where the command reads it whatever the process
+//! does with its own reports. Without a reply file (`--file`, or none could be made), it reads
+//! where the process writes its reports.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use fdguard_core::config::{Format, expand_report_path};
+use fdguard_core::published::{Destination, Signal, View};
+use fdguard_core::request::Request;
+use fdguard_core::signals::{self, parse_signal};
+
 use crate::fail::{Failure, Outcome};
 use crate::os;
 use crate::target::{LibState, Loaded, Target};
-use fdguard_core::config::{Format, expand_report_path};
 
 /// Stands for `%t` while looking for the report file: the time fdguard loaded, to the second,
 /// is not known from outside, so any `YYYYMMDDTHHMMSSZ` matches.
@@ -60,35 +70,11 @@ fn report_file(target: &Target, template: &[u8]) -> Result<PathBuf, Failure> {
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
     newest.map(|e| e.path()).ok_or_else(|| {
         Failure::failed(format!(
-            "pid {} writes reports to {shown}, but no such file exists (fdguard creates it \
-             when it loads; was it removed?)",
+            "pid {} writes reports to {shown}, but no such file exists yet (fdguard creates \
+             it with its first report): name the file with --file",
             target.pid
         ))
     })
-}
-
-/// Where the process's reports go, as a file this command can read.
-fn destination(target: &Target, loaded: &Loaded) -> Result<PathBuf, Failure> {
-    if let Some(template) = loaded.report_template() {
-        return report_file(target, template);
-    }
-    // Reports go to stderr: readable here only if that is a regular file.
-    let stderr = PathBuf::from(format!("/proc/{}/fd/2", target.pid));
-    let is_file = std::fs::metadata(&stderr).is_ok_and(|m| m.is_file());
-    if is_file {
-        return Ok(stderr);
-    }
-    let link = std::fs::read_link(&stderr).map_or_else(
-        |_| "closed".to_string(),
-        |l| l.to_string_lossy().into_owned(),
-    );
-    Err(Failure::bad_input(format!(
-        "pid {} writes its reports to its stderr ({link}), which this command cannot read; \
-         start it with `fdguard run --report PATH` (FDGUARD_REPORT), or attach with \
-         `--report PATH`, to use `fdguard report`, \
-         or send the signal yourself and read its stderr",
-        target.pid
-    )))
 }
 
 /// The first complete report made on a signal, for `pid`, in `text` (what was appended since
@@ -148,20 +134,186 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn signal_name(sig: i32) -> String {
-    let (rtmin, rtmax) = os::realtime_signals();
-    match sig {
-        libc::SIGUSR1 => "SIGUSR1".into(),
-        libc::SIGUSR2 => "SIGUSR2".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        n if (rtmin..=rtmax).contains(&n) => format!("SIGRTMIN+{}", n - rtmin),
-        n => format!("signal {n}"),
+/// What `fdguard report` was asked.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The process id (it must run under libfdguard.so)
+    pub pid: i32,
+    /// Seconds to wait for the report
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// A JSON report, whatever format the process writes its own reports in
+    #[arg(long)]
+    pub json: bool,
+    /// The signal to send, when the process's published state cannot be read (an older
+    /// library, or no permission to read its memory); otherwise it must be the one it answers
+    #[arg(long, value_name = "SIGNAL")]
+    pub signal: Option<String>,
+    /// Read the report from this file (where the process writes its reports) instead of a
+    /// reply file of the command's own
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+/// The signal report requests go on: the one the library says it answers, checked against
+/// `--signal`; or, when what it publishes cannot be read, `--signal` or its environment's.
+fn request_signal(
+    pid: i32,
+    given: Option<&str>,
+    published: &Result<View, String>,
+    loaded: &Loaded,
+) -> Result<i32, Failure> {
+    let given = match given {
+        Some(text) => match parse_signal(text) {
+            Some(Some(sig)) => Some(sig),
+            _ => {
+                return Err(Failure::bad_input(format!(
+                    "--signal {text}: not a signal fdguard can use (USR1, USR2, HUP, TERM, \
+                     WINCH, RTMIN+N, RTMAX-N, ...)"
+                )));
+            }
+        },
+        None => None,
+    };
+    let view = match published {
+        Ok(view) => view,
+        Err(why) => {
+            if let Some(sig) = given {
+                return Ok(sig);
+            }
+            eprintln!(
+                "fdguard: cannot read what pid {pid}'s fdguard publishes ({why}); using the \
+                 FDGUARD_SIGNAL of its environment (--signal names another)"
+            );
+            return loaded.config.signal.ok_or_else(|| {
+                Failure::bad_input(format!(
+                    "pid {pid} runs with FDGUARD_SIGNAL=none: it takes no report requests; \
+                     `fdguard inspect {pid}` describes its fds"
+                ))
+            });
+        }
+    };
+    let answers = match view.signal {
+        Signal::Answers(sig) => sig,
+        Signal::NoneConfigured => {
+            return Err(Failure::bad_input(format!(
+                "pid {pid} runs with FDGUARD_SIGNAL=none: it takes no report requests; \
+                 `fdguard inspect {pid}` describes its fds"
+            )));
+        }
+        Signal::NoneFree => {
+            return Err(Failure::bad_input(format!(
+                "pid {pid} has a handler of its own on every signal fdguard could use (a Go \
+                 runtime takes them all): fdguard sends it none; its threshold, EMFILE and exit \
+                 reports still come where it writes reports, and `fdguard inspect {pid}` \
+                 describes its fds"
+            )));
+        }
+        Signal::NotStarted => {
+            return Err(Failure::bad_input(format!(
+                "fdguard is loaded in pid {pid} but not started: `fdguard attach {pid}`"
+            )));
+        }
+    };
+    match given {
+        Some(sig) if sig != answers => Err(Failure::bad_input(format!(
+            "pid {pid} answers report requests on {}, not {} (the program may handle that one \
+             itself): fdguard sends only the signal the library says it answers",
+            signals::name(answers),
+            signals::name(sig)
+        ))),
+        _ => Ok(answers),
     }
 }
 
-pub fn run(pid: i32, timeout_s: f64, want_json: bool) -> Outcome {
-    if !(timeout_s.is_finite() && timeout_s > 0.0) {
+/// Where the report will be read: a reply file the command made for this request, `--file`,
+/// or where the process writes its reports.
+enum Source {
+    Reply(PathBuf),
+    File(PathBuf),
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Reply(p) | Source::File(p) => p,
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if let Source::Reply(p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The reply file for `request`, made in the process's own `/tmp` (through its root, so in a
+/// container or a service's private `/tmp` too) and given to its user; `None` if it cannot be.
+fn reply_file(target: &Target, request: &Request) -> Option<Source> {
+    let (uid, gid) = target.owner()?;
+    let theirs = request.reply_path(target.pid as u32);
+    let path = target.root().join(theirs.trim_start_matches('/'));
+    os::create_owned_file(&path, uid, gid).ok()?;
+    Some(Source::Reply(path))
+}
+
+/// Where the process writes its reports, as it publishes it (or, when that cannot be read, as
+/// its environment says), as a file this command can read.
+fn written_to(target: &Target, loaded: &Loaded, view: Option<&View>) -> Result<PathBuf, Failure> {
+    let stderr = || stderr_file(target);
+    let Some(view) = view else {
+        return match loaded.report_template() {
+            Some(template) => report_file(target, template),
+            None => stderr(),
+        };
+    };
+    match &view.destination {
+        Destination::Stderr => stderr(),
+        Destination::File(path) => {
+            let path = PathBuf::from(String::from_utf8_lossy(path).into_owned());
+            Ok(if path.is_absolute() {
+                target.root().join(path.strip_prefix("/").unwrap_or(&path))
+            } else {
+                target.cwd().join(path)
+            })
+        }
+        Destination::Unknown => Err(Failure::bad_input(format!(
+            "pid {}'s report path is longer than fdguard publishes: name it with --file",
+            target.pid
+        ))),
+    }
+}
+
+/// The process's stderr, if it is a file this command can read.
+fn stderr_file(target: &Target) -> Result<PathBuf, Failure> {
+    let stderr = PathBuf::from(format!("/proc/{}/fd/2", target.pid));
+    let is_file = std::fs::metadata(&stderr).is_ok_and(|m| m.is_file());
+    if is_file {
+        return Ok(stderr);
+    }
+    let link = std::fs::read_link(&stderr).map_or_else(
+        |_| "closed".to_string(),
+        |l| l.to_string_lossy().into_owned(),
+    );
+    Err(Failure::bad_input(format!(
+        "pid {} writes its reports to its stderr ({link}), which this command cannot read, and \
+         no reply file could be made in its /tmp; name the file it writes to with --file, or \
+         start it with `fdguard run --report PATH`",
+        target.pid
+    )))
+}
+
+pub fn run(args: ReportArgs) -> Outcome {
+    let ReportArgs {
+        pid,
+        timeout,
+        json,
+        signal,
+        file,
+    } = args;
+    if !(timeout.is_finite() && timeout > 0.0) {
         return Err(Failure::bad_input(
             "--timeout must be a positive number of seconds",
         ));
@@ -190,57 +342,57 @@ pub fn run(pid: i32, timeout_s: f64, want_json: bool) -> Outcome {
         }
         _ => {}
     }
-    if loaded.config.disabled {
+    let published = loaded.mapped.published(pid);
+    if published.is_err() && loaded.config.disabled {
         return Err(Failure::bad_input(format!(
             "fdguard is loaded in pid {pid} but disabled (FDGUARD_DISABLE): it makes no \
              reports; `fdguard inspect {pid}` describes its fds"
         )));
     }
-    let Some(sig) = loaded.config.signal else {
-        return Err(Failure::bad_input(format!(
-            "pid {pid} runs with FDGUARD_SIGNAL=none: it takes no report requests; \
-             `fdguard inspect {pid}` describes its fds"
-        )));
+    let sig = request_signal(pid, signal.as_deref(), &published, &loaded)?;
+    let view = published.as_ref().ok();
+    let format = if json {
+        Format::Json
+    } else {
+        view.map_or(loaded.config.format, |v| v.format)
     };
-    if want_json && loaded.config.format != Format::Json {
-        return Err(Failure::bad_input(format!(
-            "pid {pid} writes text reports: --json needs a process started with `fdguard run \
-             --json` (FDGUARD_FORMAT=json)"
-        )));
-    }
-    let path = destination(&target, &loaded)?;
-    let start = file_len(&path);
-    os::send_signal(pid, sig).map_err(|e| {
+    let request = Request::new(format, os::random_u64());
+    let source = match file {
+        Some(path) => Source::File(path),
+        None => match reply_file(&target, &request) {
+            Some(reply) => reply,
+            None => Source::File(written_to(&target, &loaded, view)?),
+        },
+    };
+    let path = source.path();
+    let start = file_len(path);
+    os::queue_signal(pid, sig, request.value()).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             Failure::bad_input(format!(
                 "permission denied sending {} to pid {pid}: run as its user or as root \
                  (CAP_KILL)",
-                signal_name(sig)
+                signals::name(sig)
             ))
         } else {
             Failure::failed(format!("cannot signal pid {pid}: {e}"))
         }
     })?;
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_s);
+    let deadline = Instant::now() + Duration::from_secs_f64(timeout);
     loop {
-        if let Some(report) = find_report(&read_from(&path, start), pid, loaded.config.format) {
+        if let Some(report) = find_report(&read_from(path, start), pid, format) {
             print!("{report}");
             return Ok(());
         }
         if !os::exists(pid) {
             return Err(Failure::failed(format!(
-                "pid {pid} exited before its report was written (if it installed its own \
-                 {} handler, fdguard's is gone: start it with --signal to pick another)",
-                signal_name(sig)
+                "pid {pid} exited before its report was written"
             )));
         }
         if Instant::now() >= deadline {
             return Err(Failure::failed(format!(
-                "no report from pid {pid} in {} after {timeout_s} s: if the program installed \
-                 its own {} handler, fdguard's is gone (start it with --signal to pick another); \
-                 if fdguard could not write the file, it said so on the process's stderr",
-                path.display(),
-                signal_name(sig)
+                "no report from pid {pid} in {} after {timeout} s: if fdguard could not write \
+                 it, it said so on the process's stderr",
+                path.display()
             )));
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::fail::{Failure, Outcome};
-use fdguard_core::config::parse_signal;
 use fdguard_core::program::Program;
+use fdguard_core::signals::parse_signal;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum EmfileMode {

@@ -9,6 +9,7 @@ use procfs::process::{LimitValue, MMapPath, Process};
 
 use fdguard_core::config::{Config, ReportDest};
 use fdguard_core::program::{Program, Runtime};
+use fdguard_core::published;
 use fdguard_core::report::Limit;
 
 use crate::fail::Failure;
@@ -78,6 +79,39 @@ impl Mapped {
     fn options(&self, pid: i32) -> Option<String> {
         self.text(pid, "fdguard_options", 8192)
     }
+
+    /// What the library publishes (`fdguard_core::published`), or why it cannot be read.
+    pub fn published(&self, pid: i32) -> Result<published::View, String> {
+        let Some(at) = self.symbol(published::SYMBOL) else {
+            return Err(format!(
+                "{} publishes nothing (a library older than this command)",
+                self.path.display()
+            ));
+        };
+        for _ in 0..100 {
+            let bytes =
+                crate::os::read_memory(pid, at, published::Published::SIZE).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        "reading its memory needs its user or root (CAP_SYS_PTRACE)".to_string()
+                    } else {
+                        format!("cannot read its memory: {e}")
+                    }
+                })?;
+            match published::decode(&bytes) {
+                Ok(view) => return Ok(view),
+                Err(published::DecodeError::Changing) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "its library publishes a layout this command does not read ({e:?}): \
+                         use the fdguard command that came with it"
+                    ));
+                }
+            }
+        }
+        Err("its published state kept changing".to_string())
+    }
 }
 
 pub struct Target {
@@ -133,6 +167,12 @@ impl Target {
             soft: value(limits.max_open_files.soft_limit),
             hard: value(limits.max_open_files.hard_limit),
         })
+    }
+
+    /// Its effective user and group: who a file it must write has to belong to.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        let status = self.process.status().ok()?;
+        Some((status.euid, status.egid))
     }
 
     /// True for a zombie: it has exited, and has no fds any more.

@@ -109,14 +109,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
         let v = options.vars.iter().find(|(n, _)| n == name);
         v.map(|(_, v)| v.clone())
     };
-    let (mut config, mut lines) = Config::from_lookup(lookup);
-    if let Some(sig) = config.signal.filter(|s| crate::dumper::program_handles(*s)) {
-        lines.push(format!(
-            "fdguard: the program has its own handler for signal {sig}: fdguard takes no report \
-             requests (attach with --signal to pick another)"
-        ));
-        config.signal = None;
-    }
+    let (config, mut lines) = Config::from_lookup(lookup);
     let hooks = HOOKS.get_or_init(got::hooks);
     if first {
         crate::setup::prepare(&config);
@@ -128,11 +121,12 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     for r in &options.epoll {
         emfile::registered(r.epfd, r.fd, r.events, r.data);
     }
-    if first {
-        crate::dumper::start(config);
+    let signal_line = if first {
+        crate::dumper::start(config)
     } else {
-        crate::dumper::restart();
-    }
+        crate::dumper::restart()
+    };
+    lines.extend(signal_line);
     guard::activate();
     let (slots, objects) = got::patch_all(hooks, got::own_address());
     PATCHED_AT_ADDS.store(got::objects_loaded(), Ordering::Relaxed);

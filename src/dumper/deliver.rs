@@ -1,70 +1,74 @@
 //! Where a finished report goes: the file `FDGUARD_REPORT` names, appended to and opened so
 //! that it cannot be turned against the user (never through a symlink, never truncating, only
-//! a regular file of this user), or stderr, saying once why not the file.
+//! a regular file of this user), or stderr, saying once why not the file; or, for a request of
+//! `fdguard report`, the reply file the command made for it.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use fdguard_core::config::{Config, Format, ReportDest, expand_report_path};
-use fdguard_core::report::{Report, compact_utc, text};
+use fdguard_core::config::Format;
+use fdguard_core::published::Destination;
+use fdguard_core::report::{Report, text};
+use fdguard_core::request::Request;
 
 use crate::child::{self, Once};
 use crate::os;
+use crate::published;
 
-/// When fdguard loaded (wall clock, seconds): the `%t` of `FDGUARD_REPORT`.
-static LOADED_AT_S: AtomicU64 = AtomicU64::new(0);
-
-/// At load: notes the time for `%t`, and says at once if the report file cannot be written
-/// (before `main`, so the fd this takes for a moment is nobody's), rather than at the first
-/// report.
-pub fn init(config: &Config) {
-    LOADED_AT_S.store(os::clock::realtime_ns() / 1_000_000_000, Ordering::Relaxed);
-    if let ReportDest::Path(t) = &config.report {
-        let path = report_path(t, os::process::getpid());
-        match open_report_file(&path) {
-            // SAFETY: closing the fd just opened.
-            Ok(fd) => unsafe {
-                libc::close(fd);
-            },
-            Err(e) => warn_dest(&path, e),
-        }
+/// At load: says at once if the report file cannot be written, rather than at the first
+/// report, without creating it (the file appears with the first report).
+pub fn init() {
+    if let Destination::File(path) = published::destination()
+        && let Err(e) = check_report_file(&path)
+    {
+        warn_dest(&path, e);
     }
 }
 
-/// The report in the configured format.
-pub fn render(config: &Config, report: &Report) -> String {
-    match config.format {
+/// The report in `format`.
+pub fn render(format: Format, report: &Report) -> String {
+    match format {
         Format::Text => text::report(report),
         Format::Json => report.to_json(),
     }
 }
 
-/// Writes a finished report of process `pid` where the user asked (in a report child: any fd
-/// is free); falls back to stderr, saying why once.
-pub fn deliver(config: &Config, pid: u32, bytes: &[u8]) {
-    let ReportDest::Path(template) = &config.report else {
-        let _ = os::fd::write_all(2, bytes);
+/// Where one report goes.
+#[derive(Clone, Copy)]
+pub enum Dest {
+    /// Where this process writes its reports (`FDGUARD_REPORT`).
+    Configured,
+    /// The reply file of a request of `fdguard report`; where the process writes its reports
+    /// if there is none (the command was told where to look instead: `--file`).
+    Reply(Request),
+}
+
+/// Writes a finished report of process `pid` (in a report child: any fd is free).
+pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
+    if let Dest::Reply(request) = dest
+        && let Ok(fd) = open_report_file(request.reply_path(pid).as_bytes(), false)
+    {
+        write_and_close(fd, bytes);
         return;
+    }
+    let path = match published::destination() {
+        Destination::File(path) => path,
+        Destination::Stderr | Destination::Unknown => {
+            let _ = os::fd::write_all(2, bytes);
+            return;
+        }
     };
-    let path = report_path(template, pid);
-    let written = open_report_file(&path).and_then(|fd| {
-        let r = os::fd::write_all(fd, bytes);
-        // SAFETY: closing the fd opened just above.
-        unsafe { libc::close(fd) };
-        r
-    });
-    if let Err(e) = written {
-        warn_dest(&path, e);
-        let _ = os::fd::write_all(2, bytes);
+    match open_report_file(&path, true) {
+        Ok(fd) => write_and_close(fd, bytes),
+        Err(e) => {
+            warn_dest(&path, e);
+            let _ = os::fd::write_all(2, bytes);
+        }
     }
 }
 
-fn report_path(template: &[u8], pid: u32) -> Vec<u8> {
-    expand_report_path(
-        template,
-        pid,
-        &compact_utc(LOADED_AT_S.load(Ordering::Relaxed)),
-    )
+fn write_and_close(fd: i32, bytes: &[u8]) {
+    let _ = os::fd::write_all(fd, bytes);
+    // SAFETY: closing the fd this report child opened.
+    unsafe { libc::close(fd) };
 }
 
 fn warn_dest(path: &[u8], errno: i32) {
@@ -79,17 +83,19 @@ fn warn_dest(path: &[u8], errno: i32) {
     let _ = os::fd::write_all(2, msg.as_bytes());
 }
 
-/// Opens (creating with mode 0600) a report file for appending: never through a symlink, never
-/// truncating, and never into a file that is not a regular file owned by this user.
-fn open_report_file(path: &[u8]) -> Result<i32, i32> {
+/// Opens (creating with mode 0600 if `create`) a report file for appending: never through a
+/// symlink, never truncating, and never into a file that is not a regular file owned by this
+/// user.
+fn open_report_file(path: &[u8], create: bool) -> Result<i32, i32> {
     let mut c = path.to_vec();
     c.push(0);
+    let create = if create { libc::O_CREAT } else { 0 };
     // SAFETY: `c` is NUL-terminated; the mode argument is passed as the variadic int.
     let fd = unsafe {
         libc::open(
             c.as_ptr().cast(),
             libc::O_WRONLY
-                | libc::O_CREAT
+                | create
                 | libc::O_APPEND
                 | libc::O_NOFOLLOW
                 | libc::O_CLOEXEC
@@ -101,18 +107,34 @@ fn open_report_file(path: &[u8]) -> Result<i32, i32> {
     if fd < 0 {
         return Err(os::errno::errno());
     }
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable; it is read only after fstat succeeded.
-    let ok = unsafe {
-        libc::fstat(fd, st.as_mut_ptr()) == 0 && {
-            let st = st.assume_init();
-            st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == libc::geteuid()
-        }
-    };
-    if !ok {
+    if !os::fd::is_own_regular_file(fd) {
         // SAFETY: closing the fd opened above.
         unsafe { libc::close(fd) };
         return Err(libc::EPERM);
     }
     Ok(fd)
+}
+
+/// Whether the report file at `path` could be written, asked without creating it: an existing
+/// one must be a regular file of this user (not a symlink), a new one needs a directory this
+/// user may write in.
+fn check_report_file(path: &[u8]) -> Result<(), i32> {
+    let mut c = path.to_vec();
+    c.push(0);
+    match os::fd::lstat_owner(&c) {
+        Ok((mode, _)) if mode & libc::S_IFMT == libc::S_IFLNK => Err(libc::ELOOP),
+        Ok((mode, uid)) if mode & libc::S_IFMT != libc::S_IFREG || uid != os::process::euid() => {
+            Err(libc::EPERM)
+        }
+        Ok(_) => Ok(()),
+        Err(libc::ENOENT) => {
+            let dir = match path.iter().rposition(|b| *b == b'/') {
+                Some(0) => b"/\0".to_vec(),
+                Some(i) => [&path[..i], b"\0"].concat(),
+                None => b".\0".to_vec(),
+            };
+            os::fd::may_create_in(&dir)
+        }
+        Err(e) => Err(e),
+    }
 }

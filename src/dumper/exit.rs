@@ -44,7 +44,11 @@ fn exit_report(config: &Config) -> bool {
     let pid = os::process::getpid();
     match child::spawn_waited() {
         Waited::Child => {
-            let code = work_in_child(config, pid, Task::Report(Reason::Exit));
+            let task = Task::Report {
+                reason: Reason::Exit,
+                reply: None,
+            };
+            let code = work_in_child(config, pid, task);
             child::leave(code)
         }
         Waited::Parent(c) => match child::wait(c) {
@@ -71,7 +75,7 @@ fn exit_report(config: &Config) -> bool {
             );
             let listed = report.open > 0;
             if listed || config.at_exit {
-                let _ = os::fd::write_all(2, render(config, &report).as_bytes());
+                let _ = os::fd::write_all(2, render(config.format, &report).as_bytes());
             }
             listed
         }

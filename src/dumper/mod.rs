@@ -21,21 +21,28 @@ mod serve;
 mod signal;
 
 use fdguard_core::config::Config;
+use fdguard_core::report::compact_utc;
 
 use crate::child;
+use crate::os;
+use crate::published;
 use crate::symcache;
 use crate::trigger::{self, Handlers};
 use crate::upkeep;
 
 pub use exit::at_exit;
 pub use serve::after_fork;
-pub use signal::{program_handles, remove_handler, restart};
+pub use signal::{handler, owns, program_call, remove_handler, restart};
 
-/// Installs the signal handler and the request handlers.
-pub fn start(config: Config) {
+/// Installs the signal handler and the request handlers, and publishes how to ask for a
+/// report (`published`). Returns the line to show when the report signal is not the one
+/// configured (the program has its own handler for it).
+pub fn start(config: Config) -> Option<String> {
     let config = context::init(config);
     child::init();
-    deliver::init(config);
+    let loaded_at_s = os::clock::realtime_ns() / 1_000_000_000;
+    published::start(config, compact_utc(loaded_at_s));
+    deliver::init();
     // The symbolizer's library list, built here once: in a report child, the loader lock it
     // needs might be held by a thread that does not exist there.
     backtrace::resolve(std::ptr::null_mut(), |_| {});
@@ -45,7 +52,5 @@ pub fn start(config: Config) {
         serve: serve::serve,
         wake: upkeep::wake,
     });
-    if let Some(sig) = config.signal {
-        signal::install_handler(sig);
-    }
+    signal::take(config.signal)
 }

@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fdguard_core::config::{Config, Format};
 use fdguard_core::report::{BadCloseNotice, Report, is_suppressed, iso8601_utc, text};
+use fdguard_core::request::Request;
 
-use super::deliver::{deliver, render};
+use super::deliver::{Dest, deliver, render};
 use super::frames::FrameCache;
 use super::gather::{Gathered, Row, gather};
+use super::signal;
 use crate::alloc;
 use crate::badclose::BadClose;
 use crate::child::{self, Once};
@@ -28,8 +30,15 @@ pub const CHILD_LISTED_FDS: u8 = 2;
 /// What a report child is made for.
 #[derive(Clone, Copy)]
 pub enum Task {
-    Report(Reason),
-    Notice { event: BadClose, not_shown: u64 },
+    /// A report; for a request of `fdguard report`, in its format, into its reply file.
+    Report {
+        reason: Reason,
+        reply: Option<Request>,
+    },
+    Notice {
+        event: BadClose,
+        not_shown: u64,
+    },
 }
 
 /// Serves pending requests: each one becomes a report child. Called right where a request is
@@ -50,10 +59,21 @@ pub fn serve() {
                     if !work.wants(reason) {
                         continue;
                     }
-                    if reason == Reason::BadClose {
-                        serve_bad_closes();
-                    } else {
-                        launch(Task::Report(reason));
+                    match reason {
+                        Reason::BadClose => serve_bad_closes(),
+                        Reason::Reply => {
+                            for request in signal::take_replies() {
+                                let reason = Reason::Signal;
+                                launch(Task::Report {
+                                    reason,
+                                    reply: Some(request),
+                                });
+                            }
+                        }
+                        reason => launch(Task::Report {
+                            reason,
+                            reply: None,
+                        }),
                     }
                 }
             });
@@ -88,7 +108,7 @@ fn launch(task: Task) {
 
 /// A task, with what had to be gathered while the program's fds were still there.
 enum Prepared {
-    Report(Box<Gathered>),
+    Report(Box<Gathered>, Option<Request>),
     Notice(BadClose, u64),
 }
 
@@ -103,15 +123,16 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
         // What needs the copies of the program's fds is done before they are dropped, and they
         // are dropped before waiting for this child's turn to write (see `drop_program_fds`).
         let prepared = match task {
-            Task::Report(reason) => {
-                Prepared::Report(Box::new(gather(reason, pid, super::context::cmdline())))
+            Task::Report { reason, reply } => {
+                let facts = gather(reason, pid, super::context::cmdline());
+                Prepared::Report(Box::new(facts), reply)
             }
             Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
         };
         drop_program_fds();
         child::take_turn();
         match prepared {
-            Prepared::Report(facts) => report_in_child(config, pid, *facts),
+            Prepared::Report(facts, reply) => report_in_child(config, pid, *facts, reply),
             Prepared::Notice(event, not_shown) => {
                 notice_in_child(config, pid, event, not_shown);
                 0
@@ -121,15 +142,20 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
     code.unwrap_or(child::FAILED)
 }
 
-/// Symbolizes, writes and (for the exit path) grades one report, in a report child.
-fn report_in_child(config: &Config, pid: u32, facts: Gathered) -> u8 {
+/// Symbolizes, writes and (for the exit path) grades one report, in a report child: where
+/// reports go, or for a request of `fdguard report`, in its format into its reply file.
+fn report_in_child(config: &Config, pid: u32, facts: Gathered, reply: Option<Request>) -> u8 {
     let reason = facts.reason;
     let mut cache = FrameCache::new(Symbolizer::new(true));
     let report = complete(facts, config, &mut cache);
     cache.share();
     let wanted = reason != Reason::Exit || report.open > 0 || config.at_exit;
     if wanted {
-        deliver(config, pid, render(config, &report).as_bytes());
+        let (format, dest) = match reply {
+            Some(r) => (r.format, Dest::Reply(r)),
+            None => (config.format, Dest::Configured),
+        };
+        deliver(pid, dest, render(format, &report).as_bytes());
     }
     if report.open > 0 { CHILD_LISTED_FDS } else { 0 }
 }
@@ -207,5 +233,5 @@ fn notice_in_child(config: &Config, pid: u32, e: BadClose, not_shown: u64) {
         Format::Text => text::bad_close(&notice),
         Format::Json => notice.to_json(),
     };
-    deliver(config, pid, bytes.as_bytes());
+    deliver(pid, Dest::Configured, bytes.as_bytes());
 }

@@ -7,10 +7,12 @@
 //! Releases are forgotten *before* the real call (the number is reusable the moment it returns).
 //!
 //! The hooks that create and release fds are here; the accept guard's wait hooks (epoll_ctl,
-//! epoll_wait, poll, select and their variants) are in `waits`, and `vfork`, which cannot be an
+//! epoll_wait, poll, select and their variants) are in `waits`, the calls that set signal
+//! dispositions (for fdguard's report signal) in `signals`, and `vfork`, which cannot be an
 //! ordinary function, in `vfork`.
 #![allow(unsafe_code)]
 
+mod signals;
 mod vfork;
 mod waits;
 

@@ -17,7 +17,7 @@
 //! - `loader`: the loaded objects (`dl_iterate_phdr`; not from a hook);
 //! - `fd`: questions about an fd, and writing to one;
 //! - `sys`: raw system calls on fds, which no hook sees (the accept guard's, a report child's);
-//! - `signal`: the thread's signal mask.
+//! - `signal`: the thread's signal mask; dispositions set and read past fdguard's `sigaction` hook.
 #![allow(unsafe_code)]
 
 pub mod clock;

@@ -49,3 +49,9 @@ pub fn exit_now(code: u8) -> ! {
     // SAFETY: _exit never returns and runs nothing of the program's.
     unsafe { libc::_exit(code as c_int) }
 }
+
+/// The effective user id.
+pub fn euid() -> libc::uid_t {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -115,8 +115,21 @@ fn report_diff_and_flamegraph_follow_a_leak() {
     );
 }
 
+/// The reply files of `pid`'s requests left in /tmp (none once `report` returns).
+fn replies_left(pid: u32) -> Vec<String> {
+    let prefix = format!("fdguard-reply.{pid}.");
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// `report` gets a report in the format it asks for, into a reply file of its own, wherever the
+/// process writes its reports (a text file, a stderr file, a pipe); `--file` reads where it
+/// writes them instead.
 #[test]
-fn report_reads_text_reports_and_stderr_files() {
+fn report_gets_the_format_it_asks_for_wherever_reports_go() {
     let dir = scratch("cli-report-text");
     let path = format!("{}/t.%p.txt", dir.display());
     let s = holder(
@@ -135,9 +148,22 @@ fn report_reads_text_reports_and_stderr_files() {
         *lines.last().unwrap(),
         format!("{prefix}fdguard: end of report")
     );
-    let err = fails_with(fdguard(&["report", &pid.to_string(), "--json"]), 2);
-    assert!(err.contains("writes text reports: --json needs"), "{err}");
+    let json = succeeds(fdguard(&["report", &pid.to_string(), "--json"]));
+    let r: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(r["reason"], "signal");
+    assert_matches_kernel(&r, &proc_fds(pid), &[]);
+    // Both went to reply files: the process's own report file is not even there yet.
     let file = dir.join(format!("t.{pid}.txt"));
+    assert!(!file.exists(), "no report of its own was made");
+    assert!(replies_left(pid).is_empty(), "{:?}", replies_left(pid));
+    // --file reads where it writes: the request's report goes there, in the format asked for.
+    let from_file = succeeds(fdguard(&[
+        "report",
+        &pid.to_string(),
+        "--file",
+        file.to_str().unwrap(),
+    ]));
+    assert!(from_file.ends_with("fdguard: end of report\n"), "{from_file}");
     let err = fails_with(
         fdguard(&["diff", file.to_str().unwrap(), file.to_str().unwrap()]),
         2,
@@ -145,24 +171,16 @@ fn report_reads_text_reports_and_stderr_files() {
     assert!(err.contains("is a text report"), "{err}");
     s.finish();
 
-    // Reports to stderr: read from it when it is a file, refused when it is not.
+    // Reports to stderr, a file or a pipe: either way the reply file has the report.
     let log = dir.join("stderr.log");
-    let s = holder(
-        &dir,
-        0,
-        &[],
-        Stdio::from(std::fs::File::create(&log).unwrap()),
-    );
-    let text = succeeds(report(s.pid()));
-    assert!(text.ends_with("fdguard: end of report\n"), "{text}");
-    s.finish();
-    let s = holder(&dir, 0, &[], Stdio::piped());
-    let err = fails_with(report(s.pid()), 2);
-    assert!(
-        err.contains("writes its reports to its stderr (pipe:["),
-        "{err}"
-    );
-    s.finish();
+    for stderr in [Stdio::from(std::fs::File::create(&log).unwrap()), Stdio::piped()] {
+        let s = holder(&dir, 0, &[], stderr);
+        let text = succeeds(report(s.pid()));
+        assert!(text.ends_with("fdguard: end of report\n"), "{text}");
+        assert!(replies_left(s.pid()).is_empty());
+        s.finish();
+    }
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "nothing on its stderr");
 }
 
 #[test]

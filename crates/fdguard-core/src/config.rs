@@ -135,54 +135,6 @@ fn parse_in_range(s: &str, lo: u64, hi: u64) -> Option<u64> {
     s.parse::<u64>().ok().filter(|v| (lo..=hi).contains(v))
 }
 
-/// Signals a user may pick: asynchronous ones whose default action nobody relies on for
-/// correctness. Fault signals, SIGKILL/SIGSTOP, SIGCHLD and SIGPIPE are refused.
-const SIGNAL_NAMES: &[(&str, i32)] = &[
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("TERM", libc::SIGTERM),
-    ("ALRM", libc::SIGALRM),
-    ("VTALRM", libc::SIGVTALRM),
-    ("PROF", libc::SIGPROF),
-    ("WINCH", libc::SIGWINCH),
-    ("URG", libc::SIGURG),
-    ("IO", libc::SIGIO),
-    ("PWR", libc::SIGPWR),
-];
-
-/// `None` = the user asked for no signal; `Some(n)` = that signal.
-pub fn parse_signal(s: &str) -> Option<Option<i32>> {
-    let up = s.to_ascii_uppercase();
-    if up == "NONE" {
-        return Some(None);
-    }
-    let name = up.strip_prefix("SIG").unwrap_or(&up);
-    if let Some((_, n)) = SIGNAL_NAMES.iter().find(|(n, _)| *n == name) {
-        return Some(Some(*n));
-    }
-    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
-    let rt = if let Some(off) = name.strip_prefix("RTMIN+") {
-        off.parse::<i32>().ok().map(|o| rtmin + o)
-    } else if let Some(off) = name.strip_prefix("RTMAX-") {
-        off.parse::<i32>().ok().map(|o| rtmax - o)
-    } else if name == "RTMIN" {
-        Some(rtmin)
-    } else if name == "RTMAX" {
-        Some(rtmax)
-    } else if let Ok(n) = name.parse::<i32>() {
-        if SIGNAL_NAMES.iter().any(|(_, v)| *v == n) {
-            return Some(Some(n));
-        }
-        Some(n)
-    } else {
-        None
-    };
-    rt.filter(|n| (rtmin..=rtmax).contains(n)).map(Some)
-}
-
 impl Config {
     /// Parses every variable through `lookup`; returns the config and the warnings to print.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<Vec<u8>>) -> (Config, Vec<String>) {
@@ -217,7 +169,7 @@ impl Config {
                 "FDGUARD_SIGNAL",
                 d.signal,
                 "expected none, USR1, USR2, HUP, TERM, WINCH, RTMIN+N or such",
-                parse_signal,
+                crate::signals::parse_signal,
             ),
             depth: p.get("FDGUARD_DEPTH", d.depth, "expected 0 to 64 frames", |s| {
                 parse_in_range(s, 0, MAX_DEPTH as u64).map(|v| v as usize)
@@ -302,24 +254,38 @@ impl Config {
 /// Expands a `FDGUARD_REPORT` template for this process.
 pub fn expand_report_path(template: &[u8], pid: u32, timestamp: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(template.len() + 16);
-    let mut it = template.iter().copied().peekable();
-    while let Some(b) = it.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        match it.peek().copied() {
-            Some(b'p') => out.extend_from_slice(pid.to_string().as_bytes()),
-            Some(b't') => out.extend_from_slice(timestamp.as_bytes()),
-            Some(b'%') => out.push(b'%'),
+    expand_report_path_with(template, pid, timestamp, &mut |piece| {
+        out.extend_from_slice(piece)
+    });
+    out
+}
+
+/// `expand_report_path` without allocating: the path is handed to `emit` in pieces (the
+/// library publishes it from a fork child).
+pub fn expand_report_path_with(
+    template: &[u8],
+    pid: u32,
+    timestamp: &str,
+    emit: &mut dyn FnMut(&[u8]),
+) {
+    let pid = crate::decimal::Decimal::of(u64::from(pid));
+    let mut rest = template;
+    while let Some(i) = rest.iter().position(|b| *b == b'%') {
+        emit(&rest[..i]);
+        match rest.get(i + 1) {
+            Some(b'p') => emit(pid.as_bytes()),
+            Some(b't') => emit(timestamp.as_bytes()),
+            Some(b'%') => emit(b"%"),
+            // A lone `%`, or one before another letter, stays as it is.
             _ => {
-                out.push(b'%');
+                emit(b"%");
+                rest = &rest[i + 1..];
                 continue;
             }
         }
-        it.next();
+        rest = &rest[i + 2..];
     }
-    out
+    emit(rest);
 }
 
 #[cfg(test)]
@@ -391,17 +357,6 @@ mod tests {
             w.iter()
                 .any(|l| l.contains("FDGUARD_DEPTH") && l.contains("default 32"))
         );
-    }
-
-    #[test]
-    fn signals_by_name_number_and_realtime() {
-        assert_eq!(parse_signal("none"), Some(None));
-        assert_eq!(parse_signal("USR2"), Some(Some(libc::SIGUSR2)));
-        assert_eq!(parse_signal("SIGHUP"), Some(Some(libc::SIGHUP)));
-        assert_eq!(parse_signal("10"), Some(Some(10)));
-        assert_eq!(parse_signal("RTMIN+2"), Some(Some(libc::SIGRTMIN() + 2)));
-        assert_eq!(parse_signal("SEGV"), None);
-        assert_eq!(parse_signal("9"), None);
     }
 
     #[test]
