@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check: formatting, lints, unit tests, and the integration tests that run real programs
-# (C programs built by the tests, Rust examples, python3, redis-server, node, java) under
-# LD_PRELOAD=libfdguard.so. Every test runs even when one fails; a summary ends the output, and
-# the exit status is non-zero when anything failed.
+# (C programs built by the tests, Rust examples, python3, redis-server, node, java, nginx)
+# under LD_PRELOAD=libfdguard.so. Every test runs even when one fails; a summary ends the
+# output, and the exit status is non-zero when anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -21,6 +21,7 @@ needs=(
     "redis-server redis-server"
     "node nodejs"
     "java openjdk-17-jdk-headless"
+    "nginx nginx"
 )
 missing=()
 for need in "${needs[@]}"; do

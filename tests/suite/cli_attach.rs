@@ -138,12 +138,6 @@ fn attach_unspins_a_blocking_accept_loop() {
     unspin(&prog, &[], false);
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// A real server started without fdguard (`cmd`, listening on `port`): squeezed to its
 /// usage, filled by clients that keep their connections, seen spinning, attached, calm. The
 /// first client is asked `ping` before and after, if given, and must get `pong` back.

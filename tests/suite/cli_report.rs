@@ -163,7 +163,10 @@ fn report_gets_the_format_it_asks_for_wherever_reports_go() {
         "--file",
         file.to_str().unwrap(),
     ]));
-    assert!(from_file.ends_with("fdguard: end of report\n"), "{from_file}");
+    assert!(
+        from_file.ends_with("fdguard: end of report\n"),
+        "{from_file}"
+    );
     let err = fails_with(
         fdguard(&["diff", file.to_str().unwrap(), file.to_str().unwrap()]),
         2,
@@ -173,14 +176,21 @@ fn report_gets_the_format_it_asks_for_wherever_reports_go() {
 
     // Reports to stderr, a file or a pipe: either way the reply file has the report.
     let log = dir.join("stderr.log");
-    for stderr in [Stdio::from(std::fs::File::create(&log).unwrap()), Stdio::piped()] {
+    for stderr in [
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+        Stdio::piped(),
+    ] {
         let s = holder(&dir, 0, &[], stderr);
         let text = succeeds(report(s.pid()));
         assert!(text.ends_with("fdguard: end of report\n"), "{text}");
         assert!(replies_left(s.pid()).is_empty());
         s.finish();
     }
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "", "nothing on its stderr");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "",
+        "nothing on its stderr"
+    );
 }
 
 #[test]

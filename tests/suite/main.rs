@@ -1,5 +1,5 @@
 //! fdguard's integration tests: real programs (C programs built from `tests/c/`, the examples,
-//! python3, redis-server, node, java) run under `LD_PRELOAD=libfdguard.so` or the `fdguard`
+//! python3, redis-server, node, java, nginx) run under `LD_PRELOAD=libfdguard.so` or the `fdguard`
 //! command.
 //!
 //! # One crate
@@ -52,6 +52,7 @@ mod modes;
 mod process;
 mod programs;
 mod python;
+mod requests;
 mod signals;
 mod stacks;
 mod triggers;

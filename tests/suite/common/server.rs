@@ -17,6 +17,12 @@ pub const ROOM: u64 = 2;
 /// Clients that exhaust the server's fds: `ROOM` accepted, one left pending.
 pub const HOLDERS: usize = ROOM as usize + 1;
 
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 /// A server under test, its stdout (the log) and stderr in files.
 pub struct Server {
     pub child: Proc,

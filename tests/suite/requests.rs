@@ -1,0 +1,345 @@
+//! Report requests never hurt the program: a program that takes fdguard's report signal gets
+//! it (and sees only its own disposition), fdguard moves to a free signal and `fdguard report`
+//! follows; with no signal free, the command sends none. Real runtimes and servers that own
+//! SIGUSR2 (a JVM, nginx's master and worker) or rewrite their environment (nginx, redis) give
+//! a report under a plain `fdguard run`, in both formats, and go on unchanged. No report file
+//! exists before there is a report.
+use crate::common::server::free_port;
+use crate::common::*;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn report(pid: u32, json: bool) -> Command {
+    let mut c = fdguard(&["report", &pid.to_string()]);
+    if json {
+        c.arg("--json");
+    }
+    c
+}
+
+/// A complete report of `pid`, asked with `fdguard report` in the format the process writes
+/// (text for a plain `fdguard run`) and with `--json`; returns the JSON one, parsed.
+fn both_reports(pid: u32) -> Value {
+    let first = succeeds(report(pid, false));
+    if !first.starts_with('{') {
+        let prefix = format!("=={pid}== ");
+        assert!(
+            first.lines().all(|l| l.starts_with(&prefix))
+                && first.lines().next().unwrap().contains("fds open")
+                && first.lines().any(|l| l.contains("reason: signal at"))
+                && first.ends_with("fdguard: end of report\n"),
+            "{first}"
+        );
+    }
+    let json = succeeds(report(pid, true));
+    let r: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(
+        (r["pid"].as_u64(), r["reason"].as_str()),
+        (Some(pid.into()), Some("signal"))
+    );
+    assert_eq!(
+        r["open"].as_u64(),
+        Some(r["fds"].as_array().unwrap().len() as u64)
+    );
+    r
+}
+
+fn stderr_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// `tests/c/takes_signal.c` under fdguard with `args`, JSON reports to a file; returns it, the
+/// report file and its stderr's file.
+fn takes_signal(name: &str, args: &[&str]) -> (Stepper, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let prog = build_c_once("takes_signal", &["-O1", "-g"]);
+    let report_file = report_path(&dir);
+    let err = dir.join("stderr.log");
+    let mut cmd = guarded(&prog, &report_file);
+    cmd.args(args).stderr(std::fs::File::create(&err).unwrap());
+    (Stepper::spawn(cmd, &report_file), report_file, err)
+}
+
+#[test]
+fn a_program_that_takes_the_report_signal_gets_it_and_sees_only_its_own() {
+    let (mut s, report_file, err) = takes_signal("requests-take", &[]);
+    let pid = s.pid();
+
+    // Setting the default leaves SIGUSR2 to fdguard, and the program sees the default.
+    let (name, lines) = s.next_checkpoint().unwrap();
+    assert_eq!(name, "default");
+    assert_eq!(
+        lines,
+        ["BEFORE default", "DFL_PREV default", "AFTER_DFL default"]
+    );
+    let r = s.report_now();
+    assert_matches_kernel(&r, &proc_fds(pid), &[]);
+    assert!(stderr_lines(&err).is_empty(), "{:?}", stderr_lines(&err));
+
+    // Its own handler: it sees the default as what it replaced, then its own.
+    s.resume();
+    let (name, lines) = s.next_checkpoint().unwrap();
+    assert_eq!(name, "taken");
+    assert_eq!(lines, ["OLD default", "NOW own", "SIGNAL_PREV own"]);
+    assert_eq!(
+        stderr_lines(&err),
+        [format!(
+            "fdguard: the program installed its own handler for SIGUSR2: report requests use \
+             SIGRTMAX instead (`fdguard report {pid}` follows it)"
+        )]
+    );
+    // `kill -USR2` is the program's now; `fdguard report` follows fdguard to SIGRTMAX.
+    kill(pid, libc::SIGUSR2);
+    let r = both_reports(pid);
+    assert_matches_kernel(&r, &proc_fds(pid), &[]);
+    let err_given = fails_with(
+        fdguard(&["report", &pid.to_string(), "--signal", "USR2"]),
+        2,
+    );
+    assert!(
+        err_given.contains("answers report requests on SIGRTMAX, not SIGUSR2"),
+        "{err_given}"
+    );
+    s.resume();
+    let (name, lines) = s.next_checkpoint().unwrap();
+    assert_eq!(
+        (name.as_str(), lines),
+        ("counted", vec!["GOT 1".to_string()])
+    );
+    // One report of its own (the first kill), none for the program's signal.
+    assert_eq!(read_reports(&report_file).len(), 1);
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// A program with a handler on every signal (as a Go runtime installs): fdguard takes no
+/// requests, says so once, and `fdguard report` sends nothing.
+#[test]
+fn a_program_that_takes_every_signal_gets_no_request() {
+    let (mut s, report_file, err) = takes_signal("requests-all", &["all"]);
+    assert_eq!(s.next_checkpoint().unwrap().0, "all");
+    let said = stderr_lines(&err);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[1].contains(
+            "own handler for SIGRTMAX: no signal is left that the program does not \
+                          handle"
+        ),
+        "{said:?}"
+    );
+    let refused = fails_with(report(s.pid(), false), 2);
+    assert!(
+        refused.contains("has a handler of its own on every signal fdguard could use"),
+        "{refused}"
+    );
+    s.resume();
+    assert!(s.finish().status.success());
+    assert!(read_reports(&report_file).is_empty());
+}
+
+/// `--report DIR/r.%p.log` for a shell that runs other programs: a file appears only with a
+/// report, so none here.
+#[test]
+fn a_shell_script_leaves_no_empty_report_files() {
+    let dir = scratch("requests-no-files");
+    let reports = dir.join("reports");
+    std::fs::create_dir(&reports).unwrap();
+    let template = format!("{}/r.%p.log", reports.display());
+    let out = fdguard(&["run", "--report", &template, "--", "sh", "-c"])
+        .arg("ls / >/dev/null; date >/dev/null; echo x | cat >/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let left: Vec<_> = std::fs::read_dir(&reports).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A program under a plain `fdguard run`, stdout piped, stdin held, stderr to a file.
+fn run_under_fdguard(args: &[&str], dir: &Path) -> Proc {
+    let mut cmd = fdguard(&["run", "--"]);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+    Proc::spawn(&mut cmd)
+}
+
+/// python3, node and a JVM (which owns SIGUSR2 for its thread suspension) answer both kinds of
+/// report request under a plain `fdguard run`, and go on.
+#[test]
+fn runtimes_answer_report_requests_and_go_on() {
+    let dir = scratch("requests-runtimes");
+    let java_src = dir.join("Ready.java");
+    std::fs::write(
+        &java_src,
+        "public class Ready { public static void main(String[] a) throws Exception {\n\
+         java.util.List<java.io.FileInputStream> held = new java.util.ArrayList<>();\n\
+         for (int i = 0; i < 5; i++) held.add(new java.io.FileInputStream(\"/etc/hosts\"));\n\
+         System.out.println(\"ready\"); System.in.read(); System.out.println(\"bye \" + held.size()); } }\n",
+    )
+    .unwrap();
+    let python = require("python3");
+    let node = require("node");
+    let java = require("java");
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "python3",
+            vec![
+                python.to_str().unwrap(),
+                "-c",
+                "import sys\nheld=[open('/etc/hosts') for _ in range(5)]\nprint('ready', \
+                 flush=True)\nsys.stdin.readline()\nprint('bye', len(held))",
+            ],
+        ),
+        (
+            "node",
+            vec![
+                node.to_str().unwrap(),
+                "-e",
+                "const fs=require('fs'); const held=[0,1,2,3,4].map(()=>fs.openSync('/etc/hosts')); \
+                 console.log('ready'); process.stdin.once('data',()=>{console.log('bye', held.length); \
+                 process.exit(0)})",
+            ],
+        ),
+        (
+            "java",
+            vec![java.to_str().unwrap(), java_src.to_str().unwrap()],
+        ),
+    ];
+    for (name, args) in cases {
+        let mut p = run_under_fdguard(&args, &dir);
+        let mut out = BufReader::new(p.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n", "{name} did not start");
+        let pid = p.id();
+        let r = both_reports(pid);
+        let hosts = r["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["desc"] == "/etc/hosts")
+            .count();
+        assert!(hosts >= 5, "{name}: the five files held: {r}");
+        // Alive and unchanged: it reads its line and says goodbye as it would have.
+        std::io::Write::write_all(p.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "bye 5\n", "{name}");
+        assert!(p.wait().unwrap().success(), "{name}");
+    }
+    let crashed: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("hs_err"))
+        .collect();
+    assert!(crashed.is_empty(), "the JVM crashed: {crashed:?}");
+}
+
+fn ping(port: u16, ask: &[u8], answer: &[u8]) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut c, ask).unwrap();
+    let mut buf = vec![0u8; answer.len()];
+    std::io::Read::read_exact(&mut c, &mut buf).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&buf),
+        String::from_utf8_lossy(answer)
+    );
+}
+
+/// redis (which rewrites its environment for its process title) and nginx (which does too,
+/// and whose master takes SIGUSR2 for a binary upgrade), master and worker: both kinds of
+/// report request under a plain `fdguard run`; they go on serving, nginx upgrades nothing.
+#[test]
+fn servers_that_own_usr2_or_rewrite_their_environment_answer_and_go_on() {
+    let dir = scratch("requests-servers");
+    let redis = require("redis-server");
+    let port = free_port();
+    let port_arg = port.to_string();
+    let redis_log = dir.join("redis.log");
+    let mut r = run_under_fdguard(
+        &[
+            redis.to_str().unwrap(),
+            "--port",
+            &port_arg,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            redis_log.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    wait_until("redis listening", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    both_reports(r.id());
+    ping(port, b"PING\r\n", b"+PONG\r\n");
+    r.kill_group();
+
+    let nginx = require("nginx");
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut n = run_under_fdguard(
+        &[
+            nginx.to_str().unwrap(),
+            "-p",
+            &d.to_string(),
+            "-c",
+            conf.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    let master = n.id();
+    wait_until("nginx listening", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let workers = proc_children(master);
+    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
+    for pid in [master, workers[0]] {
+        both_reports(pid);
+    }
+    ping(port, b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.1 200 OK");
+    assert_eq!(proc_children(master), workers, "the same worker goes on");
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(
+        !log.contains("upgrade") && !log.contains("execve") && !log.contains("signal 12"),
+        "{log}"
+    );
+    n.kill_group();
+}
+
+/// The children of `pid`, from /proc.
+fn proc_children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
