@@ -319,8 +319,11 @@ fn servers_that_own_usr2_or_rewrite_their_environment_answer_and_go_on() {
     wait_until("nginx listening", Duration::from_secs(20), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    // The master listens before it starts its worker.
+    wait_until("nginx's worker", Duration::from_secs(20), || {
+        proc_children(master).len() == 1
+    });
     let workers = proc_children(master);
-    assert_eq!(workers.len(), 1, "one worker: {workers:?}");
     for pid in [master, workers[0]] {
         both_reports(pid);
     }
@@ -334,12 +337,19 @@ fn servers_that_own_usr2_or_rewrite_their_environment_answer_and_go_on() {
     n.kill_group();
 }
 
-/// The children of `pid`, from /proc.
+/// The live children of `pid` (not zombies, which a report request's short-lived helper
+/// process is for a moment), from /proc.
 fn proc_children(pid: u32) -> Vec<u32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
+    let alive = |child: &u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    };
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
+        .filter(alive)
         .collect()
 }
