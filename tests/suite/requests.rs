@@ -353,3 +353,35 @@ fn proc_children(pid: u32) -> Vec<u32> {
         .filter(alive)
         .collect()
 }
+
+/// Attached to a program that already handles SIGUSR2: fdguard takes a free real-time signal,
+/// says which, `fdguard report` follows it, and the program's handler keeps SIGUSR2.
+#[test]
+fn attach_to_a_program_that_owns_usr2_takes_another_signal() {
+    let dir = scratch("requests-attach");
+    let prog = build_c_once("takes_signal", &["-O1", "-g"]);
+    let mut s = Stepper::spawn(plain(&prog), &dir.join("unused"));
+    let pid = s.pid();
+    assert_eq!(s.next_checkpoint().unwrap().0, "default");
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "taken");
+    let said = succeeds(fdguard(&["attach", &pid.to_string()]));
+    assert!(
+        said.contains(
+            "fdguard: SIGUSR2 has a handler of the program's or is ignored: report requests use \
+             SIGRTMAX instead"
+        ),
+        "{said}"
+    );
+    let r = both_reports(pid);
+    assert_matches_kernel(&r, &proc_fds(pid), &[]);
+    kill(pid, libc::SIGUSR2);
+    s.resume();
+    let (name, lines) = s.next_checkpoint().unwrap();
+    assert_eq!(
+        (name.as_str(), lines),
+        ("counted", vec!["GOT 1".to_string()])
+    );
+    s.resume();
+    assert!(s.finish().status.success());
+}
