@@ -65,6 +65,20 @@ impl SocketDesc {
     }
 }
 
+#[cfg(test)]
+impl SocketDesc {
+    /// A TCP socket for tests.
+    pub(crate) fn tcp(local: &str, peer: Option<&str>, state: &'static str) -> SocketDesc {
+        SocketDesc {
+            proto: "tcp".into(),
+            sock_type: "stream".into(),
+            local: Some(local.into()),
+            peer: peer.map(String::from),
+            tcp_state: Some(state.into()),
+        }
+    }
+}
+
 /// Names of the kernel's TCP states (`tcpi_state`, the `st` of `/proc/net/tcp`;
 /// include/net/tcp_states.h).
 pub fn tcp_state_name(state: u8) -> Option<&'static str> {
