@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hex;
 use crate::kind::FdKind;
+use crate::place::Place;
 use crate::schema::Schema;
 
 /// Names the report's words are made of: borrowed when written, owned when read.
@@ -128,6 +129,18 @@ pub struct Stack {
     /// JSON (schema 1 has no key for it), so 0 in a report read back.
     #[serde(skip)]
     pub streams: usize,
+    /// Where most of them point, for the text. Not in the JSON either (its rows' `desc` say
+    /// it), so `None` in a report read back.
+    #[serde(skip)]
+    pub place: Option<SharedPlace>,
+}
+
+/// The place that most of a stack's fds point to (see `build`): `count` fds of `kind` there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedPlace {
+    pub kind: FdKind,
+    pub place: Place,
+    pub count: usize,
 }
 
 impl Stack {

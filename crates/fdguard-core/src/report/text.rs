@@ -25,8 +25,17 @@ fn age(ms: u64) -> String {
     }
 }
 
-/// "800 sockets, 800 CLOSE_WAIT" for a group of fds.
-fn contents(g: &Stack) -> String {
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// "800 sockets, 800 CLOSE_WAIT" for a group of fds, with where they point when most of them
+/// point to one place: "sockets to 10.0.0.5:6379, 800 CLOSE_WAIT", or "sockets, 799 to
+/// 10.0.0.5:6379, 799 CLOSE_WAIT, 1 CLOSE" when not all do. `first_line`: a TCP state that
+/// all of them share follows the place they all point to, without its count, as in
+/// `inspect`'s first line ("sockets to 10.0.0.5:6379 CLOSE_WAIT"); the stack's own heading
+/// keeps the counts.
+fn contents(g: &Stack, first_line: bool) -> String {
     let all_streams = g.streams > 0;
     let mut parts: Vec<String> = match g.by_kind.keys().next() {
         Some(kind) if g.by_kind.len() == 1 => {
@@ -38,7 +47,30 @@ fn contents(g: &Stack) -> String {
             .map(|(k, n)| format!("{n} {}", kind_words(*k, *n, all_streams && g.streams == *n)))
             .collect(),
     };
-    parts.extend(g.tcp_states.iter().map(|(s, n)| format!("{n} {s}")));
+    let mut states: Vec<String> = g
+        .tcp_states
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    match &g.place {
+        // All of them: one kind, whose words the place follows.
+        Some(p) if p.count == g.count => {
+            parts[0] = format!("{} {}", parts[0], p.place.after_kind(p.kind));
+            let shared = match g.tcp_states.iter().next() {
+                Some((state, n)) if g.tcp_states.len() == 1 && *n == g.count => Some(state),
+                _ => None,
+            };
+            if let Some(state) = shared.filter(|_| first_line) {
+                if !p.place.says_state() {
+                    parts[0] = format!("{} {state}", parts[0]);
+                }
+                states.clear();
+            }
+        }
+        Some(p) => parts.push(format!("{} {}", p.count, p.place.after_kind(p.kind))),
+        None => {}
+    }
+    parts.extend(states);
     parts.join(", ")
 }
 
@@ -60,7 +92,7 @@ pub fn summary(r: &Report) -> String {
     }
     let _ = write!(s, " in pid {} ({program})", r.pid);
     if let Some(top) = r.stacks.first() {
-        let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top));
+        let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top, true));
         if r.stacks.len() > 1 {
             let _ = write!(s, " ({} stacks in all)", r.stacks.len());
         }
@@ -204,8 +236,8 @@ pub fn report(r: &Report) -> String {
         lines.push(format!(
             "{} fd{} ({}), oldest {}, newest {}, created at:",
             g.count,
-            if g.count == 1 { "" } else { "s" },
-            contents(g),
+            plural(g.count),
+            contents(g, false),
             age(g.oldest_ms),
             age(g.newest_ms)
         ));
@@ -226,7 +258,7 @@ pub fn report(r: &Report) -> String {
         lines.push(format!(
             "{} fd{} without a creation stack (inherited, untracked, or FDGUARD_DEPTH=0):",
             rest.len(),
-            if rest.len() == 1 { "" } else { "s" }
+            plural(rest.len())
         ));
         lines.push(ROW_HEADER.to_string());
         lines.extend(rest.iter().map(|row| row_line(row)));
@@ -240,7 +272,8 @@ pub fn report(r: &Report) -> String {
 mod tests {
     use super::*;
     use crate::kind::FdKind;
-    use crate::report::model::{Limit, Word};
+    use crate::place::Place;
+    use crate::report::model::{Limit, SharedPlace, Word};
 
     fn sample() -> Report {
         let mut fds = Vec::new();
@@ -280,6 +313,7 @@ mod tests {
                 line: Some(42),
             }],
             streams: 0,
+            place: None,
         }];
         Report {
             pid: 4242,
@@ -316,42 +350,77 @@ mod tests {
         r.stacks[0].tcp_states.clear();
         r.stacks[0].streams = 25;
         assert!(summary(&r).ends_with("25 in 1 stack: FILE streams"));
+        r.stacks[0].place = Some(shared(FdKind::File, "path", "/etc/hostname", 25));
+        assert!(summary(&r).ends_with("25 in 1 stack: FILE streams of /etc/hostname"));
+    }
+
+    fn shared(kind: FdKind, by: &'static str, key: &str, count: usize) -> SharedPlace {
+        SharedPlace {
+            kind,
+            place: Place {
+                by,
+                key: key.into(),
+            },
+            count,
+        }
+    }
+
+    /// The first line and the stack's heading.
+    fn first_and_heading(r: &Report) -> (String, String) {
+        let text = report(r);
+        let mut lines = text.lines();
+        let first = lines.next().unwrap().to_string();
+        let heading = lines.find(|l| l.contains(" fds (")).unwrap().to_string();
+        (first, heading)
     }
 
     #[test]
-    fn bad_close_notice_names_both_stacks() {
-        let f = Frame {
-            addr: 0x10,
-            function: Some("cleanup".into()),
-            ..Frame::default()
-        };
-        let mut n = BadCloseNotice {
-            pid: 7,
-            fd: 5,
-            call: "close".into(),
-            tid: 8,
-            stack: vec![f.clone()],
-            released_by: Some(vec![f]),
-            ..Default::default()
-        };
-        let t = bad_close(&n);
-        assert!(t.starts_with("==7== fdguard: close(5) failed with EBADF: fd 5 is not open"));
-        assert!(t.contains("fd 5 was last released at:"));
-        n.released_by = None;
-        assert!(bad_close(&n).contains("FDGUARD_CLOSE_STACKS=1"));
+    fn the_place_all_of_a_stack_shares_follows_its_kind() {
+        let mut r = sample();
+        let on = "127.0.0.1:9999";
+        r.stacks[0].place = Some(shared(FdKind::Socket, "accepted", on, 25));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("; 25 in 1 stack: sockets accepted on 127.0.0.1:9999 CLOSE_WAIT"),
+            "{first}"
+        );
+        assert!(
+            heading.ends_with(
+                " 25 fds (sockets accepted on 127.0.0.1:9999, 25 CLOSE_WAIT), oldest 1.5s, \
+                 newest 1.5s, created at:"
+            ),
+            "{heading}"
+        );
+        // Two states: each with its count, in the first line too.
+        r.stacks[0].tcp_states = [("CLOSE_WAIT".into(), 24), ("ESTABLISHED".into(), 1)].into();
+        let (first, _) = first_and_heading(&r);
+        assert!(
+            first.ends_with("sockets accepted on 127.0.0.1:9999, 24 CLOSE_WAIT, 1 ESTABLISHED"),
+            "{first}"
+        );
+        // A place that says the state already.
+        r.stacks[0].tcp_states = [("CLOSE".into(), 25)].into();
+        r.stacks[0].place = Some(shared(FdKind::Socket, "unconnected", "tcp", 25));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("25 in 1 stack: sockets never connected or failed to connect (tcp)"),
+            "{first}"
+        );
+        assert!(heading.contains("(tcp), 25 CLOSE)"), "{heading}");
     }
 
     #[test]
-    fn stacks_then_capped_rows_then_the_rest() {
-        let text = report(&sample());
-        assert!(text.contains("   #0  0x1234 in handle_client server.c:42 (/srv/server+0x233)"));
-        assert!(text.contains("... and 5 more"));
-        assert!(text.contains("1 fd without a creation stack"));
-        assert!(text.contains("inherited"));
-        assert!(text.contains(
-            "reason: signal at 1970-01-01T00:00:00.000Z; RLIMIT_NOFILE soft 32, hard 4096"
-        ));
-        assert!(text.ends_with("==4242== fdguard: end of report\n"));
-        assert!(text.lines().all(|l| l.starts_with("==4242==")));
+    fn a_place_most_of_a_stack_shares_comes_with_its_count() {
+        let mut r = sample();
+        r.stacks[0].place = Some(shared(FdKind::Socket, "peer", "10.0.0.5:6379", 24));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("25 in 1 stack: sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT"),
+            "{first}"
+        );
+        assert!(
+            heading.contains("(sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT)"),
+            "{heading}"
+        );
     }
 }
