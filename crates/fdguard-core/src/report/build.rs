@@ -129,6 +129,7 @@ impl Report {
                 age_ms: r.age_ms,
                 tid: r.tid,
                 stack: r.stack.and_then(|s| ids.get(&s).copied()),
+                place: Some(everywhere.place(r.pointing())),
             })
             .collect();
         self.stacks = groups.into_iter().map(|(_, s)| s).collect();
@@ -266,6 +267,7 @@ mod tests {
         let mut r = Report::default();
         r.fill(&dialed(1, &peers, "ESTABLISHED"), |_| Vec::new());
         assert_eq!(place_of(&r), Some(("peer", "10.0.0.5:6379", 9)));
+        assert_eq!(r.fds[0].place.as_ref().unwrap().key, "10.0.0.5:6379");
         // 8 of 10: no place.
         peers[8] = "10.0.0.6:6379";
         r.fill(&dialed(1, &peers, "ESTABLISHED"), |_| Vec::new());
@@ -306,6 +308,8 @@ mod tests {
             (p.place.by, p.place.key.as_str()),
             ("path", "/etc/hostname")
         );
+        // Without a stack, a row is placed among all the fds.
+        assert_eq!(r.fds[3].place.as_ref().unwrap().key, "/etc/");
     }
 
     /// What a recorder other than the library does: fill a report, print it both ways, and
@@ -340,6 +344,9 @@ mod tests {
         let mut expected = r.clone();
         expected.stacks[0].streams = 0;
         expected.stacks[0].place = None;
+        for row in &mut expected.fds {
+            row.place = None;
+        }
         assert_eq!(**back, expected);
     }
 }

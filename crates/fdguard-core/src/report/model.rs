@@ -53,6 +53,10 @@ pub struct FdRow {
     pub tid: Option<u32>,
     /// Its creation stack: an `id` of `Report::stacks`.
     pub stack: Option<usize>,
+    /// Where it points, for the text's account of fds without a stack. Not in the JSON
+    /// (`desc` says it), so `None` in a report read back.
+    #[serde(skip)]
+    pub place: Option<Place>,
 }
 
 /// One frame of a creation stack, innermost first.

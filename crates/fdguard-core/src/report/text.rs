@@ -1,10 +1,12 @@
 //! The text report, in the style of valgrind and ASan: every line starts with `==PID==`, the
 //! first line is the whole story, the stacks follow, largest first.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::model::{BadCloseNotice, FdRow, Frame, Report, Stack};
-use crate::kind::kind_words;
+use crate::kind::{FdKind, kind_words};
+use crate::place::Place;
 
 /// Rows shown per stack in text (JSON has all of them).
 pub const ROWS_PER_STACK: usize = 20;
@@ -71,6 +73,58 @@ fn contents(g: &Stack, first_line: bool) -> String {
         None => {}
     }
     parts.extend(states);
+    parts.join(", ")
+}
+
+/// How many fds of each kind point to each place.
+type ByPlace<'a> = BTreeMap<(FdKind, Option<&'a Place>), usize>;
+
+/// Places named in a line; the others are counted.
+const PLACES_SHOWN: usize = 4;
+
+/// What the fds without a stack are, before the first of them are listed: for each call,
+/// most first, how many and where they point, as `inspect` groups them ("15000 before
+/// attach: 14990 sockets to 10.0.0.5:6379, 10 files in /etc/").
+fn unstacked_lines(rows: &[&FdRow]) -> Vec<String> {
+    let mut by_call: BTreeMap<&str, ByPlace> = BTreeMap::new();
+    for row in rows {
+        let places = by_call.entry(&row.call).or_default();
+        *places.entry((row.kind, row.place.as_ref())).or_insert(0) += 1;
+    }
+    let mut calls: Vec<(usize, &str, ByPlace)> = by_call
+        .into_iter()
+        .map(|(call, places)| (places.values().sum(), call, places))
+        .collect();
+    calls.sort_by_key(|(n, ..)| std::cmp::Reverse(*n));
+    calls
+        .into_iter()
+        .map(|(total, call, places)| format!("  {total} {call}: {}", places_words(places)))
+        .collect()
+}
+
+/// "14990 sockets to 10.0.0.5:6379, 10 files in /etc/, 3 more in 2 other places": the
+/// places most fds point to first.
+fn places_words(places: ByPlace) -> String {
+    let mut places: Vec<_> = places.into_iter().collect();
+    places.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let shown = places.len().min(PLACES_SHOWN);
+    let mut parts: Vec<String> = places[..shown]
+        .iter()
+        .map(|((kind, place), n)| {
+            let at = place.map(|p| p.after_kind(*kind)).unwrap_or_default();
+            let part = format!("{n} {} {at}", kind_words(*kind, *n, false));
+            part.trim_end().to_string()
+        })
+        .collect();
+    let rest = &places[shown..];
+    if !rest.is_empty() {
+        let n: usize = rest.iter().map(|(_, n)| n).sum();
+        parts.push(format!(
+            "{n} more in {} other place{}",
+            rest.len(),
+            plural(rest.len())
+        ));
+    }
     parts.join(", ")
 }
 
@@ -260,8 +314,20 @@ pub fn report(r: &Report) -> String {
             rest.len(),
             plural(rest.len())
         ));
+        // Capped like a stack's rows (an attach to a process with 15,000 fds open lists
+        // them all as before attach): what they are comes first.
+        let capped = rest.len() > ROWS_PER_STACK;
+        if capped {
+            lines.extend(unstacked_lines(&rest));
+        }
         lines.push(ROW_HEADER.to_string());
-        lines.extend(rest.iter().map(|row| row_line(row)));
+        lines.extend(rest.iter().take(ROWS_PER_STACK).map(|row| row_line(row)));
+        if capped {
+            lines.push(format!(
+                "  ... and {} more (the JSON report lists every fd)",
+                rest.len() - ROWS_PER_STACK
+            ));
+        }
     }
     lines.push(String::new());
     lines.push("fdguard: end of report".to_string());
@@ -271,8 +337,6 @@ pub fn report(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::FdKind;
-    use crate::place::Place;
     use crate::report::model::{Limit, SharedPlace, Word};
 
     fn sample() -> Report {
@@ -286,6 +350,7 @@ mod tests {
                 age_ms: Some(1500),
                 tid: Some(77),
                 stack: Some(0),
+                place: None,
             });
         }
         fds.push(FdRow {
@@ -296,6 +361,7 @@ mod tests {
             age_ms: Some(2000),
             tid: None,
             stack: None,
+            place: None,
         });
         let stacks = vec![Stack {
             id: 0,
@@ -422,5 +488,93 @@ mod tests {
             heading.contains("(sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT)"),
             "{heading}"
         );
+    }
+
+    #[test]
+    fn fds_without_a_stack_are_capped_after_what_they_are() {
+        let mut r = sample();
+        let place = |by, key: &str| {
+            Some(Place {
+                by,
+                key: key.into(),
+            })
+        };
+        for row in &mut r.fds {
+            row.stack = None;
+            row.call = "before attach".into();
+            row.place = place("peer", "10.0.0.5:6379");
+        }
+        r.fds[0].place = place("peer", "10.0.0.6:6379");
+        for (i, by) in ["dir", "local", "listen", "path"].iter().enumerate() {
+            r.fds[1 + i].place = place(by, &format!("/x/{i}"));
+        }
+        r.fds[25].place = place("kind", "pty");
+        r.fds[25].call = "inherited".into();
+        r.stacks.clear();
+        let text = report(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.ends_with(
+                    "26 fds without a creation stack (inherited, untracked, or FDGUARD_DEPTH=0):",
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            lines[at + 1],
+            "==4242==   25 before attach: 20 sockets to 10.0.0.5:6379, 1 socket in /x/0, \
+             1 socket listening on /x/2, 1 socket on /x/1, 2 more in 2 other places"
+        );
+        assert_eq!(lines[at + 2], "==4242==   1 inherited: 1 pty");
+        assert_eq!(lines[at + 3], format!("=={}== {ROW_HEADER}", r.pid));
+        assert_eq!(
+            lines[at + 4 + ROWS_PER_STACK],
+            "==4242==   ... and 6 more (the JSON report lists every fd)"
+        );
+        // Up to the cap, the rows alone.
+        r.fds.truncate(ROWS_PER_STACK);
+        let text = report(&r);
+        assert!(
+            !text.contains("before attach:") && !text.contains("more"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_close_notice_names_both_stacks() {
+        let f = Frame {
+            addr: 0x10,
+            function: Some("cleanup".into()),
+            ..Frame::default()
+        };
+        let mut n = BadCloseNotice {
+            pid: 7,
+            fd: 5,
+            call: "close".into(),
+            tid: 8,
+            stack: vec![f.clone()],
+            released_by: Some(vec![f]),
+            ..Default::default()
+        };
+        let t = bad_close(&n);
+        assert!(t.starts_with("==7== fdguard: close(5) failed with EBADF: fd 5 is not open"));
+        assert!(t.contains("fd 5 was last released at:"));
+        n.released_by = None;
+        assert!(bad_close(&n).contains("FDGUARD_CLOSE_STACKS=1"));
+    }
+
+    #[test]
+    fn stacks_then_capped_rows_then_the_rest() {
+        let text = report(&sample());
+        assert!(text.contains("   #0  0x1234 in handle_client server.c:42 (/srv/server+0x233)"));
+        assert!(text.contains("... and 5 more"));
+        assert!(text.contains("1 fd without a creation stack"));
+        assert!(text.contains("inherited"));
+        assert!(text.contains(
+            "reason: signal at 1970-01-01T00:00:00.000Z; RLIMIT_NOFILE soft 32, hard 4096"
+        ));
+        assert!(text.ends_with("==4242== fdguard: end of report\n"));
+        assert!(text.lines().all(|l| l.starts_with("==4242==")));
     }
 }
