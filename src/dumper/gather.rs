@@ -123,7 +123,10 @@ fn observed(
                         kind,
                         desc: describe(k, kind, rec.call, detail, path.as_deref()),
                         call: rec.call,
-                        age_ms: Some(now_ns.saturating_sub(rec.born_ns) / 1_000_000),
+                        age_ms: rec
+                            .call
+                            .age_known()
+                            .then(|| now_ns.saturating_sub(rec.born_ns) / 1_000_000),
                         tid: (rec.tid != 0).then_some(rec.tid),
                         stack: rec.stack,
                         socket: k.socket.clone(),
@@ -253,6 +256,24 @@ mod tests {
         assert_eq!(rows[2].kind, FdKind::Pipe);
         assert_eq!(rows[2].desc, "pipe:[77]");
         assert_eq!(rows[2].kernel_path, None);
+    }
+
+    #[test]
+    fn the_age_of_an_fd_open_before_an_attach_is_unknown() {
+        let kernel = [kfd(3, "/etc/hosts"), kfd(4, "/etc/hosts")];
+        let rows = observed(
+            &kernel,
+            |fd| {
+                let call = if fd == 3 {
+                    Call::BeforeAttach
+                } else {
+                    Call::Inherited
+                };
+                Some(rec(call, None, None, 1_000_000))
+            },
+            3_000_000,
+        );
+        assert_eq!((rows[0].age_ms, rows[1].age_ms), (None, Some(2)));
     }
 
     #[test]
