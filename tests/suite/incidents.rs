@@ -146,6 +146,35 @@ fn seed000_text_summary_names_file_streams() {
     assert!(text.contains("fopen_leak.c:12"), "{text}");
 }
 
+/// A limit lowered under a running program (`prlimit --pid`) below fds it has open: more are
+/// open than the limit allows, and the first line says why.
+#[test]
+fn seed000_text_says_why_more_fds_are_open_than_the_limit() {
+    let dir = scratch("seed000-lowered");
+    let prog = build_example("fopen_leak", "fopen_leak", &dir, &["-O2", "-g"]);
+    let report = dir.join("report.txt");
+    let s = ready(&prog, &["30", "wait"], &report, "text", |_| {});
+    let pid = s.pid();
+    let lowered = command("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=20:"])
+        .status()
+        .unwrap();
+    assert!(lowered.success());
+    let open = proc_fds(pid);
+    let above = open.iter().filter(|fd| **fd >= 20).count();
+    let text = asked_in_text(s, &report);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "fdguard: {} of 20 fds open ({}%; {above} fds at or above the soft limit, \
+             inherited or opened before the limit was lowered) in pid {pid} ",
+            open.len(),
+            open.len() * 100 / 20
+        )),
+        "{text}"
+    );
+}
+
 #[test]
 fn seed001_sockets_left_in_close_wait_under_the_accepting_stack() {
     let dir = scratch("seed001");

@@ -128,6 +128,16 @@ fn places_words(places: ByPlace) -> String {
     parts.join(", ")
 }
 
+/// fds whose number is at or above the soft limit: only inherited ones, or ones opened
+/// before the limit was lowered, can be (the kernel gives no such number), and they make
+/// more fds open than the limit allows.
+fn above_limit(r: &Report, soft: u64) -> usize {
+    r.fds
+        .iter()
+        .filter(|row| u64::try_from(row.fd).is_ok_and(|fd| fd >= soft))
+        .count()
+}
+
 /// The first line: how bad it is and where to look.
 pub fn summary(r: &Report) -> String {
     let open = r.open;
@@ -142,7 +152,17 @@ pub fn summary(r: &Report) -> String {
     };
     let mut s = format!("fdguard: {open} of {} fds {what}", limit(r.limit.soft));
     if let Some(soft) = r.limit.soft.filter(|s| *s > 0) {
-        let _ = write!(s, " ({}%)", open as u64 * 100 / soft);
+        let _ = write!(s, " ({}%", open as u64 * 100 / soft);
+        let above = above_limit(r, soft);
+        if above > 0 {
+            let _ = write!(
+                s,
+                "; {above} fd{} at or above the soft limit, inherited or opened before the \
+                 limit was lowered",
+                plural(above)
+            );
+        }
+        s.push(')');
     }
     let _ = write!(s, " in pid {} ({program})", r.pid);
     if let Some(top) = r.stacks.first() {
@@ -488,6 +508,24 @@ mod tests {
             heading.contains("(sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT)"),
             "{heading}"
         );
+    }
+
+    #[test]
+    fn fds_above_the_soft_limit_are_counted_in_the_first_line() {
+        let mut r = sample();
+        r.limit.soft = Some(25);
+        let first = summary(&r);
+        assert!(
+            first.contains(
+                "26 of 25 fds open (104%; 3 fds at or above the soft limit, inherited or \
+                 opened before the limit was lowered) in pid 4242"
+            ),
+            "{first}"
+        );
+        r.limit.soft = Some(27);
+        assert!(summary(&r).contains(" (96%; 1 fd at or above"));
+        r.limit.soft = Some(28);
+        assert!(summary(&r).contains(" (92%) in pid"));
     }
 
     #[test]
