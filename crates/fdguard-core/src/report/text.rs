@@ -247,6 +247,19 @@ pub fn bad_close(n: &BadCloseNotice) -> String {
 
 /// The whole report.
 pub fn report(r: &Report) -> String {
+    if r.reason == "exit" && r.open == 0 {
+        // Nothing leaked: the header and an empty count by kind would say only that.
+        let mut line = format!("fdguard: no fd left open at exit in {}", r.who());
+        if r.suppressed > 0 {
+            let _ = write!(
+                line,
+                "; {} fd{} left out by FDGUARD_IGNORE",
+                r.suppressed,
+                plural(r.suppressed)
+            );
+        }
+        return prefixed(r.pid, vec![line]);
+    }
     let mut lines: Vec<String> = Vec::new();
     lines.push(summary(r));
     let mut reason = format!("reason: {}", r.reason);
@@ -526,6 +539,29 @@ mod tests {
         assert!(summary(&r).contains(" (96%; 1 fd at or above"));
         r.limit.soft = Some(28);
         assert!(summary(&r).contains(" (92%) in pid"));
+    }
+
+    #[test]
+    fn an_exit_report_without_leaks_is_one_line() {
+        let mut r = Report {
+            pid: 9,
+            cmdline: vec!["./tests".into()],
+            reason: "exit".into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            report(&r),
+            "==9== fdguard: no fd left open at exit in pid 9 (./tests)\n"
+        );
+        r.suppressed = 3;
+        assert_eq!(
+            report(&r),
+            "==9== fdguard: no fd left open at exit in pid 9 (./tests); 3 fds left out by \
+             FDGUARD_IGNORE\n"
+        );
+        // A signal's report of nothing keeps its shape.
+        r.reason = "signal".into();
+        assert!(report(&r).ends_with("fdguard: end of report\n"));
     }
 
     #[test]
