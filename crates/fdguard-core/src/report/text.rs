@@ -278,7 +278,10 @@ pub fn report(r: &Report) -> String {
         limit(r.limit.hard)
     );
     lines.push(reason);
-    lines.push(format!("command: {}", r.cmdline.join(" ")));
+    // On one line, as every line starts with `==PID==` (`sh -c` and `python3 -c` scripts
+    // have newlines).
+    let command = r.cmdline.join(" ").replace('\n', "\\n");
+    lines.push(format!("command: {command}"));
     let mut kinds: Vec<String> = r
         .by_kind
         .iter()
@@ -649,6 +652,18 @@ mod tests {
             "reason: signal at 1970-01-01T00:00:00.000Z; RLIMIT_NOFILE soft 32, hard 4096"
         ));
         assert!(text.ends_with("==4242== fdguard: end of report\n"));
+        assert!(text.lines().all(|l| l.starts_with("==4242==")));
+    }
+
+    #[test]
+    fn a_command_with_newlines_is_one_line() {
+        let mut r = sample();
+        r.cmdline = vec!["sh".into(), "-c".into(), "ls\ndate".into()];
+        let text = report(&r);
+        assert!(
+            text.contains("==4242== command: sh -c ls\\ndate\n"),
+            "{text}"
+        );
         assert!(text.lines().all(|l| l.starts_with("==4242==")));
     }
 }
