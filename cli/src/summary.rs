@@ -1,9 +1,10 @@
 //! How a process's fds add up: counts by kind and TCP state, groups by where they point (a
 //! directory, a peer, a local port), and the first line that says how bad it is.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use fdguard_core::kind::{FdKind, kind_words};
+use fdguard_core::kind::kind_words;
+use fdguard_core::place::{Context, Place, words};
 use fdguard_core::report::{Limit, Word};
 use fdguard_core::snapshot::{FdEntry, Group, Summary};
 
@@ -11,20 +12,7 @@ use crate::units::{count, percent};
 
 /// "to 10.0.0.5:6379", "in /var/log/app/": where a group's fds point.
 pub fn place(g: &Group) -> String {
-    match &*g.by {
-        "dir" => format!("in {}", g.key),
-        "path" => format!("of {}", g.key),
-        "peer" => format!("to {}", g.key),
-        "accepted" => format!("accepted on {}", g.key),
-        "listen" => format!("listening on {}", g.key),
-        "local" => format!("on {}", g.key),
-        "unconnected" => format!(
-            "{}, never connected or failed to connect (lsof: \"can't identify protocol\")",
-            g.key
-        ),
-        _ if g.key == g.kind.name() => String::new(),
-        _ => g.key.clone(),
-    }
+    words(g.kind, &g.by, &g.key)
 }
 
 /// "998 CLOSE_WAIT to 10.0.0.5:6379" or "12 in /tmp/ (3 ESTABLISHED)".
@@ -41,93 +29,10 @@ pub fn phrase(g: &Group) -> String {
     }
 }
 
-fn parent_dir(path: &str) -> String {
-    let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-    match path.rfind('/') {
-        Some(i) => path[..=i].to_string(),
-        None => path.to_string(),
-    }
-}
-
-fn port(addr: &str) -> Option<&str> {
-    addr.rsplit_once(':').map(|(_, p)| p)
-}
-
-/// What grouping needs to know of all the fds.
-struct Context {
-    /// Local ports with a listener: connections on them were accepted.
-    listening_ports: BTreeSet<String>,
-    /// Directories in which every open file is the same one: grouped by that path.
-    one_path_dirs: BTreeSet<String>,
-}
-
-impl Context {
-    fn of(fds: &[FdEntry]) -> Context {
-        let listening_ports = fds
-            .iter()
-            .filter_map(|e| e.socket.as_ref())
-            .filter(|s| s.desc.tcp_state.as_deref() == Some("LISTEN"))
-            .filter_map(|s| s.desc.local.as_deref().and_then(port).map(str::to_string))
-            .collect();
-        let mut paths_in: BTreeMap<String, (&str, bool)> = BTreeMap::new();
-        for p in fds.iter().filter_map(|e| e.path.as_deref()) {
-            let entry = paths_in.entry(parent_dir(p)).or_insert((p, false));
-            entry.1 |= entry.0 != p;
-        }
-        let one_path_dirs = paths_in
-            .into_iter()
-            .filter(|(_, (_, several))| !several)
-            .map(|(dir, _)| dir)
-            .collect();
-        Context {
-            listening_ports,
-            one_path_dirs,
-        }
-    }
-}
-
-fn group_of(e: &FdEntry, cx: &Context) -> (&'static str, String) {
-    let Some(facts) = &e.socket else {
-        return match (e.kind, &e.path) {
-            (FdKind::File | FdKind::Dir, Some(p)) if cx.one_path_dirs.contains(&parent_dir(p)) => {
-                ("path", p.clone())
-            }
-            (FdKind::File | FdKind::Dir, Some(p)) => ("dir", parent_dir(p)),
-            (kind, _) => ("kind", kind.name().to_string()),
-        };
-    };
-    let s = &facts.desc;
-    let named = |a: &Option<String>| {
-        a.as_deref()
-            .filter(|a| *a != "(unnamed)" && *a != "?")
-            .map(str::to_string)
-    };
-    if !facts.in_tables {
-        return ("unconnected", s.proto.clone());
-    }
-    if s.tcp_state.as_deref() == Some("LISTEN") {
-        return ("listen", s.local.clone().unwrap_or_default());
-    }
-    let local_port = s.local.as_deref().and_then(port).map(str::to_string);
-    if s.proto != "unix" && s.connected() {
-        if local_port.is_some_and(|p| cx.listening_ports.contains(&p)) {
-            return ("accepted", s.local.clone().unwrap_or_default());
-        }
-        return ("peer", s.peer.clone().unwrap_or_default());
-    }
-    if let Some(local) = named(&s.local) {
-        return ("local", local);
-    }
-    if let Some(peer) = named(&s.peer) {
-        return ("peer", peer);
-    }
-    ("kind", format!("{} {}", s.proto, s.sock_type))
-}
-
 /// Counts and groups, largest group first.
 pub fn summarize(fds: &[FdEntry]) -> Summary {
     let mut sum = Summary::default();
-    let cx = Context::of(fds);
+    let cx = Context::of(fds.iter().map(FdEntry::pointing));
     // Keyed by the kind's name: groups of equal size stay in the order of their names.
     let mut groups: BTreeMap<(&'static str, &'static str, String), Group> = BTreeMap::new();
     for e in fds {
@@ -135,7 +40,7 @@ pub fn summarize(fds: &[FdEntry]) -> Summary {
         if let Some(state) = e.tcp_state() {
             *sum.tcp_states.entry(state.clone()).or_default() += 1;
         }
-        let (by, key) = group_of(e, &cx);
+        let Place { by, key } = cx.place(e.pointing());
         let g = groups
             .entry((e.kind.name(), by, key.clone()))
             .or_insert_with(|| Group {
@@ -183,6 +88,7 @@ pub fn headline(pid: i32, name: &str, limit: Limit, open: usize, sum: &Summary) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fdguard_core::kind::FdKind;
     use fdguard_core::snapshot::SocketFacts;
     use fdguard_core::sockdesc::SocketDesc;
 

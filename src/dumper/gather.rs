@@ -123,10 +123,14 @@ fn observed(
                         kind,
                         desc: describe(k, kind, rec.call, detail, path.as_deref()),
                         call: rec.call,
-                        age_ms: Some(now_ns.saturating_sub(rec.born_ns) / 1_000_000),
+                        age_ms: rec
+                            .call
+                            .age_known()
+                            .then(|| now_ns.saturating_sub(rec.born_ns) / 1_000_000),
                         tid: (rec.tid != 0).then_some(rec.tid),
                         stack: rec.stack,
-                        tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state.clone()),
+                        socket: k.socket.clone(),
+                        kernel_path: kernel_path(k, kind),
                         path,
                         stream: rec.stream,
                     }
@@ -141,7 +145,8 @@ fn observed(
                         age_ms: None,
                         tid: None,
                         stack: None,
-                        tcp_state: k.socket.as_ref().and_then(|s| s.tcp_state.clone()),
+                        socket: k.socket.clone(),
+                        kernel_path: kernel_path(k, kind),
                         path: None,
                         stream: false,
                     }
@@ -149,6 +154,14 @@ fn observed(
             }
         })
         .collect()
+}
+
+/// Where a file or directory is, as the kernel says (the path the program gave may be
+/// relative, or only its end kept).
+fn kernel_path(k: &KernelFd, kind: FdKind) -> Option<String> {
+    matches!(kind, FdKind::File | FdKind::Dir)
+        .then(|| k.link.clone())
+        .flatten()
 }
 
 /// The description column: what a reader needs to recognise the fd.
@@ -237,10 +250,30 @@ mod tests {
         assert_eq!(rows[0].call, Call::Untracked);
         assert_eq!(rows[0].kind, FdKind::Pty);
         assert_eq!(rows[1].desc, "/etc/hosts");
+        assert_eq!(rows[1].kernel_path.as_deref(), Some("/etc/hosts"));
         assert_eq!(rows[1].age_ms, Some(2));
         assert_eq!(rows[1].tid, Some(11));
         assert_eq!(rows[2].kind, FdKind::Pipe);
         assert_eq!(rows[2].desc, "pipe:[77]");
+        assert_eq!(rows[2].kernel_path, None);
+    }
+
+    #[test]
+    fn the_age_of_an_fd_open_before_an_attach_is_unknown() {
+        let kernel = [kfd(3, "/etc/hosts"), kfd(4, "/etc/hosts")];
+        let rows = observed(
+            &kernel,
+            |fd| {
+                let call = if fd == 3 {
+                    Call::BeforeAttach
+                } else {
+                    Call::Inherited
+                };
+                Some(rec(call, None, None, 1_000_000))
+            },
+            3_000_000,
+        );
+        assert_eq!((rows[0].age_ms, rows[1].age_ms), (None, Some(2)));
     }
 
     #[test]
@@ -283,7 +316,10 @@ mod tests {
             rows[0].desc,
             "tcp 127.0.0.1:9999 -> 127.0.0.1:40000 CLOSE_WAIT"
         );
-        assert_eq!(rows[0].tcp_state.as_deref(), Some("CLOSE_WAIT"));
+        assert_eq!(
+            rows[0].socket.as_ref().unwrap().tcp_state.as_deref(),
+            Some("CLOSE_WAIT")
+        );
         assert_eq!(rows[1].desc, "tcp unconnected (CLOSE)");
     }
 }

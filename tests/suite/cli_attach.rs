@@ -232,16 +232,23 @@ fn attach_unspins_redis() {
     unspin_server("redis-server", cmd, port, Some((b"PING\r\n", b"+PONG\r\n")));
 }
 
-#[test]
-fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
-    let dir = scratch("attach-leak");
-    let prog = build_c("holder", &dir, &["-O1", "-g"]);
+/// The holder started without fdguard in `dir` for `rounds`, stopped after its first round
+/// of 25 streams leaked from `DIR/data`.
+fn holder_leaked(dir: &Path, rounds: u32) -> Stepper {
+    let prog = build_c("holder", dir, &["-O1", "-g"]);
     let mut cmd = plain(&prog);
-    cmd.arg(&dir).arg("2");
+    cmd.arg(dir).arg(rounds.to_string());
     let mut s = Stepper::spawn(cmd, &dir.join("unused"));
     assert_eq!(s.next_checkpoint().unwrap().0, "held");
     s.resume();
-    assert_eq!(s.next_checkpoint().unwrap().0, "leaked"); // 25 streams before attach
+    assert_eq!(s.next_checkpoint().unwrap().0, "leaked");
+    s
+}
+
+#[test]
+fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
+    let dir = scratch("attach-leak");
+    let mut s = holder_leaked(&dir, 2); // 25 streams before attach
     let before = proc_fds(s.pid());
     let report = dir.join("r.json");
     attach(s.pid(), &["--json", "--report", report.to_str().unwrap()]);
@@ -255,14 +262,60 @@ fn a_leak_after_attach_is_attributed_and_the_rest_is_before_attach() {
     assert_eq!(top["count"], 25);
     assert_eq!(functions(top), ["leak_streams", "main"]);
     for fd in &before {
-        assert_eq!(fd_row(&r, *fd).unwrap()["call"], "before attach", "fd {fd}");
-        assert_eq!(fd_row(&r, *fd).unwrap()["stack"], Value::Null);
+        let row = fd_row(&r, *fd).unwrap();
+        assert_eq!(row["call"], "before attach", "fd {fd}");
+        assert_eq!(row["stack"], Value::Null);
+        assert_eq!(
+            row["age_ms"],
+            Value::Null,
+            "how old it is is not known: {row}"
+        );
     }
     let after: Vec<i64> = kernel.difference(&before).copied().collect();
     assert_eq!(after.len(), 25);
     for fd in after {
         assert_eq!(fd_row(&r, fd).unwrap()["call"], "fopen", "fd {fd}");
     }
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+/// Attached to a process with more fds open than a stack shows rows, the text report says
+/// what they are, lists the first ones without an age, and leaves the rest to the JSON.
+#[test]
+fn an_attached_text_report_caps_the_fds_open_before() {
+    let dir = scratch("attach-text");
+    let mut s = holder_leaked(&dir, 1);
+    let open = proc_fds(s.pid()).len();
+    let report = dir.join("r.txt");
+    attach(s.pid(), &["--report", report.to_str().unwrap()]);
+    let text = succeeds(fdguard(&["report", &s.pid().to_string()]));
+    let prefix = format!("=={}== ", s.pid());
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{open} fds without a creation stack")))
+        .unwrap_or_else(|| panic!("{open} fds without a stack:\n{text}"));
+    // The 25 streams and the two files opened before them, in the test's directory.
+    let what = lines[at + 1];
+    assert!(
+        what.starts_with(&format!("  {open} before attach: 27 files of "))
+            && what.contains("/data, "),
+        "{text}"
+    );
+    let rows = lines
+        .iter()
+        .filter(|l| l.contains("        -        -  before attach "))
+        .count();
+    assert_eq!(rows, 20, "{text}");
+    let more = format!(
+        "  ... and {} more (the JSON report lists every fd)",
+        open - 20
+    );
+    assert!(lines.contains(&more.as_str()), "{text}");
     s.resume();
     assert!(s.finish().status.success());
 }

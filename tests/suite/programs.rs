@@ -46,7 +46,7 @@ fn fdguard_run_refuses_a_static_binary_and_runs_a_dynamic_one() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("fdguard: 0 of"),
+        err.contains("fdguard: no fd left open at exit in pid "),
         "fdguard ran (its exit report): {err}"
     );
 }

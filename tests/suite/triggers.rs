@@ -234,6 +234,35 @@ fn no_leaks_means_the_programs_own_status() {
     assert_eq!(reports[0]["open"], 0, "AT_EXIT always reports");
 }
 
+/// In text, a report of no leak is one line, which names what `FDGUARD_IGNORE` left out.
+#[test]
+fn no_leaks_at_exit_is_one_line_of_text() {
+    let dir = scratch("exit-text");
+    let prog = build_example("two_callers", "two_callers", &dir, &["-O2", "-g"]);
+    let out = command(&prog)
+        .args(["0", "2"])
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_AT_EXIT", "1")
+        .env("FDGUARD_IGNORE", "/dev/*")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid: u32 = err
+        .strip_prefix("==")
+        .and_then(|e| e.split_once("=="))
+        .and_then(|(pid, _)| pid.parse().ok())
+        .unwrap_or_else(|| panic!("a report:\n{err}"));
+    assert_eq!(
+        err,
+        format!(
+            "=={pid}== fdguard: no fd left open at exit in pid {pid} ({}); 2 fds left out by \
+             FDGUARD_IGNORE\n",
+            prog.display()
+        )
+    );
+}
+
 #[test]
 fn suppressions_leave_matching_fds_out_of_exit_reports() {
     let env = [

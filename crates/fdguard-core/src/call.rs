@@ -79,6 +79,14 @@ impl Call {
         matches!(self, Call::Inherited | Call::BeforeAttach)
     }
 
+    /// Whether fdguard knows how old an fd made by this call is. Not for one open when an
+    /// attach loaded fdguard: its table holds the attach's time, which says nothing of the
+    /// fd's (an inherited fd's age counts from the program's start, which is what the program
+    /// has known of it).
+    pub fn age_known(self) -> bool {
+        self != Call::BeforeAttach
+    }
+
     /// The kind an fd made by this call has, when the call alone says so. Report time asks the
     /// kernel first; this is the answer when the fd can no longer be inspected.
     #[inline(always)]
@@ -128,6 +136,7 @@ mod tests {
         }
         assert_eq!(Call::from_name("before attach"), Some(Call::BeforeAttach));
         assert!(Call::Inherited.predates_fdguard() && !Call::Open.predates_fdguard());
+        assert!(!Call::BeforeAttach.age_known() && Call::Inherited.age_known());
         assert_eq!(Call::Accept4.default_kind(), FdKind::Socket);
         assert!(Call::Fdopen.makes_stream() && !Call::Open.makes_stream());
     }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fdinfo::EpollWatch;
 use crate::kind::FdKind;
+use crate::place::Pointing;
 use crate::program::Runtime;
 use crate::report::{Limit, Word};
 use crate::schema::Schema;
@@ -54,6 +55,16 @@ impl FdEntry {
     pub fn tcp_state(&self) -> Option<&Word> {
         self.socket.as_ref().and_then(|s| s.desc.tcp_state.as_ref())
     }
+
+    /// What placing it needs (`place`).
+    pub fn pointing(&self) -> Pointing<'_> {
+        Pointing {
+            kind: self.kind,
+            path: self.path.as_deref(),
+            socket: self.socket.as_ref().map(|s| &s.desc),
+            listed: self.socket.as_ref().is_some_and(|s| s.in_tables),
+        }
+    }
 }
 
 /// fds that point to the same place.
@@ -61,10 +72,7 @@ impl FdEntry {
 #[serde(default)]
 pub struct Group {
     pub kind: FdKind,
-    /// What `key` is: `dir` (of files), `path` (the one file open in that directory), `peer`
-    /// (connected to), `accepted` (connections a listener of this process accepted, by local
-    /// address), `listen`, `local` (a bound, unconnected socket), `unconnected` (a socket in no
-    /// table: lsof's "can't identify protocol"), or `kind` (nothing more to say).
+    /// What `key` is: `place::Place`'s `by`.
     pub by: Word,
     pub key: String,
     pub count: usize,

@@ -25,6 +25,21 @@ impl SocketDesc {
         self.peer.is_some()
     }
 
+    /// Whether a `/proc/PID/net` table lists the socket, judged from what the socket says of
+    /// itself (the library asks the socket, not the tables): none lists a TCP socket in CLOSE
+    /// (created, bound, or whose connect failed) nor a TCP or UDP socket without a port.
+    pub fn in_tables(&self) -> bool {
+        if !(self.proto.starts_with("tcp") || self.proto.starts_with("udp")) {
+            return true;
+        }
+        let has_port = self
+            .local
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .is_some_and(|(_, port)| port != "0");
+        has_port && self.tcp_state.as_deref() != Some("CLOSE")
+    }
+
     /// The report's protocol name and socket type for the kernel's `system.sockprotoname` of
     /// a socket that no `/proc/net` table lists: TCP ones are in CLOSE (created, or failed to
     /// connect).
@@ -61,6 +76,20 @@ impl SocketDesc {
             sock_type: Word::Borrowed(ty),
             local: None,
             peer: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl SocketDesc {
+    /// A TCP socket for tests.
+    pub(crate) fn tcp(local: &str, peer: Option<&str>, state: &'static str) -> SocketDesc {
+        SocketDesc {
+            proto: "tcp".into(),
+            sock_type: "stream".into(),
+            local: Some(local.into()),
+            peer: peer.map(String::from),
+            tcp_state: Some(state.into()),
         }
     }
 }
@@ -166,6 +195,8 @@ mod tests {
             "udp6 unconnected"
         );
         assert_eq!(SocketDesc::unlisted(Some("AF_VSOCK")).proto, "af_vsock");
+        assert!(!SocketDesc::unlisted(Some("TCP")).in_tables());
+        assert!(!SocketDesc::unlisted(Some("UDP")).in_tables());
         let pair = SocketDesc {
             proto: "unix".into(),
             sock_type: "stream".into(),
@@ -174,5 +205,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(describe_socket(&pair), "unix stream (unnamed) -> (unnamed)");
+        assert!(pair.in_tables());
+    }
+
+    #[test]
+    fn what_the_tables_list() {
+        let tcp = |local: &str, state| SocketDesc::tcp(local, None, state);
+        assert!(tcp("0.0.0.0:8080", "LISTEN").in_tables());
+        // Bound, or refused: the port shows, the tables have it not.
+        assert!(!tcp("127.0.0.1:41000", "CLOSE").in_tables());
+        assert!(!tcp("0.0.0.0:0", "CLOSE").in_tables());
+        let udp = |local: &str| SocketDesc {
+            proto: "udp6".into(),
+            sock_type: "dgram".into(),
+            local: Some(local.into()),
+            ..SocketDesc::default()
+        };
+        assert!(udp("[::1]:53").in_tables());
+        assert!(!udp("[::]:0").in_tables());
     }
 }

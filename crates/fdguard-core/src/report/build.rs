@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{FdRow, Frame, Report, Stack, Word};
+use super::model::{FdRow, Frame, Report, SharedPlace, Stack, Word};
 use crate::call::Call;
 use crate::kind::FdKind;
+use crate::place::{Context, Place, Pointing};
+use crate::sockdesc::SocketDesc;
 
 /// One open fd as a recorder saw it. `K` is the recorder's own name for a creation stack (the
 /// library's interned stack id); it becomes a group id in the report.
@@ -18,11 +20,50 @@ pub struct Observed<K> {
     pub age_ms: Option<u64>,
     pub tid: Option<u32>,
     pub stack: Option<K>,
-    pub tcp_state: Option<Word>,
+    /// What the kernel says of a socket: its TCP state is counted, its addresses place it.
+    pub socket: Option<SocketDesc>,
+    /// The kernel's path of a file or directory: where it points.
+    pub kernel_path: Option<String>,
     /// The fd belongs to a stdio `FILE`.
     pub stream: bool,
     /// The path as the program gave it, for suppressions (`FDGUARD_IGNORE`).
     pub path: Option<String>,
+}
+
+impl<K> Observed<K> {
+    fn pointing(&self) -> Pointing<'_> {
+        Pointing {
+            kind: self.kind,
+            path: self.kernel_path.as_deref(),
+            socket: self.socket.as_ref(),
+            listed: self.socket.as_ref().is_some_and(SocketDesc::in_tables),
+        }
+    }
+}
+
+/// The share of a stack's fds (in tenths) that must point to one place for the report to
+/// name it. Not all of them: a pool's connections to one backend among which one connect
+/// failed, or a log directory's files beside one in a subdirectory, still say where the
+/// stack's fds go, and the text gives the count when it is not all. But a clear majority: an
+/// accept loop serving two listeners names neither rather than the larger one as if it were
+/// the whole story.
+const SHARED_TENTHS: usize = 9;
+
+/// The place shared by at least `SHARED_TENTHS` of `rows` (one stack's), placed among all
+/// the process's fds (`cx`) except that a directory counts as holding one path when it does
+/// among `rows`: a stack that opens one file is named by it, whatever else is open beside.
+fn shared_place<K>(cx: &Context, rows: &[&Observed<K>]) -> Option<SharedPlace> {
+    let cx = cx.within(rows.iter().map(|r| r.pointing()));
+    let mut counts: BTreeMap<(FdKind, Place), usize> = BTreeMap::new();
+    for r in rows {
+        *counts.entry((r.kind, cx.place(r.pointing()))).or_insert(0) += 1;
+    }
+    let ((kind, place), count) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    (place.is_known() && count * 10 >= rows.len() * SHARED_TENTHS).then_some(SharedPlace {
+        kind,
+        place,
+        count,
+    })
 }
 
 fn count_by<T: Ord>(items: impl Iterator<Item = T>) -> BTreeMap<T, usize> {
@@ -34,7 +75,7 @@ fn count_by<T: Ord>(items: impl Iterator<Item = T>) -> BTreeMap<T, usize> {
 }
 
 fn states<'a, K: 'a>(rows: impl Iterator<Item = &'a Observed<K>>) -> BTreeMap<Word, usize> {
-    count_by(rows.filter_map(|r| r.tcp_state.clone()))
+    count_by(rows.filter_map(|r| r.socket.as_ref()?.tcp_state.clone()))
 }
 
 impl Report {
@@ -51,6 +92,7 @@ impl Report {
                 by_stack.entry(s).or_default().push(r);
             }
         }
+        let everywhere = Context::of(observed.iter().map(Observed::pointing));
         let mut groups: Vec<(K, Stack)> = by_stack
             .into_iter()
             .map(|(key, rs)| {
@@ -62,6 +104,7 @@ impl Report {
                     tcp_states: states(rs.iter().copied()),
                     oldest_ms: ages().max().unwrap_or(0),
                     newest_ms: ages().min().unwrap_or(0),
+                    place: shared_place(&everywhere, &rs),
                     ..Stack::default()
                 };
                 (key, stack)
@@ -86,6 +129,7 @@ impl Report {
                 age_ms: r.age_ms,
                 tid: r.tid,
                 stack: r.stack.and_then(|s| ids.get(&s).copied()),
+                place: Some(everywhere.place(r.pointing())),
             })
             .collect();
         self.stacks = groups.into_iter().map(|(_, s)| s).collect();
@@ -123,7 +167,8 @@ mod tests {
             age_ms: Some(age_ms),
             tid: Some(11),
             stack,
-            tcp_state: None,
+            socket: None,
+            kernel_path: Some("/dev/null".into()),
             stream: false,
             path: None,
         }
@@ -178,13 +223,93 @@ mod tests {
     fn counts_tcp_states_and_untracked_fds() {
         let mut a = seen(3, None, 0);
         a.kind = FdKind::Socket;
-        a.tcp_state = Some("CLOSE_WAIT".into());
+        a.socket = Some(SocketDesc::tcp(
+            "10.0.0.1:40000",
+            Some("10.0.0.5:6379"),
+            "CLOSE_WAIT",
+        ));
         a.call = Call::Untracked;
         let mut r = Report::default();
         r.fill(&[a, seen(4, None, 0)], |_: u32| Vec::new());
         assert_eq!(r.untracked, 1);
         assert_eq!(r.tcp_states[&Word::Borrowed("CLOSE_WAIT")], 1);
         assert!(r.stacks.is_empty());
+    }
+
+    /// Connections from `stack` to `peers[i]` for fds 10.., in `state`.
+    fn dialed(stack: u32, peers: &[&str], state: &'static str) -> Vec<Observed<u32>> {
+        peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let mut r = seen(10 + i as i32, Some(stack), 0);
+                r.kind = FdKind::Socket;
+                r.kernel_path = None;
+                r.socket = Some(SocketDesc::tcp(
+                    &format!("10.0.0.1:{}", 40000 + i),
+                    Some(peer),
+                    state,
+                ));
+                r
+            })
+            .collect()
+    }
+
+    fn place_of(r: &Report) -> Option<(&'static str, &str, usize)> {
+        let p = r.stacks[0].place.as_ref()?;
+        Some((p.place.by, p.place.key.as_str(), p.count))
+    }
+
+    #[test]
+    fn a_stack_is_placed_where_nine_tenths_of_its_fds_point() {
+        let mut peers = vec!["10.0.0.5:6379"; 9];
+        peers.push("10.0.0.6:6379");
+        let mut r = Report::default();
+        r.fill(&dialed(1, &peers, "ESTABLISHED"), |_| Vec::new());
+        assert_eq!(place_of(&r), Some(("peer", "10.0.0.5:6379", 9)));
+        assert_eq!(r.fds[0].place.as_ref().unwrap().key, "10.0.0.5:6379");
+        // 8 of 10: no place.
+        peers[8] = "10.0.0.6:6379";
+        r.fill(&dialed(1, &peers, "ESTABLISHED"), |_| Vec::new());
+        assert_eq!(place_of(&r), None);
+        // Pipes point nowhere to name.
+        let mut pipe = seen(3, Some(1), 0);
+        pipe.kind = FdKind::Pipe;
+        pipe.kernel_path = None;
+        r.fill(&[pipe], |_| Vec::new());
+        assert_eq!(place_of(&r), None);
+    }
+
+    #[test]
+    fn accepted_connections_and_files_are_placed_among_the_process_fds() {
+        let mut rows = dialed(1, &["10.0.0.9:50000", "10.0.0.9:50001"], "CLOSE_WAIT");
+        for r in &mut rows {
+            r.socket.as_mut().unwrap().local = Some("10.0.0.1:8080".into());
+        }
+        let mut listener = seen(3, Some(2), 0);
+        listener.kind = FdKind::Socket;
+        listener.socket = Some(SocketDesc::tcp("0.0.0.0:8080", None, "LISTEN"));
+        rows.push(listener);
+        // The stack's file is the only one it opened in /etc/, though not the process's.
+        let mut other = seen(4, None, 0);
+        other.kernel_path = Some("/etc/hosts".into());
+        let mut hostname = seen(5, Some(3), 0);
+        hostname.kernel_path = Some("/etc/hostname".into());
+        rows.extend([other, hostname]);
+        let mut r = Report::default();
+        r.fill(&rows, |_| Vec::new());
+        assert_eq!(place_of(&r), Some(("accepted", "10.0.0.1:8080", 2)));
+        let file = r
+            .stacks
+            .iter()
+            .find(|s| s.by_kind.contains_key(&FdKind::File));
+        let p = file.unwrap().place.as_ref().unwrap();
+        assert_eq!(
+            (p.place.by, p.place.key.as_str()),
+            ("path", "/etc/hostname")
+        );
+        // Without a stack, a row is placed among all the fds.
+        assert_eq!(r.fds[3].place.as_ref().unwrap().key, "/etc/");
     }
 
     /// What a recorder other than the library does: fill a report, print it both ways, and
@@ -201,7 +326,7 @@ mod tests {
         let mut sock = seen(7, Some(1), 5);
         sock.kind = FdKind::Socket;
         sock.call = Call::Socket;
-        sock.tcp_state = Some("CLOSE".into());
+        sock.socket = Some(SocketDesc::unlisted(Some("TCP")));
         r.fill(&[sock, seen(3, None, 9)], |_| {
             vec![Frame {
                 function: Some("main.dialBackend".into()),
@@ -218,6 +343,10 @@ mod tests {
         // Everything but what the JSON has no key for.
         let mut expected = r.clone();
         expected.stacks[0].streams = 0;
+        expected.stacks[0].place = None;
+        for row in &mut expected.fds {
+            row.place = None;
+        }
         assert_eq!(**back, expected);
     }
 }

@@ -14,6 +14,8 @@ pub mod text;
 mod time;
 
 pub use build::Observed;
-pub use model::{BadCloseNotice, EmfileStats, FdRow, Frame, Limit, Report, Stack, Word, who};
+pub use model::{
+    BadCloseNotice, EmfileStats, FdRow, Frame, Limit, Report, SharedPlace, Stack, Word, who,
+};
 pub use suppress::is_suppressed;
 pub use time::{compact_utc, iso8601_utc};

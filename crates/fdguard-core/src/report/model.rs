@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hex;
 use crate::kind::FdKind;
+use crate::place::Place;
 use crate::schema::Schema;
 
 /// Names the report's words are made of: borrowed when written, owned when read.
@@ -52,6 +53,10 @@ pub struct FdRow {
     pub tid: Option<u32>,
     /// Its creation stack: an `id` of `Report::stacks`.
     pub stack: Option<usize>,
+    /// Where it points, for the text's account of fds without a stack. Not in the JSON
+    /// (`desc` says it), so `None` in a report read back.
+    #[serde(skip)]
+    pub place: Option<Place>,
 }
 
 /// One frame of a creation stack, innermost first.
@@ -128,6 +133,18 @@ pub struct Stack {
     /// JSON (schema 1 has no key for it), so 0 in a report read back.
     #[serde(skip)]
     pub streams: usize,
+    /// Where most of them point, for the text. Not in the JSON either (its rows' `desc` say
+    /// it), so `None` in a report read back.
+    #[serde(skip)]
+    pub place: Option<SharedPlace>,
+}
+
+/// The place that most of a stack's fds point to (see `build`): `count` fds of `kind` there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedPlace {
+    pub kind: FdKind,
+    pub place: Place,
+    pub count: usize,
 }
 
 impl Stack {

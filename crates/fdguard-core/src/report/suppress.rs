@@ -76,7 +76,8 @@ mod tests {
             age_ms: None,
             tid: None,
             stack: None,
-            tcp_state: None,
+            socket: None,
+            kernel_path: Some("/var/log/app.log".into()),
             path: Some("app.log".into()),
             stream: true,
         };

@@ -1,10 +1,12 @@
 //! The text report, in the style of valgrind and ASan: every line starts with `==PID==`, the
 //! first line is the whole story, the stacks follow, largest first.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::model::{BadCloseNotice, FdRow, Frame, Report, Stack};
-use crate::kind::kind_words;
+use crate::kind::{FdKind, kind_words};
+use crate::place::Place;
 
 /// Rows shown per stack in text (JSON has all of them).
 pub const ROWS_PER_STACK: usize = 20;
@@ -25,8 +27,17 @@ fn age(ms: u64) -> String {
     }
 }
 
-/// "800 sockets, 800 CLOSE_WAIT" for a group of fds.
-fn contents(g: &Stack) -> String {
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// "800 sockets, 800 CLOSE_WAIT" for a group of fds, with where they point when most of them
+/// point to one place: "sockets to 10.0.0.5:6379, 800 CLOSE_WAIT", or "sockets, 799 to
+/// 10.0.0.5:6379, 799 CLOSE_WAIT, 1 CLOSE" when not all do. `first_line`: a TCP state that
+/// all of them share follows the place they all point to, without its count, as in
+/// `inspect`'s first line ("sockets to 10.0.0.5:6379 CLOSE_WAIT"); the stack's own heading
+/// keeps the counts.
+fn contents(g: &Stack, first_line: bool) -> String {
     let all_streams = g.streams > 0;
     let mut parts: Vec<String> = match g.by_kind.keys().next() {
         Some(kind) if g.by_kind.len() == 1 => {
@@ -38,8 +49,93 @@ fn contents(g: &Stack) -> String {
             .map(|(k, n)| format!("{n} {}", kind_words(*k, *n, all_streams && g.streams == *n)))
             .collect(),
     };
-    parts.extend(g.tcp_states.iter().map(|(s, n)| format!("{n} {s}")));
+    let mut states: Vec<String> = g
+        .tcp_states
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    match &g.place {
+        // All of them: one kind, whose words the place follows.
+        Some(p) if p.count == g.count => {
+            parts[0] = format!("{} {}", parts[0], p.place.after_kind(p.kind));
+            let shared = match g.tcp_states.iter().next() {
+                Some((state, n)) if g.tcp_states.len() == 1 && *n == g.count => Some(state),
+                _ => None,
+            };
+            if let Some(state) = shared.filter(|_| first_line) {
+                if !p.place.says_state() {
+                    parts[0] = format!("{} {state}", parts[0]);
+                }
+                states.clear();
+            }
+        }
+        Some(p) => parts.push(format!("{} {}", p.count, p.place.after_kind(p.kind))),
+        None => {}
+    }
+    parts.extend(states);
     parts.join(", ")
+}
+
+/// How many fds of each kind point to each place.
+type ByPlace<'a> = BTreeMap<(FdKind, Option<&'a Place>), usize>;
+
+/// Places named in a line; the others are counted.
+const PLACES_SHOWN: usize = 4;
+
+/// What the fds without a stack are, before the first of them are listed: for each call,
+/// most first, how many and where they point, as `inspect` groups them ("15000 before
+/// attach: 14990 sockets to 10.0.0.5:6379, 10 files in /etc/").
+fn unstacked_lines(rows: &[&FdRow]) -> Vec<String> {
+    let mut by_call: BTreeMap<&str, ByPlace> = BTreeMap::new();
+    for row in rows {
+        let places = by_call.entry(&row.call).or_default();
+        *places.entry((row.kind, row.place.as_ref())).or_insert(0) += 1;
+    }
+    let mut calls: Vec<(usize, &str, ByPlace)> = by_call
+        .into_iter()
+        .map(|(call, places)| (places.values().sum(), call, places))
+        .collect();
+    calls.sort_by_key(|(n, ..)| std::cmp::Reverse(*n));
+    calls
+        .into_iter()
+        .map(|(total, call, places)| format!("  {total} {call}: {}", places_words(places)))
+        .collect()
+}
+
+/// "14990 sockets to 10.0.0.5:6379, 10 files in /etc/, 3 more in 2 other places": the
+/// places most fds point to first.
+fn places_words(places: ByPlace) -> String {
+    let mut places: Vec<_> = places.into_iter().collect();
+    places.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let shown = places.len().min(PLACES_SHOWN);
+    let mut parts: Vec<String> = places[..shown]
+        .iter()
+        .map(|((kind, place), n)| {
+            let at = place.map(|p| p.after_kind(*kind)).unwrap_or_default();
+            let part = format!("{n} {} {at}", kind_words(*kind, *n, false));
+            part.trim_end().to_string()
+        })
+        .collect();
+    let rest = &places[shown..];
+    if !rest.is_empty() {
+        let n: usize = rest.iter().map(|(_, n)| n).sum();
+        parts.push(format!(
+            "{n} more in {} other place{}",
+            rest.len(),
+            plural(rest.len())
+        ));
+    }
+    parts.join(", ")
+}
+
+/// fds whose number is at or above the soft limit: only inherited ones, or ones opened
+/// before the limit was lowered, can be (the kernel gives no such number), and they make
+/// more fds open than the limit allows.
+fn above_limit(r: &Report, soft: u64) -> usize {
+    r.fds
+        .iter()
+        .filter(|row| u64::try_from(row.fd).is_ok_and(|fd| fd >= soft))
+        .count()
 }
 
 /// The first line: how bad it is and where to look.
@@ -56,11 +152,21 @@ pub fn summary(r: &Report) -> String {
     };
     let mut s = format!("fdguard: {open} of {} fds {what}", limit(r.limit.soft));
     if let Some(soft) = r.limit.soft.filter(|s| *s > 0) {
-        let _ = write!(s, " ({}%)", open as u64 * 100 / soft);
+        let _ = write!(s, " ({}%", open as u64 * 100 / soft);
+        let above = above_limit(r, soft);
+        if above > 0 {
+            let _ = write!(
+                s,
+                "; {above} fd{} at or above the soft limit, inherited or opened before the \
+                 limit was lowered",
+                plural(above)
+            );
+        }
+        s.push(')');
     }
     let _ = write!(s, " in pid {} ({program})", r.pid);
     if let Some(top) = r.stacks.first() {
-        let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top));
+        let _ = write!(s, "; {} in 1 stack: {}", top.count, contents(top, true));
         if r.stacks.len() > 1 {
             let _ = write!(s, " ({} stacks in all)", r.stacks.len());
         }
@@ -141,6 +247,19 @@ pub fn bad_close(n: &BadCloseNotice) -> String {
 
 /// The whole report.
 pub fn report(r: &Report) -> String {
+    if r.reason == "exit" && r.open == 0 {
+        // Nothing leaked: the header and an empty count by kind would say only that.
+        let mut line = format!("fdguard: no fd left open at exit in {}", r.who());
+        if r.suppressed > 0 {
+            let _ = write!(
+                line,
+                "; {} fd{} left out by FDGUARD_IGNORE",
+                r.suppressed,
+                plural(r.suppressed)
+            );
+        }
+        return prefixed(r.pid, vec![line]);
+    }
     let mut lines: Vec<String> = Vec::new();
     lines.push(summary(r));
     let mut reason = format!("reason: {}", r.reason);
@@ -159,7 +278,10 @@ pub fn report(r: &Report) -> String {
         limit(r.limit.hard)
     );
     lines.push(reason);
-    lines.push(format!("command: {}", r.cmdline.join(" ")));
+    // On one line, as every line starts with `==PID==` (`sh -c` and `python3 -c` scripts
+    // have newlines).
+    let command = r.cmdline.join(" ").replace('\n', "\\n");
+    lines.push(format!("command: {command}"));
     let mut kinds: Vec<String> = r
         .by_kind
         .iter()
@@ -204,8 +326,8 @@ pub fn report(r: &Report) -> String {
         lines.push(format!(
             "{} fd{} ({}), oldest {}, newest {}, created at:",
             g.count,
-            if g.count == 1 { "" } else { "s" },
-            contents(g),
+            plural(g.count),
+            contents(g, false),
             age(g.oldest_ms),
             age(g.newest_ms)
         ));
@@ -226,10 +348,22 @@ pub fn report(r: &Report) -> String {
         lines.push(format!(
             "{} fd{} without a creation stack (inherited, untracked, or FDGUARD_DEPTH=0):",
             rest.len(),
-            if rest.len() == 1 { "" } else { "s" }
+            plural(rest.len())
         ));
+        // Capped like a stack's rows (an attach to a process with 15,000 fds open lists
+        // them all as before attach): what they are comes first.
+        let capped = rest.len() > ROWS_PER_STACK;
+        if capped {
+            lines.extend(unstacked_lines(&rest));
+        }
         lines.push(ROW_HEADER.to_string());
-        lines.extend(rest.iter().map(|row| row_line(row)));
+        lines.extend(rest.iter().take(ROWS_PER_STACK).map(|row| row_line(row)));
+        if capped {
+            lines.push(format!(
+                "  ... and {} more (the JSON report lists every fd)",
+                rest.len() - ROWS_PER_STACK
+            ));
+        }
     }
     lines.push(String::new());
     lines.push("fdguard: end of report".to_string());
@@ -239,8 +373,7 @@ pub fn report(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::FdKind;
-    use crate::report::model::{Limit, Word};
+    use crate::report::model::{Limit, SharedPlace, Word};
 
     fn sample() -> Report {
         let mut fds = Vec::new();
@@ -253,6 +386,7 @@ mod tests {
                 age_ms: Some(1500),
                 tid: Some(77),
                 stack: Some(0),
+                place: None,
             });
         }
         fds.push(FdRow {
@@ -263,6 +397,7 @@ mod tests {
             age_ms: Some(2000),
             tid: None,
             stack: None,
+            place: None,
         });
         let stacks = vec![Stack {
             id: 0,
@@ -280,6 +415,7 @@ mod tests {
                 line: Some(42),
             }],
             streams: 0,
+            place: None,
         }];
         Report {
             pid: 4242,
@@ -316,6 +452,170 @@ mod tests {
         r.stacks[0].tcp_states.clear();
         r.stacks[0].streams = 25;
         assert!(summary(&r).ends_with("25 in 1 stack: FILE streams"));
+        r.stacks[0].place = Some(shared(FdKind::File, "path", "/etc/hostname", 25));
+        assert!(summary(&r).ends_with("25 in 1 stack: FILE streams of /etc/hostname"));
+    }
+
+    fn shared(kind: FdKind, by: &'static str, key: &str, count: usize) -> SharedPlace {
+        SharedPlace {
+            kind,
+            place: Place {
+                by,
+                key: key.into(),
+            },
+            count,
+        }
+    }
+
+    /// The first line and the stack's heading.
+    fn first_and_heading(r: &Report) -> (String, String) {
+        let text = report(r);
+        let mut lines = text.lines();
+        let first = lines.next().unwrap().to_string();
+        let heading = lines.find(|l| l.contains(" fds (")).unwrap().to_string();
+        (first, heading)
+    }
+
+    #[test]
+    fn the_place_all_of_a_stack_shares_follows_its_kind() {
+        let mut r = sample();
+        let on = "127.0.0.1:9999";
+        r.stacks[0].place = Some(shared(FdKind::Socket, "accepted", on, 25));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("; 25 in 1 stack: sockets accepted on 127.0.0.1:9999 CLOSE_WAIT"),
+            "{first}"
+        );
+        assert!(
+            heading.ends_with(
+                " 25 fds (sockets accepted on 127.0.0.1:9999, 25 CLOSE_WAIT), oldest 1.5s, \
+                 newest 1.5s, created at:"
+            ),
+            "{heading}"
+        );
+        // Two states: each with its count, in the first line too.
+        r.stacks[0].tcp_states = [("CLOSE_WAIT".into(), 24), ("ESTABLISHED".into(), 1)].into();
+        let (first, _) = first_and_heading(&r);
+        assert!(
+            first.ends_with("sockets accepted on 127.0.0.1:9999, 24 CLOSE_WAIT, 1 ESTABLISHED"),
+            "{first}"
+        );
+        // A place that says the state already.
+        r.stacks[0].tcp_states = [("CLOSE".into(), 25)].into();
+        r.stacks[0].place = Some(shared(FdKind::Socket, "unconnected", "tcp", 25));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("25 in 1 stack: sockets never connected or failed to connect (tcp)"),
+            "{first}"
+        );
+        assert!(heading.contains("(tcp), 25 CLOSE)"), "{heading}");
+    }
+
+    #[test]
+    fn a_place_most_of_a_stack_shares_comes_with_its_count() {
+        let mut r = sample();
+        r.stacks[0].place = Some(shared(FdKind::Socket, "peer", "10.0.0.5:6379", 24));
+        let (first, heading) = first_and_heading(&r);
+        assert!(
+            first.ends_with("25 in 1 stack: sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT"),
+            "{first}"
+        );
+        assert!(
+            heading.contains("(sockets, 24 to 10.0.0.5:6379, 25 CLOSE_WAIT)"),
+            "{heading}"
+        );
+    }
+
+    #[test]
+    fn fds_above_the_soft_limit_are_counted_in_the_first_line() {
+        let mut r = sample();
+        r.limit.soft = Some(25);
+        let first = summary(&r);
+        assert!(
+            first.contains(
+                "26 of 25 fds open (104%; 3 fds at or above the soft limit, inherited or \
+                 opened before the limit was lowered) in pid 4242"
+            ),
+            "{first}"
+        );
+        r.limit.soft = Some(27);
+        assert!(summary(&r).contains(" (96%; 1 fd at or above"));
+        r.limit.soft = Some(28);
+        assert!(summary(&r).contains(" (92%) in pid"));
+    }
+
+    #[test]
+    fn an_exit_report_without_leaks_is_one_line() {
+        let mut r = Report {
+            pid: 9,
+            cmdline: vec!["./tests".into()],
+            reason: "exit".into(),
+            ..Report::default()
+        };
+        assert_eq!(
+            report(&r),
+            "==9== fdguard: no fd left open at exit in pid 9 (./tests)\n"
+        );
+        r.suppressed = 3;
+        assert_eq!(
+            report(&r),
+            "==9== fdguard: no fd left open at exit in pid 9 (./tests); 3 fds left out by \
+             FDGUARD_IGNORE\n"
+        );
+        // A signal's report of nothing keeps its shape.
+        r.reason = "signal".into();
+        assert!(report(&r).ends_with("fdguard: end of report\n"));
+    }
+
+    #[test]
+    fn fds_without_a_stack_are_capped_after_what_they_are() {
+        let mut r = sample();
+        let place = |by, key: &str| {
+            Some(Place {
+                by,
+                key: key.into(),
+            })
+        };
+        for row in &mut r.fds {
+            row.stack = None;
+            row.call = "before attach".into();
+            row.place = place("peer", "10.0.0.5:6379");
+        }
+        r.fds[0].place = place("peer", "10.0.0.6:6379");
+        for (i, by) in ["dir", "local", "listen", "path"].iter().enumerate() {
+            r.fds[1 + i].place = place(by, &format!("/x/{i}"));
+        }
+        r.fds[25].place = place("kind", "pty");
+        r.fds[25].call = "inherited".into();
+        r.stacks.clear();
+        let text = report(&r);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.ends_with(
+                    "26 fds without a creation stack (inherited, untracked, or FDGUARD_DEPTH=0):",
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            lines[at + 1],
+            "==4242==   25 before attach: 20 sockets to 10.0.0.5:6379, 1 socket in /x/0, \
+             1 socket listening on /x/2, 1 socket on /x/1, 2 more in 2 other places"
+        );
+        assert_eq!(lines[at + 2], "==4242==   1 inherited: 1 pty");
+        assert_eq!(lines[at + 3], format!("=={}== {ROW_HEADER}", r.pid));
+        assert_eq!(
+            lines[at + 4 + ROWS_PER_STACK],
+            "==4242==   ... and 6 more (the JSON report lists every fd)"
+        );
+        // Up to the cap, the rows alone.
+        r.fds.truncate(ROWS_PER_STACK);
+        let text = report(&r);
+        assert!(
+            !text.contains("before attach:") && !text.contains("more"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -352,6 +652,18 @@ mod tests {
             "reason: signal at 1970-01-01T00:00:00.000Z; RLIMIT_NOFILE soft 32, hard 4096"
         ));
         assert!(text.ends_with("==4242== fdguard: end of report\n"));
+        assert!(text.lines().all(|l| l.starts_with("==4242==")));
+    }
+
+    #[test]
+    fn a_command_with_newlines_is_one_line() {
+        let mut r = sample();
+        r.cmdline = vec!["sh".into(), "-c".into(), "ls\ndate".into()];
+        let text = report(&r);
+        assert!(
+            text.contains("==4242== command: sh -c ls\\ndate\n"),
+            "{text}"
+        );
         assert!(text.lines().all(|l| l.starts_with("==4242==")));
     }
 }
