@@ -93,21 +93,23 @@ fn find_report(text: &str, pid: i32, format: Format) -> Option<String> {
             })
             .map(|l| format!("{l}\n")),
         Format::Text => {
-            let prefix = format!("=={pid}== ");
+            // Every line of the report is `==PID== ...`, its blank ones `==PID==`.
+            let bare = format!("=={pid}==");
+            let prefix = format!("{bare} ");
             let mine: Vec<&str> = complete
                 .lines()
-                .filter(|l| l.starts_with(&prefix))
+                .filter(|l| l.starts_with(&prefix) || *l == bare)
                 .collect();
             let mut start = None;
             for (i, line) in mine.iter().enumerate() {
-                let body = &line[prefix.len()..];
+                let body = line.strip_prefix(&prefix).unwrap_or("");
                 if body.starts_with("fdguard: ") && body != "fdguard: end of report" {
                     start = Some(i);
                 } else if body == "fdguard: end of report" {
                     let block = &mine[start?..=i];
                     if block
                         .iter()
-                        .any(|l| l[prefix.len()..].starts_with("reason: signal"))
+                        .any(|l| l.starts_with(&format!("{prefix}reason: signal")))
                     {
                         return Some(block.iter().map(|l| format!("{l}\n")).collect());
                     }
@@ -408,10 +410,11 @@ mod tests {
         let text = "==7== fdguard: 3 of 8 fds open\n==7== reason: threshold at x\n\
                     ==7== fdguard: end of report\n\
                     ==8== fdguard: other process\n\
-                    ==7== fdguard: 4 of 8 fds open\n==7== reason: signal at y\n\
+                    ==7== fdguard: 4 of 8 fds open\n==7== reason: signal at y\n==7==\n\
                     ==7== fdguard: end of report\n";
         let r = find_report(text, 7, Format::Text).unwrap();
         assert!(r.starts_with("==7== fdguard: 4 of 8") && r.ends_with("end of report\n"));
+        assert!(r.contains("\n==7==\n"), "blank lines kept: {r}");
         assert_eq!(find_report(&text[..text.len() - 5], 7, Format::Text), None);
         let json = "{\"fdguard\":1,\"pid\":7,\"reason\":\"threshold\"}\n\
                     {\"fdguard\":1,\"pid\":7,\"event\":\"bad_close\"}\n\

@@ -141,12 +141,14 @@ fn report_gets_the_format_it_asks_for_wherever_reports_go() {
     let pid = s.pid();
     let text = succeeds(report(pid));
     let lines: Vec<&str> = text.lines().collect();
-    let prefix = format!("=={pid}== ");
+    // Every line the report's, blank ones included (`==PID==`).
+    let prefix = format!("=={pid}==");
     assert!(lines.iter().all(|l| l.starts_with(&prefix)), "{text}");
+    assert!(lines.contains(&prefix.as_str()), "{text}");
     assert!(lines[0].contains("fds open"), "{text}");
     assert_eq!(
         *lines.last().unwrap(),
-        format!("{prefix}fdguard: end of report")
+        format!("{prefix} fdguard: end of report")
     );
     let json = succeeds(fdguard(&["report", &pid.to_string(), "--json"]));
     let r: Value = serde_json::from_str(&json).unwrap();

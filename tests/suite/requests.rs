@@ -26,7 +26,7 @@ fn report(pid: u32, json: bool) -> Command {
 fn both_reports(pid: u32) -> Value {
     let first = succeeds(report(pid, false));
     if !first.starts_with('{') {
-        let prefix = format!("=={pid}== ");
+        let prefix = format!("=={pid}==");
         assert!(
             first.lines().all(|l| l.starts_with(&prefix))
                 && first.lines().next().unwrap().contains("fds open")
