@@ -4,7 +4,7 @@
 //! no module uses one that uses it back:
 //! - this file (the constructor, the exit check), `attach` (`fdguard attach`/`detach`: entry
 //!   points, state, GOT patching), `setup` (what starting needs, preloaded or attached);
-//! - `hooks`: the exported libc entry points (thin), resolved through `real`;
+//! - `hooks`: the exported libc entry points (thin), calling libc's own through `real`;
 //! - `fork` (what a fork child resets); `dumper`: the report pipeline (`signal`, `serve`,
 //!   `gather`, `frames`, `deliver`, `exit`); `upkeep`: the accept guard's thread, which also
 //!   runs the work other modules register with it;
@@ -12,20 +12,21 @@
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
 //! - `stack` (capture, with the `unwind`er), `symbolize`, `symcache`, `child` (report
-//!   processes), `alloc`;
+//!   processes), `alloc`, `published` (the block the command reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
 //!   `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
 //! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
-//!   `loader`, `fd`, `sys`, `signal`), `inspect` (fds as the kernel describes them), and the
-//!   pure `origin` (what the table keeps of a path and a call's details).
+//!   `loader`, `fd`, `sys`, `signal`), `real` (libc's own functions, which `os::signal` also
+//!   uses, past fdguard's `sigaction` hook), `inspect` (fds as the kernel describes them), and
+//!   the pure `origin` (what the table keeps of a path and a call's details).
 //!
 //! What the command means the same way (the `FDGUARD_*` variables, fd kinds and calls, socket
 //! descriptions, program detection, the report model and its JSON and text) is the
 //! `fdguard_core` crate (`crates/fdguard-core`), which this library links.
 //!
 //! `unsafe` only where fdguard meets libc, the kernel or raw memory (`hooks`, `real`, `attach`,
-//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`),
-//! each block with a `// SAFETY:` line.
+//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`,
+//! `published`), each block with a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

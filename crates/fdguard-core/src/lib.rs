@@ -3,6 +3,7 @@
 //! (`program`, `elf`), and never touches a process.
 //!
 //! - `config`: the `FDGUARD_*` variables, their defaults and parser; `signals`: signal names;
+//!   `decimal`: numbers as text without allocating;
 //! - `kind`, `call`: what an fd is (the kind table) and which call made it;
 //! - `sockdesc`, `fdinfo`: how a socket is described, what `/proc/PID/fdinfo` says;
 //! - `place`: where an fd points (a directory, a path, a peer, a listener's address);
