@@ -20,8 +20,10 @@
 //!
 //! A process that would inherit that orphan itself (PID 1 in a container, a subreaper) would
 //! get a SIGCHLD for it and, if it never reaps, a zombie per report. There the copy is made
-//! directly, with no exit signal (invisible to the program's `waitpid(-1, ...)` and to SIGCHLD
-//! handlers), on fdguard's stack, and reaped by fdguard at the next request and at exit.
+//! directly, with no exit signal (invisible to the program's `waitpid(-1, ...)` unless it asks
+//! for `__WALL`, and to SIGCHLD handlers), on fdguard's stack, and reaped by fdguard at the next
+//! request and at exit. The same when the user has a process limit: an orphan's zombie counts
+//! against it until init reaps it, and not every init does so at once.
 //!
 //! # In a child
 //! The child blocks every signal (the program's handlers must not run in the copy; an
@@ -34,7 +36,7 @@
 //! report at a time on stderr or in a file), and say a warning once across all of them.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::c_int;
 
@@ -43,6 +45,11 @@ use crate::os::{self, errno::errno};
 
 /// How long a child may take before its alarm ends it (the report is then lost, and said so).
 const TIME_LIMIT_S: u32 = 30;
+/// Detached report children at most at a time: a request made while they work is coalesced
+/// into the next report (see `dumper::serve`). A copy of the process each: unbounded, a signal
+/// storm made hundreds at once, enough to exhaust the user's process limit (`ulimit -u`) and
+/// make the program's own `fork` fail.
+pub const MAX_IN_FLIGHT: u32 = 2;
 /// The intermediate's stack, which the detached child keeps using for all its work.
 const STACK_SIZE: usize = 8 << 20;
 
@@ -58,6 +65,15 @@ pub enum Once {
     Spawn = 2,
 }
 
+/// Why no detached child was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotMade {
+    /// `MAX_IN_FLIGHT` children are already at work.
+    Busy,
+    /// The copy failed with this errno.
+    Failed(c_int),
+}
+
 #[repr(C)]
 struct Shared {
     /// Report children started and not finished.
@@ -66,7 +82,21 @@ struct Shared {
     turn: AtomicU32,
     /// `Once` bits already said.
     said: AtomicU32,
+    /// The exit report's verdict, told before it is written: 0 not yet, `NOTHING` or `LISTED`.
+    verdict: AtomicU32,
+    /// The program's pid, which children wake (`leave`).
+    program: AtomicI32,
+    /// The signal that wakes the program (its report signal now), or 0.
+    wake_signal: AtomicI32,
+    /// Requests that found `MAX_IN_FLIGHT` children at work: the next report answers them.
+    coalesced: AtomicU64,
+    /// The reasons (`trigger`'s bits) of requests waiting for a free child: a child that ends
+    /// wakes the program for them.
+    pending: AtomicU32,
 }
+
+const NOTHING: u32 = 1;
+const LISTED: u32 = 2;
 
 static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
 /// Children made directly (see the module comment) and not reaped yet; 0 = free.
@@ -97,7 +127,7 @@ fn map_shared() -> *mut Shared {
 /// still made, only without the exit path waiting for them, turns or shared warnings (page),
 /// or only at exit (stack).
 pub fn init() {
-    SHARED.store(map_shared(), Ordering::Release);
+    share_page();
     let page = page_size();
     if let Some(base) = map(STACK_SIZE + page, libc::MAP_PRIVATE | libc::MAP_STACK) {
         // SAFETY: the lowest page of the mapping just made becomes the guard page.
@@ -106,9 +136,21 @@ pub fn init() {
     }
 }
 
+/// Maps this process's shared page, which names it as the program children wake (with the
+/// signal of the page it replaces: a fork child keeps its parent's handlers).
+fn share_page() {
+    let wake_signal = shared().map_or(0, |s| s.wake_signal.load(Ordering::Acquire));
+    SHARED.store(map_shared(), Ordering::Release);
+    if let Some(s) = shared() {
+        s.program
+            .store(os::process::getpid() as i32, Ordering::Release);
+        s.wake_signal.store(wake_signal, Ordering::Release);
+    }
+}
+
 /// In a fork child of the program: its own page (its reports are not its parent's).
 pub fn after_fork() {
-    SHARED.store(map_shared(), Ordering::Release);
+    share_page();
 }
 
 fn shared() -> Option<&'static Shared> {
@@ -127,20 +169,31 @@ pub fn say_once(what: Once) -> bool {
     }
 }
 
+/// Counts a detached child in, unless `MAX_IN_FLIGHT` are at work.
+fn reserve_slot(s: &Shared) -> bool {
+    s.in_flight
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_IN_FLIGHT).then_some(n + 1)
+        })
+        .is_ok()
+}
+
 /// Makes a detached report child that runs `run` (see the module comment): the caller continues
-/// once the child exists. Async-signal-safe. `Err(errno)` if no child could be made.
-pub fn spawn_detached(run: &dyn Fn()) -> Result<(), c_int> {
+/// once the child exists. Async-signal-safe.
+pub fn spawn_detached(run: &dyn Fn()) -> Result<(), NotMade> {
     let top = STACK_TOP.load(Ordering::Acquire);
     if top == 0 {
-        return Err(libc::ENOMEM);
+        return Err(NotMade::Failed(libc::ENOMEM));
     }
     reap_direct();
-    if let Some(s) = shared() {
-        s.in_flight.fetch_add(1, Ordering::AcqRel);
+    if let Some(s) = shared()
+        && !reserve_slot(s)
+    {
+        return Err(NotMade::Busy);
     }
     let mut launch = Launch { run, result: 0 };
     let arg = (&mut launch as *mut Launch).cast();
-    let direct_slot = if inherits_orphans() {
+    let direct_slot = if reaps_its_copies() {
         DIRECT.iter().find(|d| d.load(Ordering::Acquire) == 0)
     } else {
         None
@@ -158,14 +211,15 @@ pub fn spawn_detached(run: &dyn Fn()) -> Result<(), c_int> {
         }
     } else {
         // SAFETY: `intermediate` runs on fdguard's own stack (16-byte aligned top) in a
-        // process sharing this memory; CLONE_VFORK keeps this thread (and `launch`, on its
-        // stack) waiting until the intermediate has exited. No exit signal: the program sees
-        // no SIGCHLD.
+        // process sharing this memory and this fd table (so that the copy it makes copies both
+        // in one system call, the fds a moment before the memory: see `dumper::gather`);
+        // CLONE_VFORK keeps this thread (and `launch`, on its stack) waiting until the
+        // intermediate has exited. No exit signal: the program sees no SIGCHLD.
         let pid = unsafe {
             libc::clone(
                 intermediate,
                 top as *mut libc::c_void,
-                libc::CLONE_VM | libc::CLONE_VFORK,
+                libc::CLONE_VM | libc::CLONE_FILES | libc::CLONE_VFORK,
                 arg,
             )
         };
@@ -183,7 +237,7 @@ pub fn spawn_detached(run: &dyn Fn()) -> Result<(), c_int> {
     if let Some(s) = shared() {
         s.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
-    Err(-result)
+    Err(NotMade::Failed(-result))
 }
 
 struct Launch<'a> {
@@ -217,6 +271,15 @@ extern "C" fn direct(arg: *mut libc::c_void) -> c_int {
     enter();
     (launch.run)();
     leave(0)
+}
+
+/// Whether this process makes its copies its own children and reaps them (see the module
+/// comment): when an orphan would be given to it anyway (PID 1 of its namespace, a subreaper),
+/// and when its user has a process limit (`RLIMIT_NPROC`): an orphaned copy is a zombie until
+/// init reaps it, and some inits reap only every few seconds, while every zombie counts against
+/// the limit the program's own `fork` needs.
+fn reaps_its_copies() -> bool {
+    inherits_orphans() || os::process::nproc_limited()
 }
 
 /// Whether an orphan of this process would be given to it: PID 1 of its namespace, or a
@@ -314,6 +377,44 @@ pub fn wait(pid: libc::pid_t) -> Option<u8> {
     libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status) as u8)
 }
 
+/// In the exit report's child, before it writes: whether the report lists fds (the exit path
+/// waits for this, not for the writing).
+pub fn tell_verdict(listed: bool) {
+    if let Some(s) = shared() {
+        s.verdict
+            .store(if listed { LISTED } else { NOTHING }, Ordering::Release);
+    }
+}
+
+/// The verdict of the exit report's child `pid` (made by `spawn_waited`): `Some(listed)` as
+/// soon as it is told or the child has ended with it in its status (`listed_bit`); `None` if
+/// the child failed, or after `timeout_ns`. The child finishes writing on its own.
+pub fn wait_verdict(pid: libc::pid_t, listed_bit: u8, timeout_ns: u64) -> Option<bool> {
+    let deadline = os::clock::precise_ns().saturating_add(timeout_ns);
+    loop {
+        if let Some(s) = shared() {
+            match s.verdict.load(Ordering::Acquire) {
+                NOTHING => return Some(false),
+                LISTED => return Some(true),
+                _ => {}
+            }
+        }
+        let mut status: c_int = 0;
+        // SAFETY: a non-blocking wait for our own clone child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WCLONE) };
+        if r == pid {
+            let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status) as u8);
+            return code
+                .filter(|c| c & FAILED == 0)
+                .map(|c| c & listed_bit != 0);
+        }
+        if (r < 0 && errno() != libc::EINTR) || os::clock::precise_ns() >= deadline {
+            return None;
+        }
+        os::clock::sleep_until(os::clock::precise_ns() + 2_000_000);
+    }
+}
+
 /// Waits up to `timeout_ns` for detached children still writing; false if some still are.
 pub fn wait_in_flight(timeout_ns: u64) -> bool {
     let Some(s) = shared() else { return true };
@@ -345,6 +446,14 @@ fn enter() {
         libc::sigdelset(&mut mask, libc::SIGALRM);
         libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         libc::alarm(TIME_LIMIT_S);
+        if let Some(s) = shared() {
+            let program = s.program.load(Ordering::Acquire);
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, program, 0);
+            PROGRAM_PIDFD.store(
+                if pidfd >= 0 { pidfd as c_int } else { -1 },
+                Ordering::Release,
+            );
+        }
     }
 }
 
@@ -356,16 +465,94 @@ extern "C" fn on_time_limit(_sig: c_int) {
     leave(FAILED);
 }
 
-/// Ends a child: counted out of the reports in flight, turn given back.
+/// Ends a child: counted out of the reports in flight, turn given back, and the program woken
+/// if requests wait for a free child.
 pub fn leave(code: u8) -> ! {
     if let Some(s) = shared() {
         let me = os::process::getpid();
         let _ = s
             .turn
             .compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
-        s.in_flight.fetch_sub(1, Ordering::AcqRel);
+        s.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if s.pending.load(Ordering::SeqCst) != 0 {
+            wake_program(s);
+        }
     }
     os::process::exit_now(code)
+}
+
+/// Sends the program its report signal with `fdguard_core::request::WAKE`, through a pidfd taken when this child
+/// started (`enter`): the program's pid may belong to another process once it has exited.
+fn wake_program(s: &Shared) {
+    let sig = s.wake_signal.load(Ordering::Acquire);
+    let pidfd = PROGRAM_PIDFD.load(Ordering::Acquire);
+    if sig <= 0 || pidfd < 0 {
+        return;
+    }
+    // SAFETY: a zeroed siginfo filled as sigqueue would (SI_QUEUE, this process, the value);
+    // pidfd_send_signal only reads it.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let raw = (&mut info as *mut libc::siginfo_t).cast::<c_int>();
+        // si_signo, si_errno, si_code; then, for SI_QUEUE, si_pid, si_uid and si_value (the
+        // kernel's layout on 64-bit Linux: the value at byte 24).
+        *raw = sig;
+        *raw.add(2) = libc::SI_QUEUE;
+        *raw.add(4) = os::process::getpid() as c_int;
+        *raw.add(5) = libc::getuid() as c_int;
+        *(raw.add(6).cast::<u64>()) = fdguard_core::request::WAKE;
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, &info, 0);
+    }
+}
+
+/// In a child: a pidfd of the program (see `wake_program`), or -1.
+static PROGRAM_PIDFD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a child: the fd of its own among the copies of the program's (the pidfd), which a report
+/// leaves out and the child keeps when it drops the others.
+pub fn own_fd() -> Option<i32> {
+    let fd = PROGRAM_PIDFD.load(Ordering::Acquire);
+    (fd >= 0).then_some(fd)
+}
+
+/// The report signal the program answers now (0: none), for children to wake it with.
+pub fn set_wake_signal(sig: i32) {
+    if let Some(s) = shared() {
+        s.wake_signal.store(sig.max(0), Ordering::Release);
+    }
+}
+
+/// A request found every child at work: counted for the next report, which answers it.
+pub fn coalesce() {
+    if let Some(s) = shared() {
+        s.coalesced.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Requests with these reason bits (`trigger`'s) wait for a free child: the next child that
+/// ends wakes the program for them (`take_pending`). False if a child ended meanwhile: the
+/// caller serves them again itself (one of the two sides sees the other's write).
+pub fn wake_later(reason_bits: u32) -> bool {
+    let Some(s) = shared() else { return false };
+    s.pending.fetch_or(reason_bits, Ordering::SeqCst);
+    s.in_flight.load(Ordering::SeqCst) >= MAX_IN_FLIGHT
+}
+
+/// The requests coalesced so far, taken: their count (for the report that answers them).
+pub fn take_coalesced() -> u64 {
+    shared().map_or(0, |s| s.coalesced.swap(0, Ordering::AcqRel))
+}
+
+/// Gives back a count taken by `take_coalesced` whose report could not be made.
+pub fn give_back_coalesced(n: u64) {
+    if let Some(s) = shared() {
+        s.coalesced.fetch_add(n, Ordering::AcqRel);
+    }
+}
+
+/// The reasons of requests waiting for a free child, taken (the program, woken).
+pub fn take_pending() -> u32 {
+    shared().map_or(0, |s| s.pending.swap(0, Ordering::AcqRel))
 }
 
 /// Waits for this child's turn to write (other children may be writing a report); taken over

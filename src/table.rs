@@ -44,7 +44,13 @@ pub struct FdRecord {
     pub detail: u64,
     /// The end of the path as given, when `detail` is a path.
     pub path: PathTail,
+    /// The report epoch when the entry was written (`tracker::REPORT_EPOCH`, modulo
+    /// `EPOCHS`): a report tells by it the entries written while the process was copied.
+    pub epoch: u16,
 }
+
+/// Report epochs an entry can tell apart (12 bits of its meta word).
+pub const EPOCHS: u16 = 1 << 12;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
@@ -55,7 +61,8 @@ const PATH_WORDS: usize = PATH_TAIL / 8;
 type SlotWords = [AtomicU64; 4 + PATH_WORDS];
 type Chunk = LazySlice<SlotWords, CHUNK>;
 
-// Word 0: low 32 bits = seqlock word, high 32 bits = meta (call, kind, flags, has path).
+// Word 0: low 32 bits = seqlock word, high 32 bits = meta (call, kind, flags, has path, report
+// epoch).
 // Word 1: tid | stack << 32. Word 2: birth time. Word 3: detail. Words 4..8: path tail.
 // Seqlock word: bit 0 = claimed by a writer, bits 1..8 = fork generation of that writer,
 // bits 8..32 = version counter.
@@ -68,6 +75,7 @@ const META_OPEN: u32 = 1 << 16;
 const META_STREAM: u32 = 1 << 17;
 const META_HAS_RELEASE: u32 = 1 << 18;
 const META_HAS_PATH: u32 = 1 << 19;
+const META_EPOCH_SHIFT: u32 = 20;
 
 const NO_STACK: u32 = u32::MAX;
 
@@ -79,6 +87,7 @@ fn pack_meta(rec: &FdRecord) -> u32 {
         | META_OPEN
         | flag(rec.stream, META_STREAM)
         | flag(!rec.path.is_empty(), META_HAS_PATH)
+        | (u32::from(rec.epoch) << META_EPOCH_SHIFT)
 }
 
 fn meta_of(word0: u64) -> u32 {
@@ -189,6 +198,7 @@ impl Slot<'_> {
             born_ns: w2,
             detail: w3,
             path,
+            epoch: (meta >> META_EPOCH_SHIFT) as u16,
         })
     }
 
@@ -403,6 +413,7 @@ mod tests {
             born_ns: born,
             detail: 42,
             path: PathTail::of(b"/tmp/x").0,
+            epoch: 5,
         }
     }
 

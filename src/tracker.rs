@@ -17,7 +17,7 @@ use crate::origin::{Detail, PathTail};
 use crate::os;
 use crate::own::OWN;
 use crate::stack;
-use crate::table::{FdRecord, FdTable, Insert, Remove, StackId};
+use crate::table::{EPOCHS, FdRecord, FdTable, Insert, Remove, StackId};
 use crate::trigger::{self, Reason};
 use fdguard_core::call::Call;
 use fdguard_core::kind::FdKind;
@@ -218,6 +218,8 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>, born: Birth) {
         born_ns: born.born_ns,
         detail: origin.detail.pack(),
         path: origin.path,
+        // Loaded after the call that made the fd returned: see `REPORT_EPOCH`.
+        epoch: (REPORT_EPOCH.load(Ordering::Relaxed) >> EPOCH_SHIFT) as u16,
     };
     if rec.born_ns >= LIMIT_LOOK_AT_NS.load(Ordering::Relaxed) {
         look_at_limit(rec.born_ns);
@@ -235,6 +237,25 @@ pub fn record(fd: i32, origin: Origin, stack: Option<StackId>, born: Birth) {
             COUNTERS.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Bumped by each report request just before the process is copied (`begin_copy`); every
+/// table entry keeps the value it saw when written. The copy's fd table and its memory are
+/// copied a moment apart while other threads go on: an entry written after the bump may
+/// describe an fd the copy does not have (its number closed and reused in between), and the
+/// report checks those against the kernel (`dumper::gather`). One written before it is safe:
+/// an fd created on a number after the copy's fds were taken is created after a close that the
+/// kernel ordered after the copy, itself after the bump, so its entry sees the new epoch.
+///
+/// Kept in the top bits of the word (`EPOCH_SHIFT`), where it wraps at `EPOCHS` by itself: the
+/// creation path only shifts it.
+static REPORT_EPOCH: AtomicU32 = AtomicU32::new(0);
+const EPOCH_SHIFT: u32 = u32::BITS - EPOCHS.trailing_zeros();
+
+/// A report request is about to copy the process: the epoch the copy's entries are judged by.
+pub fn begin_copy() -> u16 {
+    let before = REPORT_EPOCH.fetch_add(1 << EPOCH_SHIFT, Ordering::SeqCst);
+    (before.wrapping_add(1 << EPOCH_SHIFT) >> EPOCH_SHIFT) as u16
 }
 
 /// When the creation path next re-reads the soft limit: another process may have changed it

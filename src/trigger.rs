@@ -34,7 +34,8 @@ impl Reason {
         }
     }
 
-    fn bit(self) -> u32 {
+    /// The reason's bit in a set of requests (`request_bits`).
+    pub fn bit(self) -> u32 {
         1 << (self as u32)
     }
 
@@ -66,7 +67,12 @@ pub fn install(handlers: Handlers) {
 
 /// Asks for a report (or bad-close notices). Async-signal-safe.
 pub fn request(reason: Reason) {
-    PENDING.fetch_or(reason.bit(), Ordering::AcqRel);
+    request_bits(reason.bit());
+}
+
+/// Asks again for requests that waited (`Reason::bit`s). Async-signal-safe.
+pub fn request_bits(bits: u32) {
+    PENDING.fetch_or(bits, Ordering::AcqRel);
     if let Some(h) = HANDLERS.get() {
         (h.serve)();
     }

@@ -136,6 +136,9 @@ fn read_from(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long `report` waits for the first bytes of its report before asking again.
+const ASK_AGAIN: Duration = Duration::from_secs(2);
+
 /// What `fdguard report` was asked.
 #[derive(clap::Args)]
 pub struct ReportArgs {
@@ -358,32 +361,48 @@ pub fn run(args: ReportArgs) -> Outcome {
     } else {
         view.map_or(loaded.config.format, |v| v.format)
     };
-    let request = Request::new(format, os::random_u64());
-    let source = match file {
-        Some(path) => Source::File(path),
-        None => match reply_file(&target, &request) {
-            Some(reply) => reply,
-            None => Source::File(written_to(&target, &loaded, view)?),
+    let nonce = os::random_u64();
+    let with_reply = Request::new(format, true, nonce);
+    let (request, source) = match file {
+        Some(path) => (Request::new(format, false, nonce), Source::File(path)),
+        None => match reply_file(&target, &with_reply) {
+            Some(reply) => (with_reply, reply),
+            None => (
+                Request::new(format, false, nonce),
+                Source::File(written_to(&target, &loaded, view)?),
+            ),
         },
     };
     let path = source.path();
     let start = file_len(path);
-    os::queue_signal(pid, sig, request.value()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
-            Failure::bad_input(format!(
-                "permission denied sending {} to pid {pid}: run as its user or as root \
-                 (CAP_KILL)",
-                signals::name(sig)
-            ))
-        } else {
-            Failure::failed(format!("cannot signal pid {pid}: {e}"))
-        }
-    })?;
+    let ask = || {
+        os::queue_signal(pid, sig, request.value()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                Failure::bad_input(format!(
+                    "permission denied sending {} to pid {pid}: run as its user or as root \
+                     (CAP_KILL)",
+                    signals::name(sig)
+                ))
+            } else {
+                Failure::failed(format!("cannot signal pid {pid}: {e}"))
+            }
+        })
+    };
+    ask()?;
     let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    let mut asked_at = Instant::now();
     loop {
-        if let Some(report) = find_report(&read_from(path, start), pid, format) {
+        let written = read_from(path, start);
+        if let Some(report) = find_report(&written, pid, format) {
             print!("{report}");
             return Ok(());
+        }
+        // Nothing yet: its report processes may all have been busy, and only a request gives
+        // a waiting one a free process (`fdguard_core::request`). Asked again, the library
+        // still makes one report for it.
+        if written.is_empty() && asked_at.elapsed() >= ASK_AGAIN {
+            ask()?;
+            asked_at = Instant::now();
         }
         if !os::exists(pid) {
             return Err(Failure::failed(format!(

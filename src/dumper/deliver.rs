@@ -36,17 +36,20 @@ pub fn render(format: Format, report: &Report) -> String {
 pub enum Dest {
     /// Where this process writes its reports (`FDGUARD_REPORT`).
     Configured,
-    /// The reply file of a request of `fdguard report`; where the process writes its reports
-    /// if there is none (the command was told where to look instead: `--file`).
+    /// The reply file of a request of `fdguard report` (none when it is gone: the command has
+    /// its report or gave up); where the process writes its reports for a request without one
+    /// (the command was told where to look: `--file`).
     Reply(Request),
 }
 
 /// Writes a finished report of process `pid` (in a report child: any fd is free).
 pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
     if let Dest::Reply(request) = dest
-        && let Ok(fd) = open_report_file(request.reply_path(pid).as_bytes(), false)
+        && request.reply_file
     {
-        write_and_close(fd, bytes);
+        if let Ok(fd) = open_report_file(request.reply_path(pid).as_bytes(), false) {
+            write_and_close(fd, bytes);
+        }
         return;
     }
     let path = match published::destination() {

@@ -13,18 +13,29 @@ use crate::child::{self, Once, Waited};
 use crate::guard;
 use crate::os;
 use crate::symbolize::Symbolizer;
+use crate::tracker;
 use crate::trigger::Reason;
 
+/// How long exit waits for reports still being made before it lets the program go: a report
+/// process goes on writing after the program is gone (until its own 30 s limit), so waiting
+/// only keeps reports ahead of whatever the program's parent prints next.
+const IN_FLIGHT_WAIT_NS: u64 = 1_000_000_000;
+/// How long exit waits for the exit report to say whether it lists fds (after gathering and
+/// symbolizing, before writing): `FDGUARD_LEAK_EXITCODE` needs the answer.
+const VERDICT_WAIT_NS: u64 = 10_000_000_000;
+
 /// At normal exit (from the library destructor): the leak report of `FDGUARD_AT_EXIT`, and
-/// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked.
+/// the exit status of `FDGUARD_LEAK_EXITCODE` when something leaked. Exit waits at most
+/// `IN_FLIGHT_WAIT_NS` for reports in flight and `VERDICT_WAIT_NS` for the exit report's
+/// verdict, never for a report to be written (a stalled stderr pipe must not hold the exit).
 pub fn at_exit() {
     let Some(config) = super::context::config() else {
         return;
     };
     // Requests made meanwhile (bad closes just before exit), then the reports still being
-    // written (bounded: exit must not hang on a stuck stderr).
+    // made.
     serve();
-    child::wait_in_flight(2_000_000_000);
+    child::wait_in_flight(IN_FLIGHT_WAIT_NS);
     let leaks = (config.at_exit || config.leak_exitcode.is_some())
         && guard::internal(|| exit_report(config));
     if let (Some(code), true) = (config.leak_exitcode, leaks) {
@@ -42,19 +53,26 @@ pub fn at_exit() {
 /// and exported names), and written to stderr.
 fn exit_report(config: &Config) -> bool {
     let pid = os::process::getpid();
+    let epoch = tracker::begin_copy();
     match child::spawn_waited() {
         Waited::Child => {
             let task = Task::Report {
                 reason: Reason::Exit,
                 reply: None,
+                epoch,
+                coalesced: 0,
             };
             let code = work_in_child(config, pid, task);
             child::leave(code)
         }
-        Waited::Parent(c) => match child::wait(c) {
-            Some(code) if code & child::FAILED == 0 => code & CHILD_LISTED_FDS != 0,
-            _ => {
-                let _ = os::fd::write_all(2, b"fdguard: the report process failed; report lost\n");
+        Waited::Parent(c) => match child::wait_verdict(c, CHILD_LISTED_FDS, VERDICT_WAIT_NS) {
+            Some(listed) => listed,
+            None => {
+                let _ = os::fd::write_all(
+                    2,
+                    b"fdguard: the exit report failed or took over 10 s; the exit status is \
+                      left as it is\n",
+                );
                 false
             }
         },
@@ -69,7 +87,7 @@ fn exit_report(config: &Config) -> bool {
             }
             let mut cache = FrameCache::new(Symbolizer::new(false));
             let report = complete(
-                gather(Reason::Exit, pid, super::context::cmdline()),
+                gather(Reason::Exit, pid, super::context::cmdline(), epoch),
                 config,
                 &mut cache,
             );

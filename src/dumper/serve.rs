@@ -13,7 +13,7 @@ use super::gather::{Gathered, Row, gather};
 use super::signal;
 use crate::alloc;
 use crate::badclose::BadClose;
-use crate::child::{self, Once};
+use crate::child::{self, NotMade, Once};
 use crate::guard::{self, ErrnoGuard};
 use crate::inspect;
 use crate::os;
@@ -34,6 +34,11 @@ pub enum Task {
     Report {
         reason: Reason,
         reply: Option<Request>,
+        /// The report epoch of the copy (`tracker::begin_copy`): table entries written since
+        /// may describe fds the copy does not have (see `gather`).
+        epoch: u16,
+        /// Requests coalesced into this report.
+        coalesced: u64,
     },
     Notice {
         event: BadClose,
@@ -61,19 +66,28 @@ pub fn serve() {
                     }
                     match reason {
                         Reason::BadClose => serve_bad_closes(),
-                        Reason::Reply => {
-                            for request in signal::take_replies() {
-                                let reason = Reason::Signal;
-                                launch(Task::Report {
-                                    reason,
-                                    reply: Some(request),
-                                });
+                        // Served below, every time.
+                        Reason::Reply => {}
+                        // With every report child at work, the request is answered by the next
+                        // report, made when one ends (`child::wake_later`).
+                        reason => {
+                            if launch_report(reason, None) == Err(NotMade::Busy) {
+                                child::coalesce();
+                                wait_for_child(reason);
                             }
                         }
-                        reason => launch(Task::Report {
-                            reason,
-                            reply: None,
-                        }),
+                    }
+                }
+            });
+        }
+        // Requests of `fdguard report` wait for a free report child, each for a report of its
+        // own, so they are looked at whatever woke this server.
+        if signal::replies_waiting() {
+            guard::internal(|| {
+                for request in signal::take_replies() {
+                    if launch_report(Reason::Signal, Some(request)) == Err(NotMade::Busy) {
+                        signal::wait_again(request);
+                        wait_for_child(Reason::Reply);
                     }
                 }
             });
@@ -82,28 +96,52 @@ pub fn serve() {
     }
 }
 
+/// A request of `reason` waits for a report child to end (which wakes the program); if one
+/// ended meanwhile, it is served again at once (`serve` loops while requests are pending).
+fn wait_for_child(reason: Reason) {
+    if !child::wake_later(reason.bit()) {
+        trigger::request_bits(child::take_pending());
+    }
+}
+
 /// In a fork child: the thread that was serving requests, if any, does not exist there.
 pub fn after_fork() {
     SERVING.store(false, Ordering::Relaxed);
 }
 
-/// Makes a detached report child for `task`; says once if none can be made.
-fn launch(task: Task) {
+/// Makes a detached report child for a report, with the requests coalesced so far.
+fn launch_report(reason: Reason, reply: Option<Request>) -> Result<(), NotMade> {
+    let coalesced = child::take_coalesced();
+    let made = launch(Task::Report {
+        reason,
+        reply,
+        epoch: tracker::begin_copy(),
+        coalesced,
+    });
+    if made.is_err() {
+        child::give_back_coalesced(coalesced);
+    }
+    made
+}
+
+/// Makes a detached report child for `task`; says once if none can be made (beyond being busy).
+fn launch(task: Task) -> Result<(), NotMade> {
     let Some(config) = super::context::config() else {
-        return;
+        return Err(NotMade::Failed(libc::EINVAL));
     };
     let pid = os::process::getpid();
     let made = child::spawn_detached(&|| {
         let code = work_in_child(config, pid, task);
         child::leave(code)
     });
-    if let Err(e) = made
+    if let Err(NotMade::Failed(e)) = made
         && child::say_once(Once::Spawn)
     {
         let _ = os::fd::write_all(2, b"fdguard: cannot make a report process (");
         let _ = os::fd::write_all(2, os::errno::errno_name(e).as_bytes());
         let _ = os::fd::write_all(2, b"); reports are lost until one can be made\n");
     }
+    made
 }
 
 /// A task, with what had to be gathered while the program's fds were still there.
@@ -123,8 +161,14 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
         // What needs the copies of the program's fds is done before they are dropped, and they
         // are dropped before waiting for this child's turn to write (see `drop_program_fds`).
         let prepared = match task {
-            Task::Report { reason, reply } => {
-                let facts = gather(reason, pid, super::context::cmdline());
+            Task::Report {
+                reason,
+                reply,
+                epoch,
+                coalesced,
+            } => {
+                let mut facts = gather(reason, pid, super::context::cmdline(), epoch);
+                facts.report.coalesced = coalesced;
                 Prepared::Report(Box::new(facts), reply)
             }
             Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
@@ -149,6 +193,9 @@ fn report_in_child(config: &Config, pid: u32, facts: Gathered, reply: Option<Req
     let mut cache = FrameCache::new(Symbolizer::new(true));
     let report = complete(facts, config, &mut cache);
     cache.share();
+    if reason == Reason::Exit {
+        child::tell_verdict(report.open > 0);
+    }
     let wanted = reason != Reason::Exit || report.open > 0 || config.at_exit;
     if wanted {
         let (format, dest) = match reply {
@@ -165,15 +212,37 @@ fn report_in_child(config: &Config, pid: u32, facts: Gathered, reply: Option<Req
 /// frees every number. Only stderr stays. One `close_range` pair where the kernel has it:
 /// a system call per fd was a third of a large report's time.
 fn drop_program_fds() {
-    if os::sys::raw_close_range(0, 1) && os::sys::raw_close_range(3, u32::MAX) {
+    // The child's own fd (a pidfd of the program, to wake it: `child::leave`) stays too.
+    let keep = child::own_fd().map(|fd| fd as u32);
+    if closing_ranges(keep)
+        .into_iter()
+        .all(|(lo, hi)| os::sys::raw_close_range(lo, hi))
+    {
         return;
     }
     let (upto, batch) = tracker::probe_bounds();
     for fd in inspect::probe_fds(upto, batch) {
-        if fd != 2 {
+        if fd != 2 && Some(fd) != child::own_fd() {
             os::sys::raw_close(fd);
         }
     }
+}
+
+/// The ranges of fd numbers that hold every number but stderr's and `keep`.
+fn closing_ranges(keep: Option<u32>) -> Vec<(u32, u32)> {
+    let mut kept: Vec<u32> = [2].into_iter().chain(keep).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut ranges = Vec::new();
+    let mut lo = 0u32;
+    for k in kept {
+        if k > lo {
+            ranges.push((lo, k - 1));
+        }
+        lo = k.saturating_add(1);
+    }
+    ranges.push((lo, u32::MAX));
+    ranges
 }
 
 /// Symbolizes, applies suppressions (exit reports) and groups by stack.
@@ -210,7 +279,9 @@ fn serve_bad_closes() {
         }
         NOTICE_LAST_NS.store(now, Ordering::Relaxed);
         let not_shown = NOTICE_NOT_SHOWN.swap(0, Ordering::Relaxed);
-        launch(Task::Notice { event, not_shown });
+        if launch(Task::Notice { event, not_shown }) == Err(NotMade::Busy) {
+            NOTICE_NOT_SHOWN.fetch_add(not_shown + 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -234,4 +305,17 @@ fn notice_in_child(config: &Config, pid: u32, e: BadClose, not_shown: u64) {
         Format::Json => notice.to_json(),
     };
     deliver(pid, Dest::Configured, bytes.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_closes_all_but_stderr_and_its_own_fd() {
+        assert_eq!(closing_ranges(None), [(0, 1), (3, u32::MAX)]);
+        assert_eq!(closing_ranges(Some(5)), [(0, 1), (3, 4), (6, u32::MAX)]);
+        assert_eq!(closing_ranges(Some(0)), [(1, 1), (3, u32::MAX)]);
+        assert_eq!(closing_ranges(Some(3)), [(0, 1), (4, u32::MAX)]);
+    }
 }

@@ -21,7 +21,8 @@
 //! # Requests
 //! A plain signal asks for a report where reports go. One sent by `fdguard report` carries a
 //! value (`fdguard_core::request`) naming a reply file and a format: it is queued (`REPLIES`)
-//! and served as its own report.
+//! and served as its own report. One sent by a report child as it ends (`request::WAKE`)
+//! serves the requests that found every report child at work (`child::wake_later`).
 //!
 //! Everything here may run in a signal handler (the program may call `sigaction` from one):
 //! atomics, libc's `sigaction`, and `write` of a message built on the stack.
@@ -31,9 +32,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use fdguard_core::decimal::Decimal;
 use fdguard_core::published::Signal;
-use fdguard_core::request::Request;
+use fdguard_core::request::{self, Request};
 use fdguard_core::signals::{self, SignalName};
 
+use crate::child;
 use crate::guard::ErrnoGuard;
 use crate::os;
 use crate::published;
@@ -47,21 +49,39 @@ const MOVING: i32 = -1;
 static REPLIES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 extern "C" fn on_signal(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    let request = os::signal::queued_value(info).and_then(Request::from_value);
-    let Some(request) = request else {
+    let value = os::signal::queued_value(info);
+    if value == Some(request::WAKE) {
+        trigger::request_bits(child::take_pending());
+        return;
+    }
+    let Some(request) = value.and_then(Request::from_value) else {
         trigger::request(Reason::Signal);
         return;
     };
+    // The command asks again until its reply comes: one of each is kept. With eight waiting,
+    // this one is left to be asked again.
+    wait_again(request);
+    trigger::request(Reason::Reply);
+}
+
+/// Keeps `request` waiting for a report child (once).
+pub fn wait_again(request: Request) {
     let value = request.value();
-    if REPLIES.iter().any(|slot| {
+    if REPLIES
+        .iter()
+        .any(|slot| slot.load(Ordering::Acquire) == value)
+    {
+        return;
+    }
+    let _ = REPLIES.iter().any(|slot| {
         slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
-    }) {
-        trigger::request(Reason::Reply);
-    } else {
-        // Eight requests already wait: this one gets a report where reports go.
-        trigger::request(Reason::Signal);
-    }
+    });
+}
+
+/// Whether requests from `fdguard report` wait.
+pub fn replies_waiting() -> bool {
+    REPLIES.iter().any(|slot| slot.load(Ordering::Acquire) != 0)
 }
 
 /// The requests from `fdguard report` waiting to be served, taken.
@@ -129,6 +149,12 @@ impl View {
     }
 }
 
+/// fdguard's handler is on `sig` (0: on none); report children wake the program with it.
+fn set_owned(sig: i32) {
+    OWNED.store(sig, Ordering::Release);
+    child::set_wake_signal(sig);
+}
+
 /// True if fdguard's handler is on `sig` (one load: the hooks' first question).
 #[inline]
 pub fn owns(sig: i32) -> bool {
@@ -151,12 +177,12 @@ fn take_free(wanted: Option<i32>, skip: i32) -> Option<i32> {
         };
         VIEW.set(&before);
         if os::signal::set_disposition(sig, &os::signal::info_action(on_signal)).is_ok() {
-            OWNED.store(sig, Ordering::Release);
+            set_owned(sig);
             published::set_signal(Signal::Answers(sig));
             return Some(sig);
         }
     }
-    OWNED.store(0, Ordering::Release);
+    set_owned(0);
     published::set_signal(Signal::NoneFree);
     None
 }
@@ -264,18 +290,20 @@ pub fn program_call<R>(
         // Another thread's call on it is under way; this one goes through as it is.
         return real();
     }
+    // Report children stop waking the program with it before the program may take it.
+    child::set_wake_signal(0);
     let view = VIEW.get();
     let mut r = real();
     let _errno = ErrnoGuard::save();
     let now = os::signal::disposition(sig);
     match now {
         // Unchanged (the call failed) or fdguard's again: the signal stays fdguard's.
-        Some(sa) if sa.sa_sigaction == handler() => OWNED.store(sig, Ordering::Release),
+        Some(sa) if sa.sa_sigaction == handler() => set_owned(sig),
         // The program set the default: fdguard's handler goes back, the program's view is it.
         Some(sa) if sa.sa_sigaction == libc::SIG_DFL => {
             VIEW.set(&sa);
             let _ = os::signal::set_disposition(sig, &os::signal::info_action(on_signal));
-            OWNED.store(sig, Ordering::Release);
+            set_owned(sig);
         }
         // A handler or SIG_IGN of the program's (or the disposition could not be read).
         _ => moved_away(sig),
@@ -303,6 +331,7 @@ fn moved_away(sig: i32) {
 
 /// `fdguard detach`: the report signal gets back the disposition the program believes it has.
 pub fn remove_handler() {
+    child::set_wake_signal(0);
     let sig = OWNED.swap(0, Ordering::AcqRel);
     if sig > 0 {
         let _ = os::signal::set_disposition(sig, &VIEW.get());

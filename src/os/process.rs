@@ -55,3 +55,18 @@ pub fn euid() -> libc::uid_t {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
+
+/// Whether this process's user has a process limit that applies to it (`RLIMIT_NPROC` finite,
+/// not root): every process of the user, zombies included, counts against it.
+pub fn nproc_limited() -> bool {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct given; geteuid has no preconditions.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NPROC, &mut r) == 0
+            && r.rlim_cur != libc::RLIM_INFINITY
+            && libc::geteuid() != 0
+    }
+}

@@ -30,7 +30,8 @@ UNUSED static int loopback_listener(int backlog, int *client, int *port) {
 /* The scratch directory, from the command line. */
 static const char *dir;
 
-/* An absolute path in the scratch directory (a few live at once: rotating buffers). */
+/* An absolute path in the scratch directory (a few live at once: rotating buffers, not for
+   threads that open at the same time). */
 UNUSED static const char *P(const char *name) {
     static char bufs[8][4096];
     static int next;

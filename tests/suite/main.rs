@@ -54,6 +54,7 @@ mod programs;
 mod python;
 mod requests;
 mod signals;
+mod snapshot;
 mod stacks;
 mod triggers;
 mod workload;

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn report(pid: u32, json: bool) -> Command {
     let mut c = fdguard(&["report", &pid.to_string()]);
@@ -384,4 +384,96 @@ fn attach_to_a_program_that_owns_usr2_takes_another_signal() {
     );
     s.resume();
     assert!(s.finish().status.success());
+}
+
+/// More `fdguard report`s at once than the library runs report processes: each gets its own
+/// complete report (those that find the processes busy are served when asked again).
+#[test]
+fn concurrent_report_requests_each_get_a_report() {
+    let dir = scratch("requests-concurrent");
+    let prog = build_c_once("takes_signal", &["-O1", "-g"]);
+    let mut s = Stepper::spawn(plain_preloaded(&prog), &dir.join("unused"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "default");
+    let pid = s.pid();
+    let mut asks: Vec<Proc> = (0..6)
+        .map(|_| Proc::spawn(report(pid, true).stdout(Stdio::piped())))
+        .collect();
+    for ask in asks.drain(..) {
+        let out = ask.wait_with_output();
+        assert!(out.status.success(), "{out:?}");
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (r["pid"].as_u64(), r["reason"].as_str()),
+            (Some(pid.into()), Some("signal"))
+        );
+    }
+    s.resume();
+    s.resume();
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Requests that find every report process at work are answered once one ends, with nobody
+/// asking again: the program's stderr pipe is full, so two report processes wait to write
+/// their reports there; a third signal meanwhile makes a third report as soon as the test
+/// drains the pipe, and that report counts the request it answered.
+#[test]
+fn a_request_made_while_report_processes_are_busy_is_answered_when_one_ends() {
+    let dir = scratch("requests-busy");
+    let prog = build_c_once("takes_signal", &["-O1", "-g"]);
+    // A pipe holds 64 KiB: the shell fills it before the program starts.
+    let mut cmd = command("sh");
+    cmd.args([
+        "-c",
+        r#"head -c 65536 /dev/zero >&2; LD_PRELOAD="$1" exec "$2""#,
+        "sh",
+    ])
+    .arg(lib_path())
+    .arg(&prog)
+    .stderr(Stdio::piped());
+    let mut s = Stepper::spawn(cmd, &dir.join("unused"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "default");
+    for _ in 0..3 {
+        try_kill(s.pid(), libc::SIGUSR2);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut stderr = s.child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = seen.clone();
+    let read = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stderr, &mut buf) {
+            into.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let reports_seen = || {
+        let all = seen.lock().unwrap();
+        String::from_utf8_lossy(&all).matches("command: ").count()
+    };
+    let deadline = Instant::now() + REPORT_WAIT;
+    while reports_seen() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.resume();
+    s.resume();
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success(), "{out:?}");
+    read.join().unwrap();
+    let all = seen.lock().unwrap().clone();
+    assert!(all.len() > 65536 && all[..65536].iter().all(|b| *b == 0));
+    let text = String::from_utf8_lossy(&all[65536..]).into_owned();
+    assert_eq!(text.matches("command: ").count(), 3, "{text}");
+    assert!(
+        text.contains("report requests answered by this report too: 1 "),
+        "{text}"
+    );
+}
+
+/// The program under fdguard with nothing set but the preload.
+fn plain_preloaded(prog: &Path) -> Command {
+    let mut c = plain(prog);
+    c.env("LD_PRELOAD", lib_path());
+    c
 }

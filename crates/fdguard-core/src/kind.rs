@@ -83,6 +83,19 @@ pub fn kind_from_link(link: &[u8], is_dir: bool) -> FdKind {
         FdKind::Other
     }
 }
+/// Whether an fd recorded as `recorded` (from the call that made it) can be what the kernel
+/// now calls `now`: the same kind; anything for a kind the call did not say (`Other`: an
+/// inherited fd, one received in a message, a copy of an unknown one); and for a path the
+/// program opened, any kind a path can open (a directory, a terminal, a FIFO or a pipe reopened
+/// through `/proc/self/fd`, a memfd). Anything else means the number was closed and reused
+/// behind fdguard's back (a raw system call, io_uring).
+pub fn kinds_agree(recorded: FdKind, now: FdKind) -> bool {
+    use FdKind::*;
+    recorded == now
+        || recorded == Other
+        || matches!(recorded, File | Dir | Pty) && matches!(now, File | Dir | Pty | Pipe | Memfd)
+}
+
 /// Which end of a pipe an fd is, from its open flags (`fcntl(F_GETFL)`, or `flags:` in
 /// `/proc/PID/fdinfo/N`).
 pub fn pipe_end(flags: u32) -> Option<&'static str> {
@@ -155,6 +168,19 @@ mod tests {
             kind_from_link(b"anon_inode:[io_uring]", false),
             FdKind::Other
         );
+    }
+
+    #[test]
+    fn kinds_agree_unless_the_number_was_reused() {
+        use FdKind::*;
+        assert!(kinds_agree(Socket, Socket) && kinds_agree(Other, Epoll));
+        assert!(kinds_agree(File, Dir) && kinds_agree(File, Pty) && kinds_agree(File, Pipe));
+        assert!(
+            !kinds_agree(Socket, File),
+            "socket() then a raw close and open"
+        );
+        assert!(!kinds_agree(Pipe, File) && !kinds_agree(File, Socket));
+        assert!(!kinds_agree(Eventfd, Timerfd) && !kinds_agree(File, Other));
     }
 
     #[test]

@@ -272,6 +272,12 @@ pub fn kill(pid: u32, sig: i32) {
     );
 }
 
+/// Sends a signal to a process that may have exited already; false if it had.
+pub fn try_kill(pid: u32, sig: i32) -> bool {
+    // SAFETY: plain kill(2) on a process this test started.
+    unsafe { libc::kill(pid as i32, sig) == 0 }
+}
+
 /// How long a test may keep one program alive.
 pub const WATCHDOG: Duration = Duration::from_secs(300);
 

@@ -181,6 +181,9 @@ pub struct Report {
     pub skipped: u64,
     /// Failed closes of fds that were not open, since the start.
     pub bad_closes: u64,
+    /// Report requests this report answers besides its own: made while the report processes
+    /// (at most two at a time) were all at work.
+    pub coalesced: u64,
     pub by_kind: BTreeMap<FdKind, usize>,
     /// TCP states of every socket listed, tracked or not.
     pub tcp_states: BTreeMap<Word, usize>,

@@ -300,6 +300,13 @@ pub fn report(r: &Report) -> String {
     if r.bad_closes > 0 {
         lines.push(format!("bad closes (EBADF) so far: {}", r.bad_closes));
     }
+    if r.coalesced > 0 {
+        lines.push(format!(
+            "report requests answered by this report too: {} (made while report processes were \
+             busy)",
+            r.coalesced
+        ));
+    }
     if r.open >= 8 && r.untracked * 2 > r.open {
         lines.push(
             "note: most fds were not created through libc calls fdguard sees (a Go program, raw \
