@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use fdguard_core::escape::escaped;
 use fdguard_core::kind::FdKind;
 use fdguard_core::report::{Limit, Word};
 use fdguard_core::schema::Schema;
@@ -149,9 +150,10 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
         Output::Log
     };
     if !matches!(output, Output::Json) {
+        // The samples are fdguard's words and numbers; the name is the process's.
         println!(
             "watching pid {pid} ({}) every {}s{}",
-            target.name(),
+            escaped(&target.name()),
             interval_s,
             if samples.is_none() {
                 "; Ctrl-C stops"
