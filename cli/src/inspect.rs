@@ -19,7 +19,9 @@ use crate::units::count;
 /// Rows listed in text unless `--all`.
 const ROWS_SHOWN: usize = 50;
 
-/// Reads a whole snapshot of the process.
+/// Reads a whole snapshot of the process, or fails if it exited meanwhile: what was read of
+/// it may then be anything from all of its fds to none, and an error reading it (the process
+/// gone) is that exit too.
 pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
     let target = Target::open(pid)?;
     if target.is_zombie() {
@@ -27,6 +29,17 @@ pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
             "pid {pid} has exited (a zombie its parent has not reaped): it has no fds"
         )));
     }
+    let read = read_snapshot(&target);
+    if target.has_exited() {
+        return Err(Failure::failed(format!(
+            "pid {pid} exited while it was being read"
+        )));
+    }
+    read
+}
+
+fn read_snapshot(target: &Target) -> Result<Snapshot, Failure> {
+    let pid = target.pid;
     let dir = FdDir::open(pid)?;
     let fds = read_fds(&target.process, &dir)?;
     let loaded = target.fdguard().ok().flatten();

@@ -167,20 +167,17 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
     let mut n = 0u64;
     loop {
         let tick = Instant::now();
-        let fds = match read_fds(&target.process, &dir) {
-            Ok(fds) if !target.is_zombie() => Some(fds),
-            Ok(_) => None,
-            Err(_) if !os::exists(pid) => None,
-            Err(e) => return Err(e),
-        };
-        let Some(fds) = fds else {
+        let read = read_fds(&target.process, &dir).and_then(|fds| Ok((fds, target.limit()?)));
+        // A sample read while the process exits may have any number of its fds: it ends the
+        // watch instead of being shown, as a failed read does then.
+        if target.has_exited() {
             if let Output::Live(bar) = &output {
                 bar.finish();
             }
             eprintln!("fdguard: pid {pid} exited");
             return Ok(());
-        };
-        let limit = target.limit()?;
+        }
+        let (fds, limit) = read?;
         let sum = summarize(&fds);
         trend.add(started.elapsed().as_secs_f64(), fds.len());
         let per_minute = trend.per_minute();
