@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
+use fdguard_core::escape::push_line;
 use fdguard_core::kind::{FdKind, kind_words};
 use fdguard_core::read::Document;
 use fdguard_core::report::Frame;
@@ -261,7 +262,7 @@ fn changes_line(title: &str, m: &BTreeMap<String, Change>) -> Option<String> {
     }
     v.sort_by_key(|(_, c)| -c.delta);
     let parts: Vec<String> = v.iter().map(|(k, c)| format!("{k} {}", c.text())).collect();
-    Some(format!("{title}: {}\n", parts.join(", ")))
+    Some(format!("{title}: {}", parts.join(", ")))
 }
 
 /// "sockets, 798 CLOSE_WAIT".
@@ -287,60 +288,62 @@ fn contents(i: &Item) -> String {
     parts.join(", ")
 }
 
-fn item_text(i: &Item, o: &mut String) {
+fn item_lines(i: &Item, lines: &mut Vec<String>) {
     let what = match i.status {
         "new" => ", a new stack",
         "gone" => ", gone",
         _ => "",
     };
     if let Some(g) = &i.group {
-        let _ = writeln!(
-            o,
+        lines.push(format!(
             "{} {} fds{what}: {} {} {}",
             signed(i.count.delta),
             g.kind,
             i.count.text(),
             g.by,
             g.key
-        );
+        ));
         return;
     }
-    let _ = writeln!(
-        o,
+    lines.push(format!(
         "{} fds{what} ({} -> {}): {}; created at:",
         signed(i.count.delta),
         count(i.count.old),
         count(i.count.new),
         contents(i)
+    ));
+    lines.extend(
+        i.frames
+            .iter()
+            .enumerate()
+            .map(|(n, f)| format!("   #{n:<2} {}", f.display())),
     );
-    for (n, f) in i.frames.iter().enumerate() {
-        let _ = writeln!(o, "   #{n:<2} {}", f.display());
-    }
 }
 
+/// The difference as text, line by line, each line escaped as it is written: the reports
+/// are files whose paths, symbols and command lines their processes chose.
 pub fn render_text(d: &Diff, old: &Document, new: &Document) -> String {
-    let mut o = String::new();
     let limit = new
         .soft_limit()
         .map_or(String::new(), |l| format!(" of {}", count(l as usize)));
-    let _ = write!(
-        o,
+    let mut first = format!(
         "{} -> {}{limit} fds open ({})",
         count(d.open.old),
         count(d.open.new),
         signed(d.open.delta)
     );
     if let (Some(s), Some(rate)) = (d.elapsed_s, d.per_minute) {
-        let _ = write!(o, " in {} ({rate:+.1} fds/min)", duration(s));
+        let _ = write!(first, " in {} ({rate:+.1} fds/min)", duration(s));
     }
     let (a, b) = (old.who(), new.who());
     if a == b {
-        let _ = writeln!(o, "; {a}");
+        let _ = write!(first, "; {a}");
     } else {
-        let _ = writeln!(o, "; {a} -> {b}");
+        let _ = write!(first, "; {a} -> {b}");
     }
-    o.extend(changes_line("by kind", &d.by_kind));
-    o.extend(changes_line("by TCP state", &d.tcp_states));
+    let mut lines = vec![first];
+    lines.extend(changes_line("by kind", &d.by_kind));
+    lines.extend(changes_line("by TCP state", &d.tcp_states));
     let items = if d.stacks.is_empty() {
         &d.groups
     } else {
@@ -348,22 +351,22 @@ pub fn render_text(d: &Diff, old: &Document, new: &Document) -> String {
     };
     let changed: Vec<&Item> = items.iter().filter(|i| i.count.delta != 0).collect();
     if changed.is_empty() {
-        o.push_str(if d.stacks.is_empty() {
-            "no group changed\n"
+        lines.push(if d.stacks.is_empty() {
+            "no group changed".into()
         } else {
-            "no stack changed\n"
+            "no stack changed".into()
         });
     }
     for i in changed.iter().take(SHOWN) {
-        o.push('\n');
-        item_text(i, &mut o);
+        lines.push(String::new());
+        item_lines(i, &mut lines);
     }
     if changed.len() > SHOWN {
-        let _ = writeln!(
-            o,
-            "\n... and {} more that changed (--json lists all)",
+        lines.push(String::new());
+        lines.push(format!(
+            "... and {} more that changed (--json lists all)",
             changed.len() - SHOWN
-        );
+        ));
     }
     let same: usize = items.iter().filter(|i| i.count.delta == 0).count();
     if same > 0 {
@@ -377,7 +380,12 @@ pub fn render_text(d: &Diff, old: &Document, new: &Document) -> String {
             .filter(|i| i.count.delta == 0)
             .map(|i| i.count.new)
             .sum();
-        let _ = writeln!(o, "\nunchanged: {same} {what} with {} fds", count(fds));
+        lines.push(String::new());
+        lines.push(format!("unchanged: {same} {what} with {} fds", count(fds)));
+    }
+    let mut o = String::new();
+    for l in &lines {
+        push_line(&mut o, l);
     }
     o
 }
@@ -463,5 +471,34 @@ mod tests {
             text.contains("+40 socket fds: +40 (10 -> 50) peer 10.0.0.5:6379"),
             "{text}"
         );
+    }
+
+    /// Reports are files their processes chose the words of: a name with a newline or an
+    /// escape sequence stays on its line, escaped.
+    #[test]
+    fn what_the_reports_named_is_escaped() {
+        let evil = r#"evil\n+999 fds\u001b[2J\u001b]0;pwn\u0007"#;
+        let shown = r"evil\n+999 fds\x1b[2J\x1b]0;pwn\x07";
+        let frame = format!(r#"{{"module":"/srv/{evil}","offset":"0x10","function":"{evil}"}}"#);
+        let old = report("2026-12-05T10:00:00.000Z", &[(&frame, 3)]);
+        let new = report("2026-12-05T10:05:00.000Z", &[(&frame, 5)]);
+        let text = render_text(&diff(&old, &new), &old, &new);
+        assert!(
+            text.contains(&format!("   #0  {shown} ({shown}+0x10)\n")),
+            "{text}"
+        );
+        let snap = |n: usize| {
+            doc(&format!(
+                r#"{{"fdguard":1,"pid":3,"cmdline":["{evil}"],"reason":"inspect","open":{n},"by_kind":{{"file":{n}}},"tcp_states":{{"{evil}":{n}}},"groups":[{{"kind":"file","by":"{evil}","key":"{evil}","count":{n},"tcp_states":{{}}}}],"fds":[]}}"#
+            ))
+        };
+        let text = render_text(&diff(&snap(1), &snap(2)), &snap(1), &snap(2));
+        assert!(
+            text.contains(&format!("+1 file fds: +1 (1 -> 2) {shown} {shown}\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("by TCP state: {shown} +1 (1 -> 2)\n")));
+        assert!(text.contains(&format!("; pid 3 ({shown})\n")), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains("\n+999"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use fdguard_core::escape::push_line;
 use fdguard_core::fdinfo::EpollWatch;
 use fdguard_core::kind::FdKind;
 use fdguard_core::program::Runtime;
@@ -18,7 +19,9 @@ use crate::units::count;
 /// Rows listed in text unless `--all`.
 const ROWS_SHOWN: usize = 50;
 
-/// Reads a whole snapshot of the process.
+/// Reads a whole snapshot of the process, or fails if it exited meanwhile: what was read of
+/// it may then be anything from all of its fds to none, and an error reading it (the process
+/// gone) is that exit too.
 pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
     let target = Target::open(pid)?;
     if target.is_zombie() {
@@ -26,6 +29,17 @@ pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
             "pid {pid} has exited (a zombie its parent has not reaped): it has no fds"
         )));
     }
+    let read = read_snapshot(&target);
+    if target.has_exited() {
+        return Err(Failure::failed(format!(
+            "pid {pid} exited while it was being read"
+        )));
+    }
+    read
+}
+
+fn read_snapshot(target: &Target) -> Result<Snapshot, Failure> {
+    let pid = target.pid;
     let dir = FdDir::open(pid)?;
     let fds = read_fds(&target.process, &dir)?;
     let loaded = target.fdguard().ok().flatten();
@@ -77,7 +91,8 @@ pub fn run(pid: i32, json: bool, all: bool) -> Outcome {
     Ok(())
 }
 
-fn limit_line(s: &Snapshot) -> String {
+/// The limit, and how to raise it in place when the process is close to it.
+fn limit_lines(s: &Snapshot, lines: &mut Vec<String>) {
     let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_string(), |n| count(n as usize));
     let mut line = format!(
         "limit: soft {}, hard {} (the process's own, from /proc/{}/limits)",
@@ -85,6 +100,7 @@ fn limit_line(s: &Snapshot) -> String {
         show(s.limit.hard),
         s.pid
     );
+    let mut raise = None;
     if let Some(soft) = s.limit.soft {
         let left = soft.saturating_sub(s.open as u64);
         let _ = write!(line, "; {} left before EMFILE", count(left as usize));
@@ -94,23 +110,22 @@ fn limit_line(s: &Snapshot) -> String {
                 .limit
                 .hard
                 .map_or("unlimited".to_string(), |h| h.to_string());
-            let _ = write!(
-                line,
-                "\n       the soft limit can be raised to the hard one in place: \
+            raise = Some(format!(
+                "       the soft limit can be raised to the hard one in place: \
                  prlimit --pid {} --nofile={hard}:{hard}",
                 s.pid
-            );
+            ));
         }
     }
-    line
+    lines.push(line);
+    lines.extend(raise);
 }
 
-/// `text` on one line (newlines shown as `\n`), cut to `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    let flat = text.replace('\n', "\\n");
-    match flat.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}...", &flat[..cut]),
-        None => flat,
+/// `text` cut to `max` characters (before it is escaped, so that no escape is cut in two).
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
     }
 }
 
@@ -122,7 +137,7 @@ fn counts_line<'a>(title: &str, counts: impl Iterator<Item = (&'a str, usize)>) 
         .iter()
         .map(|(k, n)| format!("{k} {}", count(*n)))
         .collect();
-    format!("{title}: {}\n", parts.join(", "))
+    format!("{title}: {}", parts.join(", "))
 }
 
 fn group_line(g: &Group) -> String {
@@ -179,22 +194,18 @@ fn runtime_words(r: Runtime) -> Option<&'static str> {
     }
 }
 
+/// The snapshot as text, line by line, each line escaped as it is written: paths, socket
+/// names and the command line are the process's to choose.
 pub fn render_text(s: &Snapshot, all: bool) -> String {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "{}",
-        headline(s.pid, &s.name, s.limit, s.open, &s.summary)
-    );
-    let _ = writeln!(o, "{}", limit_line(s));
+    let mut lines = vec![headline(s.pid, &s.name, s.limit, s.open, &s.summary)];
+    limit_lines(s, &mut lines);
     if !s.cmdline.is_empty() {
-        let _ = writeln!(o, "command: {}", one_line(&s.cmdline.join(" "), 200));
+        lines.push(format!("command: {}", cut(&s.cmdline.join(" "), 200)));
     }
     if let (Some(lib), Some(state)) = (&s.fdguard_library, s.fdguard_state.as_deref()) {
         let pid = s.pid;
-        let _ = match state {
-            "preloaded" | "attached" => writeln!(
-                o,
+        lines.push(match state {
+            "preloaded" | "attached" => format!(
                 "fdguard is {} ({lib}): `fdguard report {pid}` names the code that created \
                  each fd{}",
                 if state == "attached" {
@@ -208,62 +219,105 @@ pub fn render_text(s: &Snapshot, all: bool) -> String {
                     ""
                 }
             ),
-            "disabled" => writeln!(
-                o,
-                "fdguard is loaded in it ({lib}) but disabled (FDGUARD_DISABLE)"
-            ),
-            other => writeln!(
-                o,
+            "disabled" => format!("fdguard is loaded in it ({lib}) but disabled (FDGUARD_DISABLE)"),
+            other => format!(
                 "fdguard is loaded in it ({lib}) but {other}: `fdguard attach {pid}` starts it"
             ),
-        };
+        });
     }
     if s.program.is_static {
-        o.push_str(
+        lines.push(
             "program: statically linked: fdguard's library cannot be loaded into it \
-             (inspect and watch see all its fds)\n",
+             (inspect and watch see all its fds)"
+                .into(),
         );
     } else if s.program.go {
-        o.push_str(
+        lines.push(
             "program: a Go program: it makes its system calls without libc, so fdguard's \
-             library would not see its fds being created (inspect and watch see them all)\n",
+             library would not see its fds being created (inspect and watch see them all)"
+                .into(),
         );
     } else if let Some(runtime) = runtime_words(s.program.runtime) {
-        let _ = writeln!(
-            o,
+        lines.push(format!(
             "program: {runtime}: under fdguard's library, creation stacks show the runtime's \
              own native frames, not the program's methods"
-        );
+        ));
     }
-    o.push_str(&counts_line(
+    lines.push(counts_line(
         "by kind",
         s.summary.by_kind.iter().map(|(k, n)| (k.name(), *n)),
     ));
     if !s.summary.tcp_states.is_empty() {
-        o.push_str(&counts_line(
+        lines.push(counts_line(
             "by TCP state",
             s.summary.tcp_states.iter().map(|(k, n)| (&**k, *n)),
         ));
     }
     if !s.summary.groups.is_empty() {
-        o.push_str("\ngroups, largest first:\n");
-        for g in &s.summary.groups {
-            let _ = writeln!(o, "{}", group_line(g));
-        }
+        lines.extend(["".into(), "groups, largest first:".into()]);
+        lines.extend(s.summary.groups.iter().map(group_line));
     }
     if !s.fds.is_empty() {
-        let _ = writeln!(o, "\n{:>8}  {:<9} description", "fd", "kind");
+        lines.push(String::new());
+        lines.push(format!("{:>8}  {:<9} description", "fd", "kind"));
         let shown = if all { s.fds.len() } else { ROWS_SHOWN };
-        for e in s.fds.iter().take(shown) {
-            let _ = writeln!(o, "{}", fd_line(e, &s.fds));
-        }
+        lines.extend(s.fds.iter().take(shown).map(|e| fd_line(e, &s.fds)));
         if s.fds.len() > shown {
-            let _ = writeln!(
-                o,
+            lines.push(format!(
                 "     ... and {} more: --all lists every fd, --json all of them with details",
                 count(s.fds.len() - shown)
-            );
+            ));
         }
     }
+    let mut o = String::new();
+    for l in &lines {
+        push_line(&mut o, l);
+    }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::summarize;
+
+    /// A path, a program name and a command line chosen to forge lines and drive the terminal
+    /// stay on their lines, escaped.
+    #[test]
+    fn what_the_process_named_is_escaped() {
+        let evil = "evil\n1 file      /etc/passwd\n\x1b[2J\x1b]0;pwn\x07";
+        let shown = r"evil\n1 file      /etc/passwd\n\x1b[2J\x1b]0;pwn\x07";
+        let fds = vec![FdEntry {
+            fd: 3,
+            kind: FdKind::File,
+            desc: format!("/tmp/{evil}"),
+            path: Some(format!("/tmp/{evil}")),
+            ..FdEntry::default()
+        }];
+        let s = Snapshot {
+            pid: 7,
+            cmdline: vec![evil.into(), evil.into()],
+            name: evil.into(),
+            open: 1,
+            summary: summarize(&fds),
+            fdguard_library: Some(format!("/{evil}/libfdguard.so")),
+            fdguard_state: Some("preloaded".into()),
+            fds,
+            ..Snapshot::default()
+        };
+        let text = render_text(&s, false);
+        for line in [
+            format!("1 fds open (no limit) in pid 7 ({shown}); 1 file, 1 of /tmp/{shown}"),
+            format!("command: {shown} {shown}"),
+            format!("fdguard is loaded in it (/{shown}/libfdguard.so): `fdguard report 7`"),
+            format!("        1  file     of /tmp/{shown}"),
+            format!("       3  file      /tmp/{shown}"),
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(&line)), "{line}\n{text}");
+        }
+        assert!(
+            !text.contains('\x1b') && !text.contains("\n1 file"),
+            "{text}"
+        );
+    }
 }

@@ -114,6 +114,10 @@ impl Mapped {
     }
 }
 
+/// `PF_EXITING` of the flags in `/proc/PID/stat` (`include/linux/sched.h`): the task has begun
+/// to exit.
+const PF_EXITING: u32 = 0x4;
+
 pub struct Target {
     pub pid: i32,
     pub process: Process,
@@ -178,6 +182,21 @@ impl Target {
     /// True for a zombie: it has exited, and has no fds any more.
     pub fn is_zombie(&self) -> bool {
         self.process.stat().is_ok_and(|s| s.state == 'Z')
+    }
+
+    /// True once the process has begun to exit, or is gone: what was read of it since then
+    /// may be partial. An exiting process loses its memory, fd table and namespaces one
+    /// after the other, and `/proc` shows each of them empty or unreadable from then on
+    /// (fewer fds listed, links that no longer resolve, no socket tables) while the process
+    /// still shows as running, without an error that says why. The kernel marks it first
+    /// (`PF_EXITING`, set before any of it is released), so this, asked after a read, says
+    /// whether the read can be trusted. A pid taken again by another process counts as gone:
+    /// `process` reads the `/proc` directory of the one it opened (ESRCH once it is reaped).
+    pub fn has_exited(&self) -> bool {
+        match self.process.stat() {
+            Ok(s) => matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0,
+            Err(_) => true,
+        }
     }
 
     /// What kind of program runs (static, Go...), from its executable.

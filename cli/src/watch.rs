@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
+use fdguard_core::escape::escaped;
 use fdguard_core::kind::FdKind;
 use fdguard_core::report::{Limit, Word};
 use fdguard_core::schema::Schema;
@@ -149,9 +150,10 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
         Output::Log
     };
     if !matches!(output, Output::Json) {
+        // The samples are fdguard's words and numbers; the name is the process's.
         println!(
             "watching pid {pid} ({}) every {}s{}",
-            target.name(),
+            escaped(&target.name()),
             interval_s,
             if samples.is_none() {
                 "; Ctrl-C stops"
@@ -165,20 +167,17 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
     let mut n = 0u64;
     loop {
         let tick = Instant::now();
-        let fds = match read_fds(&target.process, &dir) {
-            Ok(fds) if !target.is_zombie() => Some(fds),
-            Ok(_) => None,
-            Err(_) if !os::exists(pid) => None,
-            Err(e) => return Err(e),
-        };
-        let Some(fds) = fds else {
+        let read = read_fds(&target.process, &dir).and_then(|fds| Ok((fds, target.limit()?)));
+        // A sample read while the process exits may have any number of its fds: it ends the
+        // watch instead of being shown, as a failed read does then.
+        if target.has_exited() {
             if let Output::Live(bar) = &output {
                 bar.finish();
             }
             eprintln!("fdguard: pid {pid} exited");
             return Ok(());
-        };
-        let limit = target.limit()?;
+        }
+        let (fds, limit) = read?;
         let sum = summarize(&fds);
         trend.add(started.elapsed().as_secs_f64(), fds.len());
         let per_minute = trend.per_minute();

@@ -46,6 +46,7 @@ mod cli_run;
 mod config;
 mod core;
 mod failures;
+mod hostile_names;
 mod hot_path;
 mod incidents;
 mod modes;

@@ -12,12 +12,14 @@
 //! - `snapshot`: `inspect`'s snapshot (schema 1); `read`: reading either back; `schema`: the
 //!   schema number;
 //! - `published`, `request`: what the library publishes for the command, and how the command
-//!   asks it for a report.
+//!   asks it for a report;
+//! - `escape`: what a process or the file system named, made safe to print as text.
 
 pub mod call;
 pub mod config;
 pub mod decimal;
 pub mod elf;
+pub mod escape;
 pub mod fdinfo;
 pub mod kind;
 mod named;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::model::{BadCloseNotice, FdRow, Frame, Report, Stack};
+use crate::escape::push_line;
 use crate::kind::{FdKind, kind_words};
 use crate::place::Place;
 
@@ -208,15 +209,18 @@ fn row_line(row: &FdRow) -> String {
 
 const ROW_HEADER: &str = "     fd  kind         age      tid  call         description";
 
+/// The lines, each after `==PID==` and escaped: a path, a command line or a symbol with a
+/// newline or an escape sequence stays on its line (`sh -c` and `python3 -c` scripts have
+/// newlines), and a file named to look like `==PID== fdguard: end of report` cannot end the
+/// report early.
 fn prefixed(pid: u32, lines: Vec<String>) -> String {
     let mut out = String::new();
     for l in lines {
         let _ = write!(out, "=={pid}==");
         if !l.is_empty() {
             out.push(' ');
-            out.push_str(&l);
         }
-        out.push('\n');
+        push_line(&mut out, &l);
     }
     out
 }
@@ -278,10 +282,7 @@ pub fn report(r: &Report) -> String {
         limit(r.limit.hard)
     );
     lines.push(reason);
-    // On one line, as every line starts with `==PID==` (`sh -c` and `python3 -c` scripts
-    // have newlines).
-    let command = r.cmdline.join(" ").replace('\n', "\\n");
-    lines.push(format!("command: {command}"));
+    lines.push(format!("command: {}", r.cmdline.join(" ")));
     let mut kinds: Vec<String> = r
         .by_kind
         .iter()
@@ -672,5 +673,39 @@ mod tests {
             "{text}"
         );
         assert!(text.lines().all(|l| l.starts_with("==4242==")));
+    }
+
+    /// What the process named, wherever the text shows it: each line stays one line, the end
+    /// line is the report's own, and no control character reaches the terminal.
+    #[test]
+    fn what_the_process_named_is_escaped_everywhere() {
+        const EVIL: &str = "evil\n==4242== fdguard: end of report\n\x1b[2J\x1b]0;pwn\x07";
+        const SHOWN: &str = "evil\\n==4242== fdguard: end of report\\n\\x1b[2J\\x1b]0;pwn\\x07";
+        let mut r = sample();
+        r.cmdline = vec![format!("./{EVIL}"), EVIL.into()];
+        r.fds[0].desc = format!("/tmp/{EVIL}.txt");
+        r.stacks[0].place = Some(shared(FdKind::Socket, "peer", EVIL, 25));
+        let f = &mut r.stacks[0].frames[0];
+        (f.function, f.file, f.module) = (Some(EVIL.into()), Some(EVIL.into()), Some(EVIL.into()));
+        let notice = BadCloseNotice {
+            pid: 4242,
+            stack: vec![f.clone()],
+            ..Default::default()
+        };
+        for text in [report(&r), bad_close(&notice)] {
+            assert!(text.lines().all(|l| l.starts_with("==4242==")), "{text}");
+            assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
+            assert!(text.contains(SHOWN), "{text}");
+        }
+        let text = report(&r);
+        let ends = text.matches("fdguard: end of report\n").count();
+        assert_eq!(ends, 1, "{text}");
+        assert!(text.contains(&format!("(./{SHOWN})")), "{text}");
+        assert!(text.contains(&format!("/tmp/{SHOWN}.txt\n")), "{text}");
+        assert!(text.contains(&format!(" in {SHOWN} {SHOWN}:42 ({SHOWN}+0x233)")));
+        // An exit report of nothing names the program on its one line.
+        r.reason = "exit".into();
+        r.open = 0;
+        assert_eq!(report(&r).lines().count(), 1);
     }
 }
