@@ -1,8 +1,8 @@
 //! Where a finished report goes: the file `FDGUARD_REPORT` names, appended to and opened so
-//! that it cannot be turned against the user (never through a symlink, never truncating, only
-//! a regular file of this user), or stderr, saying once why not the file; or, for a request of
-//! `fdguard report`, the reply file the command made for it.
-#![allow(unsafe_code)]
+//! that it cannot be turned against the user (`os::path`: no symlink of another user's on the
+//! way, the file itself never a symlink, never truncated, only a regular file of this user
+//! with one link), or stderr, saying once why not the file; or, for a request of `fdguard
+//! report`, the reply file the command made for it (the same checks; never created).
 
 use fdguard_core::config::Format;
 use fdguard_core::published::Destination;
@@ -11,15 +11,16 @@ use fdguard_core::request::Request;
 
 use crate::child::{self, Once};
 use crate::os;
+use crate::os::path::Refused;
 use crate::published;
 
 /// At load: says at once if the report file cannot be written, rather than at the first
 /// report, without creating it (the file appears with the first report).
 pub fn init() {
     if let Destination::File(path) = published::destination()
-        && let Err(e) = check_report_file(&path)
+        && let Err(why) = os::path::check_append(&path)
     {
-        warn_dest(&path, e);
+        warn_dest(&path, &why);
     }
 }
 
@@ -44,7 +45,7 @@ pub enum Dest {
 /// Writes a finished report of process `pid` (in a report child: any fd is free).
 pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
     if let Dest::Reply(request) = dest
-        && let Ok(fd) = open_report_file(request.reply_path(pid).as_bytes(), false)
+        && let Ok(fd) = os::path::open_append(request.reply_path(pid).as_bytes(), false)
     {
         write_and_close(fd, bytes);
         return;
@@ -56,10 +57,10 @@ pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
             return;
         }
     };
-    match open_report_file(&path, true) {
+    match os::path::open_append(&path, true) {
         Ok(fd) => write_and_close(fd, bytes),
-        Err(e) => {
-            warn_dest(&path, e);
+        Err(why) => {
+            warn_dest(&path, &why);
             let _ = os::fd::write_all(2, bytes);
         }
     }
@@ -67,74 +68,40 @@ pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
 
 fn write_and_close(fd: i32, bytes: &[u8]) {
     let _ = os::fd::write_all(fd, bytes);
-    // SAFETY: closing the fd this report child opened.
-    unsafe { libc::close(fd) };
+    os::sys::raw_close(fd);
 }
 
-fn warn_dest(path: &[u8], errno: i32) {
+/// The report file cannot be written: one line, once.
+fn warn_dest(path: &[u8], why: &Refused) {
     if !child::say_once(Once::Destination) {
         return;
     }
     let msg = format!(
         "fdguard: FDGUARD_REPORT: cannot write {}: {}; writing reports to stderr\n",
         String::from_utf8_lossy(path),
-        std::io::Error::from_raw_os_error(errno)
+        refusal_words(why)
     );
     let _ = os::fd::write_all(2, msg.as_bytes());
 }
 
-/// Opens (creating with mode 0600 if `create`) a report file for appending: never through a
-/// symlink, never truncating, and never into a file that is not a regular file owned by this
-/// user.
-fn open_report_file(path: &[u8], create: bool) -> Result<i32, i32> {
-    let mut c = path.to_vec();
-    c.push(0);
-    let create = if create { libc::O_CREAT } else { 0 };
-    // SAFETY: `c` is NUL-terminated; the mode argument is passed as the variadic int.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr().cast(),
-            libc::O_WRONLY
-                | create
-                | libc::O_APPEND
-                | libc::O_NOFOLLOW
-                | libc::O_CLOEXEC
-                | libc::O_NOCTTY
-                | libc::O_NONBLOCK,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(os::errno::errno());
-    }
-    if !os::fd::is_own_regular_file(fd) {
-        // SAFETY: closing the fd opened above.
-        unsafe { libc::close(fd) };
-        return Err(libc::EPERM);
-    }
-    Ok(fd)
-}
-
-/// Whether the report file at `path` could be written, asked without creating it: an existing
-/// one must be a regular file of this user (not a symlink), a new one needs a directory this
-/// user may write in.
-fn check_report_file(path: &[u8]) -> Result<(), i32> {
-    let mut c = path.to_vec();
-    c.push(0);
-    match os::fd::lstat_owner(&c) {
-        Ok((mode, _)) if mode & libc::S_IFMT == libc::S_IFLNK => Err(libc::ELOOP),
-        Ok((mode, uid)) if mode & libc::S_IFMT != libc::S_IFREG || uid != os::process::euid() => {
-            Err(libc::EPERM)
-        }
-        Ok(_) => Ok(()),
-        Err(libc::ENOENT) => {
-            let dir = match path.iter().rposition(|b| *b == b'/') {
-                Some(0) => b"/\0".to_vec(),
-                Some(i) => [&path[..i], b"\0"].concat(),
-                None => b".\0".to_vec(),
-            };
-            os::fd::may_create_in(&dir)
-        }
-        Err(e) => Err(e),
+/// Why a report file was refused, for the line that says so.
+fn refusal_words(why: &Refused) -> String {
+    match why {
+        Refused::Errno(e) => std::io::Error::from_raw_os_error(*e).to_string(),
+        Refused::ForeignSymlink { at, uid } => format!(
+            "{} is a symlink owned by uid {uid}, who may have planted it (fdguard follows only \
+             root's symlinks and this user's)",
+            String::from_utf8_lossy(at)
+        ),
+        Refused::Symlink => "it is a symlink (a report file is never opened through one)".into(),
+        Refused::NotRegular => "it is not a regular file".into(),
+        Refused::Owner(uid) => format!(
+            "it belongs to uid {uid}, not to this process's user (uid {})",
+            os::process::euid()
+        ),
+        Refused::Links(n) => format!(
+            "it has {n} links (a report file must have no other name, which could be another \
+             user's file)"
+        ),
     }
 }

@@ -404,6 +404,104 @@ fn symlink_at_report_path_is_not_followed() {
     finish_plain(s);
 }
 
+/// Runs basic.c with reports to `report` and asks for one: it must come on stderr (a file
+/// here), after one line that names the path and says `why`. Returns what stderr holds.
+fn refused_with_one_line(dir: &Path, report: &Path, why: &str) -> String {
+    let s = start(dir, report, &[]);
+    // Said at load, before any report.
+    let said = stderr_of(dir);
+    assert_eq!(
+        said,
+        format!(
+            "fdguard: FDGUARD_REPORT: cannot write {}: {why}; writing reports to stderr\n",
+            report.display()
+        )
+    );
+    let kernel = proc_fds(s.pid());
+    kill(s.pid(), libc::SIGUSR2);
+    wait_until("a report on stderr", REPORT_WAIT, || {
+        stderr_of(dir).lines().any(|l| l.starts_with('{')) && stderr_of(dir).ends_with('\n')
+    });
+    let err = stderr_of(dir);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_exact(
+        &serde_json::from_str(err.lines().nth(1).unwrap()).unwrap(),
+        &kernel,
+    );
+    finish_plain(s);
+    err
+}
+
+/// A directory of the report path that is a symlink of another user (who could have planted
+/// it in a directory they may write) is not followed: one line naming it, reports on stderr,
+/// nothing created where it points.
+#[test]
+fn symlinked_directory_of_another_user_is_not_followed() {
+    let dir = scratch("config-foreign-dir-link");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.join("theirs");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    if std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).is_err() {
+        eprintln!("cannot chown here (not root): skipped");
+        return;
+    }
+    let report = link.join("report.jsonl");
+    let why = format!(
+        "{} is a symlink owned by uid 65534, who may have planted it (fdguard follows only \
+         root's symlinks and this user's)",
+        link.display()
+    );
+    refused_with_one_line(&dir, &report, &why);
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+/// A directory of the report path that is a symlink of this user (the tests run as root: of
+/// root's, as `/var/run -> /run` is), relative or absolute, is followed.
+#[test]
+fn symlinked_directory_of_this_user_is_followed() {
+    let dir = scratch("config-own-dir-link");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.join("absolute")).unwrap();
+    std::os::unix::fs::symlink("absolute", dir.join("relative")).unwrap();
+    let report = dir.join("relative").join("report.jsonl");
+    let mut s = start(&dir, &report, &[]);
+    let kernel = proc_fds(s.pid());
+    assert_exact(&s.report_now(), &kernel);
+    assert_eq!(read_reports(&real.join("report.jsonl")).len(), 1);
+    finish(s);
+    assert_eq!(stderr_of(&dir), "");
+}
+
+/// A report file with another name (a hard link: another user's file, with
+/// `fs.protected_hardlinks` off, or one they may still write through theirs) is not written
+/// to: one line saying how many links it has, reports on stderr, the file untouched.
+#[test]
+fn hard_linked_report_file_is_not_written() {
+    let dir = scratch("config-hard-link");
+    let other = dir.join("other.txt");
+    std::fs::write(&other, "precious\n").unwrap();
+    let report = dir.join("report.jsonl");
+    std::fs::hard_link(&other, &report).unwrap();
+    let before = std::fs::metadata(&other).unwrap().modified().unwrap();
+    refused_with_one_line(
+        &dir,
+        &report,
+        "it has 2 links (a report file must have no other name, which could be another \
+         user's file)",
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::metadata(&other).unwrap().modified().unwrap(),
+        before
+    );
+}
+
 /// An existing report file is appended to, never truncated.
 #[test]
 fn existing_report_file_is_appended_to() {
