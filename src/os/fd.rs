@@ -53,3 +53,32 @@ pub fn is_listening(fd: c_int) -> bool {
     };
     r == 0 && v != 0
 }
+
+/// A stream on which the program's own writes can come between fdguard's: what a stderr that
+/// is not a file usually is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Pipe,
+    /// A stream socket, such as the journal's for a service's stderr.
+    Socket,
+    Terminal,
+}
+
+/// What kind of `Stream` `fd` is, or `None` (a regular file, `/dev/null`, not open).
+pub fn stream_kind(fd: c_int) -> Option<Stream> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is writable; it is read only after fstat succeeded.
+    let mode = unsafe {
+        if libc::fstat(fd, st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init().st_mode & libc::S_IFMT
+    };
+    match mode {
+        libc::S_IFIFO => Some(Stream::Pipe),
+        libc::S_IFSOCK => Some(Stream::Socket),
+        // SAFETY: isatty only asks the terminal driver about the descriptor number.
+        libc::S_IFCHR if unsafe { libc::isatty(fd) } == 1 => Some(Stream::Terminal),
+        _ => None,
+    }
+}
