@@ -54,49 +54,31 @@ pub fn is_listening(fd: c_int) -> bool {
     r == 0 && v != 0
 }
 
-/// True if `fd` is a regular file owned by this process's effective user.
-pub fn is_own_regular_file(fd: c_int) -> bool {
+/// A stream on which the program's own writes can come between fdguard's: what a stderr that
+/// is not a file usually is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Pipe,
+    /// A stream socket, such as the journal's for a service's stderr.
+    Socket,
+    Terminal,
+}
+
+/// What kind of `Stream` `fd` is, or `None` (a regular file, `/dev/null`, not open).
+pub fn stream_kind(fd: c_int) -> Option<Stream> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable; it is read only after fstat succeeded.
-    unsafe {
-        libc::fstat(fd, st.as_mut_ptr()) == 0 && {
-            let st = st.assume_init();
-            st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_uid == super::process::euid()
+    let mode = unsafe {
+        if libc::fstat(fd, st.as_mut_ptr()) != 0 {
+            return None;
         }
-    }
-}
-
-/// The mode and owner of the file at the NUL-terminated `path`, not following a final symlink
-/// (`lstat`), or the errno.
-pub fn lstat_owner(path: &[u8]) -> Result<(libc::mode_t, libc::uid_t), c_int> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    if !path.ends_with(b"\0") {
-        return Err(libc::EINVAL);
-    }
-    // SAFETY: `path` is NUL-terminated (checked); `st` is read only after lstat succeeded.
-    unsafe {
-        if libc::lstat(path.as_ptr().cast(), st.as_mut_ptr()) != 0 {
-            return Err(errno());
-        }
-        let st = st.assume_init();
-        Ok((st.st_mode, st.st_uid))
-    }
-}
-
-/// Whether this process's effective user may create files in the NUL-terminated directory
-/// `dir`, or the errno that says why not.
-pub fn may_create_in(dir: &[u8]) -> Result<(), c_int> {
-    if !dir.ends_with(b"\0") {
-        return Err(libc::EINVAL);
-    }
-    // SAFETY: `dir` is NUL-terminated (checked); faccessat only reads it.
-    let r = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            dir.as_ptr().cast(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
+        st.assume_init().st_mode & libc::S_IFMT
     };
-    if r == 0 { Ok(()) } else { Err(errno()) }
+    match mode {
+        libc::S_IFIFO => Some(Stream::Pipe),
+        libc::S_IFSOCK => Some(Stream::Socket),
+        // SAFETY: isatty only asks the terminal driver about the descriptor number.
+        libc::S_IFCHR if unsafe { libc::isatty(fd) } == 1 => Some(Stream::Terminal),
+        _ => None,
+    }
 }

@@ -16,6 +16,7 @@
 //! - `mem`: the page size, zeroed mappings that live for the rest of the process, raw views;
 //! - `loader`: the loaded objects (`dl_iterate_phdr`; not from a hook);
 //! - `fd`: questions about an fd, and writing to one;
+//! - `path`: opening the report file by a path no other user can redirect (allocates);
 //! - `sys`: raw system calls on fds, which no hook sees (the accept guard's, a report child's);
 //! - `signal`: the thread's signal mask; dispositions set and read past fdguard's `sigaction` hook.
 #![allow(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod fd;
 pub mod futex;
 pub mod loader;
 pub mod mem;
+pub mod path;
 pub mod process;
 pub mod signal;
 pub mod sys;

@@ -404,6 +404,104 @@ fn symlink_at_report_path_is_not_followed() {
     finish_plain(s);
 }
 
+/// Runs basic.c with reports to `report` and asks for one: it must come on stderr (a file
+/// here), after one line that names the path and says `why`. Returns what stderr holds.
+fn refused_with_one_line(dir: &Path, report: &Path, why: &str) -> String {
+    let s = start(dir, report, &[]);
+    // Said at load, before any report.
+    let said = stderr_of(dir);
+    assert_eq!(
+        said,
+        format!(
+            "fdguard: FDGUARD_REPORT: cannot write {}: {why}; writing reports to stderr\n",
+            report.display()
+        )
+    );
+    let kernel = proc_fds(s.pid());
+    kill(s.pid(), libc::SIGUSR2);
+    wait_until("a report on stderr", REPORT_WAIT, || {
+        stderr_of(dir).lines().any(|l| l.starts_with('{')) && stderr_of(dir).ends_with('\n')
+    });
+    let err = stderr_of(dir);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert_exact(
+        &serde_json::from_str(err.lines().nth(1).unwrap()).unwrap(),
+        &kernel,
+    );
+    finish_plain(s);
+    err
+}
+
+/// A directory of the report path that is a symlink of another user (who could have planted
+/// it in a directory they may write) is not followed: one line naming it, reports on stderr,
+/// nothing created where it points.
+#[test]
+fn symlinked_directory_of_another_user_is_not_followed() {
+    let dir = scratch("config-foreign-dir-link");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = dir.join("theirs");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    if std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).is_err() {
+        eprintln!("cannot chown here (not root): skipped");
+        return;
+    }
+    let report = link.join("report.jsonl");
+    let why = format!(
+        "{} is a symlink owned by uid 65534, who may have planted it (fdguard follows only \
+         root's symlinks and this user's)",
+        link.display()
+    );
+    refused_with_one_line(&dir, &report, &why);
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+/// A directory of the report path that is a symlink of this user (the tests run as root: of
+/// root's, as `/var/run -> /run` is), relative or absolute, is followed.
+#[test]
+fn symlinked_directory_of_this_user_is_followed() {
+    let dir = scratch("config-own-dir-link");
+    let real = dir.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, dir.join("absolute")).unwrap();
+    std::os::unix::fs::symlink("absolute", dir.join("relative")).unwrap();
+    let report = dir.join("relative").join("report.jsonl");
+    let mut s = start(&dir, &report, &[]);
+    let kernel = proc_fds(s.pid());
+    assert_exact(&s.report_now(), &kernel);
+    assert_eq!(read_reports(&real.join("report.jsonl")).len(), 1);
+    finish(s);
+    assert_eq!(stderr_of(&dir), "");
+}
+
+/// A report file with another name (a hard link: another user's file, with
+/// `fs.protected_hardlinks` off, or one they may still write through theirs) is not written
+/// to: one line saying how many links it has, reports on stderr, the file untouched.
+#[test]
+fn hard_linked_report_file_is_not_written() {
+    let dir = scratch("config-hard-link");
+    let other = dir.join("other.txt");
+    std::fs::write(&other, "precious\n").unwrap();
+    let report = dir.join("report.jsonl");
+    std::fs::hard_link(&other, &report).unwrap();
+    let before = std::fs::metadata(&other).unwrap().modified().unwrap();
+    refused_with_one_line(
+        &dir,
+        &report,
+        "it has 2 links (a report file must have no other name, which could be another \
+         user's file)",
+    );
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::metadata(&other).unwrap().modified().unwrap(),
+        before
+    );
+}
+
 /// An existing report file is appended to, never truncated.
 #[test]
 fn existing_report_file_is_appended_to() {
@@ -457,4 +555,204 @@ fn values_with_surrounding_spaces_are_accepted() {
     wait_reports(&report, 1, REPORT_WAIT);
     finish(s);
     assert_eq!(stderr_of(&dir), "");
+}
+
+/// Reports asked for while chatter.c's threads write lines of their own to the same stderr.
+const CHATTER_REPORTS: usize = 4;
+
+/// What a stderr pipe carried: the lines of chatter.c's threads, fdguard's report lines, and
+/// any other line.
+struct Carried {
+    pid: u32,
+    /// The program's path and its long argument: the report's command line.
+    command: String,
+    lines: Vec<String>,
+}
+
+/// chatter.c under fdguard with reports in `format` to `report` (`stderr`, or a path that
+/// falls back to it), its stderr a pipe this test reads
+/// slowly (512 bytes a millisecond), so that the pipe is full most of the time, as behind a
+/// busy log shipper; `CHATTER_REPORTS` reports asked for, one after the other, while the
+/// program's threads write their lines. Its long argument makes a report line longer than
+/// what a pipe keeps whole.
+fn chatter_on_a_pipe(format: &str, report: &str) -> Carried {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let prog = build_c_once("chatter", &["-O1", "-g"]);
+    let long_arg: String = (0..1500).map(|i| format!("{i:04}")).collect();
+    let mut cmd = command(&prog);
+    cmd.arg(&long_arg)
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_FORMAT", format)
+        .env("FDGUARD_REPORT", report)
+        .stderr(std::process::Stdio::piped());
+    let mut s = Stepper::spawn(cmd, Path::new("/nonexistent"));
+    let pid = s.pid();
+    let mut pipe = s.child.stderr.take().expect("piped stderr");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let ends = Arc::new(AtomicUsize::new(0));
+    let end = format!("=={pid}== fdguard: end of report");
+    let reader = {
+        let (lines, ends) = (lines.clone(), ends.clone());
+        std::thread::spawn(move || {
+            let mut partial = Vec::new();
+            let mut buf = [0u8; 512];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                partial.extend_from_slice(&buf[..n]);
+                while let Some(i) = partial.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=i).collect();
+                    let line = String::from_utf8_lossy(&line[..i]).into_owned();
+                    if line == end {
+                        ends.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(partial.is_empty(), "an unfinished last line: {partial:?}");
+        })
+    };
+    assert_eq!(s.next_checkpoint().unwrap().0, "chatting");
+    for n in 1..=CHATTER_REPORTS {
+        kill(pid, libc::SIGUSR2);
+        wait_until("a report on the pipe", REPORT_WAIT, || {
+            ends.load(Ordering::Relaxed) >= n
+        });
+    }
+    s.resume();
+    assert!(s.finish().status.success());
+    // The pipe ends when the program and its report processes have all closed it.
+    reader.join().unwrap();
+    let lines = std::mem::take(&mut *lines.lock().unwrap());
+    Carried {
+        pid,
+        command: format!("{} {long_arg}", prog.display()),
+        lines,
+    }
+}
+
+impl Carried {
+    /// Checks that no line is torn: each of the program's is whole and in its thread's order,
+    /// and each of fdguard's report lines starts with `==PID==`; the reports are complete,
+    /// with their long line whole once its pieces are joined. Returns the other lines.
+    fn others_after_checking(&self) -> Vec<&str> {
+        let prefix = format!("=={}==", self.pid);
+        let mut next_of_thread = [0u64; 3];
+        let mut others = Vec::new();
+        let mut report_lines: Vec<String> = Vec::new();
+        for line in &self.lines {
+            if let Some(rest) = line.strip_prefix("chatter ") {
+                let mut words = rest.split(' ');
+                let (t, n, filler) = (words.next(), words.next(), words.next());
+                let t: usize = t.and_then(|t| t.parse().ok()).expect(line);
+                let letter = (b'a' + t as u8) as char;
+                assert_eq!(n, Some(next_of_thread[t].to_string().as_str()), "{line}");
+                assert_eq!(
+                    filler,
+                    Some(letter.to_string().repeat(100).as_str()),
+                    "{line}"
+                );
+                assert_eq!(words.next(), None, "{line}");
+                next_of_thread[t] += 1;
+            } else if let Some(piece) = line.strip_prefix(&format!("{prefix}+")) {
+                report_lines
+                    .last_mut()
+                    .expect("a line to continue")
+                    .push_str(piece);
+            } else if let Some(rest) = line.strip_prefix(&prefix) {
+                assert!(rest.is_empty() || rest.starts_with(' '), "{line}");
+                report_lines.push(line.clone());
+            } else {
+                others.push(line.as_str());
+            }
+        }
+        assert!(
+            next_of_thread.iter().all(|n| *n > 0),
+            "every thread wrote: {next_of_thread:?}"
+        );
+        let reports: Vec<&[String]> = report_lines
+            .split_inclusive(|l| *l == format!("{prefix} fdguard: end of report"))
+            .collect();
+        assert_eq!(reports.len(), CHATTER_REPORTS, "{report_lines:#?}");
+        let command = format!("{prefix} command: {}", self.command);
+        for r in reports {
+            assert!(r[0].starts_with(&format!("{prefix} fdguard: ")), "{r:#?}");
+            assert!(r.contains(&command), "the command line, whole: {r:#?}");
+            assert!(r.iter().any(|l| l.contains(" in hold_cache ")), "{r:#?}");
+        }
+        others
+    }
+}
+
+/// Text reports to a stderr pipe that the program's threads write to as well: every line
+/// whole, the program's and fdguard's (each one write of at most PIPE_BUF bytes), and nothing
+/// else said.
+#[test]
+fn text_reports_on_a_shared_stderr_pipe_are_never_torn() {
+    let carried = chatter_on_a_pipe("text", "stderr");
+    assert_eq!(carried.others_after_checking(), Vec::<&str>::new());
+}
+
+/// Why JSON reports go to a stderr pipe as text, in the line that says so.
+const PIPE_TEARS_JSON: &str = "stderr is a pipe, where the program's own output would cut into \
+                               JSON reports (a write there is whole only up to 4096 bytes)";
+
+/// JSON reports to a stderr pipe: a JSON report is one line larger than a pipe keeps whole,
+/// so fdguard says once (at load) that they go there as text, and they do, line by line.
+#[test]
+fn json_reports_on_a_shared_stderr_pipe_are_text_said_once() {
+    let carried = chatter_on_a_pipe("json", "stderr");
+    let said = format!(
+        "fdguard: FDGUARD_FORMAT=json: {PIPE_TEARS_JSON}; writing reports there as text, line \
+         by line (FDGUARD_REPORT=FILE for JSON)"
+    );
+    assert_eq!(carried.others_after_checking(), [said.as_str()]);
+    assert_eq!(carried.lines[0], said, "said at load");
+}
+
+/// A report file that cannot be written sends JSON reports to a stderr pipe as text too, and
+/// its one line says both.
+#[test]
+fn json_reports_falling_back_to_a_stderr_pipe_are_text_said_in_the_same_line() {
+    let dir = scratch("config-chatter-fallback");
+    let path = dir.join("no-such-dir").join("r.jsonl");
+    let carried = chatter_on_a_pipe("json", path.to_str().unwrap());
+    let said = format!(
+        "fdguard: FDGUARD_REPORT: cannot write {}: No such file or directory (os error 2); \
+         writing reports to stderr, as text ({PIPE_TEARS_JSON})",
+        path.display()
+    );
+    assert_eq!(carried.others_after_checking(), [said.as_str()]);
+}
+
+/// A bad-close notice in JSON to a stderr pipe is written as text as well.
+#[test]
+fn json_bad_close_notice_on_a_stderr_pipe_is_text() {
+    let dir = scratch("config-notice-pipe");
+    let prog = build_c("double_close", &dir, &["-O1", "-g"]);
+    let out = command(&prog)
+        .env("LD_PRELOAD", lib_path())
+        .env("FDGUARD_FORMAT", "json")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let fd: i64 = value_after(String::from_utf8_lossy(&out.stdout).lines(), "fd ");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("fdguard: FDGUARD_FORMAT=json: stderr is a pipe"),
+        "{err}"
+    );
+    // The notice, every line of it prefixed with the pid: text.
+    let (prefix, first) = lines[1].split_once("== ").expect("a text line");
+    assert!(
+        first.starts_with(&format!(
+            "fdguard: close({fd}) failed with EBADF: fd {fd} is not open"
+        )),
+        "{err}"
+    );
+    assert!(lines[1..].iter().all(|l| l.starts_with(prefix)), "{err}");
+    assert!(err.contains(" in cleanup_twice "), "{err}");
 }
