@@ -59,7 +59,8 @@ pub const FAILED: u8 = 64;
 /// Warnings said once across the program and all its report children.
 #[derive(Clone, Copy)]
 pub enum Once {
-    /// The report file cannot be written.
+    /// Where reports go cannot take them as configured (the report file refused, or JSON for a
+    /// terminal, pipe or socket on stderr).
     Destination = 1,
     /// A report process cannot be made.
     Spawn = 2,

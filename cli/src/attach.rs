@@ -21,6 +21,7 @@ use crate::os::FdDir;
 use crate::ptrace::{Regs, Stop, Tracee};
 use crate::run::{GuardOptions, library};
 use crate::target::{LibState, Mapped, Target};
+use fdguard_core::escape::escaped;
 use fdguard_core::kind::FdKind;
 use fdguard_core::snapshot::FdEntry;
 
@@ -421,9 +422,10 @@ fn show_message(lib: &Mapped, pid: i32, code: u64, stopped: &Stopped) -> Outcome
         .symbol("fdguard_message")
         .map(|a| stopped.string_at(a, 4096))
         .unwrap_or_default();
+    // Read from the target's memory: shown escaped, like any name it chose.
     if code as u32 == 0 {
         for line in message.lines() {
-            println!("{line}");
+            println!("{}", escaped(line));
         }
         Ok(())
     } else {

@@ -8,14 +8,16 @@ use std::path::Path;
 
 use inferno::flamegraph::{self, Options};
 
+use fdguard_core::escape::escaped;
 use fdguard_core::read::Document;
 
 use crate::fail::{Failure, Outcome};
 use crate::reports::load_last;
 
-/// A frame name that cannot break the folded format (`;` separates frames).
+/// A frame name that cannot break the folded format (`;` separates frames, a newline stacks)
+/// nor reach a terminal as control characters (`fdguard_core::escape`).
 fn clean(name: &str) -> String {
-    name.replace(';', ":").replace('\n', " ")
+    escaped(name).replace(';', ":")
 }
 
 /// Folded stacks: `outermost;...;innermost COUNT`, one line per stack.

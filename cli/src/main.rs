@@ -125,7 +125,8 @@ fn main() {
         } => watch::run(pid, interval, count, json),
     };
     if let Err(f) = outcome {
-        eprintln!("fdguard: {f}");
+        // One line, whatever a name in it holds (see `fdguard_core::escape`).
+        eprintln!("fdguard: {}", fdguard_core::escape::escaped(&f.message));
         std::process::exit(f.code);
     }
 }

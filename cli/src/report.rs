@@ -397,9 +397,9 @@ pub fn run(args: ReportArgs) -> Outcome {
             print!("{report}");
             return Ok(());
         }
-        // Nothing yet: its report processes may all have been busy, and only a request gives
-        // a waiting one a free process (`fdguard_core::request`). Asked again, the library
-        // still makes one report for it.
+        // Nothing yet: its report processes may all have been busy, and the wake that serves
+        // a waiting request when one ends may have been lost (`fdguard_core::request`). Asked
+        // again, the library still makes one report for it.
         if written.is_empty() && asked_at.elapsed() >= ASK_AGAIN {
             ask()?;
             asked_at = Instant::now();

@@ -78,6 +78,9 @@ pub enum Dest {
     /// its report or gave up); where the process writes its reports for a request without one
     /// (the command was told where to look: `--file`).
     Reply(Request),
+    /// stderr, whatever is configured: the exit report made in the program itself when no
+    /// report process could be made, which opens no file (every fd number is the program's).
+    Stderr,
 }
 
 /// Writes a finished report of process `pid` (in a report child: any fd is free).
@@ -90,7 +93,11 @@ pub fn deliver(pid: u32, dest: Dest, bytes: &[u8]) {
         }
         return;
     }
-    let refused = match published::destination() {
+    let destination = match dest {
+        Dest::Stderr => Destination::Stderr,
+        Dest::Configured | Dest::Reply(_) => published::destination(),
+    };
+    let refused = match destination {
         Destination::File(path) => match os::path::open_append(&path, true) {
             Ok(fd) => return write_and_close(fd, bytes),
             Err(why) => Some((path, why)),

@@ -5,7 +5,7 @@
 
 use fdguard_core::config::Config;
 
-use super::deliver::render;
+use super::deliver::{Dest, deliver, render};
 use super::frames::FrameCache;
 use super::gather::gather;
 use super::serve::{CHILD_LISTED_FDS, Task, complete, serve, work_in_child};
@@ -93,7 +93,7 @@ fn exit_report(config: &Config) -> bool {
             );
             let listed = report.open > 0;
             if listed || config.at_exit {
-                let _ = os::fd::write_all(2, render(config.format, &report).as_bytes());
+                deliver(pid, Dest::Stderr, render(config.format, &report).as_bytes());
             }
             listed
         }
