@@ -4,8 +4,8 @@ use crate::common::pace::slowdown;
 use crate::common::*;
 
 use std::path::Path;
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The reports with a given reason.
 fn with_reason(reports: &[Value], reason: &str) -> usize {
@@ -314,4 +314,42 @@ fn double_close_is_reported_with_both_stacks() {
     let (_, text) = run("0");
     assert!(text.contains("in cleanup_twice"), "{text}");
     assert!(text.contains("set FDGUARD_CLOSE_STACKS=1"), "{text}");
+}
+
+/// Exit never waits for a report to be written: with the program's stderr a full pipe nobody
+/// reads yet, a leaking program still exits, with the status `FDGUARD_LEAK_EXITCODE` asks for
+/// (the exit report's verdict comes before its writing), and the report follows in full once the
+/// pipe is read. Waiting for the write held such an exit until the report process's 30 s limit.
+#[test]
+fn exit_does_not_wait_for_a_stalled_stderr() {
+    let dir = scratch("exit-stalled");
+    let prog = build_example("two_callers", "two_callers", &dir, &["-O2", "-g"]);
+    // A pipe holds 64 KiB: the shell fills it before the program starts.
+    let mut p = Proc::spawn(
+        command("sh")
+            .args([
+                "-c",
+                r#"head -c 65536 /dev/zero >&2; LD_PRELOAD="$1" exec "$2" 3 5"#,
+            ])
+            .args(["sh".as_ref(), lib_path().as_os_str(), prog.as_os_str()])
+            .env("FDGUARD_AT_EXIT", "1")
+            .env("FDGUARD_LEAK_EXITCODE", "7")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = p.stderr.take().unwrap();
+    let deadline = Instant::now() + WATCHDOG;
+    let status = loop {
+        if let Some(status) = p.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the program did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(7));
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut stderr, &mut all).unwrap();
+    let text = String::from_utf8_lossy(&all[65536..]);
+    assert!(text.contains("fdguard: 8 "), "{text}");
+    assert!(text.ends_with("fdguard: end of report\n"), "{text}");
 }
