@@ -59,6 +59,12 @@ echo "== test.sh summary: $((SECONDS - start)) s in all, $((built - start)) s to
 if [ "$status" != 0 ]; then
     echo "failed:"
     grep -E '^test .* \.\.\. FAILED$' "$log" | sed -E 's/^test (.*) \.\.\. FAILED$/    \1/' || true
+    # What each failure said, here at the end where a truncated log still shows it: from the
+    # `panicked at` line, up to 12 lines.
+    awk '/^---- .* stdout ----$/ { name = $2; shown = 0; next }
+         /^failures:$/ { name = ""; shown = 0; next }
+         /panicked at/ && name != "" { shown = 1; n = 0; print "--- " name ":" }
+         shown && n < 12 { print "    " $0; n++ }' "$log" || true
     [ "$failed" != 0 ] || echo "    (no test failed: cargo test itself did, see above)"
 fi
 echo "summary: $passed passed, $failed failed"
