@@ -151,6 +151,34 @@ impl Tracee {
         Ok(())
     }
 
+    /// The thread's blocked signals (the kernel's 64-bit set).
+    pub fn sigmask(&self) -> io::Result<u64> {
+        let mut set = 0u64;
+        // SAFETY: PTRACE_GETSIGMASK writes 8 bytes (the size passed) into `set`.
+        check(unsafe {
+            libc::ptrace(
+                libc::PTRACE_GETSIGMASK,
+                self.tid,
+                std::mem::size_of::<u64>(),
+                &mut set as *mut u64,
+            )
+        })?;
+        Ok(set)
+    }
+
+    pub fn set_sigmask(&self, set: u64) -> io::Result<()> {
+        // SAFETY: PTRACE_SETSIGMASK reads 8 bytes (the size passed) from `set`.
+        check(unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETSIGMASK,
+                self.tid,
+                std::mem::size_of::<u64>(),
+                &set as *const u64,
+            )
+        })?;
+        Ok(())
+    }
+
     /// Writes `bytes` at `addr` (8-byte aligned) in the thread's memory, a word at a time.
     pub fn poke(&self, addr: u64, bytes: &[u8]) -> io::Result<()> {
         for (i, chunk) in bytes.chunks(8).enumerate() {

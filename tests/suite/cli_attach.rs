@@ -422,3 +422,87 @@ fn attach_refuses_what_it_cannot_do_and_leaves_it_untouched() {
     assert!(!maps.contains("libfdguard"), "the library was not loaded");
     assert!(matches!(spin.try_wait(), Ok(None)), "still running");
 }
+
+/// `handler_sleeps` (issue 24's deadlock) for `seconds`, signalled every 0.21 s from a thread
+/// until it ends: its main thread is mostly asleep inside a SIGUSR1 handler that interrupted
+/// `malloc`. `each` runs against its pid; then the program must finish its run.
+fn in_a_signal_storm(dir: &Path, seconds: u32, args: &[&str], each: impl FnOnce(u32)) {
+    let prog = build_c("handler_sleeps", dir, &["-O1", "-g"]);
+    let mut cmd = plain(&prog);
+    cmd.arg(seconds.to_string()).args(args);
+    let mut p = Proc::spawn(cmd.stdout(Stdio::piped()));
+    let pid = p.id();
+    let mut out = std::io::BufReader::new(p.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            // Bounded: the program's run, and a margin.
+            for _ in 0..(seconds * 5 + 150) {
+                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                // SAFETY: kill(2) on the child this test started, which handles SIGUSR1.
+                unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
+                std::thread::sleep(Duration::from_millis(210));
+            }
+        })
+    };
+    each(pid);
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) + 30);
+    let status = loop {
+        if let Some(s) = p.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            panic!("the program never finished its run (waiting in {wchan})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    storm.join().unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(
+        status.success() && line.starts_with("done "),
+        "{status}: {line}"
+    );
+}
+
+/// Issue 24: attach never makes a thread call in while it is inside a signal handler (which
+/// may have interrupted `malloc`, holding the lock `dlopen` needs). With a thread waiting in
+/// `read` beside it, six attach/detach rounds all succeed through that thread; without one,
+/// attach refuses, says why, and the program runs on.
+#[test]
+fn attach_never_calls_in_a_thread_inside_a_signal_handler() {
+    let _one = one_at_a_time(); // its main thread computes: it would skew CPU measurements
+    let dir = scratch("attach-handler");
+    in_a_signal_storm(&dir, 5, &["reader"], |pid| {
+        for _ in 0..6 {
+            attach(pid, &[]);
+            succeeds(fdguard(&["detach", &pid.to_string()]));
+        }
+    });
+    in_a_signal_storm(&dir, 4, &[], |pid| {
+        let mut said = Vec::new();
+        for _ in 0..2 {
+            let c = fdguard(&["attach", &pid.to_string(), "--timeout", "1"]);
+            said.push(fails_with(c, 1));
+        }
+        assert!(
+            said.iter()
+                .all(|e| e.contains("could be called in safely")
+                    && e.contains("nothing was changed")),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|e| e.contains("inside a signal handler")),
+            "{said:?}"
+        );
+    });
+}

@@ -12,6 +12,7 @@
 
 mod options;
 mod room;
+mod stack;
 mod thread;
 
 use std::path::Path;
@@ -219,11 +220,11 @@ pub fn attach(args: AttachArgs) -> Outcome {
             } else {
                 0
             };
-            let handle = stopped.call(dlopen, &[lib_at, libc::RTLD_NOW as u64 | internal])?;
+            let handle = stopped.call(name, dlopen, &[lib_at, libc::RTLD_NOW as u64 | internal])?;
             if handle == 0 {
                 let why = match dlerror {
                     Some((_, f)) => {
-                        let msg = stopped.call(f, &[])?;
+                        let msg = stopped.call("dlerror", f, &[])?;
                         if msg == 0 {
                             String::new()
                         } else {
@@ -243,7 +244,7 @@ pub fn attach(args: AttachArgs) -> Outcome {
         let entry = mapped
             .symbol("fdguard_attach")
             .ok_or_else(|| Failure::failed("libfdguard.so has no fdguard_attach: an old build?"))?;
-        let code = stopped.call(entry, &[opts_at])?;
+        let code = stopped.call("fdguard_attach", entry, &[opts_at])?;
         Ok((mapped, code))
     })();
     if let Some(soft) = restore_soft {
@@ -289,7 +290,7 @@ pub fn detach(args: DetachArgs) -> Outcome {
         .symbol("fdguard_detach")
         .ok_or_else(|| Failure::failed("libfdguard.so has no fdguard_detach"))?;
     let mut stopped = Stopped::begin(pid, until)?;
-    let code = match stopped.call(entry, &[]) {
+    let code = match stopped.call("fdguard_detach", entry, &[]) {
         Ok(c) => c,
         Err(e) => {
             stopped.end()?;

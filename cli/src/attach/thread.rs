@@ -2,12 +2,14 @@
 
 use std::time::{Duration, Instant};
 
+use super::stack::Memory;
 use crate::fail::Failure;
 use crate::ptrace::{Regs, Stop, Tracee};
 
 /// System calls a thread can be stopped in and made to call a function: they wait, and
 /// libc's wrappers hold no lock of libc's around them (unlike `mmap` inside `malloc`, or a
-/// `futex` inside a mutex).
+/// `futex` inside a mutex), unless a signal handler interrupted such code and made the call
+/// (see `stack`).
 const WAITING_CALLS: &[libc::c_long] = &[
     libc::SYS_read,
     libc::SYS_readv,
@@ -56,11 +58,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A thread stopped in a waiting system call, with everything needed to put it back.
 pub struct Stopped {
+    pid: i32,
     pub tracee: Tracee,
     saved: Regs,
     fp: (libc::c_int, Vec<u8>),
     /// Next free byte (downwards) of the scratch space.
     free: u64,
+    /// Its blocked signals, put back at `end`.
+    mask: u64,
     /// A signal that arrived while the thread was stopped, delivered when it is let go.
     pending: i32,
 }
@@ -95,47 +100,144 @@ fn threads(pid: i32) -> Vec<i32> {
     tids.into_iter().map(|(_, t)| t).collect()
 }
 
+/// Signals that stay deliverable during a call: the faults a call can raise (the first five:
+/// the return to address 0 among them), which the kernel delivers even when blocked, and
+/// SIGKILL/SIGSTOP, which cannot be blocked.
+const UNBLOCKED: [i32; 7] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGKILL,
+    libc::SIGSTOP,
+];
+
+/// Every other signal: while a call runs, the program's handlers must not run on top of it
+/// (a handler taking `malloc`'s lock while the call holds it would wait forever). Signals that
+/// arrive meanwhile stay pending and are delivered when the thread is let go.
+fn blocked_during_calls() -> u64 {
+    UNBLOCKED
+        .iter()
+        .fold(!0u64, |set, sig| set & !(1u64 << (sig - 1)))
+}
+
+/// A thread `stop_one` looked at.
+enum Seen {
+    /// Stopped where it may stay: with its registers and the signal it was about to receive.
+    Safe(Tracee, Regs, i32),
+    /// Let go again, for this reason.
+    Unsafe(String),
+    Gone,
+}
+
+/// Stops thread `tid` and checks that it may stay stopped where it is (`may_stay` judges the
+/// system call it is in) and be called in.
+fn stop_one(
+    pid: i32,
+    tid: i32,
+    memory: &Memory,
+    may_stay: impl Fn(i64) -> bool,
+) -> Result<Seen, Failure> {
+    let mut t = match Tracee::seize(tid) {
+        Ok(t) => t,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Seen::Gone),
+        Err(e) => return Err(ptrace_failure(pid, &e)),
+    };
+    let pending = match t.interrupt(Duration::from_millis(200)) {
+        Ok(Some(Stop::Signal(s))) => s,
+        Ok(Some(Stop::Interrupted)) => 0,
+        Ok(Some(Stop::Gone)) => return Ok(Seen::Gone),
+        // Not stopping: dropping `t` detaches.
+        Ok(None) => return Ok(Seen::Unsafe("is in uninterruptible sleep".into())),
+        Err(e) => return Err(ptrace_failure(pid, &e)),
+    };
+    let regs = t.regs().map_err(|e| ptrace_failure(pid, &e))?;
+    let nr = regs.orig_rax as i64;
+    let why = if nr < 0 {
+        Some("is computing (it may be inside malloc)".to_string())
+    } else if nr == libc::SYS_restart_syscall {
+        Some("is resuming an interrupted system call (restart_syscall)".into())
+    } else if !may_stay(nr) {
+        Some(format!(
+            "is in system call {nr}, not one known to hold no lock"
+        ))
+    } else {
+        memory.why_not_call(regs.rip, regs.rsp)
+    };
+    match why {
+        None => Ok(Seen::Safe(t, regs, pending)),
+        Some(why) => {
+            let _ = t.detach(pending);
+            Ok(Seen::Unsafe(why))
+        }
+    }
+}
+
+/// Why threads were found unsafe, for the refusal.
+fn reasons(why: impl ExactSizeIterator<Item = (i32, String)>) -> String {
+    let n = why.len();
+    let listed: Vec<String> = why
+        .take(4)
+        .map(|(tid, why)| format!("thread {tid} {why}"))
+        .collect();
+    let more = n - listed.len();
+    let more = if more > 0 {
+        format!("; {more} more")
+    } else {
+        String::new()
+    };
+    format!("{}{more}", listed.join("; "))
+}
+
+fn memory(pid: i32) -> Result<Memory, Failure> {
+    let process = procfs::process::Process::new(pid)
+        .map_err(|e| Failure::failed(format!("cannot read pid {pid}: {e}")))?;
+    Memory::of(&process).map_err(|e| Failure::failed(format!("cannot read pid {pid}'s maps: {e}")))
+}
+
 impl Stopped {
-    /// Stops a thread of `pid` in a waiting system call, trying until `deadline`.
+    /// Stops a thread of `pid` that waits in a system call outside any signal handler and
+    /// outside the loader, trying until `deadline`; signals are blocked in it until `end`.
     pub fn begin(pid: i32, deadline: Instant) -> Result<Stopped, Failure> {
+        let mut why = std::collections::BTreeMap::new();
         loop {
+            let memory = memory(pid)?;
             for tid in threads(pid) {
-                let mut t = match Tracee::seize(tid) {
-                    Ok(t) => t,
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
-                    Err(e) => return Err(ptrace_failure(pid, &e)),
-                };
-                let stop = t
-                    .interrupt(Duration::from_millis(200))
-                    .map_err(|e| ptrace_failure(pid, &e))?;
-                match stop {
-                    None => continue, // not stopping (uninterruptible): dropping detaches
-                    Some(Stop::Gone) => continue,
-                    Some(Stop::Interrupted) | Some(Stop::Signal(_)) => {}
+                match stop_one(pid, tid, &memory, |nr| WAITING_CALLS.contains(&nr))? {
+                    Seen::Safe(tracee, saved, pending) => {
+                        let fail = |e: std::io::Error| ptrace_failure(pid, &e);
+                        let fp = tracee.fp_state().map_err(fail)?;
+                        let mask = tracee.sigmask().map_err(fail)?;
+                        tracee
+                            .set_sigmask(mask | blocked_during_calls())
+                            .map_err(fail)?;
+                        let free = (saved.rsp - 128) & !0xf;
+                        return Ok(Stopped {
+                            pid,
+                            tracee,
+                            saved,
+                            fp,
+                            mask,
+                            free,
+                            pending,
+                        });
+                    }
+                    // What is inside a handler or the loader stays said.
+                    Seen::Unsafe(w) => {
+                        let said = why.entry(tid).or_insert_with(String::new);
+                        if !said.starts_with("is inside") {
+                            *said = w;
+                        }
+                    }
+                    Seen::Gone => {}
                 }
-                let pending = match stop {
-                    Some(Stop::Signal(s)) => s,
-                    _ => 0,
-                };
-                let saved = t.regs().map_err(|e| ptrace_failure(pid, &e))?;
-                if WAITING_CALLS.contains(&(saved.orig_rax as i64)) {
-                    let fp = t.fp_state().map_err(|e| ptrace_failure(pid, &e))?;
-                    let free = (saved.rsp - 128) & !0xf;
-                    return Ok(Stopped {
-                        tracee: t,
-                        saved,
-                        fp,
-                        free,
-                        pending,
-                    });
-                }
-                // Stopped elsewhere (computing, or in a call that may hold a lock): let go.
-                let _ = t.detach(pending);
             }
             if Instant::now() >= deadline {
                 return Err(Failure::failed(format!(
-                    "no thread of pid {pid} was seen waiting in a system call before the \
-                     timeout (all computing, or in uninterruptible sleep); nothing was changed"
+                    "no thread of pid {pid} could be called in safely before the timeout \
+                     ({}); nothing was changed",
+                    reasons(why.into_iter())
                 )));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -157,8 +259,10 @@ impl Stopped {
         Ok(self.free)
     }
 
-    /// Calls `func(args...)` in the stopped thread; returns what it returned.
-    pub fn call(&mut self, func: u64, args: &[u64]) -> Result<u64, Failure> {
+    /// Calls `func(args...)` (the function `name`) in the stopped thread; returns what it
+    /// returned. A call that does not return within `CALL_TIMEOUT` is waited for without end,
+    /// once its state is told: the thread must have its tracer when it returns to address 0.
+    pub fn call(&mut self, name: &str, func: u64, args: &[u64]) -> Result<u64, Failure> {
         let fail = |what: String| Failure::failed(format!("calling into the process: {what}"));
         let mut r = self.saved;
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -176,33 +280,62 @@ impl Stopped {
         r.orig_rax = u64::MAX;
         self.tracee.set_regs(&r).map_err(|e| fail(e.to_string()))?;
         self.tracee.cont(0).map_err(|e| fail(e.to_string()))?;
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        let mut wait = CALL_TIMEOUT;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.tracee.wait(left).map_err(|e| fail(e.to_string()))? {
-                Some(Stop::Signal(libc::SIGSEGV)) => {
+            match self.tracee.wait(wait).map_err(|e| fail(e.to_string()))? {
+                // A fault: the return to address 0, or a crash in the call, which is not
+                // delivered (the thread is put back as it was).
+                Some(Stop::Signal(sig)) if UNBLOCKED[..5].contains(&sig) => {
                     let now = self.tracee.regs().map_err(|e| fail(e.to_string()))?;
-                    if now.rip == 0 {
+                    if sig == libc::SIGSEGV && now.rip == 0 {
                         return Ok(now.rax);
                     }
                     return Err(fail(format!(
-                        "the call crashed at {:#x}; the thread was put back as it was",
+                        "the call to {name} crashed at {:#x} (signal {sig}); the thread was put \
+                         back as it was",
                         now.rip
                     )));
                 }
-                // The program's own signals run their handlers as usual, on top of the call.
+                // Every other signal is blocked (see `blocked_during_calls`): a stop.
                 Some(Stop::Signal(sig)) => self.tracee.cont(sig),
                 Some(Stop::Interrupted) => self.tracee.cont(0),
                 Some(Stop::Gone) => return Err(fail("the process ended".into())),
                 None => {
-                    return Err(fail(
-                        "the call did not return within 30 s; the process was left running it"
-                            .into(),
-                    ));
+                    if wait == CALL_TIMEOUT {
+                        eprintln!("fdguard: {}", self.stuck(name));
+                    }
+                    wait = Duration::from_secs(3600);
+                    Ok(())
                 }
             }
             .map_err(|e| fail(e.to_string()))?;
         }
+    }
+
+    /// What a call that does not return is doing, for the user to act on.
+    fn stuck(&self, name: &str) -> String {
+        let (pid, tid) = (self.pid, self.tracee.tid);
+        let syscall =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap_or_default();
+        let fields: Vec<&str> = syscall.split_whitespace().collect();
+        let pc = fields
+            .last()
+            .and_then(|pc| u64::from_str_radix(pc.trim_start_matches("0x"), 16).ok());
+        let place = match (pc, memory(pid)) {
+            (Some(pc), Ok(m)) => format!(" at {}", m.describe(pc)),
+            _ => String::new(),
+        };
+        let now = match fields.first().copied() {
+            Some("202") => format!("waiting on a futex (a lock or a condition){place}"),
+            Some("running") | None => format!("running{place}"),
+            Some(nr) => format!("in system call {nr}{place}"),
+        };
+        format!(
+            "thread {tid} of pid {pid} has not returned from {name} in {} s: it is {now}. \
+             fdguard waits for it (as its tracer it must be there when the call returns: \
+             killing fdguard now would leave the thread to fault then)",
+            CALL_TIMEOUT.as_secs()
+        )
     }
 
     /// Reads a NUL-terminated string at `addr`.
@@ -217,44 +350,46 @@ impl Stopped {
         let fail = |e: std::io::Error| Failure::failed(format!("restoring the thread: {e}"));
         self.tracee.set_regs(&self.saved).map_err(fail)?;
         self.tracee.set_fp_state(&self.fp).map_err(fail)?;
+        self.tracee.set_sigmask(self.mask).map_err(fail)?;
         self.tracee.detach(self.pending).map_err(fail)
     }
 }
 
-/// The other threads of the process, each stopped in a system call that holds no lock (not
-/// computing in user space, where it might be inside `malloc`): while the soft limit is raised
-/// for loading, none of them can take the room. Retried until `deadline`.
+/// The other threads of the process, each stopped where it holds no lock the loading needs
+/// (see `stop_one`: in a system call that is not `LOCKED_CALLS`, outside any signal handler
+/// and the loader; `futex` is fine: waiting for a lock is not holding it): while an fd is
+/// borrowed for loading, none of them can take its number. Retried until `deadline`.
 pub fn stop_others(
     pid: i32,
     chosen: i32,
     deadline: Instant,
 ) -> Result<Vec<(Tracee, i32)>, Failure> {
-    'again: loop {
+    loop {
+        let memory = memory(pid)?;
         let mut held = Vec::new();
+        let mut why = None;
         for tid in threads(pid).into_iter().filter(|t| *t != chosen) {
-            let Ok(mut t) = Tracee::seize(tid) else {
-                continue; // gone
-            };
-            let pending = match t.interrupt(Duration::from_millis(200)) {
-                Ok(Some(Stop::Signal(s))) => s,
-                Ok(Some(Stop::Interrupted)) => 0,
-                _ => continue,
-            };
-            let nr = t.regs().map_or(-1, |r| r.orig_rax as i64);
-            held.push((t, pending));
-            if nr < 0 || LOCKED_CALLS.contains(&nr) {
-                release(held);
-                if Instant::now() >= deadline {
-                    return Err(Failure::failed(format!(
-                        "pid {pid} has no fd free, and its threads could not all be stopped \
-                         outside a lock for the moment of loading; nothing was changed"
-                    )));
+            match stop_one(pid, tid, &memory, |nr| !LOCKED_CALLS.contains(&nr))? {
+                Seen::Safe(t, _, pending) => held.push((t, pending)),
+                Seen::Gone => {}
+                Seen::Unsafe(w) => {
+                    why = Some((tid, w));
+                    break;
                 }
-                std::thread::sleep(Duration::from_millis(2));
-                continue 'again;
             }
         }
-        return Ok(held);
+        let Some(why) = why else {
+            return Ok(held);
+        };
+        release(held);
+        if Instant::now() >= deadline {
+            return Err(Failure::failed(format!(
+                "pid {pid} has no fd free, and its threads could not all be stopped outside a \
+                 lock for the moment of loading ({}); nothing was changed",
+                reasons(std::iter::once(why))
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
