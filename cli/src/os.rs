@@ -10,6 +10,27 @@ use std::path::PathBuf;
 
 use crate::fail::Failure;
 
+/// The file an fd refers to, as `/proc/locks` names it, and its type bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub ino: u64,
+    pub kind: u32,
+}
+
+/// True if fds `a` and `b` of process `pid` share one open file description (`kcmp`, which
+/// needs the right to ptrace it).
+pub fn same_description(pid: i32, a: i32, b: i32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp takes only numbers.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
 /// `/proc/PID/fd` and `/proc/PID/fdinfo` of one process, opened once: every question about an
 /// fd is then one system call relative to a directory fd, which is what makes 100,000 fds fast.
 pub struct FdDir {
@@ -64,6 +85,21 @@ impl FdDir {
 
     /// The file type bits (`S_IFMT`) of what the fd refers to.
     pub fn file_type(&self, fd: i32) -> Option<u32> {
+        Some(self.stat(fd)?.st_mode & libc::S_IFMT)
+    }
+
+    /// What the fd refers to: device, inode and file type bits.
+    pub fn identity(&self, fd: i32) -> Option<FileId> {
+        let st = self.stat(fd)?;
+        Some(FileId {
+            major: libc::major(st.st_dev),
+            minor: libc::minor(st.st_dev),
+            ino: st.st_ino,
+            kind: st.st_mode & libc::S_IFMT,
+        })
+    }
+
+    fn stat(&self, fd: i32) -> Option<libc::stat> {
         let name = fd_name(fd)?;
         let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: `name` is NUL-terminated, `st` writable; it is read only if fstatat succeeded.
@@ -72,7 +108,7 @@ impl FdDir {
             if libc::fstatat(self.fd_dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
                 return None;
             }
-            Some(st.assume_init().st_mode & libc::S_IFMT)
+            Some(st.assume_init())
         }
     }
 

@@ -12,8 +12,9 @@ use crate::common::pace::{Shares, cpu_shares, slowdown, spinning, until};
 use crate::common::server::*;
 use crate::common::*;
 
+use std::collections::BTreeMap;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,12 +139,57 @@ fn attach_unspins_a_blocking_accept_loop() {
     unspin(&prog, &[], false);
 }
 
+/// How a server is squeezed to its usage.
+#[derive(PartialEq)]
+enum Squeeze {
+    /// Its soft limit lowered, the hard one left above it.
+    Soft,
+    /// Soft and hard limits (systemd's `LimitNOFILE=N`), and fdguard run as root without
+    /// CAP_SYS_RESOURCE (as in a container): the limit could not be raised either way.
+    Hard,
+}
+
+/// Each fd of `pid` with its link, its `fdinfo` flags, mount and inode, and the fds it shares
+/// its open file description with (`kcmp`). Not the position, which the program's writes move
+/// (and fdguard's, on its stderr, once attached), nor the events an epoll set waits for (the
+/// accept guard hides a listener there).
+fn fds_as_the_kernel_says(pid: u32) -> BTreeMap<i64, String> {
+    let fds = proc_fds(pid);
+    fds.iter()
+        .filter_map(|&fd| {
+            let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+            let info: Vec<&str> = info
+                .lines()
+                .filter(|l| {
+                    ["flags:", "mnt_id:", "ino:"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect();
+            // SAFETY: kcmp takes only numbers; KCMP_FILE is 0.
+            let same =
+                |other: i64| unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, fd, other) == 0 };
+            let shares: Vec<&i64> = fds.iter().filter(|o| **o != fd && same(**o)).collect();
+            let (link, info) = (link.display(), info.join(" "));
+            Some((fd, format!("{link} {info} shared with {shares:?}")))
+        })
+        .collect()
+}
+
 /// A real server started without fdguard (`cmd`, listening on `port`): squeezed to its
-/// usage, filled by clients that keep their connections, seen spinning, attached, calm. The
-/// first client is asked `ping` before and after, if given, and must get `pong` back.
-fn unspin_server(name: &str, mut cmd: Command, port: u16, ping: Option<(&[u8], &[u8])>) {
+/// usage (`how`), filled by clients that keep their connections, seen spinning, attached,
+/// calm. The first client is asked `ping` before and after, if given, and must get `pong`
+/// back.
+fn unspin_server(
+    name: &str,
+    mut cmd: Command,
+    port: u16,
+    ping: Option<(&[u8], &[u8])>,
+    how: Squeeze,
+) {
     let _one = one_at_a_time();
-    let server = Proc::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()));
+    let server = Proc::spawn(cmd.stdin(Stdio::null()));
     let pid = server.id();
     wait_until("the server listening", Duration::from_secs(10), || {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -159,7 +205,10 @@ fn unspin_server(name: &str, mut cmd: Command, port: u16, ping: Option<(&[u8], &
         .args([
             "--pid",
             &pid.to_string(),
-            &format!("--nofile={}:", lowest_free + 2),
+            &match how {
+                Squeeze::Soft => format!("--nofile={}:", lowest_free + 2),
+                Squeeze::Hard => format!("--nofile={0}:{0}", lowest_free + 2),
+            },
         ])
         .status()
         .unwrap();
@@ -184,7 +233,22 @@ fn unspin_server(name: &str, mut cmd: Command, port: u16, ping: Option<(&[u8], &
         pid,
         Duration::from_millis(700),
     );
-    attach(pid, &[]);
+    // No fd free: one is borrowed for the moment of loading, and every fd is as it was.
+    let before = fds_as_the_kernel_says(pid);
+    let said = match how {
+        Squeeze::Soft => attach(pid, &[]),
+        Squeeze::Hard => {
+            let mut c = command("setpriv");
+            c.args(["--bounding-set=-sys_resource", "--"])
+                .arg(cli_path())
+                .args(["attach", &pid.to_string()])
+                .env("FDGUARD_LIB", lib_path());
+            succeeds(c)
+        }
+    };
+    assert!(said.contains("was borrowed for that moment"), "{said}");
+    assert_eq!(fds_as_the_kernel_says(pid), before, "{said}");
+    // Calm within 2 s: the window starts 1 s after the attach.
     std::thread::sleep(Duration::from_secs(1));
     let calm = cpu_shares(pid, Duration::from_secs(1));
     ask("after attach");
@@ -207,8 +271,9 @@ fn attach_unspins_python_http_server() {
         &port.to_string(),
     ])
     .current_dir(&dir)
+    .stdout(Stdio::null())
     .stderr(Stdio::null());
-    unspin_server("python3 -m http.server", cmd, port, None);
+    unspin_server("python3 -m http.server", cmd, port, None, Squeeze::Soft);
 }
 
 /// Redis, seed 003's server (`scripts/test.sh` installs it where it can): its level-triggered
@@ -229,7 +294,11 @@ fn attach_unspins_redis() {
     ])
     .args(["--appendonly", "no", "--logfile"])
     .arg(dir.join("redis.log"));
-    unspin_server("redis-server", cmd, port, Some((b"PING\r\n", b"+PONG\r\n")));
+    // Its stdout and stderr one open file description, as a service manager's log pipe is.
+    let out = std::fs::File::create(dir.join("redis.out")).unwrap();
+    cmd.stderr(out.try_clone().unwrap()).stdout(out);
+    let pong: (&[u8], &[u8]) = (b"PING\r\n", b"+PONG\r\n");
+    unspin_server("redis-server", cmd, port, Some(pong), Squeeze::Hard);
 }
 
 /// The holder started without fdguard in `dir` for `rounds`, stopped after its first round
@@ -505,4 +574,84 @@ fn attach_never_calls_in_a_thread_inside_a_signal_handler() {
             "{said:?}"
         );
     });
+}
+
+/// Issue 24: an nginx worker running as `nobody` (its master as root, as usual), attached by
+/// root without CAP_SYS_RESOURCE: its limit is read from `/proc/PID/limits`, the library is
+/// loaded from a path `nobody` can read, the worker goes on serving, a report lists exactly
+/// its fds, and it detaches. A library its user cannot read is refused first, untouched.
+#[test]
+fn attach_to_another_users_nginx_worker() {
+    let nginx = require("nginx");
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test runs as root");
+    let dir = scratch("attach-nginx");
+    // Where `nobody` can read the library, whatever the checkout's permissions.
+    let open_dir = PathBuf::from(format!("/tmp/fdguard-attach-nginx-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&open_dir);
+    std::fs::create_dir_all(open_dir.join("closed")).unwrap();
+    let set_mode = |p: &Path, mode| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(&open_dir, 0o755);
+    set_mode(&open_dir.join("closed"), 0o700);
+    let lib = open_dir.join("libfdguard.so");
+    std::fs::copy(lib_path(), &lib).unwrap();
+    std::fs::copy(lib_path(), open_dir.join("closed/libfdguard.so")).unwrap();
+    let port = free_port();
+    let conf = nginx_conf(&dir, port, "user nobody nogroup;");
+    let mut cmd = command(&nginx);
+    cmd.arg("-p").arg(&dir).arg("-c").arg(&conf);
+    let mut n = Proc::spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()));
+    let master = n.id();
+    let runs_as_nobody = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| s.contains("\nUid:\t65534\t65534"))
+    };
+    wait_until("nginx's worker, as nobody", Duration::from_secs(20), || {
+        proc_children(master).iter().any(|w| runs_as_nobody(*w))
+            && TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let worker = proc_children(master)[0];
+    let as_root_without_sys_resource = |lib: &Path, verb: &str| {
+        let mut c = command("setpriv");
+        c.args(["--bounding-set=-sys_resource", "--"])
+            .arg(cli_path())
+            .args([verb, &worker.to_string()])
+            .env("FDGUARD_LIB", lib);
+        c
+    };
+    let err = fails_with(
+        as_root_without_sys_resource(&open_dir.join("closed/libfdguard.so"), "attach"),
+        2,
+    );
+    assert!(
+        err.contains("runs as uid 65534, which cannot read"),
+        "{err}"
+    );
+    let said = succeeds(as_root_without_sys_resource(&lib, "attach"));
+    assert!(
+        said.contains(&format!("attached to pid {worker}")),
+        "{said}"
+    );
+    let get = || {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(&mut c, b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    };
+    get();
+    let r: Value = serde_json::from_str(&succeeds(fdguard(&[
+        "report",
+        &worker.to_string(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_matches_kernel(&r, &proc_fds(worker), &[]);
+    succeeds(as_root_without_sys_resource(&lib, "detach"));
+    get();
+    n.kill_group();
+    let _ = std::fs::remove_dir_all(&open_dir);
 }

@@ -4,7 +4,7 @@
 //! SIGUSR2 (a JVM, nginx's master and worker) or rewrite their environment (nginx, redis) give
 //! a report under a plain `fdguard run`, in both formats, and go on unchanged. No report file
 //! exists before there is a report.
-use crate::common::server::free_port;
+use crate::common::server::{free_port, nginx_conf, proc_children};
 use crate::common::*;
 
 use std::io::{BufRead, BufReader};
@@ -292,19 +292,8 @@ fn servers_that_own_usr2_or_rewrite_their_environment_answer_and_go_on() {
 
     let nginx = require("nginx");
     let port = free_port();
-    let conf = dir.join("nginx.conf");
+    let conf = nginx_conf(&dir, port, "");
     let d = dir.display();
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
-        ),
-    )
-    .unwrap();
     let mut n = run_under_fdguard(
         &[
             nginx.to_str().unwrap(),
@@ -335,23 +324,6 @@ fn servers_that_own_usr2_or_rewrite_their_environment_answer_and_go_on() {
         "{log}"
     );
     n.kill_group();
-}
-
-/// The live children of `pid` (not zombies, which a report request's short-lived helper
-/// process is for a moment), from /proc.
-fn proc_children(pid: u32) -> Vec<u32> {
-    let path = format!("/proc/{pid}/task/{pid}/children");
-    let alive = |child: &u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    };
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .filter(alive)
-        .collect()
 }
 
 /// Attached to a program that already handles SIGUSR2: fdguard takes a free real-time signal,

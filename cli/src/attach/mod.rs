@@ -26,7 +26,7 @@ use crate::os::FdDir;
 use crate::run::{GuardOptions, library};
 use crate::target::{LibState, Mapped, Target};
 use fdguard_core::escape::escaped;
-use room::{make_room, needs_room};
+use room::Room;
 use thread::{Stopped, ptrace_failure, release, stop_others};
 
 #[derive(Args, Debug)]
@@ -178,6 +178,14 @@ pub fn attach(args: AttachArgs) -> Outcome {
             lib.display()
         )));
     }
+    if let Some((uid, part)) = unreadable_by_its_user(&target, &lib) {
+        return Err(Failure::bad_input(format!(
+            "pid {pid} runs as uid {uid}, which cannot read {} ({} is not open to it): put \
+             libfdguard.so where uid {uid} can read it and set FDGUARD_LIB to that path",
+            lib.display(),
+            part.display()
+        )));
+    }
     let fds = read_fds(&target.process, &FdDir::open(pid)?)?;
     let options = options::text(&args.options, &fds);
     let dlopen = if loaded.is_some() {
@@ -193,51 +201,48 @@ pub fn attach(args: AttachArgs) -> Outcome {
     };
     let dlerror = libc_function(&target, &["dlerror"])?;
 
+    let open: Vec<i32> = fds.iter().map(|e| e.fd).collect();
+    let plenty = room::plenty(&target, &open)?;
+
     let mut stopped = Stopped::begin(pid, until)?;
     let mut others = Vec::new();
-    let restore_soft = match needs_room(pid, &fds).and_then(|need| {
-        if need {
-            others = stop_others(pid, stopped.tracee.tid, until)?;
-            make_room(pid, &fds)
-        } else {
-            Ok(None)
-        }
-    }) {
-        Ok(r) => r,
-        Err(e) => {
-            release(others);
-            stopped.end()?;
-            return Err(e);
-        }
+    let room = if plenty {
+        Ok(Room::Free)
+    } else {
+        stop_others(pid, stopped.tracee.tid, until).and_then(|held| {
+            others = held;
+            room::find(&target)
+        })
     };
-    let result = (|| {
-        let lib_at = stopped.put(lib.as_os_str().as_encoded_bytes())?;
-        let opts_at = stopped.put(options.as_bytes())?;
-        if let Some((name, dlopen)) = dlopen {
-            // RTLD_NOW, and for glibc's internal __libc_dlopen_mode the __RTLD_DLOPEN flag.
-            let internal = if name == "__libc_dlopen_mode" {
-                0x8000_0000
-            } else {
-                0
-            };
-            let handle = stopped.call(name, dlopen, &[lib_at, libc::RTLD_NOW as u64 | internal])?;
-            if handle == 0 {
-                let why = match dlerror {
-                    Some((_, f)) => {
-                        let msg = stopped.call("dlerror", f, &[])?;
-                        if msg == 0 {
-                            String::new()
-                        } else {
-                            stopped.string_at(msg, 512)
-                        }
-                    }
-                    None => String::new(),
-                };
-                return Err(Failure::failed(format!(
-                    "dlopen in pid {pid} failed: {why}"
-                )));
-            }
+    let loaded = room.and_then(|room| {
+        let calls = match room {
+            Room::Borrowed { .. } | Room::Reopened { .. } => Some(room_calls(&target)?),
+            Room::Free | Room::Raised { .. } => None,
+        };
+        if let Some(calls) = &calls {
+            room.take(&mut stopped, calls)?;
         }
+        let loaded = match dlopen {
+            Some(dlopen) => load(&mut stopped, pid, &lib, dlopen, dlerror),
+            None => Ok(()),
+        };
+        let back = room.give_back(&target, &mut stopped, calls.as_ref());
+        match (loaded, back) {
+            (Ok(()), Ok(())) => Ok(room),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Err(load), Err(back)) => Err(Failure::failed(format!(
+                "{}; {}",
+                back.message, load.message
+            ))),
+        }
+    });
+    // The fd table is as it was: the other threads may go on.
+    release(others);
+    let result = loaded.and_then(|room| {
+        if room != Room::Free {
+            println!("fdguard: {room}");
+        }
+        let opts_at = stopped.put(options.as_bytes())?;
         let mapped = library_in(&target)?
             .map(|(m, _)| m)
             .ok_or_else(|| Failure::failed("libfdguard.so is not mapped after dlopen"))?;
@@ -246,11 +251,7 @@ pub fn attach(args: AttachArgs) -> Outcome {
             .ok_or_else(|| Failure::failed("libfdguard.so has no fdguard_attach: an old build?"))?;
         let code = stopped.call("fdguard_attach", entry, &[opts_at])?;
         Ok((mapped, code))
-    })();
-    if let Some(soft) = restore_soft {
-        let _ = crate::os::set_soft_nofile(pid, Some(soft));
-    }
-    release(others);
+    });
     let (mapped, code) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -261,6 +262,51 @@ pub fn attach(args: AttachArgs) -> Outcome {
     let shown = show_message(&mapped, pid, code, &stopped);
     stopped.end()?;
     shown
+}
+
+/// The libc functions `Room` calls in the process.
+fn room_calls(target: &Target) -> Result<room::Calls, Failure> {
+    let find = |names: &[&'static str]| {
+        libc_function(target, names)?
+            .map(|(_, at)| at)
+            .ok_or_else(|| Failure::failed(format!("no {} in pid {}'s libc", names[0], target.pid)))
+    };
+    Ok(room::Calls {
+        close: find(&["close"])?,
+        dup3: find(&["dup3"])?,
+        open: find(&["open64", "open"])?,
+    })
+}
+
+/// Loads the library with `dlopen` (`name`, at its address) in the stopped thread.
+fn load(
+    stopped: &mut Stopped,
+    pid: i32,
+    lib: &Path,
+    (name, dlopen): (&str, u64),
+    dlerror: Option<(&str, u64)>,
+) -> Result<(), Failure> {
+    let lib_at = stopped.put(lib.as_os_str().as_encoded_bytes())?;
+    // RTLD_NOW, and for glibc's internal __libc_dlopen_mode the __RTLD_DLOPEN flag.
+    let internal = if name == "__libc_dlopen_mode" {
+        0x8000_0000
+    } else {
+        0
+    };
+    let handle = stopped.call(name, dlopen, &[lib_at, libc::RTLD_NOW as u64 | internal])?;
+    if handle != 0 {
+        return Ok(());
+    }
+    let why = match dlerror {
+        Some((_, f)) => match stopped.call("dlerror", f, &[])? {
+            0 => String::new(),
+            msg => stopped.string_at(msg, 512),
+        },
+        None => String::new(),
+    };
+    Err(Failure::failed(format!(
+        "dlopen in pid {pid} failed: {why}"
+    )))
 }
 
 pub fn detach(args: DetachArgs) -> Outcome {
@@ -300,6 +346,38 @@ pub fn detach(args: DetachArgs) -> Outcome {
     let shown = show_message(&mapped, pid, code, &stopped);
     stopped.end()?;
     shown
+}
+
+/// The process loads the library with its own credentials: its effective uid, and the part
+/// of `lib`'s path (as it sees it) that the uid cannot search or read, if one cannot.
+fn unreadable_by_its_user(target: &Target, lib: &Path) -> Option<(u32, std::path::PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let status = target.process.status().ok()?;
+    let (uid, gid) = (status.euid, status.egid);
+    if uid == 0 {
+        return None;
+    }
+    let open_to = |m: &std::fs::Metadata, bits: u32| {
+        let shift = if m.uid() == uid {
+            6
+        } else if m.gid() == gid || status.groups.contains(&m.gid()) {
+            3
+        } else {
+            0
+        };
+        (m.mode() >> shift) & bits == bits
+    };
+    let root = target.root();
+    let mut seen = std::path::PathBuf::from("/");
+    for part in lib.components().skip(1) {
+        let m = std::fs::metadata(root.join(seen.strip_prefix("/").ok()?)).ok()?;
+        if !open_to(&m, 0o1) {
+            return Some((uid, seen));
+        }
+        seen.push(part);
+    }
+    let m = std::fs::metadata(root.join(seen.strip_prefix("/").ok()?)).ok()?;
+    (!open_to(&m, 0o4)).then_some((uid, seen))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

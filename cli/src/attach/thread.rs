@@ -35,6 +35,10 @@ const WAITING_CALLS: &[libc::c_long] = &[
     libc::SYS_waitid,
     libc::SYS_rt_sigsuspend,
     libc::SYS_rt_sigtimedwait,
+    // How a stop leaves `nanosleep`, `poll` or a timed `futex` wait: it goes on with the
+    // rest of the wait. libc never waits with a timeout for a lock of its own (`malloc`'s and
+    // the loader's waits have none), so this one holds none either.
+    libc::SYS_restart_syscall,
 ];
 
 /// System calls libc may be inside while holding a lock that loading a library needs too
@@ -156,8 +160,6 @@ fn stop_one(
     let nr = regs.orig_rax as i64;
     let why = if nr < 0 {
         Some("is computing (it may be inside malloc)".to_string())
-    } else if nr == libc::SYS_restart_syscall {
-        Some("is resuming an interrupted system call (restart_syscall)".into())
     } else if !may_stay(nr) {
         Some(format!(
             "is in system call {nr}, not one known to hold no lock"

@@ -264,3 +264,39 @@ pub fn paired_round_trips(server: &mut TcpStream, control: &mut TcpStream, n: us
     }
     (Rtt::of(a), Rtt::of(b))
 }
+
+/// An nginx configuration in `dir` (master in the foreground, one worker, files in `dir`)
+/// serving `ok` on loopback `port`; `main` is added at its top (`user ...;`).
+pub fn nginx_conf(dir: &Path, port: u16, main: &str) -> PathBuf {
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "{main}\ndaemon off; master_process on; worker_processes 1; pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// The live children of `pid` (not zombies, which a report request's short-lived helper
+/// process is for a moment), from /proc.
+pub fn proc_children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let alive = |child: &u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    };
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(alive)
+        .collect()
+}
