@@ -2,7 +2,8 @@
    loops on malloc/free, so that the thread is often in nanosleep *inside a handler that
    interrupted malloc* (holding the arena's lock). A thread that fdguard attach made call
    dlopen there would wait for that lock forever. With "reader", a second thread waits in read
-   on a pipe: a thread that is safe to call in.
+   on a pipe, every signal blocked: a thread that is safe to call in. A SIGSEGV handler is
+   installed and never called.
      handler_sleeps SECONDS [reader]
    Prints "ready", then, after SECONDS of the loop, "done N" (N handlers run) and exits 0. */
 #include <pthread.h>
@@ -22,7 +23,16 @@ static void on_usr1(int sig) {
     handled++;
 }
 
+static void on_segv(int sig) {
+    (void)sig;
+    _exit(3);
+}
+
+/* Blocks every signal, as worker threads often do: SIGSEGV too. */
 static void *reader(void *arg) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     int fd = *(int *)arg;
     char c;
     while (read(fd, &c, 1) > 0) {
@@ -39,6 +49,9 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
+    /* A crash handler, never called: it must still be there after every attach. */
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, NULL);
     int p[2];
     pthread_t t;
     if (pipe(p) != 0) return 1;

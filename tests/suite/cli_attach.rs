@@ -556,6 +556,15 @@ fn attach_never_calls_in_a_thread_inside_a_signal_handler() {
             attach(pid, &[]);
             succeeds(fdguard(&["detach", &pid.to_string()]));
         }
+        // The reader blocks SIGSEGV, and each call returns to address 0, a SIGSEGV: had it
+        // been blocked then, the kernel would have reset the program's handler.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .unwrap();
+        let caught = u64::from_str_radix(caught.trim(), 16).unwrap();
+        assert_ne!(caught & (1 << (libc::SIGSEGV - 1)), 0, "{status}");
     });
     in_a_signal_storm(&dir, 4, &[], |pid| {
         let mut said = Vec::new();

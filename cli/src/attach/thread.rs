@@ -119,7 +119,9 @@ const UNBLOCKED: [i32; 7] = [
 
 /// Every other signal: while a call runs, the program's handlers must not run on top of it
 /// (a handler taking `malloc`'s lock while the call holds it would wait forever). Signals that
-/// arrive meanwhile stay pending and are delivered when the thread is let go.
+/// arrive meanwhile stay pending and are delivered when the thread is let go. The faults are
+/// unblocked even where the thread blocked them: the kernel resets the handler of a fault it
+/// finds blocked to the default, and the return to address 0 is a fault.
 fn blocked_during_calls() -> u64 {
     UNBLOCKED
         .iter()
@@ -211,9 +213,7 @@ impl Stopped {
                         let fail = |e: std::io::Error| ptrace_failure(pid, &e);
                         let fp = tracee.fp_state().map_err(fail)?;
                         let mask = tracee.sigmask().map_err(fail)?;
-                        tracee
-                            .set_sigmask(mask | blocked_during_calls())
-                            .map_err(fail)?;
+                        tracee.set_sigmask(blocked_during_calls()).map_err(fail)?;
                         let free = (saved.rsp - 128) & !0xf;
                         return Ok(Stopped {
                             pid,
