@@ -29,6 +29,8 @@ pub enum Stop {
     Interrupted,
     /// About to receive this signal.
     Signal(i32),
+    /// At the entry of a system call (`run_to_syscall`): it has not started.
+    SyscallEntry,
     /// The thread or process is gone.
     Gone,
 }
@@ -41,9 +43,26 @@ pub struct Tracee {
 
 impl Tracee {
     pub fn seize(tid: i32) -> io::Result<Tracee> {
-        // SAFETY: PTRACE_SEIZE with no options and no data pointer.
-        check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, 0usize) })?;
+        // TRACESYSGOOD: system call stops tell themselves apart from a SIGTRAP.
+        let options = libc::PTRACE_O_TRACESYSGOOD as usize;
+        // SAFETY: PTRACE_SEIZE with options as data, no pointer.
+        check(unsafe { libc::ptrace(libc::PTRACE_SEIZE, tid, 0usize, options) })?;
         Ok(Tracee { tid })
+    }
+
+    /// Lets the thread, stopped outside a system call, run to the entry of its next one, up to
+    /// `timeout`. If it made none meanwhile it is stopped again: `None`, or the signal it was
+    /// then about to receive.
+    pub fn run_to_syscall(&mut self, timeout: Duration) -> io::Result<Option<Stop>> {
+        // SAFETY: PTRACE_SYSCALL with no signal.
+        check(unsafe { libc::ptrace(libc::PTRACE_SYSCALL, self.tid, 0usize, 0usize) })?;
+        match self.wait(timeout)? {
+            None => Ok(match self.interrupt(timeout)? {
+                stop @ Some(Stop::Signal(_) | Stop::Gone) => stop,
+                _ => None,
+            }),
+            stop => Ok(stop),
+        }
     }
 
     /// Stops the thread and waits up to `timeout` for it to stop.
@@ -66,7 +85,9 @@ impl Tracee {
                 }
                 let sig = libc::WSTOPSIG(status);
                 let event = status >> 16;
-                return Ok(Some(if event != 0 || sig == 0 {
+                return Ok(Some(if sig == libc::SIGTRAP | 0x80 {
+                    Stop::SyscallEntry
+                } else if event != 0 || sig == 0 {
                     Stop::Interrupted
                 } else {
                     Stop::Signal(sig)

@@ -150,16 +150,32 @@ fn stop_one(
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Seen::Gone),
         Err(e) => return Err(ptrace_failure(pid, &e)),
     };
-    let pending = match t.interrupt(Duration::from_millis(200)) {
-        Ok(Some(Stop::Signal(s))) => s,
-        Ok(Some(Stop::Interrupted)) => 0,
-        Ok(Some(Stop::Gone)) => return Ok(Seen::Gone),
+    let fail = |e: std::io::Error| ptrace_failure(pid, &e);
+    let pending = match t.interrupt(Duration::from_millis(200)).map_err(fail)? {
+        Some(Stop::Signal(s)) => s,
+        Some(Stop::Interrupted | Stop::SyscallEntry) => 0,
+        Some(Stop::Gone) => return Ok(Seen::Gone),
         // Not stopping: dropping `t` detaches.
-        Ok(None) => return Ok(Seen::Unsafe("is in uninterruptible sleep".into())),
-        Err(e) => return Err(ptrace_failure(pid, &e)),
+        None => return Ok(Seen::Unsafe("is in uninterruptible sleep".into())),
     };
-    let regs = t.regs().map_err(|e| ptrace_failure(pid, &e))?;
-    let nr = regs.orig_rax as i64;
+    let mut pending = pending;
+    let mut regs = t.regs().map_err(fail)?;
+    let mut nr = regs.orig_rax as i64;
+    if nr == -1 && pending == 0 {
+        // Computing (a server spinning at 100%: most of its time in quick system calls):
+        // caught at the entry of its next system call instead, if it makes one soon.
+        match t.run_to_syscall(SYSCALL_SOON).map_err(fail)? {
+            Some(Stop::SyscallEntry) => {
+                let entry = t.regs().map_err(fail)?;
+                if let Some(put_back) = at_syscall_entry(&t, entry) {
+                    (nr, regs) = (entry.orig_rax as i64, put_back);
+                }
+            }
+            Some(Stop::Signal(s)) => pending = s,
+            Some(Stop::Gone) => return Ok(Seen::Gone),
+            Some(Stop::Interrupted) | None => {}
+        }
+    }
     let why = if nr < 0 {
         Some("is computing (it may be inside malloc)".to_string())
     } else if !may_stay(nr) {
@@ -176,6 +192,25 @@ fn stop_one(
             Ok(Seen::Unsafe(why))
         }
     }
+}
+
+/// How long a computing thread is given to make a system call.
+const SYSCALL_SOON: Duration = Duration::from_millis(20);
+
+/// A thread stopped at the entry of a system call (number `orig_rax`): its registers as they
+/// must be put back after it was called in, so that it makes that call when let go: at the
+/// `syscall` instruction again, the number in `rax`, and nothing for the kernel to restart
+/// (`orig_rax` -1; the call is skipped while fdguard's calls run). `None` if the instruction is
+/// not `syscall` (`int $0x80`).
+fn at_syscall_entry(t: &Tracee, regs: Regs) -> Option<Regs> {
+    let insn = regs.rip.wrapping_sub(2);
+    let code = crate::os::read_memory(t.tid, insn, 2).ok()?;
+    (code == [0x0f, 0x05]).then_some(Regs {
+        rip: insn,
+        rax: regs.orig_rax,
+        orig_rax: u64::MAX,
+        ..regs
+    })
 }
 
 /// Why threads were found unsafe, for the refusal.
@@ -300,7 +335,7 @@ impl Stopped {
                 }
                 // Every other signal is blocked (see `blocked_during_calls`): a stop.
                 Some(Stop::Signal(sig)) => self.tracee.cont(sig),
-                Some(Stop::Interrupted) => self.tracee.cont(0),
+                Some(Stop::Interrupted | Stop::SyscallEntry) => self.tracee.cont(0),
                 Some(Stop::Gone) => return Err(fail("the process ended".into())),
                 None => {
                     if wait == CALL_TIMEOUT {
