@@ -432,3 +432,49 @@ fn a_jvm_of_another_user_attaches() {
     assert!(left.is_empty(), "options files left: {left:?}");
     jvm.finish(5);
 }
+
+/// The soft limit that leaves exactly one fd free below it to a process with `fds` open.
+fn one_free(fds: &std::collections::BTreeSet<i64>) -> i64 {
+    (1..)
+        .find(|&s| s - fds.range(..s).count() as i64 == 1)
+        .unwrap()
+}
+
+/// A JVM with too few fds free is refused before anything is sent: its listener would stop at
+/// the first connection, out of fds, leaving a socket nothing answers on. Such a socket (here
+/// one the test holds, never accepting) is replaced: the JVM starts a listener of its own.
+#[test]
+fn a_jvm_without_free_fds_is_refused_and_a_socket_nobody_answers_is_replaced() {
+    let mut jvm = Jvm::start("jvm-attach-nofds", &require("java"), &[], &[]);
+    let pid = jvm.pid();
+    let soft = one_free(&proc_fds(pid));
+    let prlimit = |soft: &str| {
+        let mut c = command(require("prlimit"));
+        c.args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")]);
+        succeeds(c);
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let was: String = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap()
+        .to_string();
+    prlimit(&soft.to_string());
+    let err = fails_with(fdguard(&["attach", &pid.to_string()]), 2);
+    assert!(err.contains("prlimit --pid"), "{err}");
+    jvm.assert_untouched();
+    let socket = PathBuf::from(format!("/tmp/.java_pid{pid}"));
+    assert!(!socket.exists(), "no listener started");
+    prlimit(&was);
+
+    let nobody_answers = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let t = Instant::now();
+    let said = attach(pid, &["--timeout", "30"]);
+    assert!(said.contains("attached"), "{said}");
+    println!("attach past a socket nobody answers took {:?}", t.elapsed());
+    drop(nobody_answers);
+    jvm.leak();
+    assert_leak_reported(&report(pid));
+    jvm.finish(5);
+}

@@ -14,6 +14,11 @@
 //! told `detach`. The reply is a result code on a line, then what the JVM said: `return code:
 //! N` with the agent's return code, or why it did not call it.
 //!
+//! Out of fds, the listener's `accept` fails and the listener thread ends, leaving its socket
+//! with nobody to answer (`jcmd` hangs on it too): a JVM with too few fds free is refused
+//! before anything is sent, and a socket without the listener's thread is treated as no
+//! listener (the trigger and `SIGQUIT` start a new one, which replaces the socket).
+//!
 //! Files are reached through `/proc/PID/root` and `/proc/PID/cwd`, so a JVM in a container is
 //! reached in its own file system; as root, the command connects with the JVM's effective user
 //! and group, which the listener accepts wherever it runs (root on the host is nobody in a
@@ -25,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::fail::{Failure, Outcome};
-use crate::os;
+use crate::os::{self, FdDir};
 use crate::target::Target;
 
 use super::{library_in, said};
@@ -48,7 +53,7 @@ pub fn is_hotspot(target: &Target) -> bool {
 pub fn attach(target: &Target, library: &Path, options: &str, until: Instant) -> Outcome {
     let jvm = Jvm::of(target)?;
     // Connected first: a JVM refused leaves no file behind.
-    let socket = jvm.connect(until)?;
+    let socket = jvm.connect(target, until)?;
     let file = OptionsFile::write(&jvm, options)?;
     let reply = jvm.load(socket, library, &file.argument, until);
     // The agent has read it, or never will: the JVM answers once `Agent_OnAttach` returned.
@@ -59,7 +64,7 @@ pub fn attach(target: &Target, library: &Path, options: &str, until: Instant) ->
 /// Detaches the library mapped from `library` (its path as the JVM sees it).
 pub fn detach(target: &Target, library: &Path, until: Instant) -> Outcome {
     let jvm = Jvm::of(target)?;
-    let socket = jvm.connect(until)?;
+    let socket = jvm.connect(target, until)?;
     let reply = jvm.load(socket, library, "detach", until)?;
     outcome(target, &reply)
 }
@@ -141,11 +146,15 @@ impl Jvm {
         Ok(String::from_utf8_lossy(&reply).into_owned())
     }
 
-    /// A connection to the attach listener; when none listens, it is started with its trigger
+    /// A connection to the attach listener; when none runs, it is started with its trigger
     /// file and `SIGQUIT`, and waited for until `until`.
-    fn connect(&self, until: Instant) -> Result<UnixStream, Failure> {
+    fn connect(&self, target: &Target, until: Instant) -> Result<UnixStream, Failure> {
         let socket = self.tmp(&format!(".java_pid{}", self.nspid));
-        if let Some(s) = self.try_connect(&socket)? {
+        let found = inode(&socket);
+        let running = found.is_some() && self.has_listener_thread();
+        // Its socket (to start), a connection, an fd to load the library with.
+        self.check_room(target, if running { 2 } else { 3 })?;
+        if running && let Some(s) = self.try_connect(&socket)? {
             return Ok(s);
         }
         self.check_startable()?;
@@ -155,7 +164,9 @@ impl Jvm {
         })?;
         loop {
             std::thread::sleep(Duration::from_millis(5));
-            if let Some(s) = self.try_connect(&socket)? {
+            // The new listener's socket, not one that nothing answers on any more.
+            let new = inode(&socket).is_some_and(|i| Some(i) != found);
+            if new && let Some(s) = self.try_connect(&socket)? {
                 return Ok(s);
             }
             if !os::exists(self.pid) {
@@ -166,7 +177,7 @@ impl Jvm {
             }
             if Instant::now() >= until {
                 return Err(Failure::bad_input(format!(
-                    "pid {}'s JVM started no attach listener within the --timeout (no \
+                    "pid {}'s JVM started no attach listener within the --timeout (no new \
                      /tmp/.java_pid{} in its file system): it runs with \
                      -XX:+DisableAttachMechanism, or is too busy to answer SIGQUIT",
                     self.pid, self.nspid
@@ -175,8 +186,50 @@ impl Jvm {
         }
     }
 
-    /// Connects to `socket` as the JVM's user; `None` when nothing listens there (no socket
-    /// yet, or one a previous JVM left).
+    /// Whether the JVM has its attach listener's thread (HotSpot names it `Attach Listener`).
+    /// A socket without it answers nobody: an earlier process left it, or the listener stopped
+    /// when its `accept` failed (out of fds); a trigger and `SIGQUIT` start a new one.
+    fn has_listener_thread(&self) -> bool {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid));
+        tasks.into_iter().flatten().flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.trim_end() == "Attach Listener")
+        })
+    }
+
+    /// Refuses a JVM with fewer than `needed` fds free below its soft limit: out of fds, its
+    /// listener's `accept` fails and the listener stops, leaving a socket nobody answers on
+    /// (`jcmd` then hangs on it too).
+    fn check_room(&self, target: &Target, needed: u64) -> Result<(), Failure> {
+        let pid = self.pid;
+        let limit = target.limit()?;
+        let Some(soft) = limit.soft else {
+            return Ok(());
+        };
+        let numbers = FdDir::open(pid)?.numbers()?;
+        let open = numbers.iter().filter(|fd| (**fd as u64) < soft).count() as u64;
+        let free = soft.saturating_sub(open);
+        if free >= needed {
+            return Ok(());
+        }
+        let raise = match limit.hard {
+            Some(hard) if hard <= soft => format!(
+                "its soft limit is its hard limit, which only root raises (`prlimit --pid \
+                 {pid} --nofile=N:N`)"
+            ),
+            hard => {
+                let to = hard.map_or_else(|| "N".to_string(), |h| h.to_string());
+                format!("raise its soft limit first (`prlimit --pid {pid} --nofile={to}:{to}`)")
+            }
+        };
+        Err(Failure::bad_input(format!(
+            "pid {pid}'s JVM has {open} fds open of its soft limit of {soft}: its attach \
+             listener needs {needed} free to load fdguard, and stops answering when it runs \
+             out; {raise}, then attach"
+        )))
+    }
+
+    /// Connects to `socket` as the JVM's user; `None` when nothing listens there.
     fn try_connect(&self, socket: &Path) -> Result<Option<UnixStream>, Failure> {
         let connected =
             os::as_user(self.uid, self.gid, || UnixStream::connect(socket)).map_err(|e| {
@@ -237,6 +290,12 @@ impl Jvm {
             })
             .find_map(|p| attach_capability(&std::fs::read(p).ok()?))
     }
+}
+
+/// The inode of the file at `path`, if there is one.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
 /// The first character of `sun.rt.jvmCapabilities` in a HotSpot performance data file: `1`
