@@ -1,5 +1,6 @@
-//! The command's OS layer: what it asks the kernel about another process by pid, and the few
-//! system calls it makes on one (a signal). Every `unsafe` block of the command is here.
+//! The command's OS layer: what it asks the kernel about another process by pid, the few
+//! system calls it makes on one (a signal), and its own effective user (to be a JVM's user).
+//! Every `unsafe` block of the command is here (ptrace's aside).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
