@@ -9,9 +9,9 @@
 //! dump); with `-Xrs` it leaves `SIGQUIT` alone and starts the listener at startup instead.
 //! Its `load` command (protocol 1: NUL-terminated strings, arguments of at most 1024 bytes)
 //! `dlopen`s a library and calls its `Agent_OnAttach` in the listener's thread, at every
-//! `load`, the library already loaded or not (HotSpot 17 and 25, checked by
-//! `tests/suite/jvm_attach.rs`): the library's `src/attach/jvm.rs` attaches, or detaches when
-//! told `detach`. The reply is a result code on a line, then what the JVM said: `return code:
+//! `load`, the library already loaded or not (seen on HotSpot 17 and 25;
+//! `tests/suite/jvm_attach.rs` detaches and attaches again on every JDK installed): the
+//! library's `src/attach/jvm.rs` attaches, or detaches when told `detach`. The reply is a result code on a line, then what the JVM said: `return code:
 //! N` with the agent's return code, or why it did not call it.
 //!
 //! Out of fds, the listener's `accept` fails and the listener thread ends, leaving its socket
