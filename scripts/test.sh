@@ -21,6 +21,7 @@ needs=(
     "redis-server redis-server"
     "node nodejs"
     "java openjdk-17-jdk-headless"
+    "javac openjdk-17-jdk-headless"
     "nginx nginx"
 )
 missing=()

@@ -1,5 +1,6 @@
-//! The command's OS layer: what it asks the kernel about another process by pid, and the few
-//! system calls it makes on one (a signal). Every `unsafe` block of the command is here.
+//! The command's OS layer: what it asks the kernel about another process by pid, the few
+//! system calls it makes on one (a signal), and its own effective user (to be a JVM's user).
+//! Every `unsafe` block of the command is here (ptrace's aside).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -192,8 +193,8 @@ pub fn random_u64() -> u64 {
 }
 
 /// Creates the empty file `path` (mode 0600, never through a symlink, never an existing one),
-/// owned by `uid`:`gid` (when this process may give it away).
-pub fn create_owned_file(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+/// owned by `uid`:`gid` (when this process may give it away), open for writing.
+pub fn create_owned_file(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -201,9 +202,55 @@ pub fn create_owned_file(path: &std::path::Path, uid: u32, gid: u32) -> io::Resu
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).inspect_err(|_| {
-        let _ = std::fs::remove_file(path);
-    })
+    match std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+        Ok(()) => Ok(f),
+        Err(e) => {
+            let _ = std::fs::remove_file(path);
+            Err(e)
+        }
+    }
+}
+
+/// Sends `sig` to `pid` (plain `kill`).
+pub fn send_signal(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Runs `f` with this process's effective user and group switched to `uid`:`gid`, then
+/// switches back; runs it as is when they are these already. Changing them needs root (or
+/// `CAP_SETUID` and `CAP_SETGID`); the error says when that failed.
+pub fn as_user<R>(uid: u32, gid: u32, f: impl FnOnce() -> R) -> io::Result<R> {
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if (euid, egid) == (uid, gid) {
+        return Ok(f());
+    }
+    // The group first: once the user is no longer root, the group cannot change. glibc applies
+    // both to every thread of the process.
+    // SAFETY: setegid and seteuid have no memory preconditions.
+    if unsafe { libc::setegid(gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::seteuid(uid) } != 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: as above; back to the group this process had.
+        unsafe { libc::setegid(egid) };
+        return Err(e);
+    }
+    let r = f();
+    // Back in the other order: the user first, which gives back the right to set the group.
+    // SAFETY: as above; these are the ids this process had.
+    unsafe {
+        libc::seteuid(euid);
+        libc::setegid(egid);
+    }
+    Ok(r)
 }
 
 /// True if `pid` names a process (or thread) that still exists, zombies included.

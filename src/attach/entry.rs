@@ -1,5 +1,6 @@
-//! The entry points `fdguard attach` and `fdguard detach` call in the process, and what the
-//! command reads back from its memory about the last call: its message, the options.
+//! The entry points `fdguard attach` and `fdguard detach` call in the process (through ptrace,
+//! or a JVM's attach listener: `jvm`), and what the command reads back from its memory about
+//! the last call: its message, the options.
 //!
 //! The command finds these symbols in the library's dynamic symbol table and reads them with
 //! `process_vm_readv`: `fdguard_message` (the lines the last call produced, NUL-terminated) and
@@ -48,7 +49,7 @@ static CALLS: Mutex<()> = Mutex::new(());
 
 /// Runs an entry point's work: contained against panics, its lines stored for the command.
 /// 0 when it succeeded, 1 when it refused (the message says why), 2 on an internal failure.
-fn serve(work: impl FnOnce() -> Result<Vec<String>, String>) -> c_int {
+pub(super) fn serve(work: impl FnOnce() -> Result<Vec<String>, String>) -> c_int {
     let _one = CALLS.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = guard::internal(|| guard::contained(work));
     let (code, text) = match outcome {
@@ -74,7 +75,13 @@ pub unsafe extern "C" fn fdguard_attach(options: *const c_char) -> c_int {
             .to_string_lossy()
             .into_owned()
     };
+    attach_with(|| Ok(text))
+}
+
+/// Attaches with the options text `read` gives (inside `serve`: its failure is a refusal).
+pub(super) fn attach_with(read: impl FnOnce() -> Result<String, String>) -> c_int {
     serve(|| {
+        let text = read()?;
         let lines = super::attach(&text)?;
         fdguard_options.store(text.as_bytes());
         Ok(lines)

@@ -2,7 +2,8 @@
 //! again (`fdguard detach PID`).
 //!
 //! The command stops one thread of the process with ptrace, makes it `dlopen` this library,
-//! and calls `fdguard_attach` with the options (see `entry`). Loaded that way, the library's
+//! and calls `fdguard_attach` with the options (see `entry`); in a HotSpot JVM, the JVM's
+//! attach listener loads it as an agent instead (`jvm`). Loaded that way, the library's
 //! constructor does nothing (it was not loaded with the program: see `got::loaded_at_startup`);
 //! attaching then does what loading as a preload does, and more:
 //! - every fd already open is recorded as `before attach` (the report describes it from the
@@ -21,6 +22,7 @@
 
 mod entry;
 mod got;
+mod jvm;
 mod state;
 
 use std::sync::OnceLock;

@@ -155,6 +155,8 @@ int main(int argc, char **argv) {
     int client;
     listener = loopback_listener(1024, &client, NULL);
     close(client);
+    /* Non-blocking: once the churners stop connecting, the accepter must see `stop`. */
+    CHECK(fcntl(listener, F_SETFL, O_NONBLOCK) == 0);
     socklen_t len = sizeof server;
     CHECK(getsockname(listener, (struct sockaddr *)&server, &len) == 0);
     for (int t = 0; t < THREADS; t++) atomic_store(&inbox[t], -1);

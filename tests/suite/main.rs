@@ -49,6 +49,7 @@ mod failures;
 mod hostile_names;
 mod hot_path;
 mod incidents;
+mod jvm_attach;
 mod modes;
 mod process;
 mod programs;

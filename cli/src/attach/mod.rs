@@ -8,8 +8,10 @@
 //! library's `fdguard_attach(options)`, each call returning to address 0, where the fault
 //! stops it again; then every register is put back and the thread let go: the system call it
 //! was in starts again as after any ptrace stop. What the library does then is in its
-//! `src/attach`.
+//! `src/attach`. A HotSpot JVM is attached through its own door instead, with no ptrace
+//! (`jvm`).
 
+mod jvm;
 mod options;
 mod room;
 mod stack;
@@ -35,7 +37,8 @@ pub struct AttachArgs {
     pub pid: i32,
     #[command(flatten)]
     pub options: GuardOptions,
-    /// Seconds to wait for a thread of the process to stop in a system call
+    /// Seconds to wait for a thread of the process to stop in a system call (for a JVM:
+    /// for its attach listener and its answer)
     #[arg(long, default_value_t = 5.0)]
     pub timeout: f64,
 }
@@ -44,7 +47,8 @@ pub struct AttachArgs {
 pub struct DetachArgs {
     /// The process id
     pub pid: i32,
-    /// Seconds to wait for a thread of the process to stop in a system call
+    /// Seconds to wait for a thread of the process to stop in a system call (for a JVM:
+    /// for its attach listener and its answer)
     #[arg(long, default_value_t = 5.0)]
     pub timeout: f64,
 }
@@ -112,8 +116,14 @@ fn show_message(lib: &Mapped, pid: i32, code: u64, stopped: &Stopped) -> Outcome
         .symbol("fdguard_message")
         .map(|a| stopped.string_at(a, 4096))
         .unwrap_or_default();
+    said(&message, pid, code as u32)
+}
+
+/// What an entry point of the library in `pid` said (`message`, its `fdguard_message`) and
+/// returned (`code`): its lines printed, or its refusal as the failure.
+fn said(message: &str, pid: i32, code: u32) -> Outcome {
     // Read from the target's memory: shown escaped, like any name it chose.
-    if code as u32 == 0 {
+    if code == 0 {
         for line in message.lines() {
             println!("{}", escaped(line));
         }
@@ -188,6 +198,9 @@ pub fn attach(args: AttachArgs) -> Outcome {
     }
     let fds = read_fds(&target.process, &FdDir::open(pid)?)?;
     let options = options::text(&args.options, &fds);
+    if jvm::is_hotspot(&target) {
+        return jvm::attach(&target, &lib, &options, until);
+    }
     let dlopen = if loaded.is_some() {
         None
     } else {
@@ -331,6 +344,9 @@ pub fn detach(args: DetachArgs) -> Outcome {
                 "fdguard is not attached to pid {pid} (loaded, inert)"
             )));
         }
+    }
+    if jvm::is_hotspot(&target) {
+        return jvm::detach(&target, &mapped.path, until);
     }
     let entry = mapped
         .symbol("fdguard_detach")
