@@ -11,8 +11,9 @@
 //! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
-//! - `stack` (capture, with the `unwind`er), `symbolize`, `symcache`, `child` (report
-//!   processes), `alloc`, `published` (the block the command reads);
+//! - `stack` (capture, with the `unwind`er and the `runtime`'s own frames), `symbolize`,
+//!   `symcache`, `child` (report processes), `alloc`, `published` (the block the command
+//!   reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
 //!   `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
 //! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
@@ -25,7 +26,7 @@
 //! `fdguard_core` crate (`crates/fdguard-core`), which this library links.
 //!
 //! `unsafe` only where fdguard meets libc, the kernel or raw memory (`hooks`, `real`, `attach`,
-//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`,
+//! `os`, `intern`, `unwind`, `runtime`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`,
 //! `published`), each block with a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -49,6 +50,7 @@ mod os;
 mod own;
 mod published;
 mod real;
+mod runtime;
 mod setup;
 mod stack;
 mod symbolize;

@@ -2,11 +2,16 @@
 //!
 //! Capture happens inside hooks, so it allocates nothing and takes no lock (`unwind`); resolving
 //! addresses to names is left to report time (`symbolize`).
+//!
+//! In a runtime whose frames fdguard reads (`runtime`), a stack is its native return addresses,
+//! then `runtime::MARK`, the runtime's kind, and a (code, at) pair per runtime frame, innermost
+//! first: `[ret..., MARK, kind, code1, at1, code2, at2, ...]`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::intern::Interner;
 use crate::os;
+use crate::runtime::{self, Kind, RawFrame};
 use crate::table::StackId;
 use crate::unwind;
 use fdguard_core::config::MAX_DEPTH;
@@ -26,8 +31,10 @@ static OWN_SEEN: AtomicUsize = AtomicUsize::new(0);
 /// Address range of fdguard's own code, found at load.
 static OWN_TEXT: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Remembers where fdguard's own code lives (called once at load).
+/// Remembers where fdguard's own code lives and which runtime the program runs on (called
+/// once at load).
 pub fn init() {
+    runtime::init();
     if let Some((lo, hi)) = os::loader::module_bounds(init as *const () as usize) {
         OWN_TEXT[0].store(lo, Ordering::Relaxed);
         OWN_TEXT[1].store(hi, Ordering::Relaxed);
@@ -55,8 +62,30 @@ fn tag_of(depth: usize, id: StackId) -> u64 {
 
 #[inline(never)]
 fn capture_interned(depth: usize) -> Option<StackId> {
-    let mut buf = unwind::FrameBuf::<{ MAX_DEPTH + OWN_FRAMES_MAX }>::default();
     let depth = depth.min(MAX_DEPTH);
+    match runtime::reading() {
+        None => walk_and_intern(depth, None),
+        Some(kind) => capture_with_runtime(depth, kind),
+    }
+}
+
+/// The runtime's frames, then the native walk (from here: this function's own frame is
+/// fdguard's, dropped as the others). Apart, so that programs without a runtime do not make
+/// room for runtime frames on every capture.
+#[inline(never)]
+fn capture_with_runtime(depth: usize, kind: Kind) -> Option<StackId> {
+    let mut managed = [RawFrame::default(); MAX_DEPTH];
+    let n = runtime::capture(managed.get_mut(..depth).unwrap_or_default());
+    let managed = managed.get(..n).unwrap_or_default();
+    walk_and_intern(depth, (!managed.is_empty()).then_some((kind, managed)))
+}
+
+/// Walks the native stack from where the function this is inlined into returns, drops
+/// fdguard's own frames, and interns the rest (up to `depth`), followed by `managed`, the
+/// runtime's frames, if any.
+#[inline(always)]
+fn walk_and_intern(depth: usize, managed: Option<(Kind, &[RawFrame])>) -> Option<StackId> {
+    let mut buf = unwind::FrameBuf::<{ MAX_DEPTH + OWN_FRAMES_MAX }>::default();
     let allowance = match OWN_SEEN.load(Ordering::Relaxed) {
         0 => OWN_FRAMES_MAX,
         seen => seen,
@@ -64,8 +93,9 @@ fn capture_interned(depth: usize) -> Option<StackId> {
     let room = MAX_DEPTH + OWN_FRAMES_MAX;
     let mut want = (depth + allowance).min(room);
     // The same walk as one already interned: its id, without hashing or comparing frames (the
-    // memo does not even copy them out).
-    let interned_at_this_depth = |tag: u64| tag >> 32 == depth as u64;
+    // memo does not even copy them out). Not with runtime frames: the memo knows only the
+    // native walk, and one native walk runs many lines of a program in a runtime.
+    let interned_at_this_depth = |tag: u64| managed.is_none() && tag >> 32 == depth as u64;
     let mut got = buf.capture_tagged(want, interned_at_this_depth);
     if got.tag != 0 && interned_at_this_depth(got.tag) {
         return Some(StackId((got.tag as u32).wrapping_sub(1)));
@@ -82,6 +112,9 @@ fn capture_interned(depth: usize) -> Option<StackId> {
     }
     let frames = buf.frames().get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
+    if let Some((kind, managed)) = managed {
+        return intern_with_runtime(frames, kind, managed);
+    }
     let id = STACKS
         .intern(os::mem::words_as_bytes(frames))
         .map(StackId)?;
@@ -89,6 +122,24 @@ fn capture_interned(depth: usize) -> Option<StackId> {
         unwind::tag_walk(walk, tag_of(depth, id));
     }
     Some(id)
+}
+
+/// Interns native frames followed by runtime frames (see the module's documentation).
+fn intern_with_runtime(native: &[usize], kind: Kind, managed: &[RawFrame]) -> Option<StackId> {
+    let mut words = [0usize; MAX_DEPTH + 2 + 2 * MAX_DEPTH];
+    let tail = [runtime::MARK, kind.word()];
+    let pairs = managed.iter().flat_map(|f| [f.code, f.at]);
+    let mut n = 0;
+    for (slot, w) in words
+        .iter_mut()
+        .zip(native.iter().copied().chain(tail).chain(pairs))
+    {
+        *slot = w;
+        n += 1;
+    }
+    STACKS
+        .intern(os::mem::words_as_bytes(words.get(..n)?))
+        .map(StackId)
 }
 
 /// Forgets unwind rules cached for code that may be gone (after `dlclose`).
