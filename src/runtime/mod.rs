@@ -23,6 +23,7 @@
 //!   and if not why).
 #![allow(unsafe_code)]
 
+pub mod java;
 mod memory;
 mod python;
 mod python_code;
@@ -42,11 +43,12 @@ pub struct RawFrame {
 }
 
 /// A runtime whose frames fdguard reads. The discriminant is the word stored after `MARK` in
-/// an interned stack (2 is kept for HotSpot).
+/// an interned stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Kind {
     Python = 1,
+    Java = 2,
 }
 
 impl Kind {
@@ -55,7 +57,9 @@ impl Kind {
     }
 
     pub fn from_word(word: usize) -> Option<Kind> {
-        [Kind::Python].into_iter().find(|k| k.word() == word)
+        [Kind::Python, Kind::Java]
+            .into_iter()
+            .find(|k| k.word() == word)
     }
 }
 
@@ -104,6 +108,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     match reading() {
         None => 0,
         Some(Kind::Python) => python::capture(out),
+        Some(Kind::Java) => java::capture(out),
     }
 }
 
@@ -113,6 +118,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
 pub fn resolve(kind: Kind, frames: &[RawFrame]) -> Vec<Frame> {
     match kind {
         Kind::Python => python::resolve(frames),
+        Kind::Java => java::resolve(frames),
     }
 }
 
@@ -122,6 +128,7 @@ pub fn is_runtime_module(path: &str) -> bool {
     match reading() {
         None => false,
         Some(Kind::Python) => python::is_runtime_module(path),
+        Some(Kind::Java) => java::is_runtime_module(path),
     }
 }
 
