@@ -55,6 +55,7 @@ mod process;
 mod programs;
 mod python;
 mod requests;
+mod runtime_java;
 mod signals;
 mod snapshot;
 mod stacks;
