@@ -127,18 +127,17 @@ fn walk_and_intern(depth: usize, managed: Option<(Kind, &[RawFrame])>) -> Option
 /// Interns native frames followed by runtime frames (see the module's documentation).
 fn intern_with_runtime(native: &[usize], kind: Kind, managed: &[RawFrame]) -> Option<StackId> {
     let mut words = [0usize; MAX_DEPTH + 2 + 2 * MAX_DEPTH];
-    let tail = [runtime::MARK, kind.word()];
-    let pairs = managed.iter().flat_map(|f| [f.code, f.at]);
-    let mut n = 0;
-    for (slot, w) in words
-        .iter_mut()
-        .zip(native.iter().copied().chain(tail).chain(pairs))
-    {
-        *slot = w;
-        n += 1;
+    let (head, rest) = words.split_at_mut(native.len().min(MAX_DEPTH));
+    head.copy_from_slice(native.get(..head.len())?);
+    let (tail, rest) = rest.split_at_mut(2);
+    tail.copy_from_slice(&[runtime::MARK, kind.word()]);
+    let pairs = managed.len().min(MAX_DEPTH);
+    for (pair, f) in rest.chunks_exact_mut(2).zip(managed) {
+        pair.copy_from_slice(&[f.code, f.at]);
     }
+    let used = head.len() + 2 + 2 * pairs;
     STACKS
-        .intern(os::mem::words_as_bytes(words.get(..n)?))
+        .intern(os::mem::words_as_bytes(words.get(..used)?))
         .map(StackId)
 }
 

@@ -55,6 +55,9 @@ pub fn word_at(bytes: &[u8], off: usize) -> usize {
     }
 }
 
+/// The most bytes `Vouched::words` reads at once.
+pub const MAX_WORDS_READ: usize = 128;
+
 /// The most regions one capture vouches for.
 const REGIONS: usize = 6;
 
@@ -90,6 +93,7 @@ impl Vouched {
         }
     }
 
+    #[inline(always)]
     fn covers(&self, addr: usize, len: usize) -> bool {
         let Some(end) = addr.checked_add(len) else {
             return false;
@@ -112,6 +116,32 @@ impl Vouched {
             return true;
         }
         copy(self.me, addr, buf)
+    }
+
+    /// The words at `offsets` from `base` (each within the first `len` bytes, which are read
+    /// whole), if mapped: plain loads in a vouched region, else one copy by the kernel.
+    #[inline]
+    pub fn words<const N: usize>(
+        &self,
+        base: usize,
+        len: usize,
+        offsets: [usize; N],
+    ) -> Option<[usize; N]> {
+        let len = len.min(MAX_WORDS_READ);
+        if offsets
+            .iter()
+            .any(|o| o + std::mem::size_of::<usize>() > len)
+        {
+            return None;
+        }
+        if self.covers(base, len) {
+            // SAFETY: `vouch`'s contract: `[base, base + len)` is mapped readable while `self`
+            // is used, and every offset plus a word lies within it (checked above).
+            return Some(offsets.map(|o| unsafe { ((base + o) as *const usize).read_unaligned() }));
+        }
+        let mut buf = [0u8; MAX_WORDS_READ];
+        let buf = buf.get_mut(..len)?;
+        copy(self.me, base, buf).then(|| offsets.map(|o| word_at(buf, o)))
     }
 
     /// The word at `addr`, if mapped.

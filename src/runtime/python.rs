@@ -246,33 +246,27 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
 /// `out` is full.
 fn walk(py: &Python, mem: &Vouched, frame: &mut usize, out: &mut [RawFrame]) -> usize {
     let l = &py.layout;
-    let mut head = [0u8; layout::MAX_FRAME_READ];
-    let Some(head) = head.get_mut(..l.frame_read) else {
-        return 0;
-    };
+    let fields = [l.fr_code, l.fr_instr, l.fr_previous, l.fr_owner];
     let mut n = 0;
     // Entry frames are skipped, but they alternate with real ones at worst.
     let mut steps = 2 * out.len() + 2;
     while *frame != 0 && n < out.len() && steps > 0 {
         steps -= 1;
-        if !mem.read(*frame, head) {
+        let Some([code, instr, previous, owner]) = mem.words(*frame, l.frame_read, fields) else {
             break;
-        }
-        let code = memory::word_at(head, l.fr_code);
-        let owner = head.get(l.fr_owner).copied();
-        let entry = l.skip_owner.is_some_and(|o| Some(o) == owner) || code == py.none;
+        };
+        let entry = l.skip_owner.is_some_and(|o| o == owner as u8) || code == py.none;
         if !entry
             && code != 0
             && let Some(slot) = out.get_mut(n)
         {
-            let instr = memory::word_at(head, l.fr_instr);
             *slot = RawFrame {
                 code,
                 at: instr.wrapping_sub(code.wrapping_add(l.co_code_adaptive)),
             };
             n += 1;
         }
-        *frame = memory::word_at(head, l.fr_previous);
+        *frame = previous;
     }
     n
 }
