@@ -66,6 +66,8 @@ const REGIONS: usize = 6;
 pub struct Vouched {
     regions: [(usize, usize); REGIONS],
     len: usize,
+    /// Every address past the first page is vouched for (`vouch_for_all`).
+    all: bool,
     /// Who asks the kernel for copies (see `copy`).
     me: u32,
 }
@@ -76,8 +78,18 @@ impl Vouched {
         Self {
             regions: [(0, 0); REGIONS],
             len: 0,
+            all: false,
             me,
         }
+    }
+
+    /// Vouches for every address that will be read (but the first page, never mapped).
+    ///
+    /// # Safety
+    /// Every address `read`, `words` or `word` is given from now on must be mapped readable
+    /// for as long as `self` is used: the caller knows the structure it follows to be intact.
+    pub unsafe fn vouch_for_all(&mut self) {
+        self.all = true;
     }
 
     /// Adds `[lo, hi)` (ignored when full or empty).
@@ -98,6 +110,9 @@ impl Vouched {
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
+        if self.all {
+            return addr >= 4096;
+        }
         self.regions
             .iter()
             .take(self.len)
@@ -177,6 +192,10 @@ mod tests {
         unsafe { v.vouch(at, at + 16) };
         assert!(v.covers(at, 16) && !v.covers(at + 8, 16) && !v.covers(usize::MAX, 2));
         assert_eq!(v.word(at), Some(0x1122));
+        assert_eq!(v.word(16), None);
+        // SAFETY: only `data` and the first page are read below; the first page is refused.
+        unsafe { v.vouch_for_all() };
+        assert!(v.covers(at + 8, 8) && !v.covers(16, 8));
         assert_eq!(v.word(16), None);
         assert_eq!(word_at(&[1, 0, 0, 0, 0, 0, 0, 0, 9], 0), 1);
         assert_eq!(word_at(&[1, 2], 0), 0);

@@ -14,10 +14,19 @@
 //! for a thread that never ran Python, or before the interpreter is up). Its `native_thread_id`
 //! must be the calling thread's tid, which confirms the layout on every capture; then the
 //! innermost frame (3.11, 3.12: `tstate->cframe->current_frame`; 3.13: `current_frame`) and the
-//! `previous` chain, at most as many frames as asked. Memory is read through `memory::Vouched`:
-//! directly in the thread state, in the thread's current chunk of frames (`datastack_chunk` to
-//! `datastack_limit`) and on its C stack (3.11's `_PyCFrame`, 3.12 and 3.13's entry frames);
-//! through the kernel elsewhere (generators' and coroutines' frames live in their objects).
+//! `previous` chain, at most as many frames as asked.
+//!
+//! # Never a fault
+//! Memory is read through `memory::Vouched`. When the thread does not hold the GIL
+//! (`PyGILState_Check()` is 0: the io and socket modules release it around `open`, `socket`,
+//! `accept`...), its frames are at rest: frames are pushed and popped only with the GIL held,
+//! so the chain is whole, and every frame in it, with the generator or coroutine object that
+//! holds it, is kept alive by the chain itself; it is read with plain loads. When it holds the
+//! GIL, the hook may have interrupted the interpreter in the middle of a push (a C signal
+//! handler that opens a file), and a `previous` may be stale: then only the thread state, its
+//! current chunk of frames (`datastack_chunk` to `datastack_limit`) and its C stack (3.11's
+//! `_PyCFrame`, 3.12 and 3.13's entry frames) are read directly, anything else (generators' and
+//! coroutines' frames, which live in their objects) through the kernel, ~0.4 µs a frame.
 
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
@@ -36,8 +45,9 @@ pub use super::python_code::resolve;
 /// What capture and resolution need of the CPython in this process.
 pub struct Python {
     pub layout: Layout,
-    /// `PyGILState_GetThisThreadState`.
+    /// `PyGILState_GetThisThreadState`, `PyGILState_Check`.
     this_thread_state: extern "C" fn() -> *mut c_void,
+    holds_gil: extern "C" fn() -> libc::c_int,
     /// `&_Py_NoneStruct`: 3.13's entry frames have it as their code.
     none: usize,
     /// `&PyCode_Type`, `&PyUnicode_Type`, `&PyBytes_Type`: what `ob_type` must be.
@@ -143,6 +153,7 @@ fn layout_of(hex: u64, (major, minor, _): (u8, u8, u8)) -> Result<Layout, String
 /// report says of it and whether its frames are read. At load time.
 pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
     let this_thread_state = symbol(c"PyGILState_GetThisThreadState")?;
+    let holds_gil = symbol(c"PyGILState_Check")?;
     let (hex, (major, minor, micro)) = version()?;
     let mut info = RuntimeInfo {
         name: Runtime::Python,
@@ -170,9 +181,14 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
     let [none, code_type, str_type, bytes_type] = types.map(Option::unwrap_or_default);
     let python = Python {
         layout,
-        // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)`.
+        // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)` and
+        // `int PyGILState_Check(void)`; both only read (a thread-specific value, the runtime's
+        // current thread state), without a lock.
         this_thread_state: unsafe {
             std::mem::transmute::<usize, extern "C" fn() -> *mut c_void>(this_thread_state)
+        },
+        holds_gil: unsafe {
+            std::mem::transmute::<usize, extern "C" fn() -> libc::c_int>(holds_gil)
         },
         none,
         code_type,
@@ -206,6 +222,12 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     }
     let tid = guard::tid();
     let mut mem = Vouched::new(tid);
+    if (py.holds_gil)() == 0 {
+        // SAFETY: without the GIL this thread's frames are at rest, and everything the chain
+        // leads to is alive (see the module's documentation); the layout is confirmed below
+        // before anything but the thread state is read.
+        unsafe { mem.vouch_for_all() };
+    }
     // SAFETY: the interpreter handed out `tstate` as this thread's live state, which only this
     // thread frees; `ts_size` is the size of the struct in this build.
     unsafe { mem.vouch(tstate, tstate + l.ts_size) };
@@ -250,7 +272,7 @@ fn walk(py: &Python, mem: &Vouched, frame: &mut usize, out: &mut [RawFrame]) -> 
     let mut n = 0;
     // Entry frames are skipped, but they alternate with real ones at worst.
     let mut steps = 2 * out.len() + 2;
-    while *frame != 0 && n < out.len() && steps > 0 {
+    while *frame != 0 && frame.is_multiple_of(8) && n < out.len() && steps > 0 {
         steps -= 1;
         let Some([code, instr, previous, owner]) = mem.words(*frame, l.frame_read, fields) else {
             break;

@@ -5,7 +5,12 @@ second thread). Each runs often enough for CPython to specialise the calls on th
 interpreter's generic and specialised paths). The lines marked `# LEAK name` are the ones the
 test expects each stack to name.
 
+With LEAK_WITH_GIL=1 the files are opened by libc's `open` called through `ctypes.PyDLL`,
+which keeps the GIL held (the io module releases it), as a C extension may.
+
 Prints "CHECKPOINT leaked" with everything open and waits for a line on stdin."""
+import ctypes
+import os
 import socket
 import sys
 import threading
@@ -13,11 +18,18 @@ import threading
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 held = []
 
+if os.environ.get("LEAK_WITH_GIL") == "1":
+    LIBC = ctypes.PyDLL(None)
+
+    def open_file(path):
+        return LIBC.open(path.encode(), os.O_RDONLY)
+else:
+    open_file = open
+
 
 def read_setting(path):
-    f = open(path)  # LEAK read_setting
+    f = open_file(path)  # LEAK read_setting
     held.append(f)
-    return f.readline()
 
 
 def dial(port):

@@ -3,8 +3,9 @@
 //! called from a generator, the other from a method in a second thread) run by pyenv's python3
 //! (3.11), Debian's `/usr/bin/python3` (3.11, stripped), and pyenv's 3.12 and 3.13: the leaked
 //! fds' stacks name the leaking function and the line the script marks, the two leak sites are
-//! two groups, and the report is `/proc/PID/fd` exactly. A version fdguard cannot read (3.10)
-//! is named in the report's header, with native frames only.
+//! two groups, and the report is `/proc/PID/fd` exactly; the same with the files opened with the
+//! GIL held (the frames then read the careful way, a generator's through the kernel). A version
+//! fdguard cannot read (3.10) is named in the report's header, with native frames only.
 use crate::common::*;
 
 use std::collections::BTreeSet;
@@ -77,11 +78,12 @@ fn version_of(python: &Path) -> String {
 
 /// Runs the script under `fdguard run --json`, stopped with everything leaked: the report
 /// taken there, checked against `/proc/PID/fd`.
-fn leaked_report(python: &Path, tag: &str) -> Value {
+fn leaked_report(python: &Path, tag: &str, env: &[(&str, &str)]) -> Value {
     let dir = scratch(tag);
     let report = dir.join("report.json");
     let mut cmd = fdguard(&["run", "--json", "--report"]);
-    cmd.arg(&report)
+    cmd.envs(env.iter().copied())
+        .arg(&report)
         .arg("--")
         .arg(python)
         .arg(script())
@@ -119,9 +121,9 @@ fn names(stack: &Value, function: &str, line: u64) -> bool {
     })
 }
 
-fn assert_leaks_named(python: &Path, tag: &str) {
+fn assert_leaks_named(python: &Path, tag: &str, env: &[(&str, &str)]) {
     let version = version_of(python);
-    let r = leaked_report(python, tag);
+    let r = leaked_report(python, tag, env);
     assert_eq!(
         r["runtime"],
         serde_json::json!({"name": "python", "version": version, "frames": true, "why": null}),
@@ -156,22 +158,30 @@ fn assert_leaks_named(python: &Path, tag: &str) {
 #[test]
 fn pyenv_python3_names_the_leaking_lines() {
     let python = require("python3");
-    assert_leaks_named(&python, "py-pyenv");
+    assert_leaks_named(&python, "py-pyenv", &[]);
+}
+
+/// `ctypes.PyDLL` calls libc's `open` with the GIL held: the frames are read the careful way
+/// (the generator's frame, in its object, through the kernel), and named the same.
+#[test]
+fn frames_are_named_when_open_is_called_with_the_gil_held() {
+    let python = require("python3");
+    assert_leaks_named(&python, "py-gil", &[("LEAK_WITH_GIL", "1")]);
 }
 
 #[test]
 fn debian_python3_names_the_leaking_lines() {
-    assert_leaks_named(&debian_python(), "py-debian");
+    assert_leaks_named(&debian_python(), "py-debian", &[]);
 }
 
 #[test]
 fn python_3_12_names_the_leaking_lines() {
-    assert_leaks_named(&pyenv_python(12), "py312");
+    assert_leaks_named(&pyenv_python(12), "py312", &[]);
 }
 
 #[test]
 fn python_3_13_names_the_leaking_lines() {
-    assert_leaks_named(&pyenv_python(13), "py313");
+    assert_leaks_named(&pyenv_python(13), "py313", &[]);
 }
 
 /// 3.10 keeps its frames as objects fdguard does not read: the header says so, and the stacks
@@ -179,7 +189,7 @@ fn python_3_13_names_the_leaking_lines() {
 #[test]
 fn python_3_10_is_named_with_native_frames_only() {
     let python = pyenv_python(10);
-    let r = leaked_report(&python, "py310");
+    let r = leaked_report(&python, "py310", &[]);
     assert_eq!(r["runtime"]["name"], "python");
     assert_eq!(r["runtime"]["version"], version_of(&python));
     assert_eq!(r["runtime"]["frames"], false);
