@@ -56,7 +56,7 @@ pub fn word_at(bytes: &[u8], off: usize) -> usize {
 }
 
 /// The most bytes `Vouched::words` reads at once.
-pub const MAX_WORDS_READ: usize = 128;
+pub const MAX_WORDS_READ: usize = 256;
 
 /// The most regions one capture vouches for.
 const REGIONS: usize = 6;

@@ -15,7 +15,9 @@
 //! - `capture` (in hooks): the thread's runtime frames, innermost first, into `RawFrame`s;
 //!   allocation-free, lock-free, and reading memory only where it is known to be mapped
 //!   (`memory`), bounded by the slice it fills (the configured depth).
-//! - `stack` interns them after the native frames: `[native..., MARK, kind, code, at, ...]`.
+//! - `stack` interns them after the native frames: `[native..., MARK, kind, code, at, ...]`;
+//!   the first time a stack is seen, `settle` may name its frames there and then (CPython:
+//!   function, file and line into an interner), and the stack is interned again in that form.
 //! - `resolve` (report child): `RawFrame`s to report frames with `module` the language
 //!   (`"python"`); `symbolize` keeps the native frames above the first one in the runtime's own
 //!   modules (`is_runtime_module`), then these, and nothing below.
@@ -104,6 +106,16 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     match reading() {
         None => 0,
         Some(Kind::Python) => python::capture(out),
+    }
+}
+
+/// Names a stack's runtime frames the first time it is seen, in the hook, while the runtime
+/// can still answer: rewrites them into a form `resolve` reads without the runtime's objects
+/// (which may be gone by report time). False, leaving them as captured, when that cannot be
+/// done now; `stack` then keeps the captured form, resolved at report time.
+pub fn settle(kind: Kind, frames: &mut [RawFrame]) -> bool {
+    match kind {
+        Kind::Python => python::settle(frames),
     }
 }
 

@@ -35,12 +35,13 @@ use fdguard_core::program::Runtime;
 use fdguard_core::report::RuntimeInfo;
 
 use super::memory::{self, Vouched};
+use super::python_code;
 use super::python_layout::{self as layout, FrameAt, Layout};
 use super::{Kind, RawFrame};
 use crate::guard;
 use crate::unwind;
 
-pub use super::python_code::resolve;
+pub use super::python_code::{resolve, settle};
 
 /// What capture and resolution need of the CPython in this process.
 pub struct Python {
@@ -59,6 +60,14 @@ pub struct Python {
 }
 
 static PYTHON: OnceLock<Python> = OnceLock::new();
+
+impl Python {
+    /// Whether the calling thread's frames are at rest: it does not hold the GIL (see the
+    /// module's documentation).
+    pub fn at_rest(&self) -> bool {
+        (self.holds_gil)() == 0
+    }
+}
 
 /// The CPython recognised at load whose frames are read, if any.
 pub fn python() -> Option<&'static Python> {
@@ -222,7 +231,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     }
     let tid = guard::tid();
     let mut mem = Vouched::new(tid);
-    if (py.holds_gil)() == 0 {
+    if py.at_rest() {
         // SAFETY: without the GIL this thread's frames are at rest, and everything the chain
         // leads to is alive (see the module's documentation); the layout is confirmed below
         // before anything but the thread state is read.
@@ -284,7 +293,9 @@ fn walk(py: &Python, mem: &Vouched, frame: &mut usize, out: &mut [RawFrame]) -> 
         {
             *slot = RawFrame {
                 code,
-                at: instr.wrapping_sub(code.wrapping_add(l.co_code_adaptive)),
+                at: python_code::raw_offset(
+                    instr.wrapping_sub(code.wrapping_add(l.co_code_adaptive)),
+                ),
             };
             n += 1;
         }

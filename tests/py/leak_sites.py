@@ -5,8 +5,10 @@ second thread). Each runs often enough for CPython to specialise the calls on th
 interpreter's generic and specialised paths). The lines marked `# LEAK name` are the ones the
 test expects each stack to name.
 
-With LEAK_WITH_GIL=1 the files are opened by libc's `open` called through `ctypes.PyDLL`,
-which keeps the GIL held (the io module releases it), as a C extension may.
+LEAK_MODE=gil: the files are opened by libc's `open` called through `ctypes.PyDLL`, which keeps
+the GIL held (the io module releases it), as a C extension may. LEAK_MODE=exit: the fds are
+left open at exit (os.open, and sockets detached from their objects: the interpreter closes
+file and socket objects as it finalizes), without a checkpoint.
 
 Prints "CHECKPOINT leaked" with everything open and waits for a line on stdin."""
 import ctypes
@@ -18,11 +20,15 @@ import threading
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 held = []
 
-if os.environ.get("LEAK_WITH_GIL") == "1":
+MODE = os.environ.get("LEAK_MODE", "")
+if MODE == "gil":
     LIBC = ctypes.PyDLL(None)
 
     def open_file(path):
         return LIBC.open(path.encode(), os.O_RDONLY)
+elif MODE == "exit":
+    def open_file(path):
+        return os.open(path, os.O_RDONLY)
 else:
     open_file = open
 
@@ -34,11 +40,11 @@ def read_setting(path):
 
 def dial(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # LEAK dial
-    held.append(s)
     try:
         s.connect(("127.0.0.1", port))
     except OSError:
         pass
+    held.append(s.detach() if MODE == "exit" else s)
 
 
 def settings(n):
@@ -69,8 +75,9 @@ def main():
     worker = threading.Thread(target=Shipper(port).ship, args=(N,))
     worker.start()
     worker.join()
-    print("CHECKPOINT leaked", flush=True)
-    sys.stdin.readline()
+    if MODE != "exit":
+        print("CHECKPOINT leaked", flush=True)
+        sys.stdin.readline()
 
 
 main()

@@ -122,8 +122,14 @@ fn names(stack: &Value, function: &str, line: u64) -> bool {
 }
 
 fn assert_leaks_named(python: &Path, tag: &str, env: &[(&str, &str)]) {
-    let version = version_of(python);
     let r = leaked_report(python, tag, env);
+    assert_sites_named(&r, python);
+}
+
+/// Each site's leaked fds: every one there, at least 90% of their stacks naming the site's
+/// function and line, one group each.
+fn assert_sites_named(r: &Value, python: &Path) {
+    let version = version_of(python);
     assert_eq!(
         r["runtime"],
         serde_json::json!({"name": "python", "version": version, "frames": true, "why": null}),
@@ -132,13 +138,13 @@ fn assert_leaks_named(python: &Path, tag: &str, env: &[(&str, &str)]) {
     let mut groups = BTreeSet::new();
     for site in ["read_setting", "dial"] {
         let line = marked_line(site);
-        let rows = leaked_rows(&r, site);
+        let rows = leaked_rows(r, site);
         assert_eq!(rows.len(), LEAKS, "{site}: {rows:?}");
         let named = rows
             .iter()
-            .filter(|row| names(&stack_by_id(&r, &row["stack"]), site, line))
+            .filter(|row| names(&stack_by_id(r, &row["stack"]), site, line))
             .count();
-        let first = stack_by_id(&r, &rows[0]["stack"]);
+        let first = stack_by_id(r, &rows[0]["stack"]);
         assert!(
             named * 10 >= rows.len() * 9,
             "{python:?}: {named} of {} {site} fds name {site} at line {line}: {first}",
@@ -166,7 +172,7 @@ fn pyenv_python3_names_the_leaking_lines() {
 #[test]
 fn frames_are_named_when_open_is_called_with_the_gil_held() {
     let python = require("python3");
-    assert_leaks_named(&python, "py-gil", &[("LEAK_WITH_GIL", "1")]);
+    assert_leaks_named(&python, "py-gil", &[("LEAK_MODE", "gil")]);
 }
 
 #[test]
@@ -182,6 +188,31 @@ fn python_3_12_names_the_leaking_lines() {
 #[test]
 fn python_3_13_names_the_leaking_lines() {
     assert_leaks_named(&pyenv_python(13), "py313", &[]);
+}
+
+/// An exit report comes after the interpreter finalized, its code objects freed: the names
+/// were taken when each stack was first seen.
+#[test]
+fn exit_reports_name_the_leaking_lines() {
+    let python = require("python3");
+    let dir = scratch("py-exit");
+    let report = dir.join("exit.json");
+    let mut cmd = fdguard(&["run", "--at-exit", "--json", "--report"]);
+    cmd.env("LEAK_MODE", "exit")
+        .arg(&report)
+        .arg("--")
+        .arg(&python)
+        .arg(script())
+        .arg(LEAKS.to_string());
+    succeeds(cmd);
+    // pyenv's `python3` is a shell script, whose helper processes leave exit reports too.
+    let reports = read_reports(&report);
+    let r = reports
+        .iter()
+        .find(|r| r["runtime"]["name"] == "python")
+        .unwrap_or_else(|| panic!("no exit report of python: {reports:?}"));
+    assert_eq!(r["reason"], "exit");
+    assert_sites_named(r, &python);
 }
 
 /// 3.10 keeps its frames as objects fdguard does not read: the header says so, and the stacks
