@@ -211,29 +211,34 @@ pub fn from_debug_offsets(words: &[u64], version: u64) -> Result<Layout, &'stati
         w(debug::TS_CURRENT_FRAME),
         layout.ts_datastack_chunk.saturating_add(16),
     ];
-    let sane = ts_fields.iter().all(|o| o + 8 <= ts_size)
+    // Every field within what it is read with: `Vouched::words` reads at most
+    // `MAX_WORDS_READ` bytes of an object at once.
+    let within = |fields: &[usize], size: usize| fields.iter().all(|o| o.saturating_add(8) <= size);
+    let sane = within(&ts_fields, ts_size)
         && ts_size <= 4096
         && frame_read <= MAX_WORDS_READ
-        && layout.co_code_adaptive <= MAX_CODE_READ
-        && [
-            layout.co_filename,
-            layout.co_name,
-            layout.co_qualname,
-            layout.co_linetable,
-            layout.co_firstlineno,
-        ]
-        .iter()
-        .all(|o| o + 8 <= layout.co_code_adaptive)
-        && [
-            layout.str_state,
-            layout.str_length,
-            layout.ob_type,
-            layout.ob_size,
-        ]
-        .iter()
-        .all(|o| o + 8 <= ascii)
-        && ascii <= 256
-        && layout.bytes_sval <= 256;
+        && layout.co_code_adaptive <= 4096
+        && within(
+            &[
+                layout.co_filename,
+                layout.co_name,
+                layout.co_qualname,
+                layout.co_linetable,
+                layout.co_firstlineno,
+            ],
+            layout.co_code_adaptive.min(MAX_WORDS_READ),
+        )
+        && within(
+            &[
+                layout.str_state,
+                layout.str_length,
+                layout.ob_type,
+                layout.ob_size,
+            ],
+            ascii,
+        )
+        && layout.str_compact_size <= MAX_WORDS_READ
+        && layout.bytes_sval <= MAX_WORDS_READ;
     if !sane {
         return Err("its debug offsets are out of the range fdguard reads");
     }
@@ -242,9 +247,6 @@ pub fn from_debug_offsets(words: &[u64], version: u64) -> Result<Layout, &'stati
         ..layout
     })
 }
-
-/// The most bytes of a code object's header read at report time.
-pub const MAX_CODE_READ: usize = 512;
 
 #[cfg(test)]
 mod tests {
