@@ -259,7 +259,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
         // same way) and stays so while the thread is in the hook.
         unsafe { mem.vouch(here, stack_end) };
     }
-    let mut frame = match l.ts_frame {
+    let frame = match l.ts_frame {
         FrameAt::Direct(at) => mem.word(tstate + at),
         FrameAt::CFrame {
             cframe,
@@ -269,21 +269,21 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
             .and_then(|cf| mem.word(cf.wrapping_add(current_frame))),
     }
     .unwrap_or(0);
-    walk(py, &mem, &mut frame, out)
+    walk(py, &mem, frame, out)
 }
 
 /// Follows `previous` from `frame`, writing the frames that run code (not the interpreter's
 /// own entry frames); stops at the end of the chain, at memory that is not there, or when
 /// `out` is full.
-fn walk(py: &Python, mem: &Vouched, frame: &mut usize, out: &mut [RawFrame]) -> usize {
+fn walk(py: &Python, mem: &Vouched, mut frame: usize, out: &mut [RawFrame]) -> usize {
     let l = &py.layout;
     let fields = [l.fr_code, l.fr_instr, l.fr_previous, l.fr_owner];
     let mut n = 0;
     // Entry frames are skipped, but they alternate with real ones at worst.
     let mut steps = 2 * out.len() + 2;
-    while *frame != 0 && frame.is_multiple_of(8) && n < out.len() && steps > 0 {
+    while frame != 0 && frame.is_multiple_of(8) && n < out.len() && steps > 0 {
         steps -= 1;
-        let Some([code, instr, previous, owner]) = mem.words(*frame, l.frame_read, fields) else {
+        let Some([code, instr, previous, owner]) = mem.words(frame, l.frame_read, fields) else {
             break;
         };
         let entry = l.skip_owner.is_some_and(|o| o == owner as u8) || code == py.none;
@@ -299,7 +299,7 @@ fn walk(py: &Python, mem: &Vouched, frame: &mut usize, out: &mut [RawFrame]) -> 
             };
             n += 1;
         }
-        *frame = previous;
+        frame = previous;
     }
     n
 }
