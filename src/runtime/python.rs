@@ -149,7 +149,7 @@ fn layout_of(hex: u64, (major, minor, _): (u8, u8, u8)) -> Result<Layout, String
                 .collect();
             layout::from_debug_offsets(&words, hex).map_err(String::from)
         }
-        (3, m) if m < 11 => Err(
+        version if version < (3, 11) => Err(
             "Python before 3.11 keeps its frames as objects fdguard does not read; 3.11 and \
              later are read"
                 .into(),
@@ -162,23 +162,24 @@ fn layout_of(hex: u64, (major, minor, _): (u8, u8, u8)) -> Result<Layout, String
 /// report says of it and whether its frames are read. At load time.
 pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
     let this_thread_state = symbol(c"PyGILState_GetThisThreadState")?;
-    let holds_gil = symbol(c"PyGILState_Check")?;
     let (hex, (major, minor, micro)) = version()?;
     let mut info = RuntimeInfo {
         name: Runtime::Python,
         version: format!("{major}.{minor}.{micro}"),
         ..RuntimeInfo::default()
     };
-    let types = [
+    // What capture and resolution use besides the layout: a 3.11+ interpreter exports them all.
+    let used = [
+        c"PyGILState_Check",
         c"_Py_NoneStruct",
         c"PyCode_Type",
         c"PyUnicode_Type",
         c"PyBytes_Type",
     ]
     .map(symbol);
-    let layout = layout_of(hex, (major, minor, micro)).and_then(|l| match types {
-        [Some(_), Some(_), Some(_), Some(_)] => Ok(l),
-        _ => Err("its object types are not exported".into()),
+    let layout = layout_of(hex, (major, minor, micro)).and_then(|l| match used {
+        [Some(_), Some(_), Some(_), Some(_), Some(_)] => Ok(l),
+        _ => Err("it does not export what fdguard reads its frames with".into()),
     });
     let layout = match layout {
         Ok(l) => l,
@@ -187,7 +188,7 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
             return Some((info, None));
         }
     };
-    let [none, code_type, str_type, bytes_type] = types.map(Option::unwrap_or_default);
+    let [holds_gil, none, code_type, str_type, bytes_type] = used.map(Option::unwrap_or_default);
     let python = Python {
         layout,
         // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)` and
