@@ -26,7 +26,9 @@
 //! handler that opens a file), and a `previous` may be stale: then only the thread state, its
 //! current chunk of frames (`datastack_chunk` to `datastack_limit`) and its C stack (3.11's
 //! `_PyCFrame`, 3.12 and 3.13's entry frames) are read directly, anything else (generators' and
-//! coroutines' frames, which live in their objects) through the kernel, ~0.4 µs a frame.
+//! coroutines' frames, which live in their objects) through the kernel, ~0.4 µs a frame. Nothing
+//! is read once the interpreter finalizes: it frees the states and frames of the threads still
+//! running (daemon threads) under them.
 
 use std::ffi::{CStr, c_void};
 use std::sync::OnceLock;
@@ -49,6 +51,9 @@ pub struct Python {
     /// `PyGILState_GetThisThreadState`, `PyGILState_Check`.
     this_thread_state: extern "C" fn() -> *mut c_void,
     holds_gil: extern "C" fn() -> libc::c_int,
+    /// `Py_IsInitialized`, and `Py_IsFinalizing` (`_Py_IsFinalizing` before 3.13).
+    initialized: extern "C" fn() -> libc::c_int,
+    finalizing: extern "C" fn() -> libc::c_int,
     /// `&_Py_NoneStruct`: 3.13's entry frames have it as their code.
     none: usize,
     /// `&PyCode_Type`, `&PyUnicode_Type`, `&PyBytes_Type`: what `ob_type` must be.
@@ -66,6 +71,12 @@ impl Python {
     /// module's documentation).
     pub fn at_rest(&self) -> bool {
         (self.holds_gil)() == 0
+    }
+
+    /// Whether the interpreter is up and not finalizing: finalization frees the states and
+    /// frames of the threads still running (daemon threads), under them.
+    pub fn running(&self) -> bool {
+        (self.initialized)() != 0 && (self.finalizing)() == 0
     }
 }
 
@@ -158,6 +169,15 @@ fn layout_of(hex: u64, (major, minor, _): (u8, u8, u8)) -> Result<Layout, String
     }
 }
 
+/// The interpreter's function at `addr`, of no argument, returning an int.
+///
+/// # Safety
+/// `addr` must be such a function.
+unsafe fn int_fn(addr: usize) -> extern "C" fn() -> libc::c_int {
+    // SAFETY: the caller's promise; a function pointer is the size of a usize.
+    unsafe { std::mem::transmute::<usize, extern "C" fn() -> libc::c_int>(addr) }
+}
+
 /// Whether CPython is in the process (its thread-state function is), and if so what the
 /// report says of it and whether its frames are read. At load time.
 pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
@@ -169,16 +189,18 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
         ..RuntimeInfo::default()
     };
     // What capture and resolution use besides the layout: a 3.11+ interpreter exports them all.
+    let finalizing = symbol(c"Py_IsFinalizing").or_else(|| symbol(c"_Py_IsFinalizing"));
     let used = [
         c"PyGILState_Check",
+        c"Py_IsInitialized",
         c"_Py_NoneStruct",
         c"PyCode_Type",
         c"PyUnicode_Type",
         c"PyBytes_Type",
     ]
     .map(symbol);
-    let layout = layout_of(hex, (major, minor, micro)).and_then(|l| match used {
-        [Some(_), Some(_), Some(_), Some(_), Some(_)] => Ok(l),
+    let layout = layout_of(hex, (major, minor, micro)).and_then(|l| match (used, finalizing) {
+        ([Some(_), Some(_), Some(_), Some(_), Some(_), Some(_)], Some(_)) => Ok(l),
         _ => Err("it does not export what fdguard reads its frames with".into()),
     });
     let layout = match layout {
@@ -188,18 +210,27 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
             return Some((info, None));
         }
     };
-    let [holds_gil, none, code_type, str_type, bytes_type] = used.map(Option::unwrap_or_default);
+    let [
+        holds_gil,
+        initialized,
+        none,
+        code_type,
+        str_type,
+        bytes_type,
+    ] = used.map(Option::unwrap_or_default);
+    let finalizing = finalizing.unwrap_or_default();
     let python = Python {
         layout,
-        // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)` and
-        // `int PyGILState_Check(void)`; both only read (a thread-specific value, the runtime's
-        // current thread state), without a lock.
+        // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)`,
+        // `int PyGILState_Check(void)`, `int Py_IsInitialized(void)` and
+        // `int Py_IsFinalizing(void)`: they only read (a thread-specific value, the runtime's
+        // current thread state and flags), without a lock.
         this_thread_state: unsafe {
             std::mem::transmute::<usize, extern "C" fn() -> *mut c_void>(this_thread_state)
         },
-        holds_gil: unsafe {
-            std::mem::transmute::<usize, extern "C" fn() -> libc::c_int>(holds_gil)
-        },
+        holds_gil: unsafe { int_fn(holds_gil) },
+        initialized: unsafe { int_fn(initialized) },
+        finalizing: unsafe { int_fn(finalizing) },
         none,
         code_type,
         str_type,
@@ -226,6 +257,9 @@ pub fn is_runtime_module(path: &str) -> bool {
 pub fn capture(out: &mut [RawFrame]) -> usize {
     let Some(py) = python() else { return 0 };
     let l = &py.layout;
+    if !py.running() {
+        return 0;
+    }
     let tstate = (py.this_thread_state)() as usize;
     if tstate == 0 || out.is_empty() {
         return 0;

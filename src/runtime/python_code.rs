@@ -82,6 +82,9 @@ pub fn resolve(frames: &[RawFrame]) -> Vec<Frame> {
     let Some(py) = python() else {
         return Vec::new();
     };
+    // Once the interpreter finalized (an exit report), the copy's code objects are freed
+    // memory: only settled frames are named.
+    let live = py.running();
     // Nothing vouched for: every read of the copy's objects is a copy by the kernel.
     let mem = Vouched::new(std::process::id());
     let mut names = [0u8; 2 * MAX_NAME + 1];
@@ -89,7 +92,7 @@ pub fn resolve(frames: &[RawFrame]) -> Vec<Frame> {
         .iter()
         .filter_map(|f| match f.at >> SETTLED {
             0 => {
-                let (len, line) = describe(py, &mem, *f, &mut names)?;
+                let (len, line) = live.then(|| describe(py, &mem, *f, &mut names)).flatten()?;
                 Some(frame(names.get(..len)?, line))
             }
             id => {

@@ -215,6 +215,38 @@ fn exit_reports_name_the_leaking_lines() {
     assert_sites_named(r, &python);
 }
 
+/// Daemon threads making fds while the interpreter finalizes (which frees their thread states
+/// and frames under them): frames are not read then, and the program exits as without fdguard.
+#[test]
+fn daemon_threads_making_fds_through_finalization_exit_cleanly() {
+    const CHURN: &str = "\
+import os, threading, time
+def churn():
+    while True:
+        os.close(os.open('/dev/null', os.O_RDONLY))
+        open('/dev/null').close()
+for _ in range(4):
+    threading.Thread(target=churn, daemon=True).start()
+time.sleep(0.02)
+";
+    for python in [require("python3"), pyenv_python(13)] {
+        for _ in 0..10 {
+            let out = command(&python)
+                .arg("-c")
+                .arg(CHURN)
+                .env("LD_PRELOAD", lib_path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "{python:?}: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 /// 3.10 keeps its frames as objects fdguard does not read: the header says so, and the stacks
 /// are native frames, none of them Python's.
 #[test]
