@@ -120,6 +120,12 @@ fn walk_and_intern(depth: usize, managed: Option<(Kind, &[RawFrame])>) -> Option
     let frames = buf.frames().get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
     if let Some((kind, managed)) = managed {
+        // The runtime's own frames and what is below them are not shown (`symbolize`): not
+        // kept either, so that walks through its different paths intern alike, and smaller.
+        let above = frames
+            .iter()
+            .take_while(|ret| !runtime::is_runtime_code(kind, **ret));
+        let frames = frames.get(..above.count())?;
         return intern_with_runtime(frames, kind, managed);
     }
     let id = STACKS

@@ -128,6 +128,16 @@ pub fn resolve(kind: Kind, frames: &[RawFrame]) -> Vec<Frame> {
     }
 }
 
+/// Whether a native return address is in the runtime's own code: the native frames from the
+/// first such one down are the runtime at work, left out of stacks with runtime frames (in the
+/// hook: one compare a frame).
+#[inline]
+pub fn is_runtime_code(kind: Kind, ret: usize) -> bool {
+    match kind {
+        Kind::Python => python::is_interpreter(ret),
+    }
+}
+
 /// Whether a native module is the runtime's own machinery (the interpreter, its libraries):
 /// frames from the first such one down are replaced by the runtime's frames.
 pub fn is_runtime_module(path: &str) -> bool {

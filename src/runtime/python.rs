@@ -41,6 +41,7 @@ use super::python_code;
 use super::python_layout::{self as layout, FrameAt, Layout};
 use super::{Kind, RawFrame};
 use crate::guard;
+use crate::os;
 use crate::unwind;
 
 pub use super::python_code::{resolve, settle};
@@ -60,8 +61,10 @@ pub struct Python {
     pub code_type: usize,
     pub str_type: usize,
     pub bytes_type: usize,
-    /// The module the interpreter is in (libpython, or the executable when linked in).
+    /// The module the interpreter is in (libpython, or the executable when linked in), and
+    /// its code's address range.
     module: String,
+    text: (usize, usize),
 }
 
 static PYTHON: OnceLock<Python> = OnceLock::new();
@@ -114,33 +117,13 @@ fn version() -> Option<(u64, (u8, u8, u8))> {
     Some((0, (major, minor, micro)))
 }
 
-/// The path of the object holding `addr`, as reports name modules: the executable by
-/// `/proc/self/exe`, a library by the loader's name.
-fn module_of(addr: usize) -> String {
-    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    let mut main = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
-    // SAFETY: both are writable Dl_info; dladdr fills them (load time: it takes the loader
-    // lock); AT_PHDR is an address inside the executable.
-    let (found, exe_base) = unsafe {
-        let found = libc::dladdr(addr as *const c_void, info.as_mut_ptr()) != 0;
-        let phdr = libc::getauxval(libc::AT_PHDR) as *const c_void;
-        let exe = libc::dladdr(phdr, main.as_mut_ptr()) != 0;
-        (found, exe.then(|| main.assume_init().dli_fbase))
-    };
-    if !found {
-        return String::new();
-    }
-    // SAFETY: dladdr succeeded, so `info` is filled; `dli_fname` is the loader's string.
-    let info = unsafe { info.assume_init() };
-    if Some(info.dli_fbase) == exe_base || info.dli_fname.is_null() {
-        return std::fs::read_link("/proc/self/exe")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-    }
-    // SAFETY: a non-null `dli_fname` is a NUL-terminated string of the loader's.
-    unsafe { CStr::from_ptr(info.dli_fname) }
-        .to_string_lossy()
-        .into_owned()
+/// The module holding `addr` (the loader's list: it names modules as reports do, the
+/// executable by `/proc/self/exe`), and the executable range around `addr`.
+fn module_of(addr: usize) -> Option<(String, (usize, usize))> {
+    os::loader::modules().into_iter().find_map(|m| {
+        let text = m.text.iter().find(|(lo, hi)| (*lo..*hi).contains(&addr))?;
+        Some((m.path, *text))
+    })
 }
 
 /// The layout of this build, or why there is none.
@@ -219,6 +202,7 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
         bytes_type,
     ] = used.map(Option::unwrap_or_default);
     let finalizing = finalizing.unwrap_or_default();
+    let (module, text) = module_of(this_thread_state).unwrap_or_default();
     let python = Python {
         layout,
         // SAFETY: the interpreter's `PyThreadState *PyGILState_GetThisThreadState(void)`,
@@ -235,7 +219,8 @@ pub fn recognise() -> Option<(RuntimeInfo, Option<Kind>)> {
         code_type,
         str_type,
         bytes_type,
-        module: module_of(this_thread_state),
+        module,
+        text,
     };
     if PYTHON.set(python).is_err() {
         return None;
@@ -251,6 +236,12 @@ pub fn is_runtime_module(path: &str) -> bool {
     own || path
         .rsplit_once('/')
         .is_some_and(|(dir, _)| dir.ends_with("/lib-dynload"))
+}
+
+/// Whether a return address is in the interpreter's own code (libpython, or the executable it
+/// is linked into): the native frames from there down are the interpreter at work.
+pub fn is_interpreter(ret: usize) -> bool {
+    python().is_some_and(|p| (p.text.0..p.text.1).contains(&ret.wrapping_sub(1)))
 }
 
 /// This thread's interpreter frames, innermost first (see the module's documentation).
