@@ -4,9 +4,10 @@
 //! # Why
 //! Native frames of an interpreter name the interpreter (`_PyEval_EvalFrameDefault` thirty
 //! times), not the program: the function, file and line a person would look at are in the
-//! runtime's own data structures. As for native frames, the hook only records raw words (a
-//! code object and an instruction offset for CPython) and the report child, a copy of the
-//! process, turns them into names.
+//! runtime's own data structures. As for native frames, the hook records raw words (for
+//! CPython a code object and an instruction offset); names come once per distinct stack, in
+//! the hook while the runtime can still answer (`settle`), or else in the report child, a copy
+//! of the process.
 //!
 //! # How
 //! - `init` (at load) recognises a runtime already in the process; `recognised` records one

@@ -199,14 +199,13 @@ fn text(py: &Python, mem: &Vouched, addr: usize, out: &mut [u8]) -> Option<usize
         return None;
     }
     let mut n = 0;
-    let mut unit = [0u8; 4];
-    for i in 0..length {
-        let unit = unit.get_mut(..width)?;
-        if !mem.read(addr + l.str_compact_size + i * width, unit) {
-            return None;
+    let units = Chunks::new(mem, addr + l.str_compact_size, length.min(MAX_NAME) * width);
+    let mut code = [0u8; 4];
+    for (i, b) in units.enumerate() {
+        code[i % width] = b;
+        if i % width + 1 < width {
+            continue;
         }
-        let mut code = [0u8; 4];
-        code[..width].copy_from_slice(unit);
         let c = char::from_u32(u32::from_le_bytes(code)).unwrap_or(char::REPLACEMENT_CHARACTER);
         let Some(room) = out.get_mut(n..n + c.len_utf8()) else {
             break;

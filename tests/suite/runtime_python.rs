@@ -4,8 +4,10 @@
 //! (3.11), Debian's `/usr/bin/python3` (3.11, stripped), and pyenv's 3.12 and 3.13: the leaked
 //! fds' stacks name the leaking function and the line the script marks, the two leak sites are
 //! two groups, and the report is `/proc/PID/fd` exactly; the same with the files opened with the
-//! GIL held (the frames then read the careful way, a generator's through the kernel). A version
-//! fdguard cannot read (3.10) is named in the report's header, with native frames only.
+//! GIL held (the frames then read the careful way, a generator's through the kernel), and in an
+//! exit report (after the interpreter freed its code objects). Names beyond ASCII; daemon
+//! threads making fds while the interpreter finalizes. A version fdguard cannot read (3.10) is
+//! named in the report's header, with native frames only.
 use crate::common::*;
 
 use std::collections::BTreeSet;
@@ -213,6 +215,49 @@ fn exit_reports_name_the_leaking_lines() {
         .unwrap_or_else(|| panic!("no exit report of python: {reports:?}"));
     assert_eq!(r["reason"], "exit");
     assert_sites_named(r, &python);
+}
+
+/// Names and file names beyond ASCII, in each of CPython's string widths (1, 2 and 4 bytes a
+/// character), named in the hook and (with the GIL held) in the report child.
+#[test]
+fn names_beyond_ascii_are_named() {
+    const SCRIPT: &str = "\
+import ctypes, os, signal, sys, time
+libc = ctypes.PyDLL(None)
+held = []
+def lire_réglage():
+    held.append(open('/etc/hostname'))
+def 読む():
+    held.append(libc.open(b'/etc/hostname', 0))
+def 𐐀𐐁():
+    held.append(open('/etc/hosts'))
+lire_réglage(); 読む(); 𐐀𐐁()
+print('CHECKPOINT named', flush=True)
+sys.stdin.readline()
+";
+    let dir = scratch("py-names").join("répertoire");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("noms.py");
+    std::fs::write(&script, SCRIPT).unwrap();
+    let report = dir.join("report.json");
+    let mut cmd = guarded(&require("python3"), &report);
+    cmd.arg(&script);
+    let mut s = Stepper::spawn(cmd, &report);
+    s.next_checkpoint().expect("checkpoint");
+    let r = s.report_now();
+    s.resume();
+    assert!(s.finish().status.success());
+    let file = script.display().to_string();
+    for (function, line) in [("lire_réglage", 5), ("読む", 7), ("𐐀𐐁", 9)] {
+        let named = r["stacks"].as_array().unwrap().iter().any(|stack| {
+            stack["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"] == function && f["file"] == *file && f["line"] == line)
+        });
+        assert!(named, "{function} at {file}:{line}: {r}");
+    }
 }
 
 /// Daemon threads making fds while the interpreter finalizes (which frees their thread states
