@@ -257,7 +257,8 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     }
     let tid = guard::tid();
     let mut mem = Vouched::new(tid);
-    if py.at_rest() {
+    let at_rest = py.at_rest();
+    if at_rest {
         // SAFETY: without the GIL this thread's frames are at rest, and everything the chain
         // leads to is alive (see the module's documentation); the layout is confirmed below
         // before anything but the thread state is read.
@@ -272,7 +273,11 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     let chunk = mem.word(tstate + l.ts_datastack_chunk).unwrap_or(0);
     let limit = mem.word(tstate + l.ts_datastack_chunk + 16).unwrap_or(0);
     let size = limit.wrapping_sub(chunk);
-    if chunk != 0 && size.is_power_of_two() && size <= 1 << 30 {
+    // A chunk being pushed when the hook interrupted the interpreter (not at rest) may have
+    // its start stored and not yet its limit: the chunk's own size (`_PyStackChunk.size`,
+    // read through the kernel) must agree.
+    let whole = at_rest || mem.word(chunk.wrapping_add(8)) == Some(size);
+    if chunk != 0 && size.is_power_of_two() && size <= 1 << 30 && whole {
         // SAFETY: the thread's current chunk of frames, `[chunk, limit)` (a chunk's limit is
         // its start plus its size, a power of two), allocated by and for this thread and freed
         // only when it pops out of it, which it cannot do while inside the hook.
