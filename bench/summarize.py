@@ -116,6 +116,10 @@ def main():
     reports = defaultdict(list)    # format -> [(nfds, ms, bytes)]
     report_fail = defaultdict(list)
     cli = defaultdict(list)        # tool -> [(nfds, ms)]
+    # Language runtimes: name -> config -> round -> (iters, ns, fastest); their goals and
+    # workloads by name.
+    runtimes = defaultdict(lambda: defaultdict(dict))
+    runtime_goal, runtime_what = {}, {}
     peer_status = {}
     mem_skip = mem_note = None
     order = []  # workload rows in the order measured
@@ -144,6 +148,11 @@ def main():
                 report_fail[p[1]].append(p[6])
             elif kind == "cli":
                 cli[p[1]].append((int(p[6]), float(p[7])))
+            elif kind == "runtime":
+                runtime_goal[p[1]] = float(p[2])
+                runtimes[p[1]][p[3]][int(p[4])] = (int(p[5]), float(p[6]), float(p[7]))
+            elif kind == "runtime-what":
+                runtime_what[p[1]] = p[2]
             elif kind == "mem-skip":
                 mem_skip = p[1]
             elif kind == "mem-note":
@@ -355,10 +364,36 @@ def main():
             w(f"| {cli_names[tool]} | {fmt_range(ms, 1, 'ms')} | {med(ms) * 1000 / nf:.2f} ms | {vs} |")
         w("")
 
+    # ---- language runtimes ---------------------------------------------------------
+    if runtimes:
+        w("## Runtimes")
+        w("")
+        w("open+close through a language runtime's own call, natively and under fdguard with its "
+          "defaults (the runtime's frames captured, 32 frames); each ratio within its round, "
+          "median (min–max) over the rounds, of whole runs and of their fastest chunks of 1,000.")
+        w("")
+        w("| runtime | workload | native | fdguard | ratio | ratio, fastest chunks | goal |")
+        w("|---|---|---|---|---|---|---|")
+        for name, by_cfg in runtimes.items():
+            rs, fs = ratios(by_cfg, "fdg-default"), ratios(by_cfg, "fdg-default", fastest=True)
+            times = [fmt_ns_range([v[1] for v in by_cfg.get(c, {}).values()])
+                     for c in ("native", "fdg-default")]
+            w(f"| {name} | {runtime_what.get(name, '–')} | {times[0]} | {times[1]} | "
+              f"{fmt_ratios(rs) if rs else '–'} | {fmt_ratios(fs) if fs else '–'} | "
+              f"≤ {runtime_goal[name]:g}× |")
+        w("")
+
     # ---- targets ---------------------------------------------------------------
     targets = []  # (target, measured, verdict)
     def verdict(ok):
         return "met" if ok else "not met"
+
+    for name, by_cfg in runtimes.items():
+        rs, fs = ratios(by_cfg, "fdg-default"), ratios(by_cfg, "fdg-default", fastest=True)
+        goal = runtime_goal[name]
+        targets.append((f"{name}: open+close through the runtime at depth 30 ≤ {goal:g}× native",
+                        f"{med(rs):.3f}× (whole runs); {med(fs):.3f}× (fastest chunks)" if rs else "–",
+                        verdict(max(med(rs), med(fs)) <= goal) if rs else "not measured"))
 
     if cli.get("inspect-json"):
         want = 100_000

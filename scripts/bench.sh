@@ -20,7 +20,7 @@
 #   BENCH_OPS            micro workloads (open open2 socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
-#   BENCH_SECTIONS       any of: micro macro mem cli (all four)
+#   BENCH_SECTIONS       any of: micro macro mem cli runtimes (all five)
 #   BENCH_PEERS=0        skip valgrind / strace / ltrace
 #   BENCH_PEER_ROUNDS    rounds that include the peers (3; quick 1)
 #   BENCH_TARGET_ROUNDS  rounds of the hot-path targets' workload (open, nofp, depth 30), which
@@ -39,6 +39,8 @@
 #   BENCH_REPORTS        SIGUSR2 reports timed per format and round (3; quick 1)
 #   BENCH_REPORT_TIMEOUT seconds to wait for one report (60; quick 20)
 #   BENCH_TEXT_END_MARKER  last line of a text report; {pid} = the process id
+#   BENCH_RUNTIME_ROUNDS rounds of the runtimes' workloads (9; quick 2)
+#   BENCH_RUNTIME_SCALE  multiplier for their iteration counts (1; quick 0.05)
 #   BENCH_OUT            output file (BENCHMARKS.md; quick target/bench/BENCHMARKS-quick.md)
 #   BENCH_BUILD_DIR      where the workloads are built (target/bench)
 #   BENCH_CARGO=0        do not run cargo even for the default library path
@@ -67,7 +69,7 @@ SCALE=${BENCH_SCALE:-$(q 1 0.03)}
 OPS=${BENCH_OPS:-"open open2 socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
-SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli"}
+SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtimes"}
 PEERS=${BENCH_PEERS:-1}
 PEER_ROUNDS=${BENCH_PEER_ROUNDS:-$(q 3 1)}
 TARGET_ROUNDS=${BENCH_TARGET_ROUNDS:-$(q 31 2)}
@@ -83,6 +85,8 @@ REPORTS=${BENCH_REPORTS:-$(q 3 1)}
 CLI_FDS=${BENCH_CLI_FDS:-100000}
 CLI_ROUNDS=${BENCH_CLI_ROUNDS:-$(q 5 1)}
 REPORT_TIMEOUT=${BENCH_REPORT_TIMEOUT:-$(q 60 20)}
+RUNTIME_ROUNDS=${BENCH_RUNTIME_ROUNDS:-$(q 9 2)}
+RUNTIME_SCALE=${BENCH_RUNTIME_SCALE:-$(q 1 0.05)}
 # Paths given by the caller are relative to where they called from; the
 # defaults are relative to the repository root.
 OUT=$(abspath "${BENCH_OUT:-$ROOT/$(q BENCHMARKS.md target/bench/BENCHMARKS-quick.md)}")
@@ -91,10 +95,11 @@ CC=${CC:-cc}
 LIB_SET=${FDGUARD_LIB+set}
 LIB=$(abspath "${FDGUARD_LIB:-$ROOT/target/release/libfdguard.so}")
 
-for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS; do
+for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS RUNTIME_ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a number (got '$SCALE')"
+[[ $RUNTIME_SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_RUNTIME_SCALE must be a number (got '$RUNTIME_SCALE')"
 (( MEM_FDS >= MEM_PATHS )) || die "BENCH_MEM_FDS must be at least $MEM_PATHS"
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # The workload the hot-path targets are judged on, and how many rounds it gets: at least the
@@ -568,6 +573,52 @@ if has_section cli; then
         done
         stop_bg "$HOLD_PID"
     fi
+fi
+
+# ---- runtimes: open+close through a language runtime, native vs fdguard ----------------
+# Each runtime's workload runs natively and under fdguard (its default settings: the runtime's
+# frames captured) back to back in every round, the order rotating; it prints ns_per_op and
+# fastest_ns_per_op as fdbench does. A row: record runtime NAME GOAL CONFIG ROUND ITERS NS
+# FASTEST, after one `runtime-what NAME WHAT` naming the workload; GOAL is the ratio the issue
+# sets. The median ratio is printed as the rounds end.
+run_runtime() { # name goal round iters command...
+    local name=$1 goal=$2 round=$3 iters=$4 config ns fastest st
+    shift 4
+    mapfile -t order < <(rotate "$round" native fdg-default)
+    for config in "${order[@]}"; do
+        config_prefix "$config" "$TMP/report.$config"
+        st=0
+        run_bounded 300 "${PREFIX[@]}" "$@" || st=$?
+        rm -f "$TMP/report.$config"
+        ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+        fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+        if [[ $st != 0 || -z $ns ]]; then
+            [[ $st != 0 ]] || st="ok but printed no ns_per_op ('$OUTPUT')"
+            fail_run "runtime $name ($config)" "$st"
+        fi
+        record runtime "$name" "$goal" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
+    done
+}
+runtime_ratio() { # name: the median of the rounds' fdguard/native ratios so far
+    python3 - "$RAW" "$1" <<'PY'
+import statistics, sys
+ns = {}
+for line in open(sys.argv[1]):
+    p = line.rstrip("\n").split("\t")
+    if p[0] == "runtime" and p[1] == sys.argv[2]:
+        ns[(p[3], p[4])] = float(p[6])
+rs = [ns[("fdg-default", r)] / v for (c, r), v in ns.items() if c == "native" and ("fdg-default", r) in ns]
+print(f"{statistics.median(rs):.2f}" if rs else "?")
+PY
+}
+if has_section runtimes; then
+    py_iters=$(python3 -c "import sys; print(max(1000, int(100000 * float(sys.argv[1]))))" "$RUNTIME_SCALE")
+    record runtime-what python "$(python3 -c 'import platform; print("CPython", platform.python_version())'): open+close of /dev/null at call depth 30 (bench/pyopen.py)"
+    for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
+        note "runtimes: python, round $r/$RUNTIME_ROUNDS"
+        run_runtime python 1.5 "$r" "$py_iters" python3 bench/pyopen.py "$py_iters" 30
+    done
+    note "runtimes: python under fdguard / native: $(runtime_ratio python)x (goal <= 1.5x)"
 fi
 
 # ---- summary ------------------------------------------------------------------

@@ -5,12 +5,15 @@
 //!
 //! In a runtime whose frames fdguard reads (`runtime`), a stack is its native return addresses,
 //! then `runtime::MARK`, the runtime's kind, and a (code, at) pair per runtime frame, innermost
-//! first: `[ret..., MARK, kind, code1, at1, code2, at2, ...]`.
+//! first: `[ret..., MARK, kind, code1, at1, code2, at2, ...]`. The first time such a stack is
+//! seen, its runtime frames are settled (named while the runtime can answer) and the settled
+//! stack interned too; the captured one leads to it from then on (`SETTLED`): one more load per
+//! capture, nothing more for a stack seen before.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::intern::Interner;
-use crate::os;
+use crate::os::{self, mem::LazySlice};
 use crate::runtime::{self, Kind, RawFrame};
 use crate::table::StackId;
 use crate::unwind;
@@ -18,6 +21,10 @@ use fdguard_core::config::MAX_DEPTH;
 
 /// Distinct stacks: up to ~290k of them, 64 MiB of frames, mapped as used.
 static STACKS: Interner<{ 1 << 12 }, { 73 << 12 }, { 64 << 20 }> = Interner::new();
+
+/// For a stack with runtime frames as captured: 1 + the id of the same stack with them settled
+/// (`runtime::settle`), once it is; 0 before. Indexed by stack id (`STACKS`' index slots).
+static SETTLED: LazySlice<AtomicU32, { 73 << 12 }> = LazySlice::new();
 
 /// Frames of fdguard itself (hook, tracker, capture) sit on top of every stack; they are dropped
 /// at capture time so that they do not use up the requested depth.
@@ -113,6 +120,12 @@ fn walk_and_intern(depth: usize, managed: Option<(Kind, &[RawFrame])>) -> Option
     let frames = buf.frames().get(skip..)?;
     let frames = frames.get(..frames.len().min(depth))?;
     if let Some((kind, managed)) = managed {
+        // The runtime's own frames and what is below them are not shown (`symbolize`): not
+        // kept either, so that walks through its different paths intern alike, and smaller.
+        let above = frames
+            .iter()
+            .take_while(|ret| !runtime::is_runtime_code(kind, **ret));
+        let frames = frames.get(..above.count())?;
         return intern_with_runtime(frames, kind, managed);
     }
     let id = STACKS
@@ -124,21 +137,58 @@ fn walk_and_intern(depth: usize, managed: Option<(Kind, &[RawFrame])>) -> Option
     Some(id)
 }
 
-/// Interns native frames followed by runtime frames (see the module's documentation).
+/// Interns native frames followed by runtime frames (see the module's documentation): the
+/// stack with its runtime frames settled (`runtime::settle`), settling them the first time.
 fn intern_with_runtime(native: &[usize], kind: Kind, managed: &[RawFrame]) -> Option<StackId> {
-    let mut words = [0usize; MAX_DEPTH + 2 + 2 * MAX_DEPTH];
-    let tail = [runtime::MARK, kind.word()];
-    let pairs = managed.iter().flat_map(|f| [f.code, f.at]);
-    let mut n = 0;
-    for (slot, w) in words
-        .iter_mut()
-        .zip(native.iter().copied().chain(tail).chain(pairs))
-    {
-        *slot = w;
-        n += 1;
+    let captured = intern_words(native, kind, managed)?;
+    let slot = SETTLED
+        .get_or_map()
+        .and_then(|settled| settled.get(captured.0 as usize));
+    match slot.map(|s| s.load(Ordering::Relaxed)) {
+        Some(0) | None => settle(native, kind, managed, captured, slot),
+        Some(settled) => Some(StackId(settled - 1)),
     }
+}
+
+/// A stack seen for the first time: its runtime frames settled and interned in that form,
+/// remembered for the captured form (`slot`); the captured form itself if they cannot be
+/// settled now.
+#[cold]
+#[inline(never)]
+fn settle(
+    native: &[usize],
+    kind: Kind,
+    managed: &[RawFrame],
+    captured: StackId,
+    slot: Option<&AtomicU32>,
+) -> Option<StackId> {
+    let mut settled = [RawFrame::default(); MAX_DEPTH];
+    let settled = settled.get_mut(..managed.len())?;
+    settled.copy_from_slice(managed);
+    if !runtime::settle(kind, settled) {
+        return Some(captured);
+    }
+    let id = intern_words(native, kind, settled)?;
+    if let Some(slot) = slot {
+        slot.store(id.0 + 1, Ordering::Relaxed);
+    }
+    Some(id)
+}
+
+/// `[native..., MARK, kind, code1, at1, ...]`, interned.
+fn intern_words(native: &[usize], kind: Kind, managed: &[RawFrame]) -> Option<StackId> {
+    let mut words = [0usize; MAX_DEPTH + 2 + 2 * MAX_DEPTH];
+    let (head, rest) = words.split_at_mut(native.len().min(MAX_DEPTH));
+    head.copy_from_slice(native.get(..head.len())?);
+    let (tail, rest) = rest.split_at_mut(2);
+    tail.copy_from_slice(&[runtime::MARK, kind.word()]);
+    let pairs = managed.len().min(MAX_DEPTH);
+    for (pair, f) in rest.chunks_exact_mut(2).zip(managed) {
+        pair.copy_from_slice(&[f.code, f.at]);
+    }
+    let used = head.len() + 2 + 2 * pairs;
     STACKS
-        .intern(os::mem::words_as_bytes(words.get(..n)?))
+        .intern(os::mem::words_as_bytes(words.get(..used)?))
         .map(StackId)
 }
 

@@ -56,7 +56,7 @@ impl Symbolizer {
     /// with a runtime's frames (after `runtime::MARK`: see `stack`) is the native frames above
     /// the first one in the runtime's own modules (a C extension's, say), then the runtime's
     /// frames, and nothing below: the interpreter's machinery, and what started it, are not the
-    /// program. Runtime frames that cannot be named leave the native frames as they are.
+    /// program (`stack` cuts them in the hook already).
     pub fn frames(&self, words: &[usize]) -> Vec<Frame> {
         let (addrs, managed) = match words.iter().position(|w| *w == runtime::MARK) {
             Some(mark) => (&words[..mark], runtime_frames(&words[mark + 1..])),

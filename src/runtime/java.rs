@@ -17,15 +17,18 @@
 //!
 //! # Names
 //! A jmethodID means nothing to the report child, which cannot call the JVM: the names of
-//! each (method, index) pair are asked of JVM TI the first time a capture meets it, in the
-//! capturing thread, when that thread may call JVM TI: a Java thread in native code (HotSpot's
-//! thread state, read at the offset the JVM publishes in `gHotSpotVMStructs`), which is where
-//! a Java program's `open`s and `socket`s are made (JNI methods such as `FileInputStream.open0`),
-//! and not inside a signal handler (`outside_signal_handlers`: JVM TI allocates, and the
-//! handler may have interrupted `malloc`). A frame first met where JVM TI may not be called
-//! (the JVM's own code opening a jar for a class it loads, a handler) is named the next time a
-//! capture meets it where it may, or stays unnamed and is left out of reports, never named
-//! wrongly. The names live in fdguard's memory (`names`), where the child reads them.
+//! each (method, index) pair are asked of JVM TI the first time a stack holding it is seen
+//! (`settle`), in the capturing thread, when that thread may call JVM TI: a Java thread in
+//! native code (HotSpot's thread state, read at the offset the JVM publishes in
+//! `gHotSpotVMStructs`), which is where a Java program's `open`s and `socket`s are made (JNI
+//! methods such as `FileInputStream.open0`), and not inside a signal handler
+//! (`outside_signal_handlers`: JVM TI allocates, and the handler may have interrupted
+//! `malloc`). A stack first seen where JVM TI may not be called (the JVM's own code opening a
+//! jar for a class it loads, a handler) is named the next time it is seen where it may, or its
+//! frames stay unnamed and are left out of reports, never named wrongly. The names live in
+//! fdguard's memory (`names`), where the child reads them. Native frames are kept down to the
+//! first one in the code cache (the interpreter's or compiled code): a method interpreted and
+//! compiled is one stack.
 //!
 //! # What it costs
 //! Measured on a 30-deep stack: the walk costs ~50 ns per compiled frame and ~130 ns per
@@ -92,6 +95,8 @@ struct Hotspot {
     restorer: usize,
     /// The JDK's directory, with a trailing `/`: its libraries are the runtime's own.
     home: String,
+    /// The code cache's bounds (`CodeCache::_low_bound`, `_high_bound`).
+    code_cache: (usize, usize),
 }
 
 static HOTSPOT: OnceLock<Hotspot> = OnceLock::new();
@@ -103,27 +108,16 @@ static LIVE: AtomicBool = AtomicBool::new(false);
 /// The JVM's bytecode index for "no bytecode" (a native method), as JVM TI gives it.
 const NO_BCI: i32 = -1;
 
-/// This thread's Java frames, innermost first, at most `out.len()`; names of frames never met
-/// before are asked of the JVM when the thread may (see the module's documentation).
+/// This thread's Java frames, innermost first, at most `out.len()` (see the module's
+/// documentation).
 pub fn capture(out: &mut [RawFrame]) -> usize {
     let Some(hs) = HOTSPOT.get() else { return 0 };
     if out.is_empty() || !LIVE.load(Ordering::Relaxed) {
         return 0;
     }
-    // SAFETY: pthread_getspecific only reads this thread's descriptor (async-signal-safe);
-    // `thread_key` is HotSpot's key, created when the JVM started and never deleted.
-    let thread = unsafe { libc::pthread_getspecific(hs.thread_key) } as usize;
-    if thread == 0 {
+    let Some((thread, jni)) = java_thread(hs) else {
         return 0;
-    }
-    let Some(jni) = hs.vm.jni() else { return 0 };
-    if jni.0 as usize != thread + hs.env_offset {
-        return 0;
-    }
-    // SAFETY: `thread` is this thread's live JavaThread (its JNIEnv sits where HotSpot puts
-    // it), and `state_offset` is its `_thread_state`, a 32-bit field HotSpot publishes.
-    let state = unsafe { ((thread + hs.state_offset) as *const i32).read_volatile() };
-    let may_call_jvmti = || state == hs.in_native && outside_signal_handlers(hs, thread);
+    };
     // The walk writes its frames over `out` (as many bytes per frame), each read back before
     // it is rewritten as a `RawFrame`: no buffer of its own to clear on every capture.
     const _: () = assert!(size_of::<CallFrame>() == size_of::<RawFrame>());
@@ -138,7 +132,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     // SAFETY: the trace names this thread's JNI environment and room for `want` frames (in
     // `out`); the walk is made for any context and reads only the JVM's own structures.
     unsafe { (hs.walk)(&mut trace, want as i32, std::ptr::null_mut()) };
-    let n = match usize::try_from(trace.frames_or_why) {
+    match usize::try_from(trace.frames_or_why) {
         Ok(n) => {
             let mut kept = 0;
             for i in 0..n.min(want) {
@@ -159,7 +153,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
             kept
         }
         // A collection under way (or a frame it moved): JVM TI waits for its end.
-        Err(_) if may_call_jvmti() => {
+        Err(_) if may_call_jvmti(hs, thread) => {
             let mut infos = [FrameInfo::default(); MAX_DEPTH];
             let got = hs.jvmti.stack_trace(&mut infos[..want]).unwrap_or(0);
             fill(
@@ -173,9 +167,30 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
             )
         }
         Err(_) => 0,
-    };
-    name_new(hs, jni, &out[..n], may_call_jvmti);
-    n
+    }
+}
+
+/// This thread's `JavaThread*` and JNI environment, if it is a Java thread. HotSpot's thread
+/// key is asked first: a thread without it set never ran HotSpot's code, and `GetEnv` would
+/// allocate its thread-local storage.
+fn java_thread(hs: &Hotspot) -> Option<(usize, jvmti::Jni)> {
+    // SAFETY: pthread_getspecific only reads this thread's descriptor (async-signal-safe);
+    // `thread_key` is HotSpot's key, created when the JVM started and never deleted.
+    let thread = unsafe { libc::pthread_getspecific(hs.thread_key) } as usize;
+    if thread == 0 {
+        return None;
+    }
+    let jni = hs.vm.jni()?;
+    (jni.0 as usize == thread + hs.env_offset).then_some((thread, jni))
+}
+
+/// Whether this thread (`thread`, its JavaThread) may call JVM TI now: in native code (its
+/// HotSpot state) and outside any signal handler.
+fn may_call_jvmti(hs: &Hotspot, thread: usize) -> bool {
+    // SAFETY: `thread` is this thread's live JavaThread, and `state_offset` its
+    // `_thread_state`, a 32-bit field HotSpot publishes.
+    let state = unsafe { ((thread + hs.state_offset) as *const i32).read_volatile() };
+    state == hs.in_native && outside_signal_handlers(hs, thread)
 }
 
 /// Whether this thread, a Java thread in native code, runs outside any signal handler, so that
@@ -234,17 +249,39 @@ fn key_of(f: &RawFrame) -> Option<u64> {
     names::key(f.code, f.at as isize as i32)
 }
 
-/// Asks the JVM for the names of the frames not named yet, if the thread `may` now.
-fn name_new(hs: &Hotspot, jni: jvmti::Jni, frames: &[RawFrame], may: impl Fn() -> bool) {
+/// Names the frames of a stack seen for the first time (`runtime::settle`): those not named
+/// yet are asked of the JVM, if this thread may call it now. The frames stay as captured (the
+/// names are kept by method and index); false when they cannot be named now, to try again the
+/// next time the stack is seen.
+pub fn settle(frames: &mut [RawFrame]) -> bool {
     let mut new = frames
         .iter()
         .filter_map(key_of)
         .filter(|k| !names::is_named(*k))
         .peekable();
-    if new.peek().is_some() && may() {
-        // The JVM's own work: nothing it might open on the way is the program's.
-        guard::compound(|| new.for_each(|k| names::name(hs.jvmti, jni, k)));
+    if new.peek().is_none() {
+        return true;
     }
+    let Some(hs) = HOTSPOT.get() else {
+        return false;
+    };
+    match java_thread(hs) {
+        Some((thread, jni)) if may_call_jvmti(hs, thread) => {
+            // The JVM's own work: nothing it might open on the way is the program's.
+            guard::compound(|| new.for_each(|k| names::name(hs.jvmti, jni, k)));
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Whether a native return address is in HotSpot's code cache (the interpreter, JIT-compiled
+/// methods, their stubs): the Java frames stand for it and for what is below.
+#[inline]
+pub fn is_runtime_code(ret: usize) -> bool {
+    HOTSPOT
+        .get()
+        .is_some_and(|hs| (hs.code_cache.0..hs.code_cache.1).contains(&ret))
 }
 
 /// Report frames for captured Java frames (report child): those named, innermost first.

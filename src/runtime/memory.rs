@@ -55,6 +55,9 @@ pub fn word_at(bytes: &[u8], off: usize) -> usize {
     }
 }
 
+/// The most bytes `Vouched::words` reads at once.
+pub const MAX_WORDS_READ: usize = 256;
+
 /// The most regions one capture vouches for.
 const REGIONS: usize = 6;
 
@@ -63,6 +66,8 @@ const REGIONS: usize = 6;
 pub struct Vouched {
     regions: [(usize, usize); REGIONS],
     len: usize,
+    /// Every address past the first page is vouched for (`vouch_for_all`).
+    all: bool,
     /// Who asks the kernel for copies (see `copy`).
     me: u32,
 }
@@ -73,8 +78,18 @@ impl Vouched {
         Self {
             regions: [(0, 0); REGIONS],
             len: 0,
+            all: false,
             me,
         }
+    }
+
+    /// Vouches for every address that will be read (but the first page, never mapped).
+    ///
+    /// # Safety
+    /// Every address `read`, `words` or `word` is given from now on must be mapped readable
+    /// for as long as `self` is used: the caller knows the structure it follows to be intact.
+    pub unsafe fn vouch_for_all(&mut self) {
+        self.all = true;
     }
 
     /// Adds `[lo, hi)` (ignored when full or empty).
@@ -90,10 +105,14 @@ impl Vouched {
         }
     }
 
+    #[inline(always)]
     fn covers(&self, addr: usize, len: usize) -> bool {
         let Some(end) = addr.checked_add(len) else {
             return false;
         };
+        if self.all {
+            return addr >= 4096;
+        }
         self.regions
             .iter()
             .take(self.len)
@@ -112,6 +131,32 @@ impl Vouched {
             return true;
         }
         copy(self.me, addr, buf)
+    }
+
+    /// The words at `offsets` from `base` (each within the first `len` bytes, which are read
+    /// whole), if mapped: plain loads in a vouched region, else one copy by the kernel.
+    #[inline]
+    pub fn words<const N: usize>(
+        &self,
+        base: usize,
+        len: usize,
+        offsets: [usize; N],
+    ) -> Option<[usize; N]> {
+        let len = len.min(MAX_WORDS_READ);
+        if offsets
+            .iter()
+            .any(|o| o + std::mem::size_of::<usize>() > len)
+        {
+            return None;
+        }
+        if self.covers(base, len) {
+            // SAFETY: `vouch`'s contract: `[base, base + len)` is mapped readable while `self`
+            // is used, and every offset plus a word lies within it (checked above).
+            return Some(offsets.map(|o| unsafe { ((base + o) as *const usize).read_unaligned() }));
+        }
+        let mut buf = [0u8; MAX_WORDS_READ];
+        let buf = buf.get_mut(..len)?;
+        copy(self.me, base, buf).then(|| offsets.map(|o| word_at(buf, o)))
     }
 
     /// The word at `addr`, if mapped.
@@ -147,6 +192,10 @@ mod tests {
         unsafe { v.vouch(at, at + 16) };
         assert!(v.covers(at, 16) && !v.covers(at + 8, 16) && !v.covers(usize::MAX, 2));
         assert_eq!(v.word(at), Some(0x1122));
+        assert_eq!(v.word(16), None);
+        // SAFETY: only `data` and the first page are read below; the first page is refused.
+        unsafe { v.vouch_for_all() };
+        assert!(v.covers(at + 8, 8) && !v.covers(16, 8));
         assert_eq!(v.word(16), None);
         assert_eq!(word_at(&[1, 0, 0, 0, 0, 0, 0, 0, 9], 0), 1);
         assert_eq!(word_at(&[1, 2], 0), 0);

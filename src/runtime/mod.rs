@@ -4,9 +4,10 @@
 //! # Why
 //! Native frames of an interpreter name the interpreter (`_PyEval_EvalFrameDefault` thirty
 //! times), not the program: the function, file and line a person would look at are in the
-//! runtime's own data structures. As for native frames, the hook only records raw words (a
-//! code object and an instruction offset for CPython) and the report child, a copy of the
-//! process, turns them into names.
+//! runtime's own data structures. As for native frames, the hook records raw words (for
+//! CPython a code object and an instruction offset); names come once per distinct stack, in
+//! the hook while the runtime can still answer (`settle`), or else in the report child, a copy
+//! of the process.
 //!
 //! # How
 //! - `init` (at load) recognises a runtime already in the process; `recognised` records one
@@ -15,7 +16,9 @@
 //! - `capture` (in hooks): the thread's runtime frames, innermost first, into `RawFrame`s;
 //!   allocation-free, lock-free, and reading memory only where it is known to be mapped
 //!   (`memory`), bounded by the slice it fills (the configured depth).
-//! - `stack` interns them after the native frames: `[native..., MARK, kind, code, at, ...]`.
+//! - `stack` interns them after the native frames: `[native..., MARK, kind, code, at, ...]`;
+//!   the first time a stack is seen, `settle` may name its frames there and then (CPython:
+//!   function, file and line into an interner), and the stack is interned again in that form.
 //! - `resolve` (report child): `RawFrame`s to report frames with `module` the language
 //!   (`"python"`); `symbolize` keeps the native frames above the first one in the runtime's own
 //!   modules (`is_runtime_module`), then these, and nothing below.
@@ -112,6 +115,17 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     }
 }
 
+/// Names a stack's runtime frames the first time it is seen, in the hook, while the runtime
+/// can still answer: rewrites them into a form `resolve` reads without the runtime's objects
+/// (which may be gone by report time). False, leaving them as captured, when that cannot be
+/// done now; `stack` then keeps the captured form, resolved at report time.
+pub fn settle(kind: Kind, frames: &mut [RawFrame]) -> bool {
+    match kind {
+        Kind::Python => python::settle(frames),
+        Kind::Java => java::settle(frames),
+    }
+}
+
 /// Report frames for captured runtime frames (report child): innermost first, `module` the
 /// language, no address. Frames that cannot be named (code gone since) are left out, never
 /// named wrongly.
@@ -119,6 +133,17 @@ pub fn resolve(kind: Kind, frames: &[RawFrame]) -> Vec<Frame> {
     match kind {
         Kind::Python => python::resolve(frames),
         Kind::Java => java::resolve(frames),
+    }
+}
+
+/// Whether a native return address is in the runtime's own code: the native frames from the
+/// first such one down are the runtime at work, left out of stacks with runtime frames (in the
+/// hook: one compare a frame).
+#[inline]
+pub fn is_runtime_code(kind: Kind, ret: usize) -> bool {
+    match kind {
+        Kind::Python => python::is_interpreter(ret),
+        Kind::Java => java::is_runtime_code(ret),
     }
 }
 

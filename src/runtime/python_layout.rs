@@ -4,6 +4,8 @@
 //! 3.11.2); 3.13 describes itself in `_PyRuntime.debug_offsets` (the block debuggers and
 //! profilers read), which fdguard reads instead of a table. Other versions: no layout.
 
+use super::memory::MAX_WORDS_READ;
+
 /// Offsets, in bytes, of one CPython build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -17,7 +19,8 @@ pub struct Layout {
     /// `PyThreadState.datastack_chunk`, followed by `datastack_top` and `datastack_limit`.
     pub ts_datastack_chunk: usize,
     /// `_PyInterpreterFrame`: `f_code` (`f_executable`), `previous`, `prev_instr`
-    /// (`instr_ptr`), `owner`; `frame_read` bytes hold them all.
+    /// (`instr_ptr`), `owner` (a byte, read as the low byte of a word: the frame goes on
+    /// past it); `frame_read` bytes hold them all as words.
     pub fr_code: usize,
     pub fr_previous: usize,
     pub fr_instr: usize,
@@ -71,7 +74,7 @@ pub const PY311: Layout = Layout {
     fr_previous: 48,
     fr_instr: 56,
     fr_owner: 69,
-    frame_read: 72,
+    frame_read: 77,
     skip_owner: None,
     co_code_adaptive: 184,
     co_filename: 112,
@@ -101,7 +104,7 @@ pub const PY312: Layout = Layout {
     fr_previous: 8,
     fr_instr: 56,
     fr_owner: 70,
-    frame_read: 72,
+    frame_read: 78,
     skip_owner: Some(3),
     co_code_adaptive: 192,
     co_firstlineno: 68,
@@ -193,40 +196,49 @@ pub fn from_debug_offsets(words: &[u64], version: u64) -> Result<Layout, &'stati
         str_compact_size: ascii.saturating_add(16),
         bytes_sval: w(debug::BYTES_OB_SVAL),
     };
-    let frame_read = [layout.fr_code, layout.fr_previous, layout.fr_instr]
-        .into_iter()
-        .map(|o| o.saturating_add(8))
-        .chain([layout.fr_owner.saturating_add(1)])
-        .max()
-        .unwrap_or(usize::MAX);
+    let frame_read = [
+        layout.fr_code,
+        layout.fr_previous,
+        layout.fr_instr,
+        layout.fr_owner,
+    ]
+    .into_iter()
+    .map(|o| o.saturating_add(8))
+    .max()
+    .unwrap_or(usize::MAX);
     let ts_fields = [
         layout.ts_native_thread_id,
         w(debug::TS_CURRENT_FRAME),
         layout.ts_datastack_chunk.saturating_add(16),
     ];
-    let sane = ts_fields.iter().all(|o| o + 8 <= ts_size)
+    // Every field within what it is read with: `Vouched::words` reads at most
+    // `MAX_WORDS_READ` bytes of an object at once.
+    let within = |fields: &[usize], size: usize| fields.iter().all(|o| o.saturating_add(8) <= size);
+    let sane = within(&ts_fields, ts_size)
         && ts_size <= 4096
-        && frame_read <= MAX_FRAME_READ
-        && layout.co_code_adaptive <= MAX_CODE_READ
-        && [
-            layout.co_filename,
-            layout.co_name,
-            layout.co_qualname,
-            layout.co_linetable,
-            layout.co_firstlineno,
-        ]
-        .iter()
-        .all(|o| o + 8 <= layout.co_code_adaptive)
-        && [
-            layout.str_state,
-            layout.str_length,
-            layout.ob_type,
-            layout.ob_size,
-        ]
-        .iter()
-        .all(|o| o + 8 <= ascii)
-        && ascii <= 256
-        && layout.bytes_sval <= 256;
+        && frame_read <= MAX_WORDS_READ
+        && layout.co_code_adaptive <= 4096
+        && within(
+            &[
+                layout.co_filename,
+                layout.co_name,
+                layout.co_qualname,
+                layout.co_linetable,
+                layout.co_firstlineno,
+            ],
+            layout.co_code_adaptive.min(MAX_WORDS_READ),
+        )
+        && within(
+            &[
+                layout.str_state,
+                layout.str_length,
+                layout.ob_type,
+                layout.ob_size,
+            ],
+            ascii,
+        )
+        && layout.str_compact_size <= MAX_WORDS_READ
+        && layout.bytes_sval <= MAX_WORDS_READ;
     if !sane {
         return Err("its debug offsets are out of the range fdguard reads");
     }
@@ -235,11 +247,6 @@ pub fn from_debug_offsets(words: &[u64], version: u64) -> Result<Layout, &'stati
         ..layout
     })
 }
-
-/// The most bytes of a frame a capture reads at once.
-pub const MAX_FRAME_READ: usize = 128;
-/// The most bytes of a code object's header read at report time.
-pub const MAX_CODE_READ: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -263,7 +270,7 @@ mod tests {
         assert_eq!(l.ts_frame, FrameAt::Direct(72));
         assert_eq!((l.ts_native_thread_id, l.ts_datastack_chunk), (160, 232));
         assert_eq!((l.fr_code, l.fr_previous, l.fr_instr), (0, 8, 56));
-        assert_eq!(l.frame_read, 71);
+        assert_eq!(l.frame_read, 78);
         assert_eq!((l.co_code_adaptive, l.co_firstlineno), (200, 68));
         assert_eq!((l.str_ascii_size, l.str_compact_size), (40, 56));
         // The same offsets 3.12's table has, where 3.13 did not move them.

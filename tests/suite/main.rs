@@ -56,6 +56,7 @@ mod programs;
 mod python;
 mod requests;
 mod runtime_java;
+mod runtime_python;
 mod signals;
 mod snapshot;
 mod stacks;

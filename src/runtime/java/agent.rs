@@ -242,17 +242,29 @@ impl Libjvm {
         Some(unsafe { (at as *const usize).read() })
     }
 
-    /// The offset of `field` in HotSpot's `type_name`, from `gHotSpotVMStructs`.
-    fn field_offset(&self, type_name: &[u8], field: &[u8]) -> Option<usize> {
+    /// The word `gHotSpotVMStructs` has for HotSpot's `type_name::field` at the entry offset
+    /// the variable `which` says (its offset in the type, or a static field's address).
+    fn struct_entry(&self, type_name: &[u8], field: &[u8], which: &CStr) -> Option<usize> {
         let table = self.word(c"gHotSpotVMStructs")?;
         let type_at = self.word(c"gHotSpotVMStructEntryTypeNameOffset")?;
         let field_at = self.word(c"gHotSpotVMStructEntryFieldNameOffset")?;
-        let offset_at = self.word(c"gHotSpotVMStructEntryOffsetOffset")?;
+        let value_at = self.word(which)?;
         let stride = self.word(c"gHotSpotVMStructEntryArrayStride")?;
         entries(table, stride, type_at).find_map(|entry| {
             let is = |at: usize, name: &[u8]| text_at(entry + at).is_some_and(|t| t == name);
-            (is(type_at, type_name) && is(field_at, field)).then(|| word_at(entry + offset_at))
+            (is(type_at, type_name) && is(field_at, field)).then(|| word_at(entry + value_at))
         })
+    }
+
+    /// The offset of `field` in HotSpot's `type_name`.
+    fn field_offset(&self, type_name: &[u8], field: &[u8]) -> Option<usize> {
+        self.struct_entry(type_name, field, c"gHotSpotVMStructEntryOffsetOffset")
+    }
+
+    /// The value of HotSpot's static field `type_name::field` (a pointer or an address).
+    fn static_field(&self, type_name: &[u8], field: &[u8]) -> Option<usize> {
+        let at = self.struct_entry(type_name, field, c"gHotSpotVMStructEntryAddressOffset")?;
+        (at != 0).then(|| word_at(at))
     }
 
     /// A HotSpot integer constant, from `gHotSpotVMIntConstants`.
@@ -361,5 +373,9 @@ fn hotspot(vm: Vm, env: Jvmti, jni: Jni) -> Result<Hotspot, String> {
         last_java_sp_offset,
         restorer: restorer(),
         home: lib.home().ok_or("the JVM's library is not in a JDK")?,
+        code_cache: lib
+            .static_field(b"CodeCache", b"_low_bound")
+            .zip(lib.static_field(b"CodeCache", b"_high_bound"))
+            .ok_or("gHotSpotVMStructs has no CodeCache bounds")?,
     })
 }
