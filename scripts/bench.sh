@@ -581,12 +581,16 @@ fi
 # fastest_ns_per_op as fdbench does. A row: record runtime NAME GOAL CONFIG ROUND ITERS NS
 # FASTEST, after one `runtime-what NAME WHAT` naming the workload; GOAL is the ratio the issue
 # sets. The median ratio is printed as the rounds end.
+# RUNTIME_FDG_ENV: NAME=value words the fdguard configuration adds (what `fdguard run` sets for
+# that runtime).
+RUNTIME_FDG_ENV=()
 run_runtime() { # name goal round iters command...
     local name=$1 goal=$2 round=$3 iters=$4 config ns fastest st
     shift 4
     mapfile -t order < <(rotate "$round" native fdg-default)
     for config in "${order[@]}"; do
         config_prefix "$config" "$TMP/report.$config"
+        [[ $config == native ]] || PREFIX+=("${RUNTIME_FDG_ENV[@]}")
         st=0
         run_bounded 300 "${PREFIX[@]}" "$@" || st=$?
         rm -f "$TMP/report.$config"
@@ -619,6 +623,21 @@ if has_section runtimes; then
         run_runtime python 1.5 "$r" "$py_iters" python3 bench/pyopen.py "$py_iters" 30
     done
     note "runtimes: python under fdguard / native: $(runtime_ratio python)x (goal <= 1.5x)"
+    if command -v java >/dev/null && command -v javac >/dev/null; then
+        javac -d "$BUILD" bench/JavaOpen.java || die "javac failed for bench/JavaOpen.java"
+        java_iters=$(python3 -c "import sys; print(max(1000, int(200000 * float(sys.argv[1]))))" "$RUNTIME_SCALE")
+        record runtime-what java "$(java -version 2>&1 | head -n 1): FileInputStream open+close of /dev/null at call depth 30, compiled (bench/JavaOpen.java)"
+        # fdguard's JVM TI agent, as `fdguard run` gives a JVM.
+        RUNTIME_FDG_ENV=("JAVA_TOOL_OPTIONS=-agentpath:$LIB")
+        for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
+            note "runtimes: java, round $r/$RUNTIME_ROUNDS"
+            run_runtime java 2.5 "$r" "$java_iters" java -cp "$BUILD" JavaOpen "$java_iters" 30
+        done
+        RUNTIME_FDG_ENV=()
+        note "runtimes: java under fdguard / native: $(runtime_ratio java)x (goal <= 2.5x)"
+    else
+        warn "runtimes: no java and javac: the Java row is skipped"
+    fi
 fi
 
 # ---- summary ------------------------------------------------------------------
