@@ -31,10 +31,12 @@
 //! compiled is one stack.
 //!
 //! # What it costs
-//! Measured on a 30-deep stack: the walk costs ~50 ns per compiled frame and ~130 ns per
-//! interpreted one (HotSpot looks up the interpreter's code blob for each), ~1.7 µs and ~4.5 µs
-//! for 33 frames; a known pair costs a few loads to check; naming a new pair, five JVM TI
-//! calls, once. Programs without a JVM pay nothing (`runtime::reading`).
+//! The walk: ~50 ns a compiled frame, ~100-130 ns an interpreted one (HotSpot looks the
+//! interpreter's code blob up for each frame), ~1.7 µs for 33 compiled frames; a
+//! `FileInputStream` open+close 30 calls deep takes ~2× its time without fdguard
+//! (`scripts/bench.sh`'s runtimes section). A stack seen before costs nothing more; a new one,
+//! five JVM TI calls per pair not named yet. Programs without a JVM pay one load
+//! (`runtime::reading`).
 
 mod agent;
 mod jvmti;
