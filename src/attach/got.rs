@@ -26,7 +26,8 @@
 //! Everything is done inside `dl_iterate_phdr`'s callback, under the lock the loader holds for
 //! it: walks of two threads never overlap, and the record of patched slots is locked only there,
 //! so a `fork` child finds that record locked only where it finds the loader's lock held too
-//! (glibc does not reset that one; its own `dl_iterate_phdr` and `dlopen` would wait as well).
+//! (glibc does not reset that one in a child: its `dl_iterate_phdr`, and a `dlopen` that loads
+//! anything, would wait as well).
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
