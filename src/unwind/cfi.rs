@@ -52,7 +52,14 @@ pub(crate) fn rule_at(mem: Reader<'_>, fde_addr: usize, pc: usize) -> UnwindRule
     evaluate(mem, fde_addr, pc).unwrap_or(UnwindRule::STOP)
 }
 
-fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
+/// Whether the FDE at `fde_addr` covers `pc`; `None` if it cannot be read.
+pub(crate) fn covers(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<bool> {
+    let (_, _, (begin, range)) = fde_head(mem, fde_addr)?;
+    Some(begin <= pc && pc - begin < range)
+}
+
+/// The FDE at `fde_addr`, past its address range; its CIE; and that range (start, length).
+fn fde_head<'a>(mem: Reader<'a>, fde_addr: usize) -> Option<(Reader<'a>, Cie<'a>, (usize, usize))> {
     let mut fde = entry(mem, fde_addr)?;
     let cie_field = fde.pos();
     let cie_delta = fde.u32()?;
@@ -62,6 +69,11 @@ fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
     let cie = parse_cie(mem, cie_field.checked_sub(cie_delta as usize)?)?;
     let pc_begin = fde.encoded(cie.fde_enc, None)?;
     let pc_range = fde.encoded_raw(cie.fde_enc)? as usize;
+    Some((fde, cie, (pc_begin, pc_range)))
+}
+
+fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
+    let (mut fde, cie, (pc_begin, pc_range)) = fde_head(mem, fde_addr)?;
     if pc < pc_begin || pc - pc_begin >= pc_range {
         return None;
     }
@@ -400,6 +412,18 @@ pub(crate) mod tests {
 
     fn rbp(off: i64, rbp: Option<i64>) -> UnwindRule {
         UnwindRule::new(CfaBase::Rbp, off, rbp)
+    }
+
+    #[test]
+    fn covers_is_the_fde_range() {
+        let (bytes, fde_at) = eh_frame("", &[], X86_64_CIE_INIT, 0x1000, 0x40, &[]);
+        let mem = Reader::from_slice(&bytes);
+        let base = bytes.as_ptr() as usize;
+        assert_eq!(covers(mem, base + fde_at, 0xfff), Some(false));
+        assert_eq!(covers(mem, base + fde_at, 0x1000), Some(true));
+        assert_eq!(covers(mem, base + fde_at, 0x103f), Some(true));
+        assert_eq!(covers(mem, base + fde_at, 0x1040), Some(false));
+        assert_eq!(covers(mem, base, 0x1000), None, "a CIE is not an FDE");
     }
 
     #[test]

@@ -119,6 +119,46 @@ pub fn exported_function(pc: usize) -> Option<&'static [u8]> {
     }
 }
 
+/// Whether the loader has finished relocating the object holding `pc` (see
+/// `object::listed`): `None` where that cannot be told (glibc < 2.35, or before `init`).
+pub fn relocated(pc: usize) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::listed(pc)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = pc;
+        None
+    }
+}
+
+/// Whether DWARF unwinders find CFI for `pc` through the `.eh_frame_hdr` at `hdr`: `Some(false)`
+/// when no FDE covers it, so that every unwinder (this one, libgcc's) ends a walk there.
+/// `None` when the table cannot be read (or off x86_64 Linux). Works without `init`: the
+/// caller names the object's segment itself.
+///
+/// # Safety
+/// `[start, end)` is readable and stays mapped during the call; it holds `hdr` and the
+/// `.eh_frame` entries the header indexes (the one readable segment of every linker's layout).
+pub unsafe fn cfi_covers(start: usize, end: usize, hdr: usize, pc: usize) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        // SAFETY: the caller's promise.
+        let segment = unsafe { reader::Reader::new(start, end) };
+        let table = eh_frame_hdr::EhFrameHdr::parse(segment.at(hdr)?)?;
+        match table.find_fde(pc) {
+            None => Some(false),
+            Some(fde) => cfi::covers(segment, fde, pc),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = (start, end, hdr, pc);
+        None
+    }
+}
+
 /// What `capture_tagged` found.
 pub struct Captured {
     /// Addresses written.

@@ -64,6 +64,16 @@ fn find_object(pc: usize) -> Option<DlFindObject> {
     (unsafe { find_object(pc as *mut c_void, &mut found) } == 0).then_some(found)
 }
 
+/// Whether `_dl_find_object` knows the object holding `pc`; `None` where it does not exist
+/// (glibc < 2.35) or before `init`. glibc adds an object to what it answers from only once the
+/// object is relocated (and its RELRO made read-only), before its constructors run.
+pub(crate) fn listed(pc: usize) -> Option<bool> {
+    if FIND_OBJECT.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    Some(find_object(pc).is_some())
+}
+
 /// The public head of glibc's `struct link_map` (`<link.h>`).
 #[repr(C)]
 struct LinkMapHead {

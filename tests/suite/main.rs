@@ -38,6 +38,7 @@
 mod common;
 
 mod accept_guard;
+mod attach_dlopen;
 mod calls;
 mod cli_attach;
 mod cli_inspect;
