@@ -88,6 +88,24 @@ fn stacks_match_glibc_backtrace_with_frame_pointers_non_pie() {
     ));
 }
 
+/// An executable whose segments are not adjacent, as node's (its large-pages stub is aligned to
+/// 2 MiB): glibc reports each segment as a mapping of its own, and the one holding the code
+/// does not start with the ELF header.
+#[test]
+fn stacks_match_glibc_backtrace_in_an_executable_mapped_in_pieces() {
+    assert_same_as_backtrace(&run_deep(
+        &[
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-pie",
+            "-no-pie",
+            "-Wl,-z,max-page-size=0x200000",
+        ],
+        &[],
+    ));
+}
+
 #[test]
 fn depth_limits_frames_and_zero_turns_capture_off() {
     let run = run_deep(&["-O2", "-g"], &[("FDGUARD_DEPTH", "5")]);
