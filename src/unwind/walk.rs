@@ -111,6 +111,9 @@ pub(crate) fn walk(
         let rule = rule_for(lookup);
         let (base, rbp_from) = match rule.base() {
             Some(CfaBase::Rsp) => (sp, RbpFrom::NotUsed),
+            // A guessed frame pointer may be any value: only a known bound keeps the reads it
+            // leads to inside the stack.
+            Some(CfaBase::Rbp) if rule.is_guess() && stack_limit == usize::MAX => break,
             Some(CfaBase::Rbp) => (rbp, rbp_restored_by.map_or(RbpFrom::Start, RbpFrom::Step)),
             None => break,
         };
@@ -298,6 +301,37 @@ mod tests {
         );
         assert_eq!(n, 2);
         assert_eq!(used, [RbpFrom::Start, RbpFrom::Step(0)]);
+    }
+
+    #[test]
+    fn a_guessed_frame_pointer_is_followed_only_under_a_known_bound() {
+        let mut s = FakeStack([0; 64]);
+        // Frame 0: CFA = sp + 16. Frame 1 (pc 0x2000, no CFI): RBP points at word 2, which
+        // holds the caller's RBP (word 6), the return address above it; frame 2 likewise.
+        s.0[1] = 0x2001;
+        s.0[2] = s.addr(6);
+        s.0[3] = 0x3001;
+        s.0[7] = 0x4001;
+        std::hint::black_box(&mut s);
+        let start = Regs {
+            pc: 0x1000,
+            sp: s.addr(0),
+            rbp: s.addr(2),
+        };
+        let rules = |pc: usize| match pc {
+            0x1000 => rsp(16, None),
+            0x2000 | 0x3000 => UnwindRule::FRAME_POINTER,
+            _ => UnwindRule::STOP,
+        };
+        let run = |limit: usize| {
+            let mut out = [0; 8];
+            let n = walk(start.into(), limit, slots(&mut out), rules, |_, _| {});
+            out[..n].to_vec()
+        };
+        assert_eq!(run(s.addr(63)), [0x2001, 0x3001, 0x4001]);
+        assert_eq!(run(usize::MAX), [0x2001]);
+        // A frame pointer leading past the bound ends the walk there.
+        assert_eq!(run(s.addr(7)), [0x2001, 0x3001]);
     }
 
     #[test]
