@@ -9,6 +9,7 @@ use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
+use crate::perfmap::PerfMap;
 use crate::unwind;
 use fdguard_core::report::Frame;
 
@@ -21,6 +22,8 @@ pub struct Symbolizer {
     /// False when symbolizing in the program's own process (no report child could be made):
     /// reading debug info would open files there.
     use_debug_info: bool,
+    /// Names of JIT code (read only where debug info is).
+    jit: PerfMap,
 }
 
 impl Symbolizer {
@@ -31,6 +34,7 @@ impl Symbolizer {
                 .unwrap_or_default(),
             listed: OnceCell::new(),
             use_debug_info,
+            jit: PerfMap::default(),
         }
     }
 
@@ -76,9 +80,16 @@ impl Symbolizer {
                 });
             }
             if resolved.iter().all(|f| f.function.is_none()) {
-                resolved = vec![Frame {
-                    function: dynamic_symbol(pc),
-                    ..base
+                resolved = vec![match dynamic_symbol(pc) {
+                    Some(name) => Frame {
+                        function: Some(name),
+                        ..base
+                    },
+                    // In no object: code a JIT made, which the runtime's perf map may name.
+                    None if self.use_debug_info && base.module.is_none() => {
+                        self.jit.frame(pc, base)
+                    }
+                    None => base,
                 }];
             }
             out.extend(resolved);
