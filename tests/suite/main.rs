@@ -54,6 +54,7 @@ mod process;
 mod programs;
 mod python;
 mod requests;
+mod runtime_node;
 mod signals;
 mod snapshot;
 mod stacks;
