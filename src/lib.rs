@@ -12,8 +12,9 @@
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
 //! - `stack` (capture, with the `unwind`er), `symbolize` (with `perfmap`: JIT code named from
-//!   the runtime's perf map), `symcache`, `child` (report processes), `alloc`, `published`
-//!   (the block the command reads);
+//!   the runtime's perf map; `symtab`: functions of libraries loaded after fdguard started),
+//!   `symcache`, `child` (report processes), `alloc`, `published` (the block the command
+//!   reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
 //!   `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
 //! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
@@ -55,6 +56,7 @@ mod setup;
 mod stack;
 mod symbolize;
 mod symcache;
+mod symtab;
 mod table;
 mod tracker;
 mod trigger;

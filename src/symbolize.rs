@@ -10,6 +10,7 @@ use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
 use crate::perfmap::PerfMap;
+use crate::symtab::SymbolTables;
 use crate::unwind;
 use fdguard_core::report::Frame;
 
@@ -24,6 +25,8 @@ pub struct Symbolizer {
     use_debug_info: bool,
     /// Names of JIT code (read only where debug info is).
     jit: PerfMap,
+    /// Modules' own symbol tables (read only where debug info is).
+    symtabs: SymbolTables,
 }
 
 impl Symbolizer {
@@ -35,6 +38,18 @@ impl Symbolizer {
             listed: OnceCell::new(),
             use_debug_info,
             jit: PerfMap::default(),
+            symtabs: SymbolTables::default(),
+        }
+    }
+
+    /// The function at `frame` from its module file's `.symtab`: for a library loaded after
+    /// `backtrace` listed them (see `symtab`).
+    fn own_symbol_table(&self, frame: &Frame) -> Option<String> {
+        match (&frame.module, frame.offset) {
+            (Some(path), Some(offset)) if self.use_debug_info => {
+                self.symtabs.function(path, offset)
+            }
+            _ => None,
         }
     }
 
@@ -80,7 +95,8 @@ impl Symbolizer {
                 });
             }
             if resolved.iter().all(|f| f.function.is_none()) {
-                resolved = vec![match dynamic_symbol(pc) {
+                let named = dynamic_symbol(pc).or_else(|| self.own_symbol_table(&base));
+                resolved = vec![match named {
                     Some(name) => Frame {
                         function: Some(name),
                         ..base
