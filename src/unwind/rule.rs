@@ -34,8 +34,8 @@ impl UnwindRule {
     /// The step through a frame no CFI describes, guessed: `CFA = RBP + 16`, the caller's RBP
     /// at `CFA - 16`, as every function that keeps a frame pointer has it (V8 keeps one in
     /// all its JIT code and builtins). Right only if the code does keep one: the walk takes it
-    /// only where it knows the stack's bound, so a wrong guess ends in wrong frames, never in a
-    /// read outside the stack.
+    /// only under the bound of the stack it runs on (see `walk`), so a wrong guess ends in
+    /// wrong frames, never in a read outside the stack.
     pub(crate) const FRAME_POINTER: UnwindRule =
         UnwindRule((16 << OFFSET_SHIFT) | (2 << BASE_BITS) | GUESS);
 
