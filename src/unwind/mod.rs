@@ -14,8 +14,9 @@
 //! Every address is bounds-checked before it is read, and whatever the
 //! walk cannot represent (signal frames, expressions) ends it early. Code
 //! without CFI (JIT code: V8's, which keeps frame pointers) is stepped
-//! through by its frame pointer, a guess taken only on a stack whose bound
-//! is known, so that a wrong one ends in wrong frames, never in a fault.
+//! through by its frame pointer, a guess taken only under the bound of the
+//! stack the walk is on, so that a wrong one ends in wrong frames, never in
+//! a fault.
 //!
 //! Elsewhere, or before `init`, `capture` falls back to libgcc's
 //! `_Unwind_Backtrace`: correct but microseconds slower per call.
