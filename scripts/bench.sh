@@ -20,7 +20,7 @@
 #   BENCH_OPS            micro workloads (open open2 socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
-#   BENCH_SECTIONS       any of: micro macro mem cli (all four)
+#   BENCH_SECTIONS       any of: micro macro mem cli runtime (all five)
 #   BENCH_PEERS=0        skip valgrind / strace / ltrace
 #   BENCH_PEER_ROUNDS    rounds that include the peers (3; quick 1)
 #   BENCH_TARGET_ROUNDS  rounds of the hot-path targets' workload (open, nofp, depth 30), which
@@ -38,6 +38,7 @@
 #   BENCH_CLI_ROUNDS     rounds of the command's workload (5; quick 1)
 #   BENCH_REPORTS        SIGUSR2 reports timed per format and round (3; quick 1)
 #   BENCH_REPORT_TIMEOUT seconds to wait for one report (60; quick 20)
+#   BENCH_RUNTIME_ROUNDS rounds of the runtime workloads (9; quick 2)
 #   BENCH_TEXT_END_MARKER  last line of a text report; {pid} = the process id
 #   BENCH_OUT            output file (BENCHMARKS.md; quick target/bench/BENCHMARKS-quick.md)
 #   BENCH_BUILD_DIR      where the workloads are built (target/bench)
@@ -67,7 +68,7 @@ SCALE=${BENCH_SCALE:-$(q 1 0.03)}
 OPS=${BENCH_OPS:-"open open2 socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
-SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli"}
+SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtime"}
 PEERS=${BENCH_PEERS:-1}
 PEER_ROUNDS=${BENCH_PEER_ROUNDS:-$(q 3 1)}
 TARGET_ROUNDS=${BENCH_TARGET_ROUNDS:-$(q 31 2)}
@@ -83,6 +84,7 @@ REPORTS=${BENCH_REPORTS:-$(q 3 1)}
 CLI_FDS=${BENCH_CLI_FDS:-100000}
 CLI_ROUNDS=${BENCH_CLI_ROUNDS:-$(q 5 1)}
 REPORT_TIMEOUT=${BENCH_REPORT_TIMEOUT:-$(q 60 20)}
+RUNTIME_ROUNDS=${BENCH_RUNTIME_ROUNDS:-$(q 9 2)}
 # Paths given by the caller are relative to where they called from; the
 # defaults are relative to the repository root.
 OUT=$(abspath "${BENCH_OUT:-$ROOT/$(q BENCHMARKS.md target/bench/BENCHMARKS-quick.md)}")
@@ -91,7 +93,7 @@ CC=${CC:-cc}
 LIB_SET=${FDGUARD_LIB+set}
 LIB=$(abspath "${FDGUARD_LIB:-$ROOT/target/release/libfdguard.so}")
 
-for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS; do
+for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS RUNTIME_ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a number (got '$SCALE')"
@@ -321,6 +323,7 @@ ENVF=$TMP/env.tsv
     printf 'macro_rounds\t%s\n' "$MACRO_ROUNDS"
     printf 'macro_par\t%s\n' "$MACRO_PAR"
     printf 'macro_conns\t%s\n' "$MACRO_CONNS"
+    printf 'runtime_rounds\t%s\n' "$RUNTIME_ROUNDS"
     printf 'text_end_marker\t%s\n' "$TEXT_END_MARKER"
     printf 'peer_depths\t%s\n' "$PEER_DEPTHS"
 } >"$ENVF"
@@ -567,6 +570,50 @@ if has_section cli; then
             done
         done
         stop_bg "$HOLD_PID"
+    fi
+fi
+
+# ---- runtimes: open+close through a language runtime, at call depth 30 ----------------
+# Each runtime's workload runs natively (native), with only the options `fdguard run` gives
+# that runtime (options: what they cost by themselves), and under `fdguard run` (fdguard),
+# in a rotated order round by round; a runtime that is not installed is said so.
+RUNTIME_DEPTH=30
+# What cli/src/run.rs (NODE_FRAME_OPTIONS) gives node.
+NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack"
+run_runtime() { # runtime config round command...
+    local rt=$1 config=$2 round=$3 st=0 ns fastest iters; shift 3
+    run_bounded 300 env -u NODE_OPTIONS "$@" || st=$?
+    ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    iters=$(sed -n 's/.* iters=\([0-9]*\).*/\1/p' <<<"$OUTPUT")
+    if [[ $st != 0 || -z $ns ]]; then
+        [[ $st != 0 ]] || st="ok but printed no ns_per_op ('$OUTPUT')"
+        fail_run "runtime $rt ($config)" "$st"
+    fi
+    rm -f "$TMP/report.runtime"
+    record runtime "$rt" - "$RUNTIME_DEPTH" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
+}
+if has_section runtime; then
+    if ! command -v node >/dev/null; then
+        warn "node is not installed: its runtime row is skipped"
+        record runtime-skip node "node is not installed"
+    elif [[ ! -x $CLI ]]; then
+        warn "the fdguard command is not next to the library ($CLI): the runtime rows are skipped"
+        record runtime-skip node "the fdguard command is not next to the library"
+    else
+        node_iters=$(python3 -c "import sys; print(max(1000, int(round(100000 * float(sys.argv[1])))))" "$SCALE")
+        node_cmd=(node bench/node_open.js "$node_iters" "$RUNTIME_DEPTH")
+        for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
+            note "runtimes: round $r/$RUNTIME_ROUNDS"
+            mapfile -t order < <(rotate "$r" native options fdguard)
+            for config in "${order[@]}"; do
+                case $config in
+                native) run_runtime node native "$r" "${node_cmd[@]}" ;;
+                options) run_runtime node options "$r" env "NODE_OPTIONS=$NODE_RUN_OPTIONS" "${node_cmd[@]}" ;;
+                fdguard) run_runtime node fdguard "$r" "$CLI" run --report "$TMP/report.runtime" -- "${node_cmd[@]}" ;;
+                esac
+            done
+        done
     fi
 fi
 

@@ -11,8 +11,10 @@
 //! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
-//! - `stack` (capture, with the `unwind`er), `symbolize`, `symcache`, `child` (report
-//!   processes), `alloc`, `published` (the block the command reads);
+//! - `stack` (capture, with the `unwind`er), `symbolize` (with `perfmap`: JIT code named from
+//!   the runtime's perf map; `symtab`: functions of libraries loaded after fdguard started),
+//!   `symcache`, `child` (report processes), `alloc`, `published` (the block the command
+//!   reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
 //!   `own` (fdguard's own fds), `badclose`, `guard` (per-thread mode and errno);
 //! - `os`, one file per concern (`errno`, `thread`, `process`, `clock`, `env`, `futex`, `mem`,
@@ -47,12 +49,14 @@ mod limits;
 mod origin;
 mod os;
 mod own;
+mod perfmap;
 mod published;
 mod real;
 mod setup;
 mod stack;
 mod symbolize;
 mod symcache;
+mod symtab;
 mod table;
 mod tracker;
 mod trigger;

@@ -9,6 +9,8 @@ use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
+use crate::perfmap::PerfMap;
+use crate::symtab::SymbolTables;
 use crate::unwind;
 use fdguard_core::report::Frame;
 
@@ -21,6 +23,10 @@ pub struct Symbolizer {
     /// False when symbolizing in the program's own process (no report child could be made):
     /// reading debug info would open files there.
     use_debug_info: bool,
+    /// Names of JIT code (read only where debug info is).
+    jit: PerfMap,
+    /// Modules' own symbol tables (read only where debug info is).
+    symtabs: SymbolTables,
 }
 
 impl Symbolizer {
@@ -31,6 +37,19 @@ impl Symbolizer {
                 .unwrap_or_default(),
             listed: OnceCell::new(),
             use_debug_info,
+            jit: PerfMap::default(),
+            symtabs: SymbolTables::default(),
+        }
+    }
+
+    /// The function at `frame` from its module file's `.symtab`: for a library loaded after
+    /// `backtrace` listed them (see `symtab`).
+    fn own_symbol_table(&self, frame: &Frame) -> Option<String> {
+        match (&frame.module, frame.offset) {
+            (Some(path), Some(offset)) if self.use_debug_info => {
+                self.symtabs.function(path, offset)
+            }
+            _ => None,
         }
     }
 
@@ -76,9 +95,17 @@ impl Symbolizer {
                 });
             }
             if resolved.iter().all(|f| f.function.is_none()) {
-                resolved = vec![Frame {
-                    function: dynamic_symbol(pc),
-                    ..base
+                let named = dynamic_symbol(pc).or_else(|| self.own_symbol_table(&base));
+                resolved = vec![match named {
+                    Some(name) => Frame {
+                        function: Some(name),
+                        ..base
+                    },
+                    // In no object: code a JIT made, which the runtime's perf map may name.
+                    None if self.use_debug_info && base.module.is_none() => {
+                        self.jit.frame(pc, base)
+                    }
+                    None => base,
                 }];
             }
             out.extend(resolved);

@@ -12,8 +12,11 @@
 //!   loads instead of re-walked as a chain of dependent ones.
 //!
 //! Every address is bounds-checked before it is read, and whatever the
-//! walk cannot represent (signal frames, expressions, code without CFI)
-//! ends it early instead of guessing.
+//! walk cannot represent (signal frames, expressions) ends it early. Code
+//! without CFI (JIT code: V8's, which keeps frame pointers) is stepped
+//! through by its frame pointer, a guess taken only under the bound of the
+//! stack the walk is on, so that a wrong one ends in wrong frames, never in
+//! a fault.
 //!
 //! Elsewhere, or before `init`, `capture` falls back to libgcc's
 //! `_Unwind_Backtrace`: correct but microseconds slower per call.
@@ -228,8 +231,8 @@ impl<const N: usize> FrameBuf<N> {
 /// After `init` on x86_64 with glibc >= 2.35 this is async-signal-safe, lock-free,
 /// allocation-free, and usable in a child right after `fork`. It needs about 200 bytes of
 /// stack, about 1 KiB when a pc is seen for the first time and its CFI must be parsed. The walk
-/// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
-/// represent, and at the outermost frame.
+/// ends early, without error, at signal frames, at code with CFI it cannot represent, at code
+/// without CFI whose frame pointer leads nowhere plausible, and at the outermost frame.
 #[inline(always)]
 fn capture_tagged(out: &mut [MaybeUninit<usize>], known: impl Fn(u64) -> bool) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -355,17 +358,20 @@ mod fast {
     }
 
     /// Computes the rule from the CFI and caches the verdict, including a
-    /// stop verdict; only "no object here" is not cached, since code may
-    /// be mapped there later.
+    /// stop verdict. Code no CFI describes gets the frame-pointer guess (JIT
+    /// code, and code such as V8's builtins in an object without CFI for it);
+    /// only "no object here" is not cached, since code with CFI may be mapped
+    /// there later.
     #[cold]
     #[inline(never)]
     fn miss(pc: usize, key: Option<u64>) -> UnwindRule {
         let rule = match object::find(pc) {
-            ObjectCfi::Unknown => return UnwindRule::STOP,
-            ObjectCfi::Absent => UnwindRule::STOP,
+            ObjectCfi::Unknown => return UnwindRule::FRAME_POINTER,
+            ObjectCfi::Absent => UnwindRule::FRAME_POINTER,
             ObjectCfi::At(hdr) => EhFrameHdr::parse(hdr)
                 .and_then(|table| table.find_fde(pc))
-                .map_or(UnwindRule::STOP, |fde| cfi::rule_at(hdr, fde, pc)),
+                .and_then(|fde| cfi::rule_at(hdr, fde, pc))
+                .unwrap_or(UnwindRule::FRAME_POINTER),
         };
         if let Some(key) = key {
             CACHE.insert(key, rule);

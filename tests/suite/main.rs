@@ -56,6 +56,7 @@ mod process;
 mod programs;
 mod python;
 mod requests;
+mod runtime_node;
 mod signals;
 mod snapshot;
 mod stacks;
