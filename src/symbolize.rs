@@ -62,6 +62,9 @@ impl Symbolizer {
             };
             return Some((path, bias));
         }
+        if unwind::finds_objects_lock_free() {
+            return None; // in no object (JIT code): the loader's list would not hold it either
+        }
         self.listed
             .get_or_init(os::loader::modules)
             .iter()
@@ -132,6 +135,9 @@ fn dynamic_symbol(pc: usize) -> Option<String> {
     let demangled = |raw: &[u8]| format!("{:#}", backtrace::SymbolName::new(raw));
     if unwind::loaded_object(pc).is_some() {
         return unwind::exported_function(pc).map(demangled);
+    }
+    if unwind::finds_objects_lock_free() {
+        return None; // in no object: dladdr would only take the loader lock to say so
     }
     let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
     // SAFETY: `info` is writable; dladdr fills it and returns non-zero on success; the name

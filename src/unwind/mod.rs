@@ -108,6 +108,20 @@ pub fn loaded_object(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
     }
 }
 
+/// True where `loaded_object` answers for every pc without the loader lock (glibc >= 2.35):
+/// a pc it places in no object is in none, and asking `dladdr` or `dl_iterate_phdr`, which take
+/// the lock (held forever in a report process by a thread that was not copied), is not needed.
+pub fn finds_objects_lock_free() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::finds_objects_lock_free()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
 /// The exported function holding `pc`, from its object's dynamic symbol table, without the
 /// loader lock (see `object::exported_function`). `None` where `loaded_object` is.
 pub fn exported_function(pc: usize) -> Option<&'static [u8]> {

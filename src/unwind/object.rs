@@ -63,6 +63,11 @@ pub(crate) fn init() -> bool {
     !f.is_null()
 }
 
+/// See `unwind::finds_objects_lock_free`.
+pub(crate) fn finds_objects_lock_free() -> bool {
+    FIND_OBJECT.load(Ordering::Acquire) != 0
+}
+
 /// `_dl_find_object` for `pc`, if it exists and some loaded object holds `pc`.
 fn find_object(pc: usize) -> Option<DlFindObject> {
     let f = FIND_OBJECT.load(Ordering::Acquire);
