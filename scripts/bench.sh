@@ -38,8 +38,9 @@
 #   BENCH_CLI_ROUNDS     rounds of the command's workload (5; quick 1)
 #   BENCH_REPORTS        SIGUSR2 reports timed per format and round (3; quick 1)
 #   BENCH_REPORT_TIMEOUT seconds to wait for one report (60; quick 20)
-#   BENCH_RUNTIME_ROUNDS rounds of the runtime workloads (9; quick 2)
 #   BENCH_TEXT_END_MARKER  last line of a text report; {pid} = the process id
+#   BENCH_RUNTIME_ROUNDS rounds of the runtimes' workloads (9; quick 2)
+#   BENCH_RUNTIME_SCALE  multiplier for their iteration counts (1; quick 0.05)
 #   BENCH_OUT            output file (BENCHMARKS.md; quick target/bench/BENCHMARKS-quick.md)
 #   BENCH_BUILD_DIR      where the workloads are built (target/bench)
 #   BENCH_CARGO=0        do not run cargo even for the default library path
@@ -85,6 +86,7 @@ CLI_FDS=${BENCH_CLI_FDS:-100000}
 CLI_ROUNDS=${BENCH_CLI_ROUNDS:-$(q 5 1)}
 REPORT_TIMEOUT=${BENCH_REPORT_TIMEOUT:-$(q 60 20)}
 RUNTIME_ROUNDS=${BENCH_RUNTIME_ROUNDS:-$(q 9 2)}
+RUNTIME_SCALE=${BENCH_RUNTIME_SCALE:-$(q 1 0.05)}
 # Paths given by the caller are relative to where they called from; the
 # defaults are relative to the repository root.
 OUT=$(abspath "${BENCH_OUT:-$ROOT/$(q BENCHMARKS.md target/bench/BENCHMARKS-quick.md)}")
@@ -97,6 +99,7 @@ for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a number (got '$SCALE')"
+[[ $RUNTIME_SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_RUNTIME_SCALE must be a number (got '$RUNTIME_SCALE')"
 (( MEM_FDS >= MEM_PATHS )) || die "BENCH_MEM_FDS must be at least $MEM_PATHS"
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 # The workload the hot-path targets are judged on, and how many rounds it gets: at least the
@@ -576,7 +579,8 @@ fi
 # ---- runtimes: open+close through a language runtime, at call depth 30 ----------------
 # Each runtime's workload runs natively (native), with only the options `fdguard run` gives
 # that runtime (options: what they cost by themselves), and under `fdguard run` (fdguard),
-# in a rotated order round by round; a runtime that is not installed is said so.
+# in a rotated order round by round; a runtime that is not installed is said so. Python needs
+# no options (`fdguard run` gives it none); python3 is needed by this script anyway.
 RUNTIME_DEPTH=30
 # What cli/src/run.rs (NODE_FRAME_OPTIONS) gives node.
 NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack"
@@ -594,27 +598,41 @@ run_runtime() { # runtime config round command...
     record runtime "$rt" - "$RUNTIME_DEPTH" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
 }
 if has_section runtime; then
-    if ! command -v node >/dev/null; then
+    runtimes=(python)
+    if command -v node >/dev/null; then
+        runtimes+=(node)
+    else
         warn "node is not installed: its runtime row is skipped"
         record runtime-skip node "node is not installed"
-    elif [[ ! -x $CLI ]]; then
+    fi
+    if [[ ! -x $CLI ]]; then
         warn "the fdguard command is not next to the library ($CLI): the runtime rows are skipped"
-        record runtime-skip node "the fdguard command is not next to the library"
-    else
-        node_iters=$(python3 -c "import sys; print(max(1000, int(round(100000 * float(sys.argv[1])))))" "$SCALE")
-        node_cmd=(node bench/node_open.js "$node_iters" "$RUNTIME_DEPTH")
-        for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
-            note "runtimes: round $r/$RUNTIME_ROUNDS"
+        for rt in "${runtimes[@]}"; do
+            record runtime-skip "$rt" "the fdguard command is not next to the library"
+        done
+        runtimes=()
+    fi
+    iters=$(python3 -c "import sys; print(max(1000, int(round(100000 * float(sys.argv[1])))))" "$RUNTIME_SCALE")
+    for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
+        for rt in "${runtimes[@]}"; do
+            note "runtimes: $rt, round $r/$RUNTIME_ROUNDS"
+            case $rt in
+            python) cmd=(python3 bench/pyopen.py "$iters" "$RUNTIME_DEPTH") options=(env) ;;
+            node)
+                cmd=(node bench/node_open.js "$iters" "$RUNTIME_DEPTH")
+                options=(env "NODE_OPTIONS=$NODE_RUN_OPTIONS")
+                ;;
+            esac
             mapfile -t order < <(rotate "$r" native options fdguard)
             for config in "${order[@]}"; do
                 case $config in
-                native) run_runtime node native "$r" "${node_cmd[@]}" ;;
-                options) run_runtime node options "$r" env "NODE_OPTIONS=$NODE_RUN_OPTIONS" "${node_cmd[@]}" ;;
-                fdguard) run_runtime node fdguard "$r" "$CLI" run --report "$TMP/report.runtime" -- "${node_cmd[@]}" ;;
+                native) run_runtime "$rt" native "$r" "${cmd[@]}" ;;
+                options) run_runtime "$rt" options "$r" "${options[@]}" "${cmd[@]}" ;;
+                fdguard) run_runtime "$rt" fdguard "$r" "$CLI" run --report "$TMP/report.runtime" -- "${cmd[@]}" ;;
                 esac
             done
         done
-    fi
+    done
 fi
 
 # ---- summary ------------------------------------------------------------------

@@ -30,6 +30,8 @@ for need in "${needs[@]}"; do
     read -r cmd package <<<"$need"
     command -v "$cmd" >/dev/null || missing+=("$package")
 done
+# Debian's own python3 (the runtime tests run it beside pyenv's; `python3` above may be pyenv's).
+[ -x /usr/bin/python3 ] || missing+=("python3")
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "test.sh: installing ${missing[*]}"
@@ -39,6 +41,20 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "test.sh: missing ${missing[*]} (not root or no apt-get); the tests that need them will fail"
     fi
 fi
+
+# The CPython versions tests/suite/runtime_python.rs runs besides those: pyenv's 3.10, 3.12
+# and 3.13 (Debian has no package of them), installed with pyenv where it is and can fetch them.
+pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+for version in 3.10 3.12 3.13; do
+    compgen -G "$pyenv_root/versions/$version.*/bin/python$version" >/dev/null && continue
+    if command -v pyenv >/dev/null; then
+        echo "test.sh: installing CPython $version with pyenv"
+        timeout 900 pyenv install -s "$version" >/dev/null 2>&1 \
+            || echo "test.sh: pyenv could not install CPython $version; the tests that need it will fail"
+    else
+        echo "test.sh: CPython $version is not in $pyenv_root and pyenv is missing; the tests that need it will fail"
+    fi
+done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -11,8 +11,9 @@
 //! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
-//! - `stack` (capture, with the `unwind`er), `symbolize` (with `perfmap`: JIT code named from
-//!   the runtime's perf map; `symtab`: functions of libraries loaded after fdguard started),
+//! - `stack` (capture, with the `unwind`er and the `runtime`'s own frames), `symbolize` (with
+//!   `perfmap`: JIT code named from the runtime's perf map; `symtab`: functions of libraries
+//!   loaded after fdguard started),
 //!   `symcache`, `child` (report processes), `alloc`, `published` (the block the command
 //!   reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
@@ -27,7 +28,7 @@
 //! `fdguard_core` crate (`crates/fdguard-core`), which this library links.
 //!
 //! `unsafe` only where fdguard meets libc, the kernel or raw memory (`hooks`, `real`, `attach`,
-//! `os`, `intern`, `unwind`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`,
+//! `os`, `intern`, `unwind`, `runtime`, `inspect`, `symbolize`, `symcache`, `alloc`, `child`, `dumper`,
 //! `published`), each block with a `// SAFETY:` line.
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -52,6 +53,7 @@ mod own;
 mod perfmap;
 mod published;
 mod real;
+mod runtime;
 mod setup;
 mod stack;
 mod symbolize;

@@ -10,6 +10,7 @@ use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
 use crate::perfmap::PerfMap;
+use crate::runtime::{self, RawFrame};
 use crate::symtab::SymbolTables;
 use crate::unwind;
 use fdguard_core::report::Frame;
@@ -73,8 +74,29 @@ impl Symbolizer {
     }
 
     /// Resolves a captured stack; inlined calls become frames of their own. Leading frames
-    /// inside libc and Rust's std (the wrappers the program called) are left out.
-    pub fn frames(&self, addrs: &[usize]) -> Vec<Frame> {
+    /// inside libc and Rust's std (the wrappers the program called) are left out. A stack
+    /// with a runtime's frames (after `runtime::MARK`: see `stack`) is the native frames above
+    /// the first one in the runtime's own modules (a C extension's, say), then the runtime's
+    /// frames, and nothing below: the interpreter's machinery, and what started it, are not the
+    /// program (`stack` cuts them in the hook already).
+    pub fn frames(&self, words: &[usize]) -> Vec<Frame> {
+        let (addrs, managed) = match words.iter().position(|w| *w == runtime::MARK) {
+            Some(mark) => (&words[..mark], runtime_frames(&words[mark + 1..])),
+            None => (words, Vec::new()),
+        };
+        let mut out = self.native(addrs);
+        if !managed.is_empty() {
+            let above = out
+                .iter()
+                .position(|f| f.module.as_deref().is_some_and(runtime::is_runtime_module))
+                .unwrap_or(out.len());
+            out.truncate(above);
+            out.extend(managed);
+        }
+        out
+    }
+
+    fn native(&self, addrs: &[usize]) -> Vec<Frame> {
         let mut out = Vec::new();
         for &addr in addrs.iter().take_while(|a| **a != 0) {
             // A return address points after the call; the call itself is one byte earlier.
@@ -126,6 +148,24 @@ impl Symbolizer {
         }
         out
     }
+}
+
+/// The frames after `runtime::MARK`: the runtime's kind, then (code, at) pairs.
+fn runtime_frames(words: &[usize]) -> Vec<Frame> {
+    let Some((kind, pairs)) = words.split_first() else {
+        return Vec::new();
+    };
+    let Some(kind) = runtime::Kind::from_word(*kind) else {
+        return Vec::new();
+    };
+    let raw: Vec<RawFrame> = pairs
+        .chunks_exact(2)
+        .map(|p| RawFrame {
+            code: p[0],
+            at: p[1],
+        })
+        .collect();
+    runtime::resolve(kind, &raw)
 }
 
 /// The exported function containing `pc`, from the dynamic symbol table already in memory

@@ -27,6 +27,7 @@ use crate::inspect::{self, KernelFd};
 use crate::origin::Detail;
 use crate::os;
 use crate::own::OWN;
+use crate::runtime;
 use crate::table::{EPOCHS, FdRecord, StackId};
 use crate::tracker::{self, BAD_CLOSES, COUNTERS, TABLE};
 use crate::trigger::Reason;
@@ -79,6 +80,7 @@ pub fn gather(reason: Reason, pid: u32, cmdline: Vec<String>, epoch: u16) -> Gat
         report: Report {
             pid,
             cmdline,
+            runtime: runtime::header(),
             reason: reason.name().into(),
             trigger_call,
             trigger_errno,

@@ -122,6 +122,21 @@ pub fn finds_objects_lock_free() -> bool {
     }
 }
 
+/// The address the current thread's stack ends below, seen from `sp` (an address in the
+/// calling function's frame), as the walk bounds it: everything from `sp` up to it is mapped.
+/// `usize::MAX` where that is not known (a stack glibc did not make, or before `init`).
+pub fn stack_bound(sp: usize) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        stack::limit(sp)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = sp;
+        usize::MAX
+    }
+}
+
 /// The exported function holding `pc`, from its object's dynamic symbol table, without the
 /// loader lock (see `object::exported_function`). `None` where `loaded_object` is.
 pub fn exported_function(pc: usize) -> Option<&'static [u8]> {

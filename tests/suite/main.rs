@@ -57,6 +57,7 @@ mod programs;
 mod python;
 mod requests;
 mod runtime_node;
+mod runtime_python;
 mod signals;
 mod snapshot;
 mod stacks;

@@ -32,6 +32,17 @@ pub enum Runtime {
 }
 
 impl Runtime {
+    /// Its name in reports: what the JSON has (`python`, `jvm`), in text too.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Native => "native",
+            Runtime::Go => "go",
+            Runtime::Jvm => "jvm",
+            Runtime::Python => "python",
+            Runtime::Node => "node",
+        }
+    }
+
     /// The runtime a mapped shared object brings into a process (a JVM embedded through JNI,
     /// CPython embedded in a server), from its path.
     pub fn of_library(path: &str) -> Option<Runtime> {
@@ -151,6 +162,17 @@ mod tests {
             Some(Runtime::Node)
         );
         assert_eq!(of("/usr/lib/x86_64-linux-gnu/libc.so.6"), None);
-        assert_eq!(serde_json::to_string(&Runtime::Jvm).unwrap(), r#""jvm""#);
+        for r in [
+            Runtime::Native,
+            Runtime::Go,
+            Runtime::Jvm,
+            Runtime::Python,
+            Runtime::Node,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.name())
+            );
+        }
     }
 }

@@ -78,9 +78,15 @@ fn states<'a, K: 'a>(rows: impl Iterator<Item = &'a Observed<K>>) -> BTreeMap<Wo
     count_by(rows.filter_map(|r| r.socket.as_ref()?.tcp_state.clone()))
 }
 
+/// One group of stacks: its smallest key, its frames (that key's), its rows.
+type Merged<'a, K> = (K, Vec<Frame>, Vec<&'a Observed<K>>);
+
 impl Report {
     /// Sets the rows, the stacks (each resolved once by `frames_of`) and the counts from the
-    /// fds observed, in their order.
+    /// fds observed, in their order. Stacks whose frames name the same places (`Frame::site`)
+    /// are one group: a runtime's walks through one line of its program differ in the
+    /// runtime's own code (CPython's generic and specialised calls, a JVM's interpreted and
+    /// compiled frames), which the resolved frames leave out.
     pub fn fill<K: Ord + Copy>(
         &mut self,
         observed: &[Observed<K>],
@@ -92,10 +98,34 @@ impl Report {
                 by_stack.entry(s).or_default().push(r);
             }
         }
+        let mut merged: Vec<Merged<K>> = Vec::new();
+        let mut by_sites: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+        let mut group_of: BTreeMap<K, usize> = BTreeMap::new();
+        for (key, rows) in by_stack {
+            let frames = frames_of(key);
+            let sites: Vec<String> = frames.iter().map(Frame::site).collect();
+            // Stacks that resolved to nothing stay apart: nothing says they are one place.
+            let same = (!sites.is_empty()).then(|| by_sites.get(&sites)).flatten();
+            let at = match same {
+                Some(&i) => {
+                    merged[i].2.extend(rows);
+                    i
+                }
+                None => {
+                    if !sites.is_empty() {
+                        by_sites.insert(sites, merged.len());
+                    }
+                    merged.push((key, frames, rows));
+                    merged.len() - 1
+                }
+            };
+            group_of.insert(key, at);
+        }
         let everywhere = Context::of(observed.iter().map(Observed::pointing));
-        let mut groups: Vec<(K, Stack)> = by_stack
+        let mut groups: Vec<(K, usize, Stack)> = merged
             .into_iter()
-            .map(|(key, rs)| {
+            .enumerate()
+            .map(|(at, (key, frames, rs))| {
                 let ages = || rs.iter().filter_map(|r| r.age_ms);
                 let stack = Stack {
                     count: rs.len(),
@@ -105,20 +135,21 @@ impl Report {
                     oldest_ms: ages().max().unwrap_or(0),
                     newest_ms: ages().min().unwrap_or(0),
                     place: shared_place(&everywhere, &rs),
+                    frames,
                     ..Stack::default()
                 };
-                (key, stack)
+                (key, at, stack)
             })
             .collect();
-        groups.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(&b.0)));
-        // Each stack's id, looked up once per row: a search of the groups for every row made
+        groups.sort_by(|a, b| b.2.count.cmp(&a.2.count).then(a.0.cmp(&b.0)));
+        // Each group's id, looked up once per row: a search of the groups for every row made
         // a report of many fds and many stacks quadratic.
-        let mut ids = BTreeMap::new();
-        for (id, (key, stack)) in groups.iter_mut().enumerate() {
+        let mut ids = vec![0; groups.len()];
+        for (id, (_, at, stack)) in groups.iter_mut().enumerate() {
             stack.id = id;
-            stack.frames = frames_of(*key);
-            ids.insert(*key, id);
+            ids[*at] = id;
         }
+        let ids: BTreeMap<K, usize> = group_of.into_iter().map(|(k, at)| (k, ids[at])).collect();
         self.fds = observed
             .iter()
             .map(|r| FdRow {
@@ -132,7 +163,7 @@ impl Report {
                 place: Some(everywhere.place(r.pointing())),
             })
             .collect();
-        self.stacks = groups.into_iter().map(|(_, s)| s).collect();
+        self.stacks = groups.into_iter().map(|(_, _, s)| s).collect();
         self.open = observed.len();
         self.untracked = observed
             .iter()
@@ -195,6 +226,50 @@ mod tests {
         assert_eq!(r.fds[5].stack, Some(1));
         assert_eq!((r.open, r.untracked), (6, 0));
         assert_eq!(r.by_kind[&FdKind::File], 6);
+    }
+
+    /// A runtime frame: what the library resolves a Python frame to.
+    fn py(function: &str, line: u32) -> Frame {
+        Frame {
+            module: Some("python".into()),
+            function: Some(function.into()),
+            file: Some("/srv/app.py".into()),
+            line: Some(line),
+            ..Frame::default()
+        }
+    }
+
+    #[test]
+    fn stacks_that_name_the_same_places_are_one_group() {
+        // Stacks 1 and 2: one Python line reached through two interpreter paths (generic and
+        // specialised calls), which resolve to the same frames; 3: another line; 4 and 5:
+        // nothing resolved, so nothing says they are one place.
+        let rows: Vec<_> = [(3, 1), (4, 2), (5, 2), (6, 3), (7, 4), (8, 5)]
+            .into_iter()
+            .map(|(fd, s)| seen(fd, Some(s), 0))
+            .collect();
+        let mut r = Report::default();
+        r.fill(&rows, |s| match s {
+            1 | 2 => vec![py("read_setting", 6), py("main", 16)],
+            3 => vec![py("read_setting", 7), py("main", 16)],
+            _ => Vec::new(),
+        });
+        let counts: Vec<usize> = r.stacks.iter().map(|s| s.count).collect();
+        assert_eq!(counts, [3, 1, 1, 1]);
+        assert_eq!(r.stacks[0].frames[0].line, Some(6));
+        let stack_of = |fd: i32| r.fds.iter().find(|f| f.fd == fd).unwrap().stack;
+        assert_eq!([stack_of(3), stack_of(4), stack_of(5)], [Some(0); 3]);
+        assert_ne!(stack_of(7), stack_of(8));
+        assert_eq!(r.stacks[1].frames[0].line, Some(7));
+        // Native frames without a line stay apart by their offsets.
+        let native = |offset| Frame {
+            addr: 0x1000 + offset,
+            module: Some("/srv/app".into()),
+            offset: Some(offset),
+            ..Frame::default()
+        };
+        r.fill(&rows[..2], |s| vec![native(u64::from(s))]);
+        assert_eq!(r.stacks.len(), 2);
     }
 
     #[test]

@@ -15,7 +15,8 @@ mod time;
 
 pub use build::Observed;
 pub use model::{
-    BadCloseNotice, EmfileStats, FdRow, Frame, Limit, Report, SharedPlace, Stack, Word, who,
+    BadCloseNotice, EmfileStats, FdRow, Frame, Limit, Report, RuntimeInfo, SharedPlace, Stack,
+    Word, who,
 };
 pub use suppress::is_suppressed;
 pub use time::{compact_utc, iso8601_utc};

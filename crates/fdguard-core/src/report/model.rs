@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::hex;
 use crate::kind::FdKind;
 use crate::place::Place;
+use crate::program::Runtime;
 use crate::schema::Schema;
 
 /// Names the report's words are made of: borrowed when written, owned when read.
@@ -103,6 +104,22 @@ impl Frame {
         }
     }
 
+    /// What a person calls the same place, for grouping stacks: the function, file and line
+    /// when the line is known (a runtime's frame, a native one with debug info), else module
+    /// and offset, else the address. Two walks through one Python line or one Java method
+    /// that differ only in the runtime's own code resolve to the same sites.
+    pub fn site(&self) -> String {
+        let function = self.function.as_deref().unwrap_or("??");
+        match (&self.file, self.line, &self.module, self.offset) {
+            (Some(file), Some(line), module, _) => format!(
+                "{function}@{file}:{line} in {}",
+                module.as_deref().unwrap_or("?")
+            ),
+            (_, _, Some(m), Some(o)) => format!("{m}+{o:#x}"),
+            _ => format!("{function}@{:#x}", self.addr),
+        }
+    }
+
     /// `load_setting fopen_leak.c:12 (fopen_leak+0x122f)`: the report's way, without the
     /// address.
     pub fn display(&self) -> String {
@@ -154,6 +171,20 @@ impl Stack {
     }
 }
 
+/// The language runtime the process runs on, when the library recognised one: whether the
+/// creation stacks carry its frames (frames with `module` `"python"`, ...), and if not, why
+/// (a version fdguard cannot read: the stacks then have native frames only). Not in reports
+/// of other programs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeInfo {
+    pub name: Runtime,
+    /// As the runtime names itself: `3.11.7`.
+    pub version: String,
+    pub frames: bool,
+    pub why: Option<String>,
+}
+
 /// A report (schema 1). Keys in the order the JSON has them; a report read from a file that
 /// lacks a key has its default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +193,8 @@ pub struct Report {
     pub fdguard: Schema,
     pub pid: u32,
     pub cmdline: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeInfo>,
     /// Why it was made: `signal`, `threshold`, `emfile`, `exit`, ...
     pub reason: Word,
     /// For `emfile` reports: the call that failed, and with which error (`EMFILE`, `ENFILE`).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::model::{BadCloseNotice, FdRow, Frame, Report, Stack};
+use super::model::{BadCloseNotice, FdRow, Frame, Report, RuntimeInfo, Stack};
 use crate::escape::push_line;
 use crate::kind::{FdKind, kind_words};
 use crate::place::Place;
@@ -176,23 +176,45 @@ pub fn summary(r: &Report) -> String {
 }
 
 fn frame_line(i: usize, f: &Frame) -> String {
-    let mut s = format!("   #{i:<2} {:#x}", f.addr);
+    let mut s = format!("   #{i:<2}");
+    // A runtime's frame has no address: `#0  in read_setting app.py:6 (python)`.
+    if f.addr != 0 {
+        let _ = write!(s, " {:#x}", f.addr);
+    }
     if let Some(func) = &f.function {
         let _ = write!(s, " in {func}");
     }
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => {
-            let _ = write!(s, " {file}:{line}");
+    if let Some(file) = &f.file {
+        let _ = write!(s, " {file}");
+        if let Some(line) = f.line {
+            let _ = write!(s, ":{line}");
         }
-        (Some(file), None) => {
-            let _ = write!(s, " {file}");
-        }
-        _ => {}
     }
-    if let (Some(m), Some(off)) = (&f.module, f.offset) {
-        let _ = write!(s, " ({m}+{off:#x})");
+    if let Some(m) = &f.module {
+        let _ = match f.offset {
+            Some(off) => write!(s, " ({m}+{off:#x})"),
+            None => write!(s, " ({m})"),
+        };
     }
     s
+}
+
+/// `runtime: python 3.10.13, whose frames fdguard cannot read (...): stacks show native frames
+/// only`, or that they show its frames.
+fn runtime_line(rt: &RuntimeInfo) -> String {
+    let name = rt.name.name();
+    if rt.frames {
+        return format!(
+            "runtime: {name} {}; stacks show its frames where it runs",
+            rt.version
+        );
+    }
+    let why = rt.why.as_deref().unwrap_or("not known to this fdguard");
+    format!(
+        "runtime: {name} {}, whose frames fdguard cannot read ({why}): stacks show native \
+         frames only",
+        rt.version
+    )
 }
 
 fn row_line(row: &FdRow) -> String {
@@ -283,6 +305,9 @@ pub fn report(r: &Report) -> String {
     );
     lines.push(reason);
     lines.push(format!("command: {}", r.cmdline.join(" ")));
+    if let Some(rt) = &r.runtime {
+        lines.push(runtime_line(rt));
+    }
     let mut kinds: Vec<String> = r
         .by_kind
         .iter()
@@ -451,6 +476,50 @@ mod tests {
             "==4242== fdguard: 26 of 32 fds open (81%) in pid 4242 (./server); \
              25 in 1 stack: sockets, 25 CLOSE_WAIT"
         );
+    }
+
+    #[test]
+    fn runtime_frames_and_the_runtime_are_shown() {
+        let mut r = sample();
+        r.stacks[0].frames.insert(
+            0,
+            Frame {
+                module: Some("python".into()),
+                function: Some("Pool.dial".into()),
+                file: Some("/srv/pool.py".into()),
+                line: Some(12),
+                ..Frame::default()
+            },
+        );
+        let mut rt = RuntimeInfo {
+            name: crate::program::Runtime::Python,
+            version: "3.11.7".into(),
+            frames: true,
+            why: None,
+        };
+        r.runtime = Some(rt.clone());
+        let text = report(&r);
+        assert!(
+            text.contains("==4242==    #0  in Pool.dial /srv/pool.py:12 (python)\n"),
+            "{text}"
+        );
+        assert!(text.contains("==4242== runtime: python 3.11.7; stacks show its frames"));
+        rt.frames = false;
+        rt.why = Some("too new".into());
+        r.runtime = Some(rt);
+        assert!(report(&r).contains(
+            "==4242== runtime: python 3.11.7, whose frames fdguard cannot read (too new): \
+             stacks show native frames only"
+        ));
+        let back = crate::read::parse_documents(&r.to_json()).unwrap();
+        let crate::read::Document::Report(back) = &back[0] else {
+            panic!("{back:?}")
+        };
+        assert_eq!(back.runtime, r.runtime);
+        assert_eq!(back.stacks[0].frames[0], r.stacks[0].frames[0]);
+        // Programs without a runtime have no key for it.
+        r.runtime = None;
+        assert!(!r.to_json().contains("runtime"));
     }
 
     #[test]
