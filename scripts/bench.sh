@@ -20,7 +20,7 @@
 #   BENCH_OPS            micro workloads (open open2 socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
-#   BENCH_SECTIONS       any of: micro macro mem cli runtimes (all five)
+#   BENCH_SECTIONS       any of: micro macro mem cli runtime (all five)
 #   BENCH_PEERS=0        skip valgrind / strace / ltrace
 #   BENCH_PEER_ROUNDS    rounds that include the peers (3; quick 1)
 #   BENCH_TARGET_ROUNDS  rounds of the hot-path targets' workload (open, nofp, depth 30), which
@@ -69,7 +69,7 @@ SCALE=${BENCH_SCALE:-$(q 1 0.03)}
 OPS=${BENCH_OPS:-"open open2 socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
-SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtimes"}
+SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtime"}
 PEERS=${BENCH_PEERS:-1}
 PEER_ROUNDS=${BENCH_PEER_ROUNDS:-$(q 3 1)}
 TARGET_ROUNDS=${BENCH_TARGET_ROUNDS:-$(q 31 2)}
@@ -326,6 +326,7 @@ ENVF=$TMP/env.tsv
     printf 'macro_rounds\t%s\n' "$MACRO_ROUNDS"
     printf 'macro_par\t%s\n' "$MACRO_PAR"
     printf 'macro_conns\t%s\n' "$MACRO_CONNS"
+    printf 'runtime_rounds\t%s\n' "$RUNTIME_ROUNDS"
     printf 'text_end_marker\t%s\n' "$TEXT_END_MARKER"
     printf 'peer_depths\t%s\n' "$PEER_DEPTHS"
 } >"$ENVF"
@@ -575,69 +576,77 @@ if has_section cli; then
     fi
 fi
 
-# ---- runtimes: open+close through a language runtime, native vs fdguard ----------------
-# Each runtime's workload runs natively and under fdguard (its default settings: the runtime's
-# frames captured) back to back in every round, the order rotating; it prints ns_per_op and
-# fastest_ns_per_op as fdbench does. A row: record runtime NAME GOAL CONFIG ROUND ITERS NS
-# FASTEST, after one `runtime-what NAME WHAT` naming the workload; GOAL is the ratio the issue
-# sets. The median ratio is printed as the rounds end.
-# RUNTIME_FDG_ENV: NAME=value words the fdguard configuration adds (what `fdguard run` sets for
-# that runtime).
-RUNTIME_FDG_ENV=()
-run_runtime() { # name goal round iters command...
-    local name=$1 goal=$2 round=$3 iters=$4 config ns fastest st
-    shift 4
-    mapfile -t order < <(rotate "$round" native fdg-default)
-    for config in "${order[@]}"; do
-        config_prefix "$config" "$TMP/report.$config"
-        [[ $config == native ]] || PREFIX+=("${RUNTIME_FDG_ENV[@]}")
-        st=0
-        run_bounded 300 "${PREFIX[@]}" "$@" || st=$?
-        rm -f "$TMP/report.$config"
-        ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
-        fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
-        if [[ $st != 0 || -z $ns ]]; then
-            [[ $st != 0 ]] || st="ok but printed no ns_per_op ('$OUTPUT')"
-            fail_run "runtime $name ($config)" "$st"
-        fi
-        record runtime "$name" "$goal" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
-    done
+# ---- runtimes: open+close through a language runtime, at call depth 30 ----------------
+# Each runtime's workload runs natively (native), with only the options `fdguard run` gives
+# that runtime (options: what they cost by themselves), and under `fdguard run` (fdguard),
+# in a rotated order round by round; a runtime that is not installed is said so. Python needs
+# no options (`fdguard run` gives it none); python3 is needed by this script anyway.
+RUNTIME_DEPTH=30
+# What cli/src/run.rs (NODE_FRAME_OPTIONS) gives node.
+NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack"
+# What cli/src/run.rs (java_tool_options) gives a JVM: fdguard's JVM TI agent. Without the
+# preload, the agent alone sets nothing up: the options column is the JVM loading it.
+JAVA_RUN_OPTIONS="-agentpath:$LIB"
+run_runtime() { # runtime config round command...
+    local rt=$1 config=$2 round=$3 st=0 ns fastest iters; shift 3
+    run_bounded 300 env -u NODE_OPTIONS -u JAVA_TOOL_OPTIONS "$@" || st=$?
+    ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    iters=$(sed -n 's/.* iters=\([0-9]*\).*/\1/p' <<<"$OUTPUT")
+    if [[ $st != 0 || -z $ns ]]; then
+        [[ $st != 0 ]] || st="ok but printed no ns_per_op ('$OUTPUT')"
+        fail_run "runtime $rt ($config)" "$st"
+    fi
+    rm -f "$TMP/report.runtime"
+    record runtime "$rt" - "$RUNTIME_DEPTH" "$config" "$round" "$iters" "$ns" "${fastest:-$ns}"
 }
-runtime_ratio() { # name: the median of the rounds' fdguard/native ratios so far
-    python3 - "$RAW" "$1" <<'PY'
-import statistics, sys
-ns = {}
-for line in open(sys.argv[1]):
-    p = line.rstrip("\n").split("\t")
-    if p[0] == "runtime" and p[1] == sys.argv[2]:
-        ns[(p[3], p[4])] = float(p[6])
-rs = [ns[("fdg-default", r)] / v for (c, r), v in ns.items() if c == "native" and ("fdg-default", r) in ns]
-print(f"{statistics.median(rs):.2f}" if rs else "?")
-PY
-}
-if has_section runtimes; then
-    py_iters=$(python3 -c "import sys; print(max(1000, int(100000 * float(sys.argv[1]))))" "$RUNTIME_SCALE")
-    record runtime-what python "$(python3 -c 'import platform; print("CPython", platform.python_version())'): open+close of /dev/null at call depth 30 (bench/pyopen.py)"
-    for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
-        note "runtimes: python, round $r/$RUNTIME_ROUNDS"
-        run_runtime python 1.5 "$r" "$py_iters" python3 bench/pyopen.py "$py_iters" 30
-    done
-    note "runtimes: python under fdguard / native: $(runtime_ratio python)x (goal <= 1.5x)"
+if has_section runtime; then
+    runtimes=(python)
+    if command -v node >/dev/null; then
+        runtimes+=(node)
+    else
+        warn "node is not installed: its runtime row is skipped"
+        record runtime-skip node "node is not installed"
+    fi
     if command -v java >/dev/null && command -v javac >/dev/null; then
         javac -d "$BUILD" bench/JavaOpen.java || die "javac failed for bench/JavaOpen.java"
-        java_iters=$(python3 -c "import sys; print(max(1000, int(200000 * float(sys.argv[1]))))" "$RUNTIME_SCALE")
-        record runtime-what java "$(java -version 2>&1 | head -n 1): FileInputStream open+close of /dev/null at call depth 30, compiled (bench/JavaOpen.java)"
-        # fdguard's JVM TI agent, as `fdguard run` gives a JVM.
-        RUNTIME_FDG_ENV=("JAVA_TOOL_OPTIONS=-agentpath:$LIB")
-        for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
-            note "runtimes: java, round $r/$RUNTIME_ROUNDS"
-            run_runtime java 2.5 "$r" "$java_iters" java -cp "$BUILD" JavaOpen "$java_iters" 30
-        done
-        RUNTIME_FDG_ENV=()
-        note "runtimes: java under fdguard / native: $(runtime_ratio java)x (goal <= 2.5x)"
+        runtimes+=(java)
     else
-        warn "runtimes: no java and javac: the Java row is skipped"
+        warn "java or javac is not installed: its runtime row is skipped"
+        record runtime-skip java "java or javac is not installed"
     fi
+    if [[ ! -x $CLI ]]; then
+        warn "the fdguard command is not next to the library ($CLI): the runtime rows are skipped"
+        for rt in "${runtimes[@]}"; do
+            record runtime-skip "$rt" "the fdguard command is not next to the library"
+        done
+        runtimes=()
+    fi
+    iters=$(python3 -c "import sys; print(max(1000, int(round(100000 * float(sys.argv[1])))))" "$RUNTIME_SCALE")
+    for ((r = 1; r <= RUNTIME_ROUNDS; r++)); do
+        for rt in "${runtimes[@]}"; do
+            note "runtimes: $rt, round $r/$RUNTIME_ROUNDS"
+            case $rt in
+            python) cmd=(python3 bench/pyopen.py "$iters" "$RUNTIME_DEPTH") options=(env) ;;
+            node)
+                cmd=(node bench/node_open.js "$iters" "$RUNTIME_DEPTH")
+                options=(env "NODE_OPTIONS=$NODE_RUN_OPTIONS")
+                ;;
+            java)
+                cmd=(java -cp "$BUILD" JavaOpen "$iters" "$RUNTIME_DEPTH")
+                options=(env "JAVA_TOOL_OPTIONS=$JAVA_RUN_OPTIONS")
+                ;;
+            esac
+            mapfile -t order < <(rotate "$r" native options fdguard)
+            for config in "${order[@]}"; do
+                case $config in
+                native) run_runtime "$rt" native "$r" "${cmd[@]}" ;;
+                options) run_runtime "$rt" options "$r" "${options[@]}" "${cmd[@]}" ;;
+                fdguard) run_runtime "$rt" fdguard "$r" "$CLI" run --report "$TMP/report.runtime" -- "${cmd[@]}" ;;
+                esac
+            done
+        done
+    done
 fi
 
 # ---- summary ------------------------------------------------------------------

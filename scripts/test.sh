@@ -16,6 +16,7 @@ needs=(
     "prlimit util-linux"
     "setpriv util-linux"
     "strip binutils"
+    "readelf binutils"
     "addr2line binutils"
     "python3 python3"
     "redis-server redis-server"

@@ -161,6 +161,15 @@ fn shared() -> Option<&'static Shared> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// The program's pid (in a report child: the process it is a copy of), if the shared page
+/// exists.
+pub fn program_pid() -> Option<u32> {
+    shared()
+        .map(|s| s.program.load(Ordering::Acquire))
+        .and_then(|pid| u32::try_from(pid).ok())
+        .filter(|pid| *pid > 0)
+}
+
 /// True for the first caller (program or any child) to say `what`.
 pub fn say_once(what: Once) -> bool {
     let bit = what as u32;

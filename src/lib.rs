@@ -3,15 +3,17 @@
 //! Layers, from the entry points down; each uses only its own line and the lines below it, and
 //! no module uses one that uses it back:
 //! - this file (the constructor, the exit check), `attach` (`fdguard attach`/`detach`: entry
-//!   points, state, GOT patching), `setup` (what starting needs, preloaded or attached);
+//!   points, state, GOT patching, and the `dlopen` and `dlmopen` hooks that patch what the
+//!   program loads while attached), `setup` (what starting needs, preloaded or attached);
 //! - `hooks`: the exported libc entry points (thin), calling libc's own through `real`;
 //! - `fork` (what a fork child resets); `dumper`: the report pipeline (`signal`, `serve`,
-//!   `gather`, `frames`, `deliver`, `exit`); `upkeep`: the accept guard's thread, which also
-//!   runs the work other modules register with it;
+//!   `gather`, `frames`, `deliver`, `exit`); `upkeep`: the accept guard's thread;
 //! - `tracker`: what a hook means for the fd table; `emfile`: what it means for the accept
 //!   guard (`policy`, the `listeners` table, shed mode's `reserve`, and `effects`, which act
 //!   through `kernel`; the operator's `lines`);
-//! - `stack` (capture, with the `unwind`er and the `runtime`'s own frames), `symbolize`,
+//! - `stack` (capture, with the `unwind`er and the `runtime`'s own frames), `symbolize` (with
+//!   `perfmap`: JIT code named from the runtime's perf map; `symtab`: functions of libraries
+//!   loaded after fdguard started),
 //!   `symcache`, `child` (report processes), `alloc`, `published` (the block the command
 //!   reads);
 //! - core, unit-tested without preloading: `table`, `intern`, `limits`, `trigger`,
@@ -48,6 +50,7 @@ mod limits;
 mod origin;
 mod os;
 mod own;
+mod perfmap;
 mod published;
 mod real;
 mod runtime;
@@ -55,6 +58,7 @@ mod setup;
 mod stack;
 mod symbolize;
 mod symcache;
+mod symtab;
 mod table;
 mod tracker;
 mod trigger;

@@ -9,7 +9,9 @@ use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
+use crate::perfmap::PerfMap;
 use crate::runtime::{self, RawFrame};
+use crate::symtab::SymbolTables;
 use crate::unwind;
 use fdguard_core::report::Frame;
 
@@ -22,6 +24,10 @@ pub struct Symbolizer {
     /// False when symbolizing in the program's own process (no report child could be made):
     /// reading debug info would open files there.
     use_debug_info: bool,
+    /// Names of JIT code (read only where debug info is).
+    jit: PerfMap,
+    /// Modules' own symbol tables (read only where debug info is).
+    symtabs: SymbolTables,
 }
 
 impl Symbolizer {
@@ -32,6 +38,19 @@ impl Symbolizer {
                 .unwrap_or_default(),
             listed: OnceCell::new(),
             use_debug_info,
+            jit: PerfMap::default(),
+            symtabs: SymbolTables::default(),
+        }
+    }
+
+    /// The function at `frame` from its module file's `.symtab`: for a library loaded after
+    /// `backtrace` listed them (see `symtab`).
+    fn own_symbol_table(&self, frame: &Frame) -> Option<String> {
+        match (&frame.module, frame.offset) {
+            (Some(path), Some(offset)) if self.use_debug_info => {
+                self.symtabs.function(path, offset)
+            }
+            _ => None,
         }
     }
 
@@ -43,6 +62,9 @@ impl Symbolizer {
                 _ => name.to_string_lossy().into_owned(),
             };
             return Some((path, bias));
+        }
+        if unwind::finds_objects_lock_free() {
+            return None; // in no object (JIT code): the loader's list would not hold it either
         }
         self.listed
             .get_or_init(os::loader::modules)
@@ -98,9 +120,17 @@ impl Symbolizer {
                 });
             }
             if resolved.iter().all(|f| f.function.is_none()) {
-                resolved = vec![Frame {
-                    function: dynamic_symbol(pc),
-                    ..base
+                let named = dynamic_symbol(pc).or_else(|| self.own_symbol_table(&base));
+                resolved = vec![match named {
+                    Some(name) => Frame {
+                        function: Some(name),
+                        ..base
+                    },
+                    // In no object: code a JIT made, which the runtime's perf map may name.
+                    None if self.use_debug_info && base.module.is_none() => {
+                        self.jit.frame(pc, base)
+                    }
+                    None => base,
                 }];
             }
             out.extend(resolved);
@@ -145,6 +175,9 @@ fn dynamic_symbol(pc: usize) -> Option<String> {
     let demangled = |raw: &[u8]| format!("{:#}", backtrace::SymbolName::new(raw));
     if unwind::loaded_object(pc).is_some() {
         return unwind::exported_function(pc).map(demangled);
+    }
+    if unwind::finds_objects_lock_free() {
+        return None; // in no object: dladdr would only take the loader lock to say so
     }
     let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
     // SAFETY: `info` is writable; dladdr fills it and returns non-zero on success; the name

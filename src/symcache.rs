@@ -137,8 +137,12 @@ pub fn append(entries: &[(StackId, Vec<Frame>)]) {
 mod tests {
     use super::*;
 
+    /// The log is one per process: the tests that use it take turns.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn frames_round_trip_through_the_log() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let frames = vec![
             Frame {
                 addr: 0x55d4c1234567,
@@ -160,6 +164,7 @@ mod tests {
 
     #[test]
     fn log_appends_loads_and_clears() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         init();
         append(&[(
             StackId(7),

@@ -1,12 +1,10 @@
 //! The accept guard's thread: prints the operator's lines, shows paused listeners again when no
-//! wait of the program's did (a backstop), and takes shed mode's reserve back. Other modules
-//! register work of their own to run on each tick (`register`: attach patches objects loaded
-//! since), so this module names none of them.
+//! wait of the program's did (a backstop), and takes shed mode's reserve back.
 //!
-//! Started the first time there is work for it (an `accept` failing for lack of fds, or
-//! `fdguard attach`), not at load: a thread makes glibc take its slower multi-threaded path on
-//! every system call (see `child`), a cost worth paying only once the guard is at work. It
-//! starts with every signal blocked, so the program's signals still reach the program's threads.
+//! Started the first time there is work for it (an `accept` failing for lack of fds), not at
+//! load or attach: a thread makes glibc take its slower multi-threaded path on every system
+//! call (see `child`), a cost worth paying only once the guard is at work. It starts with every
+//! signal blocked, so the program's signals still reach the program's threads.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -28,23 +26,12 @@ struct Settings {
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 static STARTED: AtomicBool = AtomicBool::new(false);
 static WAKE: AtomicU32 = AtomicU32::new(0);
-/// Work registered to run on every tick; a fixed table, so registering allocates nothing.
-static WORK: [OnceLock<fn()>; 4] = [const { OnceLock::new() }; 4];
 
 pub fn configure(mode: EmfileMode, backoff_max_ms: u64) {
     let _ = SETTINGS.set(Settings {
         mode,
         backoff_max_ms,
     });
-}
-
-/// Runs `work` on every tick of the accept guard's thread from now on (once per tick, however
-/// often it is registered). Does not start the thread: see `wake`.
-pub fn register(work: fn()) {
-    let registered = WORK
-        .iter()
-        .any(|w| std::ptr::fn_addr_eq(*w.get_or_init(|| work), work));
-    debug_assert!(registered, "more kinds of upkeep work than WORK holds");
 }
 
 /// In a fork child of the program: the thread was not copied; it starts again when needed.
@@ -89,12 +76,8 @@ fn run() {
     }
 }
 
-/// The registered work, the guard's upkeep, then the operator's lines that are due. Returns
-/// when to look again.
+/// The guard's upkeep, then the operator's lines that are due. Returns when to look again.
 fn tick(lines: &mut Lines) -> Option<u64> {
-    for work in WORK.iter().filter_map(OnceLock::get) {
-        work();
-    }
     let next = emfile::upkeep();
     let mut due = Vec::new();
     lines.tick(&GUARD, os::clock::precise_ns(), &mut due);
@@ -123,17 +106,4 @@ fn tick(lines: &mut Lines) -> Option<u64> {
         let _ = os::fd::write_all(2, format!("{line}\n").as_bytes());
     }
     next
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn work_registered_twice_runs_once_a_tick() {
-        fn work() {}
-        register(work);
-        register(work);
-        assert_eq!(WORK.iter().filter_map(OnceLock::get).count(), 1);
-    }
 }

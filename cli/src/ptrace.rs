@@ -248,18 +248,48 @@ impl Tracee {
     }
 
     /// Lets the thread go, delivering `sig` (0: none).
-    pub fn detach(self, sig: i32) -> io::Result<()> {
-        // SAFETY: PTRACE_DETACH with a signal number as data.
-        check(unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, sig as usize) })?;
+    pub fn detach(mut self, sig: i32) -> io::Result<()> {
+        let done = self.let_go(sig);
         std::mem::forget(self);
-        Ok(())
+        done
+    }
+
+    /// `PTRACE_DETACH`, which only a thread in a ptrace stop accepts. One that did not stop
+    /// within a wait's timeout (a busy machine) is stopped first and waited for up to `LET_GO`:
+    /// left attached, it would stay this process's tracee, and a later seize would fail.
+    fn let_go(&mut self, sig: i32) -> io::Result<()> {
+        let tid = self.tid;
+        // SAFETY: PTRACE_DETACH with a signal number as data.
+        let detach = |sig: i32| {
+            check(unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0usize, sig as usize) })
+        };
+        match detach(sig) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            done => return done.map(|_| ()),
+        }
+        let stop = match self.interrupt(LET_GO) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()), // gone
+            stop => stop?,
+        };
+        match stop {
+            Some(Stop::Gone) => Ok(()),
+            // A signal that came meanwhile is delivered instead: `sig` was already dropped
+            // by the stop the thread left.
+            Some(Stop::Signal(s)) => detach(s).map(|_| ()),
+            Some(_) => detach(sig).map(|_| ()),
+            None => Err(io::Error::other(format!(
+                "thread {tid} did not stop within {} s to be let go",
+                LET_GO.as_secs()
+            ))),
+        }
     }
 }
 
+/// How long a thread that is to be let go is waited for to stop.
+const LET_GO: Duration = Duration::from_secs(5);
+
 impl Drop for Tracee {
     fn drop(&mut self) {
-        // A running tracee cannot be detached: the kernel detaches it when this process ends.
-        // SAFETY: PTRACE_DETACH with no signal.
-        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.tid, 0usize, 0usize) };
+        let _ = self.let_go(0);
     }
 }

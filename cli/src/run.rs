@@ -192,6 +192,53 @@ pub fn check_program(path: &Path) -> Outcome {
     Ok(())
 }
 
+/// What node is told so that reports name JavaScript functions: V8 writes its perf map
+/// (`/tmp/perf-PID.map`) for the code of every JS function, interpreted ones included (each
+/// gets its own copy of the interpreter's entry), which report processes read (the library's
+/// `perfmap`). `--perf-basic-prof` would also log V8's own stubs and write a `v8.log` into the
+/// working directory; `--perf-basic-prof-only-functions` writes the map alone.
+const NODE_FRAME_OPTIONS: &str =
+    "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
+
+/// `NODE_OPTIONS` for a node program (`path`, or the interpreter of a `#!` script): the user's,
+/// with `NODE_FRAME_OPTIONS` appended; `None` for any other program, or when the user's
+/// options already say how the perf map is written (`--perf-basic-prof*`, `--no-...`).
+fn node_options(path: &Path, user: Option<OsString>) -> Option<OsString> {
+    let program = interpreter(path).unwrap_or_else(|| path.to_path_buf());
+    if Program::examine(&program).ok()?.runtime != Runtime::Node {
+        return None;
+    }
+    let user = user.filter(|o| !o.is_empty());
+    if user
+        .as_ref()
+        .is_some_and(|o| o.to_string_lossy().contains("perf-basic-prof"))
+    {
+        return None;
+    }
+    let mut options = user.map_or_else(OsString::new, |mut o| {
+        o.push(" ");
+        o
+    });
+    options.push(NODE_FRAME_OPTIONS);
+    Some(options)
+}
+
+/// The interpreter a `#!` script names (with `env`, its program found on PATH).
+fn interpreter(path: &Path) -> Option<PathBuf> {
+    let mut head = [0u8; 256];
+    let n = std::io::Read::read(&mut std::fs::File::open(path).ok()?, &mut head).ok()?;
+    let line = head.get(..n)?.strip_prefix(b"#!")?;
+    let line = String::from_utf8_lossy(line.split(|b| *b == b'\n').next()?).into_owned();
+    let mut words = line.split_whitespace();
+    let first = PathBuf::from(words.next()?);
+    if first.file_name().is_some_and(|n| n == "env") {
+        // `env -S node --flag`, `env NAME=value node`: the first word that is neither.
+        let program = words.find(|w| !w.starts_with('-') && !w.contains('='))?;
+        return resolve(Path::new(program));
+    }
+    Some(first)
+}
+
 pub fn run(args: RunArgs) -> Outcome {
     let lib = library()?;
     let cmd = PathBuf::from(&args.command[0]);
@@ -208,6 +255,13 @@ pub fn run(args: RunArgs) -> Outcome {
         preload.push(old);
     }
     let mut command = std::process::Command::new(&path);
+    if let Some(options) = node_options(&path, std::env::var_os("NODE_OPTIONS")) {
+        eprintln!(
+            "fdguard: node: NODE_OPTIONS gets {NODE_FRAME_OPTIONS} (V8 writes \
+             /tmp/perf-PID.map, which names JavaScript functions in reports)"
+        );
+        command.env("NODE_OPTIONS", options);
+    }
     let user = std::env::var_os("JAVA_TOOL_OPTIONS");
     if let Some((options, agent)) = java_tool_options(&path, &lib, user, &args.options) {
         eprintln!(
@@ -333,5 +387,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(java_tool_options(&java, lib, None, &no_stacks), None);
+    }
+
+    /// A script in `dir` starting with `first_line`.
+    fn script(dir: &Path, name: &str, first_line: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{first_line}\nconsole.log(1)\n")).unwrap();
+        path
+    }
+
+    #[test]
+    fn scripts_name_their_interpreter() {
+        let dir = std::env::temp_dir().join(format!("fdguard-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sh = script(&dir, "a", "#!/bin/sh -e");
+        assert_eq!(interpreter(&sh), Some(PathBuf::from("/bin/sh")));
+        let env = script(&dir, "b", "#!/usr/bin/env -S FOO=1 sh --flag");
+        assert_eq!(interpreter(&env), resolve(Path::new("sh")));
+        assert!(interpreter(&env).is_some());
+        assert_eq!(interpreter(&script(&dir, "c", "plain text")), None);
+        assert_eq!(interpreter(Path::new("/nonexistent")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn node_options_only_for_node_and_after_the_users() {
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(node_options(&exe, None), None, "not node");
+        let Some(node) = resolve(Path::new("node")) else {
+            return; // no node here: the integration tests require it
+        };
+        let ours = OsString::from(NODE_FRAME_OPTIONS);
+        assert_eq!(node_options(&node, None), Some(ours.clone()));
+        assert_eq!(node_options(&node, Some("".into())), Some(ours));
+        assert_eq!(
+            node_options(&node, Some("--max-old-space-size=64".into())),
+            Some(format!("--max-old-space-size=64 {NODE_FRAME_OPTIONS}").into())
+        );
+        assert_eq!(
+            node_options(&node, Some("--no-perf-basic-prof".into())),
+            None
+        );
     }
 }

@@ -3,28 +3,43 @@
 //! preloaded, and pointed back on detach.
 //!
 //! # How
-//! For each object the loader lists (`dl_iterate_phdr`, which holds the loader's lock for the
-//! callback, so no object is unmapped while its GOT is written), the `PT_DYNAMIC` entries give
-//! the relocation tables: `DT_JMPREL` (the PLT's `JUMP_SLOT`s) and `DT_RELA` (`GLOB_DAT`s, what
-//! `-fno-plt` calls and taken addresses use). A relocation whose symbol is a hooked name gets
-//! the hook's address, with one aligned pointer store (a thread calling through it meanwhile
-//! gets the old function or the hook, both correct). Slots inside `PT_GNU_RELRO` are made
-//! writable for the store and read-only again. fdguard's own object, the dynamic loader and the
-//! vDSO are left alone. `R_X86_64_64` data pointers are not touched: they are the program's
-//! values, not calls.
+//! For each object the loader lists (`objects`), the `PT_DYNAMIC` entries give the relocation
+//! tables: `DT_JMPREL` (the PLT's `JUMP_SLOT`s) and `DT_RELA` (`GLOB_DAT`s, what `-fno-plt`
+//! calls and taken addresses use). A relocation whose symbol is a hooked name gets the hook's
+//! address, with one aligned pointer store (a thread calling through it meanwhile gets the old
+//! function or the hook, both correct). Slots inside `PT_GNU_RELRO` are made writable for the
+//! store and read-only again. fdguard's own object, the dynamic loader and the vDSO are left
+//! alone. `R_X86_64_64` data pointers are not touched: they are the program's values, not
+//! calls.
 //!
-//! What the patching needs from the loader is here too: the hooks this library exports
-//! (`hooks`), an address inside it, and how many objects were ever loaded (`objects_loaded`,
-//! which tells when to look again).
+//! # Objects loaded later
+//! The `dlopen` and `dlmopen` hooks (`super::dlopen`) call `patch_new` before they return to
+//! the program. It looks only at the objects loaded since the last walk that saw them all: the
+//! loader counts the objects it ever loaded (`Object::adds`) and appends each to its list, so
+//! those still loaded are the last ones (none at all after a `dlopen` of an object already
+//! loaded). A walk stops at an object the loader has not finished relocating, which another
+//! thread is `dlopen`ing: writing that object's GOT, and making its RELRO page read-only again,
+//! would race the loader's own writes (where `unwind::relocated` cannot tell, glibc < 2.35, that
+//! race remains). That thread's own hook patches it when its `dlopen` returns, or the next one
+//! does.
+//!
+//! Everything is done inside `dl_iterate_phdr`'s callback, under the lock the loader holds for
+//! it: walks of two threads never overlap, and the record of patched slots is locked only there,
+//! so a `fork` child finds that record locked only where it finds the loader's lock held too
+//! (glibc does not reset that one in a child: its `dl_iterate_phdr`, and a `dlopen` that loads
+//! anything, would wait as well).
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
-use std::sync::Mutex;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
-use libc::{c_int, c_void, dl_phdr_info, size_t};
+use libc::c_void;
 
+use super::objects::{self, Object};
 use crate::os::mem::page_size;
+use crate::unwind;
 
 /// A hooked function: its NUL-terminated name and the hook's address.
 #[derive(Clone, Copy, Debug)]
@@ -43,7 +58,25 @@ struct Patched {
     relro: bool,
 }
 
-static PATCHED: Mutex<Vec<Patched>> = Mutex::new(Vec::new());
+/// The slots fdguard wrote and how far the walks got (see the module's documentation).
+struct Patches {
+    slots: Vec<Patched>,
+    /// Between `patch_all` and `restore_all`: the hooks may patch what the program loads.
+    on: bool,
+    /// `Object::adds` when a walk last saw every object loaded.
+    adds: u64,
+}
+
+static PATCHES: Mutex<Patches> = Mutex::new(Patches {
+    slots: Vec::new(),
+    on: false,
+    adds: 0,
+});
+
+/// The record, locked: only inside `objects::each`'s callback, or by `attach`/`detach`.
+fn patches() -> MutexGuard<'static, Patches> {
+    PATCHES.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 const DT_NULL: i64 = 0;
 const DT_STRTAB: i64 = 5;
@@ -87,119 +120,24 @@ fn absolute(bias: usize, v: usize) -> usize {
     if bias != 0 && v < bias { v + bias } else { v }
 }
 
-/// What a walk over the objects does to each GOT slot of a hooked function.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Walk {
-    Patch,
-    /// Puts back what `Patch` wrote, in the objects still loaded.
-    Restore,
-    /// Only says whether the object at `target` comes before libc's: see `loaded_at_startup`.
-    Order,
-}
-
-struct Ctx<'a> {
-    hooks: &'a [Hook],
-    own: usize,
-    walk: Walk,
-    written: usize,
-    objects: usize,
-    patched: &'a mut Vec<Patched>,
-    /// For `Walk::Order`: addresses to find, and the index of the object holding each.
-    find: [usize; 2],
-    found: [Option<usize>; 2],
-    index: usize,
-}
-
-impl<'a> Ctx<'a> {
-    fn new(hooks: &'a [Hook], own: usize, walk: Walk, patched: &'a mut Vec<Patched>) -> Self {
-        Ctx {
-            hooks,
-            own,
-            walk,
-            written: 0,
-            objects: 0,
-            patched,
-            find: [0; 2],
-            found: [None; 2],
-            index: 0,
-        }
-    }
-}
-
-/// The range `[start, end)` of segment `p` once loaded.
-fn segment(bias: usize, p: &libc::Elf64_Phdr) -> (usize, usize) {
-    let start = bias + p.p_vaddr as usize;
-    (start, start + p.p_memsz as usize)
-}
-
-unsafe extern "C" fn visit(info: *mut dl_phdr_info, _size: size_t, data: *mut c_void) -> c_int {
-    // SAFETY: the loader passes a valid dl_phdr_info for the callback's duration, and `data` is
-    // the `Ctx` passed to dl_iterate_phdr by `walk` below.
-    let (info, cx) = unsafe { (&*info, &mut *data.cast::<Ctx>()) };
-    // SAFETY: dlpi_phdr points to dlpi_phnum program headers of a loaded object.
-    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let bias = info.dlpi_addr as usize;
-    let holds = |addr: usize| {
-        phdrs.iter().any(|p| {
-            let (s, e) = segment(bias, p);
-            p.p_type == libc::PT_LOAD && (s..e).contains(&addr)
-        })
-    };
-    let index = cx.index;
-    cx.index += 1;
-    if cx.walk == Walk::Restore {
-        let mine: Vec<usize> = (0..cx.patched.len())
-            .filter(|i| holds(cx.patched[*i].slot))
-            .collect();
-        for i in mine.into_iter().rev() {
-            let p = cx.patched.swap_remove(i);
-            // SAFETY: the slot is a GOT entry of this object, loaded for the callback's length.
-            let current =
-                unsafe { AtomicUsize::from_ptr(p.slot as *mut usize) }.load(Ordering::Acquire);
-            // SAFETY: as above.
-            if current == p.hook && unsafe { store(p.slot, p.old, p.relro) }.is_some() {
-                cx.written += 1;
-            }
-        }
-        return 0;
-    }
-    if cx.walk == Walk::Order {
-        for i in 0..2 {
-            if cx.found[i].is_none() && holds(cx.find[i]) {
-                cx.found[i] = Some(index);
-            }
-        }
-        return 0;
-    }
-    let name = if info.dlpi_name.is_null() {
-        &b""[..]
-    } else {
-        // SAFETY: a non-null dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes()
-    };
-    let skip = holds(cx.own)
-        || name.starts_with(b"linux-vdso")
-        || name.starts_with(b"linux-gate")
-        || name.windows(6).any(|w| w == b"/ld-li")
-        || name.starts_with(b"ld-linux");
-    let Some(dynamic) = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC) else {
-        return 0;
-    };
-    if skip {
-        return 0;
-    }
-    let relro = phdrs
-        .iter()
-        .find(|p| p.p_type == PT_GNU_RELRO)
-        .map(|p| segment(bias, p));
+/// Points `o`'s GOT slots for `hooks` at them, recording each in `slots`; returns how many it
+/// wrote, or `None` for an object without a dynamic section.
+fn patch_object(o: &Object, hooks: &[Hook], slots: &mut Vec<Patched>) -> Option<usize> {
+    let dynamic = o.header(libc::PT_DYNAMIC)?;
+    let relro = o.header(PT_GNU_RELRO).map(|p| o.segment(p));
     // SAFETY: PT_DYNAMIC of a loaded object is mapped and ends with DT_NULL.
-    let tables = unsafe { read_dynamic(bias, bias + dynamic.p_vaddr as usize) };
-    cx.objects += 1;
+    let tables = unsafe { read_dynamic(o.bias, o.segment(dynamic).0) };
+    let mut written = 0;
     for (start, size) in [tables.jmprel, tables.rela] {
+        let place = Place {
+            tables: &tables,
+            bias: o.bias,
+            relro,
+        };
         // SAFETY: the relocation tables the dynamic section names are mapped in the object.
-        unsafe { patch_table(cx, &tables, bias, relro, start, size) };
+        written += unsafe { patch_table(&place, hooks, slots, start, size) };
     }
-    0
+    Some(written)
 }
 
 /// # Safety
@@ -232,18 +170,28 @@ unsafe fn read_dynamic(bias: usize, dynamic: usize) -> Tables {
     t
 }
 
-/// # Safety
-/// `start..start + size` is a mapped `Elf64_Rela` table of the object described by `t`.
-unsafe fn patch_table(
-    cx: &mut Ctx,
-    t: &Tables,
+/// Where an object's relocations point: its tables, its load bias, its RELRO range.
+struct Place<'a> {
+    tables: &'a Tables,
     bias: usize,
     relro: Option<(usize, usize)>,
+}
+
+/// Patches the slots of one relocation table; returns how many it wrote.
+///
+/// # Safety
+/// `start..start + size` is a mapped `Elf64_Rela` table of the object `at` describes.
+unsafe fn patch_table(
+    at: &Place,
+    hooks: &[Hook],
+    slots: &mut Vec<Patched>,
     start: usize,
     size: usize,
-) {
+) -> usize {
+    let t = at.tables;
+    let mut written = 0;
     if start == 0 || t.symtab == 0 || t.strtab == 0 {
-        return;
+        return written;
     }
     let n = size / size_of::<libc::Elf64_Rela>();
     for i in 0..n {
@@ -263,29 +211,29 @@ unsafe fn patch_table(
         // SAFETY: st_name is an offset into the string table, checked against DT_STRSZ; the
         // string is NUL-terminated inside it.
         let name = unsafe { CStr::from_ptr((t.strtab + name_at) as *const libc::c_char) };
-        let Some(hook) = cx
-            .hooks
+        let Some(hook) = hooks
             .iter()
             .find(|h| &h.name[..h.name.len() - 1] == name.to_bytes())
         else {
             continue;
         };
-        let slot = bias + r.r_offset as usize;
-        let relro = relro.is_some_and(|(s, e)| (s..e).contains(&slot));
+        let slot = at.bias + r.r_offset as usize;
+        let relro = at.relro.is_some_and(|(s, e)| (s..e).contains(&slot));
         // SAFETY: the slot is the object's GOT entry the loader wrote for this relocation.
         match unsafe { store(slot, hook.addr, relro) } {
             Some(old) if old != hook.addr => {
-                cx.patched.push(Patched {
+                slots.push(Patched {
                     slot,
                     old,
                     hook: hook.addr,
                     relro,
                 });
-                cx.written += 1;
+                written += 1;
             }
             _ => {}
         }
     }
+    written
 }
 
 /// Writes `value` into the pointer-sized slot at `slot`; returns what it held (`None` if the
@@ -310,41 +258,103 @@ unsafe fn store(slot: usize, value: usize, relro: bool) -> Option<usize> {
     Some(old)
 }
 
-fn walk(cx: &mut Ctx) {
-    // SAFETY: `visit` matches the callback type and reads `cx` only through `data`.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (cx as *mut Ctx).cast()) };
-}
-
 /// Points every loaded object's GOT entries for `hooks` at them (fdguard's own object, at
-/// `own`, excepted). Returns (slots written, objects looked at). Slots already pointing at a
-/// hook are left as they are, so calling it again after a `dlopen` patches only what is new.
+/// `own`, excepted), and lets `patch_new` do the same for objects loaded from now on. Returns
+/// (slots written, objects looked at).
 pub fn patch_all(hooks: &[Hook], own: usize) -> (usize, usize) {
-    let mut patched = PATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cx = Ctx::new(hooks, own, Walk::Patch, &mut patched);
-    walk(&mut cx);
-    (cx.written, cx.objects)
+    patches().on = true;
+    patch_new(hooks, own)
 }
 
-/// Puts back what `patch_all` replaced, where a slot still holds the hook; slots of objects
-/// unloaded since went with them. Returns the slots restored.
+/// Patches the objects loaded since the last walk (see the module's documentation), unless
+/// `restore_all` came first. Returns (slots written, objects looked at).
+pub fn patch_new(hooks: &[Hook], own: usize) -> (usize, usize) {
+    let (mut written, mut looked) = (0, 0);
+    // The first object to look at, and `Object::adds` when the walk began (`None`: nothing new).
+    let (mut from, mut seen) = (usize::MAX, None);
+    let mut complete = true;
+    objects::each(|o| {
+        let mut p = patches();
+        if !p.on {
+            return ControlFlow::Break(());
+        }
+        if o.index == 0 {
+            let new = o.adds.saturating_sub(p.adds);
+            if new == 0 {
+                return ControlFlow::Break(());
+            }
+            from = objects::count().saturating_sub(usize::try_from(new).unwrap_or(usize::MAX));
+            seen = Some(o.adds);
+        }
+        if o.index < from || o.is_exempt(own) {
+            return ControlFlow::Continue(());
+        }
+        let first = o.loads().next().map(|l| o.segment(l).0);
+        if first.and_then(unwind::relocated) == Some(false) {
+            complete = false;
+            return ControlFlow::Break(());
+        }
+        if let Some(n) = patch_object(o, hooks, &mut p.slots) {
+            written += n;
+            looked += 1;
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(adds) = seen.filter(|_| complete) {
+        // Another walk may have seen more since: it saw everything too.
+        let mut p = patches();
+        if p.on {
+            p.adds = p.adds.max(adds);
+        }
+    }
+    (written, looked)
+}
+
+/// Puts back what `patch_all` and `patch_new` replaced, where a slot still holds the hook;
+/// slots of objects unloaded since went with them. Nothing is patched after it. Returns the
+/// slots restored.
 pub fn restore_all() -> usize {
-    let mut patched = PATCHED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cx = Ctx::new(&[], 0, Walk::Restore, &mut patched);
-    walk(&mut cx);
-    let restored = cx.written;
-    cx.patched.clear();
+    {
+        let mut p = patches();
+        (p.on, p.adds) = (false, 0);
+    }
+    let mut restored = 0;
+    objects::each(|o| {
+        let mut p = patches();
+        let mine: Vec<usize> = (0..p.slots.len())
+            .filter(|i| o.holds(p.slots[*i].slot))
+            .collect();
+        for i in mine.into_iter().rev() {
+            let s = p.slots.swap_remove(i);
+            // SAFETY: the slot is a GOT entry of this object, loaded for the callback's length.
+            let current =
+                unsafe { AtomicUsize::from_ptr(s.slot as *mut usize) }.load(Ordering::Acquire);
+            // SAFETY: as above.
+            if current == s.hook && unsafe { store(s.slot, s.old, s.relro) }.is_some() {
+                restored += 1;
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    patches().slots.clear();
     restored
 }
 
 /// True if fdguard's object (holding `own`) was loaded with the program, before libc (as a
 /// preload, or from /etc/ld.so.preload), rather than `dlopen`ed later (by `fdguard attach`).
 pub fn loaded_at_startup(own: usize, in_libc: usize) -> bool {
-    let mut none = Vec::new();
-    let mut cx = Ctx::new(&[], own, Walk::Order, &mut none);
-    cx.find = [own, in_libc];
-    walk(&mut cx);
-    match cx.found {
-        [Some(ours), Some(libc)] => ours < libc,
+    let (mut ours, mut libc) = (None, None);
+    objects::each(|o| {
+        if ours.is_none() && o.holds(own) {
+            ours = Some(o.index);
+        }
+        if libc.is_none() && o.holds(in_libc) {
+            libc = Some(o.index);
+        }
+        ControlFlow::Continue(())
+    });
+    match (ours, libc) {
+        (Some(ours), Some(libc)) => ours < libc,
         _ => true,
     }
 }
@@ -380,21 +390,4 @@ pub fn hooks() -> Vec<Hook> {
             ours.then_some(Hook { name, addr })
         })
         .collect()
-}
-
-/// How many objects the loader has loaded since the process started (`dlpi_adds`).
-pub fn objects_loaded() -> u32 {
-    unsafe extern "C" fn first(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> c_int {
-        // SAFETY: the loader passes a valid dl_phdr_info; `data` is the u64 below.
-        unsafe { *data.cast::<u64>() = (*info).dlpi_adds };
-        1
-    }
-    let mut adds: u64 = 0;
-    // SAFETY: `first` matches the callback type and writes only `adds`.
-    unsafe { libc::dl_iterate_phdr(Some(first), (&mut adds as *mut u64).cast()) };
-    adds as u32
 }

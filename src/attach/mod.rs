@@ -13,20 +13,23 @@
 //!   `/proc/PID/fdinfo` (the same reason), are recorded as if the program had just made them,
 //!   so that a loop spinning on EMFILE is un-spun by its next failing `accept`;
 //! - the loaded objects' GOT entries for the hooked functions are pointed at the hooks (`got`),
-//!   and objects loaded later are patched by the accept guard's thread within a second (work
-//!   attaching registers with `upkeep`).
+//!   and those for `dlopen` and `dlmopen` at hooks that patch the objects the program loads
+//!   later before the call returns to it (`dlopen`, which makes each call as the program's).
 //!
-//! Detaching puts the GOT entries back, ends the accept guard's pauses, gives the report signal
-//! back to what it did before, and leaves the library loaded and inert. Where the library
-//! stands (preloaded, attached, ...) is kept in `state`, which the command reads too.
+//! Detaching puts the GOT entries back (those for `dlopen` and `dlmopen` too: objects loaded
+//! after it stay as the loader bound them), ends the accept guard's pauses, gives the report
+//! signal back to what it did before, and leaves the library loaded and inert. Where the
+//! library stands (preloaded, attached, ...) is kept in `state`, which the command reads too.
 
+#[cfg(target_arch = "x86_64")]
+mod dlopen;
 mod entry;
 mod got;
 mod jvm;
+mod objects;
 mod state;
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::emfile;
 use crate::guard::{self, Mode};
@@ -95,8 +98,13 @@ pub fn parse_options(text: &str) -> Result<Options, String> {
 /// The hooks the GOT entries are pointed at, found once.
 static HOOKS: OnceLock<Vec<got::Hook>> = OnceLock::new();
 
-/// `dl_iterate_phdr`'s count of objects ever loaded when the GOTs were last patched.
-static PATCHED_AT_ADDS: AtomicU32 = AtomicU32::new(0);
+/// The hooks of the interposed functions and of `dlopen`, `dlmopen`.
+fn all_hooks() -> Vec<got::Hook> {
+    let hooks = got::hooks();
+    #[cfg(target_arch = "x86_64")]
+    let hooks = [hooks, dlopen::hooks()].concat();
+    hooks
+}
 
 /// Attaches: see the module's documentation. Returns the lines to show the user.
 pub fn attach(text: &str) -> Result<Vec<String>, String> {
@@ -112,7 +120,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
         v.map(|(_, v)| v.clone())
     };
     let (config, mut lines) = Config::from_lookup(lookup);
-    let hooks = HOOKS.get_or_init(got::hooks);
+    let hooks = HOOKS.get_or_init(all_hooks);
     if first {
         crate::setup::prepare(&config);
     } else {
@@ -131,11 +139,7 @@ pub fn attach(text: &str) -> Result<Vec<String>, String> {
     lines.extend(signal_line);
     guard::activate();
     let (slots, objects) = got::patch_all(hooks, got::own_address());
-    PATCHED_AT_ADDS.store(got::objects_loaded(), Ordering::Relaxed);
     state::set_state(State::Attached);
-    // The accept guard's thread patches objects loaded later (see `upkeep`).
-    crate::upkeep::register(upkeep);
-    crate::upkeep::wake();
     lines.push(format!(
         "fdguard: attached to pid {}: {before} fds open before attach, {listeners} listening \
          ({} epoll registrations), {slots} call sites in {objects} objects now reach fdguard",
@@ -184,20 +188,6 @@ pub fn detach() -> Result<Vec<String>, String> {
          stopped; the library stays loaded, inert",
         os::process::getpid()
     )])
-}
-
-/// From the accept guard's thread, about once a second: objects loaded since the last look
-/// (`dlopen`) get their GOT entries patched.
-pub fn upkeep() {
-    if state::state() != State::Attached {
-        return;
-    }
-    let adds = got::objects_loaded();
-    if PATCHED_AT_ADDS.swap(adds, Ordering::Relaxed) != adds
-        && let Some(hooks) = HOOKS.get()
-    {
-        got::patch_all(hooks, got::own_address());
-    }
 }
 
 /// For the library's constructor: true if it was loaded with the program (preloaded), false if

@@ -45,14 +45,28 @@ struct Cie<'a> {
     instructions: Reader<'a>,
 }
 
-/// The rule for `pc` according to the FDE at `fde_addr`. Every CFI byte
-/// is read through `mem`; anything malformed, unsupported or not covering
-/// `pc` yields `STOP`.
-pub(crate) fn rule_at(mem: Reader<'_>, fde_addr: usize, pc: usize) -> UnwindRule {
-    evaluate(mem, fde_addr, pc).unwrap_or(UnwindRule::STOP)
+/// The rule for `pc` according to the FDE at `fde_addr`: `None` if that FDE does not cover
+/// `pc` (the FDE `.eh_frame_hdr` picks is the only candidate: then no CFI describes `pc`).
+/// Every CFI byte is read through `mem`; anything malformed or unsupported yields `STOP`.
+pub(crate) fn rule_at(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
+    let Some((cie, fde, pc_begin, pc_range)) = parse_fde(mem, fde_addr) else {
+        return Some(UnwindRule::STOP);
+    };
+    if pc < pc_begin || pc - pc_begin >= pc_range {
+        return None;
+    }
+    Some(evaluate(&cie, fde, pc_begin, pc).unwrap_or(UnwindRule::STOP))
 }
 
-fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
+/// Whether the FDE at `fde_addr` covers `pc`; `None` if it cannot be read.
+pub(crate) fn covers(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<bool> {
+    let (_, _, begin, range) = parse_fde(mem, fde_addr)?;
+    Some(begin <= pc && pc - begin < range)
+}
+
+/// The FDE at `fde_addr`, its CIE, and the range of code it describes; the reader is left at
+/// the FDE's augmentation data.
+fn parse_fde<'a>(mem: Reader<'a>, fde_addr: usize) -> Option<(Cie<'a>, Reader<'a>, usize, usize)> {
     let mut fde = entry(mem, fde_addr)?;
     let cie_field = fde.pos();
     let cie_delta = fde.u32()?;
@@ -62,9 +76,10 @@ fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
     let cie = parse_cie(mem, cie_field.checked_sub(cie_delta as usize)?)?;
     let pc_begin = fde.encoded(cie.fde_enc, None)?;
     let pc_range = fde.encoded_raw(cie.fde_enc)? as usize;
-    if pc < pc_begin || pc - pc_begin >= pc_range {
-        return None;
-    }
+    Some((cie, fde, pc_begin, pc_range))
+}
+
+fn evaluate(cie: &Cie<'_>, mut fde: Reader<'_>, pc_begin: usize, pc: usize) -> Option<UnwindRule> {
     if cie.signal_frame {
         return None; // the interrupted frame's pc is not a return address
     }
@@ -73,7 +88,7 @@ fn evaluate(mem: Reader<'_>, fde_addr: usize, pc: usize) -> Option<UnwindRule> {
         fde.skip(len)?;
     }
     let mut machine = Machine {
-        cie: &cie,
+        cie,
         row: Row {
             cfa: Cfa::Unsupported,
             rbp: RegRule::Unchanged,
@@ -385,7 +400,12 @@ pub(crate) mod tests {
         (out, fde_at)
     }
 
+    /// The rule at `pc`, which the FDE must cover.
     fn rule(blob: &(Vec<u8>, usize), pc: usize) -> UnwindRule {
+        covered(blob, pc).unwrap_or_else(|| panic!("{pc:#x} not covered"))
+    }
+
+    fn covered(blob: &(Vec<u8>, usize), pc: usize) -> Option<UnwindRule> {
         let (bytes, fde_at) = blob;
         rule_at(
             Reader::from_slice(bytes),
@@ -403,6 +423,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn covers_is_the_fde_range() {
+        let (bytes, fde_at) = eh_frame("", &[], X86_64_CIE_INIT, 0x1000, 0x40, &[]);
+        let mem = Reader::from_slice(&bytes);
+        let base = bytes.as_ptr() as usize;
+        assert_eq!(covers(mem, base + fde_at, 0xfff), Some(false));
+        assert_eq!(covers(mem, base + fde_at, 0x1000), Some(true));
+        assert_eq!(covers(mem, base + fde_at, 0x103f), Some(true));
+        assert_eq!(covers(mem, base + fde_at, 0x1040), Some(false));
+        assert_eq!(covers(mem, base, 0x1000), None, "a CIE is not an FDE");
+    }
+
+    #[test]
     fn frame_pointer_prologue_and_epilogue() {
         let fde = [
             0x41, 0x0e, 0x10, 0x86, 0x02, // push rbp: CFA=RSP+16, RBP at CFA-16
@@ -417,8 +449,8 @@ pub(crate) mod tests {
         assert_eq!(rule(&blob, 0x1017), rbp(16, Some(-16)));
         assert_eq!(rule(&blob, 0x1018), rsp(8, Some(-16)));
         assert_eq!(rule(&blob, 0x103f), rsp(8, Some(-16)));
-        assert_eq!(rule(&blob, 0x1040), UnwindRule::STOP, "past pc_range");
-        assert_eq!(rule(&blob, 0x0fff), UnwindRule::STOP, "before pc_begin");
+        assert_eq!(covered(&blob, 0x1040), None, "past pc_range");
+        assert_eq!(covered(&blob, 0x0fff), None, "before pc_begin");
     }
 
     #[test]
@@ -522,7 +554,7 @@ pub(crate) mod tests {
         let blob = (bytes, fde_at);
         assert_eq!(rule(&blob, base), rsp(8, None));
         assert_eq!(rule(&blob, base + 1), rsp(16, None));
-        assert_eq!(rule(&blob, base + 0x20), UnwindRule::STOP);
+        assert_eq!(covered(&blob, base + 0x20), None);
     }
 
     #[test]
@@ -532,12 +564,15 @@ pub(crate) mod tests {
         let base = bytes.as_ptr() as usize;
         let mem = Reader::from_slice(bytes);
         // Pointing at the CIE instead of an FDE.
-        assert_eq!(rule_at(mem, base, 0), UnwindRule::STOP);
+        assert_eq!(rule_at(mem, base, 0), Some(UnwindRule::STOP));
         // Outside the window.
-        assert_eq!(rule_at(mem, base + bytes.len() + 8, 0), UnwindRule::STOP);
+        assert_eq!(
+            rule_at(mem, base + bytes.len() + 8, 0),
+            Some(UnwindRule::STOP)
+        );
         // Truncated window: FDE length runs past the end.
         let cut = Reader::from_slice(&bytes[..bytes.len() - 1]);
-        assert_eq!(rule_at(cut, base + fde_at, 0), UnwindRule::STOP);
+        assert_eq!(rule_at(cut, base + fde_at, 0), Some(UnwindRule::STOP));
         // CIE pointer leading before the window.
         let mut bad = bytes.clone();
         bad[fde_at + 4..fde_at + 8].copy_from_slice(&0x1000u32.to_le_bytes());

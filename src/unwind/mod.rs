@@ -12,8 +12,11 @@
 //!   loads instead of re-walked as a chain of dependent ones.
 //!
 //! Every address is bounds-checked before it is read, and whatever the
-//! walk cannot represent (signal frames, expressions, code without CFI)
-//! ends it early instead of guessing.
+//! walk cannot represent (signal frames, expressions) ends it early. Code
+//! without CFI (JIT code: V8's, which keeps frame pointers) is stepped
+//! through by its frame pointer, a guess taken only under the bound of the
+//! stack the walk is on, so that a wrong one ends in wrong frames, never in
+//! a fault.
 //!
 //! Elsewhere, or before `init`, `capture` falls back to libgcc's
 //! `_Unwind_Backtrace`: correct but microseconds slower per call.
@@ -105,6 +108,20 @@ pub fn loaded_object(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
     }
 }
 
+/// True where `loaded_object` answers for every pc without the loader lock (glibc >= 2.35):
+/// a pc it places in no object is in none, and asking `dladdr` or `dl_iterate_phdr`, which take
+/// the lock (held forever in a report process by a thread that was not copied), is not needed.
+pub fn finds_objects_lock_free() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::finds_objects_lock_free()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
+    }
+}
+
 /// The address the current thread's stack ends below, seen from `sp` (an address in the
 /// calling function's frame), as the walk bounds it: everything from `sp` up to it is mapped.
 /// `usize::MAX` where that is not known (a stack glibc did not make, or before `init`).
@@ -130,6 +147,46 @@ pub fn exported_function(pc: usize) -> Option<&'static [u8]> {
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     {
         let _ = pc;
+        None
+    }
+}
+
+/// Whether the loader has finished relocating the object holding `pc` (see
+/// `object::listed`): `None` where that cannot be told (glibc < 2.35, or before `init`).
+pub fn relocated(pc: usize) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        object::listed(pc)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = pc;
+        None
+    }
+}
+
+/// Whether DWARF unwinders find CFI for `pc` through the `.eh_frame_hdr` at `hdr`: `Some(false)`
+/// when no FDE covers it, so that every unwinder (this one, libgcc's) ends a walk there.
+/// `None` when the table cannot be read (or off x86_64 Linux). Works without `init`: the
+/// caller names the object's segment itself.
+///
+/// # Safety
+/// `[start, end)` is readable and stays mapped during the call; it holds `hdr` and the
+/// `.eh_frame` entries the header indexes (the one readable segment of every linker's layout).
+pub unsafe fn cfi_covers(start: usize, end: usize, hdr: usize, pc: usize) -> Option<bool> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        // SAFETY: the caller's promise.
+        let segment = unsafe { reader::Reader::new(start, end) };
+        let table = eh_frame_hdr::EhFrameHdr::parse(segment.at(hdr)?)?;
+        match table.find_fde(pc) {
+            None => Some(false),
+            Some(fde) => cfi::covers(segment, fde, pc),
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        let _ = (start, end, hdr, pc);
         None
     }
 }
@@ -203,8 +260,8 @@ impl<const N: usize> FrameBuf<N> {
 /// After `init` on x86_64 with glibc >= 2.35 this is async-signal-safe, lock-free,
 /// allocation-free, and usable in a child right after `fork`. It needs about 200 bytes of
 /// stack, about 1 KiB when a pc is seen for the first time and its CFI must be parsed. The walk
-/// ends early, without error, at signal frames, at code without CFI or with CFI it cannot
-/// represent, and at the outermost frame.
+/// ends early, without error, at signal frames, at code with CFI it cannot represent, at code
+/// without CFI whose frame pointer leads nowhere plausible, and at the outermost frame.
 #[inline(always)]
 fn capture_tagged(out: &mut [MaybeUninit<usize>], known: impl Fn(u64) -> bool) -> Captured {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -330,17 +387,20 @@ mod fast {
     }
 
     /// Computes the rule from the CFI and caches the verdict, including a
-    /// stop verdict; only "no object here" is not cached, since code may
-    /// be mapped there later.
+    /// stop verdict. Code no CFI describes gets the frame-pointer guess (JIT
+    /// code, and code such as V8's builtins in an object without CFI for it);
+    /// only "no object here" is not cached, since code with CFI may be mapped
+    /// there later.
     #[cold]
     #[inline(never)]
     fn miss(pc: usize, key: Option<u64>) -> UnwindRule {
         let rule = match object::find(pc) {
-            ObjectCfi::Unknown => return UnwindRule::STOP,
-            ObjectCfi::Absent => UnwindRule::STOP,
+            ObjectCfi::Unknown => return UnwindRule::FRAME_POINTER,
+            ObjectCfi::Absent => UnwindRule::FRAME_POINTER,
             ObjectCfi::At(hdr) => EhFrameHdr::parse(hdr)
                 .and_then(|table| table.find_fde(pc))
-                .map_or(UnwindRule::STOP, |fde| cfi::rule_at(hdr, fde, pc)),
+                .and_then(|fde| cfi::rule_at(hdr, fde, pc))
+                .unwrap_or(UnwindRule::FRAME_POINTER),
         };
         if let Some(key) = key {
             CACHE.insert(key, rule);

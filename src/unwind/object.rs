@@ -33,19 +33,39 @@ const PHDR_SIZE: u16 = 56;
 pub(crate) enum ObjectCfi {
     /// No loaded object holds the pc (JIT code, garbage): do not cache.
     Unknown,
-    /// The object has no usable `.eh_frame_hdr`: stop, and cache that.
+    /// The object has no usable `.eh_frame_hdr`: no CFI to go by, and that can be cached.
     Absent,
     /// A reader at `.eh_frame_hdr`, windowed to the segment holding it.
     At(Reader<'static>),
 }
 
+/// Where the kernel mapped the main program's program headers, and how many there are
+/// (`AT_PHDR`, `AT_PHNUM`): 0 before `init`.
+static MAIN_PHDR: AtomicUsize = AtomicUsize::new(0);
+static MAIN_PHNUM: AtomicUsize = AtomicUsize::new(0);
+
 /// Resolves `_dl_find_object`. Takes the loader lock: call at load time,
 /// not from a hook. Returns whether it exists.
 pub(crate) fn init() -> bool {
+    // SAFETY: getauxval has no preconditions; it reads the vector the kernel passed at exec.
+    let (phdr, phnum) = unsafe {
+        (
+            libc::getauxval(libc::AT_PHDR),
+            libc::getauxval(libc::AT_PHNUM),
+        )
+    };
+    MAIN_PHDR.store(phdr as usize, Ordering::Relaxed);
+    MAIN_PHNUM.store(phnum as usize, Ordering::Relaxed);
     // SAFETY: dlsym is given RTLD_DEFAULT and a NUL-terminated name.
     let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    // Release: publishes the headers' address with the function.
     FIND_OBJECT.store(f as usize, Ordering::Release);
     !f.is_null()
+}
+
+/// See `unwind::finds_objects_lock_free`.
+pub(crate) fn finds_objects_lock_free() -> bool {
+    FIND_OBJECT.load(Ordering::Acquire) != 0
 }
 
 /// `_dl_find_object` for `pc`, if it exists and some loaded object holds `pc`.
@@ -62,6 +82,16 @@ fn find_object(pc: usize) -> Option<DlFindObject> {
     // SAFETY: `found` is a writable dl_find_object; the address is only
     // compared, never dereferenced, by glibc.
     (unsafe { find_object(pc as *mut c_void, &mut found) } == 0).then_some(found)
+}
+
+/// Whether `_dl_find_object` knows the object holding `pc`; `None` where it does not exist
+/// (glibc < 2.35) or before `init`. glibc adds an object to what it answers from only once the
+/// object is relocated (and its RELRO made read-only), before its constructors run.
+pub(crate) fn listed(pc: usize) -> Option<bool> {
+    if FIND_OBJECT.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    Some(find_object(pc).is_some())
 }
 
 /// The public head of glibc's `struct link_map` (`<link.h>`).
@@ -96,7 +126,7 @@ pub(crate) fn exported_function(pc: usize) -> Option<&'static [u8]> {
     let (bias, dynamic) = unsafe { ((*map).l_addr, (*map).l_ld) };
     // Every table is read through the readable segment holding it.
     let window = |addr: usize| -> Option<Reader<'static>> {
-        let (start, end) = segment_holding(found.map_start, found.map_end, addr)?;
+        let (start, end) = segment_holding(&found, addr)?;
         // SAFETY: a readable, file-backed PT_LOAD segment of a loaded
         // object (see `find`).
         unsafe { Reader::new(start, end) }.at(addr)
@@ -217,7 +247,7 @@ pub(crate) fn find(pc: usize) -> ObjectCfi {
     if found.eh_frame == 0 {
         return ObjectCfi::Absent;
     }
-    match segment_holding(found.map_start, found.map_end, found.eh_frame) {
+    match segment_holding(&found, found.eh_frame) {
         Some((start, end)) => {
             // SAFETY: `[start, end)` is the file-backed part of a readable
             // PT_LOAD segment of an object that stays loaded while we use
@@ -235,49 +265,76 @@ pub(crate) fn find(pc: usize) -> ObjectCfi {
     }
 }
 
-/// The readable PT_LOAD segment containing `addr`, from the program
-/// headers of the object mapped at `map_start`. Bounding CFI reads to it
-/// (rather than to the whole `[map_start, map_end)` reservation, which has
-/// PROT_NONE holes between segments) keeps corrupt CFI from faulting.
-fn segment_holding(map_start: usize, map_end: usize, addr: usize) -> Option<(usize, usize)> {
-    // SAFETY: the first page of an object's mapping is its first PT_LOAD,
-    // which starts at file offset 0 and so holds the ELF and program
-    // headers (true of every linker's output that ld.so/the kernel load).
-    let first_page =
-        unsafe { Reader::new(map_start, map_end.min(map_start.checked_add(PAGE_SIZE)?)) };
-    let mut ehdr = first_page;
-    if ehdr.u32()? != u32::from_le_bytes(*b"\x7fELF") {
+/// The readable part of the PT_LOAD segment of `object` containing `addr`, from the object's
+/// program headers, within the mapping `_dl_find_object` reports around `addr` for that same
+/// object. Bounding reads to it (rather than to the whole reservation of the object, which has
+/// PROT_NONE holes between segments) keeps corrupt tables from faulting.
+fn segment_holding(object: &DlFindObject, addr: usize) -> Option<(usize, usize)> {
+    let map = object.link_map.cast::<LinkMapHead>();
+    if map.is_null() {
         return None;
     }
-    let mut r = first_page.at(map_start + 32)?;
-    let phoff = usize::try_from(r.u64()?).ok()?;
-    let mut r = first_page.at(map_start + 54)?;
-    if r.u16()? != PHDR_SIZE {
-        return None;
-    }
-    let phnum = usize::from(r.u16()?);
-    let mut bias = None;
-    for i in 0..phnum {
-        let at = map_start
-            .checked_add(phoff)?
-            .checked_add(i * usize::from(PHDR_SIZE))?;
-        let mut ph = first_page.at(at)?;
+    // SAFETY: as in `loaded_object`: the loader's link_map, valid while the object is loaded.
+    let bias = unsafe { (*map).l_addr };
+    // Per segment when the object is not mapped in one piece (see `program_headers`).
+    let around = find_object(addr).filter(|a| a.link_map == object.link_map)?;
+    let (headers, count) = program_headers(object)?;
+    for i in 0..count {
+        let mut ph = headers.at(headers.pos().checked_add(i * usize::from(PHDR_SIZE))?)?;
         let (p_type, p_flags) = (ph.u32()?, ph.u32()?);
         ph.skip(8)?; // p_offset
         let vaddr = usize::try_from(ph.u64()?).ok()?;
         ph.skip(8)?; // p_paddr
         let filesz = usize::try_from(ph.u64()?).ok()?;
-        if p_type != PT_LOAD {
+        if p_type != PT_LOAD || p_flags & PF_R == 0 {
             continue;
         }
-        // PT_LOADs are sorted by address; the first one is mapped at
-        // map_start, which gives the load bias.
-        let bias = *bias.get_or_insert(map_start.wrapping_sub(vaddr & !(PAGE_SIZE - 1)));
-        let start = bias.wrapping_add(vaddr);
-        let end = start.checked_add(filesz)?.min(map_end);
-        if p_flags & PF_R != 0 && start <= addr && addr < end && start >= map_start {
+        let start = bias.wrapping_add(vaddr).max(around.map_start);
+        let end = bias
+            .wrapping_add(vaddr)
+            .checked_add(filesz)?
+            .min(around.map_end);
+        if start <= addr && addr < end {
             return Some((start, end));
         }
     }
     None
+}
+
+/// A reader at `object`'s first program header, and how many there are.
+///
+/// An object the loader mapped in one piece starts with its ELF header, which says where the
+/// program headers are. The main program is mapped by the kernel, segment by segment: when
+/// its segments are not adjacent (node's, aligned to 2 MiB for its large-pages stub) glibc
+/// reports each segment as a mapping of its own, so the one holding a pc may start anywhere.
+/// Its program headers are where the kernel said (`AT_PHDR`), inside its first segment.
+fn program_headers(object: &DlFindObject) -> Option<(Reader<'static>, usize)> {
+    let (map_start, map_end) = (object.map_start, object.map_end);
+    // SAFETY: the first page of a mapping glibc reports is mapped and readable: a PT_LOAD
+    // segment starts there (every segment is readable in the output of linkers ld.so and the
+    // kernel load).
+    let first_page =
+        unsafe { Reader::new(map_start, map_end.min(map_start.checked_add(PAGE_SIZE)?)) };
+    let mut magic = first_page;
+    if magic.u32() == Some(u32::from_le_bytes(*b"\x7fELF")) {
+        let phoff = usize::try_from(first_page.at(map_start + 32)?.u64()?).ok()?;
+        let mut r = first_page.at(map_start + 54)?;
+        if r.u16()? != PHDR_SIZE {
+            return None;
+        }
+        let count = usize::from(r.u16()?);
+        return Some((first_page.at(map_start.checked_add(phoff)?)?, count));
+    }
+    let (phdr, count) = (
+        MAIN_PHDR.load(Ordering::Relaxed),
+        MAIN_PHNUM.load(Ordering::Relaxed),
+    );
+    let end = phdr.checked_add(count.checked_mul(usize::from(PHDR_SIZE))?)?;
+    let holder = find_object(phdr).filter(|h| h.link_map == object.link_map)?;
+    if phdr < holder.map_start || end > holder.map_end {
+        return None;
+    }
+    // SAFETY: `[phdr, end)` lies inside a mapping of the main program that glibc reports,
+    // which the kernel mapped readable (ld.so read these very headers at start).
+    Some((unsafe { Reader::new(phdr, end) }, count))
 }

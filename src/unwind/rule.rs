@@ -4,7 +4,8 @@
 //! On x86_64 every frame we are willing to step through has the shape
 //! `CFA = base + offset; RA = [CFA - 8]; RBP = [CFA - 8 * slot] or unchanged`.
 //! Anything else (expressions, other base registers, signal frames, the
-//! outermost frame) is the `STOP` verdict.
+//! outermost frame) is the `STOP` verdict. Code no CFI describes (JIT code)
+//! gets `FRAME_POINTER`: the frame-pointer step, marked as a guess.
 
 /// Register the CFA is computed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub(crate) enum CfaBase {
     Rbp,
 }
 
-/// Bits 0-1: base (0 = stop, 1 = RSP, 2 = RBP); bits 2-9: RBP save slot
+/// Bits 0-1: base (0 = stop, 1 = RSP, 2 = RBP, 3 = RBP by guess); bits 2-9: RBP save slot
 /// (0 = unchanged, k = saved at CFA - 8k); bits 10-31: CFA offset in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct UnwindRule(u32);
@@ -22,11 +23,21 @@ const BASE_BITS: u32 = 2;
 const SLOT_BITS: u32 = 8;
 const OFFSET_SHIFT: u32 = BASE_BITS + SLOT_BITS;
 const MAX_OFFSET: i64 = (1 << (32 - OFFSET_SHIFT)) - 1;
+/// The base bits of `FRAME_POINTER`.
+const GUESS: u32 = 3;
 
 impl UnwindRule {
     /// The walk must end at this pc. All-zero so an empty cache slot can
     /// never be mistaken for a usable rule.
     pub(crate) const STOP: UnwindRule = UnwindRule(0);
+
+    /// The step through a frame no CFI describes, guessed: `CFA = RBP + 16`, the caller's RBP
+    /// at `CFA - 16`, as every function that keeps a frame pointer has it (V8 keeps one in
+    /// all its JIT code and builtins). Right only if the code does keep one: the walk takes it
+    /// only under the bound of the stack it runs on (see `walk`), so a wrong guess ends in
+    /// wrong frames, never in a read outside the stack.
+    pub(crate) const FRAME_POINTER: UnwindRule =
+        UnwindRule((16 << OFFSET_SHIFT) | (2 << BASE_BITS) | GUESS);
 
     /// `rbp_saved_at` is the offset from the CFA where the caller's RBP was
     /// saved, or `None` if RBP still holds the caller's value. Returns
@@ -60,9 +71,15 @@ impl UnwindRule {
     pub(crate) fn base(self) -> Option<CfaBase> {
         match self.0 & 3 {
             1 => Some(CfaBase::Rsp),
-            2 => Some(CfaBase::Rbp),
+            2 | GUESS => Some(CfaBase::Rbp),
             _ => None,
         }
+    }
+
+    /// Whether this is the `FRAME_POINTER` guess rather than what CFI says.
+    #[inline(always)]
+    pub(crate) fn is_guess(self) -> bool {
+        self.0 & 3 == GUESS
     }
 
     #[inline(always)]
@@ -96,6 +113,18 @@ mod tests {
             UnwindRule::new(CfaBase::Rsp, MAX_OFFSET, None).cfa_offset(),
             MAX_OFFSET as usize
         );
+    }
+
+    #[test]
+    fn the_frame_pointer_guess_is_the_frame_pointer_step_marked() {
+        let g = UnwindRule::FRAME_POINTER;
+        assert!(g.is_guess());
+        assert_eq!(g.base(), Some(CfaBase::Rbp));
+        assert_eq!(g.cfa_offset(), 16);
+        assert_eq!(g.rbp_slot_distance(), 16);
+        assert_ne!(g, UnwindRule::new(CfaBase::Rbp, 16, Some(-16)));
+        assert!(!UnwindRule::new(CfaBase::Rbp, 16, Some(-16)).is_guess());
+        assert!(!UnwindRule::STOP.is_guess());
     }
 
     #[test]

@@ -273,3 +273,77 @@ fn frame_buf_shows_only_what_the_last_capture_wrote() {
     assert_eq!(buf.capture_tagged(0, |_| false).frames, 0);
     assert!(buf.frames().is_empty());
 }
+
+/// Where `jit_leaf` wrote its capture.
+static JIT_FRAMES: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+static JIT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn jit_leaf() {
+    let mut out = [0usize; 64];
+    let n = capture_tagged(slots(&mut out), |_| false).frames;
+    for (dst, &src) in JIT_FRAMES.iter().zip(&out[..n]) {
+        dst.store(src, Ordering::Relaxed);
+    }
+    JIT_LEN.store(n, Ordering::Release);
+}
+
+type Trampoline = extern "C" fn(extern "C" fn());
+
+/// Code no object holds and no CFI describes, as a JIT makes it: `push rbp; mov rbp, rsp;
+/// call rdi; pop rbp; ret`, a frame-pointer frame calling its argument.
+fn jit_trampoline() -> (Trampoline, usize) {
+    const CODE: [u8; 8] = [0x55, 0x48, 0x89, 0xe5, 0xff, 0xd7, 0x5d, 0xc3];
+    // SAFETY: a fresh anonymous mapping, written while writable, then made executable and
+    // never unmapped (the test process ends with it).
+    unsafe {
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(page, libc::MAP_FAILED);
+        std::ptr::copy_nonoverlapping(CODE.as_ptr(), page.cast::<u8>(), CODE.len());
+        assert_eq!(
+            libc::mprotect(page, 4096, libc::PROT_READ | libc::PROT_EXEC),
+            0
+        );
+        (
+            std::mem::transmute::<*mut libc::c_void, Trampoline>(page),
+            page as usize,
+        )
+    }
+}
+
+/// The frames `jit_leaf` saw through the trampoline, and the frames of its caller, captured
+/// right before by the same unwinder.
+#[inline(never)]
+fn through_jit(trampoline: Trampoline) -> (Vec<usize>, Vec<usize>) {
+    let mut direct = [0usize; 64];
+    let n = capture_tagged(slots(&mut direct), |_| false).frames;
+    trampoline(black_box(jit_leaf));
+    let got = JIT_LEN.load(Ordering::Acquire);
+    let frames = JIT_FRAMES[..got]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
+    (frames, direct[..n].to_vec())
+}
+
+/// Through code without CFI the walk follows the frame pointer and goes on with the CFI of the
+/// code below, as it would have without the JIT frame; memoized walks replay it the same.
+#[test]
+fn walks_through_jit_code_by_its_frame_pointer() {
+    assert!(init());
+    invalidate_cache();
+    let (trampoline, page) = jit_trampoline();
+    for round in 0..3 {
+        let (frames, direct) = black_box(through_jit(trampoline));
+        assert!(frames.len() > 2, "round {round}: {frames:x?}");
+        // The return into the trampoline, then into `through_jit`, then its callers.
+        assert!((page..page + 8).contains(&frames[0]), "{frames:x?}");
+        assert_eq!(frames[2..], direct[..], "round {round}");
+    }
+}

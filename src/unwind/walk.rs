@@ -11,6 +11,14 @@ use super::rule::{CfaBase, UnwindRule};
 /// bad RBP, and stopping is the only safe answer.
 pub(crate) const MAX_FRAME_SIZE: usize = 4 << 20;
 
+/// The most a walk that guesses frame pointers may have above it before its stack's bound.
+/// The bound (`stack::limit`: the thread's TCB, the main stack's end) is the walk's own stack's
+/// only when the walk runs on that stack, which is rarely this large (8 MiB by default; a
+/// larger one only loses the guesses); a fiber's or a signal stack elsewhere below the TCB
+/// usually starts much farther away, and there a guessed frame pointer could lead into a hole
+/// below the bound: no guesses there.
+const MAX_GUESS_SPAN: usize = 64 << 20;
+
 /// The registers the walk needs. Only RBP is tracked besides RSP and the
 /// pc because a representable CFA rule depends on nothing else.
 #[derive(Clone, Copy, Debug)]
@@ -104,6 +112,7 @@ pub(crate) fn walk(
         mut rbp,
     } = state;
     let mut lookup = lookup_pc;
+    let guesses = stack_limit.wrapping_sub(sp) <= MAX_GUESS_SPAN;
     let mut len = 0;
     // The step that last restored RBP (None: it is still the starting value).
     let mut rbp_restored_by: Option<usize> = None;
@@ -111,6 +120,9 @@ pub(crate) fn walk(
         let rule = rule_for(lookup);
         let (base, rbp_from) = match rule.base() {
             Some(CfaBase::Rsp) => (sp, RbpFrom::NotUsed),
+            // A guessed frame pointer may be any value: only the bound of the stack the walk
+            // is on keeps the reads it leads to inside that stack.
+            Some(CfaBase::Rbp) if rule.is_guess() && !guesses => break,
             Some(CfaBase::Rbp) => (rbp, rbp_restored_by.map_or(RbpFrom::Start, RbpFrom::Step)),
             None => break,
         };
@@ -298,6 +310,39 @@ mod tests {
         );
         assert_eq!(n, 2);
         assert_eq!(used, [RbpFrom::Start, RbpFrom::Step(0)]);
+    }
+
+    #[test]
+    fn a_guessed_frame_pointer_is_followed_only_under_the_stacks_own_bound() {
+        let mut s = FakeStack([0; 64]);
+        // Frame 0: CFA = sp + 16. Frame 1 (pc 0x2000, no CFI): RBP points at word 2, which
+        // holds the caller's RBP (word 6), the return address above it; frame 2 likewise.
+        s.0[1] = 0x2001;
+        s.0[2] = s.addr(6);
+        s.0[3] = 0x3001;
+        s.0[7] = 0x4001;
+        std::hint::black_box(&mut s);
+        let start = Regs {
+            pc: 0x1000,
+            sp: s.addr(0),
+            rbp: s.addr(2),
+        };
+        let rules = |pc: usize| match pc {
+            0x1000 => rsp(16, None),
+            0x2000 | 0x3000 => UnwindRule::FRAME_POINTER,
+            _ => UnwindRule::STOP,
+        };
+        let run = |limit: usize| {
+            let mut out = [0; 8];
+            let n = walk(start.into(), limit, slots(&mut out), rules, |_, _| {});
+            out[..n].to_vec()
+        };
+        assert_eq!(run(s.addr(63)), [0x2001, 0x3001, 0x4001]);
+        assert_eq!(run(usize::MAX), [0x2001]);
+        // A bound too far above to be this stack's own.
+        assert_eq!(run(s.addr(0) + MAX_GUESS_SPAN + 1), [0x2001]);
+        // A frame pointer leading past the bound ends the walk there.
+        assert_eq!(run(s.addr(7)), [0x2001, 0x3001]);
     }
 
     #[test]

@@ -119,21 +119,24 @@ fn run_refuses_bad_options_and_missing_things() {
 /// `fdguard watch` on a python3 that opens a file every 20 ms: the rate and the time left.
 #[test]
 fn watch_follows_a_growing_process() {
+    // Samples far enough apart for python to open a file between any two of them, however busy
+    // the machine; the rate it really opened them at is counted here around the watch. Python
+    // opens one every fifth of that: its 600 last 120 samples, the watch takes 6.
+    let interval = format!("{:.3}", 0.25 * slowdown());
     let mut py = Proc::spawn(
         command("python3")
             .args([
                 "-c",
                 "import sys,time\nfs=[]\nprint('go',flush=True)\nfor i in range(600):\n    \
-                 fs.append(open('/etc/hosts'))\n    time.sleep(0.02)\nsys.stdin.read()",
+                 fs.append(open('/etc/hosts'))\n    time.sleep(float(sys.argv[1])/5)\n\
+                 sys.stdin.read()",
+                &interval,
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped()),
     );
     py.first_line();
     let pid = py.id().to_string();
-    // Samples far enough apart for python to open a file between any two of them, however busy
-    // the machine; the rate it really opened them at is counted here around the watch.
-    let interval = format!("{:.3}", 0.25 * slowdown());
     let (before, t) = (proc_fds(py.id()).len(), Instant::now());
     let (code, out, err) = output(fdguard(&[
         "watch",
@@ -167,8 +170,7 @@ fn watch_follows_a_growing_process() {
         })
         .collect();
     assert!(opens.windows(2).all(|w| w[1] > w[0]), "growing: {opens:?}");
-    // ~50 fds a second on an idle machine: 3,000 a minute; EMFILE at the soft limit in a few
-    // seconds or minutes.
+    // ~20 fds a second on an idle machine: 1,200 a minute.
     let last = lines[6];
     let rate: f64 = last
         .split("  ")

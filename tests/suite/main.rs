@@ -38,6 +38,7 @@
 mod common;
 
 mod accept_guard;
+mod attach_dlopen;
 mod calls;
 mod cli_attach;
 mod cli_inspect;
@@ -56,6 +57,7 @@ mod programs;
 mod python;
 mod requests;
 mod runtime_java;
+mod runtime_node;
 mod runtime_python;
 mod signals;
 mod snapshot;

@@ -3,6 +3,7 @@
 //! whose creating call contradicts what the kernel says the fd is, and no row with another
 //! fd's path; a number reused behind fdguard's back (raw system calls) is a missed close; the
 //! report processes are few enough that the program's own `fork` never fails for them.
+use crate::common::pace::slowdown;
 use crate::common::*;
 
 use std::collections::BTreeMap;
@@ -42,12 +43,18 @@ fn settled_reports(path: &std::path::Path) -> Vec<Value> {
     }
 }
 
-/// The storm program under fdguard with `args` after its directory, JSON reports to a file,
-/// asked for a report every millisecond until it is done; returns its lines after READY and
-/// the reports.
-fn storm(name: &str, wrap: &[&str], args: &[&str]) -> (Vec<String>, Vec<Value>) {
+/// The storm program under fdguard for `SECONDS` (longer on a slower machine, up to three
+/// times: its report processes get a share of what the nine busy threads leave) with `extra`
+/// after the seconds, JSON reports to a file, asked for a report every millisecond until it is
+/// done; returns its lines after READY and the reports.
+fn storm(name: &str, wrap: &[&str], extra: &[&str]) -> (Vec<String>, Vec<Value>) {
     // Nine busy threads: never beside the tests that measure time or CPU.
     let _alone = one_at_a_time();
+    let seconds = (SECONDS as f64 * slowdown().min(3.0)).ceil() as u64;
+    let seconds_arg = seconds.to_string();
+    let args: Vec<&str> = std::iter::once(seconds_arg.as_str())
+        .chain(extra.iter().copied())
+        .collect();
     let dir = scratch(name);
     let prog = build_c_once("storm", &["-O1", "-g"]);
     let report = report_path(&dir);
@@ -76,7 +83,7 @@ fn storm(name: &str, wrap: &[&str], args: &[&str]) -> (Vec<String>, Vec<Value>) 
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "READY\n");
     let pid = p.id();
-    let deadline = Instant::now() + Duration::from_secs(SECONDS) + WATCHDOG;
+    let deadline = Instant::now() + Duration::from_secs(seconds) + WATCHDOG;
     while p.try_wait().unwrap().is_none() && Instant::now() < deadline {
         try_kill(pid, libc::SIGUSR2);
         std::thread::sleep(Duration::from_millis(1));
@@ -90,7 +97,7 @@ fn storm(name: &str, wrap: &[&str], args: &[&str]) -> (Vec<String>, Vec<Value>) 
 
 #[test]
 fn reports_during_a_storm_of_churn_and_requests_are_true() {
-    let (lines, reports) = storm("snapshot-storm", &[], &[&SECONDS.to_string()]);
+    let (lines, reports) = storm("snapshot-storm", &[], &[]);
     assert!(
         lines.last().is_some_and(|l| l.starts_with("done ")),
         "{lines:?}"
@@ -189,7 +196,7 @@ fn report_processes_never_take_the_programs_last_processes() {
             "--regid=65000",
             "--clear-groups",
         ],
-        &[&SECONDS.to_string(), "fork"],
+        &["fork"],
     );
     let forks = lines
         .iter()

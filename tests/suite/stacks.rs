@@ -88,6 +88,51 @@ fn stacks_match_glibc_backtrace_with_frame_pointers_non_pie() {
     ));
 }
 
+/// An executable whose segments are not adjacent, as node's (its large-pages stub is aligned to
+/// 2 MiB): glibc reports each segment as a mapping of its own, and the one holding the code
+/// does not start with the ELF header.
+#[test]
+fn stacks_match_glibc_backtrace_in_an_executable_mapped_in_pieces() {
+    assert_same_as_backtrace(&run_deep(
+        &[
+            "-O2",
+            "-g",
+            "-fomit-frame-pointer",
+            "-fno-pie",
+            "-no-pie",
+            "-Wl,-z,max-page-size=0x200000",
+        ],
+        &[],
+    ));
+}
+
+/// A library loaded after fdguard started (as `libjava.so` in a JVM under `fdguard run`) is
+/// named from its `.symtab` as one loaded before (after `fdguard attach`): a static function
+/// there is in no dynamic symbol table.
+#[test]
+fn a_library_loaded_later_is_named_from_its_own_symbol_table() {
+    let dir = scratch("late-library");
+    let plugin = build_c_shared("plugin_local", "libfdglocal.so", &dir, &["-O1", "-g0"]);
+    let prog = build_c_linked("dlopen_main", &dir, &["-O1", "-g"], &["-lpthread"]);
+    let report = report_path(&dir);
+    let mut cmd = guarded(&prog, &report);
+    cmd.arg(&plugin);
+    let mut s = Stepper::spawn(cmd, &report);
+    let (_, lines) = s.next_checkpoint().expect("checkpoint");
+    let fd: i64 = value_after(&lines, "PLUGIN_FD ");
+    let kernel = proc_fds(s.pid());
+    let r = s.report_now();
+    assert_matches_kernel(&r, &kernel, &[]);
+    let stack = stack_by_id(&r, &fd_row(&r, fd).expect("the plugin's fd")["stack"]);
+    assert_eq!(
+        functions(&stack).first().map(String::as_str),
+        Some("open_privately"),
+        "{stack}"
+    );
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
 #[test]
 fn depth_limits_frames_and_zero_turns_capture_off() {
     let run = run_deep(&["-O2", "-g"], &[("FDGUARD_DEPTH", "5")]);

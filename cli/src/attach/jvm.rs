@@ -35,6 +35,9 @@ use crate::target::Target;
 
 use super::{library_in, said};
 
+/// How long the answer to a `load` is waited for, once the listener took it.
+const ANSWER: Duration = Duration::from_secs(30);
+
 /// The longest argument the attach listener takes (HotSpot's `arg_length_max`).
 const ARG_MAX: usize = 1024;
 
@@ -127,12 +130,16 @@ impl Jvm {
         let pid = self.pid;
         let late = || {
             Failure::failed(format!(
-                "pid {pid}'s attach listener did not answer within the --timeout (busy with \
-                 another tool's request?)"
+                "pid {pid}'s attach listener took the request but did not answer within {} s \
+                 (a JVM short of CPU, or busy with another tool's request?); the load may still \
+                 complete: `fdguard report {pid}` tells whether fdguard is attached",
+                ANSWER.as_secs()
             ))
         };
-        let left = until.saturating_duration_since(Instant::now());
-        let left = Some(left.max(Duration::from_millis(1)));
+        // The listener has the request: once sent, it loads the library whatever the command
+        // does, so its answer is waited for longer than the --timeout, which bounds the start.
+        let left = until.saturating_duration_since(Instant::now()).max(ANSWER);
+        let left = Some(left);
         let mut reply = Vec::new();
         socket
             .set_read_timeout(left)

@@ -94,17 +94,62 @@ impl Memory {
             ));
         }
         let end = self.mapping(rsp)?.end.min(rsp.saturating_add(SCAN));
-        let stack = crate::os::read_memory(self.pid, rsp, (end - rsp) as usize).ok()?;
-        let interrupted = signal_frame(
-            &words(&stack),
-            |a| self.is_code(a),
-            |a| crate::os::read_memory(self.pid, a, RESTORER.len()).is_ok_and(|b| b == RESTORER),
-        )?;
+        let stack = words(&crate::os::read_memory(self.pid, rsp, (end - rsp) as usize).ok()?);
+        let read = |a: u64, n: usize| crate::os::read_memory(self.pid, a, n).ok();
+        let restorer = |a: u64| read(a, RESTORER.len()).is_some_and(|b| b == RESTORER);
+        if let Some(interrupted) = signal_frame(&stack, |a| self.is_code(a), restorer) {
+            return Some(format!(
+                "is inside a signal handler, which interrupted it at {}",
+                self.describe(interrupted)
+            ));
+        }
+        // Called from the loader: inside `dlopen` (a constructor runs with the loader's lock
+        // held) or `dlclose`. A return address is a word pointing just after a call.
+        let in_loader = |a: u64| {
+            self.mapping(a)
+                .is_some_and(|m| m.exec && is_loader(m.name.rsplit('/').next().unwrap_or("")))
+        };
+        let after_call = |a: u64| {
+            read(a - CALL_MAX as u64, CALL_MAX)
+                .and_then(|b| <[u8; CALL_MAX]>::try_from(b).ok())
+                .is_some_and(|b| follows_a_call(&b))
+        };
+        let called_from = stack
+            .iter()
+            .copied()
+            .find(|&a| in_loader(a) && after_call(a))?;
         Some(format!(
-            "is inside a signal handler, which interrupted it at {}",
-            self.describe(interrupted)
+            "is inside the dynamic loader (called from {}: in dlopen or dlclose)",
+            self.describe(called_from)
         ))
     }
+}
+
+/// The longest x86-64 call instruction looked for (`call *disp32(%reg,%reg,s)`).
+const CALL_MAX: usize = 7;
+
+/// True if the `CALL_MAX` bytes before an address end with a call instruction: `call rel32`
+/// (`e8`, 5 bytes) or an indirect `call` (`ff /2`: through a register, 2 bytes; through memory
+/// at a register, 2 or 3 with a SIB byte; with an 8-bit or 32-bit displacement, 3 to 7;
+/// RIP-relative, 6).
+fn follows_a_call(before: &[u8; CALL_MAX]) -> bool {
+    let call_at = |len: usize| {
+        let op = before[CALL_MAX - len];
+        let modrm = before[CALL_MAX - len + 1];
+        let (md, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+        if op != 0xff || reg != 2 {
+            return false;
+        }
+        let sib = usize::from(md != 3 && rm == 4);
+        let disp = match (md, rm) {
+            (0, 5) => 4,
+            (0, _) | (3, _) => 0,
+            (1, _) => 1,
+            _ => 4,
+        };
+        2 + sib + disp == len
+    };
+    before[CALL_MAX - 5] == 0xe8 || (2..=CALL_MAX).any(call_at)
 }
 
 /// glibc's `ld-linux-x86-64.so.2` (musl's loader is its libc, which makes no such calls).
@@ -175,6 +220,24 @@ mod tests {
         f[0] = 0x7000_0060; // code, but not the restorer
         assert_eq!(find(&f), None);
         assert_eq!(find(&[RESTORER_AT, 7, 0]), None); // too short to hold a frame
+    }
+
+    #[test]
+    fn return_addresses_follow_calls() {
+        let ends = |tail: &[u8]| {
+            let mut b = [0x90u8; CALL_MAX];
+            b[CALL_MAX - tail.len()..].copy_from_slice(tail);
+            follows_a_call(&b)
+        };
+        assert!(ends(&[0xe8, 1, 2, 3, 4])); // call rel32
+        assert!(ends(&[0xff, 0xd0])); // call *%rax
+        assert!(ends(&[0xff, 0x15, 1, 2, 3, 4])); // call *disp32(%rip)
+        assert!(ends(&[0xff, 0x50, 0x08])); // call *8(%rax)
+        assert!(ends(&[0xff, 0x14, 0x24])); // call *(%rsp)
+        assert!(ends(&[0xff, 0x94, 0xc8, 1, 2, 3, 4])); // call *disp32(%rax,%rcx,8)
+        assert!(!ends(&[0x48, 0x89, 0xc7])); // mov %rax,%rdi
+        assert!(!ends(&[0xff, 0xe0])); // jmp *%rax
+        assert!(!ends(&[0xff, 0x50, 0x08, 0x90])); // a call, then one more byte
     }
 
     #[test]

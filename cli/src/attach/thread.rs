@@ -6,11 +6,11 @@ use super::stack::Memory;
 use crate::fail::Failure;
 use crate::ptrace::{Regs, Stop, Tracee};
 
-/// System calls a thread can be stopped in and made to call a function: they wait, and
-/// libc's wrappers hold no lock of libc's around them (unlike `mmap` inside `malloc`, or a
-/// `futex` inside a mutex), unless a signal handler interrupted such code and made the call
-/// (see `stack`).
-const WAITING_CALLS: &[libc::c_long] = &[
+/// System calls a thread can be stopped in and made to call a function: they wait, or are
+/// quick file and socket calls, and libc's wrappers hold no lock of libc's around them (unlike
+/// `mmap` inside `malloc`, or a `futex` inside a mutex), unless a signal handler interrupted
+/// such code and made the call, or the loader made it (see `stack`).
+const CALLS_OUTSIDE_LOCKS: &[libc::c_long] = &[
     libc::SYS_read,
     libc::SYS_readv,
     libc::SYS_write,
@@ -39,6 +39,19 @@ const WAITING_CALLS: &[libc::c_long] = &[
     // rest of the wait. libc never waits with a timeout for a lock of its own (`malloc`'s and
     // the loader's waits have none), so this one holds none either.
     libc::SYS_restart_syscall,
+    // What a server spinning at EMFILE does between its waits (Redis opens its log file for
+    // each line): libc makes these outside `malloc`'s locks, and the loader's own are seen
+    // from its code on the stack (`stack`).
+    libc::SYS_open,
+    libc::SYS_openat,
+    libc::SYS_close,
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_fcntl,
+    libc::SYS_ioctl,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_lseek,
 ];
 
 /// System calls libc may be inside while holding a lock that loading a library needs too
@@ -95,7 +108,7 @@ fn threads(pid: i32) -> Vec<i32> {
                     let sc = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
                         .unwrap_or_default();
                     let nr = sc.split_whitespace().next().and_then(|n| n.parse().ok());
-                    (!nr.is_some_and(|n| WAITING_CALLS.contains(&n)), tid)
+                    (!nr.is_some_and(|n| CALLS_OUTSIDE_LOCKS.contains(&n)), tid)
                 })
                 .collect()
         })
@@ -243,7 +256,7 @@ impl Stopped {
         loop {
             let memory = memory(pid)?;
             for tid in threads(pid) {
-                match stop_one(pid, tid, &memory, |nr| WAITING_CALLS.contains(&nr))? {
+                match stop_one(pid, tid, &memory, |nr| CALLS_OUTSIDE_LOCKS.contains(&nr))? {
                     Seen::Safe(tracee, saved, pending) => {
                         let fail = |e: std::io::Error| ptrace_failure(pid, &e);
                         let fp = tracee.fp_state().map_err(fail)?;
