@@ -166,6 +166,30 @@ fn finish(mut s: Stepper, dir: &Path, bye: &str, what: &str) {
     assert_no_crash(dir);
 }
 
+/// Asserts that the JVM's own opening of its class image (`lib/modules`, at start, from
+/// `libjvm.so`, no Java frame yet) has native frames, those of `libjvm.so` named from its symbol
+/// table (a library loaded after fdguard started).
+fn assert_libjvm_named(r: &Value, what: &str) {
+    let row = r["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| {
+            row["desc"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("/lib/modules"))
+        })
+        .unwrap_or_else(|| panic!("{what}: no lib/modules in {r}"));
+    let stack = stack_by_id(r, &row["stack"]);
+    let named = stack["frames"].as_array().unwrap().iter().any(|f| {
+        f["module"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("/libjvm.so"))
+            && f["function"].is_string()
+    });
+    assert!(named, "{what}: no libjvm.so frame named: {stack}");
+}
+
 /// Under a plain `fdguard run`, which gives the JVM fdguard's agent and says so, on every JDK.
 #[test]
 fn java_methods_and_lines_name_the_leaks_under_fdguard_run() {
@@ -176,6 +200,7 @@ fn java_methods_and_lines_name_the_leaks_under_fdguard_run() {
         leak(&mut s);
         assert_compiled_before_warm(&dir);
         assert_leaks_named(&s, &dir, &what);
+        assert_libjvm_named(&report(s.pid()), &what);
         finish(s, &dir, &format!("bye {}", 2 * LEAKS), &what);
         let stderr = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
         assert!(
