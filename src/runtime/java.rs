@@ -172,6 +172,13 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     }
 }
 
+/// In a fork child of a JVM (its only thread a copy of the forking one, the VM thread gone):
+/// no more walks or JVM TI calls, which could wait for a safepoint that no thread ends. Such a
+/// child runs no Java code, only native code up to its `exec`.
+pub fn after_fork() {
+    LIVE.store(false, Ordering::Relaxed);
+}
+
 /// This thread's `JavaThread*` and JNI environment, if it is a Java thread. HotSpot's thread
 /// key is asked first: a thread without it set never ran HotSpot's code, and `GetEnv` would
 /// allocate its thread-local storage.
