@@ -584,9 +584,12 @@ fi
 RUNTIME_DEPTH=30
 # What cli/src/run.rs (NODE_FRAME_OPTIONS) gives node.
 NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack"
+# What cli/src/run.rs (java_tool_options) gives a JVM: fdguard's JVM TI agent. Without the
+# preload, the agent alone sets nothing up: the options column is the JVM loading it.
+JAVA_RUN_OPTIONS="-agentpath:$LIB"
 run_runtime() { # runtime config round command...
     local rt=$1 config=$2 round=$3 st=0 ns fastest iters; shift 3
-    run_bounded 300 env -u NODE_OPTIONS "$@" || st=$?
+    run_bounded 300 env -u NODE_OPTIONS -u JAVA_TOOL_OPTIONS "$@" || st=$?
     ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
     fastest=$(sed -n 's/.* fastest_ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
     iters=$(sed -n 's/.* iters=\([0-9]*\).*/\1/p' <<<"$OUTPUT")
@@ -605,6 +608,13 @@ if has_section runtime; then
         warn "node is not installed: its runtime row is skipped"
         record runtime-skip node "node is not installed"
     fi
+    if command -v java >/dev/null && command -v javac >/dev/null; then
+        javac -d "$BUILD" bench/JavaOpen.java || die "javac failed for bench/JavaOpen.java"
+        runtimes+=(java)
+    else
+        warn "java or javac is not installed: its runtime row is skipped"
+        record runtime-skip java "java or javac is not installed"
+    fi
     if [[ ! -x $CLI ]]; then
         warn "the fdguard command is not next to the library ($CLI): the runtime rows are skipped"
         for rt in "${runtimes[@]}"; do
@@ -621,6 +631,10 @@ if has_section runtime; then
             node)
                 cmd=(node bench/node_open.js "$iters" "$RUNTIME_DEPTH")
                 options=(env "NODE_OPTIONS=$NODE_RUN_OPTIONS")
+                ;;
+            java)
+                cmd=(java -cp "$BUILD" JavaOpen "$iters" "$RUNTIME_DEPTH")
+                options=(env "JAVA_TOOL_OPTIONS=$JAVA_RUN_OPTIONS")
                 ;;
             esac
             mapfile -t order < <(rotate "$r" native options fdguard)

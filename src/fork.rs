@@ -1,10 +1,10 @@
 //! What a fork child resets before anything else runs in it: the threads other than the
 //! forking one are gone, and with them whatever they held (a table slot being written, the
-//! accept guard's thread, a request being served, the shared symbol cache's mapping); and its
-//! reports go to a path with its own pid (`published`).
+//! accept guard's thread, a request being served, the shared symbol cache's mapping, a JVM's
+//! VM thread); and its reports go to a path with its own pid (`published`).
 #![allow(unsafe_code)]
 
-use crate::{child, dumper, guard, published, symcache, tracker, upkeep};
+use crate::{child, dumper, guard, published, runtime, symcache, tracker, upkeep};
 
 /// Registers the reset with `pthread_atfork` (once, at start).
 pub fn install() {
@@ -20,4 +20,5 @@ extern "C" fn in_child() {
     upkeep::after_fork();
     dumper::after_fork();
     published::after_fork();
+    runtime::java::after_fork();
 }

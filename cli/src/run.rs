@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::fail::{Failure, Outcome};
+use fdguard_core::config::Config;
 use fdguard_core::program::{Program, Runtime};
 use fdguard_core::signals::parse_signal;
 
@@ -248,7 +249,7 @@ pub fn run(args: RunArgs) -> Outcome {
         });
     };
     check_program(&path)?;
-    let mut preload = lib.into_os_string();
+    let mut preload = lib.clone().into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(old);
@@ -261,6 +262,15 @@ pub fn run(args: RunArgs) -> Outcome {
         );
         command.env("NODE_OPTIONS", options);
     }
+    let user = std::env::var_os("JAVA_TOOL_OPTIONS");
+    if let Some((options, agent)) = java_tool_options(&path, &lib, user, &args.options) {
+        eprintln!(
+            "fdguard: {} is a JVM: JAVA_TOOL_OPTIONS gets {agent} (fdguard's JVM TI agent, so \
+             that reports name Java methods; the JVM says \"Picked up JAVA_TOOL_OPTIONS\")",
+            path.display()
+        );
+        command.env("JAVA_TOOL_OPTIONS", options);
+    }
     let err = command
         .arg0(&args.command[0])
         .args(&args.command[1..])
@@ -271,6 +281,51 @@ pub fn run(args: RunArgs) -> Outcome {
         message: format!("cannot run {}: {err}", path.display()),
         code: 126,
     })
+}
+
+/// `JAVA_TOOL_OPTIONS` for a JVM (`path` a launcher such as `java`): the user's, then
+/// `-agentpath:` the library (`lib`), which every JVM the program starts loads as an agent at
+/// its start: `Agent_OnLoad` makes the JVM name the Java frames of creation stacks. With the
+/// option it adds; `None` for any other program, when the options turn stacks (or fdguard) off,
+/// or when the user's options already load fdguard.
+fn java_tool_options(
+    path: &Path,
+    lib: &Path,
+    user: Option<OsString>,
+    options: &GuardOptions,
+) -> Option<(OsString, String)> {
+    if Program::examine(path).ok()?.runtime != Runtime::Jvm {
+        return None;
+    }
+    let ours = options.variables();
+    let (config, _) = Config::from_lookup(|name| match ours.iter().find(|(n, _)| *n == name) {
+        Some((_, v)) => Some(v.clone().into_bytes()),
+        None => std::env::var_os(name).map(|v| v.into_encoded_bytes()),
+    });
+    if config.disabled || config.depth == 0 {
+        return None;
+    }
+    let name = lib.file_name()?.to_string_lossy().into_owned();
+    let user = user.filter(|o| !o.is_empty());
+    if user
+        .as_ref()
+        .is_some_and(|o| o.to_string_lossy().contains(&name))
+    {
+        return None;
+    }
+    // The JVM splits the variable at spaces, keeping quoted words whole.
+    let lib = lib.to_str()?;
+    let agent = match lib.contains(char::is_whitespace) {
+        false => format!("-agentpath:{lib}"),
+        true if !lib.contains('"') => format!("\"-agentpath:{lib}\""),
+        true => return None,
+    };
+    let mut all = user.map_or_else(OsString::new, |mut o| {
+        o.push(" ");
+        o
+    });
+    all.push(&agent);
+    Some((all, agent))
 }
 
 #[cfg(test)]
@@ -300,6 +355,38 @@ mod tests {
         assert!(GuardOptions::default().variables().is_empty());
         assert!(signal_arg("SEGV").is_err());
         assert!(signal_arg("usr1").is_ok());
+    }
+
+    #[test]
+    fn jvms_get_the_agent_after_the_users_options() {
+        let lib = Path::new("/opt/fdguard/libfdguard.so");
+        let none = GuardOptions::default();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(java_tool_options(&exe, lib, None, &none), None, "not a JVM");
+        let Some(java) = resolve(Path::new("java")).and_then(|j| j.canonicalize().ok()) else {
+            return; // no JVM here: the integration tests require one
+        };
+        let agent = "-agentpath:/opt/fdguard/libfdguard.so".to_string();
+        assert_eq!(
+            java_tool_options(&java, lib, None, &none),
+            Some((agent.clone().into(), agent.clone()))
+        );
+        assert_eq!(
+            java_tool_options(&java, lib, Some("-Xmx64m".into()), &none),
+            Some((format!("-Xmx64m {agent}").into(), agent))
+        );
+        let spaced = Path::new("/opt/fd guard/libfdguard.so");
+        assert_eq!(
+            java_tool_options(&java, spaced, None, &none).map(|(_, a)| a),
+            Some("\"-agentpath:/opt/fd guard/libfdguard.so\"".to_string())
+        );
+        let again = Some(OsString::from("-agentpath:/elsewhere/libfdguard.so"));
+        assert_eq!(java_tool_options(&java, lib, again, &none), None);
+        let no_stacks = GuardOptions {
+            depth: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(java_tool_options(&java, lib, None, &no_stacks), None);
     }
 
     /// A script in `dir` starting with `first_line`.

@@ -6,7 +6,9 @@
 //! The listener takes arguments of at most 1024 bytes, so the options come in a file the
 //! command wrote in the process's `/tmp` (`@/tmp/fdguard-attach...`); `detach` detaches. A
 //! refusal returns 1, which the JVM reports as the agent's return code; HotSpot then closes
-//! the library, which stays mapped (it is linked `-z nodelete`: see `build.rs`).
+//! the library, which stays mapped (it is linked `-z nodelete`: see `build.rs`). Once attached,
+//! the JVM is set up for Java frames in creation stacks (`runtime::java`), from this thread (a
+//! Java thread in native code, where JVM TI may be called); detached, it is told to stop.
 
 use std::ffi::CStr;
 use std::io::Read;
@@ -15,6 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use libc::{c_char, c_int, c_void};
 
 use super::entry;
+use crate::guard;
+use crate::runtime::java;
 
 /// The largest options file read: the command writes a few kilobytes at most.
 const MOST: u64 = 64 * 1024;
@@ -26,7 +30,7 @@ const MOST: u64 = 64 * 1024;
 #[unsafe(no_mangle)]
 #[allow(non_snake_case)]
 pub unsafe extern "C" fn Agent_OnAttach(
-    _vm: *mut c_void,
+    vm: *mut c_void,
     options: *const c_char,
     _reserved: *mut c_void,
 ) -> c_int {
@@ -37,8 +41,17 @@ pub unsafe extern "C" fn Agent_OnAttach(
         unsafe { CStr::from_ptr(options) }.to_bytes().to_vec()
     };
     match (arg.as_slice(), arg.strip_prefix(b"@")) {
-        (b"detach", _) => entry::fdguard_detach(),
-        (_, Some(path)) => entry::attach_with(|| read_options(path)),
+        (b"detach", _) => {
+            java::detached();
+            entry::fdguard_detach()
+        }
+        (_, Some(path)) => {
+            let code = entry::attach_with(|| read_options(path));
+            if code == 0 {
+                guard::contained(|| java::attached(vm));
+            }
+            code
+        }
         _ => entry::serve(|| {
             Err(format!(
                 "agent options {:?} are not fdguard's (`@FILE` or `detach`): use `fdguard \

@@ -26,6 +26,7 @@
 //!   and if not why).
 #![allow(unsafe_code)]
 
+pub mod java;
 mod memory;
 mod python;
 mod python_code;
@@ -45,11 +46,12 @@ pub struct RawFrame {
 }
 
 /// A runtime whose frames fdguard reads. The discriminant is the word stored after `MARK` in
-/// an interned stack (2 is kept for HotSpot).
+/// an interned stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Kind {
     Python = 1,
+    Java = 2,
 }
 
 impl Kind {
@@ -58,7 +60,9 @@ impl Kind {
     }
 
     pub fn from_word(word: usize) -> Option<Kind> {
-        [Kind::Python].into_iter().find(|k| k.word() == word)
+        [Kind::Python, Kind::Java]
+            .into_iter()
+            .find(|k| k.word() == word)
     }
 }
 
@@ -107,6 +111,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
     match reading() {
         None => 0,
         Some(Kind::Python) => python::capture(out),
+        Some(Kind::Java) => java::capture(out),
     }
 }
 
@@ -117,6 +122,7 @@ pub fn capture(out: &mut [RawFrame]) -> usize {
 pub fn settle(kind: Kind, frames: &mut [RawFrame]) -> bool {
     match kind {
         Kind::Python => python::settle(frames),
+        Kind::Java => java::settle(frames),
     }
 }
 
@@ -126,6 +132,7 @@ pub fn settle(kind: Kind, frames: &mut [RawFrame]) -> bool {
 pub fn resolve(kind: Kind, frames: &[RawFrame]) -> Vec<Frame> {
     match kind {
         Kind::Python => python::resolve(frames),
+        Kind::Java => java::resolve(frames),
     }
 }
 
@@ -136,6 +143,7 @@ pub fn resolve(kind: Kind, frames: &[RawFrame]) -> Vec<Frame> {
 pub fn is_runtime_code(kind: Kind, ret: usize) -> bool {
     match kind {
         Kind::Python => python::is_interpreter(ret),
+        Kind::Java => java::is_runtime_code(ret),
     }
 }
 
@@ -145,6 +153,7 @@ pub fn is_runtime_module(path: &str) -> bool {
     match reading() {
         None => false,
         Some(Kind::Python) => python::is_runtime_module(path),
+        Some(Kind::Java) => java::is_runtime_module(path),
     }
 }
 

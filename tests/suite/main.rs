@@ -56,6 +56,7 @@ mod process;
 mod programs;
 mod python;
 mod requests;
+mod runtime_java;
 mod runtime_node;
 mod runtime_python;
 mod signals;
