@@ -265,16 +265,7 @@ pub fn attach(args: AttachArgs) -> Outcome {
         let code = stopped.call("fdguard_attach", entry, &[opts_at])?;
         Ok((mapped, code))
     });
-    let (mapped, code) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            stopped.end()?;
-            return Err(e);
-        }
-    };
-    let shown = show_message(&mapped, pid, code, &stopped);
-    stopped.end()?;
-    shown
+    end_and_show(stopped, pid, result)
 }
 
 /// The libc functions `Room` calls in the process.
@@ -352,14 +343,14 @@ pub fn detach(args: DetachArgs) -> Outcome {
         .symbol("fdguard_detach")
         .ok_or_else(|| Failure::failed("libfdguard.so has no fdguard_detach"))?;
     let mut stopped = Stopped::begin(pid, until)?;
-    let code = match stopped.call("fdguard_detach", entry, &[]) {
-        Ok(c) => c,
-        Err(e) => {
-            stopped.end()?;
-            return Err(e);
-        }
-    };
-    let shown = show_message(&mapped, pid, code, &stopped);
+    let called = stopped.call("fdguard_detach", entry, &[]);
+    end_and_show(stopped, pid, called.map(|code| (mapped, code)))
+}
+
+/// Puts the thread back and lets it go, then shows what the library's entry point in
+/// `mapped` said and returned (`called`), or why it was not called.
+fn end_and_show(stopped: Stopped, pid: i32, called: Result<(Mapped, u64), Failure>) -> Outcome {
+    let shown = called.and_then(|(mapped, code)| show_message(&mapped, pid, code, &stopped));
     stopped.end()?;
     shown
 }

@@ -215,14 +215,11 @@ impl Room {
                     calls()?.dup3,
                     &[twin as u64, fd as u64, flags.into()],
                 )?;
-                let same = same_description(pid, fd, twin).unwrap_or(false);
-                check(
-                    pid,
-                    fd,
-                    r as i32 == fd && same,
-                    cloexec,
-                    "its twin's description",
-                )
+                check(pid, fd, "its twin's description", |_, now| {
+                    r as i32 == fd
+                        && same_description(pid, fd, twin).unwrap_or(false)
+                        && (now & O_CLOEXEC != 0) == cloexec
+                })
             }
             Room::Reopened { fd, flags } => {
                 let path = stopped.put(b"/dev/null")?;
@@ -245,12 +242,11 @@ impl Room {
                     stopped.call("close", calls.close, &[r as u64])?;
                     r = moved as i32;
                 }
-                let dir = FdDir::open(pid)?;
-                let now = dir.fdinfo(fd).map(|i| parse_fdinfo(&i).flags);
-                let same = r == fd
-                    && dir.link(fd).as_deref() == Some("/dev/null")
-                    && now.is_some_and(|f| f & !O_LARGEFILE == flags & !O_LARGEFILE);
-                check(pid, fd, same, flags & O_CLOEXEC != 0, "/dev/null")
+                check(pid, fd, "/dev/null", |dir, now| {
+                    r == fd
+                        && dir.link(fd).as_deref() == Some("/dev/null")
+                        && now & !O_LARGEFILE == flags & !O_LARGEFILE
+                })
             }
         }
     }
@@ -283,10 +279,17 @@ impl std::fmt::Display for Room {
 /// `O_LARGEFILE`, which the kernel adds on its own on 64-bit systems.
 const O_LARGEFILE: u32 = 0o100000;
 
-fn check(pid: i32, fd: i32, same: bool, cloexec: bool, what: &str) -> Result<(), Failure> {
+/// Checks that fd `fd`, given back, is what it was: `as_it_was` judges it by the process's fd
+/// directory and the fd's flags now.
+fn check(
+    pid: i32,
+    fd: i32,
+    what: &str,
+    as_it_was: impl Fn(&FdDir, u32) -> bool,
+) -> Result<(), Failure> {
     let dir = FdDir::open(pid)?;
     let flags = dir.fdinfo(fd).map(|i| parse_fdinfo(&i).flags);
-    if same && flags.is_some_and(|f| (f & O_CLOEXEC != 0) == cloexec) {
+    if flags.is_some_and(|now| as_it_was(&dir, now)) {
         Ok(())
     } else {
         Err(Failure::failed(format!(

@@ -35,6 +35,13 @@ struct Mapping {
     name: String,
 }
 
+impl Mapping {
+    /// The mapped file's name without its directory (or the kernel's name for the mapping).
+    fn file_name(&self) -> &str {
+        self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+}
+
 /// The process's memory map, read while its threads are stopped.
 pub struct Memory {
     pid: i32,
@@ -70,12 +77,16 @@ impl Memory {
         self.mapping(addr).is_some_and(|m| m.exec)
     }
 
+    fn in_loader_code(&self, addr: u64) -> bool {
+        self.mapping(addr)
+            .is_some_and(|m| m.exec && is_loader(m.file_name()))
+    }
+
     /// `addr` as `0x... (object)`, for messages.
     pub fn describe(&self, addr: u64) -> String {
         match self.mapping(addr) {
             Some(m) => {
-                let name = m.name.rsplit('/').next().unwrap_or(&m.name);
-                format!("{addr:#x} in {name}")
+                format!("{addr:#x} in {}", m.file_name())
             }
             None => format!("{addr:#x}"),
         }
@@ -84,10 +95,7 @@ impl Memory {
     /// Why a thread stopped at `rip` with stack pointer `rsp` must not be called in, if it
     /// must not.
     pub fn why_not_call(&self, rip: u64, rsp: u64) -> Option<String> {
-        if self
-            .mapping(rip)
-            .is_some_and(|m| is_loader(m.name.rsplit('/').next().unwrap_or("")))
-        {
+        if self.in_loader_code(rip) {
             return Some(format!(
                 "is inside the dynamic loader ({})",
                 self.describe(rip)
@@ -105,10 +113,6 @@ impl Memory {
         }
         // Called from the loader: inside `dlopen` (a constructor runs with the loader's lock
         // held) or `dlclose`. A return address is a word pointing just after a call.
-        let in_loader = |a: u64| {
-            self.mapping(a)
-                .is_some_and(|m| m.exec && is_loader(m.name.rsplit('/').next().unwrap_or("")))
-        };
         let after_call = |a: u64| {
             read(a - CALL_MAX as u64, CALL_MAX)
                 .and_then(|b| <[u8; CALL_MAX]>::try_from(b).ok())
@@ -117,7 +121,7 @@ impl Memory {
         let called_from = stack
             .iter()
             .copied()
-            .find(|&a| in_loader(a) && after_call(a))?;
+            .find(|&a| self.in_loader_code(a) && after_call(a))?;
         Some(format!(
             "is inside the dynamic loader (called from {}: in dlopen or dlclose)",
             self.describe(called_from)

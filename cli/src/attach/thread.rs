@@ -164,14 +164,13 @@ fn stop_one(
         Err(e) => return Err(ptrace_failure(pid, &e)),
     };
     let fail = |e: std::io::Error| ptrace_failure(pid, &e);
-    let pending = match t.interrupt(Duration::from_millis(200)).map_err(fail)? {
+    let mut pending = match t.interrupt(Duration::from_millis(200)).map_err(fail)? {
         Some(Stop::Signal(s)) => s,
         Some(Stop::Interrupted | Stop::SyscallEntry) => 0,
         Some(Stop::Gone) => return Ok(Seen::Gone),
         // Not stopping: dropping `t` detaches.
         None => return Ok(Seen::Unsafe("is in uninterruptible sleep".into())),
     };
-    let mut pending = pending;
     let mut regs = t.regs().map_err(fail)?;
     let mut nr = regs.orig_rax as i64;
     if nr == -1 && pending == 0 {
