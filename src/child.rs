@@ -456,14 +456,46 @@ fn enter() {
         libc::sigdelset(&mut mask, libc::SIGALRM);
         libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         libc::alarm(TIME_LIMIT_S);
-        if let Some(s) = shared() {
-            let program = s.program.load(Ordering::Acquire);
-            let pidfd = libc::syscall(libc::SYS_pidfd_open, program, 0);
-            PROGRAM_PIDFD.store(
-                if pidfd >= 0 { pidfd as c_int } else { -1 },
-                Ordering::Release,
-            );
-        }
+    }
+    open_program_pidfd();
+}
+
+/// Opens the pidfd `wake_program` signals the program through; in a copy of a full fd table
+/// (a program at its limit) that fails with EMFILE, and `after_drop` tries again.
+fn open_program_pidfd() -> Option<c_int> {
+    let program = shared()?.program.load(Ordering::Acquire);
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, program, 0) };
+    let pidfd = c_int::try_from(pidfd).ok().filter(|fd| *fd >= 0)?;
+    PROGRAM_PIDFD.store(pidfd, Ordering::Release);
+    Some(pidfd)
+}
+
+/// In a child, once the copies of the program's fds are dropped: the pidfd `enter` could not
+/// open (the table was full), opened now. Without it, requests that wait for a free child
+/// would never be answered (`wake_later`). The program may have ended since this copy was
+/// made and its pid been taken by a newer process, which must not be sent the program's
+/// signal: a process that started after this copy is not the program.
+pub fn after_drop() {
+    if own_fd().is_some() {
+        return;
+    }
+    let Some(pidfd) = open_program_pidfd() else {
+        return;
+    };
+    let started = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| fdguard_core::procstat::start_ticks(&stat))
+    };
+    let program = shared().map_or(0, |s| s.program.load(Ordering::Acquire));
+    let same = matches!(
+        (started(&program.to_string()), started("self")),
+        (Some(program), Some(copy)) if program <= copy
+    );
+    if !same {
+        PROGRAM_PIDFD.store(-1, Ordering::Release);
+        os::sys::raw_close(pidfd);
     }
 }
 

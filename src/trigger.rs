@@ -72,7 +72,7 @@ pub fn request(reason: Reason) {
 
 /// Asks again for requests that waited (`Reason::bit`s). Async-signal-safe.
 pub fn request_bits(bits: u32) {
-    PENDING.fetch_or(bits, Ordering::AcqRel);
+    PENDING.fetch_or(bits, Ordering::SeqCst);
     if let Some(h) = HANDLERS.get() {
         (h.serve)();
     }
@@ -109,7 +109,7 @@ pub fn take() -> Work {
 
 /// Whether a request is pending.
 pub fn pending() -> bool {
-    PENDING.load(Ordering::Acquire) != 0
+    PENDING.load(Ordering::SeqCst) != 0
 }
 
 #[cfg(test)]

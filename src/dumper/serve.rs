@@ -54,7 +54,10 @@ pub enum Task {
 pub fn serve() {
     let _errno = ErrnoGuard::save();
     while trigger::pending() {
-        if SERVING.swap(true, Ordering::Acquire) {
+        // Sequentially consistent with the release below and `trigger`'s: a request whose
+        // maker finds the server busy is seen by the server's next look (the store of the
+        // release must not pass that look, as a plain release store may).
+        if SERVING.swap(true, Ordering::SeqCst) {
             return;
         }
         let work = trigger::take();
@@ -92,7 +95,7 @@ pub fn serve() {
                 }
             });
         }
-        SERVING.store(false, Ordering::Release);
+        SERVING.swap(false, Ordering::SeqCst);
     }
 }
 
@@ -174,6 +177,7 @@ pub fn work_in_child(config: &Config, pid: u32, task: Task) -> u8 {
             Task::Notice { event, not_shown } => Prepared::Notice(event, not_shown),
         };
         drop_program_fds();
+        child::after_drop();
         child::take_turn();
         match prepared {
             Prepared::Report(facts, reply) => report_in_child(config, pid, *facts, reply),

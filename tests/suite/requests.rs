@@ -394,20 +394,66 @@ fn concurrent_report_requests_each_get_a_report() {
 /// drains the pipe, and that report counts the request it answered.
 #[test]
 fn a_request_made_while_report_processes_are_busy_is_answered_when_one_ends() {
-    let dir = scratch("requests-busy");
     let prog = build_c_once("takes_signal", &["-O1", "-g"]);
+    let text = reports_while_busy("requests-busy", &prog, &[], "default", 3, "");
+    assert_eq!(text.matches("command: ").count(), 3, "{text}");
+    assert!(
+        text.contains("report requests answered by this report too: 1 "),
+        "{text}"
+    );
+}
+
+/// The same at the fd limit: a report process, a copy of a full fd table, must still be able to
+/// wake the program when it ends (it once could not, and the waiting requests were never
+/// answered). The first EMFILE's report and one request take both report processes; the other
+/// two requests wait and are answered by one report.
+#[test]
+fn a_request_waiting_at_the_fd_limit_is_answered_when_a_report_process_ends() {
+    let prog = build_c_once("exhaust", &["-O1", "-g"]);
+    let text = reports_while_busy(
+        "requests-busy-limit",
+        &prog,
+        &["1"],
+        "exhausted",
+        2,
+        "ulimit -n 64; FDGUARD_THRESHOLD=0",
+    );
+    assert_eq!(text.matches("command: ").count(), 3, "{text}");
+    assert_eq!(text.matches("reason: emfile").count(), 1, "{text}");
+    assert!(
+        text.contains("report requests answered by this report too: 2 "),
+        "{text}"
+    );
+}
+
+/// Runs `prog` under fdguard (after `setup`, shell words before the preload) with a stderr
+/// pipe filled before it starts, so that report processes block writing; at `checkpoint`
+/// asks for three reports, then reads stderr and lets the program go through `checkpoints`
+/// stops. Returns stderr after the filling.
+fn reports_while_busy(
+    name: &str,
+    prog: &Path,
+    args: &[&str],
+    checkpoint: &str,
+    checkpoints: usize,
+    setup: &str,
+) -> String {
+    let dir = scratch(name);
     // A pipe holds 64 KiB: the shell fills it before the program starts.
     let mut cmd = command("sh");
     cmd.args([
         "-c",
-        r#"head -c 65536 /dev/zero >&2; LD_PRELOAD="$1" exec "$2""#,
+        &format!(
+            r#"head -c 65536 /dev/zero >&2; lib=$1; shift; {setup} LD_PRELOAD="$lib" exec "$@""#
+        ),
         "sh",
     ])
     .arg(lib_path())
-    .arg(&prog)
+    .arg(prog)
+    .args(args)
     .stderr(Stdio::piped());
     let mut s = Stepper::spawn(cmd, &dir.join("unused"));
-    assert_eq!(s.next_checkpoint().unwrap().0, "default");
+    assert_eq!(s.next_checkpoint().unwrap().0, checkpoint);
     for _ in 0..3 {
         try_kill(s.pid(), libc::SIGUSR2);
         std::thread::sleep(Duration::from_millis(300));
@@ -429,20 +475,15 @@ fn a_request_made_while_report_processes_are_busy_is_answered_when_one_ends() {
     while reports_seen() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    s.resume();
-    s.resume();
-    s.resume();
+    for _ in 0..checkpoints {
+        s.resume();
+    }
     let out = s.finish();
     assert!(out.status.success(), "{out:?}");
     read.join().unwrap();
     let all = seen.lock().unwrap().clone();
     assert!(all.len() > 65536 && all[..65536].iter().all(|b| *b == 0));
-    let text = String::from_utf8_lossy(&all[65536..]).into_owned();
-    assert_eq!(text.matches("command: ").count(), 3, "{text}");
-    assert!(
-        text.contains("report requests answered by this report too: 1 "),
-        "{text}"
-    );
+    String::from_utf8_lossy(&all[65536..]).into_owned()
 }
 
 /// The program under fdguard with nothing set but the preload.

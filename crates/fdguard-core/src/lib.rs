@@ -7,6 +7,7 @@
 //! - `kind`, `call`: what an fd is (the kind table) and which call made it;
 //! - `sockdesc`, `fdinfo`: how a socket is described, what `/proc/PID/fdinfo` says;
 //! - `place`: where an fd points (a directory, a path, a peer, a listener's address);
+//! - `procstat`: when a process started (`/proc/PID/stat`);
 //! - `program`, `elf`: what kind of program an executable is (static, Go, JVM, CPython, node);
 //! - `report`: the report model (schema 1), built from observed fds, as JSON or text;
 //! - `snapshot`: `inspect`'s snapshot (schema 1); `read`: reading either back; `schema`: the
@@ -24,6 +25,7 @@ pub mod fdinfo;
 pub mod kind;
 mod named;
 pub mod place;
+pub mod procstat;
 pub mod program;
 pub mod published;
 pub mod read;
