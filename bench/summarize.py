@@ -30,6 +30,8 @@ RUNTIME_GOALS = {"java": 2.50, "node": 1.50, "python": 1.50}
 RUNTIME_WORKLOADS = {
     "java": "java: `FileInputStream` open+close of /dev/null, the chain compiled (bench/JavaOpen.java)",
     "node": "node: `fs.openSync`+`fs.closeSync` of /dev/null (bench/node_open.js)",
+    "node-calls": "node: small methods, no fds: what `run`'s options cost JavaScript by themselves "
+                  "(inlining off; bench/node_calls.js)",
     "python": "python3: `open`+`close` of /dev/null (bench/pyopen.py)",
 }
 RUNTIME_CONFIGS = ["native", "options", "fdguard"]

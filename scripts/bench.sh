@@ -582,8 +582,10 @@ fi
 # in a rotated order round by round; a runtime that is not installed is said so. Python needs
 # no options (`fdguard run` gives it none); python3 is needed by this script anyway.
 RUNTIME_DEPTH=30
-# What cli/src/run.rs (NODE_FRAME_OPTIONS) gives node.
-NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack"
+# What cli/src/run.rs (NODE_PERF_MAP, NODE_NO_INLINING) gives node 18.18 and later; node-calls
+# is JavaScript without fds, to show what turning inlining off costs by itself.
+NODE_RUN_OPTIONS="--perf-basic-prof-only-functions --interpreted-frames-native-stack \
+--import \"data:text/javascript,import v8 from 'node:v8'; v8.setFlagsFromString('--no-turbo-inlining')\""
 # What cli/src/run.rs (java_tool_options) gives a JVM: fdguard's JVM TI agent. Without the
 # preload, the agent alone sets nothing up: the options column is the JVM loading it.
 JAVA_RUN_OPTIONS="-agentpath:$LIB"
@@ -603,10 +605,11 @@ run_runtime() { # runtime config round command...
 if has_section runtime; then
     runtimes=(python)
     if command -v node >/dev/null; then
-        runtimes+=(node)
+        runtimes+=(node node-calls)
     else
-        warn "node is not installed: its runtime row is skipped"
+        warn "node is not installed: its runtime rows are skipped"
         record runtime-skip node "node is not installed"
+        record runtime-skip node-calls "node is not installed"
     fi
     if command -v java >/dev/null && command -v javac >/dev/null; then
         javac -d "$BUILD" bench/JavaOpen.java || die "javac failed for bench/JavaOpen.java"
@@ -628,8 +631,10 @@ if has_section runtime; then
             note "runtimes: $rt, round $r/$RUNTIME_ROUNDS"
             case $rt in
             python) cmd=(python3 bench/pyopen.py "$iters" "$RUNTIME_DEPTH") options=(env) ;;
-            node)
-                cmd=(node bench/node_open.js "$iters" "$RUNTIME_DEPTH")
+            node | node-calls)
+                script=bench/node_open.js
+                [[ $rt == node-calls ]] && script=bench/node_calls.js
+                cmd=(node "$script" "$iters" "$RUNTIME_DEPTH")
                 options=(env "NODE_OPTIONS=$NODE_RUN_OPTIONS")
                 ;;
             java)

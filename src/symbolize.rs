@@ -9,7 +9,7 @@ use std::cell::OnceCell;
 use std::ffi::CStr;
 
 use crate::os::{self, loader::Module};
-use crate::perfmap::PerfMap;
+use crate::perfmap::{self, PerfMap};
 use crate::runtime::{self, RawFrame};
 use crate::symtab::SymbolTables;
 use crate::unwind;
@@ -85,6 +85,7 @@ impl Symbolizer {
             None => (words, Vec::new()),
         };
         let mut out = self.native(addrs);
+        keep_javascript_machinery_out(&mut out);
         if !managed.is_empty() {
             let above = out
                 .iter()
@@ -147,6 +148,33 @@ impl Symbolizer {
             out.truncate(main + 1);
         }
         out
+    }
+}
+
+/// In a stack with JavaScript frames (named from V8's perf map), what a JavaScript programmer
+/// calls the stack: V8's own frames (API call helpers, builtins, code stubs the map does not
+/// name) are left out, and so is everything below the outermost JavaScript frame (node's
+/// startup, the event loop). A function called from interpreted code and from compiled code
+/// goes through different V8 machinery; without it, both walks are one place
+/// (`Frame::site`), as for Java and Python. node's own C++ (the binding JavaScript called)
+/// and libuv stay.
+fn keep_javascript_machinery_out(frames: &mut Vec<Frame>) {
+    let Some(outermost) = frames
+        .iter()
+        .rposition(|f| f.module.as_deref() == Some(perfmap::JAVASCRIPT))
+    else {
+        return;
+    };
+    frames.truncate(outermost + 1);
+    frames.retain(|f| !is_v8_machinery(f));
+}
+
+/// V8's internals and builtins, and code in no object that no perf map entry names (V8's
+/// stubs: node's map names only JavaScript functions).
+fn is_v8_machinery(f: &Frame) -> bool {
+    match (&f.function, &f.module) {
+        (Some(name), _) => name.starts_with("v8::internal::") || name.starts_with("Builtins_"),
+        (None, module) => module.is_none(),
     }
 }
 
@@ -241,6 +269,51 @@ mod tests {
         let frames = s.frames(&[libc::getpid as *const () as usize + 1]);
         assert!(frames[0].module.as_deref().unwrap().contains("libc"));
         assert!(frames[0].function.as_deref().unwrap().ends_with("getpid"));
+    }
+
+    #[test]
+    fn javascript_stacks_leave_v8_and_what_started_them_out() {
+        let frame = |function: Option<&str>, module: Option<&str>| Frame {
+            function: function.map(str::to_string),
+            module: module.map(str::to_string),
+            ..Frame::default()
+        };
+        let node = Some("/usr/bin/node");
+        let js = Some(perfmap::JAVASCRIPT);
+        let mut frames = vec![
+            frame(Some("uv__fs_open"), node),
+            frame(
+                Some("node::fs::Open(v8::FunctionCallbackInfo<v8::Value> const&)"),
+                node,
+            ),
+            frame(Some("v8::internal::Builtin_HandleApiCall(int)"), node),
+            frame(
+                Some("Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit"),
+                node,
+            ),
+            frame(None, None),
+            frame(Some("openSync"), js),
+            frame(Some("Builtins_InterpreterEntryTrampoline"), node),
+            frame(Some("leakFile"), js),
+            frame(Some("Builtins_JSEntry"), node),
+            frame(Some("node::Start(int, char**)"), node),
+        ];
+        keep_javascript_machinery_out(&mut frames);
+        let names: Vec<_> = frames.iter().map(|f| f.function.as_deref()).collect();
+        assert_eq!(
+            names,
+            [
+                Some("uv__fs_open"),
+                Some("node::fs::Open(v8::FunctionCallbackInfo<v8::Value> const&)"),
+                Some("openSync"),
+                Some("leakFile")
+            ]
+        );
+        // Without JavaScript, a native stack is left as it is (a C++ program may well be
+        // named v8::internal::...).
+        let mut native = vec![frame(Some("v8::internal::Foo"), node), frame(None, None)];
+        keep_javascript_machinery_out(&mut native);
+        assert_eq!(native.len(), 2);
     }
 
     #[test]

@@ -197,13 +197,28 @@ pub fn check_program(path: &Path) -> Outcome {
 /// gets its own copy of the interpreter's entry), which report processes read (the library's
 /// `perfmap`). `--perf-basic-prof` would also log V8's own stubs and write a `v8.log` into the
 /// working directory; `--perf-basic-prof-only-functions` writes the map alone.
-const NODE_FRAME_OPTIONS: &str =
-    "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
+const NODE_PERF_MAP: &str = "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
+
+/// And so that a function keeps its own frame once compiled: TurboFan inlines a small function
+/// (and `fs.openSync` under it) into its caller's code, where the perf map names the caller
+/// alone. Two leaking functions called from one hot loop became one group named after the
+/// loop (238 of 800 fds named their function). NODE_OPTIONS refuses V8's
+/// `--no-turbo-inlining`, so a module preloaded before the program's own code sets it
+/// (`--import`, which node knows from 18.18 on). It costs JavaScript made of small methods
+/// (1.7x here), not code that spends its time in node's builtins (JSON, regular expressions,
+/// I/O): `scripts/bench.sh` shows both.
+const NODE_NO_INLINING: &str = "--import \"data:text/javascript,import v8 from 'node:v8'; \
+     v8.setFlagsFromString('--no-turbo-inlining')\"";
+
+/// The first node that knows `--import`.
+const NODE_IMPORT_SINCE: (u32, u32) = (18, 18);
 
 /// `NODE_OPTIONS` for a node program (`path`, or the interpreter of a `#!` script): the user's,
-/// with `NODE_FRAME_OPTIONS` appended; `None` for any other program, or when the user's
-/// options already say how the perf map is written (`--perf-basic-prof*`, `--no-...`).
-fn node_options(path: &Path, user: Option<OsString>) -> Option<OsString> {
+/// with what names JavaScript functions appended (`NODE_PERF_MAP`, and `NODE_NO_INLINING` for
+/// a node that takes it, by its `--version`); with what was appended. `None` for any other
+/// program, or when the user's options already say how the perf map is written
+/// (`--perf-basic-prof*`, `--no-...`): they chose, and get nothing of fdguard's.
+fn node_options(path: &Path, user: Option<OsString>) -> Option<(OsString, String)> {
     let program = interpreter(path).unwrap_or_else(|| path.to_path_buf());
     if Program::examine(&program).ok()?.runtime != Runtime::Node {
         return None;
@@ -215,12 +230,36 @@ fn node_options(path: &Path, user: Option<OsString>) -> Option<OsString> {
     {
         return None;
     }
+    let mut ours = NODE_PERF_MAP.to_string();
+    if node_version(&program).is_some_and(|v| v >= NODE_IMPORT_SINCE) {
+        ours = format!("{ours} {NODE_NO_INLINING}");
+    }
     let mut options = user.map_or_else(OsString::new, |mut o| {
         o.push(" ");
         o
     });
-    options.push(NODE_FRAME_OPTIONS);
-    Some(options)
+    options.push(&ours);
+    Some((options, ours))
+}
+
+/// A node's major and minor version, as `node --version` prints it (`v20.20.2`), run without
+/// the user's NODE_OPTIONS (which may not be valid for it).
+fn node_version(node: &Path) -> Option<(u32, u32)> {
+    let out = std::process::Command::new(node)
+        .arg("--version")
+        .env_remove("NODE_OPTIONS")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    parse_node_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_node_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().strip_prefix('v')?.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// The interpreter a `#!` script names (with `env`, its program found on PATH).
@@ -255,10 +294,16 @@ pub fn run(args: RunArgs) -> Outcome {
         preload.push(old);
     }
     let mut command = std::process::Command::new(&path);
-    if let Some(options) = node_options(&path, std::env::var_os("NODE_OPTIONS")) {
+    if let Some((options, ours)) = node_options(&path, std::env::var_os("NODE_OPTIONS")) {
+        let inlining = if ours.contains("--no-turbo-inlining") {
+            ", and keeps each function's frame: no inlining"
+        } else {
+            "; this node is older than 18.18, so a function inlined into its caller is named \
+             after the caller"
+        };
         eprintln!(
-            "fdguard: node: NODE_OPTIONS gets {NODE_FRAME_OPTIONS} (V8 writes \
-             /tmp/perf-PID.map, which names JavaScript functions in reports)"
+            "fdguard: node: NODE_OPTIONS gets {ours} (V8 writes /tmp/perf-PID.map, which names \
+             JavaScript functions in reports{inlining})"
         );
         command.env("NODE_OPTIONS", options);
     }
@@ -417,16 +462,30 @@ mod tests {
         let Some(node) = resolve(Path::new("node")) else {
             return; // no node here: the integration tests require it
         };
-        let ours = OsString::from(NODE_FRAME_OPTIONS);
-        assert_eq!(node_options(&node, None), Some(ours.clone()));
-        assert_eq!(node_options(&node, Some("".into())), Some(ours));
+        let (options, ours) = node_options(&node, None).unwrap();
+        assert_eq!(options, OsString::from(&ours));
+        assert!(ours.starts_with(NODE_PERF_MAP), "{ours}");
+        let inlining = node_version(&node).unwrap() >= NODE_IMPORT_SINCE;
+        assert_eq!(ours.ends_with(NODE_NO_INLINING), inlining, "{ours}");
+        assert_eq!(node_options(&node, Some("".into())).unwrap().0, options);
         assert_eq!(
-            node_options(&node, Some("--max-old-space-size=64".into())),
-            Some(format!("--max-old-space-size=64 {NODE_FRAME_OPTIONS}").into())
+            node_options(&node, Some("--max-old-space-size=64".into()))
+                .unwrap()
+                .0,
+            OsString::from(format!("--max-old-space-size=64 {ours}"))
         );
         assert_eq!(
             node_options(&node, Some("--no-perf-basic-prof".into())),
             None
         );
+    }
+
+    #[test]
+    fn node_versions_read() {
+        assert_eq!(parse_node_version("v20.20.2\n"), Some((20, 20)));
+        assert_eq!(parse_node_version("v18.9.0"), Some((18, 9)));
+        assert!(parse_node_version("v18.9.0").unwrap() < NODE_IMPORT_SINCE);
+        assert_eq!(parse_node_version("20.1.0"), None);
+        assert_eq!(parse_node_version(""), None);
     }
 }

@@ -1,9 +1,11 @@
 // Leaks fds from two JavaScript functions, for tests/suite/runtime_node.rs: `leakFile` opens a
 // file with fs.openSync and never closes it, `leakSocket` connects a Unix-domain socket and
 // never closes it (made within the call, unlike a TCP connect, which node makes on a later
-// tick). Usage: node leak_two_functions.js DIR COUNT. Prints `LEAK file FD` and
-// `LEAK socket FD` for each fd leaked, then `CHECKPOINT leaked` once every connection is
-// accepted (nothing changes after), and exits at the next line on stdin.
+// tick). Both are called from one hot loop, as from a server's request loop: V8 compiles the
+// loop and, left to itself, inlines `leakFile` into it. Usage: node leak_two_functions.js DIR
+// COUNT. Prints `LEAK file FD` and `LEAK socket FD` for each fd leaked, then
+// `CHECKPOINT leaked` once every connection is accepted (nothing changes after), and exits at
+// the next line on stdin.
 'use strict';
 const fs = require('fs');
 const net = require('net');
@@ -12,6 +14,9 @@ const path = require('path');
 const dir = process.argv[2];
 const count = Number(process.argv[3]);
 const socketPath = path.join(dir, 'leak.sock');
+// The loop closes all but one in KEEP_EVERY of leakFile's fds, as a server that forgets to
+// close them on one path of many.
+const KEEP_EVERY = 40;
 
 function leakFile() {
   return fs.openSync('/etc/hostname', 'r');
@@ -32,15 +37,23 @@ const server = net.createServer((c) => {
   settled();
 });
 server.listen(socketPath, () => {
-  for (let i = 0; i < count; i++) {
-    console.log('LEAK file', leakFile());
+  const onConnect = () => {
+    connected += 1;
+    settled();
+  };
+  const files = [];
+  const sockets = [];
+  for (let i = 0; i < count * KEEP_EVERY; i++) {
+    const fd = leakFile();
+    if (i % KEEP_EVERY === 0) {
+      files.push(fd);
+      sockets.push(leakSocket(onConnect));
+    } else {
+      fs.closeSync(fd);
+    }
   }
-  for (let i = 0; i < count; i++) {
-    console.log('LEAK socket', leakSocket(() => {
-      connected += 1;
-      settled();
-    }));
-  }
+  files.forEach((fd) => console.log('LEAK file', fd));
+  sockets.forEach((fd) => console.log('LEAK socket', fd));
 });
 
 function settled() {
