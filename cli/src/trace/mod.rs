@@ -1,0 +1,112 @@
+//! `fdguard run` for programs a preload cannot see into (statically linked ones, Go programs,
+//! which make their system calls without libc): the program runs traced by this command
+//! (ptrace, with a seccomp filter that stops it only on the system calls that create or
+//! release fds), which keeps its fd table and makes the library's reports from it.
+//!
+//! Layers: `mod` (start, end) → `tracer` (the wait loop) → `calls` and `table` (pure: what a
+//! call does to a table), `report` (the exit report, through fdguard-core), `seccomp` (the
+//! filter); `sys` holds every `unsafe` call.
+//!
+//! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
+//! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
+//! traced (the library is not loaded into it). Stacks are not captured yet.
+
+mod calls;
+mod report;
+mod seccomp;
+mod sys;
+mod table;
+mod tracer;
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::fail::Failure;
+use crate::run::GuardOptions;
+use fdguard_core::report::compact_utc;
+use tracer::{End, Tracer};
+
+/// How the traced program ended: what fdguard's own end must be.
+pub enum Ended {
+    Exited(i32),
+    Killed(i32),
+}
+
+impl Ended {
+    /// Ends fdguard as the program ended: its exit status, or death by its signal.
+    pub fn finish(self) -> ! {
+        match self {
+            Ended::Exited(code) => std::process::exit(code),
+            Ended::Killed(sig) => sys::die_by(sig),
+        }
+    }
+}
+
+/// The signals sent to fdguard that are passed on to the program: those a shell or a
+/// supervisor sends to the pid it started to stop it or to ask something of it.
+const FORWARDED: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
+/// and every process it started are gone; the exit report as `options` say.
+pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<Ended, Failure> {
+    let (config, warnings) = options.config();
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Failure::bad_input(format!("{} has a NUL byte", path.display())))?;
+    let argv = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Failure::bad_input("an argument has a NUL byte"))?;
+    let started = Instant::now();
+    let stamp = compact_utc(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
+        Failure::failed(format!(
+            "cannot trace {}: {e} (ptrace may be forbidden here: \
+             /proc/sys/kernel/yama/ptrace_scope, a container's seccomp profile)",
+            path.display()
+        ))
+    })?;
+    sys::forward(FORWARDED);
+    let mut leaked = false;
+    let (tracer, end) = Tracer::new(spawned.pid, started).run(|stop| {
+        if config.at_exit || config.leak_exitcode.is_some() {
+            leaked = report::at_exit(&config, &stop, &stamp);
+        }
+    });
+    if !tracer.execd()
+        && let Some((step, e)) = spawned.exec_error()
+    {
+        return Err(Failure {
+            message: format!("cannot run {}: {step}: {e}", path.display()),
+            code: 126,
+        });
+    }
+    match end {
+        Some(End::Exited(code)) => Ok(match (config.leak_exitcode, leaked) {
+            (Some(code), true) => Ended::Exited(i32::from(code)),
+            _ => Ended::Exited(code),
+        }),
+        Some(End::Killed(sig)) => Ok(Ended::Killed(sig)),
+        None => Err(Failure::failed(format!(
+            "lost track of {} (pid {})",
+            path.display(),
+            spawned.pid
+        ))),
+    }
+}
