@@ -1,5 +1,6 @@
 //! `fdguard run` on programs the library cannot see into: a static C program (`tests/c/traced.c`,
-//! built `-static`) and a Go program (`tests/go/leaky`, built with `go build`) run under the
+//! built `-static`) and a Go program (`tests/go/leaky`, built with `go build`, static and with
+//! cgo) run under the
 //! command's tracer. Their exit reports are compared with what the program listed in
 //! `/proc/self/fd` just before it exited; exit statuses, signals and stops pass through.
 
@@ -181,11 +182,11 @@ fn signals_and_stops_reach_the_program_and_its_end_is_fdguards() {
     );
 }
 
-/// Builds `tests/go/<name>` into `dir` with the Go toolchain, offline and with the module
-/// cache and build cache in `dir`.
-fn build_go(name: &str, dir: &Path) -> PathBuf {
+/// Builds `tests/go/<name>` into `dir` with the Go toolchain, offline, with the module
+/// cache and build cache in `dir`; statically, or with cgo (a dynamically linked program).
+fn build_go(name: &str, dir: &Path, cgo: bool) -> PathBuf {
     let go = require("go");
-    let out = dir.join(name);
+    let out = dir.join(format!("{name}-cgo{}", u8::from(cgo)));
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/go")
         .join(name);
@@ -199,7 +200,7 @@ fn build_go(name: &str, dir: &Path) -> PathBuf {
         .env("GOPATH", dir.join("gopath"))
         .env("GOFLAGS", "-mod=mod")
         .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
         .status()
         .unwrap();
     assert!(status.success(), "go build of tests/go/{name} failed");
@@ -209,21 +210,26 @@ fn build_go(name: &str, dir: &Path) -> PathBuf {
 #[test]
 fn a_go_programs_leaks_are_its_exit_report() {
     let dir = scratch("trace-go");
-    let prog = build_go("leaky", &dir);
-    let report = dir.join("exit.json");
-    let out = fdguard(&["run", "--at-exit", "--json", "--report"])
-        .arg(&report)
-        .arg("--")
-        .arg(&prog)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("is a statically linked Go program"), "{err}");
-    let p = printed(&out);
-    let r = check_exit_report(&report, &p);
-    let calls = |call: &str| p.expected.values().filter(|c| *c == call).count();
-    assert_eq!((calls("openat"), calls("accept4")), (4, 4));
-    // The runtime's own fds (its epoll, its wake-up pipe) are the program's too.
-    assert!(r["by_kind"]["epoll"].as_u64() >= Some(1), "{r}");
+    for (cgo, says) in [
+        (false, "is a statically linked Go program"),
+        (true, "is a Go program"),
+    ] {
+        let prog = build_go("leaky", &dir, cgo);
+        let report = dir.join(format!("exit-{cgo}.json"));
+        let out = fdguard(&["run", "--at-exit", "--json", "--report"])
+            .arg(&report)
+            .arg("--")
+            .arg(&prog)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains(says), "{err}");
+        let p = printed(&out);
+        let r = check_exit_report(&report, &p);
+        let calls = |call: &str| p.expected.values().filter(|c| *c == call).count();
+        assert_eq!((calls("openat"), calls("accept4")), (4, 4));
+        // The runtime's own fds (its epoll, its wake-up pipe) are the program's too.
+        assert!(r["by_kind"]["epoll"].as_u64() >= Some(1), "{r}");
+    }
 }
