@@ -1,8 +1,8 @@
 //! `fdguard run` on programs the library cannot see into: a static C program (`tests/c/traced.c`,
 //! built `-static`) and a Go program (`tests/go/leaky`, built with `go build`, static and with
-//! cgo) run under the
-//! command's tracer. Their exit reports are compared with what the program listed in
-//! `/proc/self/fd` just before it exited; exit statuses, signals and stops pass through.
+//! cgo) run under the command's tracer. Their exit reports are compared with what the program
+//! listed in `/proc/self/fd` just before it exited; exit statuses, signals and stops pass
+//! through.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
@@ -115,6 +115,38 @@ fn a_static_programs_leaks_are_its_exit_report() {
         .filter_map(|f| f["tid"].as_i64())
         .collect();
     assert!(tids.len() >= 2, "a thread's fd has its tid: {r}");
+}
+
+#[test]
+fn ignored_fds_are_left_out_of_the_exit_report() {
+    let dir = scratch("trace-ignore");
+    let report = dir.join("exit.json");
+    let out = fdguard(&[
+        "run",
+        "--at-exit",
+        "--json",
+        "--ignore",
+        "*/hostname",
+        "--report",
+    ])
+    .arg(&report)
+    .arg("--")
+    .arg(traced_c())
+    .arg("leaks")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let r = &read_reports(&report)[0];
+    let files = r["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["desc"].as_str().unwrap().ends_with("/hostname"))
+        .count();
+    assert_eq!(files, 0, "{r}");
+    // The fd kept across the exec and its dup2 at 210, the stream, the fd received with
+    // SCM_RIGHTS, the thread's.
+    assert_eq!(r["suppressed"], 5, "{r}");
 }
 
 #[test]

@@ -83,6 +83,7 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
         ))
     })?;
     sys::forward(FORWARDED);
+    sys::ignore_sigpipe();
     let mut leaked = false;
     let (tracer, end) = Tracer::new(spawned.pid, started).run(|stop| {
         if config.at_exit || config.leak_exitcode.is_some() {

@@ -226,6 +226,14 @@ pub fn forward(signals: &[i32]) {
     }
 }
 
+/// Ignores SIGPIPE in fdguard (not in the program, which has its own dispositions since its
+/// fork): a report written to a closed stderr pipe must not kill fdguard, which would kill
+/// the program with it.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// The signal `forward` noted since the last call, if any.
 pub fn forwarded() -> Option<i32> {
     Some(FORWARD.swap(0, Ordering::Relaxed)).filter(|s| *s != 0)
