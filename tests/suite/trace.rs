@@ -17,6 +17,19 @@ fn traced_c() -> PathBuf {
     build_c_once("traced", &["-O1", "-static"])
 }
 
+/// `fdguard run --at-exit --json OPTIONS --report REPORT -- PROGRAM ARGS`, run to its end.
+fn run_to_exit(options: &[&str], report: &Path, program: &Path, args: &[&str]) -> Output {
+    fdguard(&["run", "--at-exit", "--json"])
+        .args(options)
+        .arg("--report")
+        .arg(report)
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// What a program printed of its fds: `EXPECT fd call` lines, and the `/proc/self/fd` lists
 /// of its `START` and `PROCFD` lines.
 struct Printed {
@@ -73,20 +86,8 @@ fn check_exit_report(path: &Path, p: &Printed) -> Value {
 fn a_static_programs_leaks_are_its_exit_report() {
     let dir = scratch("trace-static");
     let report = dir.join("exit.json");
-    let out = fdguard(&[
-        "run",
-        "--at-exit",
-        "--json",
-        "--leak-exitcode",
-        "7",
-        "--report",
-    ])
-    .arg(dir.join("exit-%p.json"))
-    .arg("--")
-    .arg(traced_c())
-    .arg("leaks")
-    .output()
-    .unwrap();
+    let pattern = dir.join("exit-%p.json");
+    let out = run_to_exit(&["--leak-exitcode", "7"], &pattern, &traced_c(), &["leaks"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "leaks exit with 7: {err}");
     let p = printed(&out);
@@ -121,20 +122,12 @@ fn a_static_programs_leaks_are_its_exit_report() {
 fn ignored_fds_are_left_out_of_the_exit_report() {
     let dir = scratch("trace-ignore");
     let report = dir.join("exit.json");
-    let out = fdguard(&[
-        "run",
-        "--at-exit",
-        "--json",
-        "--ignore",
-        "*/hostname",
-        "--report",
-    ])
-    .arg(&report)
-    .arg("--")
-    .arg(traced_c())
-    .arg("leaks")
-    .output()
-    .unwrap();
+    let out = run_to_exit(
+        &["--ignore", "*/hostname"],
+        &report,
+        &traced_c(),
+        &["leaks"],
+    );
     assert_eq!(out.status.code(), Some(0));
     let r = &read_reports(&report)[0];
     let files = r["fds"]
@@ -248,12 +241,7 @@ fn a_go_programs_leaks_are_its_exit_report() {
     ] {
         let prog = build_go("leaky", &dir, cgo);
         let report = dir.join(format!("exit-{cgo}.json"));
-        let out = fdguard(&["run", "--at-exit", "--json", "--report"])
-            .arg(&report)
-            .arg("--")
-            .arg(&prog)
-            .output()
-            .unwrap();
+        let out = run_to_exit(&[], &report, &prog, &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{err}");
         assert!(err.contains(says), "{err}");
