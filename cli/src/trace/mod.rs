@@ -55,12 +55,37 @@ const FORWARDED: &[i32] = &[
     libc::SIGUSR2,
 ];
 
+/// The options given that the tracer does not honour yet (its triggers other than exit, the
+/// accept guard, stacks), as the user wrote them.
+fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
+    [
+        (o.threshold.is_some(), "--threshold"),
+        (o.emfile.is_some(), "--emfile"),
+        (o.depth.is_some(), "--depth"),
+        (o.signal.is_some(), "--signal"),
+        (o.close_stacks, "--close-stacks"),
+        (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
+        (o.emfile_interval.is_some(), "--emfile-interval"),
+        (o.raise_nofile, "--raise-nofile"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect()
+}
+
 /// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
 /// and every process it started are gone; the exit report as `options` say.
 pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<Ended, Failure> {
     let (config, warnings) = options.config();
     for w in warnings {
         eprintln!("{w}");
+    }
+    let ignored = not_yet(options);
+    if !ignored.is_empty() {
+        eprintln!(
+            "fdguard: not done yet for a traced program, ignored: {}",
+            ignored.join(", ")
+        );
     }
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Failure::bad_input(format!("{} has a NUL byte", path.display())))?;
@@ -109,5 +134,22 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
             path.display(),
             spawned.pid
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_not_honoured_yet_are_named() {
+        assert!(not_yet(&GuardOptions::default()).is_empty());
+        let o = GuardOptions {
+            at_exit: true,
+            threshold: Some(50),
+            raise_nofile: true,
+            ..Default::default()
+        };
+        assert_eq!(not_yet(&o), ["--threshold", "--raise-nofile"]);
     }
 }
