@@ -1,8 +1,8 @@
 /* A program for fdguard's tracer (tests/suite/trace.rs), built -static: run by `fdguard run`, it
    goes through the tracer, not the library. Modes:
      leaks        makes and releases fds in every way the tracer follows (close-on-exec fds
-                  across an exec of itself, threads, a fork child that execs, SCM_RIGHTS,
-                  close_range), prints `EXPECT fd call` for each fd it leaks and `START` /
+                  across an exec of itself, threads, one with a table of its own, a fork
+                  child that execs, SCM_RIGHTS, close_range), prints `EXPECT fd call` for each fd it leaks and `START` /
                   `PROCFD` lines listing /proc/self/fd at its start and just before it exits;
      exit N       exits with status N;
      signals      counts SIGUSR1 in a handler; prints `READY pid`, then for each line on stdin
@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -54,6 +55,14 @@ static void *thread_leaks(void *arg) {
     (void)arg;
     expect(open_host(0), "openat");
     CHECK(close(open_host(0)) == 0);
+    return NULL;
+}
+
+/* A thread with a table of its own: what it closes and opens there is not the process's. */
+static void *thread_unshares(void *arg) {
+    CHECK(unshare(CLONE_FILES) == 0);
+    CHECK(open_host(0) >= 0);
+    CHECK(close(*(int *)arg) == 0);
     return NULL;
 }
 
@@ -128,6 +137,7 @@ static void after_exec(int kept, const char *self) {
 
     pthread_t t;
     CHECK(pthread_create(&t, NULL, thread_leaks, NULL) == 0 && pthread_join(t, NULL) == 0);
+    CHECK(pthread_create(&t, NULL, thread_unshares, &kept) == 0 && pthread_join(t, NULL) == 0);
 
     pid_t child = fork();
     CHECK(child >= 0);

@@ -44,6 +44,7 @@ pub const TRACED: &[i64] = &[
     libc::SYS_recvmmsg,
     libc::SYS_close,
     libc::SYS_close_range,
+    libc::SYS_unshare,
 ];
 
 /// The `fcntl` commands traced: the two that make an fd, and the one that sets close-on-exec.
@@ -76,6 +77,8 @@ pub enum Change {
         fd: i32,
         on: bool,
     },
+    /// `unshare(CLONE_FILES)`: the caller's table is its own from now on (a copy).
+    Unshare,
 }
 
 /// Whether the fds a call makes are close-on-exec: its flags say so, or (`openat2`) the
@@ -212,6 +215,7 @@ pub fn at_entry(s: &Syscall) -> AtEntry {
                 unshare: flag(a[2], CLOSE_RANGE_UNSHARE as u64),
             })
         }
+        SYS_unshare if flag(a[0], CLONE_FILES as u64) => AtEntry::Change(Change::Unshare),
         _ => AtEntry::Nothing,
     }
 }
@@ -433,6 +437,15 @@ mod tests {
             })
         );
         assert_eq!(call(libc::SYS_read, &[3, 0, 0]), AtEntry::Nothing);
+        let files = libc::CLONE_FILES as u64;
+        assert_eq!(
+            call(libc::SYS_unshare, &[files]),
+            AtEntry::Change(Change::Unshare)
+        );
+        assert_eq!(
+            call(libc::SYS_unshare, &[libc::CLONE_NEWNS as u64]),
+            AtEntry::Nothing
+        );
     }
 
     /// A control buffer of one SCM_RIGHTS message carrying `fds`, after a message of another

@@ -92,7 +92,8 @@ impl Table {
                     }
                 }
             }
-            Change::CloseRange { .. } => {}
+            // Which table a task uses is the tracer's to change: this one is as it was.
+            Change::CloseRange { .. } | Change::Unshare => {}
             Change::SetCloexec { fd, on } => {
                 if let Some(e) = self.fds.get_mut(&fd) {
                     e.cloexec = on;

@@ -9,7 +9,8 @@
 //!   ...) is left in place with `PTRACE_LISTEN`, so that the program stays stopped until
 //!   SIGCONT, as it would untraced.
 //! - fork copies the table, a clone sharing the fd table (`CLONE_FILES`, asked of the kernel
-//!   with `kcmp`) shares it, exec keeps what is not close-on-exec. After a thread other than
+//!   with `kcmp`) shares it, `unshare(CLONE_FILES)` copies it, exec keeps what is not
+//!   close-on-exec. After a thread other than
 //!   the leader exec'd, it has the leader's id (the kernel's `de_thread`).
 //! - A new thread or process may stop before its creator's event says where it comes from: it
 //!   waits, stopped, until it does.
@@ -169,7 +170,7 @@ impl Tracer {
         let task = self.tasks.get_mut(&tid).expect("known task");
         match calls::at_entry(&call) {
             AtEntry::Change(change) => {
-                if let Change::CloseRange { unshare: true, .. } = change {
+                if let Change::CloseRange { unshare: true, .. } | Change::Unshare = change {
                     let own = task.files.borrow().clone();
                     task.files = Rc::new(RefCell::new(own));
                 }
