@@ -1,9 +1,10 @@
 /* A program for fdguard's tracer (tests/suite/trace.rs), built -static: run by `fdguard run`, it
    goes through the tracer, not the library. Modes:
      leaks        makes and releases fds in every way the tracer follows (close-on-exec fds
-                  across an exec of itself, threads, one with a table of its own, a fork
-                  child that execs, SCM_RIGHTS, close_range), prints `EXPECT fd call` for each fd it leaks and `START` /
-                  `PROCFD` lines listing /proc/self/fd at its start and just before it exits;
+                  across an exec of itself from a thread, threads, one with a table of its
+                  own, a fork child that execs, SCM_RIGHTS, close_range), prints `EXPECT fd
+                  call` for each fd it leaks and `START` / `PROCFD` lines listing
+                  /proc/self/fd at its start and just before it exits;
      exit N       exits with status N;
      signals      counts SIGUSR1 in a handler; prints `READY pid`, then for each line on stdin
                   `USR1 n`, until stdin ends. */
@@ -173,6 +174,13 @@ static int signals(void) {
     return 0;
 }
 
+static const char *self_argv0;
+
+static void *exec_after(void *kept) {
+    execl("/proc/self/exe", self_argv0, "after-exec", (char *)kept, (char *)NULL);
+    _exit(97);
+}
+
 int main(int argc, char **argv) {
     CHECK(argc >= 2);
     if (strcmp(argv[1], "exit") == 0) return atoi(argv[2]);
@@ -189,9 +197,13 @@ int main(int argc, char **argv) {
     CHECK(fcntl(kept, F_SETFD, 0) == 0);
     CHECK(fcntl(open_host(0), F_SETFD, FD_CLOEXEC) == 0);
     open_host(O_CLOEXEC);
-    char arg[16];
+    static char arg[16];
     snprintf(arg, sizeof arg, "%d", kept);
     fflush(stdout);
-    execl("/proc/self/exe", argv[0], "after-exec", arg, (char *)NULL);
+    /* From a thread: the process then goes on with the leader's pid (the kernel's de_thread). */
+    self_argv0 = argv[0];
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, exec_after, arg) == 0);
+    pthread_join(t, NULL);
     return 97;
 }
