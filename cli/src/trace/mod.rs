@@ -26,20 +26,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::fail::Failure;
 use crate::run::GuardOptions;
 use fdguard_core::report::compact_utc;
-use tracer::{End, Tracer};
+pub use tracer::End;
+use tracer::Tracer;
 
-/// How the traced program ended: what fdguard's own end must be.
-pub enum Ended {
-    Exited(i32),
-    Killed(i32),
-}
-
-impl Ended {
+impl End {
     /// Ends fdguard as the program ended: its exit status, or death by its signal.
     pub fn finish(self) -> ! {
         match self {
-            Ended::Exited(code) => std::process::exit(code),
-            Ended::Killed(sig) => sys::die_by(sig),
+            End::Exited(code) => std::process::exit(code),
+            End::Killed(sig) => sys::die_by(sig),
         }
     }
 }
@@ -75,7 +70,7 @@ fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
 
 /// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
 /// and every process it started are gone; the exit report as `options` say.
-pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<Ended, Failure> {
+pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<End, Failure> {
     let (config, warnings) = options.config();
     for w in warnings {
         eprintln!("{w}");
@@ -125,10 +120,10 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     }
     match end {
         Some(End::Exited(code)) => Ok(match (config.leak_exitcode, leaked) {
-            (Some(code), true) => Ended::Exited(i32::from(code)),
-            _ => Ended::Exited(code),
+            (Some(code), true) => End::Exited(i32::from(code)),
+            _ => End::Exited(code),
         }),
-        Some(End::Killed(sig)) => Ok(Ended::Killed(sig)),
+        Some(killed) => Ok(killed),
         None => Err(Failure::failed(format!(
             "lost track of {} (pid {})",
             path.display(),

@@ -56,7 +56,7 @@ pub struct ExitStop<'a> {
     pub table: &'a Table,
 }
 
-/// How the program's first process ended.
+/// How the program's first process ended: what fdguard's own end is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
     Exited(i32),
