@@ -1,13 +1,14 @@
 // A Go program for fdguard's tracer (tests/suite/trace.rs): it leaks files it opened and
 // connections it dialed to its own loopback listener, from several goroutines, closes others,
-// and prints `EXPECT fd call` for each fd it leaks and `START` / `PROCFD` lines listing
-// /proc/self/fd at its start and just before it exits.
+// runs a child process, and prints `EXPECT fd call` for each fd it leaks and `START` /
+// `PROCFD` lines listing /proc/self/fd at its start and just before it exits.
 package main
 
 import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,5 +104,7 @@ func main() {
 		}()
 	}
 	wg.Wait()
+	// A child process started the Go way (clone with CLONE_VFORK, then exec): followed too.
+	check(exec.Command("/bin/true").Run())
 	listFds("PROCFD")
 }
