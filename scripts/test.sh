@@ -24,6 +24,7 @@ needs=(
     "java openjdk-17-jdk-headless"
     "javac openjdk-17-jdk-headless"
     "nginx nginx"
+    "go golang-go"
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -1,7 +1,8 @@
 //! `fdguard`: the command for the engineer who has a PID of a process running out of fds.
 //!
 //! `inspect` and `watch` read any process from `/proc` (no preload, so Go and static binaries
-//! too); `run` starts a program under `libfdguard.so`; `report` asks a process running under it
+//! too); `run` starts a program under `libfdguard.so` (or its own tracer, for static and Go
+//! programs); `report` asks a process running under it
 //! for a report; `diff` and `flamegraph` read reports.
 //!
 //! Layers: `main` (arguments) → one module per subcommand → `target`, `fds`, `summary`,
@@ -25,6 +26,7 @@ mod reports;
 mod run;
 mod summary;
 mod target;
+mod trace;
 mod units;
 mod watch;
 

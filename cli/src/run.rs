@@ -1,5 +1,7 @@
 //! `fdguard run [options] -- CMD ARGS...`: starts a program under `libfdguard.so`, the options
 //! becoming `FDGUARD_*` variables. The program replaces this command (same pid, same signals).
+//! A program the library cannot see into (statically linked, or Go) runs under this command's
+//! tracer instead (`trace`), with the same options.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 
 use crate::fail::{Failure, Outcome};
+use crate::trace;
 use fdguard_core::config::Config;
 use fdguard_core::program::{Program, Runtime};
 use fdguard_core::signals::parse_signal;
@@ -72,6 +75,16 @@ fn signal_arg(s: &str) -> Result<String, String> {
 }
 
 impl GuardOptions {
+    /// The configuration these options make, over the `FDGUARD_*` variables of the
+    /// environment; with the parser's warnings.
+    pub fn config(&self) -> (Config, Vec<String>) {
+        let ours = self.variables();
+        Config::from_lookup(|name| match ours.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => Some(v.clone().into_bytes()),
+            None => std::env::var_os(name).map(|v| v.into_encoded_bytes()),
+        })
+    }
+
     /// The `FDGUARD_*` variables these options stand for (options not given: none).
     pub fn variables(&self) -> Vec<(&'static str, String)> {
         let flag = |on: bool, name| on.then(|| (name, "1".to_string()));
@@ -165,31 +178,38 @@ fn resolve(cmd: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Refuses programs a preload cannot see into, saying why and what works instead.
-pub fn check_program(path: &Path) -> Outcome {
+/// How `run` starts a program.
+#[derive(Debug, PartialEq, Eq)]
+enum Way {
+    Preload,
+    /// Under the tracer, for this reason (said on stderr).
+    Traced(&'static str),
+}
+
+/// Whether a preload can see into the program: not into a static one (no dynamic loader
+/// runs), nor a Go one (its runtime makes system calls without libc, so a preload sees none
+/// of its fds). Warns of what the way taken cannot do for a set-ID program.
+fn way(path: &Path) -> Way {
     let Ok(p) = Program::examine(path) else {
-        return Ok(()); // exec will say what is wrong with it
+        return Way::Preload; // exec will say what is wrong with it
     };
-    let name = path.display();
-    if p.is_static {
-        let what = if p.is_go() {
-            "a statically linked Go program"
-        } else {
-            "statically linked"
-        };
-        return Err(Failure::bad_input(format!(
-            "{name} is {what}: LD_PRELOAD cannot load fdguard into it (no dynamic loader \
-             runs); `fdguard inspect PID` and `fdguard watch PID` see its fds from outside"
-        )));
-    }
+    let way = match (p.is_static, p.is_go()) {
+        (true, true) => Way::Traced("a statically linked Go program"),
+        (true, false) => Way::Traced("statically linked"),
+        (false, true) => Way::Traced("a Go program"),
+        (false, false) => Way::Preload,
+    };
     if p.is_setid {
+        let why = match way {
+            Way::Preload => "the loader ignores LD_PRELOAD for it unless you run it as its owner",
+            Way::Traced(_) => "traced, it runs without its privileges (no_new_privs)",
+        };
         eprintln!(
-            "fdguard: {name} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD \
-             for it unless you run it as its owner"
+            "fdguard: {} is set-user-ID or set-group-ID: {why}",
+            path.display()
         );
     }
-    // A dynamically linked Go program is named by the library itself when it loads.
-    Ok(())
+    way
 }
 
 /// What node is told so that reports name JavaScript functions: V8 writes its perf map
@@ -279,7 +299,6 @@ fn interpreter(path: &Path) -> Option<PathBuf> {
 }
 
 pub fn run(args: RunArgs) -> Outcome {
-    let lib = library()?;
     let cmd = PathBuf::from(&args.command[0]);
     let Some(path) = resolve(&cmd) else {
         return Err(Failure {
@@ -287,7 +306,15 @@ pub fn run(args: RunArgs) -> Outcome {
             code: 127,
         });
     };
-    check_program(&path)?;
+    if let Way::Traced(what) = way(&path) {
+        eprintln!(
+            "fdguard: {} is {what}: LD_PRELOAD cannot see its fds, so fdguard traces it \
+             (ptrace; if fdguard is killed, so is the program)",
+            path.display()
+        );
+        trace::run(&path, &args.command, &args.options)?.finish();
+    }
+    let lib = library()?;
     let mut preload = lib.clone().into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
@@ -342,11 +369,7 @@ fn java_tool_options(
     if Program::examine(path).ok()?.runtime != Runtime::Jvm {
         return None;
     }
-    let ours = options.variables();
-    let (config, _) = Config::from_lookup(|name| match ours.iter().find(|(n, _)| *n == name) {
-        Some((_, v)) => Some(v.clone().into_bytes()),
-        None => std::env::var_os(name).map(|v| v.into_encoded_bytes()),
-    });
+    let (config, _) = options.config();
     if config.disabled || config.depth == 0 {
         return None;
     }

@@ -263,7 +263,7 @@ fn inspect_describes_each_fd_as_fdguards_report_does() {
 }
 
 #[test]
-fn a_static_binary_is_inspected_and_refused_by_run() {
+fn a_static_binary_is_inspected_and_traced_by_run() {
     let dir = scratch("cli-static");
     let prog = build_c("holder", &dir, &["-O1", "-static"]);
     let mut cmd = plain(&prog);
@@ -276,23 +276,26 @@ fn a_static_binary_is_inspected_and_refused_by_run() {
     assert!(inspect_text(pid).contains("program: statically linked"));
     s.finish();
 
-    let out = fdguard(&["run", "--"])
+    // `run` traces it (tests/suite/trace.rs checks what the tracer sees).
+    let report = dir.join("exit.json");
+    let out = fdguard(&["run", "--at-exit", "--json", "--report"])
+        .arg(&report)
+        .arg("--")
         .arg(&prog)
         .arg(&dir)
         .arg("0")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
-        err.contains("is statically linked: LD_PRELOAD cannot load fdguard into it")
-            && err.contains("fdguard inspect PID"),
+        err.contains("is statically linked: LD_PRELOAD cannot see its fds, so fdguard traces it"),
         "{err}"
     );
-    assert!(
-        out.stdout.is_empty(),
-        "the static program must not have run"
-    );
+    assert!(!out.stdout.is_empty(), "the static program ran");
+    let reports = read_reports(&report);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["reason"], "exit");
 }
 
 #[test]

@@ -62,6 +62,7 @@ mod runtime_python;
 mod signals;
 mod snapshot;
 mod stacks;
+mod trace;
 mod triggers;
 mod workload;
 

@@ -1,0 +1,150 @@
+//! `fdguard run` for programs a preload cannot see into (statically linked ones, Go programs,
+//! which make their system calls without libc): the program runs traced by this command
+//! (ptrace, with a seccomp filter that stops it only on the system calls that create or
+//! release fds), which keeps its fd table and makes the library's reports from it.
+//!
+//! Layers: `mod` (start, end) → `tracer` (the wait loop) → `calls` and `table` (pure: what a
+//! call does to a table), `report` (the exit report, through fdguard-core), `seccomp` (the
+//! filter); `sys` holds every `unsafe` call.
+//!
+//! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
+//! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
+//! traced (the library is not loaded into it). Stacks are not captured yet.
+
+mod calls;
+mod report;
+mod seccomp;
+mod sys;
+mod table;
+mod tracer;
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::fail::Failure;
+use crate::run::GuardOptions;
+use fdguard_core::report::compact_utc;
+pub use tracer::End;
+use tracer::Tracer;
+
+impl End {
+    /// Ends fdguard as the program ended: its exit status, or death by its signal.
+    pub fn finish(self) -> ! {
+        match self {
+            End::Exited(code) => std::process::exit(code),
+            End::Killed(sig) => sys::die_by(sig),
+        }
+    }
+}
+
+/// The signals sent to fdguard that are passed on to the program: those a shell or a
+/// supervisor sends to the pid it started to stop it or to ask something of it.
+const FORWARDED: &[i32] = &[
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// The options given that the tracer does not honour yet (its triggers other than exit, the
+/// accept guard, stacks), as the user wrote them.
+fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
+    [
+        (o.threshold.is_some(), "--threshold"),
+        (o.emfile.is_some(), "--emfile"),
+        (o.depth.is_some(), "--depth"),
+        (o.signal.is_some(), "--signal"),
+        (o.close_stacks, "--close-stacks"),
+        (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
+        (o.emfile_interval.is_some(), "--emfile-interval"),
+        (o.raise_nofile, "--raise-nofile"),
+    ]
+    .into_iter()
+    .filter_map(|(given, name)| given.then_some(name))
+    .collect()
+}
+
+/// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
+/// and every process it started are gone; the exit report as `options` say.
+pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<End, Failure> {
+    let (config, warnings) = options.config();
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let ignored = not_yet(options);
+    if !ignored.is_empty() {
+        eprintln!(
+            "fdguard: not done yet for a traced program, ignored: {}",
+            ignored.join(", ")
+        );
+    }
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Failure::bad_input(format!("{} has a NUL byte", path.display())))?;
+    let argv = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Failure::bad_input("an argument has a NUL byte"))?;
+    let started = Instant::now();
+    let stamp = compact_utc(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    );
+    let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
+        Failure::failed(format!(
+            "cannot trace {}: {e} (ptrace may be forbidden here: \
+             /proc/sys/kernel/yama/ptrace_scope, a container's seccomp profile)",
+            path.display()
+        ))
+    })?;
+    sys::forward(FORWARDED);
+    sys::ignore_sigpipe();
+    let mut leaked = false;
+    let (tracer, end) = Tracer::new(spawned.pid, started).run(|stop| {
+        if config.at_exit || config.leak_exitcode.is_some() {
+            leaked = report::at_exit(&config, &stop, &stamp);
+        }
+    });
+    if !tracer.execd()
+        && let Some((step, e)) = spawned.exec_error()
+    {
+        return Err(Failure {
+            message: format!("cannot run {}: {step}: {e}", path.display()),
+            code: 126,
+        });
+    }
+    match end {
+        Some(End::Exited(code)) => Ok(match (config.leak_exitcode, leaked) {
+            (Some(code), true) => End::Exited(i32::from(code)),
+            _ => End::Exited(code),
+        }),
+        Some(killed) => Ok(killed),
+        None => Err(Failure::failed(format!(
+            "lost track of {} (pid {})",
+            path.display(),
+            spawned.pid
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_not_honoured_yet_are_named() {
+        assert!(not_yet(&GuardOptions::default()).is_empty());
+        let o = GuardOptions {
+            at_exit: true,
+            threshold: Some(50),
+            raise_nofile: true,
+            ..Default::default()
+        };
+        assert_eq!(not_yet(&o), ["--threshold", "--raise-nofile"]);
+    }
+}

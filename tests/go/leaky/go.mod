@@ -1,0 +1,3 @@
+module fdguard.test/leaky
+
+go 1.19
