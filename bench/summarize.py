@@ -35,6 +35,14 @@ RUNTIME_WORKLOADS = {
     "python": "python3: `open`+`close` of /dev/null (bench/pyopen.py)",
 }
 RUNTIME_CONFIGS = ["native", "options", "fdguard"]
+# A Go net/http server traced by `fdguard run` (static program), requests/s x native.
+TRACE_GOALS = {"new": 0.50, "keepalive": 0.95}
+TRACE_WORKLOADS = {
+    "new": "a new connection per request",
+    "keepalive": "keep-alive connections",
+}
+# Traced stops in one open+close of the static fdbench: open's entry and exit, close's entry.
+TRACE_STOPS_PER_OP = 3
 
 CONFIGS = ["native", "native-again", "fdg-depth0", "fdg-default", "fdg-close", "ref-forward", "ref-record",
            "valgrind", "strace", "ltrace"]
@@ -129,6 +137,8 @@ def main():
     # runtime -> config -> round -> (iters, ns, fastest chunk's ns)
     runtimes = defaultdict(dict)
     runtime_skip = {}              # runtime -> why it was not measured
+    trace = defaultdict(dict)      # new/keepalive/open -> config -> round -> value
+    trace_skip = None              # why the trace rows were not measured
     peer_status = {}
     mem_skip = mem_note = None
     order = []  # workload rows in the order measured
@@ -159,6 +169,11 @@ def main():
                 cli[p[1]].append((int(p[6]), float(p[7])))
             elif kind == "runtime":
                 runtimes[p[1]].setdefault(p[4], {})[int(p[5])] = (int(p[6]), float(p[7]), float(p[8]))
+            elif kind == "trace":
+                # trace WORKLOAD - DEPTH CONFIG ROUND N VALUE (requests/s, or ns per open+close)
+                trace[p[1]].setdefault(p[4], {})[int(p[5])] = float(p[7])
+            elif kind == "trace-skip":
+                trace_skip = p[2]
             elif kind == "runtime-skip":
                 runtime_skip[p[1]] = p[2]
             elif kind == "mem-skip":
@@ -403,6 +418,46 @@ def main():
             w("Iterations per run: " + ", ".join(f"{rt} {n:,}" for rt, n in sorted(its.items())) + ".")
         w("")
 
+    # ---- the tracer: Go and static programs ------------------------------------------
+    def trace_ratios(workload):
+        by = trace.get(workload, {})
+        nat, tr = by.get("native", {}), by.get("traced", {})
+        return [tr[r] / nat[r] for r in sorted(tr) if r in nat]
+
+    if trace or trace_skip:
+        w("## Go and static programs: `fdguard run`'s tracer")
+        w("")
+        w("A Go `net/http` server (bench/gohttp.go, static) natively and under `fdguard run` "
+          "(traced), loaded by the same program's client (untraced, 4 goroutines); requests/s, "
+          "ratio to native within each round, median (min–max). Then one traced call's cost: "
+          "a static fdbench's open+close at call depth 30.")
+        w("")
+        if trace_skip:
+            w(f"Not measured: {trace_skip}.")
+        else:
+            w("| workload | native | traced | traced ÷ native | goal |")
+            w("|---|---|---|---|---|")
+            for wl in ("new", "keepalive"):
+                by = trace.get(wl, {})
+                nat = list(by.get("native", {}).values())
+                tr = list(by.get("traced", {}).values())
+                rs = trace_ratios(wl)
+                if not rs:
+                    continue
+                w(f"| Go HTTP server, {TRACE_WORKLOADS[wl]} | {med(nat):,.0f} req/s | "
+                  f"{med(tr):,.0f} req/s | {fmt_ratios(rs)} | ≥ {TRACE_GOALS[wl]:.2f}× |")
+            op = trace.get("open", {})
+            nat, tr = op.get("native", {}), op.get("traced", {})
+            deltas = [tr[r] - nat[r] for r in sorted(tr) if r in nat]
+            if deltas:
+                d = med(deltas)
+                w("")
+                w(f"open+close of /dev/null (static fdbench, depth 30): {med(list(nat.values())):,.0f} ns "
+                  f"natively, {med(list(tr.values())):,.0f} ns traced: {d / 1000:.1f} µs more per "
+                  f"open+close, {d / 2000:.1f} µs per traced call, {d / TRACE_STOPS_PER_OP / 1000:.1f} µs "
+                  "per stop (an open stops at its entry and its exit, a close at its entry).")
+        w("")
+
     # ---- targets ---------------------------------------------------------------
     targets = []  # (target, measured, verdict)
     def verdict(ok):
@@ -417,6 +472,14 @@ def main():
                             verdict(med(rs) <= goal)))
         elif rt in runtime_skip or runtimes:
             targets.append((t, runtime_skip.get(rt, "–"), "not measured"))
+
+    for wl, goal in TRACE_GOALS.items():
+        t = f"Go HTTP server traced by `fdguard run`, {TRACE_WORKLOADS[wl]}: ≥ {goal:.2f}× native requests/s"
+        rs = trace_ratios(wl)
+        if rs:
+            targets.append((t, f"{med(rs):.3f}×", verdict(med(rs) >= goal)))
+        elif trace_skip:
+            targets.append((t, trace_skip, "not measured"))
 
     if cli.get("inspect-json"):
         want = 100_000

@@ -20,7 +20,7 @@
 #   BENCH_OPS            micro workloads (open open2 socket fopen pipe accept)
 #   BENCH_DEPTHS         call depths (5 30)
 #   BENCH_BUILDS         nofp = -O2, fp = -O2 -fno-omit-frame-pointer (nofp fp)
-#   BENCH_SECTIONS       any of: micro macro mem cli runtime (all five)
+#   BENCH_SECTIONS       any of: micro macro mem cli runtime trace (all six)
 #   BENCH_PEERS=0        skip valgrind / strace / ltrace
 #   BENCH_PEER_ROUNDS    rounds that include the peers (3; quick 1)
 #   BENCH_TARGET_ROUNDS  rounds of the hot-path targets' workload (open, nofp, depth 30), which
@@ -41,6 +41,8 @@
 #   BENCH_TEXT_END_MARKER  last line of a text report; {pid} = the process id
 #   BENCH_RUNTIME_ROUNDS rounds of the runtimes' workloads (9; quick 2)
 #   BENCH_RUNTIME_SCALE  multiplier for their iteration counts (1; quick 0.05)
+#   BENCH_TRACE_ROUNDS   rounds of the traced Go server's workload (5; quick 1)
+#   BENCH_TRACE_REQUESTS requests per traced-server run and mode (20000; quick 2000)
 #   BENCH_OUT            output file (BENCHMARKS.md; quick target/bench/BENCHMARKS-quick.md)
 #   BENCH_BUILD_DIR      where the workloads are built (target/bench)
 #   BENCH_CARGO=0        do not run cargo even for the default library path
@@ -69,7 +71,7 @@ SCALE=${BENCH_SCALE:-$(q 1 0.03)}
 OPS=${BENCH_OPS:-"open open2 socket fopen pipe accept"}
 DEPTHS=${BENCH_DEPTHS:-"5 30"}
 BUILDS=${BENCH_BUILDS:-"nofp fp"}
-SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtime"}
+SECTIONS=${BENCH_SECTIONS:-"micro macro mem cli runtime trace"}
 PEERS=${BENCH_PEERS:-1}
 PEER_ROUNDS=${BENCH_PEER_ROUNDS:-$(q 3 1)}
 TARGET_ROUNDS=${BENCH_TARGET_ROUNDS:-$(q 31 2)}
@@ -87,6 +89,8 @@ CLI_ROUNDS=${BENCH_CLI_ROUNDS:-$(q 5 1)}
 REPORT_TIMEOUT=${BENCH_REPORT_TIMEOUT:-$(q 60 20)}
 RUNTIME_ROUNDS=${BENCH_RUNTIME_ROUNDS:-$(q 9 2)}
 RUNTIME_SCALE=${BENCH_RUNTIME_SCALE:-$(q 1 0.05)}
+TRACE_ROUNDS=${BENCH_TRACE_ROUNDS:-$(q 5 1)}
+TRACE_REQUESTS=${BENCH_TRACE_REQUESTS:-$(q 20000 2000)}
 # Paths given by the caller are relative to where they called from; the
 # defaults are relative to the repository root.
 OUT=$(abspath "${BENCH_OUT:-$ROOT/$(q BENCHMARKS.md target/bench/BENCHMARKS-quick.md)}")
@@ -95,7 +99,7 @@ CC=${CC:-cc}
 LIB_SET=${FDGUARD_LIB+set}
 LIB=$(abspath "${FDGUARD_LIB:-$ROOT/target/release/libfdguard.so}")
 
-for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS RUNTIME_ROUNDS; do
+for v in ROUNDS PEER_ROUNDS TARGET_ROUNDS MACRO_ROUNDS MACRO_CONNS MACRO_PAR MEM_FDS MEM_ROUNDS REPORTS REPORT_TIMEOUT CLI_FDS CLI_ROUNDS RUNTIME_ROUNDS TRACE_ROUNDS TRACE_REQUESTS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a number (got '$SCALE')"
@@ -652,6 +656,77 @@ if has_section runtime; then
             done
         done
     done
+fi
+
+# ---- trace: Go and static programs under `fdguard run`'s tracer ------------------------
+# A Go net/http server (bench/gohttp.go, static: `run` traces it) loaded by the same program's
+# client, untraced, with a new connection per request and with keep-alive: requests/s natively
+# and traced, in a rotated order round by round. And the cost of one traced call: a static
+# fdbench's open+close (an open stops twice, at entry and exit; a close once) natively and
+# traced.
+TRACE_PAR=4
+TRACE_DEPTH=30
+trace_serve() { # config mode round
+    local config=$1 mode=$2 round=$3 spid port st=0 rate
+    local prefix=()
+    [[ $config == traced ]] && prefix=("$CLI" run --report "$TMP/report.trace" --)
+    rm -f "$TMP/gohttp.out"
+    # The server ends when its stdin does: a fifo whose one writer is this shell's fd 7.
+    [[ -p $TMP/gohttp.in ]] || mkfifo "$TMP/gohttp.in"
+    exec 7<>"$TMP/gohttp.in"
+    "${prefix[@]}" "$BUILD/gohttp" serve <"$TMP/gohttp.in" >"$TMP/gohttp.out" 2>"$TMP/gohttp.err" 7>&- &
+    spid=$!
+    BG_PIDS+=("$spid")
+    if ! wait_for_line "$TMP/gohttp.out" '^port=[0-9]+' 30 "$spid"; then
+        cat "$TMP/gohttp.err" >&2
+        die "Go server ($config) did not start"
+    fi
+    port=$(sed -n 's/^port=//p' "$TMP/gohttp.out")
+    run_bounded 300 "$BUILD/gohttp" load "$port" "$TRACE_REQUESTS" "$TRACE_PAR" "$mode" || st=$?
+    exec 7>&-
+    wait "$spid" || true
+    forget_pid "$spid"
+    [[ $st == 0 ]] || fail_run "Go load against the $config server ($mode)" "$st"
+    rate=$(sed -n 's/.*requests_per_s=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    [[ -n $rate ]] || die "Go load printed no rate: $OUTPUT"
+    record trace "$mode" - - "$config" "$round" "$TRACE_REQUESTS" "$rate"
+    rm -f "$TMP/report.trace"
+}
+trace_calls() { # config round
+    local config=$1 round=$2 st=0 ns iters
+    iters=$(python3 -c "import sys; print(max(1000, int(round(20000 * float(sys.argv[1])))))" "$SCALE")
+    local prefix=()
+    [[ $config == traced ]] && prefix=("$CLI" run --report "$TMP/report.trace" --)
+    run_bounded 300 "${prefix[@]}" "$BUILD/fdbench-static" open "$iters" "$TRACE_DEPTH" || st=$?
+    [[ $st == 0 ]] || fail_run "static fdbench ($config)" "$st"
+    ns=$(sed -n 's/.* ns_per_op=\([0-9.]*\).*/\1/p' <<<"$OUTPUT")
+    [[ -n $ns ]] || die "static fdbench printed no ns_per_op: $OUTPUT"
+    record trace open - "$TRACE_DEPTH" "$config" "$round" "$iters" "$ns"
+    rm -f "$TMP/report.trace"
+}
+if has_section trace; then
+    if ! command -v go >/dev/null; then
+        warn "go is not installed: the traced Go server's rows are skipped"
+        record trace-skip gohttp "go is not installed"
+    elif [[ ! -x $CLI ]]; then
+        warn "the fdguard command is not next to the library ($CLI): the trace rows are skipped"
+        record trace-skip gohttp "the fdguard command is not next to the library"
+    else
+        (cd "$BUILD" && GOCACHE="$BUILD/go-cache" GOPATH="$BUILD/go-path" GOFLAGS=-mod=mod \
+            GOTOOLCHAIN=local CGO_ENABLED=0 go build -o "$BUILD/gohttp" "$ROOT/bench/gohttp.go") \
+            || die "go build failed for bench/gohttp.go"
+        # shellcheck disable=SC2086
+        $CC -O2 -static $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdbench-static" bench/fdbench.c \
+            || die "building the static fdbench failed"
+        for ((r = 1; r <= TRACE_ROUNDS; r++)); do
+            note "trace: round $r/$TRACE_ROUNDS"
+            mapfile -t order < <(rotate "$r" native traced)
+            for config in "${order[@]}"; do
+                for mode in new keepalive; do trace_serve "$config" "$mode" "$r"; done
+                trace_calls "$config" "$r"
+            done
+        done
+    fi
 fi
 
 # ---- summary ------------------------------------------------------------------

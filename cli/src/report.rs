@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fdguard_core::config::{Format, expand_report_path};
+use fdguard_core::config::{Format, ReportDest, expand_report_path};
 use fdguard_core::published::{Destination, Signal, View};
 use fdguard_core::request::Request;
 use fdguard_core::signals::{self, parse_signal};
@@ -324,6 +324,81 @@ pub fn run(args: ReportArgs) -> Outcome {
         ));
     }
     let target = Target::open(pid)?;
+    let asking = match target.fdguard_tracer() {
+        Some(tracer) => ask_tracer(&target, tracer, json, file, signal.as_deref())?,
+        None => ask_library(&target, json, file, signal.as_deref())?,
+    };
+    wait_for_report(pid, asking, timeout)
+}
+
+/// A request on its way: to whom (the program, whose library answers, or the tracer of a traced
+/// program), on which signal, which request, and where its report will be read.
+struct Asking {
+    recipient: i32,
+    sig: i32,
+    format: Format,
+    request: Request,
+    source: Source,
+}
+
+/// The request for `format`, with a reply file in the process's /tmp if one can be made (and
+/// `--file` was not given), else read from `file` or from where the process writes its reports.
+fn request_for(
+    target: &Target,
+    format: Format,
+    file: Option<PathBuf>,
+    written: impl FnOnce() -> Result<PathBuf, Failure>,
+) -> Result<(Request, Source), Failure> {
+    let nonce = os::random_u64();
+    let with_reply = Request::new(format, true, nonce);
+    Ok(match file {
+        Some(path) => (Request::new(format, false, nonce), Source::File(path)),
+        None => match reply_file(target, &with_reply) {
+            Some(reply) => (with_reply, reply),
+            None => (Request::new(format, false, nonce), Source::File(written()?)),
+        },
+    })
+}
+
+/// A traced program (`fdguard run` of a static or Go program) is asked through its tracer,
+/// which answers on `request::tracer_signal`; its format and report file are those its
+/// environment names (the tracer sets them there).
+fn ask_tracer(
+    target: &Target,
+    tracer: i32,
+    json: bool,
+    file: Option<PathBuf>,
+    signal: Option<&str>,
+) -> Result<Asking, Failure> {
+    let pid = target.pid;
+    if let Some(given) = signal {
+        return Err(Failure::bad_input(format!(
+            "pid {pid} is traced by fdguard (pid {tracer}), which takes report requests itself:              --signal {given} does not apply"
+        )));
+    }
+    let config = target.environment_config();
+    let format = if json { Format::Json } else { config.format };
+    let (request, source) = request_for(target, format, file, || match &config.report {
+        ReportDest::Path(template) => report_file(target, template),
+        ReportDest::Stderr => stderr_file(target),
+    })?;
+    Ok(Asking {
+        recipient: tracer,
+        sig: fdguard_core::request::tracer_signal(),
+        format,
+        request,
+        source,
+    })
+}
+
+/// A program with the library is asked on the signal the library publishes.
+fn ask_library(
+    target: &Target,
+    json: bool,
+    file: Option<PathBuf>,
+    signal: Option<&str>,
+) -> Result<Asking, Failure> {
+    let pid = target.pid;
     let Some(loaded) = target.fdguard()? else {
         return Err(Failure::bad_input(format!(
             "pid {pid} ({}) is not running under fdguard (libfdguard.so is not loaded in it): \
@@ -354,37 +429,46 @@ pub fn run(args: ReportArgs) -> Outcome {
              reports; `fdguard inspect {pid}` describes its fds"
         )));
     }
-    let sig = request_signal(pid, signal.as_deref(), &published, &loaded)?;
+    let sig = request_signal(pid, signal, &published, &loaded)?;
     let view = published.as_ref().ok();
     let format = if json {
         Format::Json
     } else {
         view.map_or(loaded.config.format, |v| v.format)
     };
-    let nonce = os::random_u64();
-    let with_reply = Request::new(format, true, nonce);
-    let (request, source) = match file {
-        Some(path) => (Request::new(format, false, nonce), Source::File(path)),
-        None => match reply_file(&target, &with_reply) {
-            Some(reply) => (with_reply, reply),
-            None => (
-                Request::new(format, false, nonce),
-                Source::File(written_to(&target, &loaded, view)?),
-            ),
-        },
-    };
+    let (request, source) =
+        request_for(target, format, file, || written_to(target, &loaded, view))?;
+    Ok(Asking {
+        recipient: pid,
+        sig,
+        format,
+        request,
+        source,
+    })
+}
+
+/// Sends the request (again every `ASK_AGAIN` while nothing came) and prints the report once
+/// it is complete.
+fn wait_for_report(pid: i32, asking: Asking, timeout: f64) -> Outcome {
+    let Asking {
+        recipient,
+        sig,
+        format,
+        request,
+        source,
+    } = asking;
     let path = source.path();
     let start = file_len(path);
     let ask = || {
-        os::queue_signal(pid, sig, request.value()).map_err(|e| {
+        os::queue_signal(recipient, sig, request.value()).map_err(|e| {
             if e.kind() == std::io::ErrorKind::PermissionDenied {
                 Failure::bad_input(format!(
-                    "permission denied sending {} to pid {pid}: run as its user or as root \
-                     (CAP_KILL)",
+                    "permission denied sending {} to pid {recipient}: run as its user or as \
+                     root (CAP_KILL)",
                     signals::name(sig)
                 ))
             } else {
-                Failure::failed(format!("cannot signal pid {pid}: {e}"))
+                Failure::failed(format!("cannot signal pid {recipient}: {e}"))
             }
         })
     };

@@ -225,32 +225,50 @@ impl Target {
         // Attached: configured by the options of the attach, not by the environment.
         let attached = matches!(state, Some(LibState::Attached | LibState::Detached));
         let options = attached.then(|| library.options(self.pid)).flatten();
-        let env: HashMap<String, Vec<u8>> = match &options {
-            Some(text) => text
-                .lines()
-                .filter_map(|l| l.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            None => self
-                .process
-                .environ()
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.into_string().ok()?,
-                        std::os::unix::ffi::OsStringExt::into_vec(v),
-                    ))
-                })
-                .collect(),
+        let config = match &options {
+            Some(text) => {
+                let env: HashMap<&str, Vec<u8>> = text
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k, v.as_bytes().to_vec()))
+                    .collect();
+                Config::from_lookup(|name| env.get(name).cloned()).0
+            }
+            None => self.environment_config(),
         };
-        let (config, _warnings_it_printed) = Config::from_lookup(|name| env.get(name).cloned());
         Ok(Some(Loaded {
             library: library.path.clone(),
             config,
             state,
             mapped: library,
         }))
+    }
+
+    /// fdguard's configuration as the process's initial environment gives it (the parser's
+    /// warnings were the process's to print).
+    pub fn environment_config(&self) -> Config {
+        let env: HashMap<String, Vec<u8>> = self
+            .process
+            .environ()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.into_string().ok()?,
+                    std::os::unix::ffi::OsStringExt::into_vec(v),
+                ))
+            })
+            .collect();
+        Config::from_lookup(|name| env.get(name).cloned()).0
+    }
+
+    /// The pid of the `fdguard run` that traces this process (a static or Go program), if one
+    /// does: its tracer is an `fdguard` executable.
+    pub fn fdguard_tracer(&self) -> Option<i32> {
+        let tracer = self.process.status().ok()?.tracerpid;
+        let exe = std::fs::read_link(format!("/proc/{tracer}/exe")).ok()?;
+        let name = exe.file_name()?.to_string_lossy().into_owned();
+        (tracer > 0 && name.split(' ').next() == Some("fdguard")).then_some(tracer)
     }
 
     /// The object mapped from a file whose name satisfies `is`, with its load bias.

@@ -24,6 +24,13 @@ const FORMAT_BIT: u64 = 1 << 47;
 const REPLY_FILE_BIT: u64 = 1 << 46;
 const NONCE_BITS: u64 = REPLY_FILE_BIT - 1;
 
+/// The signal requests for a traced program (`fdguard run` of a static or Go program) are sent
+/// on, to its tracer, the `fdguard` command itself: the tracer passes the usual signals sent to
+/// it (TERM, INT, HUP, QUIT, USR1, USR2) on to the program, so requests take a real-time one.
+pub fn tracer_signal() -> i32 {
+    libc::SIGRTMAX()
+}
+
 /// The value a report process sends with the report signal to the process it reports on, when
 /// requests wait for a free report process: serve them now. Not a request.
 pub const WAKE: u64 = 0xfd9e << 48;

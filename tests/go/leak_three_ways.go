@@ -1,0 +1,80 @@
+// Leaks fds three ways, as the Go services behind fdguard's incidents did, for
+// tests/suite/trace_go.rs:
+//
+//	leak_three_ways BACKEND_ADDR HTTP_URL COUNT
+//
+// main.leakFiles opens a file COUNT times and never closes it; main.dialBackend dials
+// BACKEND_ADDR (tcp) COUNT times and never closes the connections; main.fetchStatus makes COUNT
+// GETs of HTTP_URL and never closes the response bodies (each keeps its connection, dialed by a
+// goroutine net/http starts). Prints `LEAK file FD` and `LEAK dial FD` for the fds it knows,
+// then `CHECKPOINT leaked`, and exits at the next line on stdin.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+var kept []interface{}
+
+func leakFiles(n int) {
+	for i := 0; i < n; i++ {
+		f, err := os.Open("/etc/hostname")
+		if err != nil {
+			fail(err)
+		}
+		kept = append(kept, f)
+		fmt.Println("LEAK file", f.Fd())
+	}
+}
+
+func dialBackend(addr string, n int) {
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			fail(err)
+		}
+		kept = append(kept, c)
+		raw, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			fail(err)
+		}
+		_ = raw.Control(func(fd uintptr) { fmt.Println("LEAK dial", fd) })
+	}
+}
+
+func fetchStatus(url string, n int) {
+	for i := 0; i < n; i++ {
+		resp, err := http.Get(url)
+		if err != nil {
+			fail(err)
+		}
+		// The body is never closed: its connection stays open, as in the incident.
+		kept = append(kept, resp)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "leak_three_ways:", err)
+	os.Exit(1)
+}
+
+func main() {
+	if len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: leak_three_ways BACKEND_ADDR HTTP_URL COUNT")
+		os.Exit(2)
+	}
+	n, err := strconv.Atoi(os.Args[3])
+	if err != nil {
+		fail(err)
+	}
+	leakFiles(n)
+	dialBackend(os.Args[1], n)
+	fetchStatus(os.Args[2], n)
+	fmt.Println("CHECKPOINT leaked")
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+}
