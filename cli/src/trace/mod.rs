@@ -17,6 +17,7 @@ mod seccomp;
 mod sys;
 mod table;
 mod tracer;
+mod triggers;
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -54,13 +55,11 @@ const FORWARDED: &[i32] = &[
 /// accept guard, stacks), as the user wrote them.
 fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
     [
-        (o.threshold.is_some(), "--threshold"),
         (o.emfile.is_some(), "--emfile"),
         (o.depth.is_some(), "--depth"),
         (o.signal.is_some(), "--signal"),
         (o.close_stacks, "--close-stacks"),
         (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
-        (o.emfile_interval.is_some(), "--emfile-interval"),
         (o.raise_nofile, "--raise-nofile"),
     ]
     .into_iter()
@@ -95,6 +94,11 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     );
+    // The program's environment names the options, as under the library: `fdguard report`
+    // reads its format and report file there.
+    for (name, value) in options.variables() {
+        sys::set_env(name, &value);
+    }
     let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
         Failure::failed(format!(
             "cannot trace {}: {e} (ptrace may be forbidden here: \
@@ -102,14 +106,12 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
             path.display()
         ))
     })?;
-    sys::forward(FORWARDED);
+    sys::forward(FORWARDED, spawned.pid);
+    sys::take_requests_on(fdguard_core::request::tracer_signal());
     sys::ignore_sigpipe();
-    let mut leaked = false;
-    let (tracer, end) = Tracer::new(spawned.pid, started).run(|stop| {
-        if config.at_exit || config.leak_exitcode.is_some() {
-            leaked = report::at_exit(&config, &stop, &stamp);
-        }
-    });
+    let mut triggers = triggers::Triggers::new(&config, &stamp);
+    let (tracer, end) = Tracer::new(spawned.pid, started).run(&mut triggers);
+    let leaked = triggers.leaked;
     if !tracer.execd()
         && let Some((step, e)) = spawned.exec_error()
     {
@@ -141,10 +143,10 @@ mod tests {
         assert!(not_yet(&GuardOptions::default()).is_empty());
         let o = GuardOptions {
             at_exit: true,
-            threshold: Some(50),
+            emfile: Some(crate::run::EmfileMode::Shed),
             raise_nofile: true,
             ..Default::default()
         };
-        assert_eq!(not_yet(&o), ["--threshold", "--raise-nofile"]);
+        assert_eq!(not_yet(&o), ["--emfile", "--raise-nofile"]);
     }
 }

@@ -1,5 +1,5 @@
-//! The exit report of a traced program: the fds its last thread still has open (read from
-//! `/proc` while it is stopped before exiting), joined with the tracer's table, made into
+//! A traced program's reports: the fds a thread of it has open (read from `/proc`; for the exit
+//! report while its last thread is stopped before exiting), joined with the tracer's table, made into
 //! fdguard-core's `Report` as the library makes its own (`Report::fill`, the same rows, the
 //! same exit rules: fds 0-2 and inherited ones are not leaks, `FDGUARD_IGNORE` suppresses),
 //! and written where the run options say.
@@ -16,7 +16,7 @@ use fdguard_core::report::{Observed, Report, is_suppressed, iso8601_utc, text};
 use fdguard_core::snapshot::FdEntry;
 
 use super::table::{StackKey, Table};
-use super::tracer::ExitStop;
+use super::tracer::View;
 use crate::fail::Failure;
 use crate::fds::read_fds;
 use crate::os::FdDir;
@@ -25,55 +25,131 @@ use crate::target::Target;
 /// An open fd as the tracer knows it.
 type Row = Observed<StackKey>;
 
-/// Makes the exit report of `stop` and writes it if it lists fds or `--at-exit` asked for it;
+/// Why a report is made: its `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    Exit,
+    /// Asked for (`fdguard report`, or the tracer's request signal).
+    Signal,
+    Threshold,
+    /// A creation failed with `errno` (EMFILE or ENFILE).
+    Emfile {
+        call: Call,
+        errno: i32,
+    },
+}
+
+impl Why {
+    fn reason(self) -> &'static str {
+        match self {
+            Why::Exit => "exit",
+            Why::Signal => "signal",
+            Why::Threshold => "threshold",
+            Why::Emfile { .. } => "emfile",
+        }
+    }
+}
+
+/// Where a report goes: where the run options say, or into a reply file `fdguard report` made.
+pub enum Dest {
+    Configured,
+    Reply(std::path::PathBuf),
+}
+
+/// Makes the exit report of `view` and writes it if it lists fds or `--at-exit` asked for it;
 /// returns whether it lists fds (a leak, for `--leak-exitcode`). `stamp` is the `%t` of the
 /// report path (the program's start).
-pub fn at_exit(config: &Config, stop: &ExitStop<'_>, stamp: &str) -> bool {
-    let report = match exit_report(config, stop) {
-        Ok(r) => r,
-        Err(f) => {
-            eprintln!("fdguard: no exit report: {}", f.message);
-            return false;
-        }
+pub fn at_exit(config: &Config, view: &View<'_>, stamp: &str) -> bool {
+    let Some(report) = made(config, view, Why::Exit) else {
+        return false;
     };
     let listed = report.open > 0;
     if listed || config.at_exit {
-        let bytes = match config.format {
-            Format::Text => text::report(&report),
-            Format::Json => report.to_json(),
-        };
-        deliver(config, report.pid, stamp, bytes.as_bytes());
+        write(config, &report, config.format, &Dest::Configured, stamp);
     }
     listed
 }
 
-fn exit_report(config: &Config, stop: &ExitStop<'_>) -> Result<Report, Failure> {
+/// Makes a report of `view` for `why` and writes it in `format` to `dest`.
+pub fn now(config: &Config, view: &View<'_>, why: Why, format: Format, dest: &Dest, stamp: &str) {
+    if let Some(report) = made(config, view, why) {
+        write(config, &report, format, dest, stamp);
+    }
+}
+
+fn made(config: &Config, view: &View<'_>, why: Why) -> Option<Report> {
+    match build(config, view, why) {
+        Ok(r) => Some(r),
+        Err(f) => {
+            eprintln!("fdguard: no {} report: {}", why.reason(), f.message);
+            None
+        }
+    }
+}
+
+fn write(config: &Config, report: &Report, format: Format, dest: &Dest, stamp: &str) {
+    let bytes = match format {
+        Format::Text => text::report(report),
+        Format::Json => report.to_json(),
+    };
+    match dest {
+        Dest::Configured => deliver(config, report.pid, stamp, bytes.as_bytes()),
+        // Made by the command, which reads it: written only if it is still there, never
+        // created, never through a symlink.
+        Dest::Reply(path) => {
+            let _ = std::fs::OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+                .open(path)
+                .and_then(|mut f| f.write_all(bytes.as_bytes()));
+        }
+    }
+}
+
+fn build(config: &Config, view: &View<'_>, why: Why) -> Result<Report, Failure> {
     // The thread's own view: the process's leader may have exited already (its /proc/PID/fd
     // is then empty) while this thread still has the table.
-    let target = Target::open(stop.tid)?;
-    let dir = FdDir::open(stop.tid)?;
-    let process = procfs::process::Process::new(stop.tid)
-        .map_err(|e| Failure::failed(format!("cannot read /proc/{}: {e}", stop.tid)))?;
+    let target = Target::open(view.tid)?;
+    let dir = FdDir::open(view.tid)?;
+    let process = procfs::process::Process::new(view.tid)
+        .map_err(|e| Failure::failed(format!("cannot read /proc/{}: {e}", view.tid)))?;
     let kernel = read_fds(&process, &dir)?;
-    let (rows, stale) = joined(&kernel, stop.table, Instant::now());
-    // Leaks at exit: what the program opened itself and did not close.
-    let mut rows: Vec<Row> = rows
-        .into_iter()
-        .filter(|r| !r.call.predates_fdguard() && r.fd > 2)
-        .collect();
-    let before = rows.len();
-    rows.retain(|r| !is_suppressed(r, &[], &config.ignore));
+    let (mut rows, stale) = joined(&kernel, view.table, Instant::now());
+    if why == Why::Exit {
+        // Leaks at exit: what the program opened itself and did not close.
+        rows.retain(|r| !r.call.predates_fdguard() && r.fd > 2);
+    }
+    let listed = rows.len();
+    if why == Why::Exit {
+        rows.retain(|r| !is_suppressed(r, &[], &config.ignore));
+    }
+    let (trigger_call, trigger_errno) = match why {
+        Why::Emfile { call, errno } => (
+            Some(call.name().into()),
+            Some(
+                if errno == libc::ENFILE {
+                    "ENFILE"
+                } else {
+                    "EMFILE"
+                }
+                .into(),
+            ),
+        ),
+        _ => (None, None),
+    };
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut report = Report {
-        pid: stop.tgid as u32,
+        pid: view.tgid as u32,
         cmdline: target.cmdline(),
-        reason: "exit".into(),
+        reason: why.reason().into(),
+        trigger_call,
+        trigger_errno,
         time: iso8601_utc(now_ms),
         limit: target.limit()?,
-        suppressed: before - rows.len(),
-        missed_closes: stop.table.missed_closes + stale,
+        suppressed: listed - rows.len(),
+        missed_closes: view.table.missed_closes + stale,
         ..Report::default()
     };
     // Stacks are not captured yet: no frames.

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The registers of a stopped thread.
 pub type Regs = libc::user_regs_struct;
@@ -142,7 +142,7 @@ impl Spawned {
 }
 
 /// The next stop or end of any traced thread: its id and its wait status. EINTR is returned
-/// as an error (a signal to pass on came: `forwarded`).
+/// as an error (a report request or the second's tick came: `take_requests_on`).
 pub fn wait_any() -> io::Result<(i32, i32)> {
     let mut status = 0;
     // SAFETY: `status` is writable.
@@ -198,32 +198,94 @@ pub fn same_files(a: i32, b: i32) -> Option<bool> {
     (r >= 0).then_some(r == 0)
 }
 
-/// The signal sent to fdguard that it is to pass on to the program (0: none).
-static FORWARD: AtomicI32 = AtomicI32::new(0);
+/// The program's first process, which the signals `forward` takes are passed on to.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn note_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+extern "C" fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
+    let to = FORWARD_TO.load(Ordering::Relaxed);
     // Sent by a process (kill, sigqueue, tgkill: codes <= 0), not by the terminal to the
-    // whole foreground group (SI_KERNEL), which reached the program already.
-    if code <= 0 {
-        FORWARD.store(sig, Ordering::Relaxed);
+    // whole foreground group (SI_KERNEL), which reached the program already. Passed on here,
+    // in the handler (kill is async-signal-safe): noted for the wait loop, a signal coming
+    // just before it waits would wait with it until the program's next stop.
+    if code <= 0 && to > 0 {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(to, sig) };
     }
 }
 
-/// Makes `signals` sent to fdguard (the pid a shell or a supervisor knows) reach the program:
-/// the handler notes them and interrupts `wait_any` (no SA_RESTART).
-pub fn forward(signals: &[i32]) {
+/// Makes `signals` sent to fdguard (the pid a shell or a supervisor knows) reach the program's
+/// first process `to`.
+pub fn forward(signals: &[i32], to: i32) {
+    FORWARD_TO.store(to, Ordering::Relaxed);
     for &sig in signals {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = note_signal as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        handle(sig, pass_on);
     }
+}
+
+/// Installs `handler` (SA_SIGINFO, no SA_RESTART: it interrupts `wait_any`) for `sig`.
+fn handle(sig: i32, handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)) {
+    // SAFETY: a zeroed sigaction is valid; the handlers only touch atomics and call kill.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Report requests received (`fdguard report`: the signal's value), not yet served; 0 = free.
+static REQUESTS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+extern "C" fn note_request(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler; a value sent with
+    // sigqueue is in its si_value (a plain kill leaves it 0, a request for the usual place).
+    let value = unsafe { (*info).si_value().sival_ptr as usize as u64 };
+    // A kill without a value is a request too: stored as one with no reply file.
+    let value = if value == 0 { u64::MAX } else { value };
+    // More than the slots at once: the command asks again until its report comes.
+    let _ = REQUESTS.iter().find(|slot| {
+        slot.compare_exchange(0, value, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    });
+}
+
+extern "C" fn tick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Takes report requests on `sig`. A request noted just before the wait loop waits is seen at
+/// the next tick: SIGALRM every second interrupts the wait.
+pub fn take_requests_on(sig: i32) {
+    handle(sig, note_request);
+    handle(libc::SIGALRM, tick);
+    let second = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    let every = libc::itimerval {
+        it_interval: second,
+        it_value: second,
+    };
+    // SAFETY: setitimer reads `every`; no old value is asked for.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &every, std::ptr::null_mut()) };
+}
+
+/// The report requests received since the last call: each a request's value (`u64::MAX` for
+/// one without).
+pub fn requests() -> Vec<u64> {
+    REQUESTS
+        .iter()
+        .map(|slot| slot.swap(0, Ordering::AcqRel))
+        .filter(|v| *v != 0)
+        .collect()
+}
+
+/// Sets a variable of fdguard's environment, which the program inherits.
+pub fn set_env(name: &str, value: &str) {
+    // SAFETY: called before the program starts, while fdguard has one thread: nothing reads
+    // the environment concurrently.
+    unsafe { std::env::set_var(name, value) };
 }
 
 /// Ignores SIGPIPE in fdguard (not in the program, which has its own dispositions since its
@@ -232,11 +294,6 @@ pub fn forward(signals: &[i32]) {
 pub fn ignore_sigpipe() {
     // SAFETY: setting a signal's disposition to SIG_IGN has no memory preconditions.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-}
-
-/// The signal `forward` noted since the last call, if any.
-pub fn forwarded() -> Option<i32> {
-    Some(FORWARD.swap(0, Ordering::Relaxed)).filter(|s| *s != 0)
 }
 
 /// Ends fdguard the way the program ended, by signal `sig`, so that a shell sees the same

@@ -56,6 +56,11 @@ impl Table {
         }
     }
 
+    /// How many fds are open.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
     pub fn get(&self, fd: i32) -> Option<&Entry> {
         self.fds.get(&fd)
     }

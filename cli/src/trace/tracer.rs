@@ -15,7 +15,9 @@
 //! - A new thread or process may stop before its creator's event says where it comes from: it
 //!   waits, stopped, until it does.
 //! - Before the last thread of the program's first process exits (`PTRACE_EVENT_EXIT`), its
-//!   fds are still open: `at_exit` reads them then.
+//!   fds are still open: `Watch::exiting` reads them then. Report requests, noted by a signal
+//!   handler, are served between stops (`Watch::asked`); each creation's result is told
+//!   (`Watch::created`: the threshold and EMFILE reports).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -48,12 +50,22 @@ struct Task {
     exiting: bool,
 }
 
-/// The last thread of the program's first process, stopped before it exits normally, its fds
-/// still open.
-pub struct ExitStop<'a> {
+/// A thread of the program's first process and its table: its fds are what `/proc/TID/fd`
+/// lists (the process's leader may have exited, another thread still holding the table).
+pub struct View<'a> {
     pub tid: i32,
     pub tgid: i32,
     pub table: &'a Table,
+}
+
+/// What the tracer tells of the program's first process as it runs: the reports' triggers.
+pub trait Watch {
+    /// Its last thread, stopped before a normal exit, its fds still open.
+    fn exiting(&mut self, view: View<'_>);
+    /// A report was asked (`fdguard report`): the request's value (`u64::MAX`: none).
+    fn asked(&mut self, request: u64, view: View<'_>);
+    /// A creation returned `result` (an fd or 0, or -errno); its fds are in the table.
+    fn created(&mut self, call: Call, result: i64, view: View<'_>);
 }
 
 /// How the program's first process ended: what fdguard's own end is.
@@ -103,12 +115,30 @@ impl Tracer {
         self.execd
     }
 
-    /// Follows the program until every traced thread is gone; calls `at_exit` at the first
-    /// process's last thread's exit stop (a normal exit). Returns how the first process ended.
-    pub fn run(mut self, mut at_exit: impl FnMut(ExitStop<'_>)) -> (Self, Option<End>) {
+    /// Calls `f` with a thread of the first process that is not exiting, and its table.
+    fn with_view(&self, f: impl FnOnce(View<'_>)) {
+        let Some((tid, task)) = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.tgid == self.main && !t.exiting)
+            .min_by_key(|(tid, _)| **tid)
+        else {
+            return;
+        };
+        let table = task.files.borrow();
+        f(View {
+            tid: *tid,
+            tgid: task.tgid,
+            table: &table,
+        });
+    }
+
+    /// Follows the program until every traced thread is gone, telling `watch` what happens
+    /// to its first process. Returns how the first process ended.
+    pub fn run(mut self, watch: &mut impl Watch) -> (Self, Option<End>) {
         loop {
-            if let Some(sig) = sys::forwarded() {
-                let _ = os::send_signal(self.main, sig);
+            for request in sys::requests() {
+                self.with_view(|view| watch.asked(request, view));
             }
             let (tid, status) = match sys::wait_any() {
                 Ok(stop) => stop,
@@ -127,14 +157,14 @@ impl Tracer {
                     });
                 }
             } else if libc::WIFSTOPPED(status) {
-                self.stopped(tid, status, &mut at_exit);
+                self.stopped(tid, status, watch);
             }
         }
         let end = self.end;
         (self, end)
     }
 
-    fn stopped(&mut self, tid: i32, status: i32, at_exit: &mut impl FnMut(ExitStop<'_>)) {
+    fn stopped(&mut self, tid: i32, status: i32, watch: &mut impl Watch) {
         if !self.tasks.contains_key(&tid) {
             self.early.insert(tid, status);
             return;
@@ -142,12 +172,12 @@ impl Tracer {
         let sig = libc::WSTOPSIG(status);
         match status >> 16 {
             libc::PTRACE_EVENT_SECCOMP => self.entry(tid),
-            0 if sig == libc::SIGTRAP | 0x80 => self.exit_of_call(tid),
+            0 if sig == libc::SIGTRAP | 0x80 => self.exit_of_call(tid, watch),
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                self.new_task(tid, at_exit)
+                self.new_task(tid, watch)
             }
             libc::PTRACE_EVENT_EXEC => self.exec(tid),
-            libc::PTRACE_EVENT_EXIT => self.exiting(tid, at_exit),
+            libc::PTRACE_EVENT_EXIT => self.exiting(tid, watch),
             libc::PTRACE_EVENT_STOP => match sig {
                 libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => sys::listen(tid),
                 _ => sys::cont(tid, 0),
@@ -196,7 +226,7 @@ impl Tracer {
     }
 
     /// A creation's exit: the fds it made go into the table.
-    fn exit_of_call(&mut self, tid: i32) {
+    fn exit_of_call(&mut self, tid: i32, watch: &mut impl Watch) {
         let task = self.tasks.get_mut(&tid).expect("known task");
         let (Some(p), Some(regs)) = (task.pending.take(), sys::regs(tid)) else {
             sys::cont(tid, 0);
@@ -207,7 +237,8 @@ impl Tracer {
                 .ok()
                 .filter(|b| b.len() == len)
         };
-        let fds = calls::made(p.yields, regs.rax as i64, &mut read);
+        let result = regs.rax as i64;
+        let fds = calls::made(p.yields, result, &mut read);
         let created = Instant::now();
         let mut table = task.files.borrow_mut();
         for fd in fds {
@@ -221,11 +252,23 @@ impl Tracer {
             table.insert(fd, entry);
         }
         drop(table);
+        if task.tgid == self.main {
+            let table = task.files.borrow();
+            watch.created(
+                p.call,
+                result,
+                View {
+                    tid,
+                    tgid: self.main,
+                    table: &table,
+                },
+            );
+        }
         sys::cont(tid, 0);
     }
 
     /// A fork, vfork or clone: the new task's table is the creator's (shared) or a copy.
-    fn new_task(&mut self, tid: i32, at_exit: &mut impl FnMut(ExitStop<'_>)) {
+    fn new_task(&mut self, tid: i32, watch: &mut impl Watch) {
         let Some(new) = sys::event_msg(tid).and_then(|m| i32::try_from(m).ok()) else {
             sys::cont(tid, 0);
             return;
@@ -246,7 +289,7 @@ impl Tracer {
         };
         self.tasks.insert(new, task);
         if let Some(status) = self.early.remove(&new) {
-            self.stopped(new, status, at_exit);
+            self.stopped(new, status, watch);
         }
         sys::cont(tid, 0);
     }
@@ -279,7 +322,7 @@ impl Tracer {
 
     /// A thread about to exit. The first process's last one, on a normal exit, gets the exit
     /// report while its fds are still open.
-    fn exiting(&mut self, tid: i32, at_exit: &mut impl FnMut(ExitStop<'_>)) {
+    fn exiting(&mut self, tid: i32, watch: &mut impl Watch) {
         let task = self.tasks.get_mut(&tid).expect("known task");
         task.exiting = true;
         let tgid = task.tgid;
@@ -289,7 +332,7 @@ impl Tracer {
             && libc::WIFEXITED(status)
         {
             let table = self.tasks[&tid].files.borrow();
-            at_exit(ExitStop {
+            watch.exiting(View {
                 tid,
                 tgid,
                 table: &table,

@@ -1,0 +1,196 @@
+//! When a traced program gets a report, as under the library: asked for (`fdguard report`),
+//! its open fds reaching `FDGUARD_THRESHOLD` percent of its soft limit, a creation failing with
+//! EMFILE or ENFILE (at most once per `FDGUARD_EMFILE_INTERVAL`), and its exit. Policy here,
+//! pure and unit-tested; the reports themselves are `report`'s.
+
+use std::time::{Duration, Instant};
+
+use fdguard_core::call::Call;
+use fdguard_core::config::Config;
+use fdguard_core::request::Request;
+
+use super::report::{self, Dest, Why};
+use super::tracer::{View, Watch};
+use crate::target::Target;
+
+/// How often the soft limit is read again (the program, or `prlimit --pid`, may change it).
+const LIMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// The threshold report: once per crossing, armed again when usage falls 10 points below.
+#[derive(Debug, Default)]
+struct Threshold {
+    fired: bool,
+}
+
+impl Threshold {
+    /// Whether `open` fds of a soft limit of `soft` cross `percent` now.
+    fn crossed(&mut self, percent: u8, open: usize, soft: u64) -> bool {
+        if percent == 0 || soft == 0 {
+            return false;
+        }
+        let used = open as u64 * 100;
+        let at = u64::from(percent) * soft;
+        if self.fired {
+            self.fired = used + 10 * soft >= at;
+            return false;
+        }
+        self.fired = used >= at;
+        self.fired
+    }
+}
+
+/// The EMFILE report: at most one per interval; with an interval of 0, one per burst (a
+/// creation that succeeds ends a burst).
+#[derive(Debug, Default)]
+struct Emfile {
+    last: Option<Instant>,
+    burst: bool,
+}
+
+impl Emfile {
+    fn failed(&mut self, interval: Duration, now: Instant) -> bool {
+        let due = if interval.is_zero() {
+            !self.burst
+        } else {
+            self.last.is_none_or(|t| now.duration_since(t) >= interval)
+        };
+        self.burst = true;
+        if due {
+            self.last = Some(now);
+        }
+        due
+    }
+
+    fn succeeded(&mut self) {
+        self.burst = false;
+    }
+}
+
+/// The triggers of one traced program, and whether its exit report listed fds.
+pub struct Triggers<'a> {
+    config: &'a Config,
+    stamp: &'a str,
+    pub leaked: bool,
+    threshold: Threshold,
+    emfile: Emfile,
+    /// The soft limit and when it was read.
+    soft: Option<(u64, Instant)>,
+}
+
+impl<'a> Triggers<'a> {
+    pub fn new(config: &'a Config, stamp: &'a str) -> Triggers<'a> {
+        Triggers {
+            config,
+            stamp,
+            leaked: false,
+            threshold: Threshold::default(),
+            emfile: Emfile::default(),
+            soft: None,
+        }
+    }
+
+    fn soft_limit(&mut self, pid: i32) -> Option<u64> {
+        let fresh = self.soft.filter(|(_, at)| at.elapsed() < LIMIT_EVERY);
+        if let Some((soft, _)) = fresh {
+            return Some(soft);
+        }
+        let soft = Target::open(pid).ok()?.limit().ok()?.soft?;
+        self.soft = Some((soft, Instant::now()));
+        Some(soft)
+    }
+
+    fn report(&self, view: &View<'_>, why: Why) {
+        let config = self.config;
+        report::now(
+            config,
+            view,
+            why,
+            config.format,
+            &Dest::Configured,
+            self.stamp,
+        );
+    }
+}
+
+impl Watch for Triggers<'_> {
+    fn exiting(&mut self, view: View<'_>) {
+        if self.config.at_exit || self.config.leak_exitcode.is_some() {
+            self.leaked = report::at_exit(self.config, &view, self.stamp);
+        }
+    }
+
+    fn asked(&mut self, request: u64, view: View<'_>) {
+        let config = self.config;
+        let (format, dest) = match Request::from_value(request) {
+            // `fdguard report`: in its format, into its reply file in the program's /tmp.
+            Some(r) if r.reply_file => {
+                let theirs = r.reply_path(view.tgid as u32);
+                let path = std::path::PathBuf::from(format!("/proc/{}/root", view.tgid))
+                    .join(theirs.trim_start_matches('/'));
+                (r.format, Dest::Reply(path))
+            }
+            Some(r) => (r.format, Dest::Configured),
+            // A plain signal: where and as the options say.
+            None => (config.format, Dest::Configured),
+        };
+        report::now(config, &view, Why::Signal, format, &dest, self.stamp);
+    }
+
+    fn created(&mut self, call: Call, result: i64, view: View<'_>) {
+        let errno = (-result) as i32;
+        if result < 0 && (errno == libc::EMFILE || errno == libc::ENFILE) {
+            let interval = Duration::from_secs(self.config.emfile_interval_s);
+            if self.emfile.failed(interval, Instant::now()) {
+                self.report(&view, Why::Emfile { call, errno });
+            }
+            return;
+        }
+        if result < 0 {
+            return;
+        }
+        self.emfile.succeeded();
+        let Some(soft) = self.soft_limit(view.tid) else {
+            return;
+        };
+        if self
+            .threshold
+            .crossed(self.config.threshold, view.table.len(), soft)
+        {
+            self.report(&view, Why::Threshold);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_fires_once_per_crossing_and_rearms_ten_points_below() {
+        let mut t = Threshold::default();
+        let fired: Vec<bool> = [79, 80, 85, 75, 71, 70, 69, 80]
+            .iter()
+            .map(|open| t.crossed(80, *open, 100))
+            .collect();
+        assert_eq!(
+            fired,
+            [false, true, false, false, false, false, false, true]
+        );
+        assert!(!Threshold::default().crossed(0, 100, 100), "0 turns it off");
+    }
+
+    #[test]
+    fn emfile_once_per_interval_or_per_burst() {
+        let start = Instant::now();
+        let mut e = Emfile::default();
+        let minute = Duration::from_secs(60);
+        assert!(e.failed(minute, start));
+        assert!(!e.failed(minute, start + Duration::from_secs(59)));
+        assert!(e.failed(minute, start + minute));
+        let mut b = Emfile::default();
+        assert!(b.failed(Duration::ZERO, start));
+        assert!(!b.failed(Duration::ZERO, start));
+        b.succeeded();
+        assert!(b.failed(Duration::ZERO, start));
+    }
+}
