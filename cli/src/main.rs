@@ -25,6 +25,7 @@ mod reports;
 mod run;
 mod summary;
 mod target;
+mod trace;
 mod units;
 mod watch;
 

@@ -1,0 +1,390 @@
+//! Stacks of real processes: Go and static C programs built here (Go 1.19 from Debian's
+//! golang-go, std library only; cc with -static), stopped in a blocking system call by
+//! `PTRACE_SEIZE` and `PTRACE_INTERRUPT`, captured and named as the tracer will, and
+//! checked against the sources' `LINE` markers and `go tool addr2line`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::ptrace::{Stop, Tracee};
+
+/// `openat` and `read` on x86-64: where the programs block.
+const SYS_READ: i64 = 0;
+const SYS_OPENAT: i64 = 257;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A directory of this test process's own, for programs and FIFOs.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fdguard-stack-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// tests/go/blocked.go, built once for every test (its own GOCACHE and GOPATH).
+fn go_program() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = scratch("go");
+        let out = dir.join("blocked");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(root().join("tests/go/blocked.go"))
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("gopath"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOTOOLCHAIN", "local")
+            .current_dir(&dir)
+            .status()
+            .expect("running go (Debian's golang-go)");
+        assert!(status.success(), "go build failed");
+        out
+    })
+}
+
+/// tests/c/stack_read.c, static, with `flags`.
+fn c_program(name: &str, flags: &[&str]) -> PathBuf {
+    let out = scratch(name).join("stack_read");
+    let status = Command::new("cc")
+        .args(["-static", "-g"])
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(root().join("tests/c/stack_read.c"))
+        .status()
+        .expect("running cc");
+    assert!(status.success(), "cc failed");
+    out
+}
+
+/// The line of `source` that holds `// LINE marker` (or `/* LINE marker */`).
+fn line(source: &str, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(root().join(source)).unwrap();
+    let tag = format!("LINE {marker}");
+    let at = text
+        .lines()
+        .position(|l| {
+            l.split_once(&tag).is_some_and(|(_, rest)| {
+                !rest.starts_with(|c: char| c == '-' || c.is_alphanumeric())
+            })
+        })
+        .unwrap_or_else(|| panic!("no {tag} in {source}"));
+    at as u32 + 1
+}
+
+/// A started program, killed (by its pid) when the test ends, pass or fail.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+    let child = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+fn fifo(dir: &Path) -> PathBuf {
+    let path = dir.join("config");
+    let status = Command::new("mkfifo").arg(&path).status().unwrap();
+    assert!(status.success());
+    path
+}
+
+/// The thread of `pid` blocked in system call `nr`, waited for up to 30 s.
+fn blocked_thread(pid: u32, nr: i64) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let calls = std::fs::read_to_string(task.path().join("syscall")).unwrap_or_default();
+            if calls.split(' ').next() == Some(&nr.to_string()) {
+                return task.file_name().to_string_lossy().parse().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pid} never blocked in system call {nr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Thread `tid` stopped where it blocked, and its registers (the stop interrupts the call,
+/// which the kernel restarts when the thread is let go).
+fn stop(tid: i32) -> (Tracee, libc::user_regs_struct) {
+    let mut t = Tracee::seize(tid).unwrap();
+    let stopped = t.interrupt(Duration::from_secs(10)).unwrap();
+    assert_eq!(stopped, Some(Stop::Interrupted));
+    let regs = t.regs().unwrap();
+    (t, regs)
+}
+
+/// The frames of `program` blocked in `nr`, as `Stacks` names them (depth 64).
+fn blocked_frames(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    nr: i64,
+) -> (Captured, Vec<Frame>) {
+    let running = start(program, args, env);
+    let tid = blocked_thread(running.0.id(), nr);
+    let (_tracee, regs) = stop(tid);
+    let stacks = Stacks::for_program(program, 64);
+    let captured = stacks.capture(tid, &regs);
+    let frames = stacks.frames(&captured);
+    eprintln!("{}", names(&frames).join("\n"));
+    (captured, frames)
+}
+
+fn names(frames: &[Frame]) -> Vec<String> {
+    frames.iter().map(Frame::display).collect()
+}
+
+/// The position of the first frame at or after `from` named `function` at `line`.
+fn find(frames: &[Frame], from: usize, function: &str, line: Option<u32>) -> usize {
+    frames
+        .iter()
+        .skip(from)
+        .position(|f| f.function.as_deref() == Some(function) && (line.is_none() || f.line == line))
+        .map(|i| i + from)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {function} at line {line:?} from frame {from}: {:#?}",
+                names(frames)
+            )
+        })
+}
+
+/// `frames` hold `chain` (function and source line marker) in this order, each the frame
+/// right after the one before.
+fn assert_chain(frames: &[Frame], source: &str, chain: &[(&str, &str)]) {
+    let mut at = find(frames, 0, chain[0].0, Some(line(source, chain[0].1)));
+    for (function, marker) in &chain[1..] {
+        let next = find(frames, at, function, Some(line(source, marker)));
+        assert_eq!(
+            next,
+            at + 1,
+            "{function} right after frame {at}: {:#?}",
+            names(frames)
+        );
+        at = next;
+    }
+}
+
+#[test]
+fn a_go_stack_names_its_functions_inlined_ones_too() {
+    let dir = scratch("go-main");
+    let config = fifo(&dir);
+    let program = go_program();
+    let (captured, frames) = blocked_frames(
+        program,
+        &["main", config.to_str().unwrap()],
+        &[],
+        SYS_OPENAT,
+    );
+    assert!(!captured.cut);
+    let src = "tests/go/blocked.go";
+    let read_file = find(&frames, 0, "os.ReadFile", None);
+    assert_chain(
+        &frames[read_file + 1..],
+        src,
+        &[
+            ("main.openConfig", "openConfig"),
+            ("main.readConfig", "readConfig"),
+            ("main.main", "main"),
+        ],
+    );
+    assert!(
+        frames[read_file + 1]
+            .file
+            .as_deref()
+            .unwrap()
+            .ends_with("tests/go/blocked.go")
+    );
+    // The system call stub's caller is there: the stub has no frame of its own.
+    assert!(
+        frames[0].function.as_deref().unwrap().contains("Syscall"),
+        "{:#?}",
+        names(&frames)
+    );
+    assert!(
+        frames[1]
+            .function
+            .as_deref()
+            .unwrap()
+            .starts_with("syscall."),
+        "{:#?}",
+        names(&frames)
+    );
+    // Go's own reading of each pc: the innermost file and line, the outermost function.
+    for pc in &captured.pcs {
+        // Left out of the frames, as from Go's tracebacks: where every goroutine returns.
+        let ours: Vec<_> = frames.iter().filter(|f| f.addr == *pc).collect();
+        let (Some(inner), Some(outer)) = (ours.first(), ours.last()) else {
+            continue;
+        };
+        let out = Command::new("go")
+            .args(["tool", "addr2line"])
+            .arg(program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{:#x}\n", pc - 1).as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let out = String::from_utf8(out.stdout).unwrap();
+        let mut lines = out.lines();
+        let (function, place) = (lines.next().unwrap(), lines.next().unwrap());
+        assert_eq!(
+            place,
+            format!("{}:{}", inner.file.as_deref().unwrap(), inner.line.unwrap()),
+            "{pc:#x}"
+        );
+        assert_eq!(function, outer.function.as_deref().unwrap(), "{pc:#x}");
+    }
+}
+
+#[test]
+fn a_goroutine_is_continued_by_its_creation_site() {
+    let dir = scratch("go-goroutine");
+    let config = fifo(&dir);
+    let args = ["goroutine", config.to_str().unwrap()];
+    let src = "tests/go/blocked.go";
+    let (_, plain) = blocked_frames(go_program(), &args, &[], SYS_OPENAT);
+    assert_chain(
+        &plain,
+        src,
+        &[("main.readConfig", "readConfig"), ("main.worker", "worker")],
+    );
+    let created = find(
+        &plain,
+        0,
+        "created by main.startWorker",
+        Some(line(src, "startWorker")),
+    );
+    assert_eq!(created, plain.len() - 1, "{:#?}", names(&plain));
+    let ancestors = [("GODEBUG", "tracebackancestors=5")];
+    let (_, frames) = blocked_frames(go_program(), &args, &ancestors, SYS_OPENAT);
+    assert_chain(
+        &frames,
+        src,
+        &[
+            ("main.worker", "worker"),
+            // Go 1.17 and later wrap a `go` statement's call with arguments in a closure.
+            ("main.startWorker.func1", "startWorker"),
+            ("created by main.startWorker", "startWorker"),
+            ("main.main", "main-goroutine"),
+        ],
+    );
+}
+
+#[test]
+fn a_goroutine_net_http_started_leads_to_the_programs_request() {
+    let dir = scratch("go-http");
+    let config = fifo(&dir);
+    // Never dialed: the dial blocks before it, reading the FIFO.
+    let url = "http://127.0.0.1:9/";
+    let args = ["http", config.to_str().unwrap(), url];
+    let ancestors = [("GODEBUG", "tracebackancestors=5")];
+    let (_, frames) = blocked_frames(go_program(), &args, &ancestors, SYS_OPENAT);
+    let src = "tests/go/blocked.go";
+    let dial = find(
+        &frames,
+        0,
+        "main.fetchStatus.func1",
+        Some(line(src, "dial")),
+    );
+    let created = find(
+        &frames,
+        dial,
+        "created by net/http.(*Transport).queueForDial",
+        None,
+    );
+    let fetch = find(
+        &frames,
+        created,
+        "main.fetchStatus",
+        Some(line(src, "fetchStatus")),
+    );
+    find(&frames, fetch, "main.main", Some(line(src, "main-http")));
+}
+
+/// The frames of tests/c/stack_read.c built with `flags`, blocked in its read.
+fn c_frames(flags: &[&str]) -> (Captured, Vec<Frame>) {
+    let program = c_program(&flags.join(""), flags);
+    let dir = scratch(&format!("c{}", flags.join("")));
+    let config = fifo(&dir);
+    blocked_frames(&program, &[config.to_str().unwrap()], &[], SYS_READ)
+}
+
+fn assert_c_stack(flags: &[&str]) {
+    let (captured, frames) = c_frames(flags);
+    assert!(!captured.cut, "{:#?}", names(&frames));
+    let src = "tests/c/stack_read.c";
+    assert_chain(
+        &frames,
+        src,
+        &[
+            ("read_setting", "read_setting"),
+            ("load_settings", "load_settings"),
+            ("main", "main"),
+        ],
+    );
+    assert!(
+        frames[0].function.as_deref().unwrap().contains("read"),
+        "{:#?}",
+        names(&frames)
+    );
+}
+
+#[test]
+fn a_static_c_stack_without_frame_pointers_is_walked_by_its_unwind_information() {
+    assert_c_stack(&["-O2"]);
+}
+
+#[test]
+fn a_static_c_stack_with_frame_pointers() {
+    assert_c_stack(&["-O2", "-fno-omit-frame-pointer"]);
+}
+
+#[test]
+fn a_static_c_stack_without_either_says_so() {
+    let (captured, frames) = c_frames(&[
+        "-O2",
+        "-fomit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+    ]);
+    assert!(captured.cut, "{:#?}", names(&frames));
+    let src = "tests/c/stack_read.c";
+    // libc's read has unwind information: its caller is found, and no further.
+    find(&frames, 0, "read_setting", Some(line(src, "read_setting")));
+    assert_eq!(frames.last().unwrap().function.as_deref(), Some(NOT_WALKED));
+}
