@@ -4,6 +4,7 @@
 //	blocked main PATH       main.main -> main.readConfig -> main.openConfig (inlined) -> os.ReadFile
 //	blocked goroutine PATH  the same in a goroutine main.startWorker started
 //	blocked http PATH URL   in the dial goroutine net/http starts for main.fetchStatus's GET
+//	blocked deep PATH       main.main -> main.nest (24 calls deep) -> main.readConfig
 package main
 
 import (
@@ -49,6 +50,15 @@ func fetchStatus(url, path string) {
 	}
 }
 
+//go:noinline
+func nest(depth int, path string) {
+	if depth == 0 {
+		readConfig(path)
+		return
+	}
+	nest(depth-1, path) // LINE nest
+}
+
 func main() {
 	switch os.Args[1] {
 	case "main":
@@ -59,5 +69,7 @@ func main() {
 		<-done
 	case "http":
 		fetchStatus(os.Args[3], os.Args[2]) // LINE main-http
+	case "deep":
+		nest(24, os.Args[2])
 	}
 }

@@ -30,26 +30,32 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// tests/go/blocked.go, built once for every test (its own GOCACHE and GOPATH).
+/// tests/go/blocked.go built with `flags` into a directory of its own (with its GOCACHE and
+/// GOPATH).
+fn go_build(name: &str, flags: &[&str]) -> PathBuf {
+    let dir = scratch(name);
+    let out = dir.join("blocked");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(root().join("tests/go/blocked.go"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .current_dir(&dir)
+        .status()
+        .expect("running go (Debian's golang-go)");
+    assert!(status.success(), "go build failed");
+    out
+}
+
+/// tests/go/blocked.go, built once for the tests that run it as it is.
 fn go_program() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = scratch("go");
-        let out = dir.join("blocked");
-        let status = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(root().join("tests/go/blocked.go"))
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOPATH", dir.join("gopath"))
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOTOOLCHAIN", "local")
-            .current_dir(&dir)
-            .status()
-            .expect("running go (Debian's golang-go)");
-        assert!(status.success(), "go build failed");
-        out
-    })
+    BUILT.get_or_init(|| go_build("go", &[]))
 }
 
 /// tests/c/stack_read.c, static, with `flags`.
@@ -271,17 +277,22 @@ fn a_go_stack_names_its_functions_inlined_ones_too() {
     }
 }
 
-#[test]
-fn a_goroutine_is_continued_by_its_creation_site() {
+/// `program` (tests/go/blocked.go as built) blocked in a goroutine: the creation site ends
+/// its stack, and with ancestors kept, the stack that ran the `go` statement follows.
+fn assert_goroutine_stack(program: &Path) {
     let dir = scratch("go-goroutine");
     let config = fifo(&dir);
     let args = ["goroutine", config.to_str().unwrap()];
     let src = "tests/go/blocked.go";
-    let (_, plain) = blocked_frames(go_program(), &args, &[], SYS_OPENAT);
+    let (_, plain) = blocked_frames(program, &args, &[], SYS_OPENAT);
     assert_chain(
         &plain,
         src,
-        &[("main.readConfig", "readConfig"), ("main.worker", "worker")],
+        &[
+            ("main.openConfig", "openConfig"),
+            ("main.readConfig", "readConfig"),
+            ("main.worker", "worker"),
+        ],
     );
     let created = find(
         &plain,
@@ -291,7 +302,7 @@ fn a_goroutine_is_continued_by_its_creation_site() {
     );
     assert_eq!(created, plain.len() - 1, "{:#?}", names(&plain));
     let ancestors = [("GODEBUG", "tracebackancestors=5")];
-    let (_, frames) = blocked_frames(go_program(), &args, &ancestors, SYS_OPENAT);
+    let (_, frames) = blocked_frames(program, &args, &ancestors, SYS_OPENAT);
     assert_chain(
         &frames,
         src,
@@ -302,6 +313,43 @@ fn a_goroutine_is_continued_by_its_creation_site() {
             ("created by main.startWorker", "startWorker"),
             ("main.main", "main-goroutine"),
         ],
+    );
+}
+
+#[test]
+fn a_goroutine_is_continued_by_its_creation_site() {
+    assert_goroutine_stack(go_program());
+}
+
+#[test]
+fn a_stripped_go_program_too() {
+    // No DWARF (-w), no symbols (-s, then strip): the line table is found by its section,
+    // runtime.g's layout by the Go version, the inline trees through the module data.
+    let program = go_build("go-stripped", &["-ldflags=-s -w"]);
+    let status = Command::new("strip")
+        .arg(&program)
+        .status()
+        .expect("running strip");
+    assert!(status.success());
+    let image = Image::read(&program).unwrap();
+    assert!(image.symbol("go.func.*").is_none() && image.section(".debug_info").is_none());
+    assert_goroutine_stack(&program);
+}
+
+#[test]
+fn a_position_independent_go_program_too() {
+    assert_goroutine_stack(&go_build("go-pie", &["-buildmode=pie"]));
+}
+
+#[test]
+fn the_version_table_says_what_dwarf_says() {
+    let image = Image::read(go_program()).unwrap();
+    let version = image.go_version().unwrap();
+    assert!(version.starts_with("go1."), "{version}");
+    assert_eq!(
+        Layout::for_version(&version),
+        Layout::from_dwarf(&image),
+        "{version}"
     );
 }
 
@@ -387,4 +435,40 @@ fn a_static_c_stack_without_either_says_so() {
     // libc's read has unwind information: its caller is found, and no further.
     find(&frames, 0, "read_setting", Some(line(src, "read_setting")));
     assert_eq!(frames.last().unwrap().function.as_deref(), Some(NOT_WALKED));
+}
+
+#[test]
+fn a_deep_go_stack_is_captured_cheaply() {
+    let dir = scratch("go-deep");
+    let config = fifo(&dir);
+    let program = go_program();
+    let running = start(program, &["deep", config.to_str().unwrap()], &[]);
+    let tid = blocked_thread(running.0.id(), SYS_OPENAT);
+    let (_tracee, regs) = stop(tid);
+    let stacks = Stacks::for_program(program, 64);
+    let first = stacks.capture(tid, &regs);
+    assert!(first.pcs.len() >= 30, "{first:?}");
+    let frames = stacks.frames(&first);
+    let nest = line("tests/go/blocked.go", "nest");
+    let nested = frames
+        .iter()
+        .filter(|f| f.function.as_deref() == Some("main.nest"));
+    assert_eq!(
+        nested.filter(|f| f.line == Some(nest)).count(),
+        24,
+        "{:#?}",
+        names(&frames)
+    );
+    // What a stop costs the tracer once the executable is read (printed: cargo test -- --nocapture).
+    const CAPTURES: u32 = 2000;
+    let started = Instant::now();
+    for _ in 0..CAPTURES {
+        assert_eq!(stacks.capture(tid, &regs), first);
+    }
+    let each = started.elapsed() / CAPTURES;
+    eprintln!(
+        "capture of {} pcs: {:.1} us",
+        first.pcs.len(),
+        each.as_secs_f64() * 1e6
+    );
 }
