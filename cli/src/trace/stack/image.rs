@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use object::read::elf::{ElfFile64, FileHeader};
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 /// An executable's bytes, parsed again for each question (parsing reads only headers).
 pub struct Image {
@@ -89,6 +89,16 @@ impl Image {
     /// position-independent executable's load bias.
     pub fn entry(&self) -> u64 {
         self.elf().entry()
+    }
+
+    /// The addresses the loadable segments take, as linked.
+    pub fn span(&self) -> std::ops::Range<u64> {
+        let elf = self.elf();
+        let segments = elf.segments().filter(|s| s.size() != 0);
+        let (lo, hi) = segments.fold((u64::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.address()), hi.max(s.address() + s.size()))
+        });
+        lo.min(hi)..hi
     }
 
     /// Whether the file is position-independent (`ET_DYN`): its addresses move.

@@ -20,6 +20,7 @@ mod native;
 mod walk;
 
 use std::cell::OnceCell;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use fdguard_core::report::Frame;
@@ -28,10 +29,11 @@ use self::goroutine::Layout;
 use self::gosym::{LineTable, Position};
 use self::image::Image;
 use self::native::Native;
-use self::walk::Start;
+use self::walk::{StackCopy, Start};
 
-/// The most of a thread's stack read at a stop, from its stack pointer up: a 32-deep Go stack
-/// takes a few KiB, a C one with large buffers on it more.
+/// The most of a thread's stack read at a stop, from its stack pointer up (less is read when
+/// the walk ends sooner): a 32-deep Go stack takes a few KiB, a C one with large buffers on
+/// it more.
 const STACK_BYTES: usize = 64 * 1024;
 
 /// What names a creation site in `Frame::function`: "created by main.main".
@@ -67,9 +69,13 @@ enum Code {
 
 struct Loaded {
     code: Code,
-    /// Where the executable's mapping starts and ends as linked, to tell its pcs.
+    /// Position-independent: its addresses move by the load bias (see `Stacks::bias`).
     pie: bool,
+    /// The entry point as linked (with `AT_ENTRY`, the load bias).
     entry: u64,
+    /// The addresses its segments take as linked: a pc elsewhere is in another object
+    /// (the vDSO, or a cgo program's libc), which is not named.
+    span: Range<u64>,
 }
 
 /// The stacks of the processes running one executed image (a fork shares them; an exec
@@ -119,7 +125,7 @@ impl Stacks {
             c.cut = true;
             return c;
         };
-        let mut end = regs.rsp.saturating_add(STACK_BYTES as u64);
+        let mut limit = STACK_BYTES;
         let mut creation = None;
         let go_regs = goroutine::Regs {
             rsp: regs.rsp,
@@ -132,10 +138,12 @@ impl Stacks {
         } = &loaded.code
             && let Some(g) = goroutine::current(*layout, go_regs, &read)
         {
-            end = end.min(g.stack_hi);
+            let to_top = usize::try_from(g.stack_hi - regs.rsp).unwrap_or(limit);
+            limit = limit.min(to_top);
             creation = Some(g);
         }
-        let stack = read(regs.rsp, (end - regs.rsp) as usize).unwrap_or_default();
+        let mut copy = StackCopy::new(regs.rsp, limit, &read);
+        let word = &mut |addr| copy.word(addr);
         let start = Start {
             pc: regs.rip,
             sp: regs.rsp,
@@ -149,7 +157,7 @@ impl Stacks {
                 let leaf = table.frame_size(regs.rip.wrapping_sub(bias));
                 let leaf_return_at = leaf.map(|size| regs.rsp + size).filter(|_| leaf == Some(0));
                 walk::walk(
-                    &stack,
+                    word,
                     Start {
                         leaf_return_at,
                         ..start
@@ -157,7 +165,7 @@ impl Stacks {
                     self.depth,
                 )
             }
-            Code::Native(native) => walk::walk_cfi(&stack, start, self.depth, |pc| {
+            Code::Native(native) => walk::walk_cfi(word, start, self.depth, |pc| {
                 native.rule(pc.wrapping_sub(bias))
             }),
         };
@@ -240,7 +248,7 @@ impl Stacks {
 
     /// The frames of one pc: one per position, or one without a name.
     fn push(&self, out: &mut Vec<Frame>, pc: u64, bias: u64, positions: Vec<Position>) {
-        let base = self.frame(pc, Some(bias));
+        let base = self.frame(pc, self.loaded().map(|l| (l, bias)));
         if positions.is_empty() {
             out.push(base);
             return;
@@ -253,14 +261,20 @@ impl Stacks {
         }));
     }
 
-    /// A frame of the executable at `pc` (module and offset of the call), without names.
-    fn frame(&self, pc: u64, bias: Option<u64>) -> Frame {
-        Frame {
+    /// The frame of `pc`, without names: with the executable and the call's offset in it
+    /// when the pc is the executable's (`loaded` with the load bias).
+    fn frame(&self, pc: u64, loaded: Option<(&Loaded, u64)>) -> Frame {
+        let mut frame = Frame {
             addr: pc,
-            module: Some(self.exe.display().to_string()),
-            offset: Some(pc.wrapping_sub(bias.unwrap_or(0) + 1)),
             ..Frame::default()
+        };
+        if let Some((l, bias)) = loaded
+            && l.span.contains(&pc.wrapping_sub(bias + 1))
+        {
+            frame.module = Some(self.exe.display().to_string());
+            frame.offset = Some(pc.wrapping_sub(bias + 1));
         }
+        frame
     }
 }
 
@@ -294,15 +308,20 @@ fn load(exe: &Path) -> Option<Loaded> {
         code,
         pie: image.is_pie(),
         entry: image.entry(),
+        span: image.span(),
     })
 }
 
-/// Go's line table: the `.gopclntab` section, else where the `runtime.pclntab` symbol says,
-/// else the first header found in the loaded sections (a stripped binary keeps the table
-/// but may lose both names).
+/// Go's line table: the `.gopclntab` section (`.data.rel.ro.gopclntab` in a
+/// position-independent binary), else where the `runtime.pclntab` symbol says, else the
+/// first header found in the loaded sections (a stripped binary keeps the table but may
+/// lose both names).
 fn go_table(image: &Image) -> Option<LineTable> {
     let text = image.section(".text").map_or(0, |(a, _)| a);
-    let (addr, data) = match image.section(".gopclntab") {
+    let section = image
+        .section(".gopclntab")
+        .or_else(|| image.section(".data.rel.ro.gopclntab"));
+    let (addr, data) = match section {
         Some((addr, data)) => (addr, data.into_owned()),
         None => {
             let addr = image.symbol("runtime.pclntab").or_else(|| {

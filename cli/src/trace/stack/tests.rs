@@ -159,6 +159,9 @@ fn blocked_frames(
     let stacks = Stacks::for_program(program, 64);
     let captured = stacks.capture(tid, &regs);
     let frames = stacks.frames(&captured);
+    if nr == SYS_READ {
+        print_cost(&stacks, tid, &regs, &captured);
+    }
     eprintln!("{}", names(&frames).join("\n"));
     (captured, frames)
 }
@@ -243,43 +246,62 @@ fn a_go_stack_names_its_functions_inlined_ones_too() {
         "{:#?}",
         names(&frames)
     );
-    // Go's own reading of each pc: the innermost file and line, the outermost function.
-    for pc in &captured.pcs {
-        // Left out of the frames, as from Go's tracebacks: where every goroutine returns.
-        let ours: Vec<_> = frames.iter().filter(|f| f.addr == *pc).collect();
-        let (Some(inner), Some(outer)) = (ours.first(), ours.last()) else {
-            continue;
-        };
-        let out = Command::new("go")
-            .args(["tool", "addr2line"])
-            .arg(program)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("{:#x}\n", pc - 1).as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        let out = String::from_utf8(out.stdout).unwrap();
-        let mut lines = out.lines();
-        let (function, place) = (lines.next().unwrap(), lines.next().unwrap());
+    assert_as_go_reads_them(program, &frames);
+}
+
+/// Each pc's frames say what Go's own `go tool addr2line` says of the call's offset in the
+/// executable: the innermost file and line, the outermost function (it does not expand
+/// inlined calls). Frames outside the executable, and creation sites, are left out.
+fn assert_as_go_reads_them(program: &Path, frames: &[Frame]) {
+    let own = |f: &&Frame| {
+        f.module.as_deref() == Some(program.to_str().unwrap())
+            && !f.function.as_deref().unwrap_or("").starts_with(CREATED_BY)
+    };
+    let mut pcs: Vec<&[Frame]> = Vec::new();
+    for (i, f) in frames.iter().enumerate().filter(|(_, f)| own(f)) {
+        match pcs.last_mut() {
+            Some(last) if last[0].addr == f.addr => *last = &frames[i - last.len()..=i],
+            _ => pcs.push(&frames[i..=i]),
+        }
+    }
+    let input: String = pcs
+        .iter()
+        .map(|p| format!("{:#x}\n", p[0].offset.unwrap()))
+        .collect();
+    let mut child = Command::new("go")
+        .args(["tool", "addr2line"])
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 * pcs.len(), "{out}");
+    for (pc, go) in pcs.iter().zip(lines.chunks(2)) {
+        let (inner, outer) = (&pc[0], &pc[pc.len() - 1]);
+        let place = format!("{}:{}", inner.file.as_deref().unwrap(), inner.line.unwrap());
+        assert_eq!(go[1], place, "{:#x}", inner.addr);
         assert_eq!(
-            place,
-            format!("{}:{}", inner.file.as_deref().unwrap(), inner.line.unwrap()),
-            "{pc:#x}"
+            go[0],
+            outer.function.as_deref().unwrap(),
+            "{:#x}",
+            inner.addr
         );
-        assert_eq!(function, outer.function.as_deref().unwrap(), "{pc:#x}");
     }
 }
 
 /// `program` (tests/go/blocked.go as built) blocked in a goroutine: the creation site ends
-/// its stack, and with ancestors kept, the stack that ran the `go` statement follows.
-fn assert_goroutine_stack(program: &Path) {
+/// its stack, and with ancestors kept, the stack that ran the `go` statement follows (these
+/// frames are returned).
+fn assert_goroutine_stack(program: &Path) -> Vec<Frame> {
     let dir = scratch("go-goroutine");
     let config = fifo(&dir);
     let args = ["goroutine", config.to_str().unwrap()];
@@ -314,11 +336,13 @@ fn assert_goroutine_stack(program: &Path) {
             ("main.main", "main-goroutine"),
         ],
     );
+    frames
 }
 
 #[test]
 fn a_goroutine_is_continued_by_its_creation_site() {
-    assert_goroutine_stack(go_program());
+    let frames = assert_goroutine_stack(go_program());
+    assert_as_go_reads_them(go_program(), &frames);
 }
 
 #[test]
@@ -333,12 +357,30 @@ fn a_stripped_go_program_too() {
     assert!(status.success());
     let image = Image::read(&program).unwrap();
     assert!(image.symbol("go.func.*").is_none() && image.section(".debug_info").is_none());
-    assert_goroutine_stack(&program);
+    let frames = assert_goroutine_stack(&program);
+    let plain = assert_goroutine_stack(go_program());
+    assert_eq!(places(&frames), places(&plain), "as without stripping");
 }
 
 #[test]
 fn a_position_independent_go_program_too() {
-    assert_goroutine_stack(&go_build("go-pie", &["-buildmode=pie"]));
+    let program = go_build("go-pie", &["-buildmode=pie"]);
+    let frames = assert_goroutine_stack(&program);
+    assert!(
+        frames[0].addr - 1 > frames[0].offset.unwrap(),
+        "loaded elsewhere than linked"
+    );
+    // (go tool addr2line cannot read a position-independent binary of Go 1.19: "?:0".)
+    let plain = assert_goroutine_stack(go_program());
+    assert_eq!(places(&frames), places(&plain), "as without -buildmode=pie");
+}
+
+/// What frames name, without where the code was.
+fn places(frames: &[Frame]) -> Vec<(Option<&str>, Option<&str>, Option<u32>)> {
+    frames
+        .iter()
+        .map(|f| (f.function.as_deref(), f.file.as_deref(), f.line))
+        .collect()
 }
 
 #[test]
@@ -459,16 +501,21 @@ fn a_deep_go_stack_is_captured_cheaply() {
         "{:#?}",
         names(&frames)
     );
-    // What a stop costs the tracer once the executable is read (printed: cargo test -- --nocapture).
+    print_cost(&stacks, tid, &regs, &first);
+}
+
+/// Prints what a capture costs the tracer once the executable is read (see it with
+/// `cargo test -- --nocapture`), checking that every capture is the same.
+fn print_cost(stacks: &Stacks, tid: i32, regs: &libc::user_regs_struct, first: &Captured) {
     const CAPTURES: u32 = 2000;
     let started = Instant::now();
     for _ in 0..CAPTURES {
-        assert_eq!(stacks.capture(tid, &regs), first);
+        assert_eq!(&stacks.capture(tid, regs), first);
     }
     let each = started.elapsed() / CAPTURES;
+    let (pcs, us) = (first.pcs.len(), each.as_secs_f64() * 1e6);
     eprintln!(
-        "capture of {} pcs: {:.1} us",
-        first.pcs.len(),
-        each.as_secs_f64() * 1e6
+        "capture of {pcs} pcs of {}: {us:.1} us",
+        stacks.exe.display()
     );
 }
