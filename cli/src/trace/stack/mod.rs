@@ -120,11 +120,6 @@ impl Stacks {
         let read = |addr: u64, len: usize| crate::os::read_memory(pid, addr, len).ok();
         let bias = self.bias(pid);
         let mut c = Captured::default();
-        let Some(loaded) = self.loaded() else {
-            c.pcs = vec![regs.rip];
-            c.cut = true;
-            return c;
-        };
         let mut limit = STACK_BYTES;
         let mut creation = None;
         let go_regs = goroutine::Regs {
@@ -132,10 +127,11 @@ impl Stacks {
             r14: regs.r14,
             fs_base: regs.fs_base,
         };
-        if let Code::Go {
+        let code = self.loaded().map(|l| &l.code);
+        if let Some(Code::Go {
             layout: Some(layout),
             ..
-        } = &loaded.code
+        }) = code
             && let Some(g) = goroutine::current(*layout, go_regs, &read)
         {
             let to_top = usize::try_from(g.stack_hi - regs.rsp).unwrap_or(limit);
@@ -150,8 +146,8 @@ impl Stacks {
             fp: regs.rbp,
             leaf_return_at: None,
         };
-        let w = match &loaded.code {
-            Code::Go { table, .. } => {
+        let w = match code {
+            Some(Code::Go { table, .. }) => {
                 // A system call stub has no frame: its return address is at rsp, and rbp is
                 // still its caller's.
                 let leaf = table.frame_size(regs.rip.wrapping_sub(bias));
@@ -165,9 +161,11 @@ impl Stacks {
                     self.depth,
                 )
             }
-            Code::Native(native) => walk::walk_cfi(word, start, self.depth, |pc| {
+            Some(Code::Native(native)) => walk::walk_cfi(word, start, self.depth, |pc| {
                 native.rule(pc.wrapping_sub(bias))
             }),
+            // The executable could not be read: its frame pointers may still be there.
+            None => walk::walk(word, start, self.depth),
         };
         c.cut = !w.ended;
         c.pcs = w.pcs;

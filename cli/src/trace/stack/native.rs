@@ -113,11 +113,11 @@ impl Native {
         })
     }
 
-    /// The function symbol holding `pc`: its address and name.
-    fn function(&self, pc: u64) -> Option<(u64, &str)> {
+    /// The name of the function symbol holding `pc`.
+    fn symbol(&self, pc: u64) -> Option<&str> {
         let i = self.functions.partition_point(|(a, _, _)| *a <= pc);
         let (addr, size, name) = self.functions.get(i.checked_sub(1)?)?;
-        (pc < addr + (*size).max(1)).then_some((*addr, name.as_str()))
+        (pc < addr + (*size).max(1)).then_some(name.as_str())
     }
 
     /// What `pc` is, innermost first (inlined calls expanded where DWARF says).
@@ -134,10 +134,8 @@ impl Native {
                 let function = frame
                     .function
                     .as_ref()
-                    .and_then(|f| f.raw_name().ok().map(|n| n.into_owned()));
-                let Some(function) =
-                    function.or_else(|| self.function(pc).map(|(_, n)| n.to_string()))
-                else {
+                    .and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
+                let Some(function) = function.or_else(|| self.name(pc)) else {
                     continue;
                 };
                 out.push(Position {
@@ -151,15 +149,20 @@ impl Native {
             }
         }
         if out.is_empty()
-            && let Some((_, name)) = self.function(pc)
+            && let Some(function) = self.name(pc)
         {
             out.push(Position {
-                function: name.to_string(),
+                function,
                 file: None,
                 line: None,
             });
         }
         out
+    }
+
+    /// The symbol table's name for `pc`, demangled (C++, Rust).
+    fn name(&self, pc: u64) -> Option<String> {
+        Some(addr2line::demangle_auto(self.symbol(pc)?.into(), None).into_owned())
     }
 
     /// The DWARF line and inline reader, made for one stack's names (it borrows the

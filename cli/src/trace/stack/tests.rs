@@ -159,9 +159,7 @@ fn blocked_frames(
     let stacks = Stacks::for_program(program, 64);
     let captured = stacks.capture(tid, &regs);
     let frames = stacks.frames(&captured);
-    if nr == SYS_READ {
-        print_cost(&stacks, tid, &regs, &captured);
-    }
+    print_cost(&stacks, tid, &regs, &captured);
     eprintln!("{}", names(&frames).join("\n"));
     (captured, frames)
 }
@@ -488,7 +486,10 @@ fn a_deep_go_stack_is_captured_cheaply() {
     let tid = blocked_thread(running.0.id(), SYS_OPENAT);
     let (_tracee, regs) = stop(tid);
     let stacks = Stacks::for_program(program, 64);
+    let started = Instant::now();
     let first = stacks.capture(tid, &regs);
+    let reading = started.elapsed();
+    eprintln!("the first capture, reading the executable: {reading:?}");
     assert!(first.pcs.len() >= 30, "{first:?}");
     let frames = stacks.frames(&first);
     let nest = line("tests/go/blocked.go", "nest");
@@ -504,18 +505,27 @@ fn a_deep_go_stack_is_captured_cheaply() {
     print_cost(&stacks, tid, &regs, &first);
 }
 
-/// Prints what a capture costs the tracer once the executable is read (see it with
-/// `cargo test -- --nocapture`), checking that every capture is the same.
+/// Prints what a capture costs the tracer once the executable is read, and naming it at
+/// report time (see it with `cargo test -- --nocapture`), checking that each is the same.
 fn print_cost(stacks: &Stacks, tid: i32, regs: &libc::user_regs_struct, first: &Captured) {
     const CAPTURES: u32 = 2000;
+    const NAMINGS: u32 = 50;
     let started = Instant::now();
     for _ in 0..CAPTURES {
         assert_eq!(&stacks.capture(tid, regs), first);
     }
-    let each = started.elapsed() / CAPTURES;
-    let (pcs, us) = (first.pcs.len(), each.as_secs_f64() * 1e6);
+    let capture = started.elapsed() / CAPTURES;
+    let frames = stacks.frames(first);
+    let started = Instant::now();
+    for _ in 0..NAMINGS {
+        assert_eq!(stacks.frames(first), frames);
+    }
+    let naming = started.elapsed() / NAMINGS;
     eprintln!(
-        "capture of {pcs} pcs of {}: {us:.1} us",
-        stacks.exe.display()
+        "{}: capture of {} pcs {:.1} us, naming {:.0} us",
+        stacks.exe.display(),
+        first.pcs.len() + first.created_by.iter().map(Vec::len).sum::<usize>(),
+        capture.as_secs_f64() * 1e6,
+        naming.as_secs_f64() * 1e6
     );
 }
