@@ -5,6 +5,8 @@
 //	blocked goroutine PATH  the same in a goroutine main.startWorker started
 //	blocked http PATH URL   in the dial goroutine net/http starts for main.fetchStatus's GET
 //	blocked deep PATH       main.main -> main.nest (24 calls deep) -> main.readConfig
+//	blocked dials URL       main.main -> main.fetchLoop: GETs without end (the test stops the
+//	                        socket call of one of net/http's dial goroutines)
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 )
 
 // openConfig is small enough to be inlined into readConfig.
@@ -59,6 +62,17 @@ func nest(depth int, path string) {
 	nest(depth-1, path) // LINE nest
 }
 
+//go:noinline
+func fetchLoop(url string) {
+	for {
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		if resp, err := client.Get(url); err == nil { // LINE fetchLoop
+			resp.Body.Close()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func main() {
 	switch os.Args[1] {
 	case "main":
@@ -71,5 +85,7 @@ func main() {
 		fetchStatus(os.Args[3], os.Args[2]) // LINE main-http
 	case "deep":
 		nest(24, os.Args[2])
+	case "dials":
+		fetchLoop(os.Args[2]) // LINE main-dials
 	}
 }

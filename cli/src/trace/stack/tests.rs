@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::ptrace::{Stop, Tracee};
 
-/// `openat` and `read` on x86-64: where the programs block.
+/// `openat` and `read` on x86-64: where the programs block; `socket`, where one is stopped.
 const SYS_READ: i64 = 0;
 const SYS_OPENAT: i64 = 257;
+const SYS_SOCKET: u64 = 41;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -409,19 +410,23 @@ fn a_goroutine_net_http_started_leads_to_the_programs_request() {
         "main.fetchStatus.func1",
         Some(line(src, "dial")),
     );
-    let created = find(
+    led_from_net_http(
         &frames,
         dial,
-        "created by net/http.(*Transport).queueForDial",
-        None,
+        ("main.fetchStatus", "fetchStatus"),
+        "main-http",
     );
-    let fetch = find(
-        &frames,
-        created,
-        "main.fetchStatus",
-        Some(line(src, "fetchStatus")),
-    );
-    find(&frames, fetch, "main.main", Some(line(src, "main-http")));
+}
+
+/// From frame `from` on, `frames` have net/http's dial goroutine's creation site, then the
+/// program's `caller` (function, line marker) and `main.main` at `main_marker` (with the
+/// ancestors kept).
+fn led_from_net_http(frames: &[Frame], from: usize, caller: (&str, &str), main_marker: &str) {
+    let src = "tests/go/blocked.go";
+    let created = "created by net/http.(*Transport).queueForDial";
+    let created = find(frames, from, created, None);
+    let called = find(frames, created, caller.0, Some(line(src, caller.1)));
+    find(frames, called, "main.main", Some(line(src, main_marker)));
 }
 
 /// The frames of tests/c/stack_read.c built with `flags`, blocked in its read.
@@ -527,5 +532,78 @@ fn print_cost(stacks: &Stacks, tid: i32, regs: &libc::user_regs_struct, first: &
         first.pcs.len() + first.created_by.iter().map(Vec::len).sum::<usize>(),
         capture.as_secs_f64() * 1e6,
         naming.as_secs_f64() * 1e6
+    );
+}
+
+/// The stack at the entry of a `socket` call of Go program `pid` (running tests/go/blocked.go
+/// `dials`), as `Stacks` captures and names it: each of its threads is traced from a thread
+/// of the test's own (ptrace's tracer is a thread) from one system call to the next, up to
+/// 60 s. Signals that stop the threads meanwhile (Go's preemption) are not delivered: the
+/// runtime asks again.
+fn socket_entry(program: &Path, pid: u32) -> (Captured, Vec<Frame>) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = AtomicBool::new(false);
+    let stack = Mutex::new(None);
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for tid in tids {
+            let (found, stack) = (&found, &stack);
+            s.spawn(move || {
+                let Ok(mut t) = Tracee::seize(tid) else {
+                    return; // gone already
+                };
+                if t.interrupt(Duration::from_secs(5)).is_err() {
+                    return;
+                }
+                while !found.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match t.run_to_syscall(Duration::from_millis(50)) {
+                        Ok(Some(Stop::SyscallEntry)) => {}
+                        Ok(Some(Stop::Gone)) | Err(_) => return,
+                        _ => continue,
+                    }
+                    let regs = t.regs().unwrap();
+                    // Entry, not exit: the kernel has put -ENOSYS in rax.
+                    if regs.orig_rax == SYS_SOCKET && regs.rax as i64 == -(libc::ENOSYS as i64) {
+                        let stacks = Stacks::for_program(program, 64);
+                        let captured = stacks.capture(tid, &regs);
+                        let frames = stacks.frames(&captured);
+                        *stack.lock().unwrap() = Some((captured, frames));
+                        found.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let stack = stack.into_inner().unwrap();
+    stack.expect("no socket call within 60 s")
+}
+
+#[test]
+fn a_socket_net_http_dials_is_the_programs_at_its_system_call_entry() {
+    // A port nothing listens on: every GET fails at once, and the loop dials again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let ancestors = [("GODEBUG", "tracebackancestors=5")];
+    let running = start(go_program(), &["dials", &url], &ancestors);
+    std::thread::sleep(Duration::from_millis(200)); // its threads started
+    let (captured, frames) = socket_entry(go_program(), running.0.id());
+    eprintln!("{}", names(&frames).join("\n"));
+    assert!(!captured.cut);
+    let socket = find(&frames, 0, "syscall.socket", None);
+    led_from_net_http(
+        &frames,
+        socket,
+        ("main.fetchLoop", "fetchLoop"),
+        "main-dials",
     );
 }
