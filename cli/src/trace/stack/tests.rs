@@ -16,6 +16,9 @@ const SYS_READ: i64 = 0;
 const SYS_OPENAT: i64 = 257;
 const SYS_SOCKET: u64 = 41;
 
+/// The Go program's source, whose `LINE` markers the tests look for.
+const GO_SRC: &str = "tests/go/blocked.go";
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -23,29 +26,48 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the tests' directories are: one per test process and name ("PID-name"). Those of
+/// test processes that are gone are removed first (a Go build cache is tens of MB).
+fn scratch_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = std::env::temp_dir().join("fdguard-trace-stack-tests");
+        for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        root
+    })
+}
+
 /// A directory of this test process's own, for programs and FIFOs.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("fdguard-stack-{}-{name}", std::process::id()));
+    let dir = scratch_root().join(format!("{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// tests/go/blocked.go built with `flags` into a directory of its own (with its GOCACHE and
-/// GOPATH).
-fn go_build(name: &str, flags: &[&str]) -> PathBuf {
+/// tests/go/blocked.go built with `flags` into a directory of its own, with its own GOCACHE
+/// and GOPATH (builds sharing one wait for each other).
+fn go_build(name: &str, flags: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let dir = scratch(name);
     let out = dir.join("blocked");
+    let go = &dir;
     let status = Command::new("go")
         .arg("build")
         .args(flags)
         .arg("-o")
         .arg(&out)
-        .arg(root().join("tests/go/blocked.go"))
-        .env("GOCACHE", dir.join("cache"))
-        .env("GOPATH", dir.join("gopath"))
+        .arg(root().join(GO_SRC))
+        .env("GOCACHE", go.join("cache"))
+        .env("GOPATH", go.join("gopath"))
         .env("GOFLAGS", "-mod=mod")
         .env("GOTOOLCHAIN", "local")
+        .envs(env.iter().copied())
         .current_dir(&dir)
         .status()
         .expect("running go (Debian's golang-go)");
@@ -56,7 +78,7 @@ fn go_build(name: &str, flags: &[&str]) -> PathBuf {
 /// tests/go/blocked.go, built once for the tests that run it as it is.
 fn go_program() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| go_build("go", &[]))
+    BUILT.get_or_init(|| go_build("go", &[], &[]))
 }
 
 /// tests/c/stack_read.c, static, with `flags`.
@@ -212,7 +234,7 @@ fn a_go_stack_names_its_functions_inlined_ones_too() {
         SYS_OPENAT,
     );
     assert!(!captured.cut);
-    let src = "tests/go/blocked.go";
+    let src = GO_SRC;
     let read_file = find(&frames, 0, "os.ReadFile", None);
     assert_chain(
         &frames[read_file + 1..],
@@ -228,7 +250,7 @@ fn a_go_stack_names_its_functions_inlined_ones_too() {
             .file
             .as_deref()
             .unwrap()
-            .ends_with("tests/go/blocked.go")
+            .ends_with(GO_SRC)
     );
     // The system call stub's caller is there: the stub has no frame of its own.
     assert!(
@@ -248,6 +270,30 @@ fn a_go_stack_names_its_functions_inlined_ones_too() {
     assert_as_go_reads_them(program, &frames);
 }
 
+/// What `go tool addr2line` says of each of `addrs` in `program`: the function, and
+/// "file:line".
+fn go_addr2line(program: &Path, addrs: &[u64]) -> Vec<[String; 2]> {
+    use std::io::Write;
+    let mut child = Command::new("go")
+        .args(["tool", "addr2line"])
+        .arg(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = addrs.iter().map(|a| format!("{a:#x}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let lines: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2 * addrs.len(), "{out}");
+    lines
+        .chunks(2)
+        .map(|l| [l[0].clone(), l[1].clone()])
+        .collect()
+}
+
 /// Each pc's frames say what Go's own `go tool addr2line` says of the call's offset in the
 /// executable: the innermost file and line, the outermost function (it does not expand
 /// inlined calls). Frames outside the executable, and creation sites, are left out.
@@ -263,28 +309,8 @@ fn assert_as_go_reads_them(program: &Path, frames: &[Frame]) {
             _ => pcs.push(&frames[i..=i]),
         }
     }
-    let input: String = pcs
-        .iter()
-        .map(|p| format!("{:#x}\n", p[0].offset.unwrap()))
-        .collect();
-    let mut child = Command::new("go")
-        .args(["tool", "addr2line"])
-        .arg(program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2 * pcs.len(), "{out}");
-    for (pc, go) in pcs.iter().zip(lines.chunks(2)) {
+    let offsets: Vec<u64> = pcs.iter().map(|p| p[0].offset.unwrap()).collect();
+    for (pc, go) in pcs.iter().zip(go_addr2line(program, &offsets)) {
         let (inner, outer) = (&pc[0], &pc[pc.len() - 1]);
         let place = format!("{}:{}", inner.file.as_deref().unwrap(), inner.line.unwrap());
         assert_eq!(go[1], place, "{:#x}", inner.addr);
@@ -304,7 +330,7 @@ fn assert_goroutine_stack(program: &Path) -> Vec<Frame> {
     let dir = scratch("go-goroutine");
     let config = fifo(&dir);
     let args = ["goroutine", config.to_str().unwrap()];
-    let src = "tests/go/blocked.go";
+    let src = GO_SRC;
     let (_, plain) = blocked_frames(program, &args, &[], SYS_OPENAT);
     assert_chain(
         &plain,
@@ -348,7 +374,7 @@ fn a_goroutine_is_continued_by_its_creation_site() {
 fn a_stripped_go_program_too() {
     // No DWARF (-w), no symbols (-s, then strip): the line table is found by its section,
     // runtime.g's layout by the Go version, the inline trees through the module data.
-    let program = go_build("go-stripped", &["-ldflags=-s -w"]);
+    let program = go_build("go-stripped", &["-ldflags=-s -w"], &[]);
     let status = Command::new("strip")
         .arg(&program)
         .status()
@@ -363,7 +389,7 @@ fn a_stripped_go_program_too() {
 
 #[test]
 fn a_position_independent_go_program_too() {
-    let program = go_build("go-pie", &["-buildmode=pie"]);
+    let program = go_build("go-pie", &["-buildmode=pie"], &[]);
     let frames = assert_goroutine_stack(&program);
     assert!(
         frames[0].addr - 1 > frames[0].offset.unwrap(),
@@ -374,12 +400,61 @@ fn a_position_independent_go_program_too() {
     assert_eq!(places(&frames), places(&plain), "as without -buildmode=pie");
 }
 
+#[test]
+fn a_static_go_program_too_its_goroutine_found_by_the_tls_slot_as_well() {
+    // Without cgo (the program above is linked with libc for net's resolver): static, and
+    // the goroutine is in the TLS slot too.
+    let program = go_build("go-static", &[], &[("CGO_ENABLED", "0")]);
+    let frames = assert_goroutine_stack(&program);
+    let plain = assert_goroutine_stack(go_program());
+    assert_eq!(places(&frames), places(&plain), "as with cgo");
+    let config = fifo(&scratch("go-static-tls"));
+    let args = ["goroutine", config.to_str().unwrap()];
+    let running = start(&program, &args, &[("GODEBUG", "tracebackancestors=5")]);
+    let tid = blocked_thread(running.0.id(), SYS_OPENAT);
+    let (_tracee, mut regs) = stop(tid);
+    let stacks = Stacks::for_program(&program, 64);
+    let by_r14 = stacks.capture(tid, &regs);
+    assert!(!by_r14.created_by.is_empty());
+    regs.r14 = 0;
+    assert_eq!(stacks.capture(tid, &regs), by_r14);
+}
+
 /// What frames name, without where the code was.
 fn places(frames: &[Frame]) -> Vec<(Option<&str>, Option<&str>, Option<u32>)> {
     frames
         .iter()
         .map(|f| (f.function.as_deref(), f.file.as_deref(), f.line))
         .collect()
+}
+
+#[test]
+fn the_line_table_reads_as_go_reads_it_across_the_text() {
+    // Every 997th byte of the program's code: functions, their files and lines (the
+    // innermost, inlined calls' own) as `go tool addr2line` names them.
+    let image = Image::read(go_program()).unwrap();
+    let table = go_table(&image).unwrap();
+    let (text, code) = image.section(".text").unwrap();
+    let pcs: Vec<u64> = (text..text + code.len() as u64).step_by(997).collect();
+    let mut compared = 0;
+    for (pc, go) in pcs.iter().zip(go_addr2line(go_program(), &pcs)) {
+        let ours = table.positions(*pc);
+        if go[0] == "?" {
+            assert!(ours.is_empty(), "{pc:#x}: {ours:?}");
+            continue;
+        }
+        let (inner, outer) = (&ours[0], &ours[ours.len() - 1]);
+        let (Some(file), Some(line)) = (&inner.file, inner.line) else {
+            // C linked in through cgo: in the table without lines, where Go's reader reads
+            // another function's table or none.
+            assert_eq!(go[0], outer.function, "{pc:#x}");
+            continue;
+        };
+        let place = format!("{file}:{line}");
+        assert_eq!(go, [outer.function.clone(), place], "{pc:#x}");
+        compared += 1;
+    }
+    assert!(compared > 1000, "{compared} of {} pcs", pcs.len());
 }
 
 #[test]
@@ -403,7 +478,7 @@ fn a_goroutine_net_http_started_leads_to_the_programs_request() {
     let args = ["http", config.to_str().unwrap(), url];
     let ancestors = [("GODEBUG", "tracebackancestors=5")];
     let (_, frames) = blocked_frames(go_program(), &args, &ancestors, SYS_OPENAT);
-    let src = "tests/go/blocked.go";
+    let src = GO_SRC;
     let dial = find(
         &frames,
         0,
@@ -422,7 +497,7 @@ fn a_goroutine_net_http_started_leads_to_the_programs_request() {
 /// program's `caller` (function, line marker) and `main.main` at `main_marker` (with the
 /// ancestors kept).
 fn led_from_net_http(frames: &[Frame], from: usize, caller: (&str, &str), main_marker: &str) {
-    let src = "tests/go/blocked.go";
+    let src = GO_SRC;
     let created = "created by net/http.(*Transport).queueForDial";
     let created = find(frames, from, created, None);
     let called = find(frames, created, caller.0, Some(line(src, caller.1)));
@@ -497,7 +572,7 @@ fn a_deep_go_stack_is_captured_cheaply() {
     eprintln!("the first capture, reading the executable: {reading:?}");
     assert!(first.pcs.len() >= 30, "{first:?}");
     let frames = stacks.frames(&first);
-    let nest = line("tests/go/blocked.go", "nest");
+    let nest = line(GO_SRC, "nest");
     let nested = frames
         .iter()
         .filter(|f| f.function.as_deref() == Some("main.nest"));
