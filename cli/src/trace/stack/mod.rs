@@ -150,8 +150,8 @@ impl Stacks {
             Some(Code::Go { table, .. }) => {
                 // A system call stub has no frame: its return address is at rsp, and rbp is
                 // still its caller's.
-                let leaf = table.frame_size(regs.rip.wrapping_sub(bias));
-                let leaf_return_at = leaf.map(|size| regs.rsp + size).filter(|_| leaf == Some(0));
+                let frameless = table.frame_size(regs.rip.wrapping_sub(bias)) == Some(0);
+                let leaf_return_at = frameless.then_some(regs.rsp);
                 walk::walk(
                     word,
                     Start {
@@ -189,13 +189,7 @@ impl Stacks {
                     let positions = table.positions(pc.wrapping_sub(bias + 1));
                     self.push(&mut out, *pc, bias, positions);
                 }
-                // Go's tracebacks leave out the frame every goroutine returns to.
-                while out
-                    .last()
-                    .is_some_and(|f| f.function.as_deref() == Some("runtime.goexit"))
-                {
-                    out.pop();
-                }
+                without_goexit(&mut out);
                 for site in &c.created_by {
                     self.creation(&mut out, table, site, bias);
                 }
@@ -236,12 +230,7 @@ impl Stacks {
             let at = table.innermost(pc.wrapping_sub(bias + 1));
             self.push(out, *pc, bias, at.into_iter().collect());
         }
-        while out
-            .last()
-            .is_some_and(|f| f.function.as_deref() == Some("runtime.goexit"))
-        {
-            out.pop();
-        }
+        without_goexit(out);
     }
 
     /// The frames of one pc: one per position, or one without a name.
@@ -273,6 +262,16 @@ impl Stacks {
             frame.offset = Some(pc.wrapping_sub(bias + 1));
         }
         frame
+    }
+}
+
+/// Leaves out the frame every goroutine returns to, as Go's tracebacks do.
+fn without_goexit(frames: &mut Vec<Frame>) {
+    while frames
+        .last()
+        .is_some_and(|f| f.function.as_deref() == Some("runtime.goexit"))
+    {
+        frames.pop();
     }
 }
 
