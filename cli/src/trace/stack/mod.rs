@@ -115,11 +115,15 @@ impl Stacks {
             .get_or_init(|| auxv_entry(pid).map_or(0, |at| at.wrapping_sub(l.entry)))
     }
 
-    /// The stack of thread `pid`, stopped (at a system call's entry) with registers `regs`.
+    /// The stack of thread `pid`, stopped (at a system call's entry) with registers `regs`;
+    /// none at depth 0 (stacks off).
     pub fn capture(&self, pid: i32, regs: &libc::user_regs_struct) -> Captured {
+        let mut c = Captured::default();
+        if self.depth == 0 {
+            return c;
+        }
         let read = |addr: u64, len: usize| crate::os::read_memory(pid, addr, len).ok();
         let bias = self.bias(pid);
-        let mut c = Captured::default();
         let mut limit = STACK_BYTES;
         let mut creation = None;
         let go_regs = goroutine::Regs {

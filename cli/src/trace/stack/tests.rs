@@ -583,6 +583,13 @@ fn a_deep_go_stack_is_captured_cheaply() {
         names(&frames)
     );
     print_cost(&stacks, tid, &regs, &first);
+    // The depth bounds the frames (FDGUARD_DEPTH); 0 is no stack.
+    let five = Stacks::for_program(program, 5).capture(tid, &regs);
+    assert_eq!((&five.pcs[..], five.cut), (&first.pcs[..5], false));
+    assert_eq!(
+        Stacks::for_program(program, 0).capture(tid, &regs),
+        Captured::default()
+    );
 }
 
 /// Prints what a capture costs the tracer once the executable is read, and naming it at
