@@ -5,7 +5,8 @@
 //!
 //! Layers: `mod` (start, end) → `tracer` (the wait loop) → `calls` and `table` (pure: what a
 //! call does to a table), `report` (the exit report, through fdguard-core), `seccomp` (the
-//! filter); `sys` holds every `unsafe` call.
+//! filter), `stack` (creation stacks: captured at a call's entry, named at report time);
+//! `sys` holds every `unsafe` call of the tracer's.
 //!
 //! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
 //! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
@@ -14,6 +15,7 @@
 mod calls;
 mod report;
 mod seccomp;
+pub mod stack;
 mod sys;
 mod table;
 mod tracer;
