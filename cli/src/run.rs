@@ -65,6 +65,10 @@ pub struct GuardOptions {
     /// Raise the soft fd limit to the hard one at start (FDGUARD_RAISE_NOFILE=1)
     #[arg(long)]
     pub raise_nofile: bool,
+    /// A traced Go program: ancestor goroutines a creation stack continues through, 0 to 32;
+    /// 0 = none (FDGUARD_GO_ANCESTORS)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub go_ancestors: Option<u8>,
 }
 
 fn signal_arg(s: &str) -> Result<String, String> {
@@ -120,6 +124,10 @@ impl GuardOptions {
                 "FDGUARD_EMFILE_INTERVAL",
             ),
             flag(self.raise_nofile, "FDGUARD_RAISE_NOFILE"),
+            value(
+                self.go_ancestors.map(|n| n.to_string()),
+                "FDGUARD_GO_ANCESTORS",
+            ),
         ]
         .into_iter()
         .flatten()

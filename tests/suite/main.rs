@@ -63,6 +63,7 @@ mod signals;
 mod snapshot;
 mod stacks;
 mod trace;
+mod trace_reports;
 mod triggers;
 mod workload;
 

@@ -207,31 +207,6 @@ fn signals_and_stops_reach_the_program_and_its_end_is_fdguards() {
     );
 }
 
-/// Builds `tests/go/<name>` into `dir` with the Go toolchain, offline, with the module
-/// cache and build cache in `dir`; statically, or with cgo (a dynamically linked program).
-fn build_go(name: &str, dir: &Path, cgo: bool) -> PathBuf {
-    let go = require("go");
-    let out = dir.join(format!("{name}-cgo{}", u8::from(cgo)));
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/go")
-        .join(name);
-    let status = command(go)
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(".")
-        .current_dir(&src)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
-        .status()
-        .unwrap();
-    assert!(status.success(), "go build of tests/go/{name} failed");
-    out
-}
-
 #[test]
 fn a_go_programs_leaks_are_its_exit_report() {
     let dir = scratch("trace-go");

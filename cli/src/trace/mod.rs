@@ -10,9 +10,10 @@
 //!
 //! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
 //! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
-//! traced (the library is not loaded into it). Stacks are not captured yet.
+//! traced (the library is not loaded into it).
 
 mod calls;
+mod interned;
 mod report;
 mod seccomp;
 pub mod stack;
@@ -58,7 +59,6 @@ const FORWARDED: &[i32] = &[
 fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
     [
         (o.emfile.is_some(), "--emfile"),
-        (o.depth.is_some(), "--depth"),
         (o.signal.is_some(), "--signal"),
         (o.close_stacks, "--close-stacks"),
         (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
@@ -67,6 +67,25 @@ fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(given, name)| given.then_some(name))
     .collect()
+}
+
+/// `GODEBUG` for a Go program: the user's, with `tracebackancestors=N` so that a goroutine
+/// keeps where its ancestors were created (a socket net/http's dial goroutine makes is then
+/// named after the code that called `http.Get`); `None` for other programs, with 0 ancestors,
+/// or when the user's `GODEBUG` already says.
+fn go_debug(path: &Path, ancestors: u8, user: Option<String>) -> Option<String> {
+    let go = fdguard_core::program::Program::examine(path).is_ok_and(|p| p.is_go());
+    let user = user.filter(|u| !u.is_empty());
+    if !go
+        || ancestors == 0
+        || user
+            .as_deref()
+            .is_some_and(|u| u.contains("tracebackancestors"))
+    {
+        return None;
+    }
+    let ours = format!("tracebackancestors={ancestors}");
+    Some(user.map_or(ours.clone(), |u| format!("{u},{ours}")))
 }
 
 /// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
@@ -101,6 +120,9 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     for (name, value) in options.variables() {
         sys::set_env(name, &value);
     }
+    if let Some(godebug) = go_debug(path, config.go_ancestors, std::env::var("GODEBUG").ok()) {
+        sys::set_env("GODEBUG", &godebug);
+    }
     let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
         Failure::failed(format!(
             "cannot trace {}: {e} (ptrace may be forbidden here: \
@@ -112,7 +134,7 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     sys::take_requests_on(fdguard_core::request::tracer_signal());
     sys::ignore_sigpipe();
     let mut triggers = triggers::Triggers::new(&config, &stamp);
-    let (tracer, end) = Tracer::new(spawned.pid, started).run(&mut triggers);
+    let (tracer, end) = Tracer::new(spawned.pid, started, config.depth).run(&mut triggers);
     let leaked = triggers.leaked;
     if !tracer.execd()
         && let Some((step, e)) = spawned.exec_error()

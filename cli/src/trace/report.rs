@@ -152,8 +152,7 @@ fn build(config: &Config, view: &View<'_>, why: Why) -> Result<Report, Failure> 
         missed_closes: view.table.missed_closes + stale,
         ..Report::default()
     };
-    // Stacks are not captured yet: no frames.
-    report.fill(&rows, |_| Vec::new());
+    report.fill(&rows, |key| view.stacks.frames(key));
     Ok(report)
 }
 

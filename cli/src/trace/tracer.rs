@@ -25,8 +25,10 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::calls::{self, AtEntry, Change, Cloexec, Syscall, Yields};
+use super::interned::Interned;
+use super::stack::Stacks;
 use super::sys;
-use super::table::{Entry, Table};
+use super::table::{Entry, StackKey, Table};
 use crate::os;
 use fdguard_core::call::Call;
 
@@ -39,6 +41,7 @@ struct Pending {
     call: Call,
     cloexec: bool,
     yields: Yields,
+    stack: Option<StackKey>,
 }
 
 /// A traced thread.
@@ -56,6 +59,8 @@ pub struct View<'a> {
     pub tid: i32,
     pub tgid: i32,
     pub table: &'a Table,
+    /// What the table's stack keys name.
+    pub stacks: &'a Interned,
 }
 
 /// What the tracer tells of the program's first process as it runs: the reports' triggers.
@@ -84,11 +89,18 @@ pub struct Tracer {
     /// The first process has exec'd the program (its table is then read from /proc).
     execd: bool,
     end: Option<End>,
+    /// Frames captured per creation stack (`FDGUARD_DEPTH`; 0: none).
+    depth: usize,
+    /// The executable image each process runs, by process id: a fork shares its parent's,
+    /// an exec makes a new one.
+    images: HashMap<i32, Rc<Stacks>>,
+    stacks: Interned,
 }
 
 impl Tracer {
-    /// The tracer of the program `main` (seized, not yet exec'd), started at `started`.
-    pub fn new(main: i32, started: Instant) -> Tracer {
+    /// The tracer of the program `main` (seized, not yet exec'd), started at `started`,
+    /// capturing `depth` frames per creation stack.
+    pub fn new(main: i32, started: Instant, depth: usize) -> Tracer {
         let mut tasks = HashMap::new();
         let files = Rc::new(RefCell::new(Table::default()));
         tasks.insert(
@@ -107,6 +119,9 @@ impl Tracer {
             early: HashMap::new(),
             execd: false,
             end: None,
+            depth,
+            images: HashMap::new(),
+            stacks: Interned::default(),
         }
     }
 
@@ -130,6 +145,7 @@ impl Tracer {
             tid: *tid,
             tgid: task.tgid,
             table: &table,
+            stacks: &self.stacks,
         });
     }
 
@@ -198,6 +214,7 @@ impl Tracer {
             args: [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
         };
         let task = self.tasks.get_mut(&tid).expect("known task");
+        let image = self.images.get(&task.tgid);
         match calls::at_entry(&call) {
             AtEntry::Change(change) => {
                 if let Change::CloseRange { unshare: true, .. } | Change::Unshare = change {
@@ -214,10 +231,13 @@ impl Tracer {
                         os::read_memory(tid, at, 8).is_ok_and(|b| calls::open_how_cloexec(&b))
                     }
                 };
+                // Where the call was made from: its thread is stopped at the call's entry.
+                let stack = image.map(|image| self.stacks.key(image, image.capture(tid, &regs)));
                 task.pending = Some(Pending {
                     call: c.call,
                     cloexec,
                     yields: c.yields,
+                    stack,
                 });
                 sys::to_exit(tid);
             }
@@ -247,7 +267,7 @@ impl Tracer {
                 cloexec: p.cloexec,
                 tid: tid as u32,
                 created,
-                stack: None,
+                stack: p.stack,
             };
             table.insert(fd, entry);
         }
@@ -261,6 +281,7 @@ impl Tracer {
                     tid,
                     tgid: self.main,
                     table: &table,
+                    stacks: &self.stacks,
                 },
             );
         }
@@ -287,6 +308,11 @@ impl Tracer {
             pending: None,
             exiting: false,
         };
+        if task.tgid != parent.tgid
+            && let Some(image) = self.images.get(&parent.tgid).cloned()
+        {
+            self.images.insert(task.tgid, image);
+        }
         self.tasks.insert(new, task);
         if let Some(status) = self.early.remove(&new) {
             self.stopped(new, status, watch);
@@ -307,6 +333,10 @@ impl Tracer {
         }
         let tgid = tid;
         self.tasks.retain(|t, task| *t == tid || task.tgid != tgid);
+        if let Ok(exe) = std::fs::read_link(format!("/proc/{tid}/exe")) {
+            let image = Stacks::for_program(&exe, self.depth);
+            self.images.insert(tgid, Rc::new(image));
+        }
         let task = self.tasks.get_mut(&tid).expect("known task");
         task.tgid = tgid;
         task.pending = None;
@@ -336,6 +366,7 @@ impl Tracer {
                 tid,
                 tgid,
                 table: &table,
+                stacks: &self.stacks,
             });
         }
         sys::cont(tid, 0);

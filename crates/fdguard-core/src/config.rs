@@ -47,6 +47,9 @@ pub struct Config {
     pub emfile: EmfileMode,
     pub backoff_max_ms: u64,
     pub raise_nofile: bool,
+    /// Traced Go programs: how many ancestor goroutines a creation stack continues through
+    /// (`GODEBUG=tracebackancestors`); 0: none.
+    pub go_ancestors: u8,
 }
 
 /// Every variable with its default as the README states it. Unknown `FDGUARD_*` names are
@@ -66,6 +69,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("FDGUARD_EMFILE", "pause"),
     ("FDGUARD_BACKOFF_MAX_MS", "1000"),
     ("FDGUARD_RAISE_NOFILE", "0"),
+    ("FDGUARD_GO_ANCESTORS", "5"),
 ];
 
 impl Default for Config {
@@ -85,6 +89,7 @@ impl Default for Config {
             emfile: EmfileMode::Pause,
             backoff_max_ms: 1000,
             raise_nofile: false,
+            go_ancestors: 5,
         }
     }
 }
@@ -236,6 +241,12 @@ impl Config {
                 d.raise_nofile,
                 "expected 0 or 1",
                 parse_bool,
+            ),
+            go_ancestors: p.get(
+                "FDGUARD_GO_ANCESTORS",
+                d.go_ancestors,
+                "expected 0 to 32 goroutines",
+                |s| parse_in_range(s, 0, 32).map(|v| v as u8),
             ),
         };
         (cfg, p.warnings)

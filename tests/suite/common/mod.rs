@@ -620,3 +620,28 @@ pub fn require(program: &str) -> PathBuf {
             panic!("{program} is not installed: this test needs it (scripts/test.sh installs it)")
         })
 }
+
+/// Builds `tests/go/<name>` into `dir` with the Go toolchain, offline, with the module
+/// cache and build cache in `dir`; statically, or with cgo (a dynamically linked program).
+pub fn build_go(name: &str, dir: &Path, cgo: bool) -> PathBuf {
+    let go = require("go");
+    let out = dir.join(format!("{name}-cgo{}", u8::from(cgo)));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/go")
+        .join(name);
+    let status = command(go)
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+        .status()
+        .unwrap();
+    assert!(status.success(), "go build of tests/go/{name} failed");
+    out
+}

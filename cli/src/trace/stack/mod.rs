@@ -45,7 +45,6 @@ pub const NOT_WALKED: &str = "(outer frames unknown: no frame pointers or unwind
 
 /// A stack as captured at a stop: raw pcs, named later by `Stacks::frames`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-#[cfg_attr(not(test), allow(dead_code))] // used by the tracer (issue 26), wired by the lead
 pub struct Captured {
     /// The thread's pc, then return addresses, innermost first.
     pub pcs: Vec<u64>,
@@ -80,7 +79,6 @@ struct Loaded {
 
 /// The stacks of the processes running one executed image (a fork shares them; an exec
 /// makes new ones).
-#[cfg_attr(not(test), allow(dead_code))] // used by the tracer (issue 26), wired by the lead
 pub struct Stacks {
     exe: PathBuf,
     depth: usize,
@@ -89,7 +87,6 @@ pub struct Stacks {
     bias: OnceCell<u64>,
 }
 
-#[cfg_attr(not(test), allow(dead_code))] // used by the tracer (issue 26), wired by the lead
 impl Stacks {
     /// Stacks of `exe`, at most `depth` frames (`FDGUARD_DEPTH`, `run --depth`), not counting
     /// creation sites. Nothing is read until the first capture.

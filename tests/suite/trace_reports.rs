@@ -1,0 +1,190 @@
+//! Reports of programs under `fdguard run`'s tracer, as in the incidents behind fdguard: a Go
+//! program (`tests/go/leak_three_ways`, static, built by the test) leaks files, dialed sockets
+//! and unclosed HTTP response bodies, a static C program leaks `fopen` streams from two
+//! functions; `fdguard report PID --json` names the function that made each (for Go the
+//! sockets `http.Get` dialed from a goroutine net/http started too) and lists exactly the fds
+//! `/proc/PID/fd` lists; the exit report lists the leaks.
+use crate::common::server::proc_children;
+use crate::common::*;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Fds each leaking function makes.
+const LEAKS: usize = 20;
+
+/// A loopback listener whose connections are accepted and held until the test ends; with
+/// `http`, each gets one small HTTP response to the request it sends.
+fn holder(http: bool) -> (String, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(LEAKS) {
+            let Ok(mut stream) = stream else { return };
+            if http {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n",
+                );
+            }
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    (addr, held)
+}
+
+/// The peer port of a socket row (`desc` is `tcp 127.0.0.1:A -> 127.0.0.1:B ...`).
+fn peer_port(row: &Value) -> Option<u16> {
+    let desc = row["desc"].as_str()?;
+    let (_, peer) = desc.split_once("-> ")?;
+    peer.split_whitespace()
+        .next()?
+        .rsplit_once(':')?
+        .1
+        .parse()
+        .ok()
+}
+
+/// A traced program at its checkpoint: `fdguard run --json --at-exit --report DIR/exit.json
+/// -- ARGS`, the lines it printed, and its report asked with `fdguard report PID --json`
+/// (the program is the tracer's child), checked against `/proc/PID/fd`.
+struct Traced {
+    stepper: Stepper,
+    lines: Vec<String>,
+    report: Value,
+}
+
+fn traced_at_checkpoint(dir: &Path, args: &[&str]) -> Traced {
+    let exit = dir.join("exit.json");
+    let mut cmd = fdguard(&["run", "--json", "--at-exit", "--report"]);
+    cmd.arg(&exit).arg("--").args(args);
+    let mut stepper = Stepper::spawn(cmd, &exit);
+    let (_, lines) = stepper
+        .next_checkpoint()
+        .expect("the program reaches its checkpoint");
+    let children = proc_children(stepper.pid());
+    assert_eq!(
+        children.len(),
+        1,
+        "the tracer runs one program: {children:?}"
+    );
+    let pid = children[0];
+    let asked = succeeds(fdguard(&["report", &pid.to_string(), "--json"]));
+    let kernel = proc_fds(pid);
+    let report: Value = serde_json::from_str(&asked).unwrap_or_else(|e| panic!("{e}: {asked}"));
+    assert_matches_kernel(&report, &kernel, &[]);
+    Traced {
+        stepper,
+        lines,
+        report,
+    }
+}
+
+/// The fds a program listed as `LEAK what FD` lines.
+fn listed(lines: &[String], what: &str) -> Vec<i64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("LEAK {what} ")))
+        .map(|fd| fd.parse().unwrap())
+        .collect()
+}
+
+/// At least 9 in 10 of `fds` have a stack naming `function`.
+fn assert_named(r: &Value, what: &str, fds: &[i64], function: &str) {
+    assert_eq!(fds.len(), LEAKS, "{what}: {fds:?} in {r}");
+    let named = fds
+        .iter()
+        .filter(|fd| {
+            let row = fd_row(r, **fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
+            functions(&stack_by_id(r, &row["stack"]))
+                .iter()
+                .any(|f| f.starts_with(function))
+        })
+        .count();
+    assert!(
+        named * 10 >= fds.len() * 9,
+        "{named} of {} {what} name {function}: {r}",
+        fds.len()
+    );
+}
+
+#[test]
+fn static_c_streams_name_the_function_that_opened_them() {
+    let dir = scratch("trace-c-streams");
+    let prog = build_c("fopen_two_ways", &dir, &["-O1", "-g", "-static"]);
+    let Traced {
+        mut stepper,
+        lines,
+        report: r,
+    } = traced_at_checkpoint(&dir, &[prog.to_str().unwrap(), &LEAKS.to_string()]);
+    assert_named(
+        &r,
+        "settings streams",
+        &listed(&lines, "settings"),
+        "load_settings",
+    );
+    assert_named(&r, "log streams", &listed(&lines, "logs"), "open_logs");
+    stepper.resume();
+    assert!(stepper.finish().status.success());
+}
+
+#[test]
+fn go_leaks_name_the_main_function_that_made_them() {
+    let dir = scratch("trace-go-leaks");
+    let prog = build_go("leak_three_ways", &dir, false);
+    let (backend, _backend_conns) = holder(false);
+    let (web, _web_conns) = holder(true);
+    let web_port: u16 = web.rsplit_once(':').unwrap().1.parse().unwrap();
+    let url = format!("http://{web}/");
+    let Traced {
+        stepper: mut s,
+        lines,
+        report: r,
+    } = traced_at_checkpoint(
+        &dir,
+        &[prog.to_str().unwrap(), &backend, &url, &LEAKS.to_string()],
+    );
+    let bodies: Vec<i64> = r["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| peer_port(row) == Some(web_port))
+        .map(|row| row["fd"].as_i64().unwrap())
+        .collect();
+    assert_named(&r, "files", &listed(&lines, "file"), "main.leakFiles");
+    assert_named(
+        &r,
+        "dialed sockets",
+        &listed(&lines, "dial"),
+        "main.dialBackend",
+    );
+    assert_named(
+        &r,
+        "HTTP response bodies' sockets",
+        &bodies,
+        "main.fetchStatus",
+    );
+
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success(), "{out:?}");
+    let exit = read_reports(&dir.join("exit.json"))
+        .into_iter()
+        .find(|r| r["reason"] == "exit")
+        .expect("an exit report");
+    let leaked = report_fds(&exit);
+    for fd in listed(&lines, "file").iter().chain(&listed(&lines, "dial")) {
+        assert!(
+            leaked.contains(fd),
+            "fd {fd} leaked, not in the exit report: {exit}"
+        );
+    }
+}
