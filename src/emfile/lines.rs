@@ -1,37 +1,13 @@
 //! The operator's lines on stderr about the accept guard: which are due (`Lines`, a rate limit
 //! that runs on the accept guard's thread and reads the listener table only through
-//! snapshots), and what each says (`render`, given what that thread gathered about the
-//! listener).
+//! snapshots); what each says is fdguard-core's `accept_lines::render`, shared with the
+//! command's tracer.
 
-use super::listeners::{Guard, LISTENERS, Snapshot, Totals};
-use fdguard_core::config::EmfileMode;
+use super::listeners::{Guard, LISTENERS, Snapshot};
+pub use fdguard_core::accept_lines::{LineContext, Notice, NoticeKind, Totals, render};
 
 /// Lines on stderr: at most one per listener per interval, except the recovery line.
 pub const LINE_INTERVAL_NS: u64 = 10_000_000_000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoticeKind {
-    /// Accept started failing on a listener.
-    First,
-    /// Failures go on.
-    Summary,
-    /// Accept works again.
-    Recovered,
-}
-
-/// One line for the operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub kind: NoticeKind,
-    pub fd: i32,
-    pub errno: i32,
-    /// First: an `emfile` report was asked for. Others: unused.
-    pub reported: bool,
-    /// Summary: since the previous line; Recovered: since the episode started.
-    pub totals: Totals,
-    /// Summary: time since the previous line; Recovered: length of the episode.
-    pub span_ns: u64,
-}
 
 #[derive(Clone, Copy, Debug, Default)]
 struct LineState {
@@ -124,79 +100,11 @@ impl LineState {
     }
 }
 
-/// What a line says beyond the notice itself (gathered by the accept guard's thread).
-pub struct LineContext<'a> {
-    pub addr: Option<&'a str>,
-    /// fds open (the program's) and the soft limit, for `First`.
-    pub open: Option<(usize, u64)>,
-    /// fdguard holds a reserve fd below the soft limit (shed mode).
-    pub reserve: bool,
-    pub mode: EmfileMode,
-    pub backoff_max_ms: u64,
-}
-
-fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EMFILE => "EMFILE",
-        libc::ENFILE => "ENFILE",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::ENOMEM => "ENOMEM",
-        _ => "error",
-    }
-}
-
-/// The operator's line for a notice.
-pub fn render(n: &Notice, c: &LineContext) -> String {
-    let mut line = format!("fdguard: accept on fd {}", n.fd);
-    if let Some(a) = c.addr {
-        line.push_str(&format!(" ({a})"));
-    }
-    let t = n.totals;
-    let figures = format!(
-        "{} failures, paused {} ms, {} connections shed",
-        t.failures,
-        t.paused_ns / 1_000_000,
-        t.shed
-    );
-    match n.kind {
-        NoticeKind::First => {
-            line.push_str(&format!(" failed: {}", errno_name(n.errno)));
-            if let Some((open, soft)) = c.open {
-                line.push_str(&format!(", {open} of {soft} fds open"));
-                if c.reserve {
-                    line.push_str(" (and 1 held in reserve by fdguard)");
-                }
-            }
-            let max = c.backoff_max_ms;
-            line.push_str(&match c.mode {
-                EmfileMode::Sleep => format!("; sleeping in accept up to {max} ms"),
-                EmfileMode::Shed => format!(
-                    "; closing pending connections at once (shed), pausing accepts up to {max} ms"
-                ),
-                _ => format!("; pausing accepts up to {max} ms"),
-            });
-            line.push_str(if n.reported {
-                "; report follows"
-            } else {
-                "; no new report (at most one per FDGUARD_EMFILE_INTERVAL)"
-            });
-        }
-        NoticeKind::Summary => line.push_str(&format!(
-            " still failing: {figures} in the last {} s",
-            n.span_ns.div_ceil(1_000_000_000)
-        )),
-        NoticeKind::Recovered => line.push_str(&format!(
-            " succeeds again after {:.1} s: {figures}",
-            n.span_ns as f64 / 1e9
-        )),
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::emfile::fixtures::{Fake, MS, failed, guard};
+    use fdguard_core::config::EmfileMode;
 
     fn line_kinds(lines: &mut Lines, g: &Guard, now: u64) -> Vec<NoticeKind> {
         let mut out = vec![];
@@ -245,52 +153,5 @@ mod tests {
         g.accept_succeeded(3, 1, &k);
         assert_eq!(line_kinds(&mut lines, &g, 30_400 * MS), [Recovered]);
         assert!(line_kinds(&mut lines, &g, 50_000 * MS).is_empty());
-    }
-
-    #[test]
-    fn rendered_lines() {
-        let n = Notice {
-            kind: NoticeKind::First,
-            fd: 3,
-            errno: libc::EMFILE,
-            reported: true,
-            totals: Totals::default(),
-            span_ns: 0,
-        };
-        let c = LineContext {
-            addr: Some("0.0.0.0:9999"),
-            open: Some((12, 12)),
-            reserve: false,
-            mode: EmfileMode::Pause,
-            backoff_max_ms: 1000,
-        };
-        assert_eq!(
-            render(&n, &c),
-            "fdguard: accept on fd 3 (0.0.0.0:9999) failed: EMFILE, 12 of 12 fds open; \
-             pausing accepts up to 1000 ms; report follows"
-        );
-        let s = Notice {
-            kind: NoticeKind::Summary,
-            totals: Totals {
-                failures: 12,
-                paused_ns: 9_870 * MS,
-                shed: 0,
-            },
-            span_ns: 10_000 * MS,
-            ..n
-        };
-        assert_eq!(
-            render(&s, &c),
-            "fdguard: accept on fd 3 (0.0.0.0:9999) still failing: 12 failures, paused 9870 ms, \
-             0 connections shed in the last 10 s"
-        );
-        let r = Notice {
-            kind: NoticeKind::Recovered,
-            span_ns: 2_340 * MS,
-            ..s
-        };
-        assert!(render(&r, &c).ends_with(
-            "succeeds again after 2.3 s: 12 failures, paused 9870 ms, 0 connections shed"
-        ));
     }
 }

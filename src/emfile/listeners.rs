@@ -21,23 +21,7 @@ pub const REGS: usize = 4;
 /// How long the program's own `epoll_ctl` on a listener waits for fdguard's operation on it.
 const PATIENCE_NS: u64 = 100_000_000;
 
-/// Failures, time paused and connections shed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub failures: u64,
-    pub paused_ns: u64,
-    pub shed: u64,
-}
-
-impl Totals {
-    pub(super) fn since(self, earlier: Totals) -> Totals {
-        Totals {
-            failures: self.failures.saturating_sub(earlier.failures),
-            paused_ns: self.paused_ns.saturating_sub(earlier.paused_ns),
-            shed: self.shed.saturating_sub(earlier.shed),
-        }
-    }
-}
+pub use fdguard_core::accept_lines::Totals;
 
 struct Counters {
     failures: AtomicU64,

@@ -2,6 +2,7 @@
 //! other recorder of fds mean the same way. Pure: it reads files only where a function says so
 //! (`program`, `elf`), and never touches a process.
 //!
+//! - `accept_lines`: what the accept guard tells the operator on stderr;
 //! - `config`: the `FDGUARD_*` variables, their defaults and parser; `signals`: signal names;
 //!   `decimal`: numbers as text without allocating;
 //! - `kind`, `call`: what an fd is (the kind table) and which call made it;
@@ -16,6 +17,7 @@
 //!   asks it for a report;
 //! - `escape`: what a process or the file system named, made safe to print as text.
 
+pub mod accept_lines;
 pub mod call;
 pub mod config;
 pub mod decimal;
