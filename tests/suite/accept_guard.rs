@@ -205,7 +205,7 @@ fn assert_told(s: &Server, dir: &Path) {
     // accepted, and fdguard counts a failure before sleeping on it, while the program logs it
     // after: the report's count lies between the log's before it and one more than after it.
     let before = s.failures_between(0, s.log_len()) as u64;
-    kill(s.pid(), libc::SIGUSR2);
+    s.ask_report();
     let last = report_for(&report, "signal");
     let after = s.failures_between(0, s.log_len()) as u64;
     let counted = last["emfile"]["accept_failures"].as_u64().unwrap();
@@ -233,7 +233,19 @@ fn report_for(path: &Path, reason: &str) -> Value {
 }
 
 /// Runs `prog` without and with fdguard and checks both.
+/// How the guarded server runs: with the library preloaded, or under `fdguard run`'s tracer
+/// (a static program).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Guarded {
+    Preloaded,
+    Traced,
+}
+
 fn compare(name: &str, prog: &Path, args: &[&str], echoes: bool) {
+    compare_guarded(name, prog, args, echoes, Guarded::Preloaded)
+}
+
+fn compare_guarded(name: &str, prog: &Path, args: &[&str], echoes: bool, how: Guarded) {
     let _one = one_at_a_time();
     let control = echoes.then(|| control(prog, args));
     let dir = prog.parent().unwrap();
@@ -249,7 +261,10 @@ fn compare(name: &str, prog: &Path, args: &[&str], echoes: bool) {
     print(&format!("{name} without fdguard"), &unguarded);
     let dir = dir.join("guarded");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut s = Server::start(prog, args, &dir, Some(&[]));
+    let mut s = match how {
+        Guarded::Preloaded => Server::start(prog, args, &dir, Some(&[])),
+        Guarded::Traced => Server::start_traced(prog, args, &dir),
+    };
     let guarded = scenario(
         &mut s,
         control.as_ref(),
@@ -276,6 +291,26 @@ fn c_accept_loop_sleeps_instead_of_spinning() {
     let dir = scratch("accept-c");
     let prog = build_example("accept_spin", "accept_spin", &dir, &["-O2", "-g"]);
     compare("C accept loop (blocking)", &prog, &[], false);
+}
+
+/// The same C server built static, under `fdguard run`'s tracer: the failing accept is held at
+/// its exit stop for the backoff; the tracer's CPU counts as the server's.
+#[test]
+fn static_c_accept_loop_traced_sleeps_instead_of_spinning() {
+    let dir = scratch("accept-c-static");
+    let prog = build_example(
+        "accept_spin",
+        "accept_spin",
+        &dir,
+        &["-O2", "-g", "-static"],
+    );
+    compare_guarded(
+        "static C accept loop (blocking), traced",
+        &prog,
+        &[],
+        false,
+        Guarded::Traced,
+    );
 }
 
 #[test]

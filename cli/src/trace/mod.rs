@@ -13,6 +13,7 @@
 //! traced (the library is not loaded into it).
 
 mod calls;
+mod guard;
 mod interned;
 mod report;
 mod seccomp;
@@ -54,14 +55,13 @@ const FORWARDED: &[i32] = &[
     libc::SIGUSR2,
 ];
 
-/// The options given that the tracer does not honour yet (its triggers other than exit, the
-/// accept guard, stacks), as the user wrote them.
+/// The options given that the tracer does not honour, as the user wrote them: its report
+/// requests come on its own signal (`request::tracer_signal`), it captures no stack at a close,
+/// and it does not raise the program's limit.
 fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
     [
-        (o.emfile.is_some(), "--emfile"),
         (o.signal.is_some(), "--signal"),
         (o.close_stacks, "--close-stacks"),
-        (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
         (o.raise_nofile, "--raise-nofile"),
     ]
     .into_iter()
@@ -98,7 +98,7 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     let ignored = not_yet(options);
     if !ignored.is_empty() {
         eprintln!(
-            "fdguard: not done yet for a traced program, ignored: {}",
+            "fdguard: not for a traced program, ignored: {}",
             ignored.join(", ")
         );
     }
@@ -167,10 +167,10 @@ mod tests {
         assert!(not_yet(&GuardOptions::default()).is_empty());
         let o = GuardOptions {
             at_exit: true,
-            emfile: Some(crate::run::EmfileMode::Shed),
+            close_stacks: true,
             raise_nofile: true,
             ..Default::default()
         };
-        assert_eq!(not_yet(&o), ["--emfile", "--raise-nofile"]);
+        assert_eq!(not_yet(&o), ["--close-stacks", "--raise-nofile"]);
     }
 }

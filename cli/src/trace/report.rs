@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use fdguard_core::call::Call;
 use fdguard_core::config::{Config, Format, ReportDest, expand_report_path};
 use fdguard_core::kind::{FdKind, kinds_agree};
-use fdguard_core::report::{Observed, Report, is_suppressed, iso8601_utc, text};
+use fdguard_core::report::{EmfileStats, Observed, Report, is_suppressed, iso8601_utc, text};
 use fdguard_core::snapshot::FdEntry;
 
 use super::table::{StackKey, Table};
@@ -59,8 +59,8 @@ pub enum Dest {
 /// Makes the exit report of `view` and writes it if it lists fds or `--at-exit` asked for it;
 /// returns whether it lists fds (a leak, for `--leak-exitcode`). `stamp` is the `%t` of the
 /// report path (the program's start).
-pub fn at_exit(config: &Config, view: &View<'_>, stamp: &str) -> bool {
-    let Some(report) = made(config, view, Why::Exit) else {
+pub fn at_exit(config: &Config, view: &View<'_>, stamp: &str, emfile: EmfileStats) -> bool {
+    let Some(report) = made(config, view, Why::Exit, emfile) else {
         return false;
     };
     let listed = report.open > 0;
@@ -70,15 +70,24 @@ pub fn at_exit(config: &Config, view: &View<'_>, stamp: &str) -> bool {
     listed
 }
 
-/// Makes a report of `view` for `why` and writes it in `format` to `dest`.
-pub fn now(config: &Config, view: &View<'_>, why: Why, format: Format, dest: &Dest, stamp: &str) {
-    if let Some(report) = made(config, view, why) {
+/// Makes a report of `view` for `why` (with the accept guard's `emfile` figures) and writes it
+/// in `format` to `dest`.
+pub fn now(
+    config: &Config,
+    view: &View<'_>,
+    why: Why,
+    format: Format,
+    dest: &Dest,
+    stamp: &str,
+    emfile: EmfileStats,
+) {
+    if let Some(report) = made(config, view, why, emfile) {
         write(config, &report, format, dest, stamp);
     }
 }
 
-fn made(config: &Config, view: &View<'_>, why: Why) -> Option<Report> {
-    match build(config, view, why) {
+fn made(config: &Config, view: &View<'_>, why: Why, emfile: EmfileStats) -> Option<Report> {
+    match build(config, view, why, emfile) {
         Ok(r) => Some(r),
         Err(f) => {
             eprintln!("fdguard: no {} report: {}", why.reason(), f.message);
@@ -106,7 +115,12 @@ fn write(config: &Config, report: &Report, format: Format, dest: &Dest, stamp: &
     }
 }
 
-fn build(config: &Config, view: &View<'_>, why: Why) -> Result<Report, Failure> {
+fn build(
+    config: &Config,
+    view: &View<'_>,
+    why: Why,
+    emfile: EmfileStats,
+) -> Result<Report, Failure> {
     // The thread's own view: the process's leader may have exited already (its /proc/PID/fd
     // is then empty) while this thread still has the table.
     let target = Target::open(view.tid)?;
@@ -150,6 +164,7 @@ fn build(config: &Config, view: &View<'_>, why: Why) -> Result<Report, Failure> 
         limit: target.limit()?,
         suppressed: listed - rows.len(),
         missed_closes: view.table.missed_closes + stale,
+        emfile,
         ..Report::default()
     };
     report.fill(&rows, |key| view.stacks.frames(key));

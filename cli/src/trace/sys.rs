@@ -8,6 +8,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The registers of a stopped thread.
 pub type Regs = libc::user_regs_struct;
@@ -259,16 +260,24 @@ extern "C" fn tick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void
 pub fn take_requests_on(sig: i32) {
     handle(sig, note_request);
     handle(libc::SIGALRM, tick);
-    let second = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
+    wake_within(Duration::from_secs(1));
+}
+
+/// Makes the wait loop wake within `d` (at least a microsecond), then every second again.
+pub fn wake_within(d: Duration) {
+    let d = d.clamp(Duration::from_micros(1), Duration::from_secs(1));
+    let timer = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_usec: d.subsec_micros() as libc::suseconds_t,
+        },
     };
-    let every = libc::itimerval {
-        it_interval: second,
-        it_value: second,
-    };
-    // SAFETY: setitimer reads `every`; no old value is asked for.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &every, std::ptr::null_mut()) };
+    // SAFETY: setitimer reads `timer`; no old value is asked for.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
 }
 
 /// The report requests received since the last call: each a request's value (`u64::MAX` for

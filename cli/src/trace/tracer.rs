@@ -22,7 +22,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::calls::{self, AtEntry, Change, Cloexec, Syscall, Yields};
 use super::interned::Interned;
@@ -39,6 +39,8 @@ type Files = Rc<RefCell<Table>>;
 #[derive(Clone, Copy)]
 struct Pending {
     call: Call,
+    /// The call's first argument (an accept's listener).
+    arg0: u64,
     cloexec: bool,
     yields: Yields,
     stack: Option<StackKey>,
@@ -69,8 +71,10 @@ pub trait Watch {
     fn exiting(&mut self, view: View<'_>);
     /// A report was asked (`fdguard report`): the request's value (`u64::MAX`: none).
     fn asked(&mut self, request: u64, view: View<'_>);
-    /// A creation returned `result` (an fd or 0, or -errno); its fds are in the table.
-    fn created(&mut self, call: Call, result: i64, view: View<'_>);
+    /// A creation (its first argument `arg0`) returned `result` (an fd or 0, or -errno); its
+    /// fds are in the table. Returns how long to hold the thread before the call returns
+    /// (none: at once): the accept guard's backoff.
+    fn created(&mut self, call: Call, arg0: u64, result: i64, view: View<'_>) -> Option<Duration>;
 }
 
 /// How the program's first process ended: what fdguard's own end is.
@@ -95,6 +99,8 @@ pub struct Tracer {
     /// an exec makes a new one.
     images: HashMap<i32, Rc<Stacks>>,
     stacks: Interned,
+    /// Threads held at a call's exit stop (the accept guard), each until its time.
+    held: Vec<(i32, Instant)>,
 }
 
 impl Tracer {
@@ -122,6 +128,7 @@ impl Tracer {
             depth,
             images: HashMap::new(),
             stacks: Interned::default(),
+            held: Vec::new(),
         }
     }
 
@@ -156,6 +163,7 @@ impl Tracer {
             for request in sys::requests() {
                 self.with_view(|view| watch.asked(request, view));
             }
+            self.release_due();
             let (tid, status) = match sys::wait_any() {
                 Ok(stop) => stop,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -180,7 +188,25 @@ impl Tracer {
         (self, end)
     }
 
+    /// Restarts the held threads whose time has come; the timer wakes the wait for the next.
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        self.held.retain(|(tid, until)| {
+            let due = *until <= now;
+            if due {
+                sys::cont(*tid, 0);
+            }
+            !due
+        });
+        if let Some(next) = self.held.iter().map(|(_, until)| *until).min() {
+            sys::wake_within(next.saturating_duration_since(now));
+        }
+    }
+
     fn stopped(&mut self, tid: i32, status: i32, watch: &mut impl Watch) {
+        // A held thread stops again only when something ended its hold (SIGKILL, the
+        // process's exit): it is not restarted a second time.
+        self.held.retain(|(held, _)| *held != tid);
         if !self.tasks.contains_key(&tid) {
             self.early.insert(tid, status);
             return;
@@ -235,6 +261,7 @@ impl Tracer {
                 let stack = image.map(|image| self.stacks.key(image, image.capture(tid, &regs)));
                 task.pending = Some(Pending {
                     call: c.call,
+                    arg0: call.args[0],
                     cloexec,
                     yields: c.yields,
                     stack,
@@ -272,20 +299,29 @@ impl Tracer {
             table.insert(fd, entry);
         }
         drop(table);
-        if task.tgid == self.main {
-            let table = task.files.borrow();
-            watch.created(
-                p.call,
-                result,
-                View {
-                    tid,
-                    tgid: self.main,
-                    table: &table,
-                    stacks: &self.stacks,
-                },
-            );
+        let hold = (task.tgid == self.main)
+            .then(|| {
+                let table = task.files.borrow();
+                watch.created(
+                    p.call,
+                    p.arg0,
+                    result,
+                    View {
+                        tid,
+                        tgid: self.main,
+                        table: &table,
+                        stacks: &self.stacks,
+                    },
+                )
+            })
+            .flatten();
+        match hold {
+            Some(d) => {
+                self.held.push((tid, Instant::now() + d));
+                self.release_due();
+            }
+            None => sys::cont(tid, 0),
         }
-        sys::cont(tid, 0);
     }
 
     /// A fork, vfork or clone: the new task's table is the creator's (shared) or a copy.

@@ -1,14 +1,18 @@
 //! When a traced program gets a report, as under the library: asked for (`fdguard report`),
 //! its open fds reaching `FDGUARD_THRESHOLD` percent of its soft limit, a creation failing with
-//! EMFILE or ENFILE (at most once per `FDGUARD_EMFILE_INTERVAL`), and its exit. Policy here,
-//! pure and unit-tested; the reports themselves are `report`'s.
+//! EMFILE or ENFILE (at most once per `FDGUARD_EMFILE_INTERVAL`), and its exit; and the accept
+//! guard's holds (`guard`). Policy here, pure and unit-tested; the reports themselves are
+//! `report`'s.
 
 use std::time::{Duration, Instant};
 
+use fdguard_core::accept_lines::{LineContext, Notice, render};
 use fdguard_core::call::Call;
 use fdguard_core::config::Config;
+use fdguard_core::report::EmfileStats;
 use fdguard_core::request::Request;
 
+use super::guard::AcceptGuard;
 use super::report::{self, Dest, Why};
 use super::tracer::{View, Watch};
 use crate::target::Target;
@@ -73,6 +77,7 @@ pub struct Triggers<'a> {
     pub leaked: bool,
     threshold: Threshold,
     emfile: Emfile,
+    guard: AcceptGuard,
     /// The soft limit and when it was read.
     soft: Option<(u64, Instant)>,
 }
@@ -85,6 +90,7 @@ impl<'a> Triggers<'a> {
             leaked: false,
             threshold: Threshold::default(),
             emfile: Emfile::default(),
+            guard: AcceptGuard::new(config.emfile, config.backoff_max_ms),
             soft: None,
         }
     }
@@ -101,6 +107,7 @@ impl<'a> Triggers<'a> {
 
     fn report(&self, view: &View<'_>, why: Why) {
         let config = self.config;
+        let emfile = self.emfile_stats();
         report::now(
             config,
             view,
@@ -108,14 +115,43 @@ impl<'a> Triggers<'a> {
             config.format,
             &Dest::Configured,
             self.stamp,
+            emfile,
         );
+    }
+
+    /// The reports' `emfile`: the accept guard's totals.
+    fn emfile_stats(&self) -> EmfileStats {
+        let t = self.guard.totals();
+        EmfileStats {
+            accept_failures: t.failures,
+            paused_ms: t.paused_ns / 1_000_000,
+            shed: t.shed,
+        }
+    }
+
+    /// The accept guard's line for the operator, on stderr, as the library says it.
+    fn say(&mut self, line: &Notice, view: &View<'_>) {
+        let addr = listener_address(view.tid, line.fd);
+        // Read now: the limit at the failure, not the one cached up to a second ago.
+        self.soft = None;
+        let open = self
+            .soft_limit(view.tid)
+            .map(|soft| (view.table.len(), soft));
+        let context = LineContext {
+            addr: addr.as_deref(),
+            open,
+            reserve: false,
+            mode: self.guard.mode(),
+            backoff_max_ms: self.guard.max_ms(),
+        };
+        eprintln!("{}", render(line, &context));
     }
 }
 
 impl Watch for Triggers<'_> {
     fn exiting(&mut self, view: View<'_>) {
         if self.config.at_exit || self.config.leak_exitcode.is_some() {
-            self.leaked = report::at_exit(self.config, &view, self.stamp);
+            self.leaked = report::at_exit(self.config, &view, self.stamp, self.emfile_stats());
         }
     }
 
@@ -133,32 +169,75 @@ impl Watch for Triggers<'_> {
             // A plain signal: where and as the options say.
             None => (config.format, Dest::Configured),
         };
-        report::now(config, &view, Why::Signal, format, &dest, self.stamp);
+        let emfile = self.emfile_stats();
+        report::now(
+            config,
+            &view,
+            Why::Signal,
+            format,
+            &dest,
+            self.stamp,
+            emfile,
+        );
     }
 
-    fn created(&mut self, call: Call, result: i64, view: View<'_>) {
+    fn created(&mut self, call: Call, arg0: u64, result: i64, view: View<'_>) -> Option<Duration> {
+        let now = Instant::now();
+        let accept = matches!(call, Call::Accept | Call::Accept4);
+        let listener = arg0 as i32;
         let errno = (-result) as i32;
         if result < 0 && (errno == libc::EMFILE || errno == libc::ENFILE) {
             let interval = Duration::from_secs(self.config.emfile_interval_s);
-            if self.emfile.failed(interval, Instant::now()) {
+            let reported = self.emfile.failed(interval, now);
+            let mut hold = None;
+            if accept {
+                let blocking = !is_nonblocking(view.tid, listener);
+                let verdict = self.guard.failed(listener, errno, blocking, reported, now);
+                if let Some(line) = verdict.line {
+                    self.say(&line, &view);
+                }
+                hold = verdict.hold;
+            }
+            if reported {
                 self.report(&view, Why::Emfile { call, errno });
             }
-            return;
+            return hold;
         }
         if result < 0 {
-            return;
+            return None;
         }
         self.emfile.succeeded();
-        let Some(soft) = self.soft_limit(view.tid) else {
-            return;
-        };
+        if accept && let Some(line) = self.guard.succeeded(listener, now) {
+            self.say(&line, &view);
+        }
+        let soft = self.soft_limit(view.tid)?;
         if self
             .threshold
             .crossed(self.config.threshold, view.table.len(), soft)
         {
             self.report(&view, Why::Threshold);
         }
+        None
     }
+}
+
+/// The local address of socket `fd` of thread `tid` (`0.0.0.0:8080`), if it can be read.
+fn listener_address(tid: i32, fd: i32) -> Option<String> {
+    let process = procfs::process::Process::new(tid).ok()?;
+    let dir = crate::os::FdDir::open(tid).ok()?;
+    let fds = crate::fds::read_fds(&process, &dir).ok()?;
+    fds.into_iter().find(|e| e.fd == fd)?.socket?.desc.local
+}
+
+/// Whether fd `fd` of thread `tid` is nonblocking (`/proc/TID/fdinfo`); false if unknown.
+fn is_nonblocking(tid: i32, fd: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            u32::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & libc::O_NONBLOCK as u32 != 0)
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct Server {
     pub log: PathBuf,
     pub err: PathBuf,
     pub port: u16,
+    /// Under `fdguard run`'s tracer (`start_traced`): the program's pid, the tracer's child.
+    traced: Option<u32>,
 }
 
 impl Server {
@@ -40,8 +42,6 @@ impl Server {
         dir: &Path,
         fdguard: Option<&[(&str, &str)]>,
     ) -> Server {
-        let log = dir.join("server.log");
-        let err = dir.join("server.err");
         let mut cmd = match fdguard {
             Some(vars) => {
                 let mut c = guarded(prog, &report_path(dir));
@@ -50,8 +50,23 @@ impl Server {
             }
             None => command(prog),
         };
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.args(args);
+        Server::spawn(cmd, dir, false)
+    }
+
+    /// Starts a static `prog` under `fdguard run`'s tracer, reports as JSON to the directory's
+    /// report file.
+    pub fn start_traced(prog: &Path, args: &[&str], dir: &Path) -> Server {
+        let report = report_path(dir);
+        let mut cmd = super::fdguard(&["run", "--json", "--report", report.to_str().unwrap()]);
+        cmd.arg("--").arg(prog).args(args);
+        Server::spawn(cmd, dir, true)
+    }
+
+    fn spawn(mut cmd: Command, dir: &Path, traced: bool) -> Server {
+        let log = dir.join("server.log");
+        let err = dir.join("server.err");
+        cmd.stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(&err).unwrap());
         soft_limit(&mut cmd, 1024);
@@ -61,14 +76,34 @@ impl Server {
             log,
             err,
             port: 0,
+            traced: None,
         };
         let line = s.wait_for("port ", 0, Duration::from_secs(10));
         s.port = line[5..].trim().parse().unwrap();
+        if traced {
+            let children = proc_children(s.child.id());
+            assert_eq!(
+                children.len(),
+                1,
+                "the tracer runs one program: {children:?}"
+            );
+            s.traced = Some(children[0]);
+        }
         s
     }
 
+    /// The server's pid (under the tracer, the program's).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.traced.unwrap_or(self.child.id())
+    }
+
+    /// Asks for a report where the server writes them: SIGUSR2 to a server with the library, the
+    /// tracer's request signal to the tracer of a traced one.
+    pub fn ask_report(&self) {
+        match self.traced {
+            Some(_) => super::kill(self.child.id(), libc::SIGRTMAX()),
+            None => super::kill(self.pid(), libc::SIGUSR2),
+        }
     }
 
     pub fn log_len(&self) -> u64 {
@@ -107,9 +142,13 @@ impl Server {
             .count()
     }
 
-    /// User + system CPU time so far.
+    /// User + system CPU time so far (under the tracer, the tracer's too: it is the cost of
+    /// tracing).
     pub fn cpu(&self) -> Duration {
-        cpu_time(self.pid())
+        let tracer = self
+            .traced
+            .map_or(Duration::ZERO, |_| cpu_time(self.child.id()));
+        cpu_time(self.pid()) + tracer
     }
 
     /// Lowers the server's limit so that `ROOM` more fds fit: accept fails with EMFILE once
