@@ -187,4 +187,23 @@ fn go_leaks_name_the_main_function_that_made_them() {
             "fd {fd} leaked, not in the exit report: {exit}"
         );
     }
+    // The command's other readers take a traced program's reports as any other.
+    let exit_path = dir.join("exit.json");
+    let folded = succeeds(fdguard(&[
+        "flamegraph",
+        "--folded",
+        exit_path.to_str().unwrap(),
+    ]));
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains(";main.fetchStatus;") && l.ends_with(&format!(" {LEAKS}"))),
+        "{folded}"
+    );
+    let diff = succeeds(fdguard(&[
+        "diff",
+        exit_path.to_str().unwrap(),
+        exit_path.to_str().unwrap(),
+    ]));
+    assert!(diff.contains("no stack changed"), "{diff}");
 }
