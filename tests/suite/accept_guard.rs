@@ -106,7 +106,7 @@ fn scenario(
     s.squeeze();
     let from = s.log_len();
     let mut holders: Vec<TcpStream> = (0..HOLDERS).map(|_| connect(s.port)).collect();
-    s.wait_for("accept:", from, Duration::from_secs(5));
+    s.wait_for("accept:", from, Duration::from_secs(20));
     std::thread::sleep(SETTLE);
     let mut f = until(what, || measure_window(s, &mut echoes, window), holds);
     f.spare = spare;
