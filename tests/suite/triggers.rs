@@ -33,27 +33,52 @@ fn limited(prog: &Path, report: &Path, soft: u32, hard: u32, args: &[&str]) -> S
     Stepper::spawn(cmd, report)
 }
 
+/// The same, a static program under `fdguard run`'s tracer.
+fn limited_traced(prog: &Path, report: &Path, soft: u32, hard: u32, args: &[&str]) -> Stepper {
+    let mut cmd = command("prlimit");
+    cmd.arg(format!("--nofile={soft}:{hard}"))
+        .arg("--")
+        .arg(cli_path())
+        .args(["run", "--json", "--report"])
+        .arg(report)
+        .arg("--")
+        .arg(prog)
+        .args(args);
+    Stepper::spawn(cmd, report)
+}
+
 #[test]
 fn threshold_reports_once_per_crossing_and_again_after_falling_back() {
     let dir = scratch("threshold");
     let prog = build_c("threshold", &dir, &["-O1", "-g"]);
-    let report = report_path(&dir);
-    // 80% of 256 is 204.8: the 205th open fd crosses; re-armed below 70% (179).
-    let mut s = limited(&prog, &report, 256, 256, &["220", "150"]);
+    crossings(limited, &prog, &report_path(&dir));
+}
+
+/// The same for a static program under the tracer.
+#[test]
+fn a_traced_program_gets_the_same_threshold_reports() {
+    let dir = scratch("threshold-traced");
+    let prog = build_c("threshold", &dir, &["-O1", "-g", "-static"]);
+    crossings(limited_traced, &prog, &report_path(&dir));
+}
+
+/// 80% of 256 is 204.8: the 205th open fd crosses; re-armed below 70% (179).
+fn crossings(start: fn(&Path, &Path, u32, u32, &[&str]) -> Stepper, prog: &Path, report: &Path) {
+    let mut s = start(prog, report, 256, 256, &["220", "150"]);
     assert_eq!(s.next_checkpoint().unwrap().0, "high");
-    wait_reports(&report, 1, REPORT_WAIT);
-    let r = settle(&report);
+    wait_reports(report, 1, REPORT_WAIT);
+    let r = settle(report);
     assert_eq!(with_reason(&r, "threshold"), 1, "one report per crossing");
     let first = &r[0];
     assert_eq!(first["limit"]["soft"], 256);
     assert!(first["open"].as_u64().unwrap() >= 205, "{}", first["open"]);
     s.resume();
     assert_eq!(s.next_checkpoint().unwrap().0, "low");
-    assert_eq!(with_reason(&settle(&report), "threshold"), 1);
+    assert_eq!(with_reason(&settle(report), "threshold"), 1);
     s.resume();
     assert_eq!(s.next_checkpoint().unwrap().0, "high-again");
-    wait_reports(&report, 2, REPORT_WAIT);
-    assert_eq!(with_reason(&settle(&report), "threshold"), 2);
+    wait_reports(report, 2, REPORT_WAIT);
+    assert_eq!(with_reason(&settle(report), "threshold"), 2);
     s.resume();
     assert!(s.finish().status.success());
 }
