@@ -3,10 +3,11 @@
 //! (ptrace, with a seccomp filter that stops it only on the system calls that create or
 //! release fds), which keeps its fd table and makes the library's reports from it.
 //!
-//! Layers: `mod` (start, end) → `tracer` (the wait loop) → `calls` and `table` (pure: what a
-//! call does to a table), `report` (the exit report, through fdguard-core), `seccomp` (the
-//! filter), `stack` (creation stacks: captured at a call's entry, named at report time);
-//! `sys` holds every `unsafe` call of the tracer's.
+//! Layers: `mod` (start, end) → `tracer` (the wait loop, which tells a `Watch` what happens)
+//! → `calls` and `table` (pure: what a call does to a table), `interned` and `stack` (creation
+//! stacks: captured at a call's entry, named at report time); `triggers` (the `Watch`: when a
+//! report is due, and `guard`, the accept guard's holds) → `report` (through fdguard-core);
+//! `seccomp` (the filter); `sys` holds every `unsafe` call of the tracer's.
 //!
 //! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
 //! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
@@ -58,7 +59,7 @@ const FORWARDED: &[i32] = &[
 /// The options given that the tracer does not honour, as the user wrote them: its report
 /// requests come on its own signal (`request::tracer_signal`), it captures no stack at a close,
 /// and it does not raise the program's limit.
-fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
+fn not_applied(o: &GuardOptions) -> Vec<&'static str> {
     [
         (o.signal.is_some(), "--signal"),
         (o.close_stacks, "--close-stacks"),
@@ -69,12 +70,11 @@ fn not_yet(o: &GuardOptions) -> Vec<&'static str> {
     .collect()
 }
 
-/// `GODEBUG` for a Go program: the user's, with `tracebackancestors=N` so that a goroutine
+/// `GODEBUG` for a program (`go`: a Go program): the user's, with `tracebackancestors=N` so that a goroutine
 /// keeps where its ancestors were created (a socket net/http's dial goroutine makes is then
 /// named after the code that called `http.Get`); `None` for other programs, with 0 ancestors,
 /// or when the user's `GODEBUG` already says.
-fn go_debug(path: &Path, ancestors: u8, user: Option<String>) -> Option<String> {
-    let go = fdguard_core::program::Program::examine(path).is_ok_and(|p| p.is_go());
+fn go_debug(go: bool, ancestors: u8, user: Option<String>) -> Option<String> {
     let user = user.filter(|u| !u.is_empty());
     if !go
         || ancestors == 0
@@ -95,7 +95,7 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     for w in warnings {
         eprintln!("{w}");
     }
-    let ignored = not_yet(options);
+    let ignored = not_applied(options);
     if !ignored.is_empty() {
         eprintln!(
             "fdguard: not for a traced program, ignored: {}",
@@ -120,7 +120,8 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     for (name, value) in options.variables() {
         sys::set_env(name, &value);
     }
-    if let Some(godebug) = go_debug(path, config.go_ancestors, std::env::var("GODEBUG").ok()) {
+    let go = fdguard_core::program::Program::examine(path).is_ok_and(|p| p.is_go());
+    if let Some(godebug) = go_debug(go, config.go_ancestors, std::env::var("GODEBUG").ok()) {
         sys::set_env("GODEBUG", &godebug);
     }
     let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
@@ -163,14 +164,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_not_honoured_yet_are_named() {
-        assert!(not_yet(&GuardOptions::default()).is_empty());
+    fn go_programs_keep_their_goroutines_ancestors() {
+        let ours = Some("tracebackancestors=5".to_string());
+        assert_eq!(go_debug(true, 5, None), ours);
+        assert_eq!(go_debug(true, 5, Some(String::new())), ours);
+        assert_eq!(
+            go_debug(true, 5, Some("madvdontneed=1".into())).as_deref(),
+            Some("madvdontneed=1,tracebackancestors=5")
+        );
+        assert_eq!(go_debug(true, 5, Some("tracebackancestors=2".into())), None);
+        assert_eq!(go_debug(true, 0, None), None);
+        assert_eq!(go_debug(false, 5, None), None);
+    }
+
+    #[test]
+    fn options_that_do_not_apply_are_named() {
+        assert!(not_applied(&GuardOptions::default()).is_empty());
         let o = GuardOptions {
             at_exit: true,
             close_stacks: true,
             raise_nofile: true,
             ..Default::default()
         };
-        assert_eq!(not_yet(&o), ["--close-stacks", "--raise-nofile"]);
+        assert_eq!(not_applied(&o), ["--close-stacks", "--raise-nofile"]);
     }
 }
