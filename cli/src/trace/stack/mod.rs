@@ -191,6 +191,7 @@ impl Stacks {
                     self.push(&mut out, *pc, bias, positions);
                 }
                 without_goexit(&mut out);
+                without_syscall_stubs(&mut out);
                 for site in &c.created_by {
                     self.creation(&mut out, table, site, bias);
                 }
@@ -273,6 +274,31 @@ fn without_goexit(frames: &mut Vec<Frame>) {
         .is_some_and(|f| f.function.as_deref() == Some("runtime.goexit"))
     {
         frames.pop();
+    }
+}
+
+/// Go's system call stubs, which every traced call goes through (`syscall.Syscall6`,
+/// `syscall.RawSyscall`, the runtime's assembly entry).
+const SYSCALL_STUBS: [&str; 5] = [
+    "runtime/internal/syscall.",
+    "internal/runtime/syscall.",
+    "syscall.Syscall",
+    "syscall.RawSyscall",
+    "syscall.rawSyscall",
+];
+
+/// Leaves out the leading frames of Go's system call stubs, as the library leaves out libc's
+/// wrappers: a stack starts at the call the program made (`syscall.openat`, `syscall.socket`).
+/// Never every frame.
+fn without_syscall_stubs(frames: &mut Vec<Frame>) {
+    let stub = |f: &Frame| {
+        f.function
+            .as_deref()
+            .is_some_and(|name| SYSCALL_STUBS.iter().any(|s| name.starts_with(s)))
+    };
+    let leading = frames.iter().take_while(|f| stub(f)).count();
+    if leading < frames.len() {
+        frames.drain(..leading);
     }
 }
 
