@@ -42,6 +42,7 @@ mod attach_dlopen;
 mod calls;
 mod cli_attach;
 mod cli_inspect;
+mod cli_limits;
 mod cli_report;
 mod cli_run;
 mod config;
