@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use fdguard_core::escape::push_line;
-use fdguard_core::program::Runtime;
+use fdguard_core::program::{Runtime, calls_select};
 use fdguard_core::report::Limit;
 use fdguard_core::schema::Schema;
 
@@ -188,6 +188,8 @@ pub struct Limits {
     /// The runtime raises its soft limit to the hard one at start (Go 1.19 and later, HotSpot
     /// with `MaxFDLimit`, on by default): its hard limit is what counts.
     pub raises_soft: bool,
+    /// Its executable calls `select()` (`fdguard_core::program::calls_select`).
+    pub calls_select: bool,
     /// What matters about the values themselves, in words.
     pub notes: Vec<String>,
     /// The commands that change the limit: now, and for the next start.
@@ -352,10 +354,15 @@ pub fn value_notes(l: &Limits, effective: Option<u64>) -> Vec<String> {
         ));
     }
     if effective.is_none_or(|s| s > FD_SETSIZE) && l.runtime != Runtime::Go {
+        let who = if l.calls_select {
+            "its executable calls select(), which"
+        } else {
+            "code that uses select()"
+        };
         notes.push(format!(
-            "above {FD_SETSIZE} (FD_SETSIZE): code that uses select() breaks on an fd >= \
-             {FD_SETSIZE} (memory past its fd_set is overwritten, or a fortified build \
-             aborts); poll or epoll have no such bound"
+            "above {FD_SETSIZE} (FD_SETSIZE): {who} breaks on an fd >= {FD_SETSIZE} (memory \
+             past its fd_set is overwritten, or a fortified build aborts); poll or epoll \
+             have no such bound"
         ));
     }
     let hard = l.limit.hard;
@@ -476,6 +483,7 @@ pub fn examine(pid: i32) -> Result<Limits, Failure> {
         chain,
         runtime,
         raises_soft: matches!(runtime, Runtime::Go | Runtime::Jvm),
+        calls_select: calls_select(&PathBuf::from(format!("/proc/{pid}/exe"))),
         notes: Vec::new(),
         fix: Vec::new(),
     };
@@ -726,6 +734,7 @@ mod tests {
             container: None,
             runtime,
             raises_soft: matches!(runtime, Runtime::Go | Runtime::Jvm),
+            calls_select: false,
             notes: Vec::new(),
             fix: Vec::new(),
         }
@@ -739,9 +748,19 @@ mod tests {
         assert!(notes[0].contains("below the hard one"));
         let l = limits(Some(1073741816), Some(1073741816), Runtime::Native);
         let notes = value_notes(&l, l.limit.soft);
-        assert!(notes.iter().any(|n| n.contains("select()")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("code that uses select()")),
+            "{notes:?}"
+        );
         assert!(
             notes.iter().any(|n| n.contains("1,073,741,816")),
+            "{notes:?}"
+        );
+        let mut l = limits(Some(4096), Some(4096), Runtime::Native);
+        l.calls_select = true;
+        let notes = value_notes(&l, l.limit.soft);
+        assert!(
+            notes[0].contains("its executable calls select(), which breaks"),
             "{notes:?}"
         );
         let l = limits(Some(1024), Some(4096), Runtime::Go);
