@@ -457,6 +457,17 @@ pub fn fixes(l: &Limits) -> Vec<String> {
     fix
 }
 
+/// Whether the runtime raises its soft limit to the hard one at start: Go 1.19 and later
+/// always (its os package, for its children it puts the original back), HotSpot unless its
+/// command line turns `MaxFDLimit` off.
+pub fn raises_own_soft(runtime: Runtime, cmdline: &[String]) -> bool {
+    match runtime {
+        Runtime::Go => true,
+        Runtime::Jvm => !cmdline.iter().any(|a| a == "-XX:-MaxFDLimit"),
+        _ => false,
+    }
+}
+
 /// Everything about `pid`'s limit.
 pub fn examine(pid: i32) -> Result<Limits, Failure> {
     let chain = chain_of(pid)?;
@@ -482,7 +493,7 @@ pub fn examine(pid: i32) -> Result<Limits, Failure> {
         origin,
         chain,
         runtime,
-        raises_soft: matches!(runtime, Runtime::Go | Runtime::Jvm),
+        raises_soft: raises_own_soft(runtime, &target.cmdline()),
         calls_select: calls_select(&PathBuf::from(format!("/proc/{pid}/exe"))),
         notes: Vec::new(),
         fix: Vec::new(),
@@ -713,6 +724,21 @@ mod tests {
         assert_eq!(minfds("[supervisord]\nnodaemon=true\n"), 1024);
     }
 
+    #[test]
+    fn runtimes_that_raise_their_own_soft_limit() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(raises_own_soft(Runtime::Go, &[]));
+        assert!(raises_own_soft(
+            Runtime::Jvm,
+            &args(&["java", "-jar", "a.jar"])
+        ));
+        assert!(!raises_own_soft(
+            Runtime::Jvm,
+            &args(&["java", "-XX:-MaxFDLimit", "-jar", "a.jar"])
+        ));
+        assert!(!raises_own_soft(Runtime::Python, &[]));
+    }
+
     fn limits(soft: Option<u64>, hard: Option<u64>, runtime: Runtime) -> Limits {
         let link = Link {
             pid: 7,
@@ -733,7 +759,7 @@ mod tests {
             supervisord: None,
             container: None,
             runtime,
-            raises_soft: matches!(runtime, Runtime::Go | Runtime::Jvm),
+            raises_soft: raises_own_soft(runtime, &[]),
             calls_select: false,
             notes: Vec::new(),
             fix: Vec::new(),

@@ -69,3 +69,32 @@ fn bad_input_is_one_line_and_status_2() {
     let err = fails_with(fdguard(&["limits", "0"]), 2);
     assert!(err.contains("not a process id"), "{err}");
 }
+
+/// A Go program (tests/go/leak_three_ways leaking nothing, waiting on stdin) started with
+/// 100:200: Go (1.19 and later) raises its soft limit to the hard one at start, so the program
+/// itself is where its limit was set, and `limits` says why.
+#[test]
+fn a_go_program_that_raised_its_own_soft_limit_is_its_own_origin() {
+    let dir = scratch("limits-go");
+    let prog = build_go("leak_three_ways", &dir, false);
+    let mut go = Proc::spawn(
+        command(require("prlimit"))
+            .arg("--nofile=100:200")
+            .arg(&prog)
+            .args(["127.0.0.1:1", "http://127.0.0.1:1/", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    assert_eq!(go.first_line(), "CHECKPOINT leaked\n");
+    let pid = go.id().to_string();
+    let j: Value = serde_json::from_str(&succeeds(fdguard(&["limits", "--json", &pid]))).unwrap();
+    assert_eq!(j["limit"]["soft"], 200, "{j}");
+    assert_eq!(j["limit"]["hard"], 200, "{j}");
+    assert_eq!(j["runtime"], "go");
+    assert_eq!(j["raises_soft"], true);
+    assert_eq!(j["origin"]["pid"], go.id(), "{j}");
+    assert_eq!(j["origin"]["how"], "set");
+    assert_eq!(j["chain"][1]["pid"], std::process::id());
+    let notes = j["notes"].to_string();
+    assert!(notes.contains("Go 1.19 and later"), "{notes}");
+}
