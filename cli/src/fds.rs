@@ -26,7 +26,7 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
             let facts = e.inode.and_then(|i| tables.get(i).cloned());
             let facts = facts.unwrap_or_else(|| SocketFacts {
                 desc: SocketDesc::unlisted(dir.socket_protocol(e.fd).as_deref()),
-                in_tables: false,
+                ..SocketFacts::default()
             });
             e.desc = describe_socket(&facts.desc);
             e.socket = Some(facts);

@@ -2,12 +2,13 @@
 //! report does, grouped, against the process's own limit. No preload, no injection.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use fdguard_core::escape::push_line;
 use fdguard_core::fdinfo::EpollWatch;
 use fdguard_core::kind::FdKind;
 use fdguard_core::program::Runtime;
-use fdguard_core::snapshot::{self, FdEntry, Group, ProgramFacts, Snapshot};
+use fdguard_core::snapshot::{self, CpuUse, FdEntry, Group, ProgramFacts, Snapshot, SocketFacts};
 
 use crate::fail::{Failure, Outcome};
 use crate::fds::read_fds;
@@ -29,13 +30,47 @@ pub fn snapshot(pid: i32) -> Result<Snapshot, Failure> {
             "pid {pid} has exited (a zombie its parent has not reaped): it has no fds"
         )));
     }
-    let read = read_snapshot(&target);
+    let mut read = read_snapshot(&target);
+    if let Ok(snap) = &mut read
+        && near_limit(snap)
+    {
+        snap.cpu = cpu_use(&target);
+    }
     if target.has_exited() {
         return Err(Failure::failed(format!(
             "pid {pid} exited while it was being read"
         )));
     }
     read
+}
+
+/// fds from the soft limit within which a process counts as at its limit: a server's accept
+/// fails with EMFILE once the lowest free number reaches it, and a few fds above the lowest
+/// free one (inherited, or fdguard's) do not change that.
+const NEAR: u64 = 4;
+/// How long the CPU use of a process at its limit is sampled.
+const CPU_WINDOW: Duration = Duration::from_millis(200);
+/// CPU use (percent of one core) from which a process at its limit with a listener is said to
+/// spin: a loop retrying a failing accept takes a whole core (a third of one measured here
+/// while other builds held both cores), a calm server next to nothing.
+const SPINNING: u32 = 25;
+
+fn near_limit(s: &Snapshot) -> bool {
+    s.limit
+        .soft
+        .is_some_and(|soft| s.open as u64 + NEAR >= soft)
+}
+
+/// The process's CPU use over `CPU_WINDOW`.
+fn cpu_use(target: &Target) -> Option<CpuUse> {
+    let (t0, before) = (Instant::now(), target.cpu_time()?);
+    std::thread::sleep(CPU_WINDOW);
+    let used = target.cpu_time()?.saturating_sub(before);
+    let window = t0.elapsed();
+    Some(CpuUse {
+        percent: (used.as_secs_f64() * 100.0 / window.as_secs_f64()).round() as u32,
+        window_ms: window.as_millis() as u32,
+    })
 }
 
 fn read_snapshot(target: &Target) -> Result<Snapshot, Failure> {
@@ -172,6 +207,9 @@ fn watches(w: &[EpollWatch], open: &[FdEntry]) -> String {
 
 fn fd_line(e: &FdEntry, all: &[FdEntry]) -> String {
     let mut line = format!("{:>8}  {:<9} {}", e.fd, e.kind.name(), e.desc);
+    if let Some(queue) = e.socket.as_ref().and_then(accept_queue) {
+        let _ = write!(line, "  {queue}");
+    }
     if !e.watches.is_empty() {
         line.push_str(&watches(&e.watches, all));
     } else if e.kind == FdKind::Epoll {
@@ -182,6 +220,75 @@ fn fd_line(e: &FdEntry, all: &[FdEntry]) -> String {
         let _ = write!(line, "  (also open here as fd {})", ends.join(", "));
     }
     line
+}
+
+/// `accept queue 129 of 128: full, the program is not accepting` for a listener whose queue
+/// holds connections (an empty one says nothing worth a word).
+fn accept_queue(s: &SocketFacts) -> Option<String> {
+    let queue = s.accept_queue.filter(|q| *q > 0)?;
+    let mut words = format!("accept queue {}", count(queue as usize));
+    if let Some(backlog) = s.backlog {
+        let _ = write!(words, " of {}", count(backlog as usize));
+    }
+    if s.accept_queue_full() {
+        words.push_str(": full, the program is not accepting");
+    }
+    Some(words)
+}
+
+/// Full listeners shown at the top, before the fd rows: at most this many.
+const FULL_SHOWN: usize = 5;
+
+/// What needs a look first: listeners whose accept queue is full, and the CPU use of a process
+/// at its limit, with what stops a spin.
+fn triage_lines(s: &Snapshot, lines: &mut Vec<String>) {
+    let full: Vec<&FdEntry> = s
+        .fds
+        .iter()
+        .filter(|e| {
+            e.socket
+                .as_ref()
+                .is_some_and(SocketFacts::accept_queue_full)
+        })
+        .collect();
+    for e in full.iter().take(FULL_SHOWN) {
+        let queue = e.socket.as_ref().and_then(accept_queue).unwrap_or_default();
+        lines.push(format!("listener fd {} ({}): {queue}", e.fd, e.desc));
+    }
+    if full.len() > FULL_SHOWN {
+        lines.push(format!(
+            "     ... and {} more full listeners",
+            full.len() - FULL_SHOWN
+        ));
+    }
+    let Some(cpu) = s.cpu else {
+        return;
+    };
+    let mut line = format!(
+        "cpu: {}% of a core over {} ms, at its limit",
+        cpu.percent, cpu.window_ms
+    );
+    let listens = s.summary.tcp_states.contains_key("LISTEN");
+    let guarded = matches!(s.fdguard_state.as_deref(), Some("preloaded" | "attached"));
+    if cpu.percent < SPINNING {
+        line.push_str(": not spinning");
+    } else if listens && !guarded {
+        line.push_str(": a loop retrying accept as it fails with EMFILE spins like this");
+        lines.push(line);
+        line = if s.program.is_static || s.program.go {
+            "       fdguard's library cannot be attached to it (static or Go); \
+             `fdguard run` starts it under fdguard's tracer, whose accept guard holds a \
+             failing accept instead"
+                .to_string()
+        } else {
+            format!(
+                "       `fdguard attach {}` stops the spin: its accept guard makes a failing \
+                 accept wait (5 ms doubling to 1 s) until an fd is free",
+                s.pid
+            )
+        };
+    }
+    lines.push(line);
 }
 
 /// The runtimes whose code a native stack does not name.
@@ -199,6 +306,7 @@ fn runtime_words(r: Runtime) -> Option<&'static str> {
 pub fn render_text(s: &Snapshot, all: bool) -> String {
     let mut lines = vec![headline(s.pid, &s.name, s.limit, s.open, &s.summary)];
     limit_lines(s, &mut lines);
+    triage_lines(s, &mut lines);
     if !s.cmdline.is_empty() {
         lines.push(format!("command: {}", cut(&s.cmdline.join(" "), 200)));
     }
@@ -280,6 +388,78 @@ pub fn render_text(s: &Snapshot, all: bool) -> String {
 mod tests {
     use super::*;
     use crate::summary::summarize;
+
+    fn listener(queue: u32, backlog: u32) -> FdEntry {
+        FdEntry {
+            fd: 3,
+            kind: FdKind::Socket,
+            desc: "tcp 0.0.0.0:80 LISTEN".into(),
+            socket: Some(SocketFacts {
+                desc: fdguard_core::sockdesc::SocketDesc {
+                    proto: "tcp".into(),
+                    tcp_state: Some("LISTEN".into()),
+                    ..Default::default()
+                },
+                in_tables: true,
+                accept_queue: Some(queue),
+                backlog: Some(backlog),
+            }),
+            ..FdEntry::default()
+        }
+    }
+
+    #[test]
+    fn a_full_accept_queue_and_a_spin_at_the_limit() {
+        let fds = vec![listener(129, 128)];
+        let mut s = Snapshot {
+            pid: 9,
+            open: 1021,
+            limit: fdguard_core::report::Limit {
+                soft: Some(1024),
+                hard: Some(1024),
+            },
+            summary: summarize(&fds),
+            cpu: Some(CpuUse {
+                percent: 98,
+                window_ms: 201,
+            }),
+            fds,
+            ..Snapshot::default()
+        };
+        assert!(near_limit(&s));
+        let text = render_text(&s, false);
+        for line in [
+            "listener fd 3 (tcp 0.0.0.0:80 LISTEN): accept queue 129 of 128: full, the \
+             program is not accepting",
+            "cpu: 98% of a core over 201 ms, at its limit: a loop retrying accept as it fails \
+             with EMFILE spins like this",
+            "       `fdguard attach 9` stops the spin: its accept guard makes a failing accept \
+             wait (5 ms doubling to 1 s) until an fd is free",
+            "       3  socket    tcp 0.0.0.0:80 LISTEN  accept queue 129 of 128: full, the \
+             program is not accepting",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        // Under fdguard already, or calm: no attach.
+        s.fdguard_state = Some("attached".into());
+        assert!(!render_text(&s, false).contains("stops the spin"));
+        s.fdguard_state = None;
+        s.cpu = Some(CpuUse {
+            percent: 0,
+            window_ms: 200,
+        });
+        assert!(render_text(&s, false).contains("at its limit: not spinning"));
+        // A queue with room: on its row only, without "full".
+        s.fds = vec![listener(3, 128)];
+        let text = render_text(&s, false);
+        assert!(
+            !text.contains("listener fd") && !text.contains("full"),
+            "{text}"
+        );
+        assert!(text.contains("LISTEN  accept queue 3 of 128\n"), "{text}");
+        s.open = 1000;
+        assert!(!near_limit(&s));
+    }
 
     /// A path, a program name and a command line chosen to forge lines and drive the terminal
     /// stay on their lines, escaped.

@@ -1,6 +1,6 @@
 //! `fdguard`: the command for the engineer who has a PID of a process running out of fds.
 //!
-//! `inspect` and `watch` read any process from `/proc` (no preload, so Go and static binaries
+//! `inspect`, `watch` and `limits` read any process from `/proc` (no preload, so Go and static binaries
 //! too); `run` starts a program under `libfdguard.so` (or its own tracer, for static and Go
 //! programs); `report` asks a process running under it
 //! for a report; `diff` and `flamegraph` read reports.
@@ -18,6 +18,7 @@ mod fail;
 mod fds;
 mod flame;
 mod inspect;
+mod limits;
 mod net;
 mod os;
 mod ptrace;
@@ -55,6 +56,16 @@ enum Command {
         /// List every fd in text (the first 50 otherwise)
         #[arg(long)]
         all: bool,
+    },
+    /// A process's fd limit and where it comes from: the ancestors that set it, its systemd
+    /// unit, supervisord, a container, a runtime that raises its own; the risks of the value
+    /// and how to change it now and for the next start
+    Limits {
+        /// The process id
+        pid: i32,
+        /// One JSON object: limit, chain (the process first), origin, unit, notes, fix, ...
+        #[arg(long)]
+        json: bool,
     },
     /// Run a program under libfdguard.so (found next to this command, or at $FDGUARD_LIB)
     Run(run::RunArgs),
@@ -109,6 +120,7 @@ fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Inspect { pid, json, all } => inspect::run(pid, json, all),
+        Command::Limits { pid, json } => limits::run(pid, json),
         Command::Run(args) => run::run(args),
         Command::Attach(args) => attach::attach(args),
         Command::Detach(args) => attach::detach(args),

@@ -47,18 +47,33 @@ fn facts(
             tcp_state: tcp_state.map(Into::into),
         },
         in_tables,
+        ..SocketFacts::default()
     }
 }
 
-fn tcp_facts(proto: &str, e: &TcpNetEntry) -> SocketFacts {
+/// A TCP socket's facts; a listener's accept queue from the diagnostics (`queues`), or
+/// without them (another network namespace) from the table, whose `rx_queue` of a listener
+/// is its accept queue's length too (its `tx_queue` is not the backlog: only the
+/// diagnostics give that).
+fn tcp_facts(proto: &str, e: &TcpNetEntry, queues: &HashMap<u64, (u32, u32)>) -> SocketFacts {
     let state = tcp_state_name(e.state.to_u8());
-    let remote = if state == Some("LISTEN") {
+    let listening = state == Some("LISTEN");
+    let remote = if listening {
         None
     } else {
         peer(&e.remote_address)
     };
     let ends = (Some(addr(&e.local_address)), remote);
-    facts(proto, "stream", ends, state, true)
+    let mut f = facts(proto, "stream", ends, state, true);
+    if listening {
+        let (queue, backlog) = match queues.get(&e.inode) {
+            Some((q, b)) => (*q, Some(*b)),
+            None => (e.rx_queue, None),
+        };
+        f.accept_queue = Some(queue);
+        f.backlog = backlog;
+    }
+    f
 }
 
 fn udp_facts(proto: &str, e: &UdpNetEntry) -> SocketFacts {
@@ -91,7 +106,8 @@ impl SocketTables {
         let mut t = SocketTables::default();
         for (proto, entries) in [("tcp", process.tcp()), ("tcp6", process.tcp6())] {
             for e in entries.unwrap_or_default().iter().filter(|e| e.inode != 0) {
-                t.by_inode.insert(e.inode, tcp_facts(proto, e));
+                let facts = tcp_facts(proto, e, &diag.listen_queues);
+                t.by_inode.insert(e.inode, facts);
             }
         }
         for (proto, entries) in [("udp", process.udp()), ("udp6", process.udp6())] {
@@ -149,6 +165,8 @@ const UDIAG_SHOW_PEER: u32 = 4;
 const UNIX_DIAG_PEER: u16 = 2;
 /// The diagnostics-only state of bound, inactive TCP sockets (Linux 6.10).
 const TCP_BOUND_INACTIVE: u32 = 13;
+/// `TCP_LISTEN` of include/net/tcp_states.h.
+const TCP_LISTEN: u32 = 10;
 
 /// A `SOCK_DIAG_BY_FAMILY` dump request with `body` (the family's request struct).
 fn diag_request(body: &[u8]) -> Vec<u8> {
@@ -172,12 +190,10 @@ fn unix_diag_request() -> Vec<u8> {
     diag_request(&b)
 }
 
-/// TCP sockets of `family` that are bound but neither listening nor connected (struct
-/// `inet_diag_req_v2`): what `/proc/net/tcp` leaves out, such as a socket whose `connect`
-/// failed after it was given a local port.
-fn bound_inactive_request(family: i32) -> Vec<u8> {
+/// TCP sockets of `family` in `state` (struct `inet_diag_req_v2`).
+fn tcp_request(family: i32, state: u32) -> Vec<u8> {
     let mut b = vec![family as u8, libc::IPPROTO_TCP as u8, 0, 0];
-    b.extend_from_slice(&(1u32 << TCP_BOUND_INACTIVE).to_ne_bytes());
+    b.extend_from_slice(&(1u32 << state).to_ne_bytes());
     b.extend_from_slice(&[0; 40]); // ports, addresses, interface
     b.extend_from_slice(&[0xff; 8]); // no cookie
     diag_request(&b)
@@ -229,13 +245,30 @@ fn parse_unix_diag(datagram: &[u8], peers: &mut HashMap<u64, u64>) {
     }
 }
 
-/// Adds the local address of each bound, inactive TCP socket of one answer datagram (struct
-/// `inet_diag_msg`) to `bound`, by inode.
+/// The answers (struct `inet_diag_msg`) of one datagram, with their inodes.
+fn inet_answers(datagram: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    messages(datagram)
+        .filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY)
+        .filter_map(|(_, msg)| Some((u64::from(u32_at(msg, 68)?), msg)))
+}
+
+/// Adds the accept queue and backlog of each listener of one answer datagram to `queues`,
+/// by inode: for a listener, the kernel's `idiag_rqueue` is the accept queue's length
+/// (`sk_ack_backlog`) and `idiag_wqueue` its bound, the backlog `listen` was given
+/// (`sk_max_ack_backlog`, at most `net.core.somaxconn`), as `ss -l` shows them.
+fn parse_listen_queues(datagram: &[u8], queues: &mut HashMap<u64, (u32, u32)>) {
+    for (inode, msg) in inet_answers(datagram) {
+        if let (Some(rqueue), Some(wqueue)) = (u32_at(msg, 56), u32_at(msg, 60)) {
+            queues.insert(inode, (rqueue, wqueue));
+        }
+    }
+}
+
+/// Adds the local address of each bound, inactive TCP socket of one answer datagram to
+/// `bound`, by inode.
 fn parse_bound_inactive(datagram: &[u8], bound: &mut HashMap<u64, String>) {
-    let answers = messages(datagram).filter(|(ty, _)| *ty == SOCK_DIAG_BY_FAMILY);
-    for msg in answers.map(|(_, msg)| msg) {
-        let (Some(family), Some(port), Some(inode)) = (msg.first(), msg.get(4..6), u32_at(msg, 68))
-        else {
+    for (inode, msg) in inet_answers(datagram) {
+        let (Some(family), Some(port)) = (msg.first(), msg.get(4..6)) else {
             continue;
         };
         let port = u16::from_be_bytes([port[0], port[1]]);
@@ -250,7 +283,7 @@ fn parse_bound_inactive(datagram: &[u8], bound: &mut HashMap<u64, String>) {
             _ => None,
         };
         if let Some(ip) = ip {
-            bound.insert(u64::from(inode), addr(&SocketAddr::new(ip, port)));
+            bound.insert(inode, addr(&SocketAddr::new(ip, port)));
         }
     }
 }
@@ -262,6 +295,8 @@ pub struct Diagnostics {
     pub unix_peers: HashMap<u64, u64>,
     /// The local address of a bound, inactive TCP socket, by inode.
     pub bound_tcp: HashMap<u64, String>,
+    /// A TCP listener's accept queue and backlog, by inode.
+    pub listen_queues: HashMap<u64, (u32, u32)>,
 }
 
 impl Diagnostics {
@@ -277,8 +312,11 @@ impl Diagnostics {
             parse_unix_diag(&datagram, &mut d.unix_peers);
         }
         for family in [libc::AF_INET, libc::AF_INET6] {
-            for datagram in dump(bound_inactive_request(family)) {
+            for datagram in dump(tcp_request(family, TCP_BOUND_INACTIVE)) {
                 parse_bound_inactive(&datagram, &mut d.bound_tcp);
+            }
+            for datagram in dump(tcp_request(family, TCP_LISTEN)) {
+                parse_listen_queues(&datagram, &mut d.listen_queues);
             }
         }
         d
@@ -328,6 +366,29 @@ mod tests {
         let _ = py.wait();
         let local = d.bound_tcp.get(&ino.parse().unwrap());
         assert_eq!(local, Some(&format!("127.0.0.1:{bound}")));
+    }
+
+    #[test]
+    fn finds_the_accept_queue_and_backlog_of_a_listener() {
+        // std listens with a backlog of 128 (at most net.core.somaxconn).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _clients: Vec<_> = (0..2)
+            .map(|_| std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap())
+            .collect();
+        let ino = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&l)
+            ))
+            .unwrap(),
+        );
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let queues = Diagnostics::of(std::process::id() as i32).listen_queues;
+        assert_eq!(queues.get(&ino), Some(&(2, somaxconn.min(128))));
     }
 
     #[test]

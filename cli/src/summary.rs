@@ -105,6 +105,7 @@ mod tests {
                     tcp_state: Some(state.into()),
                 },
                 in_tables: true,
+                ..SocketFacts::default()
             }),
             ..FdEntry::default()
         }

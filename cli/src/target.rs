@@ -199,6 +199,15 @@ impl Target {
         }
     }
 
+    /// User and system CPU time of all its threads so far (`/proc/PID/stat`).
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let s = self.process.stat().ok()?;
+        let ticks = s.utime + s.stime;
+        Some(std::time::Duration::from_secs_f64(
+            ticks as f64 / procfs::ticks_per_second() as f64,
+        ))
+    }
+
     /// What kind of program runs (static, Go...), from its executable.
     pub fn program(&self) -> Option<Program> {
         Program::examine(&PathBuf::from(format!("/proc/{}/exe", self.pid))).ok()

@@ -273,6 +273,7 @@ mod tests {
                 tcp_state: Some("ESTABLISHED".into()),
             },
             in_tables: true,
+            ..SocketFacts::default()
         });
         let k = [
             kernel(0, FdKind::Pty, "/dev/pts/0"),

@@ -79,6 +79,16 @@ pub fn defines_dynamic_symbol(file: &File, name: &str) -> bool {
     })
 }
 
+/// Whether the ELF file `file` imports any of the dynamic symbols `names` (undefined in it,
+/// taken from a library it needs).
+pub fn imports_dynamic_symbol(file: &File, names: &[&str]) -> bool {
+    let cache = ReadCache::new(file);
+    object::File::parse(&cache).is_ok_and(|f| {
+        f.dynamic_symbols()
+            .any(|s| s.is_undefined() && s.name().is_ok_and(|n| names.contains(&n)))
+    })
+}
+
 /// The value of the dynamic symbol `name` of the ELF file at `path` (its address relative to
 /// the load bias), and the virtual address of its first loadable segment (at file offset 0,
 /// so page-aligned), which the bias is computed from.

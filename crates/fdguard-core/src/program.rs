@@ -110,6 +110,15 @@ impl Program {
     }
 }
 
+/// True if the executable at `path` calls `select()` itself: it imports `select` or `pselect`,
+/// or glibc's `__fdelt_chk`, which a fortified `FD_SET` calls. `select()` cannot watch an fd
+/// of `FD_SETSIZE` (1024) or more, so such a program breaks once its fds go that high.
+/// Libraries it loads may call it too: false says nothing about them.
+pub fn calls_select(path: &Path) -> bool {
+    File::open(path)
+        .is_ok_and(|f| elf::imports_dynamic_symbol(&f, &["select", "pselect", "__fdelt_chk"]))
+}
+
 /// True if the program at `path` was built by the Go toolchain. Reads only section headers:
 /// the library asks this of every program it is loaded into.
 pub fn is_go_program(path: &Path) -> bool {
@@ -140,6 +149,14 @@ mod tests {
             }
         );
         assert!(!is_go_program(&exe));
+    }
+
+    #[test]
+    fn programs_that_call_select() {
+        // bash waits for input with select; this test binary never calls it.
+        assert!(calls_select(Path::new("/bin/bash")));
+        assert!(!calls_select(&std::env::current_exe().unwrap()));
+        assert!(!calls_select(Path::new("/nonexistent")));
     }
 
     #[test]

@@ -26,6 +26,23 @@ pub struct SocketFacts {
     /// Listed in a `/proc/PID/net` table: false for sockets lsof calls "can't identify
     /// protocol" (created, perhaps failed to connect, never closed).
     pub in_tables: bool,
+    /// A TCP listener's accept queue: connections the kernel completed that the program has
+    /// not accepted yet. Keys added within schema 1 (a reader of schema 1 ignores them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_queue: Option<u32>,
+    /// The listener's backlog, what the accept queue may hold (the kernel's socket
+    /// diagnostics; not known for another network namespace).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+}
+
+impl SocketFacts {
+    /// A listener whose accept queue has reached its backlog: the kernel drops new
+    /// connections' handshakes until the program accepts (Linux queues one more than the
+    /// backlog: `sk_acceptq_is_full`).
+    pub fn accept_queue_full(&self) -> bool {
+        matches!((self.accept_queue, self.backlog), (Some(q), Some(b)) if q >= b)
+    }
 }
 
 /// One open fd. `fd`, `kind` and `desc` are the report's keys and mean the same.
@@ -98,6 +115,16 @@ pub struct ProgramFacts {
     pub runtime: Runtime,
 }
 
+/// The process's CPU use over a short sample, taken when it is at or near its limit: a
+/// program that retries a failing `accept` spins at a whole core.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuUse {
+    /// User and system time of all its threads over the sample, in percent of one core.
+    pub percent: u32,
+    pub window_ms: u32,
+}
+
 /// Everything `inspect` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -122,6 +149,9 @@ pub struct Snapshot {
     /// How it is there: `preloaded`, `attached`, `detached` (loaded, inert), `dormant`
     /// (loaded by an attach that did not finish), `disabled` (`FDGUARD_DISABLE`).
     pub fdguard_state: Option<Word>,
+    /// Sampled only at or near the limit (a key added within schema 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUse>,
 }
 
 impl Snapshot {

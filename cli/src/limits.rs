@@ -1,0 +1,824 @@
+//! `fdguard limits PID`: the process's `RLIMIT_NOFILE` and where it comes from. Seed 001: a
+//! login shell showed a large `ulimit -n` while the server, started by supervisord started by
+//! systemd, had 1024, and only `/proc/PID/limits` told the truth. This walks the ancestors
+//! (`PPid` up to the top), names the nearest one whose limit differs from its parent's (where
+//! it was set), and adds what else sets or overrides it: the systemd unit, supervisord's
+//! `minfds`, a container's runtime, a runtime that raises its own soft limit; then the risks
+//! of the value itself and how to change it now and for the next start.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use fdguard_core::escape::push_line;
+use fdguard_core::program::{Runtime, calls_select};
+use fdguard_core::report::Limit;
+use fdguard_core::schema::Schema;
+
+use crate::fail::{Failure, Outcome};
+use crate::target::Target;
+use crate::units::count;
+
+/// `FD_SETSIZE`: `select()` cannot watch an fd at or above it (glibc writes past its
+/// `fd_set`, or aborts when fortified).
+const FD_SETSIZE: u64 = 1024;
+/// From this value on, a loop over every fd number (a `closefrom` fallback without
+/// `close_range`, a daemon closing "all" fds at start) takes seconds to minutes.
+const HUGE: u64 = 1 << 20;
+/// How long `systemctl show` may take before it counts as not answering.
+const SYSTEMCTL_WAIT: Duration = Duration::from_secs(3);
+/// The longest chain walked (a pid namespace nests at most 32 deep; processes, far less).
+const MAX_CHAIN: usize = 4096;
+
+/// One process of the chain, the process first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub pid: i32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub limit: Limit,
+}
+
+/// Where the limit was set.
+#[derive(Debug, Serialize)]
+pub struct Origin {
+    pub pid: i32,
+    pub comm: String,
+    /// `set`: its limit differs from its parent's, so it was set there (by the process itself,
+    /// by what started it between fork and exec, or by `prlimit`); `top`: every ancestor up to
+    /// the top of the chain has the same, so it is the top's (pid 1's, the kernel's default
+    /// 1024:4096 or what init set).
+    pub how: &'static str,
+}
+
+/// The index in `limits` (the process first) of the nearest process whose limit differs from
+/// its parent's: where it was set. The last one (the top) when none differs.
+pub fn origin_index(limits: &[Limit]) -> usize {
+    limits
+        .windows(2)
+        .position(|w| w[0] != w[1])
+        .unwrap_or(limits.len().saturating_sub(1))
+}
+
+/// The systemd unit a process runs in, from its `/proc/PID/cgroup`.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Unit {
+    pub name: String,
+    /// In a user's service manager (`systemctl --user`), not the system's.
+    pub user: bool,
+    /// `LimitNOFILESoft` and `LimitNOFILE` as `systemctl show` gives them; null when it did
+    /// not answer.
+    pub limit: Option<Limit>,
+    /// Why `limit` is null: `systemctl` missing, or its error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemctl: Option<String>,
+}
+
+/// The service a cgroup path names: the last `*.service` component of the unified hierarchy
+/// (`0::`), or of systemd's own v1 hierarchy (`name=systemd`). A login session's `.scope` is
+/// not a service: its limit comes from PAM (`limits.conf`), not from a unit.
+pub fn service_of(cgroup: &str) -> Option<(String, bool)> {
+    let path = |prefix: &str| {
+        cgroup
+            .lines()
+            .find_map(|l| l.split_once(prefix).map(|(_, p)| p.to_string()))
+    };
+    let path = path("0::").or_else(|| path(":name=systemd:"))?;
+    let parts: Vec<&str> = path.split('/').collect();
+    let at = parts.iter().rposition(|p| p.ends_with(".service"))?;
+    let user = parts[..at].iter().any(|p| p.starts_with("user@"));
+    Some((parts[at].to_string(), user))
+}
+
+/// `LimitNOFILESoft=1024` and `LimitNOFILE=524288` of `systemctl show`; `infinity` is none.
+pub fn parse_show(text: &str) -> Option<Limit> {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().parse::<u64>().ok())
+    };
+    Some(Limit {
+        soft: value("LimitNOFILESoft")?,
+        hard: value("LimitNOFILE")?,
+    })
+}
+
+/// supervisord in the chain, and the `minfds` its configuration sets.
+#[derive(Debug, Serialize)]
+pub struct Supervisord {
+    pub pid: i32,
+    /// The configuration file read, as supervisord names it; null if none could be read.
+    pub config: Option<String>,
+    /// `minfds` of its `[supervisord]` section (1024 when the file does not set it); null
+    /// when no file was read.
+    pub minfds: Option<u64>,
+}
+
+/// `-c FILE`, `-cFILE`, `--configuration FILE`, `--configuration=FILE` of supervisord's
+/// command line.
+pub fn supervisord_config(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-c" || a == "--configuration" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix("--configuration=") {
+            return Some(v.to_string());
+        }
+        if let Some(v) = a
+            .strip_prefix("-c")
+            .filter(|v| !v.is_empty() && !a.starts_with("--"))
+        {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+/// `minfds` of the `[supervisord]` section of an ini file (supervisord's default, 1024, when
+/// the section does not set it).
+pub fn minfds(conf: &str) -> u64 {
+    let mut in_section = false;
+    for line in conf.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[supervisord]";
+        } else if let Some((k, v)) = line.split_once(['=', ':']).filter(|_| in_section)
+            && k.trim() == "minfds"
+        {
+            let v = v.split([';', '#']).next().unwrap_or("").trim();
+            if let Ok(n) = v.parse() {
+                return n;
+            }
+        }
+    }
+    1024
+}
+
+/// True for supervisord's command line (run directly, or by its Python interpreter).
+fn is_supervisord(args: &[String]) -> bool {
+    args.iter()
+        .take(2)
+        .any(|a| a.rsplit('/').next().is_some_and(|n| n == "supervisord"))
+}
+
+/// The process is in a container (another pid namespace than some ancestor's).
+#[derive(Debug, Serialize)]
+pub struct Container {
+    /// The container's first process as this host sees it (pid 1 inside).
+    pub init: Link,
+    /// What started it: the container runtime's process (containerd-shim, conmon, ...).
+    pub runtime: Link,
+}
+
+/// Everything `limits` found.
+#[derive(Debug, Serialize)]
+pub struct Limits {
+    pub fdguard: Schema,
+    pub pid: i32,
+    pub limit: Limit,
+    pub chain: Vec<Link>,
+    pub origin: Origin,
+    pub unit: Option<Unit>,
+    pub supervisord: Option<Supervisord>,
+    pub container: Option<Container>,
+    /// The runtime its executable is (`go`, `jvm`, ...), see `program.runtime` of inspect.
+    pub runtime: Runtime,
+    /// The runtime raises its soft limit to the hard one at start (Go 1.19 and later, HotSpot
+    /// with `MaxFDLimit`, on by default): its hard limit is what counts.
+    pub raises_soft: bool,
+    /// Its executable calls `select()` (`fdguard_core::program::calls_select`).
+    pub calls_select: bool,
+    /// What matters about the values themselves, in words.
+    pub notes: Vec<String>,
+    /// The commands that change the limit: now, and for the next start.
+    pub fix: Vec<String>,
+}
+
+fn chain_of(pid: i32) -> Result<Vec<Link>, Failure> {
+    let first = Target::open(pid)?;
+    let mut chain = Vec::new();
+    let mut next = Some(first);
+    while let Some(t) = next.take() {
+        let is_first = chain.is_empty();
+        let (limit, stat) = match (t.limit(), t.process.stat()) {
+            (Ok(l), Ok(s)) => (l, s),
+            (Err(e), _) if is_first => return Err(e),
+            _ if is_first => return Err(Failure::bad_input(format!("no process with pid {pid}"))),
+            _ => break,
+        };
+        chain.push(Link {
+            pid: t.pid,
+            comm: stat.comm,
+            limit,
+        });
+        if stat.ppid > 0 && chain.len() < MAX_CHAIN {
+            next = Target::open(stat.ppid).ok();
+        }
+    }
+    Ok(chain)
+}
+
+/// Runs `systemctl show UNIT -p LimitNOFILE,LimitNOFILESoft`, waiting `SYSTEMCTL_WAIT` at most.
+fn systemctl_show(name: &str, user: bool) -> Result<Limit, String> {
+    let mut cmd = std::process::Command::new("systemctl");
+    if user {
+        cmd.arg("--user");
+    }
+    cmd.args(["show", name, "-p", "LimitNOFILE,LimitNOFILESoft"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("systemctl could not be run: {e}"))?;
+    let start = Instant::now();
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if start.elapsed() > SYSTEMCTL_WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "systemctl did not answer in {}s",
+                SYSTEMCTL_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match parse_show(&text).filter(|_| out.status.success()) {
+        Some(l) => Ok(l),
+        None => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let first = err.lines().next().unwrap_or("no LimitNOFILE in its answer");
+            Err(format!("systemctl did not answer: {first}"))
+        }
+    }
+}
+
+fn unit_of(pid: i32) -> Option<Unit> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let (name, user) = service_of(&cgroup)?;
+    let (limit, systemctl) = match systemctl_show(&name, user) {
+        Ok(l) => (Some(l), None),
+        Err(why) => (None, Some(why)),
+    };
+    Some(Unit {
+        name,
+        user,
+        limit,
+        systemctl,
+    })
+}
+
+/// The file supervisord reads: its `-c`, or the first of its default paths that exists
+/// (relative ones from its working directory), read through `/proc/PID/root` and `cwd`.
+fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
+    chain.iter().find_map(|l| {
+        let t = Target::open(l.pid).ok()?;
+        let args = t.cmdline();
+        if !is_supervisord(&args) {
+            return None;
+        }
+        let candidates: Vec<String> = match supervisord_config(&args) {
+            Some(c) => vec![c],
+            None => [
+                "supervisord.conf",
+                "etc/supervisord.conf",
+                "/etc/supervisord.conf",
+                "/etc/supervisor/supervisord.conf",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        let read = candidates.into_iter().find_map(|c| {
+            let file = match c.strip_prefix('/') {
+                Some(abs) => t.root().join(abs),
+                None => t.cwd().join(&c),
+            };
+            Some((c, std::fs::read_to_string(file).ok()?))
+        });
+        Some(Supervisord {
+            pid: l.pid,
+            minfds: read.as_ref().map(|(_, text)| minfds(text)),
+            config: read.map(|(c, _)| c),
+        })
+    })
+}
+
+fn pid_namespace(pid: i32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// The last process of the chain in the process's pid namespace, and the next one up, when
+/// there is one outside it.
+fn container_of(chain: &[Link]) -> Option<Container> {
+    let ns = pid_namespace(chain.first()?.pid)?;
+    let outside = chain
+        .iter()
+        .position(|l| pid_namespace(l.pid).is_some_and(|n| n != ns))?;
+    Some(Container {
+        init: chain[outside.checked_sub(1)?].clone(),
+        runtime: chain[outside].clone(),
+    })
+}
+
+fn show(v: Option<u64>) -> String {
+    v.map_or_else(|| "unlimited".to_string(), |n| count(n as usize))
+}
+
+fn spec(v: Option<u64>) -> String {
+    v.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
+/// What the values themselves mean for the program (`effective`: the soft limit it runs
+/// with, after a runtime raised it).
+pub fn value_notes(l: &Limits, effective: Option<u64>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if l.raises_soft {
+        notes.push(format!(
+            "a {} program raises its soft limit to the hard one when it starts{}: it runs \
+             with {}, whatever soft limit it was given",
+            if l.runtime == Runtime::Go {
+                "Go"
+            } else {
+                "HotSpot (JVM)"
+            },
+            if l.runtime == Runtime::Go {
+                " (Go 1.19 and later)"
+            } else {
+                " (-XX:+MaxFDLimit, on by default; -XX:-MaxFDLimit keeps it)"
+            },
+            show(effective)
+        ));
+    }
+    if effective.is_none_or(|s| s > FD_SETSIZE) && l.runtime != Runtime::Go {
+        let who = if l.calls_select {
+            "its executable calls select(), which"
+        } else {
+            "code that uses select()"
+        };
+        notes.push(format!(
+            "above {FD_SETSIZE} (FD_SETSIZE): {who} breaks on an fd >= {FD_SETSIZE} (memory \
+             past its fd_set is overwritten, or a fortified build aborts); poll or epoll \
+             have no such bound"
+        ));
+    }
+    let hard = l.limit.hard;
+    if effective.is_none_or(|s| s >= HUGE) || hard.is_none_or(|h| h >= HUGE) {
+        notes.push(format!(
+            "a huge limit ({}): code that loops over every fd number up to it (closefrom \
+             without close_range, old Python's subprocess close_fds, daemons closing all fds \
+             at start) makes that many calls, seconds to minutes of CPU",
+            show(effective.zip(hard).map(|(s, h)| s.max(h)))
+        ));
+    }
+    if let (Some(s), Some(h)) = (l.limit.soft, hard)
+        && s < h
+        && !l.raises_soft
+    {
+        notes.push(format!(
+            "the soft limit is below the hard one ({} of {}): the process may raise it \
+             itself (setrlimit), and its user can raise it in place (prlimit)",
+            count(s as usize),
+            count(h as usize)
+        ));
+    }
+    notes
+}
+
+/// The commands that change the limit: in place now, and where it is set for the next start.
+pub fn fixes(l: &Limits) -> Vec<String> {
+    let pid = l.pid;
+    let (soft, hard) = (l.limit.soft, l.limit.hard);
+    let mut fix = Vec::new();
+    let target = match (soft, hard) {
+        (Some(s), Some(h)) if s < h && h < HUGE => {
+            fix.push(format!(
+                "now: prlimit --pid {pid} --nofile={h}:{h} (the soft limit up to the hard \
+                 one: the process's user may)"
+            ));
+            h
+        }
+        (_, Some(h)) if h < HUGE => {
+            let t = (h * 4).next_power_of_two().min(HUGE);
+            fix.push(format!(
+                "now: prlimit --pid {pid} --nofile={t}:{t} (an example, 4 times the hard \
+                 limit: size it to what the program needs; raising the hard limit needs root, \
+                 CAP_SYS_RESOURCE)"
+            ));
+            t
+        }
+        _ => {
+            fix.push(format!(
+                "now: prlimit --pid {pid} --nofile=65536:65536 (an example: a bounded limit \
+                 keeps fd loops short; fds already open above it stay open)"
+            ));
+            65536
+        }
+    };
+    if let Some(u) = &l.unit {
+        let user = if u.user { " --user" } else { "" };
+        fix.push(format!(
+            "next start: systemctl{user} edit {} and add \"[Service]\" \"LimitNOFILE={target}\" \
+             (a drop-in, /etc/systemd/system/{}.d/override.conf), then systemctl{user} \
+             daemon-reload && systemctl{user} restart {}",
+            u.name, u.name, u.name
+        ));
+    }
+    if let Some(s) = &l.supervisord {
+        fix.push(format!(
+            "next start: minfds={target} in the [supervisord] section of {}, then restart \
+             supervisord (pid {}: it raises its own limit to minfds at start, its programs \
+             inherit it)",
+            s.config.as_deref().unwrap_or("its configuration"),
+            s.pid
+        ));
+    }
+    if let Some(c) = &l.container {
+        fix.push(format!(
+            "next start: the container's limit (docker run --ulimit nofile={target}:{target}, \
+             a compose file's ulimits, or the runtime's default: pid {} ({}) passes on {})",
+            c.runtime.pid,
+            c.runtime.comm,
+            spec(c.runtime.limit.hard)
+        ));
+    }
+    if l.unit.is_none() && l.supervisord.is_none() && l.container.is_none() {
+        let o = &l.origin;
+        fix.push(format!(
+            "next start: where pid {} ({}) gets it: the script or program that starts it \
+             (ulimit -n {target}), or for a login session /etc/security/limits.conf \
+             (pam_limits)",
+            o.pid, o.comm
+        ));
+    }
+    fix
+}
+
+/// Whether the runtime raises its soft limit to the hard one at start: Go 1.19 and later
+/// always (its os package, for its children it puts the original back), HotSpot unless its
+/// command line turns `MaxFDLimit` off.
+pub fn raises_own_soft(runtime: Runtime, cmdline: &[String]) -> bool {
+    match runtime {
+        Runtime::Go => true,
+        Runtime::Jvm => !cmdline.iter().any(|a| a == "-XX:-MaxFDLimit"),
+        _ => false,
+    }
+}
+
+/// Everything about `pid`'s limit.
+pub fn examine(pid: i32) -> Result<Limits, Failure> {
+    let chain = chain_of(pid)?;
+    let at = origin_index(&chain.iter().map(|l| l.limit).collect::<Vec<_>>());
+    let origin = Origin {
+        pid: chain[at].pid,
+        comm: chain[at].comm.clone(),
+        how: if at + 1 < chain.len() { "set" } else { "top" },
+    };
+    let target = Target::open(pid)?;
+    let runtime = target.program().map_or(Runtime::Native, |p| p.runtime);
+    let runtime = match runtime {
+        Runtime::Native => target.mapped_runtime().unwrap_or(runtime),
+        r => r,
+    };
+    let mut l = Limits {
+        fdguard: Schema,
+        pid,
+        limit: chain[0].limit,
+        unit: unit_of(pid),
+        supervisord: supervisord_of(&chain),
+        container: container_of(&chain),
+        origin,
+        chain,
+        runtime,
+        raises_soft: raises_own_soft(runtime, &target.cmdline()),
+        calls_select: calls_select(&PathBuf::from(format!("/proc/{pid}/exe"))),
+        notes: Vec::new(),
+        fix: Vec::new(),
+    };
+    // A runtime that raised its soft limit has already: /proc shows the raised one.
+    let effective = if l.raises_soft {
+        l.limit.hard
+    } else {
+        l.limit.soft
+    };
+    l.notes = value_notes(&l, effective);
+    l.fix = fixes(&l);
+    Ok(l)
+}
+
+pub fn render_text(l: &Limits) -> String {
+    let first = &l.chain[0];
+    let mut lines = vec![format!(
+        "pid {} ({}): soft {}, hard {} (from /proc/{}/limits)",
+        l.pid,
+        first.comm,
+        show(l.limit.soft),
+        show(l.limit.hard),
+        l.pid
+    )];
+    let o = &l.origin;
+    lines.push(match o.how {
+        "set" if o.pid == l.pid => {
+            "set by the process itself: its limit differs from its parent's".to_string()
+        }
+        "set" => format!(
+            "set in pid {} ({}): the nearest ancestor whose limit differs from its parent's",
+            o.pid, o.comm
+        ),
+        _ => format!(
+            "the same all the way up: pid {} ({}), the top of the chain, has it",
+            o.pid, o.comm
+        ),
+    });
+    lines.push(String::new());
+    lines.push("chain, the process first:".into());
+    lines.push(format!(
+        "{:>9}  {:<16} {:>13} {:>13}",
+        "pid", "comm", "soft", "hard"
+    ));
+    for link in &l.chain {
+        let mut row = format!(
+            "{:>9}  {:<16} {:>13} {:>13}",
+            link.pid,
+            link.comm,
+            show(link.limit.soft),
+            show(link.limit.hard)
+        );
+        if link.pid == o.pid {
+            row.push_str("  <- set here");
+        }
+        lines.push(row);
+    }
+    lines.push(String::new());
+    match &l.unit {
+        Some(u) => {
+            let mut line = format!(
+                "systemd: in {}{}",
+                u.name,
+                if u.user { " (a user's unit)" } else { "" }
+            );
+            match (&u.limit, &u.systemctl) {
+                (Some(lim), _) => {
+                    let _ = write!(
+                        line,
+                        ": LimitNOFILESoft={}, LimitNOFILE={} (systemctl show)",
+                        spec(lim.soft),
+                        spec(lim.hard)
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = write!(line, "; its LimitNOFILE is not known: {why}");
+                }
+                (None, None) => {}
+            }
+            lines.push(line);
+        }
+        None => lines.push("systemd: not in a service (from /proc/PID/cgroup)".into()),
+    }
+    if let Some(s) = &l.supervisord {
+        lines.push(match (&s.config, s.minfds) {
+            (Some(c), Some(n)) => format!(
+                "supervisord: pid {}, minfds {} (from {c})",
+                s.pid,
+                count(n as usize)
+            ),
+            _ => format!(
+                "supervisord: pid {}; its configuration could not be read (minfds unknown)",
+                s.pid
+            ),
+        });
+    }
+    if let Some(c) = &l.container {
+        lines.push(format!(
+            "container: its first process is pid {} ({}, soft {}, hard {}), started by pid {} \
+             ({}, soft {}, hard {})",
+            c.init.pid,
+            c.init.comm,
+            show(c.init.limit.soft),
+            show(c.init.limit.hard),
+            c.runtime.pid,
+            c.runtime.comm,
+            show(c.runtime.limit.soft),
+            show(c.runtime.limit.hard)
+        ));
+    }
+    for n in &l.notes {
+        lines.push(format!("note: {n}"));
+    }
+    lines.push(String::new());
+    for f in &l.fix {
+        lines.push(format!("fix {f}"));
+    }
+    let mut out = String::new();
+    for line in &lines {
+        push_line(&mut out, line);
+    }
+    out
+}
+
+pub fn run(pid: i32, json: bool) -> Outcome {
+    let l = examine(pid)?;
+    if json {
+        println!("{}", serde_json::to_string(&l).expect("serializable"));
+    } else {
+        print!("{}", render_text(&l));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lim(soft: u64, hard: u64) -> Limit {
+        Limit {
+            soft: Some(soft),
+            hard: Some(hard),
+        }
+    }
+
+    #[test]
+    fn the_origin_is_the_nearest_that_differs_from_its_parent() {
+        // child, parent (lowered), grandparent, init.
+        let chain = [
+            lim(100, 200),
+            lim(100, 200),
+            lim(20000, 20000),
+            lim(20000, 20000),
+        ];
+        assert_eq!(origin_index(&chain), 1);
+        // The process itself raised it (Go).
+        assert_eq!(origin_index(&[lim(200, 200), lim(100, 200)]), 0);
+        // The same all the way up: the top.
+        assert_eq!(origin_index(&[lim(1024, 4096); 3]), 2);
+        assert_eq!(origin_index(&[lim(1024, 4096)]), 0);
+        // Unlimited differs from any number.
+        assert_eq!(origin_index(&[Limit::default(), lim(1, 1)]), 0);
+    }
+
+    #[test]
+    fn services_from_cgroup_files() {
+        let v2 = "0::/system.slice/nginx.service\n";
+        assert_eq!(service_of(v2), Some(("nginx.service".into(), false)));
+        let v1 = "12:pids:/\n1:name=systemd:/system.slice/supervisor.service\n";
+        assert_eq!(service_of(v1), Some(("supervisor.service".into(), false)));
+        let user = "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app.service";
+        assert_eq!(service_of(user), Some(("app.service".into(), true)));
+        let manager = "0::/user.slice/user-1000.slice/user@1000.service/init.scope";
+        assert_eq!(
+            service_of(manager),
+            Some(("user@1000.service".into(), false))
+        );
+        assert_eq!(
+            service_of("0::/user.slice/user-1000.slice/session-3.scope"),
+            None
+        );
+        assert_eq!(service_of("0::/\n"), None);
+    }
+
+    #[test]
+    fn systemctl_show_answers() {
+        assert_eq!(
+            parse_show("LimitNOFILE=524288\nLimitNOFILESoft=1024\n"),
+            Some(lim(1024, 524288))
+        );
+        assert_eq!(
+            parse_show("LimitNOFILESoft=infinity\nLimitNOFILE=infinity\n"),
+            Some(Limit::default())
+        );
+        assert_eq!(parse_show(""), None);
+    }
+
+    #[test]
+    fn supervisord_configuration() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = supervisord_config;
+        assert_eq!(
+            c(&args(&["supervisord", "-c", "/etc/s.conf"])),
+            Some("/etc/s.conf".into())
+        );
+        assert_eq!(
+            c(&args(&["supervisord", "-c/x.conf"])),
+            Some("/x.conf".into())
+        );
+        assert_eq!(
+            c(&args(&[
+                "python3",
+                "/usr/bin/supervisord",
+                "--configuration=y.conf"
+            ])),
+            Some("y.conf".into())
+        );
+        assert_eq!(c(&args(&["supervisord", "-n"])), None);
+        assert!(is_supervisord(&args(&[
+            "/usr/bin/python3",
+            "/usr/bin/supervisord"
+        ])));
+        assert!(!is_supervisord(&args(&["supervisorctl"])));
+        let conf = "[unix_http_server]\nminfds=1\n[supervisord]\nlogfile=/x ; log\n\
+                    minfds = 65536 ; fds\n[program:a]\n";
+        assert_eq!(minfds(conf), 65536);
+        assert_eq!(minfds("[supervisord]\nnodaemon=true\n"), 1024);
+    }
+
+    #[test]
+    fn runtimes_that_raise_their_own_soft_limit() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(raises_own_soft(Runtime::Go, &[]));
+        assert!(raises_own_soft(
+            Runtime::Jvm,
+            &args(&["java", "-jar", "a.jar"])
+        ));
+        assert!(!raises_own_soft(
+            Runtime::Jvm,
+            &args(&["java", "-XX:-MaxFDLimit", "-jar", "a.jar"])
+        ));
+        assert!(!raises_own_soft(Runtime::Python, &[]));
+    }
+
+    fn limits(soft: Option<u64>, hard: Option<u64>, runtime: Runtime) -> Limits {
+        let link = Link {
+            pid: 7,
+            comm: "server".into(),
+            limit: Limit { soft, hard },
+        };
+        Limits {
+            fdguard: Schema,
+            pid: 7,
+            limit: link.limit,
+            chain: vec![link],
+            origin: Origin {
+                pid: 7,
+                comm: "server".into(),
+                how: "top",
+            },
+            unit: None,
+            supervisord: None,
+            container: None,
+            runtime,
+            raises_soft: raises_own_soft(runtime, &[]),
+            calls_select: false,
+            notes: Vec::new(),
+            fix: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn notes_on_the_values() {
+        let l = limits(Some(1024), Some(524288), Runtime::Native);
+        let notes = value_notes(&l, Some(1024));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("below the hard one"));
+        let l = limits(Some(1073741816), Some(1073741816), Runtime::Native);
+        let notes = value_notes(&l, l.limit.soft);
+        assert!(
+            notes.iter().any(|n| n.contains("code that uses select()")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("1,073,741,816")),
+            "{notes:?}"
+        );
+        let mut l = limits(Some(4096), Some(4096), Runtime::Native);
+        l.calls_select = true;
+        let notes = value_notes(&l, l.limit.soft);
+        assert!(
+            notes[0].contains("its executable calls select(), which breaks"),
+            "{notes:?}"
+        );
+        let l = limits(Some(1024), Some(4096), Runtime::Go);
+        let notes = value_notes(&l, Some(4096));
+        assert!(
+            notes[0].contains("Go 1.19") && notes[0].contains("4,096"),
+            "{notes:?}"
+        );
+        assert!(!notes.iter().any(|n| n.contains("select()")), "{notes:?}");
+    }
+
+    #[test]
+    fn fixes_now_and_next_time() {
+        let mut l = limits(Some(1024), Some(4096), Runtime::Native);
+        l.unit = Some(Unit {
+            name: "app.service".into(),
+            user: false,
+            limit: None,
+            systemctl: None,
+        });
+        let f = fixes(&l);
+        assert!(
+            f[0].starts_with("now: prlimit --pid 7 --nofile=4096:4096"),
+            "{f:?}"
+        );
+        assert!(
+            f[1].contains("LimitNOFILE=4096") && f[1].contains("daemon-reload"),
+            "{f:?}"
+        );
+        let l = limits(Some(1024), Some(1024), Runtime::Native);
+        let f = fixes(&l);
+        assert!(f[0].contains("--nofile=4096:4096"), "{f:?}");
+        assert!(f[1].contains("ulimit -n 4096"), "{f:?}");
+    }
+}
