@@ -36,11 +36,17 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
     Ok(fds)
 }
 
-fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
+/// What fd `fd` points to and its kind, from its link alone (and, for a path, whether it is a
+/// directory); `None` once it is closed.
+pub fn link_and_kind(dir: &FdDir, fd: i32) -> Option<(String, FdKind)> {
     let link = dir.link(fd)?;
-    let is_path = link.starts_with('/');
-    let is_dir = is_path && dir.file_type(fd) == Some(libc::S_IFDIR);
+    let is_dir = link.starts_with('/') && dir.file_type(fd) == Some(libc::S_IFDIR);
     let kind = kind_from_link(link.as_bytes(), is_dir);
+    Some((link, kind))
+}
+
+fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
+    let (link, kind) = link_and_kind(dir, fd)?;
     let mut e = FdEntry {
         fd,
         kind,

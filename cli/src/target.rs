@@ -114,6 +114,12 @@ impl Mapped {
     }
 }
 
+/// True for the file name of fdguard's library (`libfdguard.so`, and versioned or renamed
+/// copies of it).
+pub fn is_fdguard_library(name: &str) -> bool {
+    name.starts_with("libfdguard") && name.contains(".so")
+}
+
 /// `PF_EXITING` of the flags in `/proc/PID/stat` (`include/linux/sched.h`): the task has begun
 /// to exit.
 const PF_EXITING: u32 = 0x4;
@@ -216,9 +222,7 @@ impl Target {
 
     /// fdguard, if the process has `libfdguard.so` mapped.
     pub fn fdguard(&self) -> Result<Option<Loaded>, Failure> {
-        let Some(library) =
-            self.mapped(|name| name.starts_with("libfdguard") && name.contains(".so"))?
-        else {
+        let Some(library) = self.mapped(is_fdguard_library)? else {
             return Ok(None);
         };
         let state = library.state(self.pid);
