@@ -44,6 +44,7 @@ mod cli_attach;
 mod cli_inspect;
 mod cli_report;
 mod cli_run;
+mod cli_top;
 mod config;
 mod core;
 mod failures;
