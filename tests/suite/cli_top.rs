@@ -243,3 +243,31 @@ fn metrics_textfile_is_whole_whenever_it_is_there() {
         "temporary files left"
     );
 }
+
+#[test]
+fn the_documented_alert_rule_passes_promtool() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/command.md")).unwrap();
+    let metrics = &doc[doc
+        .find("\n## metrics")
+        .expect("docs/command.md has ## metrics")..];
+    let rule = metrics
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|r| r.split("```").next())
+        .expect("a yaml block under ## metrics");
+    assert!(rule.contains("fdguard_process_max_fds"), "{rule}");
+    let path = scratch("top-rule").join("fdguard.rules.yml");
+    std::fs::write(&path, rule).unwrap();
+    let out = command(require("promtool"))
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
