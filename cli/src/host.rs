@@ -13,7 +13,7 @@ use fdguard_core::report::Limit;
 use procfs::process::Process;
 use serde::Serialize;
 
-use crate::fds::link_and_kind;
+use crate::fds::{PathIsDir, link_and_kind};
 use crate::os::FdDir;
 use crate::target::{Target, is_fdguard_library};
 
@@ -136,8 +136,9 @@ fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Pr
     let mut by_kind = BTreeMap::new();
     let mut open = 0;
     let mut inodes = socket_inodes;
+    let mut paths = PathIsDir::new();
     for fd in numbers {
-        let Some((link, kind)) = link_and_kind(&dir, fd) else {
+        let Some((link, kind)) = link_and_kind(&dir, fd, &mut paths) else {
             continue;
         };
         open += 1;
