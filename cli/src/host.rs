@@ -122,9 +122,9 @@ pub fn parse_sockstat(text: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// One process; `Err(true)` if this user may not read its fds, `Err(false)` if it is gone (or
-/// has none: a kernel thread, a zombie).
-fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Proc, bool> {
+/// One process, and the inodes of the sockets it holds; `Err(true)` if this user may not read
+/// its fds, `Err(false)` if it is gone (or has none: a kernel thread, a zombie).
+fn read_process(pid: i32) -> Result<(Proc, Vec<u64>), bool> {
     let process = Process::new(pid).map_err(|_| false)?;
     let target = Target { pid, process };
     // Refused while the process is still there and not exiting: not this user's to read.
@@ -135,7 +135,7 @@ fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Pr
     }
     let mut by_kind = BTreeMap::new();
     let mut open = 0;
-    let mut inodes = socket_inodes;
+    let mut sockets = Vec::new();
     let mut paths = PathIsDir::new();
     for fd in numbers {
         let Some((link, kind)) = link_and_kind(&dir, fd, &mut paths) else {
@@ -144,9 +144,9 @@ fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Pr
         open += 1;
         *by_kind.entry(kind).or_default() += 1;
         if kind == FdKind::Socket
-            && let (Some(set), Some(inode)) = (inodes.as_deref_mut(), link_inode(&link))
+            && let Some(inode) = link_inode(&link)
         {
-            set.insert(inode);
+            sockets.push(inode);
         }
     }
     let limit = target.limit().map_err(|_| false)?;
@@ -156,7 +156,7 @@ fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Pr
     } else {
         target.fdguard_tracer().map(|_| Under::Tracer)
     };
-    Ok(Proc {
+    let p = Proc {
         pid,
         comm,
         cmdline: target.cmdline(),
@@ -164,7 +164,8 @@ fn read_process(pid: i32, socket_inodes: Option<&mut HashSet<u64>>) -> Result<Pr
         limit,
         by_kind,
         under,
-    })
+    };
+    Ok((p, sockets))
 }
 
 /// Reads every process of the host this user may read, and the host's counts.
@@ -178,12 +179,18 @@ pub fn collect() -> Host {
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
     for pid in pids {
-        // Sockets count as held only where they were made: in this network namespace, whose
-        // sockstat is the one read.
-        let same_net =
-            ours.is_some() && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == ours;
-        match read_process(pid, same_net.then_some(&mut held)) {
-            Ok(p) => processes.push(p),
+        match read_process(pid) {
+            Ok((p, sockets)) => {
+                // Sockets count as held only where they were made: in this network namespace,
+                // whose sockstat is the one read (asked only of processes holding sockets).
+                if !sockets.is_empty()
+                    && ours.is_some()
+                    && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == ours
+                {
+                    held.extend(sockets);
+                }
+                processes.push(p);
+            }
             Err(true) => unreadable += 1,
             Err(false) => {}
         }
