@@ -2,8 +2,8 @@
 //! user may read, each one's open fds against its own soft limit and by kind, whether it runs
 //! under fdguard, and the kernel's host-wide counts (file handles, sockets) to set them against.
 //!
-//! Only what the fd links say (one `readlinkat` per fd, an `fstatat` for a path, to tell a
-//! directory): no fdinfo and no socket tables, which is what makes the whole host fast.
+//! Only what the fd links say (one `readlinkat` per fd, an `fstatat` per distinct path, to tell
+//! a directory): no fdinfo and no socket tables, which is what makes the whole host fast.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::fds::{PathIsDir, link_and_kind};
 use crate::os::FdDir;
-use crate::target::{Target, is_fdguard_library};
+use crate::target::{Target, exiting, is_fdguard_library};
 
 /// A process is near its limit from this share of it on.
 pub const NEAR_PERCENT: u64 = 80;
@@ -149,8 +149,14 @@ fn read_process(pid: i32) -> Result<(Proc, Vec<u64>), bool> {
             sockets.push(inode);
         }
     }
+    // Read while it exited, its fds may be any part of what it had (`Target::has_exited`):
+    // left out, like a process gone.
+    let stat = target.process.stat().map_err(|_| false)?;
+    if exiting(&stat) {
+        return Err(false);
+    }
     let limit = target.limit().map_err(|_| false)?;
-    let comm = target.process.stat().map_err(|_| false)?.comm;
+    let comm = stat.comm;
     let under = if target.mapped(is_fdguard_library).ok().flatten().is_some() {
         Some(Under::Library)
     } else {

@@ -124,6 +124,12 @@ pub fn is_fdguard_library(name: &str) -> bool {
 /// to exit.
 const PF_EXITING: u32 = 0x4;
 
+/// True if `stat`, read after something else of the process, says that what was read may be
+/// partial (see `Target::has_exited`).
+pub fn exiting(stat: &procfs::process::Stat) -> bool {
+    matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0
+}
+
 pub struct Target {
     pub pid: i32,
     pub process: Process,
@@ -199,10 +205,7 @@ impl Target {
     /// whether the read can be trusted. A pid taken again by another process counts as gone:
     /// `process` reads the `/proc` directory of the one it opened (ESRCH once it is reaped).
     pub fn has_exited(&self) -> bool {
-        match self.process.stat() {
-            Ok(s) => matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0,
-            Err(_) => true,
-        }
+        self.process.stat().map_or(true, |s| exiting(&s))
     }
 
     /// What kind of program runs (static, Go...), from its executable.
