@@ -102,7 +102,7 @@ impl Sockets {
 pub struct Host {
     /// Every process read with at least one fd open, in no particular order.
     pub processes: Vec<Proc>,
-    /// Processes whose fds this user may not read (another user's, without root).
+    /// Processes whose fds this user may not read (another user's, or a protected one).
     pub unreadable: usize,
     pub file_handles: Option<FileHandles>,
     pub sockets: Option<Sockets>,

@@ -174,7 +174,7 @@ pub fn exposition(host: &Host, top: usize) -> String {
         ),
         (
             "fdguard_host_processes_unreadable",
-            "Processes whose fds this user may not read (another user's, without root).",
+            "Processes whose fds this user may not read (another user's or a protected one; root with CAP_SYS_PTRACE reads them).",
             host.unreadable as f64,
         ),
     ];

@@ -49,7 +49,7 @@ pub struct TopArgs {
 struct HostFigures {
     /// Processes read (those with an fd open).
     processes: usize,
-    /// Processes whose fds this user may not read.
+    /// Processes whose fds this user may not read (another user's, or a protected one).
     unreadable: usize,
     file_handles: Option<FileHandles>,
     sockets: Option<SocketFigures>,
@@ -117,7 +117,7 @@ fn host_line(h: &HostFigures) -> String {
     parts.push(format!("{} processes read", count(h.processes)));
     if h.unreadable > 0 {
         parts.push(format!(
-            "{} not readable (another user's: run as root to see them)",
+            "{} not readable (another user's, or protected: root with CAP_SYS_PTRACE reads them)",
             count(h.unreadable)
         ));
     }
