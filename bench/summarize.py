@@ -23,6 +23,8 @@ FRAME_BYTES = 8
 MEM_STACKS = 1000                 # distinct stacks in the memory workload
 TARGET_REPORT_S = 1.0             # report of 100,000 fds
 TARGET_INSPECT_S = 1.0            # `fdguard inspect` of 100,000 fds
+TARGET_TOP_VS_LSOF = 20.0         # `fdguard top --json` at least this many times faster than
+                                  # seed 002's `lsof -n | awk | sort | uniq -c` on the same host
 TARGET_VS_VALGRIND = 0.10         # fdguard added cost <= this x valgrind's added cost
 TARGET_VS_STRACE = 0.01           # "far below strace -k": <= this x strace's added cost
 # Open+close through a language runtime at call depth 30 under `fdguard run`, x native.
@@ -134,6 +136,7 @@ def main():
     reports = defaultdict(list)    # format -> [(nfds, ms, bytes)]
     report_fail = defaultdict(list)
     cli = defaultdict(list)        # tool -> [(nfds, ms)]
+    cli_skip = {}                  # tool -> why it was not measured
     # runtime -> config -> round -> (iters, ns, fastest chunk's ns)
     runtimes = defaultdict(dict)
     runtime_skip = {}              # runtime -> why it was not measured
@@ -167,6 +170,8 @@ def main():
                 report_fail[p[1]].append(p[6])
             elif kind == "cli":
                 cli[p[1]].append((int(p[6]), float(p[7])))
+            elif kind == "cli-skip":
+                cli_skip[p[1]] = p[2]
             elif kind == "runtime":
                 runtimes[p[1]].setdefault(p[4], {})[int(p[5])] = (int(p[6]), float(p[7]), float(p[8]))
             elif kind == "trace":
@@ -387,6 +392,34 @@ def main():
             w(f"| {cli_names[tool]} | {fmt_range(ms, 1, 'ms')} | {med(ms) * 1000 / nf:.2f} ms | {vs} |")
         w("")
 
+    # ---- the command: the whole host ------------------------------------------------
+    # held fds -> (top ms list, lsof ms list), held 0 = fdhold gone
+    host_runs = defaultdict(lambda: ([], []))
+    for i, tool in enumerate(("top-json", "lsof-host")):
+        for held, ms in cli.get(tool, []):
+            host_runs[held][i].append(ms)
+    top_vs_lsof = {}  # held -> ratio
+    if host_runs:
+        w("## The command: the whole host at once")
+        w("")
+        w("`fdguard top --json` (one sample: every process's fds by kind against its own limit, "
+          "and the host's file handles and sockets) against the pipeline of seed 002 that finds "
+          "the process with the most fds (`lsof -n | awk '{print $2}' | sort | uniq -c | sort -nr "
+          "| head`), on the whole host: while the process above holds its fds (seed 002's host "
+          "had one with 65,966), and once it has gone; release build.")
+        w("")
+        w("| host | `fdguard top --json` | the lsof pipeline | lsof / top |")
+        w("|---|---|---|---|")
+        for held in sorted(host_runs, reverse=True):
+            tops, lsofs = host_runs[held]
+            if tops and lsofs:
+                top_vs_lsof[held] = med(lsofs) / med(tops)
+            where = f"one process holding {held:,} fds" if held else "as it is"
+            w(f"| {where} | {fmt_range(tops, 1, 'ms') if tops else '–'} | "
+              f"{fmt_range(lsofs, 1, 'ms') if lsofs else cli_skip.get('lsof-host', '–')} | "
+              f"{f'{top_vs_lsof[held]:.1f}×' if held in top_vs_lsof else '–'} |")
+        w("")
+
     # ---- language runtimes ---------------------------------------------------------
     if runtimes or runtime_skip:
         w("## Runtimes: open+close through a language runtime")
@@ -492,6 +525,15 @@ def main():
             est = s * want / nf
             targets.append((t, f"{s:.3f} s for {nf:,} fds → est. {est:.3f} s for {want:,}",
                             verdict(est < TARGET_INSPECT_S) + " (extrapolated)"))
+
+    for held in sorted(host_runs, reverse=True):
+        where = f"with a process of {held:,} fds" if held else "as it is"
+        t = (f"`fdguard top --json` ≥ {TARGET_TOP_VS_LSOF:g}× faster than `lsof -n \\| … \\| uniq -c` "
+             f"on the same host ({where})")
+        if held in top_vs_lsof:
+            targets.append((t, f"{top_vs_lsof[held]:.1f}×", verdict(top_vs_lsof[held] >= TARGET_TOP_VS_LSOF)))
+        else:
+            targets.append((t, cli_skip.get("lsof-host", "–"), "not measured"))
 
     micro_keys = [k for k in order if "native" in micro[k]]
     if micro_keys:

@@ -539,7 +539,8 @@ fi
 # ---- the fdguard command: inspect a process from /proc ---------------------------
 # fdhold holds files, pipes, CLOSE_WAIT and unconnected sockets (as many as its limit allows
 # of BENCH_CLI_FDS); each round times `fdguard inspect --json`, `fdguard inspect` (text) and,
-# as the peer, `lsof -p`, in a rotated order.
+# as the peer, `lsof -p`, in a rotated order; then the whole host with fdhold on it: `fdguard
+# top --json` against `lsof -n | awk | sort | uniq -c` (seed 002's pipeline).
 CLI=$(dirname "$LIB")/fdguard
 ms_of() { # command... -> prints elapsed milliseconds; stdout discarded
     local t0 t1
@@ -547,6 +548,28 @@ ms_of() { # command... -> prints elapsed milliseconds; stdout discarded
     "$@" >/dev/null 2>"$TMP/cli.err" || { cat "$TMP/cli.err" >&2; return 1; }
     t1=$(date +%s%N)
     echo $(((t1 - t0) / 1000))e-3
+}
+# `fdguard top --json` (one sample) against the pipeline of seed 002 that answers the same
+# question, `lsof -n | awk | sort | uniq -c`, on the whole host, in a rotated order; recorded
+# with the fds fdhold holds on the host then ($1: 0 once it is gone).
+time_host() { # held-fds
+    local tools=(top-json) r tool ms
+    if command -v lsof >/dev/null; then
+        tools+=(lsof-host)
+    else
+        record cli-skip lsof-host "lsof is not installed"
+    fi
+    for ((r = 1; r <= CLI_ROUNDS; r++)); do
+        note "the host ($1 fds held by fdhold): round $r/$CLI_ROUNDS"
+        mapfile -t order < <(rotate "$r" "${tools[@]}")
+        for tool in "${order[@]}"; do
+            case $tool in
+            top-json) ms=$(ms_of "$CLI" top --json) ;;
+            lsof-host) ms=$(ms_of bash -c "lsof -n 2>/dev/null | awk '{print \$2}' | sort | uniq -c | sort -nr | head") ;;
+            esac || die "$tool failed"
+            record cli "$tool" - - - "$r" "$1" "$ms"
+        done
+    done
 }
 if has_section cli; then
     if [[ ! -x $CLI ]]; then
@@ -576,7 +599,11 @@ if has_section cli; then
                 record cli "$tool" - - - "$r" "$hold_n" "$ms"
             done
         done
+        # The whole host with fdhold on it (seed 002: one process with 65,966 fds), then
+        # without it.
+        time_host "$hold_n"
         stop_bg "$HOLD_PID"
+        time_host 0
     fi
 fi
 

@@ -14,6 +14,7 @@ needs=(
     "cc gcc"
     "c++ g++"
     "prlimit util-linux"
+    "promtool prometheus"
     "setpriv util-linux"
     "strip binutils"
     "readelf binutils"

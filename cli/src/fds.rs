@@ -15,10 +15,11 @@ use crate::os::FdDir;
 
 /// Reads and describes every fd of the process. An fd closed while this runs is left out.
 pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure> {
+    let mut paths = PathIsDir::new();
     let mut fds: Vec<FdEntry> = dir
         .numbers()?
         .into_iter()
-        .filter_map(|fd| describe_fd(dir, fd))
+        .filter_map(|fd| describe_fd(dir, fd, &mut paths))
         .collect();
     if fds.iter().any(|e| e.kind == FdKind::Socket) {
         let tables = SocketTables::load(process, &Diagnostics::of(process.pid()));
@@ -36,11 +37,33 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
     Ok(fds)
 }
 
-fn describe_fd(dir: &FdDir, fd: i32) -> Option<FdEntry> {
+/// Whether each path one process has open is a directory, by the text of its fd link. One
+/// text in one process is one object (a path replaced since shows as `(deleted)`, or by its
+/// new name), so 20,000 fds of one log file cost one `fstatat`, not 20,000.
+pub type PathIsDir = HashMap<String, bool>;
+
+/// What fd `fd` points to and its kind, from its link alone (and, for a path, whether it is a
+/// directory, asked once per path in `paths`); `None` once it is closed.
+pub fn link_and_kind(dir: &FdDir, fd: i32, paths: &mut PathIsDir) -> Option<(String, FdKind)> {
     let link = dir.link(fd)?;
-    let is_path = link.starts_with('/');
-    let is_dir = is_path && dir.file_type(fd) == Some(libc::S_IFDIR);
+    let is_dir = link.starts_with('/')
+        && match paths.get(&link) {
+            Some(is_dir) => *is_dir,
+            None => {
+                let t = dir.file_type(fd);
+                // Not kept when the fd closed meanwhile: the next one of the path may tell.
+                if let Some(t) = t {
+                    paths.insert(link.clone(), t == libc::S_IFDIR);
+                }
+                t == Some(libc::S_IFDIR)
+            }
+        };
     let kind = kind_from_link(link.as_bytes(), is_dir);
+    Some((link, kind))
+}
+
+fn describe_fd(dir: &FdDir, fd: i32, paths: &mut PathIsDir) -> Option<FdEntry> {
+    let (link, kind) = link_and_kind(dir, fd, paths)?;
     let mut e = FdEntry {
         fd,
         kind,

@@ -1,12 +1,13 @@
 //! `fdguard`: the command for the engineer who has a PID of a process running out of fds.
 //!
-//! `inspect`, `watch` and `limits` read any process from `/proc` (no preload, so Go and static binaries
-//! too); `run` starts a program under `libfdguard.so` (or its own tracer, for static and Go
-//! programs); `report` asks a process running under it
-//! for a report; `diff` and `flamegraph` read reports.
+//! `inspect`, `watch` and `limits` read any process from `/proc` (no preload, so Go and static
+//! binaries too); `top` and `metrics` every process of the host at once; `run` starts a program
+//! under `libfdguard.so` (or its own tracer, for static and Go programs); `report` asks a
+//! process running under it for a report; `diff` and `flamegraph` read reports.
 //!
 //! Layers: `main` (arguments) → one module per subcommand → `target`, `fds`, `summary`,
-//! `reports` (the process, its fds, how they add up, report files) → `net`, `units` (pure) and
+//! `reports`, `host` (the process, its fds, how they add up, report files; every process of
+//! the host) → `net`, `units` (pure) and
 //! `os` (the only `unsafe`). What the library means the same way (the `FDGUARD_*` variables,
 //! fd kinds, socket descriptions, program detection, the report and snapshot schema) comes
 //! from `fdguard_core`.
@@ -17,8 +18,10 @@ mod diff;
 mod fail;
 mod fds;
 mod flame;
+mod host;
 mod inspect;
 mod limits;
+mod metrics;
 mod net;
 mod os;
 mod ptrace;
@@ -27,6 +30,7 @@ mod reports;
 mod run;
 mod summary;
 mod target;
+mod top;
 mod trace;
 mod units;
 mod watch;
@@ -113,6 +117,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every process you may read, ranked by open fds against its own limit, with kinds,
+    /// growth between samples, and the host's file handles and sockets
+    Top(top::TopArgs),
+    /// Prometheus/OpenMetrics text of the processes closest to their limit and the host's
+    /// figures: for node_exporter's textfile collector, or served over HTTP
+    Metrics(metrics::MetricsArgs),
 }
 
 fn main() {
@@ -137,6 +147,8 @@ fn main() {
             count,
             json,
         } => watch::run(pid, interval, count, json),
+        Command::Top(args) => top::run(args),
+        Command::Metrics(args) => metrics::run(args),
     };
     if let Err(f) = outcome {
         // One line, whatever a name in it holds (see `fdguard_core::escape`).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use fdguard_core::kind::kind_words;
+use fdguard_core::kind::{FdKind, kind_words};
 use fdguard_core::place::{Context, Place, words};
 use fdguard_core::report::{Limit, Word};
 use fdguard_core::snapshot::{FdEntry, Group, Summary};
@@ -27,6 +27,17 @@ pub fn phrase(g: &Group) -> String {
         }
         _ => format!("{} {place}", count(g.count)),
     }
+}
+
+/// "socket 900, file 20, pipe 1": counts by kind, largest first, then by name.
+pub fn kind_counts(by_kind: &BTreeMap<FdKind, usize>) -> String {
+    let mut kinds: Vec<(&str, usize)> = by_kind.iter().map(|(k, n)| (k.name(), *n)).collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|(k, n)| format!("{k} {}", count(*n)))
+        .collect();
+    kinds.join(", ")
 }
 
 /// Counts and groups, largest group first.
@@ -88,7 +99,6 @@ pub fn headline(pid: i32, name: &str, limit: Limit, open: usize, sum: &Summary) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fdguard_core::kind::FdKind;
     use fdguard_core::snapshot::SocketFacts;
     use fdguard_core::sockdesc::SocketDesc;
 

@@ -114,9 +114,21 @@ impl Mapped {
     }
 }
 
+/// True for the file name of fdguard's library (`libfdguard.so`, and versioned or renamed
+/// copies of it).
+pub fn is_fdguard_library(name: &str) -> bool {
+    name.starts_with("libfdguard") && name.contains(".so")
+}
+
 /// `PF_EXITING` of the flags in `/proc/PID/stat` (`include/linux/sched.h`): the task has begun
 /// to exit.
 const PF_EXITING: u32 = 0x4;
+
+/// True if `stat`, read after something else of the process, says that what was read may be
+/// partial (see `Target::has_exited`).
+pub fn exiting(stat: &procfs::process::Stat) -> bool {
+    matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0
+}
 
 pub struct Target {
     pub pid: i32,
@@ -193,10 +205,7 @@ impl Target {
     /// whether the read can be trusted. A pid taken again by another process counts as gone:
     /// `process` reads the `/proc` directory of the one it opened (ESRCH once it is reaped).
     pub fn has_exited(&self) -> bool {
-        match self.process.stat() {
-            Ok(s) => matches!(s.state, 'Z' | 'X') || s.flags & PF_EXITING != 0,
-            Err(_) => true,
-        }
+        self.process.stat().map_or(true, |s| exiting(&s))
     }
 
     /// User and system CPU time of all its threads so far (`/proc/PID/stat`).
@@ -225,9 +234,7 @@ impl Target {
 
     /// fdguard, if the process has `libfdguard.so` mapped.
     pub fn fdguard(&self) -> Result<Option<Loaded>, Failure> {
-        let Some(library) =
-            self.mapped(|name| name.starts_with("libfdguard") && name.contains(".so"))?
-        else {
+        let Some(library) = self.mapped(is_fdguard_library)? else {
             return Ok(None);
         };
         let state = library.state(self.pid);

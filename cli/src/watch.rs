@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::fail::{Failure, Outcome};
 use crate::fds::read_fds;
 use crate::os::{self, FdDir};
-use crate::summary::summarize;
+use crate::summary::{kind_counts, summarize};
 use crate::target::Target;
 use crate::units::{count, duration, percent};
 
@@ -51,6 +51,41 @@ impl Trend {
         let cov: f64 = self.samples.iter().map(|(t, v)| (t - mt) * (v - mv)).sum();
         let var: f64 = self.samples.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
         (var > 0.0).then(|| cov / var * 60.0)
+    }
+}
+
+/// Samples every `interval_s` seconds, `count` of them (`None`: until interrupted), for
+/// `watch` and `top`.
+pub struct Schedule {
+    interval_s: f64,
+    count: Option<u64>,
+    taken: u64,
+}
+
+impl Schedule {
+    pub fn new(interval_s: f64, count: Option<u64>) -> Schedule {
+        Schedule {
+            interval_s,
+            count,
+            taken: 0,
+        }
+    }
+
+    /// True while the last sample is being taken.
+    pub fn is_last(&self) -> bool {
+        self.count.is_some_and(|c| self.taken + 1 >= c)
+    }
+
+    /// After the sample that started at `tick`: false once it was the last, else sleeps until
+    /// the next one is due (counted from the start of this one, so the pace does not drift).
+    pub fn wait_next(&mut self, tick: Instant) -> bool {
+        self.taken += 1;
+        if self.count.is_some_and(|c| self.taken >= c) {
+            return false;
+        }
+        let next = tick + Duration::from_secs_f64(self.interval_s);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        true
     }
 }
 
@@ -99,14 +134,7 @@ fn sample_line(s: &Sample) -> String {
         (Some(r), None) => line.push_str(&format!("  {r:+.1} fds/min")),
         (None, _) => {}
     }
-    // Largest first, then by name.
-    let mut kinds: Vec<(&str, &usize)> = s.by_kind.iter().map(|(k, n)| (k.name(), n)).collect();
-    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    let kinds: Vec<String> = kinds
-        .iter()
-        .map(|(k, n)| format!("{k} {}", count(**n)))
-        .collect();
-    line.push_str(&format!("  | {}", kinds.join(", ")));
+    line.push_str(&format!("  | {}", kind_counts(&s.by_kind)));
     if !s.tcp_states.is_empty() {
         let states: Vec<String> = s
             .tcp_states
@@ -164,7 +192,7 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
     }
     let started = Instant::now();
     let mut trend = Trend::default();
-    let mut n = 0u64;
+    let mut schedule = Schedule::new(interval_s, samples);
     loop {
         let tick = Instant::now();
         let read = read_fds(&target.process, &dir).and_then(|fds| Ok((fds, target.limit()?)));
@@ -201,15 +229,12 @@ pub fn run(pid: i32, interval_s: f64, samples: Option<u64>, json: bool) -> Outco
                 bar.set_message(sample_line(&s));
             }
         }
-        n += 1;
-        if samples.is_some_and(|c| n >= c) {
+        if !schedule.wait_next(tick) {
             if let Output::Live(bar) = &output {
                 bar.finish();
             }
             return Ok(());
         }
-        let next = tick + Duration::from_secs_f64(interval_s);
-        std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
 }
 

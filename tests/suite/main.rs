@@ -45,6 +45,7 @@ mod cli_inspect;
 mod cli_limits;
 mod cli_report;
 mod cli_run;
+mod cli_top;
 mod cli_triage;
 mod config;
 mod core;
