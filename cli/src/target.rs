@@ -217,6 +217,24 @@ impl Target {
         ))
     }
 
+    /// Each thread's time running and waiting to run so far (`/proc/PID/task/TID/schedstat`:
+    /// nanoseconds on a CPU, then on a run queue), by thread id.
+    pub fn runnable_times(&self) -> std::collections::BTreeMap<i32, u64> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return Default::default();
+        };
+        tasks
+            .filter_map(|t| {
+                let t = t.ok()?;
+                let tid: i32 = t.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().ok());
+                let (run, wait) = (fields.next()??, fields.next()??);
+                Some((tid, run + wait))
+            })
+            .collect()
+    }
+
     /// What kind of program runs (static, Go...), from its executable.
     pub fn program(&self) -> Option<Program> {
         Program::examine(&PathBuf::from(format!("/proc/{}/exe", self.pid))).ok()

@@ -122,6 +122,9 @@ pub struct ProgramFacts {
 pub struct CpuUse {
     /// User and system time of all its threads over the sample, in percent of one core.
     pub percent: u32,
+    /// Time its busiest thread was running or waiting for a CPU to run on, in percent of the
+    /// sample: a loop that spins is runnable all the time, however busy the machine is.
+    pub runnable_percent: u32,
     pub window_ms: u32,
 }
 
