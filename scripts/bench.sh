@@ -378,18 +378,28 @@ wait_for_line() { # file regex timeout-seconds pid -> 0 found, 1 process died, 2
     return 2
 }
 
+# Starts a server in the background, its stdin from `in` (and not this shell's fd 7, a fifo's
+# writer), that prints `port=N` on stdout; sets SPID and PORT.
+start_server() { # what in out err command...
+    local what=$1 in=$2 out=$3 err=$4
+    shift 4
+    rm -f "$out" # the poll below must not see a previous run's port
+    "$@" <"$in" >"$out" 2>"$err" 7>&- &
+    SPID=$!
+    BG_PIDS+=("$SPID")
+    if ! wait_for_line "$out" '^port=[0-9]+' 30 "$SPID"; then
+        cat "$err" >&2
+        die "$what did not start"
+    fi
+    PORT=$(sed -n 's/^port=//p' "$out")
+}
+
 run_macro() { # config round
     local config=$1 round=$2 spid port st=0 rate cpu
     config_prefix "$config" "$TMP/report.$config"
-    rm -f "$TMP/serve.out" # the poll below must not see a previous run's port
-    "${PREFIX[@]}" "$BUILD/fdserve" "$MACRO_CONNS" >"$TMP/serve.out" 2>"$TMP/serve.err" &
-    spid=$!
-    BG_PIDS+=("$spid")
-    if ! wait_for_line "$TMP/serve.out" '^port=[0-9]+' 30 "$spid"; then
-        cat "$TMP/serve.err" >&2
-        die "macro server ($config) did not start"
-    fi
-    port=$(sed -n 's/^port=//p' "$TMP/serve.out")
+    start_server "macro server ($config)" /dev/null "$TMP/serve.out" "$TMP/serve.err" \
+        "${PREFIX[@]}" "$BUILD/fdserve" "$MACRO_CONNS"
+    spid=$SPID port=$PORT
     run_bounded 300 "$BUILD/fdload" "$port" "$MACRO_CONNS" "$MACRO_PAR" || st=$?
     if [[ $st != 0 ]]; then
         stop_bg "$spid"
@@ -697,18 +707,12 @@ trace_serve() { # config mode round
     local config=$1 mode=$2 round=$3 spid port st=0 rate
     local prefix=()
     [[ $config == traced ]] && prefix=("$CLI" run --report "$TMP/report.trace" --)
-    rm -f "$TMP/gohttp.out"
     # The server ends when its stdin does: a fifo whose one writer is this shell's fd 7.
     [[ -p $TMP/gohttp.in ]] || mkfifo "$TMP/gohttp.in"
     exec 7<>"$TMP/gohttp.in"
-    "${prefix[@]}" "$BUILD/gohttp" serve <"$TMP/gohttp.in" >"$TMP/gohttp.out" 2>"$TMP/gohttp.err" 7>&- &
-    spid=$!
-    BG_PIDS+=("$spid")
-    if ! wait_for_line "$TMP/gohttp.out" '^port=[0-9]+' 30 "$spid"; then
-        cat "$TMP/gohttp.err" >&2
-        die "Go server ($config) did not start"
-    fi
-    port=$(sed -n 's/^port=//p' "$TMP/gohttp.out")
+    start_server "Go server ($config)" "$TMP/gohttp.in" "$TMP/gohttp.out" "$TMP/gohttp.err" \
+        "${prefix[@]}" "$BUILD/gohttp" serve
+    spid=$SPID port=$PORT
     run_bounded 300 "$BUILD/gohttp" load "$port" "$TRACE_REQUESTS" "$TRACE_PAR" "$mode" || st=$?
     exec 7>&-
     wait "$spid" || true

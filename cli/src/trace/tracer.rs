@@ -31,6 +31,7 @@ use super::sys;
 use super::table::{Entry, StackKey, Table};
 use crate::os;
 use fdguard_core::call::Call;
+use fdguard_core::fdinfo::parse_fdinfo;
 
 /// A table shared by the threads (and `CLONE_FILES` processes) that share the kernel's.
 type Files = Rc<RefCell<Table>>;
@@ -426,13 +427,8 @@ fn open_fds(tid: i32) -> Vec<(i32, bool)> {
     dir.filter_map(|e| {
         let e = e.ok()?;
         let fd: i32 = e.file_name().to_str()?.parse().ok()?;
-        let info = std::fs::read_to_string(e.path()).ok()?;
-        let flags = info
-            .lines()
-            .find_map(|l| l.strip_prefix("flags:"))
-            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            .unwrap_or(0);
-        Some((fd, flags & libc::O_CLOEXEC as u32 != 0))
+        let info = parse_fdinfo(&std::fs::read_to_string(e.path()).ok()?);
+        Some((fd, info.flags & libc::O_CLOEXEC as u32 != 0))
     })
     .collect()
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use fdguard_core::accept_lines::{LineContext, Notice, render};
 use fdguard_core::call::Call;
 use fdguard_core::config::Config;
+use fdguard_core::fdinfo::parse_fdinfo;
 use fdguard_core::report::EmfileStats;
 use fdguard_core::request::Request;
 
@@ -232,12 +233,7 @@ fn listener_address(tid: i32, fd: i32) -> Option<String> {
 /// Whether fd `fd` of thread `tid` is nonblocking (`/proc/TID/fdinfo`); false if unknown.
 fn is_nonblocking(tid: i32, fd: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}"))
-        .ok()
-        .and_then(|info| {
-            let flags = info.lines().find_map(|l| l.strip_prefix("flags:"))?;
-            u32::from_str_radix(flags.trim(), 8).ok()
-        })
-        .is_some_and(|flags| flags & libc::O_NONBLOCK as u32 != 0)
+        .is_ok_and(|text| parse_fdinfo(&text).flags & libc::O_NONBLOCK as u32 != 0)
 }
 
 #[cfg(test)]
