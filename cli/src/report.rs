@@ -324,11 +324,30 @@ pub fn run(args: ReportArgs) -> Outcome {
         ));
     }
     let target = Target::open(pid)?;
-    let asking = match target.fdguard_tracer() {
-        Some(tracer) => ask_tracer(&target, tracer, json, file, signal.as_deref())?,
-        None => ask_library(&target, json, file, signal.as_deref())?,
-    };
-    wait_for_report(pid, asking, timeout)
+    let asking = ask(&target, json, file, signal.as_deref())?;
+    print!("{}", wait_for_report(pid, asking, timeout)?);
+    Ok(())
+}
+
+/// The request to a process under the library, or to the tracer of a traced one.
+fn ask(
+    target: &Target,
+    json: bool,
+    file: Option<PathBuf>,
+    signal: Option<&str>,
+) -> Result<Asking, Failure> {
+    match target.fdguard_tracer() {
+        Some(tracer) => ask_tracer(target, tracer, json, file, signal),
+        None => ask_library(target, json, file, signal),
+    }
+}
+
+/// A JSON report of `pid` (under the library or the tracer), asked as `fdguard report PID
+/// --json` asks it, waited for at most `timeout`.
+pub fn fetch_json(pid: i32, timeout: Duration) -> Result<String, Failure> {
+    let target = Target::open(pid)?;
+    let asking = ask(&target, true, None, None)?;
+    wait_for_report(pid, asking, timeout.as_secs_f64())
 }
 
 /// A request on its way: to whom (the program, whose library answers, or the tracer of a traced
@@ -447,9 +466,9 @@ fn ask_library(
     })
 }
 
-/// Sends the request (again every `ASK_AGAIN` while nothing came) and prints the report once
-/// it is complete.
-fn wait_for_report(pid: i32, asking: Asking, timeout: f64) -> Outcome {
+/// Sends the request (again every `ASK_AGAIN` while nothing came) and gives the report once it
+/// is complete.
+fn wait_for_report(pid: i32, asking: Asking, timeout: f64) -> Result<String, Failure> {
     let Asking {
         recipient,
         sig,
@@ -478,8 +497,7 @@ fn wait_for_report(pid: i32, asking: Asking, timeout: f64) -> Outcome {
     loop {
         let written = read_from(path, start);
         if let Some(report) = find_report(&written, pid, format) {
-            print!("{report}");
-            return Ok(());
+            return Ok(report);
         }
         // Nothing yet: its report processes may all have been busy, and the wake that serves
         // a waiting request when one ends may have been lost (`fdguard_core::request`). Asked

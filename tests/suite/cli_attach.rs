@@ -201,18 +201,8 @@ fn unspin_server(
         let open = proc_fds(pid);
         (0..).find(|fd| !open.contains(fd)).unwrap()
     };
-    let squeezed = command("prlimit")
-        .args([
-            "--pid",
-            &pid.to_string(),
-            &match how {
-                Squeeze::Soft => format!("--nofile={}:", lowest_free + 2),
-                Squeeze::Hard => format!("--nofile={0}:{0}", lowest_free + 2),
-            },
-        ])
-        .status()
-        .unwrap();
-    assert!(squeezed.success());
+    let n = lowest_free as u64 + 2;
+    set_fd_limit(pid, n, matches!(how, Squeeze::Hard).then_some(n));
     // Two fit under the limit; the other six stay in the backlog, readable forever.
     let mut holders: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())

@@ -1,7 +1,7 @@
 //! `fdguard top` and `fdguard metrics`: the whole host read at once, checked against processes
 //! the test starts with a known number of fds under a known limit (`tests/c/fill.c`), against
 //! `/proc/PID/fd` itself, and, for the metrics, against Prometheus's own checker (`promtool`).
-use crate::common::server::{free_port, soft_limit};
+use crate::common::server::{free_port, set_fd_limit, soft_limit};
 use crate::common::*;
 
 use std::io::{Read, Write};
@@ -154,7 +154,8 @@ fn promtool_accepts(text: &str) {
 #[test]
 fn metrics_pass_promtool_and_name_the_process_nearest_its_limit() {
     let high = fill(190, 200, None);
-    let text = succeeds(fdguard(&["metrics", "--top", "1000"]));
+    // --stacks 0: not asking the reports of other tests' processes under fdguard.
+    let text = succeeds(fdguard(&["metrics", "--top", "1000", "--stacks", "0"]));
     promtool_accepts(&text);
     let id = format!("pid=\"{}\",comm=\"fill\"", high.pid());
     let open = proc_fds(high.pid()).len();
@@ -167,6 +168,61 @@ fn metrics_pass_promtool_and_name_the_process_nearest_its_limit() {
     }
     let worst: f64 = value_after(text.lines(), "fdguard_host_worst_fd_ratio ");
     assert!(worst >= 0.95, "{worst}");
+}
+
+#[test]
+fn metrics_give_the_fds_held_by_the_creation_stacks_of_a_process_under_fdguard() {
+    let dir = scratch("top-stacks");
+    let report = report_path(&dir);
+    let held = fill(300, 301, Some(&report));
+    // Its soft limit lowered under what it holds (seed 001's server, started from a shell with
+    // more): a ratio of 3 puts it first among the test processes of the host, so that only it
+    // is asked for a report.
+    set_fd_limit(held.pid(), 100, None);
+    let text = succeeds(fdguard(&["metrics", "--top", "1"]));
+    promtool_accepts(&text);
+    // Every fd fill made, it made in main: all those the kernel lists but the ones it was
+    // started with (its stdio, the harness's), which its report calls inherited.
+    let report: Value = serde_json::from_str(&succeeds(fdguard(&[
+        "report",
+        "--json",
+        &held.pid().to_string(),
+    ])))
+    .unwrap();
+    let inherited = report["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["call"] == "inherited")
+        .count();
+    let made = proc_fds(held.pid()).len() - inherited;
+    let id = format!("pid=\"{}\",comm=\"fill\"", held.pid());
+    let want = format!("fdguard_process_stack_open_fds{{{id},stack=\"main\"}} {made}");
+    assert!(text.lines().any(|l| l == want), "{want} not in\n{text}");
+    let age: f64 = value_after(
+        text.lines(),
+        &format!("fdguard_process_stack_report_age_seconds{{{id}}} "),
+    );
+    assert!((0.0..5.0).contains(&age), "{age}");
+    // Served, a process is asked once per --stacks-every: the second scrape gives the first
+    // one's stacks, older by the time between them.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = fdguard(&["metrics", "--listen", &addr, "--top", "1"]);
+    server.args(["--stacks-every", "600"]).stderr(Stdio::null());
+    let _server = Proc::spawn(&mut server);
+    wait_until("the endpoint listening", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let age_of = |answer: String| -> f64 {
+        assert!(answer.contains(&want), "{want} not in\n{answer}");
+        let prefix = format!("fdguard_process_stack_report_age_seconds{{{id}}} ");
+        value_after(answer.lines(), &prefix)
+    };
+    let first = age_of(get(port, "/metrics"));
+    std::thread::sleep(Duration::from_millis(500));
+    let second = age_of(get(port, "/metrics"));
+    assert!(second >= first + 0.5, "{first} then {second}");
 }
 
 /// One HTTP GET over loopback; the whole answer.
@@ -184,7 +240,7 @@ fn metrics_endpoint_answers_a_scrape_over_loopback() {
     let high = fill(100, 110, None);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut server = fdguard(&["metrics", "--listen", &addr]);
+    let mut server = fdguard(&["metrics", "--listen", &addr, "--stacks", "0"]);
     server.stderr(Stdio::null());
     let _server = Proc::spawn(&mut server);
     wait_until("the endpoint listening", Duration::from_secs(30), || {
@@ -228,7 +284,13 @@ fn metrics_textfile_is_whole_whenever_it_is_there() {
         })
     };
     for _ in 0..10 {
-        succeeds(fdguard(&["metrics", "--textfile", path.to_str().unwrap()]));
+        succeeds(fdguard(&[
+            "metrics",
+            "--textfile",
+            path.to_str().unwrap(),
+            "--stacks",
+            "0",
+        ]));
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0, "the reader never saw the file");

@@ -172,17 +172,7 @@ impl Server {
                 .collect();
         let lowest_free = (0..).find(|fd| !open.contains(fd)).unwrap();
         let n = lowest_free + ROOM;
-        let ok = command("prlimit")
-            .arg("--pid")
-            .arg(self.pid().to_string())
-            .arg(if hard_too {
-                format!("--nofile={n}:{n}")
-            } else {
-                format!("--nofile={n}:")
-            })
-            .status()
-            .unwrap();
-        assert!(ok.success(), "prlimit");
+        set_fd_limit(self.pid(), n, hard_too.then_some(n));
     }
 
     pub fn stderr(&self) -> String {
@@ -197,6 +187,21 @@ pub fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
     let mut v = Vec::new();
     f.take(len).read_to_end(&mut v).unwrap();
     v
+}
+
+/// Sets a running process's `RLIMIT_NOFILE` with `prlimit --pid`: the soft limit, and the hard
+/// one when given (else it stays).
+pub fn set_fd_limit(pid: u32, soft: u64, hard: Option<u64>) {
+    let hard = hard.map_or_else(String::new, |h| h.to_string());
+    let ok = command("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={soft}:{hard}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "prlimit --pid {pid} --nofile={soft}:{hard}");
 }
 
 /// Gives the command's process a soft `RLIMIT_NOFILE` of `soft` (the hard one stays).

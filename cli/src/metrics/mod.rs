@@ -5,8 +5,13 @@
 //! processes stays a few dozen series (process-exporter's `worst_fd_ratio`, for the same
 //! reason: a sum hides the one process that is about to fail).
 //!
+//! For the processes of the top N that run under fdguard, the fds held by their largest
+//! creation stacks (`stacks`).
+//!
 //! Printed on stdout, written to a file atomically (`--textfile`), or served over HTTP
 //! (`--listen`: GET /metrics, one connection at a time, each bounded in size and time).
+
+mod stacks;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -16,6 +21,7 @@ use std::time::Duration;
 
 use crate::fail::{Failure, Outcome};
 use crate::host::{self, Host, Level, Sort, Under};
+use stacks::Stacks;
 
 /// What `fdguard metrics` was asked.
 #[derive(clap::Args)]
@@ -30,6 +36,14 @@ pub struct MetricsArgs {
     /// Serve the metrics over HTTP at this address (GET /metrics), e.g. 127.0.0.1:9999
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// For each of the top N processes that runs under fdguard, series for this many of its
+    /// creation stacks, those holding the most fds (0: none; each asks the process a report)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub stacks: usize,
+    /// With --listen: ask a process for its stacks at most once in this many seconds, and
+    /// give the last ones in between
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub stacks_every: f64,
 }
 
 /// A request larger than this is refused: a scrape's is a few hundred bytes.
@@ -81,8 +95,8 @@ fn family<'a>(
 }
 
 /// The exposition of `host`, whose processes are ranked by ratio: per process series for the
-/// first `top`, host-wide series for every process read.
-pub fn exposition(host: &Host, top: usize) -> String {
+/// first `top` (and the stacks `held` knows of them), host-wide series for every process read.
+pub fn exposition(host: &Host, top: usize, held: &Stacks) -> String {
     let mut out = String::new();
     let shown = &host.processes[..top.min(host.processes.len())];
     let pids: Vec<String> = shown.iter().map(|p| p.pid.to_string()).collect();
@@ -144,6 +158,26 @@ pub fn exposition(host: &Host, top: usize) -> String {
             ));
             Some((l, 1.0))
         }),
+    );
+    let now = std::time::Instant::now();
+    let with_stacks = || each().filter_map(|(p, l)| Some((held.of(p.pid)?, l)));
+    family(
+        &mut out,
+        "fdguard_process_stack_open_fds",
+        "Open file descriptors of a process under fdguard that one creation stack made, for its stacks holding the most (stack: the stack's innermost frames, callee first).",
+        with_stacks().flat_map(|(h, l)| {
+            h.stacks.iter().map(move |s| {
+                let mut l = l.clone();
+                l.push(("stack", s.stack.as_str()));
+                (l, s.open as f64)
+            })
+        }),
+    );
+    family(
+        &mut out,
+        "fdguard_process_stack_report_age_seconds",
+        "Seconds since the report that the process's fdguard_process_stack_open_fds series come from was made.",
+        with_stacks().map(|(h, l)| (l, now.duration_since(h.taken).as_secs_f64())),
     );
     let at = |level: Level| host.processes.iter().filter(|p| p.level() == level).count() as f64;
     let worst = host
@@ -217,11 +251,13 @@ pub fn exposition(host: &Host, top: usize) -> String {
     out
 }
 
-/// A fresh sample of the host, as the exposition.
-fn sample(top: usize) -> String {
+/// A fresh sample of the host, as the exposition; the stacks of its top processes under
+/// fdguard asked as `held` says.
+fn sample(top: usize, held: &mut Stacks) -> String {
     let mut host = host::collect();
     host::rank(&mut host.processes, Sort::Ratio);
-    exposition(&host, top)
+    held.refresh(&host.processes[..top.min(host.processes.len())]);
+    exposition(&host, top, held)
 }
 
 /// Writes `text` to `path` so that a reader sees the old file or the new one, whole: a
@@ -251,7 +287,7 @@ fn write_atomically(path: &Path, text: &str) -> Outcome {
 }
 
 /// The answer to one request: `GET /metrics` gets a fresh sample.
-fn answer(conn: &mut TcpStream, top: usize) -> std::io::Result<()> {
+fn answer(conn: &mut TcpStream, top: usize, held: &mut Stacks) -> std::io::Result<()> {
     conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut request = Vec::new();
@@ -270,7 +306,7 @@ fn answer(conn: &mut TcpStream, top: usize) -> std::io::Result<()> {
         (Some("GET"), Some("/metrics")) => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            sample(top),
+            sample(top, held),
         ),
         (Some("GET"), _) => (
             "404 Not Found",
@@ -293,7 +329,7 @@ fn answer(conn: &mut TcpStream, top: usize) -> std::io::Result<()> {
 
 /// Serves scrapes until killed, one connection at a time (a scrape takes milliseconds; a
 /// client that stalls is cut off after `IO_TIMEOUT`).
-fn serve(addr: &str, top: usize) -> Outcome {
+fn serve(addr: &str, top: usize, mut held: Stacks) -> Outcome {
     let listener = TcpListener::bind(addr)
         .map_err(|e| Failure::bad_input(format!("--listen {addr}: cannot listen there: {e}")))?;
     let bound = listener
@@ -304,7 +340,7 @@ fn serve(addr: &str, top: usize) -> Outcome {
         match listener.accept() {
             // A client that went away, or one too slow, costs only its own answer.
             Ok((mut conn, _)) => {
-                let _ = answer(&mut conn, top);
+                let _ = answer(&mut conn, top, &mut held);
             }
             // Out of fds or memory: wait rather than spin on a listener that stays ready.
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
@@ -316,15 +352,21 @@ pub fn run(args: MetricsArgs) -> Outcome {
     if args.top == 0 {
         return Err(Failure::bad_input("--top must be at least 1"));
     }
+    if !(args.stacks_every.is_finite() && args.stacks_every >= 0.0) {
+        return Err(Failure::bad_input(
+            "--stacks-every must be a number of seconds, 0 or more",
+        ));
+    }
+    let mut held = Stacks::new(args.stacks, Duration::from_secs_f64(args.stacks_every));
     if args.textfile.is_some() && args.listen.is_some() {
         return Err(Failure::bad_input(
             "--textfile and --listen are two ways to publish: give one",
         ));
     }
     if let Some(addr) = &args.listen {
-        return serve(addr, args.top);
+        return serve(addr, args.top, held);
     }
-    let text = sample(args.top);
+    let text = sample(args.top, &mut held);
     match &args.textfile {
         Some(path) => write_atomically(path, &text),
         None => {
@@ -360,7 +402,8 @@ mod tests {
                 held: 899,
             }),
         };
-        let text = exposition(&host, 1);
+        let none = Stacks::new(0, Duration::ZERO);
+        let text = exposition(&host, 1, &none);
         let lines: Vec<&str> = text.lines().collect();
         let id = r#"pid="7",comm="we\"ird\\na\nme""#;
         assert!(lines.contains(&format!("fdguard_process_open_fds{{{id}}} 900").as_str()));
@@ -382,8 +425,8 @@ mod tests {
         // Every family has HELP and TYPE before its samples.
         let helps = lines.iter().filter(|l| l.starts_with("# HELP ")).count();
         let types = lines.iter().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!((helps, types), (16, 16));
-        let no_limit = exposition(&host, 3);
+        assert_eq!((helps, types), (18, 18));
+        let no_limit = exposition(&host, 3, &none);
         assert!(no_limit.contains("fdguard_process_max_fds{pid=\"9\",comm=\"p9\"} +Inf"));
     }
 }
