@@ -119,6 +119,8 @@ fn top_and_metrics_refuse_bad_input_in_one_line() {
         &["top", "--top", "0"],
         &["metrics", "--top", "0"],
         &["metrics", "--listen", "not an address"],
+        &["metrics", "--stacks-every=-1"],
+        &["metrics", "--stacks-every", "NaN"],
         &[
             "metrics",
             "--textfile",
