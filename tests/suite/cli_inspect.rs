@@ -1,6 +1,7 @@
 //! `fdguard inspect PID`: every fd of a live process, read from /proc without preloading
 //! anything, checked against /proc/PID/fd itself and against fdguard's own report of the same
 //! process at the same moment (one parser reads both).
+use crate::common::server::fd_soft_limit;
 use crate::common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,16 +79,6 @@ fn kernel_kind(pid: u32, fd: i64) -> (String, String) {
     (kind.to_string(), link)
 }
 
-/// `Max open files` of /proc/PID/limits.
-fn soft_limit(pid: u32) -> u64 {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap();
-    line.split_whitespace().nth(3).unwrap().parse().unwrap()
-}
-
 /// Everything `inspect --json` says of the holder, against the kernel and the holder's own
 /// account of what it opened.
 fn check_holder_snapshot(pid: u32, f: &Facts, j: &Value) {
@@ -107,7 +98,7 @@ fn check_holder_snapshot(pid: u32, f: &Facts, j: &Value) {
             assert_eq!(row(j, *fd)["desc"], link.as_str());
         }
     }
-    assert_eq!(j["limit"]["soft"], soft_limit(pid));
+    assert_eq!(j["limit"]["soft"], fd_soft_limit(pid));
     assert_eq!(j["reason"], "inspect");
     assert_eq!(j["pid"], pid);
 

@@ -4,6 +4,7 @@
 //! untouched and it runs on and exits as it would have; detach and attach again, on every JDK
 //! installed; what a JVM that cannot be attached this way gets (the attach mechanism
 //! disabled, `-Xrs`); a JVM of another user.
+use crate::common::server::fd_soft_limit;
 use crate::common::*;
 
 use std::collections::BTreeMap;
@@ -455,13 +456,7 @@ fn a_jvm_without_free_fds_is_refused_and_a_socket_nobody_answers_is_replaced() {
         c.args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")]);
         succeeds(c);
     };
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let was: String = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .unwrap()
-        .to_string();
+    let was = fd_soft_limit(pid).to_string();
     prlimit(&soft.to_string());
     let err = fails_with(fdguard(&["attach", &pid.to_string()]), 2);
     assert!(err.contains("prlimit --pid"), "{err}");

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use fdguard_core::read::{Document, parse_documents};
-use fdguard_core::report::Stack;
+use fdguard_core::report::{Frame, Stack};
 
 use crate::host::Proc;
 use crate::report::fetch_json;
@@ -36,16 +36,33 @@ pub struct Held {
     pub stacks: Vec<StackFds>,
 }
 
-/// A stack's label: the names of its innermost frames, callee first.
+/// A frame of Go's standard library (`syscall.Open`, `net/http.(*Transport).dial`): a Go
+/// source file, in a package whose import path's first element is not a domain and not `main`.
+/// A Go program's stacks start in it (the tracer sees the system call), every one alike.
+fn is_go_std(f: &Frame) -> bool {
+    let in_go = f.file.as_deref().is_some_and(|p| p.ends_with(".go"));
+    let Some(name) = f.function.as_deref().filter(|_| in_go) else {
+        return false;
+    };
+    let (dir, base) = name.rsplit_once('/').unwrap_or(("", name));
+    let package = match dir {
+        "" => base.split('.').next().unwrap_or(base),
+        dir => dir.split('/').next().unwrap_or(dir),
+    };
+    package != "main" && !package.contains('.')
+}
+
+/// A stack's label: the names of its innermost frames, callee first, from the first that is
+/// the program's own (past Go's standard library, when the stack leaves it).
 fn label(s: &Stack) -> String {
     if s.frames.is_empty() {
         return "no frames".to_string();
     }
-    let names: Vec<String> = s
-        .frames
+    let own = s.frames.iter().position(|f| !is_go_std(f)).unwrap_or(0);
+    let names: Vec<String> = s.frames[own..]
         .iter()
         .take(LABEL_FRAMES)
-        .map(|f| f.name())
+        .map(Frame::name)
         .collect();
     names.join(" < ")
 }
@@ -153,20 +170,49 @@ impl Stacks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fdguard_core::report::Frame;
 
-    fn stack(count: usize, names: &[&str]) -> Stack {
+    /// A stack of functions in `file`.
+    fn stack_in(file: &str, count: usize, names: &[&str]) -> Stack {
         Stack {
             count,
             frames: names
                 .iter()
                 .map(|n| Frame {
                     function: Some(n.to_string()),
+                    file: Some(file.to_string()),
                     ..Frame::default()
                 })
                 .collect(),
             ..Stack::default()
         }
+    }
+
+    fn stack(count: usize, names: &[&str]) -> Stack {
+        stack_in("app.c", count, names)
+    }
+
+    #[test]
+    fn go_stacks_are_named_past_the_standard_library() {
+        let go = |names: &[&str]| label(&stack_in("/src/x.go", 1, names));
+        assert_eq!(
+            go(&[
+                "syscall.openat",
+                "os.openFileNolog",
+                "main.leakFiles",
+                "main.main"
+            ]),
+            "main.leakFiles < main.main"
+        );
+        assert_eq!(
+            go(&["net/http.(*Transport).dial", "github.com/acme/api.(*C).Get"]),
+            "github.com/acme/api.(*C).Get"
+        );
+        assert_eq!(
+            go(&["runtime.pipe2", "runtime.netpollinit"]),
+            "runtime.pipe2 < runtime.netpollinit"
+        );
+        // Not Go: a C function is the program's, dots or not.
+        assert_eq!(label(&stack(1, &["syscall.x", "main"])), "syscall.x < main");
     }
 
     #[test]

@@ -189,6 +189,16 @@ pub fn read_from(path: &Path, from: u64, len: u64) -> Vec<u8> {
     v
 }
 
+/// A running process's soft `RLIMIT_NOFILE` (`Max open files` of /proc/PID/limits).
+pub fn fd_soft_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
 /// Sets a running process's `RLIMIT_NOFILE` with `prlimit --pid`: the soft limit, and the hard
 /// one when given (else it stays).
 pub fn set_fd_limit(pid: u32, soft: u64, hard: Option<u64>) {
