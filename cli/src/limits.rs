@@ -413,6 +413,33 @@ fn unit_of(pid: i32) -> Option<Unit> {
     })
 }
 
+/// How a process sees files: its root and working directory (`/proc/PID/root`, `cwd`), the
+/// name of that directory, and where it was started (`$PWD` of its environment).
+pub struct Seen {
+    pub root: PathBuf,
+    pub cwd: PathBuf,
+    pub cwd_named: PathBuf,
+    pub started_in: Option<PathBuf>,
+}
+
+impl Seen {
+    /// Where the process may have read `path`: each place as it names it (absolute) and as
+    /// this process reads it. A relative path is from its working directory or, second, from
+    /// where it was started (as the shell that started it set `$PWD`): a supervisord daemon
+    /// with `directory=` moves there after reading its file.
+    pub fn places(&self, path: &Path) -> Vec<(PathBuf, PathBuf)> {
+        let inside = |abs: &Path| self.root.join(abs.strip_prefix("/").unwrap_or(abs));
+        if path.is_absolute() {
+            return vec![(path.to_path_buf(), inside(path))];
+        }
+        let mut at = vec![(self.cwd_named.join(path), self.cwd.join(path))];
+        if let Some(pwd) = self.started_in.as_ref().filter(|p| p.is_absolute()) {
+            at.push((pwd.join(path), inside(pwd).join(path)));
+        }
+        at
+    }
+}
+
 /// The nearest supervisord of the chain: the file it read (its `-c`, or the first of its
 /// default paths that exists), through its `/proc/PID/root` and `cwd`, and its `minfds`.
 fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
@@ -425,15 +452,19 @@ fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
             Some(c) => vec![PathBuf::from(c)],
             None => supervisord_default_configs(script),
         };
-        let inside = |c: &Path| match c.strip_prefix("/") {
-            Ok(abs) => t.root().join(abs),
-            Err(_) => t.cwd().join(c),
-        };
-        let read = candidates
-            .iter()
-            .find(|c| inside(c).exists())
-            .and_then(|c| Some((c, std::fs::read_to_string(inside(c)).ok()?)));
         let env = t.process.environ().unwrap_or_default();
+        let started_in = env.get(OsStr::new("PWD")).map(PathBuf::from);
+        let seen = Seen {
+            root: t.root(),
+            cwd: t.cwd(),
+            cwd_named: std::fs::read_link(t.cwd()).unwrap_or_default(),
+            started_in,
+        };
+        let mut places = candidates.iter().flat_map(|c| seen.places(c));
+        // The first that exists is the one it read, readable here or not.
+        let read = places
+            .find(|(_, file)| file.exists())
+            .and_then(|(named, file)| Some((named, std::fs::read_to_string(file).ok()?)));
         let env = |name: &str| Some(env.get(OsStr::new(name))?.to_string_lossy().into_owned());
         let (minfds, from) = match (&given.minfds, &read) {
             (Some(v), _) => (parse_minfds(v, |_| None), "command line"),
@@ -443,13 +474,11 @@ fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
             },
             (None, None) => (None, "default"),
         };
-        // The name as supervisord sees it: a relative one from its working directory.
-        let cwd = std::fs::read_link(t.cwd()).unwrap_or_default();
         Some(Supervisord {
             pid: l.pid,
-            config: read.map(|(c, _)| {
-                let abs: PathBuf = cwd.join(c).components().collect();
-                abs.display().to_string()
+            config: read.map(|(named, _)| {
+                let named: PathBuf = named.components().collect();
+                named.display().to_string()
             }),
             minfds_from: minfds.map(|_| from),
             minfds,
@@ -979,6 +1008,42 @@ mod tests {
             ["etc/supervisord.conf", "supervisord.conf"]
         );
         assert_eq!(paths(None).len(), 4);
+    }
+
+    #[test]
+    fn relative_paths_from_the_working_directory_then_where_it_started() {
+        let seen = Seen {
+            root: "/proc/9/root".into(),
+            cwd: "/proc/9/cwd".into(),
+            cwd_named: "/tmp".into(),
+            started_in: Some("/srv/app".into()),
+        };
+        let places = |p: &str| -> Vec<(String, String)> {
+            seen.places(Path::new(p))
+                .iter()
+                .map(|(n, r)| (n.display().to_string(), r.display().to_string()))
+                .collect()
+        };
+        let pair = |n: &str, r: &str| (n.to_string(), r.to_string());
+        assert_eq!(
+            places("/etc/supervisord.conf"),
+            [pair(
+                "/etc/supervisord.conf",
+                "/proc/9/root/etc/supervisord.conf"
+            )]
+        );
+        assert_eq!(
+            places("s.conf"),
+            [
+                pair("/tmp/s.conf", "/proc/9/cwd/s.conf"),
+                pair("/srv/app/s.conf", "/proc/9/root/srv/app/s.conf")
+            ]
+        );
+        let seen = Seen {
+            started_in: Some("relative".into()),
+            ..seen
+        };
+        assert_eq!(seen.places(Path::new("s.conf")).len(), 1);
     }
 
     #[test]
