@@ -120,6 +120,9 @@ pub struct Supervisord {
     /// `config` (the file's `[supervisord]` section), `default` (1024: the file sets none);
     /// null when `minfds` is not known.
     pub minfds_from: Option<&'static str>,
+    /// The file whose `minfds` counts when it comes from one: the configuration, or a file
+    /// its `[include]` section names (read after it, so a `minfds` there wins).
+    pub minfds_file: Option<String>,
 }
 
 /// The short options of supervisord that take a value (`-c FILE`, `-a N`, `-l LOGFILE`, ...).
@@ -253,10 +256,11 @@ pub fn supervisord_default_configs(script: Option<&str>) -> Vec<PathBuf> {
     paths
 }
 
-/// The last `minfds` of the `[supervisord]` section of an ini file as supervisord's parser
-/// (Python's configparser) reads it: a name in any case, `=` or `:`, a comment after ` ;` or
-/// ` #` dropped, a later value winning; none when the section does not set it.
-pub fn minfds_value(conf: &str) -> Option<String> {
+/// The last `key` of `[section]` in an ini file as supervisord's parser (Python's
+/// configparser) reads it: a name in any case, `=` or `:`, a comment after ` ;` or ` #`
+/// dropped, a later value winning; none when the section does not set it.
+pub fn ini_value(conf: &str, section: &str, key: &str) -> Option<String> {
+    let header = format!("[{section}]");
     let mut in_section = false;
     let mut value = None;
     for line in conf.lines() {
@@ -271,9 +275,9 @@ pub fn minfds_value(conf: &str) -> Option<String> {
             .unwrap_or(line.len());
         let line = line[..end].trim_end();
         if line.starts_with('[') {
-            in_section = line == "[supervisord]";
+            in_section = line == header;
         } else if let Some((k, v)) = line.split_once(['=', ':']).filter(|_| in_section)
-            && k.trim().eq_ignore_ascii_case("minfds")
+            && k.trim().eq_ignore_ascii_case(key)
         {
             value = Some(v.trim().to_string());
         }
@@ -281,9 +285,10 @@ pub fn minfds_value(conf: &str) -> Option<String> {
     value
 }
 
-/// A `minfds` value as supervisord reads it: `%(ENV_NAME)s` expanded from its environment
-/// (`env`), then Python's `int()` (spaces around, a `+`, `_` between digits).
-pub fn parse_minfds(value: &str, env: impl Fn(&str) -> Option<String>) -> Option<u64> {
+/// A value with supervisord's expansions: `%(NAME)s` from `lookup` (`ENV_X` for its
+/// environment's `X`, `here` for its file's directory), `%%` for `%`; none when a name is
+/// unknown (supervisord refuses such a file).
+pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
     let mut expanded = String::new();
     let mut rest = value;
     while let Some(at) = rest.find('%') {
@@ -294,16 +299,61 @@ pub fn parse_minfds(value: &str, env: impl Fn(&str) -> Option<String>) -> Option
             rest = r;
         } else {
             let (name, r) = rest.strip_prefix("%(")?.split_once(")s")?;
-            expanded.push_str(&env(name.strip_prefix("ENV_")?)?);
+            expanded.push_str(&lookup(name)?);
             rest = r;
         }
     }
     expanded.push_str(rest);
-    let digits = expanded.trim();
+    Some(expanded)
+}
+
+/// A number as Python's `int()` reads it, as supervisord reads `minfds`: spaces around, a
+/// `+`, `_` between digits.
+pub fn python_int(value: &str) -> Option<u64> {
+    let digits = value.trim();
     let digits = digits.strip_prefix('+').unwrap_or(digits);
     let well_placed = !digits.starts_with('_') && !digits.ends_with('_') && !digits.contains("__");
     well_placed.then(|| digits.replace('_', "").parse().ok())?
 }
+
+/// Whether `name` matches a shell pattern as Python's `fnmatch` does (`*`, `?`, `[abc]`,
+/// `[!abc]`, `[a-z]`), and `glob` (a name starting with `.` only for a pattern that does).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn class(set: &[char], c: char) -> Option<(bool, usize)> {
+        let end = set.iter().skip(1).position(|&x| x == ']')? + 1;
+        let (negate, items) = match set[..end].split_first() {
+            Some(('!', rest)) => (true, rest),
+            _ => (false, &set[..end]),
+        };
+        let mut hit = false;
+        let mut i = 0;
+        while i < items.len() {
+            if items.get(i + 1) == Some(&'-') && i + 2 < items.len() {
+                hit |= (items[i]..=items[i + 2]).contains(&c);
+                i += 3;
+            } else {
+                hit |= items[i] == c;
+                i += 1;
+            }
+        }
+        Some((hit != negate, end + 1))
+    }
+    fn matches(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|skip| matches(&p[1..], &n[skip..])),
+            Some('?') => !n.is_empty() && matches(&p[1..], &n[1..]),
+            Some('[') if !n.is_empty() => match class(&p[1..], n[0]) {
+                Some((hit, used)) => hit && matches(&p[1 + used..], &n[1..]),
+                None => n[0] == '[' && matches(&p[1..], &n[1..]),
+            },
+            Some(&c) => n.first() == Some(&c) && matches(&p[1..], &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    (!name.starts_with('.') || pattern.starts_with('.')) && matches(&p, &n)
+}
+
 /// The process is in a container (another pid namespace than some ancestor's).
 #[derive(Debug, Serialize)]
 pub struct Container {
@@ -428,15 +478,43 @@ impl Seen {
     /// where it was started (as the shell that started it set `$PWD`): a supervisord daemon
     /// with `directory=` moves there after reading its file.
     pub fn places(&self, path: &Path) -> Vec<(PathBuf, PathBuf)> {
-        let inside = |abs: &Path| self.root.join(abs.strip_prefix("/").unwrap_or(abs));
         if path.is_absolute() {
-            return vec![(path.to_path_buf(), inside(path))];
+            return vec![(path.to_path_buf(), self.inside(path))];
         }
         let mut at = vec![(self.cwd_named.join(path), self.cwd.join(path))];
         if let Some(pwd) = self.started_in.as_ref().filter(|p| p.is_absolute()) {
-            at.push((pwd.join(path), inside(pwd).join(path)));
+            at.push((pwd.join(path), self.inside(pwd).join(path)));
         }
         at
+    }
+
+    /// Where this process reads the process's absolute path `abs`.
+    pub fn inside(&self, abs: &Path) -> PathBuf {
+        self.root.join(abs.strip_prefix("/").unwrap_or(abs))
+    }
+
+    /// The files an `[include]` section's `files` names, in supervisord's order: each pattern
+    /// from `base` (the including file's directory), its matches sorted. A wildcard before the
+    /// last component matches nothing here (supervisord's glob would follow it).
+    pub fn included(&self, base: &Path, files: &str) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        for path in files.split_whitespace().map(|p| base.join(p)) {
+            let (Some(dir), Some(pattern)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let pattern = pattern.to_string_lossy();
+            let mut found: Vec<PathBuf> = std::fs::read_dir(self.inside(dir))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    glob_matches(&pattern, &name).then(|| dir.join(name))
+                })
+                .collect();
+            found.sort();
+            all.extend(found);
+        }
+        all
     }
 }
 
@@ -465,22 +543,46 @@ fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
         let read = places
             .find(|(_, file)| file.exists())
             .and_then(|(named, file)| Some((named, std::fs::read_to_string(file).ok()?)));
-        let env = |name: &str| Some(env.get(OsStr::new(name))?.to_string_lossy().into_owned());
-        let (minfds, from) = match (&given.minfds, &read) {
-            (Some(v), _) => (parse_minfds(v, |_| None), "command line"),
-            (None, Some((_, text))) => match minfds_value(text) {
-                Some(v) => (parse_minfds(&v, env), "config"),
-                None => (Some(1024), "default"),
-            },
-            (None, None) => (None, "default"),
+        let lookup = |name: &str, here: &Path| match name {
+            "here" => Some(here.display().to_string()),
+            n => Some(
+                env.get(OsStr::new(n.strip_prefix("ENV_")?))?
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
         };
+        // The file's `minfds`, or the last one of the files it includes (read after it).
+        let in_files = read.as_ref().map(|(named, text)| {
+            let here = named.parent().unwrap_or(Path::new("/"));
+            let files = ini_value(text, "include", "files")
+                .and_then(|f| expand(&f, |n| lookup(n, here)))
+                .map(|f| seen.included(here, &f))
+                .unwrap_or_default();
+            let mut found = ini_value(text, "supervisord", "minfds").map(|v| (named.clone(), v));
+            for file in files {
+                let text = std::fs::read_to_string(seen.inside(&file)).unwrap_or_default();
+                if let Some(v) = ini_value(&text, "supervisord", "minfds") {
+                    found = Some((file, v));
+                }
+            }
+            found
+        });
+        let (minfds, from, file) = match (&given.minfds, in_files) {
+            (Some(v), _) => (python_int(v), "command line", None),
+            (None, Some(Some((file, v)))) => {
+                let here = file.parent().unwrap_or(Path::new("/"));
+                let n = expand(&v, |n| lookup(n, here)).and_then(|v| python_int(&v));
+                (n, "config", Some(file))
+            }
+            (None, Some(None)) => (Some(1024), "default", None),
+            (None, None) => (None, "default", None),
+        };
+        let absolute = |p: PathBuf| p.components().collect::<PathBuf>().display().to_string();
         Some(Supervisord {
             pid: l.pid,
-            config: read.map(|(named, _)| {
-                let named: PathBuf = named.components().collect();
-                named.display().to_string()
-            }),
+            config: read.map(|(named, _)| absolute(named)),
             minfds_from: minfds.map(|_| from),
+            minfds_file: file.map(absolute),
             minfds,
         })
     })
@@ -613,7 +715,10 @@ pub fn fixes(l: &Limits) -> Vec<String> {
             ),
             (_, c) => format!(
                 "minfds={target} in the [supervisord] section of {}",
-                c.as_deref().unwrap_or("its configuration")
+                s.minfds_file
+                    .as_deref()
+                    .or(c.as_deref())
+                    .unwrap_or("its configuration")
             ),
         };
         fix.push(format!(
@@ -700,7 +805,7 @@ pub fn examine(pid: i32) -> Result<Limits, Failure> {
 fn supervisord_line(s: &Supervisord, chain: &[Link]) -> String {
     let mut line = format!("supervisord: pid {}", s.pid);
     let (Some(n), Some(from)) = (s.minfds, s.minfds_from) else {
-        let _ = match &s.config {
+        let _ = match s.minfds_file.as_ref().or(s.config.as_ref()) {
             Some(c) => write!(line, "; minfds unknown: its value in {c} is not a number"),
             None => write!(
                 line,
@@ -714,9 +819,11 @@ fn supervisord_line(s: &Supervisord, chain: &[Link]) -> String {
         ("command line", Some(c)) => write!(line, " (from its command line, over {c}'s)"),
         ("command line", None) => write!(line, " (from its command line)"),
         ("default", Some(c)) => write!(line, " (the default: {c} sets none)"),
-        (_, Some(c)) => write!(line, " (from {c})"),
-        // `config` and `default` come from a file read.
-        (_, None) => Ok(()),
+        _ => write!(
+            line,
+            " (from {})",
+            s.minfds_file.as_deref().unwrap_or_default()
+        ),
     };
     let soft = chain.iter().find(|c| c.pid == s.pid).map(|c| c.limit.soft);
     line.push_str(match soft {
@@ -1048,28 +1155,78 @@ mod tests {
 
     #[test]
     fn minfds_as_configparser_reads_it() {
+        let minfds = |conf: &str| ini_value(conf, "supervisord", "minfds");
         let conf = "[unix_http_server]\nminfds=1\n[supervisord]\nlogfile=/x ; log\n\
                     minfds = 65536 ; fds\n[program:a]\nminfds=2\n";
-        assert_eq!(minfds_value(conf).as_deref(), Some("65536"));
-        assert_eq!(minfds_value("[supervisord]\nnodaemon=true\n"), None);
+        assert_eq!(minfds(conf).as_deref(), Some("65536"));
+        assert_eq!(minfds("[supervisord]\nnodaemon=true\n"), None);
         // Any case, `:`, a comment after the header, the last one wins.
         let conf = "[supervisord] ; main\nMinFDs: 100\nminfds=200\t# more\n";
-        assert_eq!(minfds_value(conf).as_deref(), Some("200"));
+        assert_eq!(minfds(conf).as_deref(), Some("200"));
         // Comment lines and indented (continuation) lines set nothing; a `;` without a space
         // before it is part of the value (which supervisord then refuses).
         let conf = "[supervisord]\n;minfds=1\n#minfds=2\n  minfds=3\nminfds=4;x\n";
-        assert_eq!(minfds_value(conf).as_deref(), Some("4;x"));
+        assert_eq!(minfds(conf).as_deref(), Some("4;x"));
+        let conf = "[include]\nfiles = conf.d/*.conf %(here)s/more.ini\n";
+        assert_eq!(
+            ini_value(conf, "include", "files").as_deref(),
+            Some("conf.d/*.conf %(here)s/more.ini")
+        );
 
-        let env = |name: &str| (name == "FDS").then(|| "5000".to_string());
-        assert_eq!(parse_minfds("4096", env), Some(4096));
-        assert_eq!(parse_minfds(" +4_096 ", env), Some(4096));
-        assert_eq!(parse_minfds("%(ENV_FDS)s", env), Some(5000));
-        assert_eq!(parse_minfds("1%(ENV_FDS)s", env), Some(15000));
-        assert_eq!(parse_minfds("%(ENV_OTHER)s", env), None);
-        assert_eq!(parse_minfds("%(here)s", env), None);
-        for bad in ["4;x", "4k", "_4", "4__0", "0x10", "-1", ""] {
-            assert_eq!(parse_minfds(bad, env), None, "{bad}");
+        let lookup = |name: &str| match name {
+            "ENV_FDS" => Some("5000".to_string()),
+            "here" => Some("/etc/supervisor".to_string()),
+            _ => None,
+        };
+        let number = |v: &str| expand(v, lookup).and_then(|v| python_int(&v));
+        assert_eq!(number("4096"), Some(4096));
+        assert_eq!(number(" +4_096 "), Some(4096));
+        assert_eq!(number("%(ENV_FDS)s"), Some(5000));
+        assert_eq!(number("1%(ENV_FDS)s"), Some(15000));
+        assert_eq!(number("%(ENV_OTHER)s"), None);
+        assert_eq!(
+            expand("%(here)s/conf.d/*.conf 100%%", lookup).as_deref(),
+            Some("/etc/supervisor/conf.d/*.conf 100%")
+        );
+        for bad in [
+            "4;x", "4k", "_4", "4__0", "0x10", "-1", "", "%(here)s", "%(FDS)",
+        ] {
+            assert_eq!(number(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn include_patterns_as_glob_matches_them() {
+        assert!(glob_matches("*.conf", "limits.conf"));
+        assert!(!glob_matches("*.conf", "limits.conf.bak"));
+        assert!(!glob_matches("*.conf", ".hidden.conf"));
+        assert!(glob_matches(".*.conf", ".hidden.conf"));
+        assert!(glob_matches("app-?.ini", "app-1.ini"));
+        assert!(!glob_matches("app-?.ini", "app-10.ini"));
+        assert!(glob_matches("[a-c]*", "b.conf") && !glob_matches("[a-c]*", "d.conf"));
+        assert!(glob_matches("[!a]*", "b") && !glob_matches("[!a]*", "a"));
+        assert!(glob_matches("[x", "[x"));
+        assert!(glob_matches("plain.conf", "plain.conf"));
+
+        let dir = std::env::temp_dir().join(format!("fdguard-include-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        for f in ["b.conf", "a.conf", "c.txt", ".d.conf"] {
+            std::fs::write(dir.join("conf.d").join(f), "").unwrap();
+        }
+        std::fs::write(dir.join("last.ini"), "").unwrap();
+        let seen = Seen {
+            root: "/".into(),
+            cwd: "/".into(),
+            cwd_named: "/".into(),
+            started_in: None,
+        };
+        let found = seen.included(&dir, "conf.d/*.conf last.ini none/*.conf */b.conf");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["conf.d/a.conf", "conf.d/b.conf", "last.ini"]);
     }
 
     #[test]
@@ -1080,6 +1237,7 @@ mod tests {
             config: Some("/etc/s.conf".into()),
             minfds: Some(2345),
             minfds_from: Some("config"),
+            minfds_file: Some("/etc/s.conf".into()),
         });
         let s = l.supervisord.as_ref().unwrap();
         assert_eq!(
@@ -1107,8 +1265,13 @@ mod tests {
             supervisord_line(s, &l.chain).contains("(from its command line, over /etc/s.conf's)")
         );
         assert!(fixes(&l)[1].starts_with("next start: -a 4096 (--minfds) on its command line"));
+        // A minfds in a file the configuration includes wins: the fix edits that file.
         let s = l.supervisord.as_mut().unwrap();
-        (s.minfds, s.minfds_from) = (None, None);
+        (s.minfds_from, s.minfds_file) = (Some("config"), Some("/etc/conf.d/fds.conf".into()));
+        assert!(supervisord_line(s, &l.chain).contains("(from /etc/conf.d/fds.conf)"));
+        assert!(fixes(&l)[1].contains("[supervisord] section of /etc/conf.d/fds.conf"));
+        let s = l.supervisord.as_mut().unwrap();
+        (s.minfds, s.minfds_from, s.minfds_file) = (None, None, None);
         assert!(
             supervisord_line(s, &l.chain)
                 .ends_with("minfds unknown: its value in /etc/s.conf is not a number")

@@ -124,13 +124,15 @@ const STARTED_WITH: u64 = 1024;
 /// Starts supervisord in the foreground (`nodaemon`) with `args` after its command (`run`:
 /// `supervisord`, or its Python and script), in a directory of its own holding its
 /// configuration, pidfile and logs (no control socket: a unix socket's path under a deep
-/// target directory may pass the 108 bytes allowed), `minfds = MINFDS` in its `[supervisord]`
-/// section, and one program, `supervised`. Waits for the program to run and asks `limits`.
+/// target directory may pass the 108 bytes allowed), `minfds` in its `[supervisord]` section,
+/// `included` in `conf.d/fds.conf`, which its `[include]` section names, and one program,
+/// `supervised`. Waits for the program to run and asks `limits`.
 fn start_supervised(
     run: &[String],
     args: &[&str],
     minfds: &str,
     env: &[(&str, &str)],
+    included: Option<&str>,
 ) -> Supervised {
     let dir = scratch("limits-supervisord");
     let prog = build_c("supervised", &dir, &["-O1"]);
@@ -141,11 +143,16 @@ fn start_supervised(
             "[supervisord]\nnodaemon=true\nlogfile=%(here)s/supervisord.log\n\
              pidfile=%(here)s/supervisord.pid\nchildlogdir=%(here)s\n\
              minfds = {minfds} ; more than it is started with\n\
+             [include]\nfiles = conf.d/*.conf\n\
              [program:x]\ncommand={}\nstartsecs=0\nautorestart=false\n",
             prog.display()
         ),
     )
     .unwrap();
+    if let Some(text) = included {
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        std::fs::write(dir.join("conf.d/fds.conf"), text).unwrap();
+    }
     let mut cmd = command(&run[0]);
     cmd.args(&run[1..])
         .args(args)
@@ -265,7 +272,13 @@ fn a_program_under_supervisord_gets_minfds_from_its_file() {
         "the test's hard limit is below {MINFDS}"
     );
     let run = [require("supervisord").display().to_string()];
-    let s = start_supervised(&run, &["-c", "supervisord.conf"], &MINFDS.to_string(), &[]);
+    let s = start_supervised(
+        &run,
+        &["-c", "supervisord.conf"],
+        &MINFDS.to_string(),
+        &[],
+        None,
+    );
     let (j, sup) = (&s.json, s.supervisord.id());
     assert_eq!(j["limit"]["soft"], MINFDS, "{j}");
     assert_eq!(j["chain"][0]["pid"], s.program, "the program first: {j}");
@@ -314,7 +327,8 @@ fn python_supervisord() -> Vec<String> {
 }
 
 /// supervisord run by Python itself (comm `python3`, an interpreter option before the script)
-/// with `-a` on its command line, which wins over the file's `minfds`.
+/// with `-a` on its command line, which wins over the `minfds` of its file and of the file it
+/// includes.
 #[test]
 fn minfds_on_supervisords_command_line_wins_over_its_file() {
     const ON_THE_COMMAND_LINE: u64 = STARTED_WITH + 500;
@@ -323,9 +337,15 @@ fn minfds_on_supervisords_command_line_wins_over_its_file() {
     run.insert(1, "-u".into());
     let s = start_supervised(
         &run,
-        &["-na", "1524", "--configuration", "supervisord.conf"],
+        &[
+            "-na",
+            &ON_THE_COMMAND_LINE.to_string(),
+            "--configuration",
+            "supervisord.conf",
+        ],
         "1100",
         &[],
+        Some("[supervisord]\nminfds = 1200\n"),
     );
     let (j, sup) = (&s.json, s.supervisord.id());
     assert_eq!(j["limit"]["soft"], ON_THE_COMMAND_LINE, "{j}");
@@ -352,26 +372,38 @@ fn minfds_on_supervisords_command_line_wins_over_its_file() {
     assert!(s.text.contains("fix next start: -a "), "{}", s.text);
 }
 
-/// `minfds` from supervisord's environment (`%(ENV_NAME)s`), below the soft limit it was
-/// started with: supervisord kept that one, and `limits` says so.
+/// `minfds` of a file the configuration includes (read after it: it wins), from supervisord's
+/// environment (`%(ENV_NAME)s`), and below the soft limit supervisord was started with:
+/// supervisord kept that one, and `limits` says so (with the file's 1100 it would have raised
+/// it).
 #[test]
 fn a_limit_above_minfds_is_kept() {
     let run = [require("supervisord").display().to_string()];
     let s = start_supervised(
         &run,
         &["-c", "supervisord.conf"],
-        "%(ENV_TEST_MINFDS)s",
+        "1100",
         &[("TEST_MINFDS", "900")],
+        Some("[supervisord]\nminfds = %(ENV_TEST_MINFDS)s\n"),
     );
     let (j, sup) = (&s.json, s.supervisord.id());
+    let included = s.conf.replace("supervisord.conf", "conf.d/fds.conf");
     assert_eq!(j["limit"]["soft"], STARTED_WITH, "{j}");
     assert_eq!(j["supervisord"]["minfds"], 900, "{j}");
     assert_eq!(j["supervisord"]["minfds_from"], "config");
+    assert_eq!(j["supervisord"]["config"], s.conf.as_str());
+    assert_eq!(j["supervisord"]["minfds_file"], included.as_str());
     assert!(
         s.text.contains(&format!(
-            "supervisord: pid {sup}, minfds 900 (from {}); its soft limit is above minfds: it \
-             kept the limit it was started with",
-            s.conf
+            "supervisord: pid {sup}, minfds 900 (from {included}); its soft limit is above \
+             minfds: it kept the limit it was started with"
+        )),
+        "{}",
+        s.text
+    );
+    assert!(
+        s.text.contains(&format!(
+            "[supervisord] section of {included}, then restart"
         )),
         "{}",
         s.text
