@@ -153,14 +153,15 @@ fn start_supervised(
         std::fs::create_dir_all(dir.join("conf.d")).unwrap();
         std::fs::write(dir.join("conf.d/fds.conf"), text).unwrap();
     }
+    let out = std::fs::File::create(dir.join("out")).unwrap();
     let mut cmd = command(&run[0]);
     cmd.args(&run[1..])
         .args(args)
         .envs(env.iter().copied())
         .current_dir(&dir)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("out")).unwrap())
-        .stderr(std::fs::File::create(dir.join("out")).unwrap());
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
     soft_limit(&mut cmd, STARTED_WITH);
     let mut supervisord = Proc::spawn(&mut cmd);
     let mut program = None;
