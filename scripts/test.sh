@@ -26,6 +26,11 @@ needs=(
     "javac openjdk-17-jdk-headless"
     "nginx nginx"
     "go golang-go"
+    # Debian's package rather than pip's: one installer for the table, and Debian's python3 for
+    # it (pip would install into whichever python3 comes first on PATH: pyenv's, on the
+    # developers' machines). Where init is systemd the package also starts its service
+    # (Debian's default configuration, no programs); without an init, invoke-rc.d starts none.
+    "supervisord supervisor"
 )
 missing=()
 for need in "${needs[@]}"; do

@@ -6,8 +6,9 @@
 //! `minfds`, a container's runtime, a runtime that raises its own soft limit; then the risks
 //! of the value itself and how to change it now and for the next start.
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -105,62 +106,252 @@ pub fn parse_show(text: &str) -> Option<Limit> {
     })
 }
 
-/// supervisord in the chain, and the `minfds` its configuration sets.
+/// supervisord in the chain, and the `minfds` it runs with.
 #[derive(Debug, Serialize)]
 pub struct Supervisord {
     pub pid: i32,
-    /// The configuration file read, as supervisord names it; null if none could be read.
+    /// The configuration file it read, absolute as supervisord sees it (a relative `-c` or
+    /// default path joined to its working directory); null if none could be read.
     pub config: Option<String>,
-    /// `minfds` of its `[supervisord]` section (1024 when the file does not set it); null
-    /// when no file was read.
+    /// The `minfds` it runs with; null when not known (no file read and none on its command
+    /// line, or a value that is not a number).
     pub minfds: Option<u64>,
+    /// Where `minfds` comes from: `command line` (`-a`, `--minfds`: it wins over the file),
+    /// `config` (the file's `[supervisord]` section), `default` (1024: the file sets none);
+    /// null when `minfds` is not known.
+    pub minfds_from: Option<&'static str>,
+    /// The file whose `minfds` counts when it comes from one: the configuration, or a file
+    /// its `[include]` section names (read after it, so a `minfds` there wins).
+    pub minfds_file: Option<String>,
 }
 
-/// `-c FILE`, `-cFILE`, `--configuration FILE`, `--configuration=FILE` of supervisord's
-/// command line.
-pub fn supervisord_config(args: &[String]) -> Option<String> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "-c" || a == "--configuration" {
-            return it.next().cloned();
-        }
-        if let Some(v) = a.strip_prefix("--configuration=") {
-            return Some(v.to_string());
-        }
-        if let Some(v) = a
-            .strip_prefix("-c")
-            .filter(|v| !v.is_empty() && !a.starts_with("--"))
-        {
-            return Some(v.to_string());
+/// The short options of supervisord that take a value (`-c FILE`, `-a N`, `-l LOGFILE`, ...).
+const SUPERVISORD_SHORT_VALUED: &str = "umdlyzejiqac";
+/// Its long options that take a value besides `--configuration` and `--minfds`.
+const SUPERVISORD_LONG_VALUED: [&str; 12] = [
+    "user",
+    "umask",
+    "directory",
+    "logfile",
+    "logfile_maxbytes",
+    "logfile_backups",
+    "loglevel",
+    "pidfile",
+    "identifier",
+    "childlogdir",
+    "minprocs",
+    "profile_options",
+];
+
+/// supervisord's own arguments when the command line `args` runs it, with the path of its
+/// script (its default configuration paths start from it): `supervisord ...`, or Python
+/// running it (`python3 [-u ...] /usr/bin/supervisord ...`; `python3 -m supervisor.supervisord
+/// ...`, no script path then), whose comm is the interpreter's.
+pub fn supervisord_command(args: &[String]) -> Option<(Option<&str>, &[String])> {
+    let name = |a: &str| a.rsplit('/').next().unwrap_or_default().to_string();
+    let first = args.first()?;
+    if name(first) == "supervisord" {
+        return Some((Some(first), &args[1..]));
+    }
+    if !name(first).starts_with("python") {
+        return None;
+    }
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        match a.as_str() {
+            "-m" => {
+                return (args.get(i + 1)? == "supervisor.supervisord")
+                    .then(|| (None, &args[i + 2..]));
+            }
+            "-W" | "-X" | "--check-hash-based-pycs" => i += 2,
+            a if a.starts_with("-m") => {
+                return (&a[2..] == "supervisor.supervisord").then(|| (None, &args[i + 1..]));
+            }
+            // `-c CODE` runs code, not a script; `-` reads the program from stdin.
+            a if a.starts_with("-c") || a == "-" => return None,
+            a if a.starts_with('-') => i += 1,
+            script => {
+                return (name(script) == "supervisord").then(|| (Some(script), &args[i + 1..]));
+            }
         }
     }
     None
 }
 
-/// `minfds` of the `[supervisord]` section of an ini file (supervisord's default, 1024, when
-/// the section does not set it).
-pub fn minfds(conf: &str) -> u64 {
-    let mut in_section = false;
-    for line in conf.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_section = line == "[supervisord]";
-        } else if let Some((k, v)) = line.split_once(['=', ':']).filter(|_| in_section)
-            && k.trim() == "minfds"
-        {
-            let v = v.split([';', '#']).next().unwrap_or("").trim();
-            if let Ok(n) = v.parse() {
-                return n;
+/// What supervisord's command line sets of what `limits` reads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SupervisordArgs {
+    /// `-c FILE`, `--configuration FILE`.
+    pub config: Option<String>,
+    /// `-a N`, `--minfds N`: overrides the file's `minfds`.
+    pub minfds: Option<String>,
+}
+
+/// supervisord's arguments (after `supervisord_command`) read as its Python `getopt` reads
+/// them: grouped flags (`-nc FILE` is `-n -c FILE`), values joined (`-cFILE`, `--minfds=N`) or
+/// next, up to `--` or the first argument that is not an option.
+pub fn supervisord_args(args: &[String]) -> SupervisordArgs {
+    let mut found = SupervisordArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" || a == "-" || !a.starts_with('-') {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, joined) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let slot = match name {
+                "configuration" => &mut found.config,
+                "minfds" => &mut found.minfds,
+                n if SUPERVISORD_LONG_VALUED.contains(&n) && joined.is_none() => {
+                    it.next();
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = joined.or_else(|| it.next().cloned());
+            continue;
+        }
+        let flags = &a[1..];
+        if let Some(at) = flags.find(|c| SUPERVISORD_SHORT_VALUED.contains(c)) {
+            let rest = &flags[at + 1..];
+            let value = match rest {
+                "" => it.next().cloned(),
+                joined => Some(joined.to_string()),
+            };
+            match &flags[at..=at] {
+                "c" => found.config = value,
+                "a" => found.minfds = value,
+                _ => {}
             }
         }
     }
-    1024
+    found
 }
 
-/// True for supervisord's command line (run directly, or by its Python interpreter).
-fn is_supervisord(args: &[String]) -> bool {
-    args.iter()
-        .take(2)
-        .any(|a| a.rsplit('/').next().is_some_and(|n| n == "supervisord"))
+/// The files supervisord looks for without `-c`, in its order: beside its installation
+/// (`etc/` and the directory above its script's: a virtualenv's, `/usr` for
+/// `/usr/bin/supervisord`), then from its working directory, then in /etc.
+pub fn supervisord_default_configs(script: Option<&str>) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(script) = script {
+        let here = Path::new(script)
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        paths.push(here.join("etc/supervisord.conf"));
+        paths.push(here.join("supervisord.conf"));
+    }
+    paths.extend(
+        [
+            "supervisord.conf",
+            "etc/supervisord.conf",
+            "/etc/supervisord.conf",
+            "/etc/supervisor/supervisord.conf",
+        ]
+        .map(PathBuf::from),
+    );
+    paths
+}
+
+/// The last `key` of `[section]` in an ini file as supervisord's parser (Python's
+/// configparser) reads it: a name in any case, `=` or `:`, a comment after ` ;` or ` #`
+/// dropped, a later value winning; none when the section does not set it.
+pub fn ini_value(conf: &str, section: &str, key: &str) -> Option<String> {
+    let header = format!("[{section}]");
+    let mut in_section = false;
+    let mut value = None;
+    for line in conf.lines() {
+        // An indented line continues the value above it; `#` and `;` start comment lines.
+        if line.starts_with([' ', '\t', '#', ';']) {
+            continue;
+        }
+        let end = [" ;", " #", "\t;", "\t#"]
+            .iter()
+            .filter_map(|c| line.find(c))
+            .min()
+            .unwrap_or(line.len());
+        let line = line[..end].trim_end();
+        if line.starts_with('[') {
+            in_section = line == header;
+        } else if let Some((k, v)) = line.split_once(['=', ':']).filter(|_| in_section)
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            value = Some(v.trim().to_string());
+        }
+    }
+    value
+}
+
+/// A value with supervisord's expansions: `%(NAME)s` from `lookup` (`ENV_X` for its
+/// environment's `X`, `here` for its file's directory), `%%` for `%`; none when a name is
+/// unknown (supervisord refuses such a file).
+pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let mut expanded = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('%') {
+        expanded.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(r) = rest.strip_prefix("%%") {
+            expanded.push('%');
+            rest = r;
+        } else {
+            let (name, r) = rest.strip_prefix("%(")?.split_once(")s")?;
+            expanded.push_str(&lookup(name)?);
+            rest = r;
+        }
+    }
+    expanded.push_str(rest);
+    Some(expanded)
+}
+
+/// A number as Python's `int()` reads it, as supervisord reads `minfds`: spaces around, a
+/// `+`, `_` between digits.
+pub fn python_int(value: &str) -> Option<u64> {
+    let digits = value.trim();
+    let digits = digits.strip_prefix('+').unwrap_or(digits);
+    let well_placed = !digits.starts_with('_') && !digits.ends_with('_') && !digits.contains("__");
+    well_placed.then(|| digits.replace('_', "").parse().ok())?
+}
+
+/// Whether `name` matches a shell pattern as Python's `fnmatch` does (`*`, `?`, `[abc]`,
+/// `[!abc]`, `[a-z]`), and `glob` (a name starting with `.` only for a pattern that does).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn class(set: &[char], c: char) -> Option<(bool, usize)> {
+        let end = set.iter().skip(1).position(|&x| x == ']')? + 1;
+        let (negate, items) = match set[..end].split_first() {
+            Some(('!', rest)) => (true, rest),
+            _ => (false, &set[..end]),
+        };
+        let mut hit = false;
+        let mut i = 0;
+        while i < items.len() {
+            if items.get(i + 1) == Some(&'-') && i + 2 < items.len() {
+                hit |= (items[i]..=items[i + 2]).contains(&c);
+                i += 3;
+            } else {
+                hit |= items[i] == c;
+                i += 1;
+            }
+        }
+        Some((hit != negate, end + 1))
+    }
+    fn matches(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|skip| matches(&p[1..], &n[skip..])),
+            Some('?') => !n.is_empty() && matches(&p[1..], &n[1..]),
+            Some('[') if !n.is_empty() => match class(&p[1..], n[0]) {
+                Some((hit, used)) => hit && matches(&p[1 + used..], &n[1..]),
+                None => n[0] == '[' && matches(&p[1..], &n[1..]),
+            },
+            Some(&c) => n.first() == Some(&c) && matches(&p[1..], &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    (!name.starts_with('.') || pattern.starts_with('.')) && matches(&p, &n)
 }
 
 /// The process is in a container (another pid namespace than some ancestor's).
@@ -272,37 +463,127 @@ fn unit_of(pid: i32) -> Option<Unit> {
     })
 }
 
-/// The file supervisord reads: its `-c`, or the first of its default paths that exists
-/// (relative ones from its working directory), read through `/proc/PID/root` and `cwd`.
+/// How a process sees files: its root and working directory (`/proc/PID/root`, `cwd`), the
+/// name of that directory, and where it was started (`$PWD` of its environment).
+pub struct Seen {
+    pub root: PathBuf,
+    pub cwd: PathBuf,
+    pub cwd_named: PathBuf,
+    pub started_in: Option<PathBuf>,
+}
+
+impl Seen {
+    /// Where the process may have read `path`: each place as it names it (absolute) and as
+    /// this process reads it. A relative path is from its working directory or, second, from
+    /// where it was started (as the shell that started it set `$PWD`): a supervisord daemon
+    /// with `directory=` moves there after reading its file.
+    pub fn places(&self, path: &Path) -> Vec<(PathBuf, PathBuf)> {
+        if path.is_absolute() {
+            return vec![(path.to_path_buf(), self.inside(path))];
+        }
+        let mut at = vec![(self.cwd_named.join(path), self.cwd.join(path))];
+        if let Some(pwd) = self.started_in.as_ref().filter(|p| p.is_absolute()) {
+            at.push((pwd.join(path), self.inside(pwd).join(path)));
+        }
+        at
+    }
+
+    /// Where this process reads the process's absolute path `abs`.
+    pub fn inside(&self, abs: &Path) -> PathBuf {
+        self.root.join(abs.strip_prefix("/").unwrap_or(abs))
+    }
+
+    /// The files an `[include]` section's `files` names, in supervisord's order: each pattern
+    /// from `base` (the including file's directory), its matches sorted. A wildcard before the
+    /// last component matches nothing here (supervisord's glob would follow it).
+    pub fn included(&self, base: &Path, files: &str) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        for path in files.split_whitespace().map(|p| base.join(p)) {
+            let (Some(dir), Some(pattern)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let pattern = pattern.to_string_lossy();
+            let mut found: Vec<PathBuf> = std::fs::read_dir(self.inside(dir))
+                .into_iter()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.ok()?.file_name().into_string().ok()?;
+                    glob_matches(&pattern, &name).then(|| dir.join(name))
+                })
+                .collect();
+            found.sort();
+            all.extend(found);
+        }
+        all
+    }
+}
+
+/// The nearest supervisord of the chain: the file it read (its `-c`, or the first of its
+/// default paths that exists), through its `/proc/PID/root` and `cwd`, and its `minfds`.
 fn supervisord_of(chain: &[Link]) -> Option<Supervisord> {
     chain.iter().find_map(|l| {
         let t = Target::open(l.pid).ok()?;
-        let args = t.cmdline();
-        if !is_supervisord(&args) {
-            return None;
-        }
-        let candidates: Vec<String> = match supervisord_config(&args) {
-            Some(c) => vec![c],
-            None => [
-                "supervisord.conf",
-                "etc/supervisord.conf",
-                "/etc/supervisord.conf",
-                "/etc/supervisor/supervisord.conf",
-            ]
-            .map(String::from)
-            .to_vec(),
+        let cmdline = t.cmdline();
+        let (script, args) = supervisord_command(&cmdline)?;
+        let given = supervisord_args(args);
+        let candidates = match &given.config {
+            Some(c) => vec![PathBuf::from(c)],
+            None => supervisord_default_configs(script),
         };
-        let read = candidates.into_iter().find_map(|c| {
-            let file = match c.strip_prefix('/') {
-                Some(abs) => t.root().join(abs),
-                None => t.cwd().join(&c),
-            };
-            Some((c, std::fs::read_to_string(file).ok()?))
+        let env = t.process.environ().unwrap_or_default();
+        let started_in = env.get(OsStr::new("PWD")).map(PathBuf::from);
+        let seen = Seen {
+            root: t.root(),
+            cwd: t.cwd(),
+            cwd_named: std::fs::read_link(t.cwd()).unwrap_or_default(),
+            started_in,
+        };
+        let mut places = candidates.iter().flat_map(|c| seen.places(c));
+        // The first that exists is the one it read, readable here or not.
+        let read = places
+            .find(|(_, file)| file.exists())
+            .and_then(|(named, file)| Some((named, std::fs::read_to_string(file).ok()?)));
+        let lookup = |name: &str, here: &Path| match name {
+            "here" => Some(here.display().to_string()),
+            n => Some(
+                env.get(OsStr::new(n.strip_prefix("ENV_")?))?
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+        };
+        // The file's `minfds`, or the last one of the files it includes (read after it).
+        let in_files = read.as_ref().map(|(named, text)| {
+            let here = named.parent().unwrap_or(Path::new("/"));
+            let files = ini_value(text, "include", "files")
+                .and_then(|f| expand(&f, |n| lookup(n, here)))
+                .map(|f| seen.included(here, &f))
+                .unwrap_or_default();
+            let mut found = ini_value(text, "supervisord", "minfds").map(|v| (named.clone(), v));
+            for file in files {
+                let text = std::fs::read_to_string(seen.inside(&file)).unwrap_or_default();
+                if let Some(v) = ini_value(&text, "supervisord", "minfds") {
+                    found = Some((file, v));
+                }
+            }
+            found
         });
+        let (minfds, from, file) = match (&given.minfds, in_files) {
+            (Some(v), _) => (python_int(v), "command line", None),
+            (None, Some(Some((file, v)))) => {
+                let here = file.parent().unwrap_or(Path::new("/"));
+                let n = expand(&v, |n| lookup(n, here)).and_then(|v| python_int(&v));
+                (n, "config", Some(file))
+            }
+            (None, Some(None)) => (Some(1024), "default", None),
+            (None, None) => (None, "default", None),
+        };
+        let absolute = |p: PathBuf| p.components().collect::<PathBuf>().display().to_string();
         Some(Supervisord {
             pid: l.pid,
-            minfds: read.as_ref().map(|(_, text)| minfds(text)),
-            config: read.map(|(c, _)| c),
+            config: read.map(|(named, _)| absolute(named)),
+            minfds_from: minfds.map(|_| from),
+            minfds_file: file.map(absolute),
+            minfds,
         })
     })
 }
@@ -428,11 +709,21 @@ pub fn fixes(l: &Limits) -> Vec<String> {
         ));
     }
     if let Some(s) = &l.supervisord {
+        let setting = match (s.minfds_from, &s.config) {
+            (Some("command line"), _) => format!(
+                "-a {target} (--minfds) on its command line, where it overrides the file's minfds"
+            ),
+            (_, c) => format!(
+                "minfds={target} in the [supervisord] section of {}",
+                s.minfds_file
+                    .as_deref()
+                    .or(c.as_deref())
+                    .unwrap_or("its configuration")
+            ),
+        };
         fix.push(format!(
-            "next start: minfds={target} in the [supervisord] section of {}, then restart \
-             supervisord (pid {}: it raises its own limit to minfds at start, its programs \
-             inherit it)",
-            s.config.as_deref().unwrap_or("its configuration"),
+            "next start: {setting}, then restart supervisord (pid {}: at start it raises its \
+             soft limit to minfds when that is lower, and its programs inherit it)",
             s.pid
         ));
     }
@@ -509,6 +800,47 @@ pub fn examine(pid: i32) -> Result<Limits, Failure> {
     Ok(l)
 }
 
+/// supervisord's `minfds`, where it comes from, and whether it is what set supervisord's own
+/// soft limit (a minimum: a higher limit it was started with stays).
+fn supervisord_line(s: &Supervisord, chain: &[Link]) -> String {
+    let mut line = format!("supervisord: pid {}", s.pid);
+    let (Some(n), Some(from)) = (s.minfds, s.minfds_from) else {
+        let _ = match s.minfds_file.as_ref().or(s.config.as_ref()) {
+            Some(c) => write!(line, "; minfds unknown: its value in {c} is not a number"),
+            None => write!(
+                line,
+                "; its configuration could not be read (minfds unknown)"
+            ),
+        };
+        return line;
+    };
+    let _ = write!(line, ", minfds {}", count(n as usize));
+    let _ = match (from, &s.config) {
+        ("command line", Some(c)) => write!(line, " (from its command line, over {c}'s)"),
+        ("command line", None) => write!(line, " (from its command line)"),
+        ("default", Some(c)) => write!(line, " (the default: {c} sets none)"),
+        _ => write!(
+            line,
+            " (from {})",
+            s.minfds_file.as_deref().unwrap_or_default()
+        ),
+    };
+    let soft = chain.iter().find(|c| c.pid == s.pid).map(|c| c.limit.soft);
+    line.push_str(match soft {
+        Some(Some(soft)) if soft == n => {
+            "; its soft limit is minfds (it raises a lower one to it at start)"
+        }
+        Some(Some(soft)) if soft < n => {
+            "; its soft limit is below minfds: lowered after it started (prlimit --pid)"
+        }
+        _ => {
+            "; its soft limit is above minfds: it kept the limit it was started with (minfds \
+             is a minimum)"
+        }
+    });
+    line
+}
+
 pub fn render_text(l: &Limits) -> String {
     let first = &l.chain[0];
     let mut lines = vec![format!(
@@ -579,17 +911,7 @@ pub fn render_text(l: &Limits) -> String {
         None => lines.push("systemd: not in a service (from /proc/PID/cgroup)".into()),
     }
     if let Some(s) = &l.supervisord {
-        lines.push(match (&s.config, s.minfds) {
-            (Some(c), Some(n)) => format!(
-                "supervisord: pid {}, minfds {} (from {c})",
-                s.pid,
-                count(n as usize)
-            ),
-            _ => format!(
-                "supervisord: pid {}; its configuration could not be read (minfds unknown)",
-                s.pid
-            ),
-        });
+        lines.push(supervisord_line(s, &l.chain));
     }
     if let Some(c) = &l.container {
         lines.push(format!(
@@ -692,41 +1014,277 @@ mod tests {
         assert_eq!(parse_show(""), None);
     }
 
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn supervisord_configuration() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let c = supervisord_config;
+    fn supervisord_run_directly_or_by_python() {
+        let own = |a: &[&str]| {
+            let a = args(a);
+            supervisord_command(&a).map(|(script, rest)| (script.map(String::from), rest.to_vec()))
+        };
+        let script = |s: &str, rest: &[&str]| Some((Some(s.to_string()), args(rest)));
         assert_eq!(
-            c(&args(&["supervisord", "-c", "/etc/s.conf"])),
-            Some("/etc/s.conf".into())
+            own(&["/usr/bin/supervisord", "-n"]),
+            script("/usr/bin/supervisord", &["-n"])
+        );
+        // Debian's script under its shebang: comm `supervisord`, the interpreter first.
+        assert_eq!(
+            own(&["/usr/bin/python3", "/usr/bin/supervisord", "-c", "x"]),
+            script("/usr/bin/supervisord", &["-c", "x"])
+        );
+        // Interpreter options before the script, some with a value of their own.
+        assert_eq!(
+            own(&[
+                "python3.11",
+                "-u",
+                "-X",
+                "dev",
+                "/venv/bin/supervisord",
+                "-n"
+            ]),
+            script("/venv/bin/supervisord", &["-n"])
         );
         assert_eq!(
-            c(&args(&["supervisord", "-c/x.conf"])),
-            Some("/x.conf".into())
+            own(&["python3", "-m", "supervisor.supervisord", "-a", "9"]),
+            Some((None, args(&["-a", "9"])))
         );
         assert_eq!(
-            c(&args(&[
-                "python3",
-                "/usr/bin/supervisord",
-                "--configuration=y.conf"
-            ])),
-            Some("y.conf".into())
+            own(&["python3", "-msupervisor.supervisord"]),
+            Some((None, vec![]))
         );
-        assert_eq!(c(&args(&["supervisord", "-n"])), None);
-        assert!(is_supervisord(&args(&[
-            "/usr/bin/python3",
-            "/usr/bin/supervisord"
-        ])));
-        assert!(!is_supervisord(&args(&["supervisorctl"])));
+        assert_eq!(own(&["python3", "-m", "http.server"]), None);
+        assert_eq!(own(&["python3", "-c", "import supervisord"]), None);
+        assert_eq!(own(&["python3", "/srv/app.py", "supervisord"]), None);
+        assert_eq!(own(&["supervisorctl", "status"]), None);
+        assert_eq!(own(&[]), None);
+    }
+
+    #[test]
+    fn supervisord_options_as_getopt_reads_them() {
+        let given = |a: &[&str]| {
+            let g = supervisord_args(&args(a));
+            (g.config, g.minfds)
+        };
+        let both = |c: &str, m: &str| (Some(c.to_string()), Some(m.to_string()));
+        assert_eq!(
+            given(&["-c", "/etc/s.conf", "-a", "4096"]),
+            both("/etc/s.conf", "4096")
+        );
+        assert_eq!(given(&["-c/x.conf", "-a4096"]), both("/x.conf", "4096"));
+        // Grouped flags: `-nc FILE` is `-n -c FILE`.
+        assert_eq!(given(&["-nc", "s.conf", "-na", "7"]), both("s.conf", "7"));
+        assert_eq!(
+            given(&["--configuration=y.conf", "--minfds", "5"]),
+            both("y.conf", "5")
+        );
+        // The values of other options are not options: `-l -c` logs to a file named `-c`.
+        assert_eq!(given(&["-l", "-c", "--user", "-a", "-n"]), (None, None));
+        assert_eq!(
+            given(&["--logfile=-a", "-c", "s.conf"]).0,
+            Some("s.conf".into())
+        );
+        // getopt stops at the first argument that is not an option.
+        assert_eq!(given(&["extra", "-c", "s.conf"]), (None, None));
+        assert_eq!(given(&["--", "-c", "s.conf"]), (None, None));
+    }
+
+    #[test]
+    fn supervisord_default_paths_start_beside_its_script() {
+        let paths = |s: Option<&str>| -> Vec<String> {
+            supervisord_default_configs(s)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            paths(Some("/venv/bin/supervisord")),
+            [
+                "/venv/etc/supervisord.conf",
+                "/venv/supervisord.conf",
+                "supervisord.conf",
+                "etc/supervisord.conf",
+                "/etc/supervisord.conf",
+                "/etc/supervisor/supervisord.conf"
+            ]
+        );
+        // A script named without a directory: Python's dirname is "", the paths relative.
+        assert_eq!(
+            paths(Some("supervisord"))[..2],
+            ["etc/supervisord.conf", "supervisord.conf"]
+        );
+        assert_eq!(paths(None).len(), 4);
+    }
+
+    #[test]
+    fn relative_paths_from_the_working_directory_then_where_it_started() {
+        let seen = Seen {
+            root: "/proc/9/root".into(),
+            cwd: "/proc/9/cwd".into(),
+            cwd_named: "/tmp".into(),
+            started_in: Some("/srv/app".into()),
+        };
+        let places = |p: &str| -> Vec<(String, String)> {
+            seen.places(Path::new(p))
+                .iter()
+                .map(|(n, r)| (n.display().to_string(), r.display().to_string()))
+                .collect()
+        };
+        let pair = |n: &str, r: &str| (n.to_string(), r.to_string());
+        assert_eq!(
+            places("/etc/supervisord.conf"),
+            [pair(
+                "/etc/supervisord.conf",
+                "/proc/9/root/etc/supervisord.conf"
+            )]
+        );
+        assert_eq!(
+            places("s.conf"),
+            [
+                pair("/tmp/s.conf", "/proc/9/cwd/s.conf"),
+                pair("/srv/app/s.conf", "/proc/9/root/srv/app/s.conf")
+            ]
+        );
+        let seen = Seen {
+            started_in: Some("relative".into()),
+            ..seen
+        };
+        assert_eq!(seen.places(Path::new("s.conf")).len(), 1);
+    }
+
+    #[test]
+    fn minfds_as_configparser_reads_it() {
+        let minfds = |conf: &str| ini_value(conf, "supervisord", "minfds");
         let conf = "[unix_http_server]\nminfds=1\n[supervisord]\nlogfile=/x ; log\n\
-                    minfds = 65536 ; fds\n[program:a]\n";
-        assert_eq!(minfds(conf), 65536);
-        assert_eq!(minfds("[supervisord]\nnodaemon=true\n"), 1024);
+                    minfds = 65536 ; fds\n[program:a]\nminfds=2\n";
+        assert_eq!(minfds(conf).as_deref(), Some("65536"));
+        assert_eq!(minfds("[supervisord]\nnodaemon=true\n"), None);
+        // Any case, `:`, a comment after the header, the last one wins.
+        let conf = "[supervisord] ; main\nMinFDs: 100\nminfds=200\t# more\n";
+        assert_eq!(minfds(conf).as_deref(), Some("200"));
+        // Comment lines and indented (continuation) lines set nothing; a `;` without a space
+        // before it is part of the value (which supervisord then refuses).
+        let conf = "[supervisord]\n;minfds=1\n#minfds=2\n  minfds=3\nminfds=4;x\n";
+        assert_eq!(minfds(conf).as_deref(), Some("4;x"));
+        let conf = "[include]\nfiles = conf.d/*.conf %(here)s/more.ini\n";
+        assert_eq!(
+            ini_value(conf, "include", "files").as_deref(),
+            Some("conf.d/*.conf %(here)s/more.ini")
+        );
+
+        let lookup = |name: &str| match name {
+            "ENV_FDS" => Some("5000".to_string()),
+            "here" => Some("/etc/supervisor".to_string()),
+            _ => None,
+        };
+        let number = |v: &str| expand(v, lookup).and_then(|v| python_int(&v));
+        assert_eq!(number("4096"), Some(4096));
+        assert_eq!(number(" +4_096 "), Some(4096));
+        assert_eq!(number("%(ENV_FDS)s"), Some(5000));
+        assert_eq!(number("1%(ENV_FDS)s"), Some(15000));
+        assert_eq!(number("%(ENV_OTHER)s"), None);
+        assert_eq!(
+            expand("%(here)s/conf.d/*.conf 100%%", lookup).as_deref(),
+            Some("/etc/supervisor/conf.d/*.conf 100%")
+        );
+        for bad in [
+            "4;x", "4k", "_4", "4__0", "0x10", "-1", "", "%(here)s", "%(FDS)",
+        ] {
+            assert_eq!(number(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn include_patterns_as_glob_matches_them() {
+        assert!(glob_matches("*.conf", "limits.conf"));
+        assert!(!glob_matches("*.conf", "limits.conf.bak"));
+        assert!(!glob_matches("*.conf", ".hidden.conf"));
+        assert!(glob_matches(".*.conf", ".hidden.conf"));
+        assert!(glob_matches("app-?.ini", "app-1.ini"));
+        assert!(!glob_matches("app-?.ini", "app-10.ini"));
+        assert!(glob_matches("[a-c]*", "b.conf") && !glob_matches("[a-c]*", "d.conf"));
+        assert!(glob_matches("[!a]*", "b") && !glob_matches("[!a]*", "a"));
+        assert!(glob_matches("[x", "[x"));
+        assert!(glob_matches("plain.conf", "plain.conf"));
+
+        let dir = std::env::temp_dir().join(format!("fdguard-include-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+        for f in ["b.conf", "a.conf", "c.txt", ".d.conf"] {
+            std::fs::write(dir.join("conf.d").join(f), "").unwrap();
+        }
+        std::fs::write(dir.join("last.ini"), "").unwrap();
+        let seen = Seen {
+            root: "/".into(),
+            cwd: "/".into(),
+            cwd_named: "/".into(),
+            started_in: None,
+        };
+        let found = seen.included(&dir, "conf.d/*.conf last.ini none/*.conf */b.conf");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<String> = found
+            .iter()
+            .map(|p| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["conf.d/a.conf", "conf.d/b.conf", "last.ini"]);
+    }
+
+    #[test]
+    fn supervisord_line_and_fix() {
+        let mut l = limits(Some(2345), Some(4096), Runtime::Native);
+        l.supervisord = Some(Supervisord {
+            pid: 7,
+            config: Some("/etc/s.conf".into()),
+            minfds: Some(2345),
+            minfds_from: Some("config"),
+            minfds_file: Some("/etc/s.conf".into()),
+        });
+        let s = l.supervisord.as_ref().unwrap();
+        assert_eq!(
+            supervisord_line(s, &l.chain),
+            "supervisord: pid 7, minfds 2,345 (from /etc/s.conf); its soft limit is minfds \
+             (it raises a lower one to it at start)"
+        );
+        let f = fixes(&l);
+        assert!(
+            f[1].starts_with("next start: minfds=4096 in the [supervisord] section of /etc/s.conf"),
+            "{f:?}"
+        );
+        l.chain[0].limit.soft = Some(8000);
+        assert!(
+            supervisord_line(s, &l.chain)
+                .ends_with("kept the limit it was started with (minfds is a minimum)")
+        );
+        l.chain[0].limit.soft = Some(100);
+        assert!(
+            supervisord_line(s, &l.chain).ends_with("lowered after it started (prlimit --pid)")
+        );
+        let s = l.supervisord.as_mut().unwrap();
+        s.minfds_from = Some("command line");
+        assert!(
+            supervisord_line(s, &l.chain).contains("(from its command line, over /etc/s.conf's)")
+        );
+        assert!(fixes(&l)[1].starts_with("next start: -a 4096 (--minfds) on its command line"));
+        // A minfds in a file the configuration includes wins: the fix edits that file.
+        let s = l.supervisord.as_mut().unwrap();
+        (s.minfds_from, s.minfds_file) = (Some("config"), Some("/etc/conf.d/fds.conf".into()));
+        assert!(supervisord_line(s, &l.chain).contains("(from /etc/conf.d/fds.conf)"));
+        assert!(fixes(&l)[1].contains("[supervisord] section of /etc/conf.d/fds.conf"));
+        let s = l.supervisord.as_mut().unwrap();
+        (s.minfds, s.minfds_from, s.minfds_file) = (None, None, None);
+        assert!(
+            supervisord_line(s, &l.chain)
+                .ends_with("minfds unknown: its value in /etc/s.conf is not a number")
+        );
+        s.config = None;
+        assert!(
+            supervisord_line(s, &l.chain)
+                .ends_with("its configuration could not be read (minfds unknown)")
+        );
     }
 
     #[test]
     fn runtimes_that_raise_their_own_soft_limit() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(raises_own_soft(Runtime::Go, &[]));
         assert!(raises_own_soft(
             Runtime::Jvm,
