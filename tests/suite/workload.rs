@@ -4,9 +4,9 @@
 //! skipped.
 use crate::common::*;
 
-/// The seed: `FDGUARD_TEST_SEED` to replay a failure, else a new one each run (printed).
+/// The seed: `WORKLOAD_SEED` to replay a failure, else a new one each run (printed).
 fn seed() -> u64 {
-    std::env::var("FDGUARD_TEST_SEED")
+    std::env::var("WORKLOAD_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -19,7 +19,7 @@ fn seed() -> u64 {
 }
 
 fn run(seed: u64, rounds: u32) {
-    // Shown with the failure: replay with FDGUARD_TEST_SEED=<seed>.
+    // Shown with the failure: replay with WORKLOAD_SEED=<seed>.
     eprintln!("workload seed {seed} ({rounds} rounds)");
     let prog = build_c_once("workload", &["-O1", "-g"]);
     let dir = scratch(&format!("workload-{seed}"));
