@@ -6,16 +6,17 @@
 //! a directory): no fdinfo and no socket tables, which is what makes the whole host fast.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fdguard_core::fdinfo::link_inode;
 use fdguard_core::kind::FdKind;
 use fdguard_core::report::Limit;
-use procfs::process::Process;
+use procfs::FromRead;
+use procfs::process::{Limits, MMapPath, MemoryMaps, Stat};
 use serde::Serialize;
 
-use crate::fds::{PathIsDir, link_and_kind};
-use crate::os::FdDir;
-use crate::target::{Target, exiting, is_fdguard_library};
+use crate::os::ProcDir;
+use crate::tally::{Refused, counts_fds, tally};
+use crate::target::{exiting, is_fdguard_exe, is_fdguard_library, nofile_limit};
 
 /// A process is near its limit from this share of it on.
 pub const NEAR_PERCENT: u64 = 80;
@@ -122,83 +123,174 @@ pub fn parse_sockstat(text: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// One process, and the inodes of the sockets it holds; `Err(true)` if this user may not read
-/// its fds, `Err(false)` if it is gone (or has none: a kernel thread, a zombie).
-fn read_process(pid: i32) -> Result<(Proc, Vec<u64>), bool> {
-    let process = Process::new(pid).map_err(|_| false)?;
-    let target = Target { pid, process };
+/// What every process of one sample is read with.
+struct Reading {
+    /// Whether this kernel counts a process's fds for us (`tally::counts_fds`).
+    counts: bool,
+    /// Threads a large fd table may be read on.
+    threads: usize,
+    /// This process's network namespace (`/proc/self/ns/net`'s link).
+    net: Option<Vec<u8>>,
+}
+
+/// Threads a sample is read on at most: enough to keep a few cores busy, few enough to leave
+/// a busy host its own.
+const MAX_THREADS: usize = 4;
+
+/// One process, and the inodes of the sockets it holds in this network namespace; `Err(true)`
+/// if this user may not read its fds, `Err(false)` if it is gone (or has none: a kernel
+/// thread, a zombie). `buf` is room to read its files in.
+fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<(Proc, Vec<u64>), bool> {
+    let dir = ProcDir::open(pid).map_err(|_| false)?;
     // Refused while the process is still there and not exiting: not this user's to read.
-    let dir = FdDir::open(pid).map_err(|_| !target.has_exited())?;
-    let numbers = dir.numbers().map_err(|_| false)?;
-    if numbers.is_empty() {
+    let refused = |buf: &mut Vec<u8>| read_stat(&dir, buf).is_some_and(|s| !exiting(&s));
+    let fds = match dir.fd_links() {
+        Ok(links) => tally(&links, how.counts, how.threads),
+        Err(_) => Err(Refused),
+    };
+    let fds = fds.map_err(|Refused| refused(buf))?;
+    if fds.open == 0 {
         return Err(false);
-    }
-    let mut by_kind = BTreeMap::new();
-    let mut open = 0;
-    let mut sockets = Vec::new();
-    let mut paths = PathIsDir::new();
-    for fd in numbers {
-        let Some((link, kind)) = link_and_kind(&dir, fd, &mut paths) else {
-            continue;
-        };
-        open += 1;
-        *by_kind.entry(kind).or_default() += 1;
-        if kind == FdKind::Socket
-            && let Some(inode) = link_inode(&link)
-        {
-            sockets.push(inode);
-        }
     }
     // Read while it exited, its fds may be any part of what it had (`Target::has_exited`):
     // left out, like a process gone.
-    let stat = target.process.stat().map_err(|_| false)?;
+    let stat = read_stat(&dir, buf).ok_or(false)?;
     if exiting(&stat) {
         return Err(false);
     }
-    let limit = target.limit().map_err(|_| false)?;
-    let comm = stat.comm;
-    let under = if target.mapped(is_fdguard_library).ok().flatten().is_some() {
+    dir.read(c"limits", buf).map_err(|_| false)?;
+    let limits = Limits::from_read(buf.as_slice()).map_err(|_| false)?;
+    let under = if dir.read(c"maps", buf).is_ok() && maps_fdguard_library(buf) {
         Some(Under::Library)
     } else {
-        target.fdguard_tracer().map(|_| Under::Tracer)
+        let tracer = dir.read(c"status", buf).ok().and_then(|_| tracer_pid(buf));
+        tracer.filter(|t| is_fdguard_exe(*t)).map(|_| Under::Tracer)
     };
+    let cmdline = match dir.read(c"cmdline", buf) {
+        Ok(()) => cmdline_args(buf),
+        Err(_) => Vec::new(),
+    };
+    // Sockets count as held only where they were made: in this network namespace, whose
+    // sockstat is the one read (asked only of processes holding sockets).
+    let sockets =
+        if !fds.sockets.is_empty() && how.net.is_some() && dir.read_link(c"ns/net").ok() == how.net
+        {
+            fds.sockets
+        } else {
+            Vec::new()
+        };
     let p = Proc {
         pid,
-        comm,
-        cmdline: target.cmdline(),
-        open,
-        limit,
-        by_kind,
+        comm: stat.comm,
+        cmdline,
+        open: fds.open,
+        limit: nofile_limit(&limits),
+        by_kind: fds.by_kind,
         under,
     };
     Ok((p, sockets))
 }
 
-/// Reads every process of the host this user may read, and the host's counts.
+fn read_stat(dir: &ProcDir, buf: &mut Vec<u8>) -> Option<Stat> {
+    dir.read(c"stat", buf).ok()?;
+    Stat::from_read(buf.as_slice()).ok()
+}
+
+/// True if `/proc/PID/maps` (`maps`) has `libfdguard.so` mapped from its first page, as
+/// `Target::mapped` finds it. Most processes never mention it: a search of the bytes for a
+/// path component starting so (the file names come after a `/`) decides for them, with no
+/// parse of every mapping.
+fn maps_fdguard_library(maps: &[u8]) -> bool {
+    if !maps
+        .split(|b| *b == b'/')
+        .any(|c| c.starts_with(b"libfdguard"))
+    {
+        return false;
+    }
+    MemoryMaps::from_read(maps).is_ok_and(|maps| {
+        maps.iter().any(|m| {
+            m.offset == 0
+                && matches!(&m.pathname, MMapPath::Path(p)
+                    if p.file_name().and_then(|n| n.to_str()).is_some_and(is_fdguard_library))
+        })
+    })
+}
+
+/// `TracerPid` of `/proc/PID/status`: the process tracing it, if one does.
+fn tracer_pid(status: &[u8]) -> Option<i32> {
+    let line = status
+        .split(|b| *b == b'\n')
+        .find_map(|l| l.strip_prefix(b"TracerPid:"))?;
+    let tracer: i32 = std::str::from_utf8(line).ok()?.trim().parse().ok()?;
+    (tracer > 0).then_some(tracer)
+}
+
+/// The arguments in `/proc/PID/cmdline`, as `Target::cmdline` gives them: none unless it is
+/// UTF-8, empty ones left out.
+fn cmdline_args(cmdline: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(cmdline) else {
+        return Vec::new();
+    };
+    text.split('\0')
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The processes of `pids` this worker takes (the next one not taken by another), read.
+fn read_some(pids: &[i32], next: &AtomicUsize, how: &Reading) -> (Vec<(Proc, Vec<u64>)>, usize) {
+    let mut read = Vec::new();
+    let mut unreadable = 0;
+    let mut buf = Vec::new();
+    while let Some(pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
+        match read_process(*pid, how, &mut buf) {
+            Ok(p) => read.push(p),
+            Err(true) => unreadable += 1,
+            Err(false) => {}
+        }
+    }
+    (read, unreadable)
+}
+
+/// Reads every process of the host this user may read, and the host's counts. Processes are
+/// read on up to `MAX_THREADS` threads (one per core), each taking the next process not yet
+/// taken; a process with a large fd table is itself split among threads (`tally`).
 pub fn collect() -> Host {
-    let ours = std::fs::read_link("/proc/self/ns/net").ok();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS);
+    let how = Reading {
+        counts: counts_fds(),
+        threads,
+        net: std::fs::read_link("/proc/self/ns/net")
+            .ok()
+            .map(|p| p.into_os_string().into_encoded_bytes()),
+    };
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect();
+    let next = AtomicUsize::new(0);
+    let parts = std::thread::scope(|s| {
+        let others: Vec<_> = (1..threads)
+            .map(|_| s.spawn(|| read_some(&pids, &next, &how)))
+            .collect();
+        let mut parts = vec![read_some(&pids, &next, &how)];
+        parts.extend(others.into_iter().map(|t| {
+            t.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }));
+        parts
+    });
     let mut held = HashSet::new();
     let mut processes = Vec::new();
     let mut unreadable = 0;
-    let pids = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
-    for pid in pids {
-        match read_process(pid) {
-            Ok((p, sockets)) => {
-                // Sockets count as held only where they were made: in this network namespace,
-                // whose sockstat is the one read (asked only of processes holding sockets).
-                if !sockets.is_empty()
-                    && ours.is_some()
-                    && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == ours
-                {
-                    held.extend(sockets);
-                }
-                processes.push(p);
-            }
-            Err(true) => unreadable += 1,
-            Err(false) => {}
+    for (read, refused) in parts {
+        unreadable += refused;
+        for (p, sockets) in read {
+            held.extend(sockets);
+            processes.push(p);
         }
     }
     let read = |path: &str| std::fs::read_to_string(path).ok();
@@ -276,6 +368,25 @@ pub(crate) mod tests {
             held: 12,
         };
         assert_eq!(s.held_by_no_fd(), 0);
+    }
+
+    #[test]
+    fn process_files_parse() {
+        let maps = b"55d1-55d2 r--p 00000000 08:01 12 /usr/bin/cat\n\
+            7f00-7f01 r--p 00000000 08:01 13 /opt/fdguard/libfdguard.so\n";
+        assert!(maps_fdguard_library(maps));
+        let later_page = b"7f00-7f01 r-xp 00001000 08:01 13 /opt/fdguard/libfdguard.so\n";
+        assert!(!maps_fdguard_library(later_page));
+        let dir_only = b"7f00-7f01 r--p 00000000 08:01 13 /opt/libfdguard/libc.so.6\n";
+        assert!(!maps_fdguard_library(dir_only));
+        assert!(!maps_fdguard_library(
+            b"55d1-55d2 rw-p 00000000 00:00 0 [heap]\n"
+        ));
+        let status = b"Name:\tcat\nTracerPid:\t4242\nUid:\t0\n";
+        assert_eq!(tracer_pid(status), Some(4242));
+        assert_eq!(tracer_pid(b"Name:\tcat\nTracerPid:\t0\n"), None);
+        assert_eq!(cmdline_args(b"sleep\0\x0030\0"), ["sleep", "30"]);
+        assert!(cmdline_args(b"bad\xff\0").is_empty());
     }
 
     #[test]

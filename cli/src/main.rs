@@ -29,6 +29,7 @@ mod report;
 mod reports;
 mod run;
 mod summary;
+mod tally;
 mod target;
 mod top;
 mod trace;
