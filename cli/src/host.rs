@@ -6,6 +6,9 @@
 //! a directory): no fdinfo and no socket tables, which is what makes the whole host fast.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fdguard_core::kind::FdKind;
@@ -14,9 +17,9 @@ use procfs::FromRead;
 use procfs::process::{Limits, MMapPath, MemoryMaps, Stat};
 use serde::Serialize;
 
-use crate::os::ProcDir;
+use crate::os::{self, ProcDir};
 use crate::tally::{Refused, counts_fds, tally};
-use crate::target::{exiting, is_fdguard_exe, is_fdguard_library, nofile_limit};
+use crate::target::{exiting, is_fdguard_library, is_fdguard_program, nofile_limit};
 
 /// A process is near its limit from this share of it on.
 pub const NEAR_PERCENT: u64 = 80;
@@ -137,10 +140,19 @@ struct Reading {
 /// a busy host its own.
 const MAX_THREADS: usize = 4;
 
-/// One process, and the inodes of the sockets it holds in this network namespace; `Err(true)`
-/// if this user may not read its fds, `Err(false)` if it is gone (or has none: a kernel
-/// thread, a zombie). `buf` is room to read its files in.
-fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<(Proc, Vec<u64>), bool> {
+/// One process as a sample read it.
+struct Read {
+    proc: Proc,
+    /// Inodes of the sockets it holds in this network namespace.
+    sockets: Vec<u64>,
+    /// Its executable is an `fdguard`, which may be tracing others (`fdguard run`).
+    fdguard: bool,
+}
+
+/// One process; `Err(true)` if this user may not read its fds, `Err(false)` if it is gone (or
+/// has none: a kernel thread, a zombie). Whether a tracer runs it is left to `mark_tracees`.
+/// `buf` is room to read its files in.
+fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<Read, bool> {
     let dir = ProcDir::open(pid).map_err(|_| false)?;
     // Refused while the process is still there and not exiting: not this user's to read.
     let refused = |buf: &mut Vec<u8>| read_stat(&dir, buf).is_some_and(|s| !exiting(&s));
@@ -152,20 +164,30 @@ fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<(Proc, Vec
     if fds.open == 0 {
         return Err(false);
     }
+    // By pid, before the check below: a process gone since (its pid maybe another's) is left
+    // out by it.
+    let limit = match os::nofile(pid) {
+        Ok((soft, hard)) => {
+            let finite = |v| (v != libc::RLIM_INFINITY).then_some(v);
+            Limit {
+                soft: finite(soft),
+                hard: finite(hard),
+            }
+        }
+        // Another user's (prlimit asks for its user ids): its limits file, which all may read.
+        Err(_) => {
+            dir.read(c"limits", buf).map_err(|_| false)?;
+            nofile_limit(&Limits::from_read(buf.as_slice()).map_err(|_| false)?)
+        }
+    };
     // Read while it exited, its fds may be any part of what it had (`Target::has_exited`):
     // left out, like a process gone.
     let stat = read_stat(&dir, buf).ok_or(false)?;
     if exiting(&stat) {
         return Err(false);
     }
-    dir.read(c"limits", buf).map_err(|_| false)?;
-    let limits = Limits::from_read(buf.as_slice()).map_err(|_| false)?;
-    let under = if dir.read(c"maps", buf).is_ok() && maps_fdguard_library(buf) {
-        Some(Under::Library)
-    } else {
-        let tracer = dir.read(c"status", buf).ok().and_then(|_| tracer_pid(buf));
-        tracer.filter(|t| is_fdguard_exe(*t)).map(|_| Under::Tracer)
-    };
+    let under =
+        (dir.read(c"maps", buf).is_ok() && maps_fdguard_library(buf)).then_some(Under::Library);
     let cmdline = match dir.read(c"cmdline", buf) {
         Ok(()) => cmdline_args(buf),
         Err(_) => Vec::new(),
@@ -179,16 +201,42 @@ fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<(Proc, Vec
         } else {
             Vec::new()
         };
-    let p = Proc {
+    let fdguard = dir
+        .read_link(c"exe")
+        .is_ok_and(|exe| is_fdguard_program(Path::new(OsStr::from_bytes(&exe))));
+    let proc = Proc {
         pid,
         comm: stat.comm,
         cmdline,
         open: fds.open,
-        limit: nofile_limit(&limits),
+        limit,
         by_kind: fds.by_kind,
         under,
     };
-    Ok((p, sockets))
+    Ok(Read {
+        proc,
+        sockets,
+        fdguard,
+    })
+}
+
+/// Marks the processes an `fdguard` of `fdguards` traces (`TracerPid` of their status), of
+/// those without the library. Only another `fdguard` than this one can trace with fdguard:
+/// on a host with none, which is most, no status is read at all.
+fn mark_tracees(processes: &mut [Proc], fdguards: &HashSet<i32>) {
+    if fdguards.is_empty() {
+        return;
+    }
+    let mut buf = Vec::new();
+    for p in processes.iter_mut().filter(|p| p.under.is_none()) {
+        let tracer = ProcDir::open(p.pid)
+            .and_then(|dir| dir.read(c"status", &mut buf))
+            .ok()
+            .and_then(|_| tracer_pid(&buf));
+        if tracer.is_some_and(|t| fdguards.contains(&t)) {
+            p.under = Some(Under::Tracer);
+        }
+    }
 }
 
 fn read_stat(dir: &ProcDir, buf: &mut Vec<u8>) -> Option<Stat> {
@@ -238,7 +286,7 @@ fn cmdline_args(cmdline: &[u8]) -> Vec<String> {
 }
 
 /// The processes of `pids` this worker takes (the next one not taken by another), read.
-fn read_some(pids: &[i32], next: &AtomicUsize, how: &Reading) -> (Vec<(Proc, Vec<u64>)>, usize) {
+fn read_some(pids: &[i32], next: &AtomicUsize, how: &Reading) -> (Vec<Read>, usize) {
     let mut read = Vec::new();
     let mut unreadable = 0;
     let mut buf = Vec::new();
@@ -284,15 +332,21 @@ pub fn collect() -> Host {
         parts
     });
     let mut held = HashSet::new();
+    let mut fdguards = HashSet::new();
     let mut processes = Vec::new();
     let mut unreadable = 0;
+    let own = std::process::id() as i32;
     for (read, refused) in parts {
         unreadable += refused;
-        for (p, sockets) in read {
-            held.extend(sockets);
-            processes.push(p);
+        for r in read {
+            held.extend(r.sockets);
+            if r.fdguard && r.proc.pid != own {
+                fdguards.insert(r.proc.pid);
+            }
+            processes.push(r.proc);
         }
     }
+    mark_tracees(&mut processes, &fdguards);
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let allocated = read("/proc/net/sockstat")
         .as_deref()

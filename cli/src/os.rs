@@ -512,6 +512,24 @@ pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
 /// Sets the soft `RLIMIT_NOFILE` of process `pid` (the hard limit unchanged); returns the
 /// soft and hard limits it had.
 pub fn set_soft_nofile(pid: i32, soft: Option<u64>) -> io::Result<(u64, u64)> {
+    let (old_soft, hard) = nofile(pid)?;
+    if let Some(soft) = soft {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `new` is a valid rlimit; the old one is not asked for.
+        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old_soft, hard))
+}
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid` (`RLIM_INFINITY` for unlimited): one
+/// system call, where `/proc/PID/limits` is four and a table of 16 lines to print and parse.
+/// Refused (`EPERM`) unless this process has its user ids or `CAP_SYS_RESOURCE`.
+pub fn nofile(pid: i32) -> io::Result<(u64, u64)> {
     let mut old = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -519,16 +537,6 @@ pub fn set_soft_nofile(pid: i32, soft: Option<u64>) -> io::Result<(u64, u64)> {
     // SAFETY: prlimit with no new limit only writes `old`.
     if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) } != 0 {
         return Err(io::Error::last_os_error());
-    }
-    if let Some(soft) = soft {
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: old.rlim_max,
-        };
-        // SAFETY: `new` is a valid rlimit; the old one is not asked for.
-        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
     }
     Ok((old.rlim_cur, old.rlim_max))
 }

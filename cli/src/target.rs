@@ -2,7 +2,7 @@
 //! is, and whether fdguard is loaded in it (and configured how).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::ProcError;
 use procfs::process::{LimitValue, Limits, MMapPath, Process};
@@ -142,11 +142,9 @@ pub fn nofile_limit(limits: &Limits) -> Limit {
     }
 }
 
-/// True if process `pid` runs an `fdguard` executable (a tracer of `fdguard run`).
-pub fn is_fdguard_exe(pid: i32) -> bool {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        return false;
-    };
+/// True if `exe` (a process's `/proc/PID/exe`) is an `fdguard` executable, the tracer of
+/// `fdguard run` for static and Go programs (` (deleted)` once replaced on disk).
+pub fn is_fdguard_program(exe: &Path) -> bool {
     let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
     name.is_some_and(|n| n.split(' ').next() == Some("fdguard"))
 }
@@ -314,7 +312,8 @@ impl Target {
     /// does: its tracer is an `fdguard` executable.
     pub fn fdguard_tracer(&self) -> Option<i32> {
         let tracer = self.process.status().ok()?.tracerpid;
-        (tracer > 0 && is_fdguard_exe(tracer)).then_some(tracer)
+        let exe = std::fs::read_link(format!("/proc/{tracer}/exe")).ok()?;
+        (tracer > 0 && is_fdguard_program(&exe)).then_some(tracer)
     }
 
     /// The object mapped from a file whose name satisfies `is`, with its load bias.
