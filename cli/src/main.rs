@@ -19,6 +19,7 @@ mod fail;
 mod fds;
 mod flame;
 mod host;
+mod hostproc;
 mod inspect;
 mod limits;
 mod metrics;

@@ -85,7 +85,12 @@ fn read_range(links: &FdLinks, range: Range<i32>, parts: usize) -> Result<Tally,
     let share = |i: usize| range.start + (len * i / parts) as i32;
     std::thread::scope(|s| {
         let others: Vec<_> = (1..parts)
-            .map(|i| s.spawn(move || read_fds(links, share(i)..share(i + 1))))
+            .map(|i| {
+                s.spawn(move || {
+                    let own = links.reopen();
+                    read_fds(own.as_ref().unwrap_or(links), share(i)..share(i + 1))
+                })
+            })
             .collect();
         let mut tally = read_fds(links, share(0)..share(1));
         for other in others {
