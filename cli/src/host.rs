@@ -6,13 +6,12 @@
 //! a directory): no fdinfo and no socket tables, which is what makes the whole host fast.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicUsize;
 
 use fdguard_core::kind::FdKind;
 use fdguard_core::report::Limit;
 use serde::Serialize;
 
-use crate::hostproc::{MAX_THREADS, Reading, mark_tracees, read_some};
+use crate::hostproc::{Reading, mark_tracees, read_process};
 use crate::tally::counts_fds;
 
 /// A process is near its limit from this share of it on.
@@ -120,50 +119,41 @@ pub fn parse_sockstat(text: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// Reads every process of the host this user may read, and the host's counts. Processes are
-/// read on up to `MAX_THREADS` threads (one per core), each taking the next process not yet
-/// taken; a process with a large fd table is itself split among threads (`tally`).
+/// Threads a large fd table is read on at most: enough for a few cores, few enough to leave a
+/// busy host its own.
+const MAX_THREADS: usize = 4;
+
+/// Reads every process of the host this user may read, and the host's counts. One process
+/// after the other; a large fd table is read on a thread per core (`tally`).
 pub fn collect() -> Host {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_THREADS);
     let how = Reading {
         counts: counts_fds(),
-        threads,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
         net: std::fs::read_link("/proc/self/ns/net")
             .ok()
             .map(|p| p.into_os_string().into_encoded_bytes()),
     };
-    let pids: Vec<i32> = std::fs::read_dir("/proc")
+    let pids = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .collect();
-    let next = AtomicUsize::new(0);
-    let parts = std::thread::scope(|s| {
-        let others: Vec<_> = (1..threads)
-            .map(|_| s.spawn(|| read_some(&pids, &next, &how)))
-            .collect();
-        let mut parts = vec![read_some(&pids, &next, &how)];
-        parts.extend(others.into_iter().map(|t| {
-            t.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        }));
-        parts
-    });
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
     let mut held = HashSet::new();
     let mut fdguards = HashSet::new();
     let mut processes = Vec::new();
     let mut unreadable = 0;
     let own = std::process::id() as i32;
-    for (read, refused) in parts {
-        unreadable += refused;
-        for r in read {
-            held.extend(r.sockets);
-            if r.fdguard && r.proc.pid != own {
-                fdguards.insert(r.proc.pid);
+    let mut buf = Vec::new();
+    for pid in pids {
+        match read_process(pid, &how, &mut buf) {
+            Ok(r) => {
+                held.extend(r.sockets);
+                if r.fdguard && pid != own {
+                    fdguards.insert(pid);
+                }
+                processes.push(r.proc);
             }
-            processes.push(r.proc);
+            Err(true) => unreadable += 1,
+            Err(false) => {}
         }
     }
     mark_tracees(&mut processes, &fdguards);

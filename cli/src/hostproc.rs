@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fdguard_core::report::Limit;
 use procfs::FromRead;
@@ -29,10 +28,6 @@ pub struct Reading {
     pub net: Option<Vec<u8>>,
 }
 
-/// Threads a sample is read on at most: enough to keep a few cores busy, few enough to leave
-/// a busy host its own.
-pub const MAX_THREADS: usize = 4;
-
 /// One process as a sample read it.
 pub struct Read {
     pub proc: Proc,
@@ -45,7 +40,7 @@ pub struct Read {
 /// One process; `Err(true)` if this user may not read its fds, `Err(false)` if it is gone (or
 /// has none: a kernel thread, a zombie). Whether a tracer runs it is left to `mark_tracees`.
 /// `buf` is room to read its files in.
-fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<Read, bool> {
+pub fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<Read, bool> {
     let dir = ProcDir::open(pid).map_err(|_| false)?;
     // Refused while the process is still there and not exiting: not this user's to read.
     let refused = |buf: &mut Vec<u8>| read_stat(&dir, buf).is_some_and(|s| !exiting(&s));
@@ -176,21 +171,6 @@ fn cmdline_args(cmdline: &[u8]) -> Vec<String> {
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// The processes of `pids` this worker takes (the next one not taken by another), read.
-pub fn read_some(pids: &[i32], next: &AtomicUsize, how: &Reading) -> (Vec<Read>, usize) {
-    let mut read = Vec::new();
-    let mut unreadable = 0;
-    let mut buf = Vec::new();
-    while let Some(pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) {
-        match read_process(*pid, how, &mut buf) {
-            Ok(p) => read.push(p),
-            Err(true) => unreadable += 1,
-            Err(false) => {}
-        }
-    }
-    (read, unreadable)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fdguard_core::fdinfo::link_inode;
 use fdguard_core::kind::FdKind;
@@ -22,8 +22,12 @@ use fdguard_core::kind::FdKind;
 use crate::fds::{PathIsDir, kind_of};
 use crate::os::FdLinks;
 
-/// Fewest fd numbers worth a thread of their own (a thread costs about what 30 links do).
+/// Fewest fd numbers worth a thread of their own. Reading a few processes' small tables on
+/// threads did not pay (the quiet host took 2.6-2.9 ms on two threads, 2.1-2.5 on one):
+/// starting a thread and waiting for it cost what it saved.
 const PER_THREAD: usize = 2048;
+/// Fd numbers a thread takes at a time (about 1 ms of reading).
+const CHUNK: usize = 512;
 
 /// What one process's fd links say, added up.
 #[derive(Debug, Default)]
@@ -58,12 +62,19 @@ pub fn tally(links: &FdLinks, counts: bool, threads: usize) -> Result<Tally, Ref
     }
     let count = count.unwrap_or(0);
     let end = i32::try_from(count).unwrap_or(i32::MAX);
-    let parts = threads.min(count / PER_THREAD).max(1);
-    let mut tally = read_range(links, 0..end, parts)?;
+    let threads = threads.min(count / PER_THREAD).max(1);
+    let mut tally = if threads > 1 {
+        read_shared(links, end, threads)?
+    } else {
+        let mut reader = Reader::new(links);
+        reader.read(0..end)?;
+        reader.tally
+    };
     if tally.open < count || !counts {
         // Fds at or above the count (or closed since it was taken): the listing has them.
-        let rest = links.numbers_from(end).unwrap_or_default();
-        tally.merge(read_fds(links, rest)?);
+        let mut reader = Reader::new(links);
+        reader.read(links.numbers_from(end).unwrap_or_default())?;
+        tally.merge(reader.tally);
     }
     Ok(tally)
 }
@@ -76,23 +87,35 @@ pub fn counts_fds() -> bool {
         .is_ok_and(|l| l.count().is_some())
 }
 
-/// Reads fds `range` on `parts` threads, a share of the numbers each.
-fn read_range(links: &FdLinks, range: Range<i32>, parts: usize) -> Result<Tally, Refused> {
-    let len = range.len();
-    if parts <= 1 {
-        return read_fds(links, range);
-    }
-    let share = |i: usize| range.start + (len * i / parts) as i32;
+/// Reads fds `0..end` on `threads` threads. Each takes the next `CHUNK` numbers no thread has
+/// taken yet: a thread the scheduler keeps waiting (the other core busy) holds up the sample by
+/// one chunk at most, where halves fixed in advance would hold it up by the whole half.
+fn read_shared(links: &FdLinks, end: i32, threads: usize) -> Result<Tally, Refused> {
+    let end = usize::try_from(end).unwrap_or(0);
+    let next = AtomicUsize::new(0);
+    let take = |links: &FdLinks| {
+        let mut reader = Reader::new(links);
+        loop {
+            let start = next.fetch_add(CHUNK, Ordering::Relaxed);
+            if start >= end {
+                return Ok(reader.tally);
+            }
+            // Below `end`, which came from an i32.
+            let range = start as i32..(start + CHUNK).min(end) as i32;
+            reader.read(range)?;
+        }
+    };
     std::thread::scope(|s| {
-        let others: Vec<_> = (1..parts)
-            .map(|i| {
-                s.spawn(move || {
+        let others: Vec<_> = (1..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    // A description of its own (`FdLinks::reopen`).
                     let own = links.reopen();
-                    read_fds(own.as_ref().unwrap_or(links), share(i)..share(i + 1))
+                    take(own.as_ref().unwrap_or(links))
                 })
             })
             .collect();
-        let mut tally = read_fds(links, share(0)..share(1));
+        let mut tally = take(links);
         for other in others {
             let other = other
                 .join()
@@ -109,28 +132,44 @@ fn read_range(links: &FdLinks, range: Range<i32>, parts: usize) -> Result<Tally,
     })
 }
 
-/// Reads the links of `fds`; one closed meanwhile (or never open) is left out.
-fn read_fds(links: &FdLinks, fds: impl IntoIterator<Item = i32>) -> Result<Tally, Refused> {
-    let mut tally = Tally::default();
-    // Per thread: one path's kind is asked once per thread, not once per fd.
-    let mut paths = PathIsDir::new();
-    let mut buf = [0u8; 4096];
-    for fd in fds {
-        let link = match links.read_link(fd, &mut buf) {
-            Ok(link) => String::from_utf8_lossy(link),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(Refused),
-            Err(_) => continue,
-        };
-        let kind = kind_of(links, fd, &link, &mut paths);
-        tally.open += 1;
-        *tally.by_kind.entry(kind).or_default() += 1;
-        if kind == FdKind::Socket
-            && let Some(inode) = link_inode(&link)
-        {
-            tally.sockets.push(inode);
+/// Reads fd links into a tally, on one thread.
+struct Reader<'a> {
+    links: &'a FdLinks,
+    tally: Tally,
+    /// One path's kind is asked once per thread, not once per fd.
+    paths: PathIsDir,
+}
+
+impl<'a> Reader<'a> {
+    fn new(links: &'a FdLinks) -> Reader<'a> {
+        Reader {
+            links,
+            tally: Tally::default(),
+            paths: PathIsDir::new(),
         }
     }
-    Ok(tally)
+
+    /// Reads the links of `fds`; one closed meanwhile (or never open) is left out.
+    fn read(&mut self, fds: impl IntoIterator<Item = i32>) -> Result<(), Refused> {
+        let mut buf = [0u8; 4096];
+        for fd in fds {
+            let link = match self.links.read_link(fd, &mut buf) {
+                Ok(link) => String::from_utf8_lossy(link),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(Refused),
+                Err(_) => continue,
+            };
+            let kind = kind_of(self.links, fd, &link, &mut self.paths);
+            let t = &mut self.tally;
+            t.open += 1;
+            *t.by_kind.entry(kind).or_default() += 1;
+            if kind == FdKind::Socket
+                && let Some(inode) = link_inode(&link)
+            {
+                t.sockets.push(inode);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -174,10 +213,10 @@ mod tests {
         let listed = seen(&tally(&links, false, 1).expect("readable"));
         assert_eq!(listed.0, numbers.len(), "{listed:?}");
         assert_eq!(seen(&tally(&links, counts_fds(), 1).unwrap()), listed);
-        // Split among threads, the shares add up to the same.
-        for parts in [2, 3, 7] {
-            let mut t = read_range(&links, 0..301, parts).unwrap();
-            assert_eq!(seen(&t), listed, "{parts} parts");
+        // Split among threads, the chunks add up to the same.
+        for threads in [2, 3] {
+            let mut t = read_shared(&links, 301, threads).unwrap();
+            assert_eq!(seen(&t), listed, "{threads} threads");
             t.merge(Tally::default());
             assert_eq!(seen(&t), listed);
         }
