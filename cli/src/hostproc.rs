@@ -133,14 +133,11 @@ fn read_stat(dir: &ProcDir, buf: &mut Vec<u8>) -> Option<Stat> {
 }
 
 /// True if `/proc/PID/maps` (`maps`) has `libfdguard.so` mapped from its first page, as
-/// `Target::mapped` finds it. Most processes never mention it: a search of the bytes for a
-/// path component starting so (the file names come after a `/`) decides for them, with no
-/// parse of every mapping.
+/// `Target::mapped` finds it. Most processes never mention it: a search of the text (file
+/// names come after a `/`) decides for them, with no parse of every mapping. Maps that are not
+/// UTF-8 are refused by that parse, as they were by `Target::mapped`.
 fn maps_fdguard_library(maps: &[u8]) -> bool {
-    if !maps
-        .split(|b| *b == b'/')
-        .any(|c| c.starts_with(b"libfdguard"))
-    {
+    if !std::str::from_utf8(maps).is_ok_and(|text| text.contains("/libfdguard")) {
         return false;
     }
     MemoryMaps::from_read(maps).is_ok_and(|maps| {
@@ -189,6 +186,9 @@ mod tests {
         assert!(!maps_fdguard_library(
             b"55d1-55d2 rw-p 00000000 00:00 0 [heap]\n"
         ));
+        // Not UTF-8: what Target::mapped's parse refuses.
+        let not_utf8 = b"7f00-7f01 r--p 00000000 08:01 13 /opt/\xff/libfdguard.so\n";
+        assert!(!maps_fdguard_library(not_utf8));
         let status = b"Name:\tcat\nTracerPid:\t4242\nUid:\t0\n";
         assert_eq!(tracer_pid(status), Some(4242));
         assert_eq!(tracer_pid(b"Name:\tcat\nTracerPid:\t0\n"), None);
