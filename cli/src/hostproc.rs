@@ -1,7 +1,7 @@
 //! One process as the host view (`host::collect`) reads it: its fds by kind (`tally`), its fd
 //! limit, its command, whether fdguard runs it, in as few system calls as give the same
 //! answers as `Target` would. `/proc/PID` is opened once and its files read relative to it;
-//! the limit is one `prlimit`; the maps are searched as bytes for `libfdguard` and parsed
+//! the limit is one `prlimit`; the maps are searched as text for `/libfdguard` and parsed
 //! only when they mention it; `TracerPid` is read only when another `fdguard` runs.
 
 use std::collections::HashSet;

@@ -10,7 +10,7 @@
 //! directly, and only the fds above it (bash's 255, fdguard's own above the program's, a
 //! table with holes) are listed, from the count on. At most `count` numbers are tried and
 //! the listing ends by itself: fds opened or closed meanwhile cannot make it loop. A large
-//! table is read on several threads, each a share of the numbers.
+//! table is read on several threads, each taking the next numbers not yet taken.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -58,6 +58,7 @@ impl Tally {
 pub fn tally(links: &FdLinks, counts: bool, threads: usize) -> Result<Tally, Refused> {
     let count = links.count().filter(|_| counts);
     if counts && count.is_none() {
+        // No fd open: a kernel thread, a zombie.
         return Ok(Tally::default());
     }
     let count = count.unwrap_or(0);

@@ -56,7 +56,7 @@ impl ProcDir {
     /// What the link `name` (`c"ns/net"`) points to.
     pub fn read_link(&self, name: &CStr) -> io::Result<Vec<u8>> {
         let mut buf = [0u8; 4096];
-        Ok(read_link_at(self.dir.as_raw_fd(), name.as_ptr(), &mut buf)?.to_vec())
+        Ok(read_link_at(self.dir.as_raw_fd(), name, &mut buf)?.to_vec())
     }
 
     /// The process's fd links (`fd`), opened without its fdinfo: what the host view reads.
@@ -68,10 +68,10 @@ impl ProcDir {
 }
 
 /// `readlinkat(dir, name)` into `buf`: the link's text.
-fn read_link_at(dir: libc::c_int, name: *const libc::c_char, buf: &mut [u8]) -> io::Result<&[u8]> {
-    // SAFETY: callers pass a NUL-terminated `name` and an open `dir`; `buf` is writable for
-    // its length.
-    let n = unsafe { libc::readlinkat(dir, name, buf.as_mut_ptr().cast(), buf.len()) };
+fn read_link_at<'b>(dir: libc::c_int, name: &CStr, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
+    // SAFETY: `name` is NUL-terminated and `buf` writable for its length; a `dir` that is not
+    // open is the kernel's EBADF, not memory.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
     Ok(&buf[..n])
 }
@@ -185,7 +185,7 @@ impl FdLinks {
     /// closed, `EACCES` when this user may not read the process's fds).
     pub fn read_link<'b>(&self, fd: i32, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
         let name = FdName::of(fd).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
-        read_link_at(self.dir.as_raw_fd(), name.as_ptr(), buf)
+        read_link_at(self.dir.as_raw_fd(), name.as_cstr(), buf)
     }
 
     /// What `/proc/PID/fd/N` points to; `None` once the fd is closed.
@@ -330,8 +330,14 @@ impl FdName {
         }
     }
 
+    fn as_cstr(&self) -> &CStr {
+        // Digits then the one NUL at the end: always a C string (the empty name, which names
+        // no fd, otherwise).
+        CStr::from_bytes_with_nul(&self.buf[self.start..]).unwrap_or(c"")
+    }
+
     fn as_ptr(&self) -> *const libc::c_char {
-        self.buf[self.start..].as_ptr().cast()
+        self.as_cstr().as_ptr()
     }
 }
 
@@ -341,8 +347,7 @@ mod tests {
 
     fn name(fd: i32) -> Option<Vec<u8>> {
         let n = FdName::of(fd)?;
-        // SAFETY: `as_ptr` points into `n.buf`, NUL-terminated, alive for this call.
-        Some(unsafe { CStr::from_ptr(n.as_ptr()) }.to_bytes().to_vec())
+        Some(n.as_cstr().to_bytes().to_vec())
     }
 
     #[test]
