@@ -11,7 +11,7 @@ use procfs::process::Process;
 
 use crate::fail::Failure;
 use crate::net::{Diagnostics, SocketTables};
-use crate::os::FdDir;
+use crate::os::{FdDir, FdLinks};
 
 /// Reads and describes every fd of the process. An fd closed while this runs is left out.
 pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure> {
@@ -42,28 +42,27 @@ pub fn read_fds(process: &Process, dir: &FdDir) -> Result<Vec<FdEntry>, Failure>
 /// new name), so 20,000 fds of one log file cost one `fstatat`, not 20,000.
 pub type PathIsDir = HashMap<String, bool>;
 
-/// What fd `fd` points to and its kind, from its link alone (and, for a path, whether it is a
-/// directory, asked once per path in `paths`); `None` once it is closed.
-pub fn link_and_kind(dir: &FdDir, fd: i32, paths: &mut PathIsDir) -> Option<(String, FdKind)> {
-    let link = dir.link(fd)?;
+/// The kind of fd `fd`, whose link says `link`: for a path, whether it is a directory, asked
+/// once per path in `paths`.
+pub fn kind_of(dir: &FdLinks, fd: i32, link: &str, paths: &mut PathIsDir) -> FdKind {
     let is_dir = link.starts_with('/')
-        && match paths.get(&link) {
+        && match paths.get(link) {
             Some(is_dir) => *is_dir,
             None => {
                 let t = dir.file_type(fd);
                 // Not kept when the fd closed meanwhile: the next one of the path may tell.
                 if let Some(t) = t {
-                    paths.insert(link.clone(), t == libc::S_IFDIR);
+                    paths.insert(link.to_string(), t == libc::S_IFDIR);
                 }
                 t == Some(libc::S_IFDIR)
             }
         };
-    let kind = kind_from_link(link.as_bytes(), is_dir);
-    Some((link, kind))
+    kind_from_link(link.as_bytes(), is_dir)
 }
 
 fn describe_fd(dir: &FdDir, fd: i32, paths: &mut PathIsDir) -> Option<FdEntry> {
-    let (link, kind) = link_and_kind(dir, fd, paths)?;
+    let link = dir.link(fd)?;
+    let kind = kind_of(dir, fd, &link, paths);
     let mut e = FdEntry {
         fd,
         kind,

@@ -7,15 +7,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use fdguard_core::fdinfo::link_inode;
 use fdguard_core::kind::FdKind;
 use fdguard_core::report::Limit;
-use procfs::process::Process;
 use serde::Serialize;
 
-use crate::fds::{PathIsDir, link_and_kind};
-use crate::os::FdDir;
-use crate::target::{Target, exiting, is_fdguard_library};
+use crate::hostproc::{Reading, mark_tracees, read_process};
+use crate::tally::counts_fds;
 
 /// A process is near its limit from this share of it on.
 pub const NEAR_PERCENT: u64 = 80;
@@ -122,85 +119,44 @@ pub fn parse_sockstat(text: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// One process, and the inodes of the sockets it holds; `Err(true)` if this user may not read
-/// its fds, `Err(false)` if it is gone (or has none: a kernel thread, a zombie).
-fn read_process(pid: i32) -> Result<(Proc, Vec<u64>), bool> {
-    let process = Process::new(pid).map_err(|_| false)?;
-    let target = Target { pid, process };
-    // Refused while the process is still there and not exiting: not this user's to read.
-    let dir = FdDir::open(pid).map_err(|_| !target.has_exited())?;
-    let numbers = dir.numbers().map_err(|_| false)?;
-    if numbers.is_empty() {
-        return Err(false);
-    }
-    let mut by_kind = BTreeMap::new();
-    let mut open = 0;
-    let mut sockets = Vec::new();
-    let mut paths = PathIsDir::new();
-    for fd in numbers {
-        let Some((link, kind)) = link_and_kind(&dir, fd, &mut paths) else {
-            continue;
-        };
-        open += 1;
-        *by_kind.entry(kind).or_default() += 1;
-        if kind == FdKind::Socket
-            && let Some(inode) = link_inode(&link)
-        {
-            sockets.push(inode);
-        }
-    }
-    // Read while it exited, its fds may be any part of what it had (`Target::has_exited`):
-    // left out, like a process gone.
-    let stat = target.process.stat().map_err(|_| false)?;
-    if exiting(&stat) {
-        return Err(false);
-    }
-    let limit = target.limit().map_err(|_| false)?;
-    let comm = stat.comm;
-    let under = if target.mapped(is_fdguard_library).ok().flatten().is_some() {
-        Some(Under::Library)
-    } else {
-        target.fdguard_tracer().map(|_| Under::Tracer)
-    };
-    let p = Proc {
-        pid,
-        comm,
-        cmdline: target.cmdline(),
-        open,
-        limit,
-        by_kind,
-        under,
-    };
-    Ok((p, sockets))
-}
+/// Threads a large fd table is read on at most: enough for a few cores, few enough to leave a
+/// busy host its own.
+const MAX_THREADS: usize = 4;
 
-/// Reads every process of the host this user may read, and the host's counts.
+/// Reads every process of the host this user may read, and the host's counts. One process
+/// after the other; a large fd table is read on a thread per core (`tally`).
 pub fn collect() -> Host {
-    let ours = std::fs::read_link("/proc/self/ns/net").ok();
-    let mut held = HashSet::new();
-    let mut processes = Vec::new();
-    let mut unreadable = 0;
+    let how = Reading {
+        counts: counts_fds(),
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+        net: std::fs::read_link("/proc/self/ns/net")
+            .ok()
+            .map(|p| p.into_os_string().into_encoded_bytes()),
+    };
     let pids = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    let mut held = HashSet::new();
+    let mut fdguards = HashSet::new();
+    let mut processes = Vec::new();
+    let mut unreadable = 0;
+    let own = std::process::id() as i32;
+    let mut buf = Vec::new();
     for pid in pids {
-        match read_process(pid) {
-            Ok((p, sockets)) => {
-                // Sockets count as held only where they were made: in this network namespace,
-                // whose sockstat is the one read (asked only of processes holding sockets).
-                if !sockets.is_empty()
-                    && ours.is_some()
-                    && std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() == ours
-                {
-                    held.extend(sockets);
+        match read_process(pid, &how, &mut buf) {
+            Ok(r) => {
+                held.extend(r.sockets);
+                if r.fdguard && pid != own {
+                    fdguards.insert(pid);
                 }
-                processes.push(p);
+                processes.push(r.proc);
             }
             Err(true) => unreadable += 1,
             Err(false) => {}
         }
     }
+    mark_tracees(&mut processes, &fdguards);
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let allocated = read("/proc/net/sockstat")
         .as_deref()

@@ -1,24 +1,16 @@
 //! The command's OS layer: what it asks the kernel about another process by pid, the few
 //! system calls it makes on one (a signal), and its own effective user (to be a JVM's user).
-//! Every `unsafe` block of the command is here (ptrace's aside).
+//! Every `unsafe` block of the command is here, with `os/procdir.rs` (ptrace's aside).
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
-use crate::fail::Failure;
+mod procdir;
 
-/// The file an fd refers to, as `/proc/locks` names it, and its type bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileId {
-    pub major: u32,
-    pub minor: u32,
-    pub ino: u64,
-    pub kind: u32,
-}
+pub use procdir::{FdDir, FdLinks, FileId, ProcDir};
 
 /// True if fds `a` and `b` of process `pid` share one open file description (`kcmp`, which
 /// needs the right to ptrace it).
@@ -30,139 +22,6 @@ pub fn same_description(pid: i32, a: i32, b: i32) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(r == 0)
-}
-
-/// `/proc/PID/fd` and `/proc/PID/fdinfo` of one process, opened once: every question about an
-/// fd is then one system call relative to a directory fd, which is what makes 100,000 fds fast.
-pub struct FdDir {
-    pid: i32,
-    fd_dir: File,
-    info_dir: File,
-}
-
-impl FdDir {
-    /// Opens the process's fd directories; the errors say what the user can do about them.
-    pub fn open(pid: i32) -> Result<FdDir, Failure> {
-        let open = |what: &str| {
-            let path = format!("/proc/{pid}/{what}");
-            File::open(&path).map_err(|e| Failure::proc_access(pid, &path, &e))
-        };
-        Ok(FdDir {
-            pid,
-            fd_dir: open("fd")?,
-            info_dir: open("fdinfo")?,
-        })
-    }
-
-    /// The process's open fd numbers, sorted.
-    pub fn numbers(&self) -> Result<Vec<i32>, Failure> {
-        let path = format!("/proc/{}/fd", self.pid);
-        let dir =
-            std::fs::read_dir(&path).map_err(|e| Failure::proc_access(self.pid, &path, &e))?;
-        let mut fds: Vec<i32> = dir
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        fds.sort_unstable();
-        Ok(fds)
-    }
-
-    /// What `/proc/PID/fd/N` points to; `None` once the fd is closed.
-    pub fn link(&self, fd: i32) -> Option<String> {
-        let name = fd_name(fd)?;
-        let mut buf = [0u8; 4096];
-        // SAFETY: `name` is NUL-terminated and `buf` is writable for its length; the dir fd
-        // is open for as long as `self` lives.
-        let n = unsafe {
-            libc::readlinkat(
-                self.fd_dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    /// The file type bits (`S_IFMT`) of what the fd refers to.
-    pub fn file_type(&self, fd: i32) -> Option<u32> {
-        Some(self.stat(fd)?.st_mode & libc::S_IFMT)
-    }
-
-    /// What the fd refers to: device, inode and file type bits.
-    pub fn identity(&self, fd: i32) -> Option<FileId> {
-        let st = self.stat(fd)?;
-        Some(FileId {
-            major: libc::major(st.st_dev),
-            minor: libc::minor(st.st_dev),
-            ino: st.st_ino,
-            kind: st.st_mode & libc::S_IFMT,
-        })
-    }
-
-    fn stat(&self, fd: i32) -> Option<libc::stat> {
-        let name = fd_name(fd)?;
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `name` is NUL-terminated, `st` writable; it is read only if fstatat succeeded.
-        // Flags 0 follow the magic link to the open file itself.
-        unsafe {
-            if libc::fstatat(self.fd_dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), 0) != 0 {
-                return None;
-            }
-            Some(st.assume_init())
-        }
-    }
-
-    /// `/proc/PID/fdinfo/N`: position, flags, and what epoll sets, eventfds or inotify
-    /// instances hold.
-    pub fn fdinfo(&self, fd: i32) -> Option<String> {
-        let name = fd_name(fd)?;
-        // SAFETY: `name` is NUL-terminated and the dir fd is open for as long as `self` lives.
-        let raw = unsafe {
-            libc::openat(
-                self.info_dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` was just opened and nothing else owns it.
-        let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        // Through `take`: `File::read_to_string` first stats the file for a size hint (procfs
-        // says 0), one system call more per fd.
-        let mut text = String::new();
-        io::Read::read_to_string(&mut io::Read::take(file, u64::MAX), &mut text).ok()?;
-        Some(text)
-    }
-
-    /// The kernel's name for a socket's protocol (`TCP`, `UDPv6`, `UNIX-STREAM`, `NETLINK`),
-    /// which it gives even for a socket no `/proc/net` table lists: the ones lsof calls
-    /// "can't identify protocol".
-    pub fn socket_protocol(&self, fd: i32) -> Option<String> {
-        let path = CString::new(format!("/proc/{}/fd/{fd}", self.pid)).ok()?;
-        let name = c"system.sockprotoname";
-        let mut buf = [0u8; 64];
-        // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
-        let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        let n = usize::try_from(n).ok()?;
-        let text = &buf[..n];
-        let end = text.iter().position(|b| *b == 0).unwrap_or(n);
-        Some(String::from_utf8_lossy(&text[..end]).into_owned())
-    }
-}
-
-/// An fd's name in `/proc/PID/fd` and `/proc/PID/fdinfo`.
-fn fd_name(fd: i32) -> Option<CString> {
-    CString::new(fd.to_string()).ok()
 }
 
 /// Sends `sig` to `pid` with `value` (`sigqueue`: the receiver's `SA_SIGINFO` handler sees it).
@@ -339,6 +198,24 @@ pub fn read_memory(pid: i32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
 /// Sets the soft `RLIMIT_NOFILE` of process `pid` (the hard limit unchanged); returns the
 /// soft and hard limits it had.
 pub fn set_soft_nofile(pid: i32, soft: Option<u64>) -> io::Result<(u64, u64)> {
+    let (old_soft, hard) = nofile(pid)?;
+    if let Some(soft) = soft {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `new` is a valid rlimit; the old one is not asked for.
+        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((old_soft, hard))
+}
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid` (`RLIM_INFINITY` for unlimited): one
+/// system call, where `/proc/PID/limits` is four and a table of 16 lines to print and parse.
+/// Refused (`EPERM`) unless this process has its user ids or `CAP_SYS_RESOURCE`.
+pub fn nofile(pid: i32) -> io::Result<(u64, u64)> {
     let mut old = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -346,16 +223,6 @@ pub fn set_soft_nofile(pid: i32, soft: Option<u64>) -> io::Result<(u64, u64)> {
     // SAFETY: prlimit with no new limit only writes `old`.
     if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) } != 0 {
         return Err(io::Error::last_os_error());
-    }
-    if let Some(soft) = soft {
-        let new = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: old.rlim_max,
-        };
-        // SAFETY: `new` is a valid rlimit; the old one is not asked for.
-        if unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
     }
     Ok((old.rlim_cur, old.rlim_max))
 }

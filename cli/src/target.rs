@@ -2,10 +2,10 @@
 //! is, and whether fdguard is loaded in it (and configured how).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::ProcError;
-use procfs::process::{LimitValue, MMapPath, Process};
+use procfs::process::{LimitValue, Limits, MMapPath, Process};
 
 use fdguard_core::config::{Config, ReportDest};
 use fdguard_core::program::{Program, Runtime};
@@ -130,6 +130,25 @@ pub fn exiting(stat: &procfs::process::Stat) -> bool {
     matches!(stat.state, 'Z' | 'X') || stat.flags & PF_EXITING != 0
 }
 
+/// Its `RLIMIT_NOFILE` from `/proc/PID/limits` (`None` for unlimited).
+pub fn nofile_limit(limits: &Limits) -> Limit {
+    let value = |v: LimitValue| match v {
+        LimitValue::Value(n) => Some(n),
+        LimitValue::Unlimited => None,
+    };
+    Limit {
+        soft: value(limits.max_open_files.soft_limit),
+        hard: value(limits.max_open_files.hard_limit),
+    }
+}
+
+/// True if `exe` (a process's `/proc/PID/exe`) is an `fdguard` executable, the tracer of
+/// `fdguard run` for static and Go programs (` (deleted)` once replaced on disk).
+pub fn is_fdguard_program(exe: &Path) -> bool {
+    let name = exe.file_name().map(|n| n.to_string_lossy().into_owned());
+    name.is_some_and(|n| n.split(' ').next() == Some("fdguard"))
+}
+
 pub struct Target {
     pub pid: i32,
     pub process: Process,
@@ -175,14 +194,7 @@ impl Target {
             .process
             .limits()
             .map_err(|e| proc_failure(self.pid, "limits", e))?;
-        let value = |v: LimitValue| match v {
-            LimitValue::Value(n) => Some(n),
-            LimitValue::Unlimited => None,
-        };
-        Ok(Limit {
-            soft: value(limits.max_open_files.soft_limit),
-            hard: value(limits.max_open_files.hard_limit),
-        })
+        Ok(nofile_limit(&limits))
     }
 
     /// Its effective user and group: who a file it must write has to belong to.
@@ -301,8 +313,7 @@ impl Target {
     pub fn fdguard_tracer(&self) -> Option<i32> {
         let tracer = self.process.status().ok()?.tracerpid;
         let exe = std::fs::read_link(format!("/proc/{tracer}/exe")).ok()?;
-        let name = exe.file_name()?.to_string_lossy().into_owned();
-        (tracer > 0 && name.split(' ').next() == Some("fdguard")).then_some(tracer)
+        (tracer > 0 && is_fdguard_program(&exe)).then_some(tracer)
     }
 
     /// The object mapped from a file whose name satisfies `is`, with its load bias.
