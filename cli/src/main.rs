@@ -15,6 +15,7 @@
 
 mod attach;
 mod diff;
+mod ebpf;
 mod fail;
 mod fds;
 mod flame;
@@ -123,6 +124,12 @@ enum Command {
     /// Prometheus/OpenMetrics text of the processes closest to their limit and the host's
     /// figures: for node_exporter's textfile collector, or served over HTTP
     Metrics(metrics::MetricsArgs),
+    /// The process that holds an eBPF attach (started by `attach`, ended by `detach`)
+    #[command(name = "ebpf-serve", hide = true)]
+    EbpfServe {
+        /// The process attached to
+        pid: i32,
+    },
 }
 
 fn main() {
@@ -149,6 +156,7 @@ fn main() {
         } => watch::run(pid, interval, count, json),
         Command::Top(args) => top::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::EbpfServe { pid } => ebpf::serve(pid),
     };
     if let Err(f) = outcome {
         // One line, whatever a name in it holds (see `fdguard_core::escape`).

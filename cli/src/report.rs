@@ -324,8 +324,15 @@ pub fn run(args: ReportArgs) -> Outcome {
         ));
     }
     let target = Target::open(pid)?;
-    let asking = match target.fdguard_tracer() {
-        Some(tracer) => ask_tracer(&target, tracer, json, file, signal.as_deref())?,
+    let recorder = match (target.fdguard_tracer(), crate::ebpf::server_of(pid)) {
+        // The tracer sets the program's environment as its options say.
+        (Some(tracer), _) => Some((tracer, target.environment_config())),
+        // The server of an eBPF attach has them in its own.
+        (None, Some(server)) => Some((server, Target::open(server)?.environment_config())),
+        (None, None) => None,
+    };
+    let asking = match recorder {
+        Some((by, config)) => ask_tracer(&target, by, &config, json, file, signal.as_deref())?,
         None => ask_library(&target, json, file, signal.as_deref())?,
     };
     wait_for_report(pid, asking, timeout)
@@ -360,12 +367,14 @@ fn request_for(
     })
 }
 
-/// A traced program (`fdguard run` of a static or Go program) is asked through its tracer,
-/// which answers on `request::tracer_signal`; its format and report file are those its
-/// environment names (the tracer sets them there).
+/// A traced program (`fdguard run` of a static or Go program) is asked through its tracer, and
+/// a program attached to with eBPF through the fdguard process that holds the attach
+/// (`tracer`, either way), which answers on `request::tracer_signal`; its format and report
+/// file are those of `config`, that process's options.
 fn ask_tracer(
     target: &Target,
     tracer: i32,
+    config: &fdguard_core::config::Config,
     json: bool,
     file: Option<PathBuf>,
     signal: Option<&str>,
@@ -376,7 +385,6 @@ fn ask_tracer(
             "pid {pid} is traced by fdguard (pid {tracer}), which takes report requests itself:              --signal {given} does not apply"
         )));
     }
-    let config = target.environment_config();
     let format = if json { Format::Json } else { config.format };
     let (request, source) = request_for(target, format, file, || match &config.report {
         ReportDest::Path(template) => report_file(target, template),

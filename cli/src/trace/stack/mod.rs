@@ -176,6 +176,17 @@ impl Stacks {
         c
     }
 
+    /// A stack the kernel walked (by frame pointers) for process `pid`: its pcs, the first the
+    /// thread's, then return addresses. At most `depth` frames, as a capture here keeps.
+    pub fn walked_by_kernel(&self, pid: i32, pcs: &[u64]) -> Captured {
+        // Named against the load bias of the process the pcs come from.
+        self.bias(pid);
+        Captured {
+            pcs: pcs.iter().copied().take(self.depth).collect(),
+            ..Captured::default()
+        }
+    }
+
     /// Names a captured stack: Go frames from the line table, native ones from `.symtab`
     /// and DWARF, inlined calls as frames of their own; then the creation sites.
     pub fn frames(&self, c: &Captured) -> Vec<Frame> {

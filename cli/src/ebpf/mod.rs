@@ -1,0 +1,148 @@
+//! `fdguard attach PID` on a Go or statically linked program, which makes its system calls
+//! without libc (no hook of the library's would be called): the kernel records its fds
+//! instead, through eBPF programs on the system call tracepoints (`load`, the program in
+//! `cli/bpf/fdtrack.bpf.c`), with no stop of the program at all.
+//!
+//! The attach starts a process of this command's, `fdguard ebpf-serve PID` (`serve`), that
+//! owns the programs and their maps for as long as it runs, answers report requests and runs
+//! the triggers; `fdguard detach PID` ends it, and the kernel unloads them. Nothing is pinned:
+//! whatever ends that process, no program is left loaded without an owner. `fdguard report`
+//! finds it through the file `serve` writes in `RUN_DIR` (`server_of`).
+//!
+//! Only the process's own threads are recorded: processes it forks after the attach are not
+//! followed.
+
+mod load;
+mod serve;
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fail::{Failure, Outcome};
+use crate::os;
+use crate::run::GuardOptions;
+use crate::target::Target;
+
+pub use serve::serve;
+
+/// Where the servers say which process they serve (root's: loading eBPF needs root's
+/// capabilities, so only root can have written there).
+const RUN_DIR: &str = "/run/fdguard";
+
+/// The options of `attach` that an eBPF attach does not honour: there is no exit report (the
+/// kernel has closed the fds when the exit is seen), no accept guard (nothing can hold a call),
+/// requests come on the server's own signal, and close stacks, the limit and Go's ancestors
+/// are not the recorder's to take or change.
+fn not_applied(o: &GuardOptions) -> Vec<&'static str> {
+    crate::trace::given(&[
+        (o.at_exit, "--at-exit"),
+        (o.leak_exitcode.is_some(), "--leak-exitcode"),
+        (o.signal.is_some(), "--signal"),
+        (o.close_stacks, "--close-stacks"),
+        (o.raise_nofile, "--raise-nofile"),
+        (o.emfile.is_some(), "--emfile"),
+        (o.backoff_max_ms.is_some(), "--backoff-max-ms"),
+        (o.go_ancestors.is_some(), "--go-ancestors"),
+        (o.ignore.is_some(), "--ignore"),
+    ])
+}
+
+/// The process serving an eBPF attach to `pid`, if there is one.
+pub fn server_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(serve::run_file(pid)).ok()?;
+    let server: i32 = text.trim().parse().ok()?;
+    let target = Target::open(server).ok()?;
+    let exe = std::fs::read_link(format!("/proc/{server}/exe")).ok()?;
+    let is_fdguard = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("fdguard"));
+    let cmd = target.cmdline();
+    let serves = cmd.get(1).map(String::as_str) == Some("ebpf-serve")
+        && cmd.get(2) == Some(&pid.to_string());
+    (is_fdguard && serves && !target.is_zombie()).then_some(server)
+}
+
+/// Attaches to `target` (a Go or static program, `what`) with eBPF: starts its server and
+/// says what it found.
+pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
+    let pid = target.pid;
+    if let Some(server) = server_of(pid) {
+        return Err(Failure::bad_input(format!(
+            "fdguard is already attached to pid {pid} (eBPF, served by fdguard pid {server}): \
+             `fdguard report {pid}`, or `fdguard detach {pid}` first"
+        )));
+    }
+    let (_, warnings) = options.config();
+    for w in warnings {
+        eprintln!("{w}");
+    }
+    let ignored = not_applied(options);
+    if !ignored.is_empty() {
+        eprintln!(
+            "fdguard: not for an eBPF attach, ignored: {}",
+            ignored.join(", ")
+        );
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find this command's file: {e}")))?;
+    // The server's own lines (a report it could not write, a report sent to stderr) go where
+    // the library's would: to the program's stderr, when it can be opened.
+    let stderr = std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/{pid}/fd/2"))
+        .map_or_else(|_| Stdio::null(), Stdio::from);
+    let mut server = Command::new(exe)
+        .arg("ebpf-serve")
+        .arg(pid.to_string())
+        .envs(options.variables())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        // Its own group: a Ctrl-C meant for the shell's next command does not end it.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| Failure::failed(format!("cannot start fdguard's eBPF server: {e}")))?;
+    let mut line = String::new();
+    if let Some(out) = server.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    match line.trim_end().split_once(' ') {
+        Some(("ready", before)) => {
+            println!(
+                "fdguard: attached to pid {pid} ({what}) with eBPF, served by fdguard pid {}: \
+                 {before} fds open before attach; processes it forks from now on are not \
+                 followed; `fdguard report {pid}`, `fdguard detach {pid}`",
+                server.id()
+            );
+            Ok(())
+        }
+        answer => {
+            let _ = server.wait();
+            Err(match answer {
+                Some(("error", why)) => Failure::failed(why.to_string()),
+                _ => Failure::failed(format!(
+                    "fdguard's eBPF server for pid {pid} ended without a word"
+                )),
+            })
+        }
+    }
+}
+
+/// Ends the server of the eBPF attach to `pid` (`server`): the kernel unloads its programs;
+/// the program runs on as it was.
+pub fn detach(pid: i32, server: i32, until: Instant) -> Outcome {
+    os::send_signal(server, libc::SIGTERM)
+        .map_err(|e| Failure::failed(format!("cannot signal fdguard pid {server}: {e}")))?;
+    while server_of(pid) == Some(server) {
+        if Instant::now() >= until {
+            return Err(Failure::failed(format!(
+                "fdguard pid {server}, which holds the eBPF attach to pid {pid}, did not end"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("fdguard: detached from pid {pid}: its eBPF programs are unloaded");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `fdguard attach PID` on a Go program started without fdguard: the kernel records its fds
+//! through eBPF (the command's `ebpf`). The program (`tests/go/leak_three_ways`, static) leaks
+//! files and dialed loopback sockets in rounds, one before the attach and one after; `fdguard
+//! report PID --json` names the function that made each fd of the second round, lists those
+//! of the first as `before attach`, and lists exactly the fds `/proc/PID/fd` lists; `fdguard
+//! detach PID` unloads the programs and the program goes on as before.
+//!
+//! These tests need a machine that loads eBPF programs (root, or CAP_BPF and CAP_PERFMON), and
+//! an fdguard built with clang (`scripts/test.sh` installs it): they fail saying which is
+//! missing.
+use crate::common::leaks::{assert_named, holder, listed};
+use crate::common::*;
+
+/// Fds each leaking function makes per round.
+const LEAKS: usize = 20;
+
+/// The fdguard process that holds the eBPF attach to a process, killed with the test if it
+/// still runs (it ends by itself when the process ends, or at `fdguard detach`).
+struct Server(u32);
+
+impl Server {
+    fn of(pid: u32) -> Server {
+        let file = format!("/run/fdguard/ebpf.{pid}");
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("the attach wrote no {file}: {e}"));
+        Server(text.trim().parse().expect("a pid in the run file"))
+    }
+
+    fn running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0)).is_ok_and(|s| !s.contains(") Z "))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.running() {
+            try_kill(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// Attaches to `pid` with eBPF; fails the test saying what the machine or the build lacks.
+fn attach(pid: u32) -> (String, Server) {
+    let out = fdguard(&["attach", &pid.to_string()]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fdguard attach {pid} (a Go program) failed: this machine or this build cannot load \
+         fdguard's eBPF programs, which these tests need: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        Server::of(pid),
+    )
+}
+
+/// Asks for a report with `fdguard report PID --json` and checks it against `/proc/PID/fd`.
+fn report(pid: u32) -> Value {
+    let asked = succeeds(fdguard(&["report", &pid.to_string(), "--json"]));
+    let kernel = proc_fds(pid);
+    let r: Value = serde_json::from_str(&asked).unwrap_or_else(|e| panic!("{e}: {asked}"));
+    assert_matches_kernel(&r, &kernel, &[]);
+    r
+}
+
+#[test]
+fn go_program_attached_names_what_it_leaks_and_runs_on_after_detach() {
+    let dir = scratch("ebpf-attach-go");
+    let prog = build_go("leak_three_ways", &dir, false);
+    let (backend, _conns) = holder(false, 3 * LEAKS);
+    let mut cmd = plain(&prog);
+    cmd.args([backend.as_str(), "-", &LEAKS.to_string()]);
+    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    let pid = s.pid();
+    let (_, before) = s.next_checkpoint().expect("the first round");
+
+    let (said, server) = attach(pid);
+    assert!(
+        said.contains("with eBPF") && said.contains("before attach"),
+        "{said}"
+    );
+    s.answer("again");
+    let (_, after) = s.next_checkpoint().expect("the second round");
+    let r = report(pid);
+    assert_named(
+        &r,
+        "files opened after the attach",
+        &listed(&after, "file"),
+        LEAKS,
+        "main.leakFiles",
+    );
+    assert_named(
+        &r,
+        "sockets dialed after the attach",
+        &listed(&after, "dial"),
+        LEAKS,
+        "main.dialBackend",
+    );
+    let earlier = listed(&before, "file");
+    for fd in earlier.iter().chain(&listed(&before, "dial")) {
+        let row = fd_row(&r, *fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
+        assert_eq!(row["call"], "before attach", "{row}");
+    }
+
+    let detached = succeeds(fdguard(&["detach", &pid.to_string()]));
+    assert!(detached.contains("unloaded"), "{detached}");
+    assert!(!server.running(), "the server ended at the detach");
+    let none = fails_with(fdguard(&["report", &pid.to_string()]), 2);
+    assert!(none.contains("not running under fdguard"), "{none}");
+    // The program runs on as before: a third round, then its exit.
+    s.answer("again");
+    let (_, third) = s.next_checkpoint().expect("a round after the detach");
+    assert_eq!(listed(&third, "dial").len(), LEAKS, "{third:?}");
+    s.resume();
+    let out = s.finish();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn static_c_program_attached_lists_the_fds_the_kernel_lists() {
+    let dir = scratch("ebpf-attach-static");
+    let prog = build_c("holder", &dir, &["-O1", "-g", "-static"]);
+    let mut cmd = plain(&prog);
+    cmd.arg(&dir).arg("1");
+    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    assert_eq!(s.next_checkpoint().unwrap().0, "held");
+    let pid = s.pid();
+    let (said, _server) = attach(pid);
+    assert!(said.contains("statically linked"), "{said}");
+    let held = report(pid);
+    s.resume();
+    assert_eq!(s.next_checkpoint().unwrap().0, "leaked");
+    let r = report(pid);
+    let made: Vec<&Value> = r["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| fd_row(&held, row["fd"].as_i64().unwrap()).is_none())
+        .collect();
+    assert!(!made.is_empty(), "the round leaked streams: {r}");
+    // Recorded by the kernel as the calls the program made (its libc has no frame pointers:
+    // their stacks may stop in it; `fdguard run` unwinds them with its unwind tables).
+    assert!(made.iter().all(|row| row["call"] == "openat"), "{r}");
+    succeeds(fdguard(&["detach", &pid.to_string()]));
+    s.resume();
+    assert!(s.finish().status.success());
+}
