@@ -145,3 +145,54 @@ fn static_c_program_attached_lists_the_fds_the_kernel_lists() {
     s.resume();
     assert!(s.finish().status.success());
 }
+
+#[test]
+fn threshold_and_emfile_reports_come_while_attached() {
+    let dir = scratch("ebpf-attach-triggers");
+    let prog = build_go("leak_three_ways", &dir, false);
+    let (backend, _conns) = holder(false, 3 * LEAKS);
+    let mut cmd = plain(&prog);
+    cmd.args([backend.as_str(), "-", &LEAKS.to_string()]);
+    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    let pid = s.pid();
+    s.next_checkpoint().expect("the first round");
+    // The Go runtime raised its soft limit to the hard one at its start: both come down, to
+    // 100 fds, which the second round nears and the third reaches.
+    let squeezed = command(require("prlimit"))
+        .args(["--pid", &pid.to_string(), "--nofile=100:100"])
+        .status()
+        .unwrap();
+    assert!(squeezed.success());
+    let reports = dir.join("r.json");
+    let path = reports.to_str().unwrap();
+    let out = fdguard(&["attach", &pid.to_string(), "--json", "--threshold", "80"])
+        .args(["--report", path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _server = Server::of(pid);
+
+    s.answer("again");
+    let (_, second) = s.next_checkpoint().expect("the second round");
+    assert!(
+        !second.iter().any(|l| l.starts_with("FAILED")),
+        "{second:?}"
+    );
+    let threshold = wait_reports(&reports, 1, REPORT_WAIT).remove(0);
+    assert_eq!(threshold["reason"], "threshold", "{threshold}");
+    assert!(threshold["open"].as_u64().unwrap() >= 80, "{threshold}");
+
+    s.answer("again");
+    let (_, third) = s.next_checkpoint().expect("the third round");
+    assert!(
+        third.iter().any(|l| l.starts_with("FAILED")),
+        "the third round reaches the limit: {third:?}"
+    );
+    let emfile = wait_reports(&reports, 2, REPORT_WAIT).remove(1);
+    assert_eq!(emfile["reason"], "emfile", "{emfile}");
+    assert_eq!(emfile["trigger_errno"], "EMFILE", "{emfile}");
+    assert_eq!(emfile["trigger_call"], "openat", "{emfile}");
+    assert_matches_kernel(&emfile, &proc_fds(pid), &[]);
+    s.resume();
+    assert!(s.finish().status.success());
+}

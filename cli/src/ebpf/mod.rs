@@ -135,7 +135,9 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
 pub fn detach(pid: i32, server: i32, until: Instant) -> Outcome {
     os::send_signal(server, libc::SIGTERM)
         .map_err(|e| Failure::failed(format!("cannot signal fdguard pid {server}: {e}")))?;
-    while server_of(pid) == Some(server) {
+    // Its file goes once the programs are unloaded; then the process ends.
+    let running = || Target::open(server).is_ok_and(|t| !t.is_zombie());
+    while server_of(pid) == Some(server) || running() {
         if Instant::now() >= until {
             return Err(Failure::failed(format!(
                 "fdguard pid {server}, which holds the eBPF attach to pid {pid}, did not end"
