@@ -11,6 +11,9 @@
 use crate::common::leaks::{assert_named, holder, listed};
 use crate::common::*;
 
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+
 /// Fds each leaking function makes per round.
 const LEAKS: usize = 20;
 
@@ -63,16 +66,24 @@ fn report(pid: u32) -> Value {
     r
 }
 
-#[test]
-fn go_program_attached_names_what_it_leaks_and_runs_on_after_detach() {
-    let dir = scratch("ebpf-attach-go");
+/// The Go leak program, started without fdguard (its scratch directory `name`), at the end of
+/// its first round: the lines it printed, and the loopback peer holding its connections (for
+/// three rounds).
+fn first_round(name: &str) -> (Stepper, Vec<String>, Arc<Mutex<Vec<TcpStream>>>) {
+    let dir = scratch(name);
     let prog = build_go("leak_three_ways", &dir, false);
-    let (backend, _conns) = holder(false, 3 * LEAKS);
+    let (backend, conns) = holder(false, 3 * LEAKS);
     let mut cmd = plain(&prog);
     cmd.args([backend.as_str(), "-", &LEAKS.to_string()]);
     let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    let (_, lines) = s.next_checkpoint().expect("the first round");
+    (s, lines, conns)
+}
+
+#[test]
+fn go_program_attached_names_what_it_leaks_and_runs_on_after_detach() {
+    let (mut s, before, _conns) = first_round("ebpf-attach-go");
     let pid = s.pid();
-    let (_, before) = s.next_checkpoint().expect("the first round");
 
     let (said, server) = attach(pid);
     assert!(
@@ -149,13 +160,8 @@ fn static_c_program_attached_lists_the_fds_the_kernel_lists() {
 #[test]
 fn threshold_and_emfile_reports_come_while_attached() {
     let dir = scratch("ebpf-attach-triggers");
-    let prog = build_go("leak_three_ways", &dir, false);
-    let (backend, _conns) = holder(false, 3 * LEAKS);
-    let mut cmd = plain(&prog);
-    cmd.args([backend.as_str(), "-", &LEAKS.to_string()]);
-    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    let (mut s, _, _conns) = first_round("ebpf-attach-triggers-program");
     let pid = s.pid();
-    s.next_checkpoint().expect("the first round");
     // The Go runtime raised its soft limit to the hard one at its start: both come down, to
     // 100 fds, which the second round nears and the third reaches.
     let squeezed = command(require("prlimit"))
