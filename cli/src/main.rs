@@ -130,6 +130,16 @@ enum Command {
         /// The process attached to
         pid: i32,
     },
+    /// The child of `run --ebpf`: stops itself until the recorder is attached, then executes
+    /// the program
+    #[command(name = "ebpf-exec", hide = true)]
+    EbpfExec {
+        /// The program's file
+        path: PathBuf,
+        /// Its argv
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() {
@@ -157,6 +167,7 @@ fn main() {
         Command::Top(args) => top::run(args),
         Command::Metrics(args) => metrics::run(args),
         Command::EbpfServe { pid } => ebpf::serve(pid),
+        Command::EbpfExec { path, argv } => ebpf::exec(&path, &argv),
     };
     if let Err(f) = outcome {
         // One line, whatever a name in it holds (see `fdguard_core::escape`).

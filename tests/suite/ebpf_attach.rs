@@ -8,7 +8,8 @@
 //! These tests need a machine that loads eBPF programs (root, or CAP_BPF and CAP_PERFMON), and
 //! an fdguard built with clang (`scripts/test.sh` installs it): they fail saying which is
 //! missing.
-use crate::common::leaks::{assert_named, holder, listed};
+use crate::common::leaks::{assert_files_and_dials_named, holder, listed};
+use crate::common::server::proc_children;
 use crate::common::*;
 
 use std::net::TcpStream;
@@ -93,20 +94,7 @@ fn go_program_attached_names_what_it_leaks_and_runs_on_after_detach() {
     s.answer("again");
     let (_, after) = s.next_checkpoint().expect("the second round");
     let r = report(pid);
-    assert_named(
-        &r,
-        "files opened after the attach",
-        &listed(&after, "file"),
-        LEAKS,
-        "main.leakFiles",
-    );
-    assert_named(
-        &r,
-        "sockets dialed after the attach",
-        &listed(&after, "dial"),
-        LEAKS,
-        "main.dialBackend",
-    );
+    assert_files_and_dials_named(&r, &after, LEAKS);
     let earlier = listed(&before, "file");
     for fd in earlier.iter().chain(&listed(&before, "dial")) {
         let row = fd_row(&r, *fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
@@ -199,6 +187,31 @@ fn threshold_and_emfile_reports_come_while_attached() {
     assert_eq!(emfile["trigger_errno"], "EMFILE", "{emfile}");
     assert_eq!(emfile["trigger_call"], "openat", "{emfile}");
     assert_matches_kernel(&emfile, &proc_fds(pid), &[]);
+    s.resume();
+    assert!(s.finish().status.success());
+}
+
+#[test]
+fn run_ebpf_records_a_program_from_its_start() {
+    let dir = scratch("ebpf-run");
+    let prog = build_go("leak_three_ways", &dir, false);
+    let (backend, _conns) = holder(false, LEAKS);
+    let mut cmd = fdguard(&["run", "--ebpf", "--", prog.to_str().unwrap()]);
+    cmd.args([backend.as_str(), "-", &LEAKS.to_string()]);
+    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    let (_, lines) = s.next_checkpoint().expect("the first round");
+    // Its children: the program, and the server of its recorder.
+    let children = proc_children(s.pid());
+    let program: Vec<u32> = children
+        .iter()
+        .copied()
+        .filter(|c| std::fs::read_link(format!("/proc/{c}/exe")).is_ok_and(|e| e == prog))
+        .collect();
+    assert_eq!(program.len(), 1, "fdguard runs one program: {children:?}");
+    let pid = program[0];
+    let _server = Server::of(pid);
+    let r = report(pid);
+    assert_files_and_dials_named(&r, &lines, LEAKS);
     s.resume();
     assert!(s.finish().status.success());
 }

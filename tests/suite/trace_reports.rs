@@ -4,7 +4,7 @@
 //! functions; `fdguard report PID --json` names the function that made each (for Go the
 //! sockets `http.Get` dialed from a goroutine net/http started too) and lists exactly the fds
 //! `/proc/PID/fd` lists; the exit report lists the leaks.
-use crate::common::leaks::{assert_named, holder, listed};
+use crate::common::leaks::{assert_files_and_dials_named, assert_named, holder, listed};
 use crate::common::server::proc_children;
 use crate::common::*;
 
@@ -110,20 +110,7 @@ fn go_leaks_name_the_main_function_that_made_them() {
         .filter(|row| peer_port(row) == Some(web_port))
         .map(|row| row["fd"].as_i64().unwrap())
         .collect();
-    assert_named(
-        &r,
-        "files",
-        &listed(&lines, "file"),
-        LEAKS,
-        "main.leakFiles",
-    );
-    assert_named(
-        &r,
-        "dialed sockets",
-        &listed(&lines, "dial"),
-        LEAKS,
-        "main.dialBackend",
-    );
+    assert_files_and_dials_named(&r, &lines, LEAKS);
     assert_named(
         &r,
         "HTTP response bodies' sockets",

@@ -10,13 +10,16 @@
 //! finds it through the file `serve` writes in `RUN_DIR` (`server_of`).
 //!
 //! Only the process's own threads are recorded: processes it forks after the attach are not
-//! followed.
+//! followed. `fdguard run --ebpf -- CMD` does the same from the program's start, for any
+//! program (`run`).
 
 mod load;
 mod serve;
 
+use std::ffi::OsString;
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use crate::fail::{Failure, Outcome};
 use crate::os;
 use crate::run::GuardOptions;
 use crate::target::Target;
+use crate::trace::End;
 
 pub use serve::serve;
 
@@ -52,6 +56,16 @@ fn not_applied(o: &GuardOptions) -> Vec<&'static str> {
 /// The process serving an eBPF attach to `pid`, if there is one.
 pub fn server_of(pid: i32) -> Option<i32> {
     let text = std::fs::read_to_string(serve::run_file(pid)).ok()?;
+    let server = serving(pid, &text);
+    if server.is_none() {
+        // Left by a server that was killed (it removes its file when it ends otherwise).
+        let _ = std::fs::remove_file(serve::run_file(pid));
+    }
+    server
+}
+
+/// The server a run file's `text` names, if it runs and serves `pid`.
+fn serving(pid: i32, text: &str) -> Option<i32> {
     let server: i32 = text.trim().parse().ok()?;
     let target = Target::open(server).ok()?;
     let exe = std::fs::read_link(format!("/proc/{server}/exe")).ok()?;
@@ -74,6 +88,18 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
              `fdguard report {pid}`, or `fdguard detach {pid}` first"
         )));
     }
+    say_not_applied(options);
+    let (server, before) = start_server(pid, options)?;
+    println!(
+        "fdguard: attached to pid {pid} ({what}) with eBPF, served by fdguard pid {server}: \
+         {before} fds open before attach; processes it forks from now on are not followed; \
+         `fdguard report {pid}`, `fdguard detach {pid}`"
+    );
+    Ok(())
+}
+
+/// The options' warnings, and those an eBPF recorder does not honour, on stderr.
+fn say_not_applied(options: &GuardOptions) {
     let (_, warnings) = options.config();
     for w in warnings {
         eprintln!("{w}");
@@ -81,10 +107,15 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
     let ignored = not_applied(options);
     if !ignored.is_empty() {
         eprintln!(
-            "fdguard: not for an eBPF attach, ignored: {}",
+            "fdguard: not for an eBPF recorder, ignored: {}",
             ignored.join(", ")
         );
     }
+}
+
+/// Starts `fdguard ebpf-serve PID` with `options` and waits until it recorded the fds open
+/// now: its pid, and how many there were.
+fn start_server(pid: i32, options: &GuardOptions) -> Result<(u32, String), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot find this command's file: {e}")))?;
     // The server's own lines (a report it could not write, a report sent to stderr) go where
@@ -109,15 +140,7 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
         let _ = std::io::BufReader::new(out).read_line(&mut line);
     }
     match line.trim_end().split_once(' ') {
-        Some(("ready", before)) => {
-            println!(
-                "fdguard: attached to pid {pid} ({what}) with eBPF, served by fdguard pid {}: \
-                 {before} fds open before attach; processes it forks from now on are not \
-                 followed; `fdguard report {pid}`, `fdguard detach {pid}`",
-                server.id()
-            );
-            Ok(())
-        }
+        Some(("ready", before)) => Ok((server.id(), before.to_string())),
         answer => {
             let _ = server.wait();
             Err(match answer {
@@ -128,6 +151,75 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
             })
         }
     }
+}
+
+/// `fdguard run --ebpf -- CMD`: runs `path` (`command` is its argv) recorded through eBPF
+/// from its first instruction: a child of this command's stops itself, the server is started
+/// for its pid, and it then executes the program (the same pid). Ends as the program ends.
+pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<End, Failure> {
+    say_not_applied(options);
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find this command's file: {e}")))?;
+    let mut child = Command::new(exe)
+        .args(["ebpf-exec", "--"])
+        .arg(path)
+        .args(command)
+        // As under the library: the program's environment names the options.
+        .envs(options.variables())
+        .spawn()
+        .map_err(|e| Failure::failed(format!("cannot start {}: {e}", path.display())))?;
+    let pid = child.id() as i32;
+    let stopped = wait_stopped(pid);
+    let started = stopped.and_then(|()| start_server(pid, options));
+    if let Err(f) = started {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(f);
+    }
+    crate::trace::sys::forward(crate::trace::FORWARDED, pid);
+    os::send_signal(pid, libc::SIGCONT)
+        .map_err(|e| Failure::failed(format!("cannot continue pid {pid}: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| Failure::failed(format!("cannot wait for pid {pid}: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => End::Exited(code),
+        (None, Some(sig)) => End::Killed(sig),
+        (None, None) => End::Exited(1),
+    })
+}
+
+/// Waits until the child `pid` has stopped itself (`ebpf_exec`).
+fn wait_stopped(pid: i32) -> Result<(), Failure> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let state = Target::open(pid)?.process.stat().map(|s| s.state);
+        match state {
+            Ok('T') => return Ok(()),
+            Ok('Z') | Err(_) => break,
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    Err(Failure::failed(format!(
+        "pid {pid} did not stop before its exec"
+    )))
+}
+
+/// `fdguard ebpf-exec -- PATH ARGV...`, the child of `run --ebpf`: stops itself until the
+/// recorder is attached to its pid, then becomes the program.
+pub fn exec(path: &Path, argv: &[OsString]) -> Outcome {
+    os::send_signal(std::process::id() as i32, libc::SIGSTOP)
+        .map_err(|e| Failure::failed(format!("cannot stop before the exec: {e}")))?;
+    let mut cmd = Command::new(path);
+    if let Some((first, rest)) = argv.split_first() {
+        cmd.arg0(first).args(rest);
+    }
+    let e = cmd.exec();
+    Err(Failure {
+        message: format!("cannot run {}: {e}", path.display()),
+        code: 126,
+    })
 }
 
 /// Ends the server of the eBPF attach to `pid` (`server`): the kernel unloads its programs;

@@ -41,6 +41,10 @@ struct Served {
     /// The process's start time (`/proc/PID/stat`): a pid reused by another process is not it.
     start: u64,
     recorder: Recorder,
+    /// The executable the process runs, and its stacks: made again when it changes (`run
+    /// --ebpf` starts the recorder before the program's exec; a program may exec another).
+    exe: PathBuf,
+    depth: usize,
     image: Rc<Stacks>,
     stacks: Interned,
     /// Stack ids of the recorder's map, named once each.
@@ -50,6 +54,12 @@ struct Served {
 impl Served {
     /// The table of the fds recorded now: made, when, by which thread, from which stack.
     fn table(&mut self) -> Table {
+        let exe = executable(self.pid);
+        if exe != self.exe {
+            self.image = Rc::new(Stacks::for_program(&exe, self.depth));
+            self.exe = exe;
+            self.keys.clear();
+        }
         let now = Instant::now();
         let now_ns = crate::os::monotonic_ns();
         let mut table = Table::default();
@@ -78,7 +88,10 @@ impl Served {
             return Some(*key);
         }
         let pcs = self.recorder.stack(id)?;
-        let captured = self.image.walked_by_kernel(self.pid, &pcs);
+        let code = code_ranges(self.pid);
+        let captured = self
+            .image
+            .walked_by_kernel(self.pid, &pcs, |pc| code.iter().any(|r| r.contains(&pc)));
         let key = self.stacks.key(&self.image, captured);
         self.keys.insert(id, key);
         Some(key)
@@ -108,6 +121,27 @@ impl Served {
         self.recorder.set_count(Count::Open, open);
         open
     }
+}
+
+/// The executable process `pid` runs, named as the process names it when this command sees
+/// the same file there.
+fn executable(pid: i32) -> PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")))
+}
+
+/// The addresses of process `pid`'s executable mappings (read for each new stack: a library
+/// loaded since is there).
+fn code_ranges(pid: i32) -> Vec<std::ops::Range<u64>> {
+    let Ok(maps) = procfs::process::Process::new(pid).and_then(|p| p.maps()) else {
+        return Vec::new();
+    };
+    maps.into_iter()
+        .filter(|m| m.perms.contains(procfs::process::MMPermissions::EXECUTE))
+        .map(|m| m.address.0..m.address.1)
+        .collect()
 }
 
 fn start_time(pid: i32) -> Option<u64> {
@@ -141,6 +175,7 @@ pub fn serve(pid: i32) -> Outcome {
     sys::take_requests_on(fdguard_core::request::tracer_signal());
     let (config, _) = GuardOptions::default().config();
     let file = run_file(pid);
+    forget_stale();
     let written = std::fs::create_dir_all(super::RUN_DIR)
         .and_then(|()| std::fs::write(&file, format!("{}\n", std::process::id())));
     if let Err(e) = written {
@@ -191,6 +226,20 @@ pub fn serve(pid: i32) -> Outcome {
     Ok(())
 }
 
+/// Removes the run files of servers that were killed (`super::server_of` does).
+fn forget_stale() {
+    let Ok(dir) = std::fs::read_dir(super::RUN_DIR) else {
+        return;
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("ebpf."));
+        if let Some(pid) = pid.and_then(|p| p.parse().ok()) {
+            super::server_of(pid);
+        }
+    }
+}
+
 /// Loads the recorder for `pid` and records the fds it has open; also returns how many.
 fn start(pid: i32) -> Result<(Served, usize), Failure> {
     let target = Target::open(pid)?;
@@ -205,16 +254,14 @@ fn start(pid: i32) -> Result<(Served, usize), Failure> {
     recorder.before_attach(&before, crate::os::monotonic_ns());
     recorder.set_count(Count::Open, before.len() as u64);
     recorder.set_count(Count::NotifyAt, u64::MAX);
-    // Named as the process names it, when this command sees the same file there.
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")));
+    let exe = executable(pid);
     let served = Served {
         pid,
         start,
         recorder,
         image: Rc::new(Stacks::for_program(&exe, config.depth)),
+        exe,
+        depth: config.depth,
         stacks: Interned::default(),
         keys: HashMap::new(),
     };

@@ -49,7 +49,7 @@ impl End {
 
 /// The signals sent to fdguard that are passed on to the program: those a shell or a
 /// supervisor sends to the pid it started to stop it or to ask something of it.
-const FORWARDED: &[i32] = &[
+pub const FORWARDED: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,

@@ -61,3 +61,12 @@ pub fn assert_named(r: &Value, what: &str, fds: &[i64], count: usize, function: 
         fds.len()
     );
 }
+
+/// The files and dialed sockets `lines` list (`count` each) are named after the Go program's
+/// `main.leakFiles` and `main.dialBackend` in report `r`.
+pub fn assert_files_and_dials_named(r: &Value, lines: &[String], count: usize) {
+    let files = listed(lines, "file");
+    assert_named(r, "files", &files, count, "main.leakFiles");
+    let dials = listed(lines, "dial");
+    assert_named(r, "dialed sockets", &dials, count, "main.dialBackend");
+}
