@@ -215,3 +215,32 @@ fn run_ebpf_records_a_program_from_its_start() {
     s.resume();
     assert!(s.finish().status.success());
 }
+
+#[test]
+fn without_the_capabilities_attach_says_what_is_missing() {
+    let dir = scratch("ebpf-attach-unprivileged");
+    let prog = build_go("leak_three_ways", &dir, false);
+    // The program and the command both as nobody, without capabilities.
+    let nobody = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let mut cmd = command(require("setpriv"));
+    cmd.args(nobody).arg(&prog).args(["127.0.0.1:1", "-", "0"]);
+    let mut s = Stepper::spawn(cmd, &dir.join("no-reports"));
+    s.next_checkpoint().expect("the program runs");
+    let mut attach = command(require("setpriv"));
+    attach
+        .args(nobody)
+        .arg(cli_path())
+        .args(["attach", &s.pid().to_string()]);
+    let err = fails_with(attach, 2);
+    assert!(
+        err.contains("needs CAP_BPF and CAP_PERFMON") && err.contains("fdguard run"),
+        "{err}"
+    );
+    s.resume();
+    assert!(s.finish().status.success());
+}

@@ -144,7 +144,13 @@ fn start_server(pid: i32, options: &GuardOptions) -> Result<(u32, String), Failu
         answer => {
             let _ = server.wait();
             Err(match answer {
-                Some(("error", why)) => Failure::failed(why.to_string()),
+                Some(("error", said)) => {
+                    let (code, message) = said.split_once(' ').unwrap_or(("1", said));
+                    Failure {
+                        message: message.to_string(),
+                        code: code.parse().unwrap_or(crate::fail::FAILED),
+                    }
+                }
                 _ => Failure::failed(format!(
                     "fdguard's eBPF server for pid {pid} ended without a word"
                 )),

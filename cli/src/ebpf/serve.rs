@@ -157,13 +157,13 @@ pub fn run_file(pid: i32) -> PathBuf {
 }
 
 /// `fdguard ebpf-serve PID`, started by `fdguard attach PID`: its first line on stdout says
-/// whether it attached (`ready ...` or `error ...`); then it serves until the process ends or
-/// it is told to end.
+/// whether it attached (`ready FDS`, or `error CODE MESSAGE`: the exit status `attach` ends
+/// with, and why); then it serves until the process ends or it is told to end.
 pub fn serve(pid: i32) -> Outcome {
     let started = match start(pid) {
         Ok(s) => s,
         Err(f) => {
-            println!("error {}", f.message);
+            println!("error {} {}", f.code, f.message);
             return Err(f);
         }
     };
@@ -179,9 +179,9 @@ pub fn serve(pid: i32) -> Outcome {
     let written = std::fs::create_dir_all(super::RUN_DIR)
         .and_then(|()| std::fs::write(&file, format!("{}\n", std::process::id())));
     if let Err(e) = written {
-        let why = format!("cannot write {}: {e}", file.display());
-        println!("error {why}");
-        return Err(Failure::failed(why));
+        let f = Failure::failed(format!("cannot write {}: {e}", file.display()));
+        println!("error {} {}", f.code, f.message);
+        return Err(f);
     }
     println!("ready {before}");
     let _ = std::io::stdout().flush();
