@@ -129,6 +129,9 @@ enum Command {
     EbpfServe {
         /// The process attached to
         pid: i32,
+        /// It has not started yet (`run --ebpf`): the fds it has are inherited
+        #[arg(long)]
+        from_start: bool,
     },
     /// The child of `run --ebpf`: stops itself until the recorder is attached, then executes
     /// the program
@@ -166,7 +169,7 @@ fn main() {
         } => watch::run(pid, interval, count, json),
         Command::Top(args) => top::run(args),
         Command::Metrics(args) => metrics::run(args),
-        Command::EbpfServe { pid } => ebpf::serve(pid),
+        Command::EbpfServe { pid, from_start } => ebpf::serve(pid, from_start),
         Command::EbpfExec { path, argv } => ebpf::exec(&path, &argv),
     };
     if let Err(f) = outcome {

@@ -410,8 +410,8 @@ fn ask_library(
     let Some(loaded) = target.fdguard()? else {
         return Err(Failure::bad_input(format!(
             "pid {pid} ({}) is not running under fdguard (libfdguard.so is not loaded in it): \
-             `fdguard inspect {pid}` describes its fds without it; start it with `fdguard run \
-             -- CMD` to learn who creates them",
+             `fdguard inspect {pid}` describes its fds without it; `fdguard attach {pid}` \
+             records who creates them from now on, `fdguard run -- CMD` from its start",
             target.name()
         )));
     };

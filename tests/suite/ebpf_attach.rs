@@ -212,6 +212,10 @@ fn run_ebpf_records_a_program_from_its_start() {
     let _server = Server::of(pid);
     let r = report(pid);
     assert_files_and_dials_named(&r, &lines, LEAKS);
+    for fd in 0..3 {
+        let row = fd_row(&r, fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
+        assert_eq!(row["call"], "inherited", "{row}");
+    }
     s.resume();
     assert!(s.finish().status.success());
 }

@@ -89,7 +89,7 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
         )));
     }
     say_not_applied(options);
-    let (server, before) = start_server(pid, options)?;
+    let (server, before) = start_server(pid, options, false)?;
     println!(
         "fdguard: attached to pid {pid} ({what}) with eBPF, served by fdguard pid {server}: \
          {before} fds open before attach; processes it forks from now on are not followed; \
@@ -114,8 +114,13 @@ fn say_not_applied(options: &GuardOptions) {
 }
 
 /// Starts `fdguard ebpf-serve PID` with `options` and waits until it recorded the fds open
-/// now: its pid, and how many there were.
-fn start_server(pid: i32, options: &GuardOptions) -> Result<(u32, String), Failure> {
+/// now (`from_start`: the program's inherited ones, `run --ebpf`): its pid, and how many
+/// there were.
+fn start_server(
+    pid: i32,
+    options: &GuardOptions,
+    from_start: bool,
+) -> Result<(u32, String), Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| Failure::failed(format!("cannot find this command's file: {e}")))?;
     // The server's own lines (a report it could not write, a report sent to stderr) go where
@@ -127,6 +132,7 @@ fn start_server(pid: i32, options: &GuardOptions) -> Result<(u32, String), Failu
     let mut server = Command::new(exe)
         .arg("ebpf-serve")
         .arg(pid.to_string())
+        .args(from_start.then_some("--from-start"))
         .envs(options.variables())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -176,7 +182,7 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
         .map_err(|e| Failure::failed(format!("cannot start {}: {e}", path.display())))?;
     let pid = child.id() as i32;
     let stopped = wait_stopped(pid);
-    let started = stopped.and_then(|()| start_server(pid, options));
+    let started = stopped.and_then(|()| start_server(pid, options, true));
     if let Err(f) = started {
         let _ = child.kill();
         let _ = child.wait();

@@ -41,6 +41,9 @@ struct Served {
     /// The process's start time (`/proc/PID/stat`): a pid reused by another process is not it.
     start: u64,
     recorder: Recorder,
+    /// What the fds open when the recorder started are: `before attach`, or (`run --ebpf`)
+    /// `inherited`.
+    found: Call,
     /// The executable the process runs, and its stacks: made again when it changes (`run
     /// --ebpf` starts the recorder before the program's exec; a program may exec another).
     exe: PathBuf,
@@ -65,7 +68,7 @@ impl Served {
         let mut table = Table::default();
         for r in self.recorder.recorded() {
             let call = if r.nr == BEFORE_ATTACH {
-                Call::BeforeAttach
+                self.found
             } else {
                 creator(i64::from(r.nr)).unwrap_or(Call::Untracked)
             };
@@ -159,8 +162,13 @@ pub fn run_file(pid: i32) -> PathBuf {
 /// `fdguard ebpf-serve PID`, started by `fdguard attach PID`: its first line on stdout says
 /// whether it attached (`ready FDS`, or `error CODE MESSAGE`: the exit status `attach` ends
 /// with, and why); then it serves until the process ends or it is told to end.
-pub fn serve(pid: i32) -> Outcome {
-    let started = match start(pid) {
+pub fn serve(pid: i32, from_start: bool) -> Outcome {
+    let found = if from_start {
+        Call::Inherited
+    } else {
+        Call::BeforeAttach
+    };
+    let started = match start(pid, found) {
         Ok(s) => s,
         Err(f) => {
             println!("error {} {}", f.code, f.message);
@@ -241,7 +249,7 @@ fn forget_stale() {
 }
 
 /// Loads the recorder for `pid` and records the fds it has open; also returns how many.
-fn start(pid: i32) -> Result<(Served, usize), Failure> {
+fn start(pid: i32, found: Call) -> Result<(Served, usize), Failure> {
     let target = Target::open(pid)?;
     let start = start_time(pid).ok_or_else(|| Failure::bad_input(format!("pid {pid} exited")))?;
     let (config, _) = GuardOptions::default().config();
@@ -259,6 +267,7 @@ fn start(pid: i32) -> Result<(Served, usize), Failure> {
         pid,
         start,
         recorder,
+        found,
         image: Rc::new(Stacks::for_program(&exe, config.depth)),
         exe,
         depth: config.depth,
