@@ -88,6 +88,12 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
              `fdguard report {pid}`, or `fdguard detach {pid}` first"
         )));
     }
+    if let Some(tracer) = target.fdguard_tracer() {
+        return Err(Failure::bad_input(format!(
+            "pid {pid} already runs under fdguard's tracer (fdguard pid {tracer}): `fdguard \
+             report {pid}`"
+        )));
+    }
     say_not_applied(options);
     let (server, before) = start_server(pid, options, false)?;
     println!(
