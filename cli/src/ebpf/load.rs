@@ -20,8 +20,9 @@ const OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(concat!(
 #[cfg(not(fdguard_bpf_object))]
 const OBJECT: Option<&[u8]> = None;
 
-/// `struct entry` of fdtrack.bpf.c: created_ns u64, stack s32, tid u32, nr u32, pad u32.
-type RawEntry = [u8; 24];
+/// `struct entry` of fdtrack.bpf.c: created_ns u64, stack s32, tid u32, nr u32, pad u32, file
+/// u64 (the kernel's, compared there only).
+type RawEntry = [u8; 32];
 /// `struct event`: kind u32, nr u32, err s32, tid u32, arg0 u64.
 const EVENT_SIZE: usize = 24;
 
@@ -157,17 +158,15 @@ impl Recorder {
             .map_max_entries("fds", max_fds)
             .load(object)
             .map_err(|e| failed("load", &e))?;
-        for (name, tracepoint) in [("fd_exit", "sys_exit"), ("fd_enter", "sys_enter")] {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or_else(|| failed("find", &name))?
-                .try_into()
-                .map_err(|e| failed("load", &e))?;
-            program.load().map_err(|e| failed("load", &e))?;
-            program
-                .attach(tracepoint)
-                .map_err(|e| failed("attach", &e))?;
-        }
+        let program: &mut RawTracePoint = ebpf
+            .program_mut("fd_exit")
+            .ok_or_else(|| failed("find", &"fd_exit"))?
+            .try_into()
+            .map_err(|e| failed("load", &e))?;
+        program.load().map_err(|e| failed("load", &e))?;
+        program
+            .attach("sys_exit")
+            .map_err(|e| failed("attach", &e))?;
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .ok_or_else(|| failed("find the map of", &name))
@@ -188,7 +187,7 @@ impl Recorder {
     /// Records `fds` as open before the attach, unless the recorder has one of their numbers
     /// already (made since).
     pub fn before_attach(&mut self, fds: &[i32], now_ns: u64) {
-        let mut raw: RawEntry = [0; 24];
+        let mut raw: RawEntry = [0; 32];
         raw[..8].copy_from_slice(&now_ns.to_ne_bytes());
         raw[8..12].copy_from_slice(&(-1i32).to_ne_bytes());
         raw[16..20].copy_from_slice(&BEFORE_ATTACH.to_ne_bytes());
@@ -243,7 +242,7 @@ mod tests {
 
     #[test]
     fn records_and_events_decoded() {
-        let mut raw: RawEntry = [0; 24];
+        let mut raw: RawEntry = [0; 32];
         raw[..8].copy_from_slice(&5u64.to_ne_bytes());
         raw[8..12].copy_from_slice(&(-14i32).to_ne_bytes());
         raw[12..16].copy_from_slice(&77u32.to_ne_bytes());
