@@ -2,7 +2,7 @@
 //! with aya for one process, and what is read back from its maps: the recorded fds, their
 //! stacks, its events and its count of open fds.
 //!
-//! The programs, their links and the maps belong to this process: they are unloaded when it
+//! The program, its link and the maps belong to this process: they are unloaded when it
 //! ends, however it ends (nothing is pinned).
 
 use aya::maps::{Array, HashMap, MapData, RingBuf, StackTraceMap};
@@ -101,7 +101,7 @@ impl Event {
 
 /// The recorder loaded and attached for one process.
 pub struct Recorder {
-    /// Owns the programs and their links.
+    /// Owns the program and its link.
     _ebpf: Ebpf,
     fds: HashMap<MapData, i32, RawEntry>,
     stacks: StackTraceMap<MapData>,

@@ -1,7 +1,7 @@
 //! `fdguard attach PID` on a Go or statically linked program, which makes its system calls
 //! without libc (no hook of the library's would be called): the kernel records its fds
-//! instead, through eBPF programs on the system call tracepoints (`load`, the program in
-//! `cli/bpf/fdtrack.bpf.c`), with no stop of the program at all.
+//! instead, through an eBPF program on the system call exit tracepoint (`load`, the program
+//! in `cli/bpf/fdtrack.bpf.c`), with no stop of the program at all.
 //!
 //! The attach starts a process of this command's, `fdguard ebpf-serve PID` (`serve`), that
 //! owns the programs and their maps for as long as it runs, answers report requests and runs

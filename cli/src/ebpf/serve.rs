@@ -220,8 +220,9 @@ pub fn serve(pid: i32, from_start: bool) -> Outcome {
         if triggers.threshold_due(open as usize, pid) {
             served.with_view(|view| triggers.report(&view, Why::Threshold));
         }
-        // Told again when the count reaches the threshold (while it is below it: the
-        // triggers re-arm the report itself only 10 points below).
+        // The recorder tells when the count reaches the threshold, once per arming: armed
+        // again while the count is below it (the report itself re-arms 10 points below,
+        // which this loop's count shows the triggers).
         let level = triggers.threshold_level(pid).unwrap_or(u64::MAX);
         if open < level {
             served.recorder.set_count(Count::NotifyAt, level);
