@@ -58,12 +58,14 @@ fn attach(pid: u32) -> (String, Server) {
     )
 }
 
-/// Asks for a report with `fdguard report PID --json` and checks it against `/proc/PID/fd`.
+/// Asks for a report with `fdguard report PID --json` and checks it against `/proc/PID/fd`
+/// (and that it says how its fds were recorded).
 fn report(pid: u32) -> Value {
     let asked = succeeds(fdguard(&["report", &pid.to_string(), "--json"]));
     let kernel = proc_fds(pid);
     let r: Value = serde_json::from_str(&asked).unwrap_or_else(|e| panic!("{e}: {asked}"));
     assert_matches_kernel(&r, &kernel, &[]);
+    assert_eq!(r["recorder"], "ebpf", "recorded by eBPF: {r}");
     r
 }
 

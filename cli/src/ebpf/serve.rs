@@ -108,6 +108,7 @@ impl Served {
             tgid: self.pid,
             table: &table,
             stacks: &self.stacks,
+            recorder: Some("ebpf"),
         });
     }
 

@@ -34,6 +34,8 @@ pub struct View<'a> {
     pub table: &'a Table,
     /// What the table's stack keys name.
     pub stacks: &'a Interned,
+    /// The report's `recorder` (`ebpf`; none for the tracer).
+    pub recorder: Option<&'static str>,
 }
 
 /// Why a report is made: its `reason`.
@@ -168,6 +170,7 @@ fn build(
     let mut report = Report {
         pid: view.tgid as u32,
         cmdline: target.cmdline(),
+        recorder: view.recorder.map(Into::into),
         reason: why.reason().into(),
         trigger_call,
         trigger_errno,

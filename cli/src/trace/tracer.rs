@@ -145,6 +145,7 @@ impl Tracer {
             tgid: task.tgid,
             table: &table,
             stacks: &self.stacks,
+            recorder: None,
         });
     }
 
@@ -303,6 +304,7 @@ impl Tracer {
                         tgid: self.main,
                         table: &table,
                         stacks: &self.stacks,
+                        recorder: None,
                     },
                 )
             })
@@ -395,6 +397,7 @@ impl Tracer {
                 tgid,
                 table: &table,
                 stacks: &self.stacks,
+                recorder: None,
             });
         }
         sys::cont(tid, 0);
