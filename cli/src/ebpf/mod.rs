@@ -135,7 +135,14 @@ fn start_server(
         .append(true)
         .open(format!("/proc/{pid}/fd/2"))
         .map_or_else(|_| Stdio::null(), Stdio::from);
-    let mut server = Command::new(exe)
+    let mut server = Command::new(exe);
+    // In the program's working directory: a relative report path means there what it means
+    // for the library (and `fdguard report` looks for it there).
+    let cwd = Path::new("/proc").join(pid.to_string()).join("cwd");
+    if cwd.is_dir() {
+        server.current_dir(cwd);
+    }
+    let mut server = server
         .arg("ebpf-serve")
         .arg(pid.to_string())
         .args(from_start.then_some("--from-start"))
