@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex};
 /// Fds each leaking function makes per round.
 const LEAKS: usize = 20;
 
-/// The fdguard process that holds the eBPF attach to a process, killed with the test if it
-/// still runs (it ends by itself when the process ends, or at `fdguard detach`).
+/// The fdguard process that holds the eBPF attach to a process, ended with the test if it
+/// still runs (it ends by itself within a second of the process's end, or at `fdguard
+/// detach`): SIGTERM, which it ends on at once, removing its run file.
 struct Server(u32);
 
 impl Server {
@@ -38,7 +39,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if self.running() {
-            try_kill(self.0, libc::SIGKILL);
+            try_kill(self.0, libc::SIGTERM);
         }
     }
 }
