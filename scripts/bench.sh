@@ -701,10 +701,11 @@ fi
 
 # ---- trace: Go and static programs under `fdguard run`'s tracer ------------------------
 # A Go net/http server (bench/gohttp.go, static: `run` traces it) loaded by the same program's
-# client, untraced, with a new connection per request and with keep-alive: requests/s natively
-# and traced, in a rotated order round by round. And the cost of one traced call: a static
-# fdbench's open+close (an open stops twice, at entry and exit; a close once) natively and
-# traced.
+# client, untraced, with a new connection per request and with keep-alive: requests/s natively,
+# traced, and attached to through eBPF (`fdguard attach` once it listens, `detach` after the
+# load; root only), in a rotated order round by round. And the cost of one traced call: a
+# static fdbench's open+close (an open stops twice, at entry and exit; a close once) natively
+# and traced.
 TRACE_PAR=4
 TRACE_DEPTH=30
 trace_serve() { # config mode round
@@ -717,7 +718,13 @@ trace_serve() { # config mode round
     start_server "Go server ($config)" "$TMP/gohttp.in" "$TMP/gohttp.out" "$TMP/gohttp.err" \
         "${prefix[@]}" "$BUILD/gohttp" serve
     spid=$SPID port=$PORT
+    if [[ $config == ebpf ]]; then
+        "$CLI" attach "$spid" >/dev/null || die "fdguard attach (eBPF) to the Go server failed"
+    fi
     run_bounded 300 "$BUILD/gohttp" load "$port" "$TRACE_REQUESTS" "$TRACE_PAR" "$mode" || st=$?
+    if [[ $config == ebpf ]]; then
+        "$CLI" detach "$spid" >/dev/null || die "fdguard detach from the Go server failed"
+    fi
     exec 7>&-
     wait "$spid" || true
     forget_pid "$spid"
@@ -753,12 +760,21 @@ if has_section trace; then
         # shellcheck disable=SC2086
         $CC -O2 -static $WFLAGS ${CFLAGS_EXTRA:-} -o "$BUILD/fdbench-static" bench/fdbench.c \
             || die "building the static fdbench failed"
+        # Loading eBPF programs takes root's capabilities.
+        configs=(native traced)
+        if [[ $(id -u) == 0 ]]; then
+            configs+=(ebpf)
+        else
+            record trace-ebpf-skip gohttp "not root: eBPF programs cannot be loaded"
+        fi
         for ((r = 1; r <= TRACE_ROUNDS; r++)); do
             note "trace: round $r/$TRACE_ROUNDS"
-            mapfile -t order < <(rotate "$r" native traced)
+            mapfile -t order < <(rotate "$r" "${configs[@]}")
             for config in "${order[@]}"; do
                 for mode in new keepalive; do trace_serve "$config" "$mode" "$r"; done
-                trace_calls "$config" "$r"
+                # A program attached to runs from before the attach: the calls' cost is the
+                # tracer's only.
+                [[ $config == ebpf ]] || trace_calls "$config" "$r"
             done
         done
     fi

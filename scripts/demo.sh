@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# fdguard's eBPF recorder (`fdguard attach` on Go and static programs) is compiled with clang.
+. scripts/needs.sh
+install_missing "fdguard is built without eBPF attach" "clang clang"
+
 # Cargo's own progress shows: a first build compiles every dependency in release mode.
 echo "== building fdguard (libfdguard.so and the fdguard command, release); the first build takes a few minutes"
 cargo build --release

@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 
-# What the tests run besides the Rust toolchain: a command, and the Debian package that brings
-# it, installed here when it is missing and the machine allows (root, apt-get). A test whose
-# program is missing fails and names it (tests/suite/common `require`).
+# What the build and the tests run besides the Rust toolchain: a command, and the Debian
+# package that brings it, installed here when it is missing and the machine allows (root,
+# apt-get: scripts/needs.sh). A test whose program is missing fails and names it
+# (tests/suite/common `require`).
 needs=(
     "cc gcc"
     "c++ g++"
@@ -31,23 +32,14 @@ needs=(
     # developers' machines). Where init is systemd the package also starts its service
     # (Debian's default configuration, no programs); without an init, invoke-rc.d starts none.
     "supervisord supervisor"
+    # The eBPF recorder of `fdguard attach` on Go and static programs (cli/build.rs).
+    "clang clang"
+    # Debian's own python3 (the runtime tests run it beside pyenv's; `python3` above may be
+    # pyenv's).
+    "/usr/bin/python3 python3"
 )
-missing=()
-for need in "${needs[@]}"; do
-    read -r cmd package <<<"$need"
-    command -v "$cmd" >/dev/null || missing+=("$package")
-done
-# Debian's own python3 (the runtime tests run it beside pyenv's; `python3` above may be pyenv's).
-[ -x /usr/bin/python3 ] || missing+=("python3")
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "test.sh: installing ${missing[*]}"
-        { timeout 300 apt-get update -q && timeout 300 apt-get install -y -q "${missing[@]}"; } \
-            >/dev/null 2>&1 || echo "test.sh: could not install ${missing[*]}; the tests that need them will fail"
-    else
-        echo "test.sh: missing ${missing[*]} (not root or no apt-get); the tests that need them will fail"
-    fi
-fi
+. scripts/needs.sh
+install_missing "the tests that need them will fail" "${needs[@]}"
 
 # The CPython versions tests/suite/runtime_python.rs runs besides those: pyenv's 3.10, 3.12
 # and 3.13 (Debian has no package of them), installed with pyenv where it is and can fetch them.

@@ -15,6 +15,7 @@
 
 mod attach;
 mod diff;
+mod ebpf;
 mod fail;
 mod fds;
 mod flame;
@@ -125,6 +126,25 @@ enum Command {
     /// Prometheus/OpenMetrics text of the processes closest to their limit and the host's
     /// figures: for node_exporter's textfile collector, or served over HTTP
     Metrics(metrics::MetricsArgs),
+    /// The process that holds an eBPF attach (started by `attach`, ended by `detach`)
+    #[command(name = "ebpf-serve", hide = true)]
+    EbpfServe {
+        /// The process attached to
+        pid: i32,
+        /// It has not started yet (`run --ebpf`): the fds it has are inherited
+        #[arg(long)]
+        from_start: bool,
+    },
+    /// The child of `run --ebpf`: stops itself until the recorder is attached, then executes
+    /// the program
+    #[command(name = "ebpf-exec", hide = true)]
+    EbpfExec {
+        /// The program's file
+        path: PathBuf,
+        /// Its argv
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() {
@@ -151,6 +171,8 @@ fn main() {
         } => watch::run(pid, interval, count, json),
         Command::Top(args) => top::run(args),
         Command::Metrics(args) => metrics::run(args),
+        Command::EbpfServe { pid, from_start } => ebpf::serve(pid, from_start),
+        Command::EbpfExec { path, argv } => ebpf::exec(&path, &argv),
     };
     if let Err(f) = outcome {
         // One line, whatever a name in it holds (see `fdguard_core::escape`).

@@ -226,3 +226,40 @@ pub fn nofile(pid: i32) -> io::Result<(u64, u64)> {
     }
     Ok((old.rlim_cur, old.rlim_max))
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock eBPF's `bpf_ktime_get_ns` reads (`ebpf`).
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `t`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Waits until `fd` is readable or `timeout` passed, or a signal came (EINTR): whichever is
+/// first. Whether it is readable.
+pub fn readable_within(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: poll reads and writes the one pollfd it is given.
+    unsafe { libc::poll(&mut p, 1, ms) > 0 && p.revents & libc::POLLIN != 0 }
+}
+
+/// The effective capabilities of this process (`CapEff` in /proc/self/status: bit N is
+/// capability N), 0 if unknown.
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}

@@ -329,21 +329,29 @@ pub fn run(args: ReportArgs) -> Outcome {
     Ok(())
 }
 
-/// The request to a process under the library, or to the tracer of a traced one.
+/// The request to a process under the library, or to the fdguard process that records it
+/// from outside: the tracer of a traced one, the server of an eBPF attach.
 fn ask(
     target: &Target,
     json: bool,
     file: Option<PathBuf>,
     signal: Option<&str>,
 ) -> Result<Asking, Failure> {
-    match target.fdguard_tracer() {
-        Some(tracer) => ask_tracer(target, tracer, json, file, signal),
+    let recorder = match (target.fdguard_tracer(), crate::ebpf::server_of(target.pid)) {
+        // The tracer sets the program's environment as its options say.
+        (Some(tracer), _) => Some((tracer, target.environment_config())),
+        // The server of an eBPF attach has them in its own.
+        (None, Some(server)) => Some((server, Target::open(server)?.environment_config())),
+        (None, None) => None,
+    };
+    match recorder {
+        Some((by, config)) => ask_tracer(target, by, &config, json, file, signal),
         None => ask_library(target, json, file, signal),
     }
 }
 
-/// A JSON report of `pid` (under the library or the tracer), asked as `fdguard report PID
-/// --json` asks it, waited for at most `timeout`.
+/// A JSON report of `pid` (under the library, the tracer or an eBPF attach), asked as
+/// `fdguard report PID --json` asks it, waited for at most `timeout`.
 pub fn fetch_json(pid: i32, timeout: Duration) -> Result<String, Failure> {
     let target = Target::open(pid)?;
     let asking = ask(&target, true, None, None)?;
@@ -379,12 +387,14 @@ fn request_for(
     })
 }
 
-/// A traced program (`fdguard run` of a static or Go program) is asked through its tracer,
-/// which answers on `request::tracer_signal`; its format and report file are those its
-/// environment names (the tracer sets them there).
+/// A traced program (`fdguard run` of a static or Go program) is asked through its tracer, and
+/// a program attached to with eBPF through the fdguard process that holds the attach
+/// (`tracer`, either way), which answers on `request::tracer_signal`; its format and report
+/// file are those of `config`, that process's options.
 fn ask_tracer(
     target: &Target,
     tracer: i32,
+    config: &fdguard_core::config::Config,
     json: bool,
     file: Option<PathBuf>,
     signal: Option<&str>,
@@ -395,7 +405,6 @@ fn ask_tracer(
             "pid {pid} is traced by fdguard (pid {tracer}), which takes report requests itself:              --signal {given} does not apply"
         )));
     }
-    let config = target.environment_config();
     let format = if json { Format::Json } else { config.format };
     let (request, source) = request_for(target, format, file, || match &config.report {
         ReportDest::Path(template) => report_file(target, template),
@@ -421,8 +430,8 @@ fn ask_library(
     let Some(loaded) = target.fdguard()? else {
         return Err(Failure::bad_input(format!(
             "pid {pid} ({}) is not running under fdguard (libfdguard.so is not loaded in it): \
-             `fdguard inspect {pid}` describes its fds without it; start it with `fdguard run \
-             -- CMD` to learn who creates them",
+             `fdguard inspect {pid}` describes its fds without it; `fdguard attach {pid}` \
+             records who creates them from now on, `fdguard run -- CMD` from its start",
             target.name()
         )));
     };

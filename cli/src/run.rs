@@ -139,6 +139,10 @@ impl GuardOptions {
 pub struct RunArgs {
     #[command(flatten)]
     pub options: GuardOptions,
+    /// Record the program's fds through eBPF (as root), whatever program it is: no preload,
+    /// no ptrace
+    #[arg(long)]
+    pub ebpf: bool,
     /// The program and its arguments (after `--`)
     #[arg(
         required = true,
@@ -314,6 +318,9 @@ pub fn run(args: RunArgs) -> Outcome {
             code: 127,
         });
     };
+    if args.ebpf {
+        crate::ebpf::run(&path, &args.command, &args.options)?.finish();
+    }
     if let Way::Traced(what) = way(&path) {
         eprintln!(
             "fdguard: {} is {what}: LD_PRELOAD cannot see its fds, so fdguard traces it \

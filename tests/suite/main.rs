@@ -49,6 +49,7 @@ mod cli_top;
 mod cli_triage;
 mod config;
 mod core;
+mod ebpf_attach;
 mod failures;
 mod hostile_names;
 mod hot_path;

@@ -4,42 +4,14 @@
 //! functions; `fdguard report PID --json` names the function that made each (for Go the
 //! sockets `http.Get` dialed from a goroutine net/http started too) and lists exactly the fds
 //! `/proc/PID/fd` lists; the exit report lists the leaks.
+use crate::common::leaks::{assert_files_and_dials_named, assert_named, holder, listed};
 use crate::common::server::{fd_soft_limit, proc_children, set_fd_limit};
 use crate::common::*;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 /// Fds each leaking function makes.
 const LEAKS: usize = 20;
-
-/// A loopback listener whose connections are accepted and held until the test ends; with
-/// `http`, each gets one small HTTP response to the request it sends.
-fn holder(http: bool) -> (String, Arc<Mutex<Vec<TcpStream>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let keep = held.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(LEAKS) {
-            let Ok(mut stream) = stream else { return };
-            if http {
-                let mut request = Vec::new();
-                let mut byte = [0u8; 1];
-                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                    request.push(byte[0]);
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n",
-                );
-            }
-            keep.lock().unwrap().push(stream);
-        }
-    });
-    (addr, held)
-}
 
 /// The peer port of a socket row (`desc` is `tcp 127.0.0.1:A -> 127.0.0.1:B ...`).
 fn peer_port(row: &Value) -> Option<u16> {
@@ -88,34 +60,6 @@ fn traced_at_checkpoint(dir: &Path, args: &[&str]) -> Traced {
     }
 }
 
-/// The fds a program listed as `LEAK what FD` lines.
-fn listed(lines: &[String], what: &str) -> Vec<i64> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix(&format!("LEAK {what} ")))
-        .map(|fd| fd.parse().unwrap())
-        .collect()
-}
-
-/// At least 9 in 10 of `fds` have a stack naming `function`.
-fn assert_named(r: &Value, what: &str, fds: &[i64], function: &str) {
-    assert_eq!(fds.len(), LEAKS, "{what}: {fds:?} in {r}");
-    let named = fds
-        .iter()
-        .filter(|fd| {
-            let row = fd_row(r, **fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
-            functions(&stack_by_id(r, &row["stack"]))
-                .iter()
-                .any(|f| f.starts_with(function))
-        })
-        .count();
-    assert!(
-        named * 10 >= fds.len() * 9,
-        "{named} of {} {what} name {function}: {r}",
-        fds.len()
-    );
-}
-
 #[test]
 fn static_c_streams_name_the_function_that_opened_them() {
     let dir = scratch("trace-c-streams");
@@ -129,9 +73,16 @@ fn static_c_streams_name_the_function_that_opened_them() {
         &r,
         "settings streams",
         &listed(&lines, "settings"),
+        LEAKS,
         "load_settings",
     );
-    assert_named(&r, "log streams", &listed(&lines, "logs"), "open_logs");
+    assert_named(
+        &r,
+        "log streams",
+        &listed(&lines, "logs"),
+        LEAKS,
+        "open_logs",
+    );
     stepper.resume();
     assert!(stepper.finish().status.success());
 }
@@ -159,8 +110,8 @@ fn metrics_name_the_leaking_function(tracer: u32, files: usize) {
 fn go_leaks_name_the_main_function_that_made_them() {
     let dir = scratch("trace-go-leaks");
     let prog = build_go("leak_three_ways", &dir, false);
-    let (backend, _backend_conns) = holder(false);
-    let (web, _web_conns) = holder(true);
+    let (backend, _backend_conns) = holder(false, LEAKS);
+    let (web, _web_conns) = holder(true, LEAKS);
     let web_port: u16 = web.rsplit_once(':').unwrap().1.parse().unwrap();
     let url = format!("http://{web}/");
     let Traced {
@@ -178,17 +129,12 @@ fn go_leaks_name_the_main_function_that_made_them() {
         .filter(|row| peer_port(row) == Some(web_port))
         .map(|row| row["fd"].as_i64().unwrap())
         .collect();
-    assert_named(&r, "files", &listed(&lines, "file"), "main.leakFiles");
-    assert_named(
-        &r,
-        "dialed sockets",
-        &listed(&lines, "dial"),
-        "main.dialBackend",
-    );
+    assert_files_and_dials_named(&r, &lines, LEAKS);
     assert_named(
         &r,
         "HTTP response bodies' sockets",
         &bodies,
+        LEAKS,
         "main.fetchStatus",
     );
     metrics_name_the_leaking_function(s.pid(), listed(&lines, "file").len());

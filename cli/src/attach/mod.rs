@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::ebpf;
 use crate::fail::{Failure, Outcome};
 use crate::fds::read_fds;
 use crate::os::FdDir;
@@ -71,19 +72,18 @@ fn check_target(target: &Target) -> Result<(), Failure> {
             "pid {pid} is stopped (by a signal or a debugger): continue it first (kill -CONT {pid})"
         )));
     }
-    if let Some(p) = target.program().filter(|p| p.is_static || p.is_go()) {
-        let what = if p.is_go() {
-            "a Go program"
-        } else {
-            "statically linked"
-        };
-        return Err(Failure::bad_input(format!(
-            "pid {pid} is {what}: it makes its system calls without libc, so fdguard's \
-             hooks would never be called; `fdguard inspect {pid}` and `fdguard watch {pid}` \
-             see its fds from outside"
-        )));
-    }
     Ok(())
+}
+
+/// What a program that makes its system calls without libc is (fdguard's hooks would never
+/// be called in it: the kernel records it, `crate::ebpf`), or `None` for others.
+fn without_libc(target: &Target) -> Option<&'static str> {
+    let p = target.program().filter(|p| p.is_static || p.is_go())?;
+    Some(if p.is_go() {
+        "a Go program"
+    } else {
+        "statically linked"
+    })
 }
 
 /// The libc function `name` in the process (glibc 2.34+ has `dlopen` there; older ones in
@@ -164,6 +164,9 @@ pub fn attach(args: AttachArgs) -> Outcome {
     let target = Target::open(pid)?;
     check_access(pid)?;
     check_target(&target)?;
+    if let Some(what) = without_libc(&target) {
+        return ebpf::attach(&target, &args.options, what);
+    }
     let loaded = library_in(&target)?;
     match loaded.as_ref().map(|(_, s)| *s) {
         Some(Some(LibState::Preloaded)) => {
@@ -318,6 +321,9 @@ pub fn detach(args: DetachArgs) -> Outcome {
     let until = deadline(args.timeout)?;
     let target = Target::open(pid)?;
     check_access(pid)?;
+    if let Some(server) = ebpf::server_of(pid) {
+        return ebpf::detach(pid, server, until);
+    }
     let (mapped, state) = library_in(&target)?.ok_or_else(|| {
         Failure::bad_input(format!(
             "fdguard is not loaded in pid {pid}: nothing to detach"

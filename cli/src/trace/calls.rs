@@ -220,6 +220,17 @@ pub fn at_entry(s: &Syscall) -> AtEntry {
     }
 }
 
+/// The name of the fds system call `nr` makes, for a recorder that keeps only the number (the
+/// eBPF one, `crate::ebpf`, which records only the creations `at_entry` names: `fcntl`'s
+/// `F_DUPFD`s, `signalfd` making a new fd, `dup2` onto another fd).
+pub fn creator(nr: i64) -> Option<Call> {
+    let args = [u64::MAX, libc::F_DUPFD as u64, 0, 0, 0, 0];
+    match at_entry(&Syscall { nr, args }) {
+        AtEntry::Creates(c) => Some(c.call),
+        _ => None,
+    }
+}
+
 /// `open_how.flags` (its first field, a u64) read from the program's memory: close-on-exec?
 pub fn open_how_cloexec(bytes: &[u8]) -> bool {
     read_u64(bytes, 0).is_some_and(|f| f & libc::O_CLOEXEC as u64 != 0)
@@ -322,6 +333,16 @@ mod tests {
         let mut a = [0u64; 6];
         a[..args.len()].copy_from_slice(args);
         at_entry(&Syscall { nr, args: a })
+    }
+
+    #[test]
+    fn creators_named_by_number() {
+        assert_eq!(creator(libc::SYS_openat), Some(Call::Openat));
+        assert_eq!(creator(libc::SYS_fcntl), Some(Call::Fcntl));
+        assert_eq!(creator(libc::SYS_signalfd4), Some(Call::Signalfd));
+        assert_eq!(creator(libc::SYS_dup2), Some(Call::Dup2));
+        assert_eq!(creator(libc::SYS_close), None);
+        assert_eq!(creator(libc::SYS_read), None);
     }
 
     fn creates(e: AtEntry) -> Creation {

@@ -7,22 +7,24 @@
 //! → `calls` and `table` (pure: what a call does to a table), `interned` and `stack` (creation
 //! stacks: captured at a call's entry, named at report time); `triggers` (the `Watch`: when a
 //! report is due, and `guard`, the accept guard's holds) → `report` (through fdguard-core);
-//! `seccomp` (the filter); `sys` holds every `unsafe` call of the tracer's.
+//! `seccomp` (the filter); `sys` holds every `unsafe` call of the tracer's. `attach` through
+//! eBPF (`crate::ebpf`) records the same table from the kernel and makes its reports with the
+//! same `report`, `triggers`, `interned` and `stack`.
 //!
 //! The program is killed if fdguard dies (`PTRACE_O_EXITKILL`): without its tracer, every call
 //! the filter traces would fail with ENOSYS. A program it executes, static or dynamic, stays
 //! traced (the library is not loaded into it).
 
-mod calls;
+pub mod calls;
 mod guard;
-mod interned;
-mod report;
+pub mod interned;
+pub mod report;
 mod seccomp;
 pub mod stack;
-mod sys;
-mod table;
-mod tracer;
-mod triggers;
+pub mod sys;
+pub mod table;
+pub mod tracer;
+pub mod triggers;
 
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -47,7 +49,7 @@ impl End {
 
 /// The signals sent to fdguard that are passed on to the program: those a shell or a
 /// supervisor sends to the pid it started to stop it or to ask something of it.
-const FORWARDED: &[i32] = &[
+pub const FORWARDED: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -60,14 +62,19 @@ const FORWARDED: &[i32] = &[
 /// requests come on its own signal (`request::tracer_signal`), it captures no stack at a close,
 /// and it does not raise the program's limit.
 fn not_applied(o: &GuardOptions) -> Vec<&'static str> {
-    [
+    given(&[
         (o.signal.is_some(), "--signal"),
         (o.close_stacks, "--close-stacks"),
         (o.raise_nofile, "--raise-nofile"),
-    ]
-    .into_iter()
-    .filter_map(|(given, name)| given.then_some(name))
-    .collect()
+    ])
+}
+
+/// The names of the `options` given (each: whether it was, its name).
+pub fn given(options: &[(bool, &'static str)]) -> Vec<&'static str> {
+    options
+        .iter()
+        .filter_map(|(given, name)| given.then_some(*name))
+        .collect()
 }
 
 /// `GODEBUG` for a program (`go`: a Go program): the user's, with `tracebackancestors=N` so that a goroutine

@@ -15,8 +15,8 @@ use fdguard_core::kind::{FdKind, kinds_agree};
 use fdguard_core::report::{EmfileStats, Observed, Report, is_suppressed, iso8601_utc, text};
 use fdguard_core::snapshot::FdEntry;
 
+use super::interned::Interned;
 use super::table::{StackKey, Table};
-use super::tracer::View;
 use crate::fail::Failure;
 use crate::fds::read_fds;
 use crate::os::FdDir;
@@ -24,6 +24,19 @@ use crate::target::Target;
 
 /// An open fd as the tracer knows it.
 type Row = Observed<StackKey>;
+
+/// What a report is made of: a thread of the process reported on and its table; its fds are
+/// what `/proc/TID/fd` lists (a traced process's leader may have exited, another thread still
+/// holding the table).
+pub struct View<'a> {
+    pub tid: i32,
+    pub tgid: i32,
+    pub table: &'a Table,
+    /// What the table's stack keys name.
+    pub stacks: &'a Interned,
+    /// The report's `recorder` (`ebpf`; none for the tracer).
+    pub recorder: Option<&'static str>,
+}
 
 /// Why a report is made: its `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +170,7 @@ fn build(
     let mut report = Report {
         pid: view.tgid as u32,
         cmdline: target.cmdline(),
+        recorder: view.recorder.map(Into::into),
         reason: why.reason().into(),
         trigger_call,
         trigger_errno,
@@ -189,7 +203,11 @@ fn joined(kernel: &[FdEntry], table: &Table, now: Instant) -> (Vec<Row>, u64) {
                 kind: k.kind,
                 desc: k.desc.clone(),
                 call: entry.map_or(Call::Untracked, |e| e.call),
-                age_ms: entry.map(|e| now.saturating_duration_since(e.created).as_millis() as u64),
+                // An fd open before an attach has no known age (an inherited one: the
+                // program's).
+                age_ms: entry
+                    .filter(|e| e.call.age_known())
+                    .map(|e| now.saturating_duration_since(e.created).as_millis() as u64),
                 tid: entry.map(|e| e.tid).filter(|t| *t != 0),
                 stack: entry.and_then(|e| e.stack),
                 socket: k.socket.as_ref().map(|f| f.desc.clone()),

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The registers of a stopped thread.
@@ -307,6 +307,26 @@ pub fn requests() -> Vec<u64> {
         .map(|slot| slot.swap(0, Ordering::AcqRel))
         .filter(|v| *v != 0)
         .collect()
+}
+
+/// A signal `end_on` takes came: time to end.
+static ENDING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_end(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    ENDING.store(true, Ordering::Relaxed);
+}
+
+/// Makes `signals` end the wait loop of a process that serves reports (`ebpf`'s server, which
+/// must remove what it left before it ends) rather than kill it.
+pub fn end_on(signals: &[i32]) {
+    for &sig in signals {
+        handle(sig, note_end);
+    }
+}
+
+/// Whether one of `end_on`'s signals came.
+pub fn ending() -> bool {
+    ENDING.load(Ordering::Relaxed)
 }
 
 /// Sets a variable of fdguard's environment, which the program inherits.

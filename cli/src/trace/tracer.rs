@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::calls::{self, AtEntry, Change, Cloexec, Syscall, Yields};
 use super::interned::Interned;
+use super::report::View;
 use super::stack::Stacks;
 use super::sys;
 use super::table::{Entry, StackKey, Table};
@@ -54,16 +55,6 @@ struct Task {
     pending: Option<Pending>,
     /// Stopped before its exit (`PTRACE_EVENT_EXIT`), or past it.
     exiting: bool,
-}
-
-/// A thread of the program's first process and its table: its fds are what `/proc/TID/fd`
-/// lists (the process's leader may have exited, another thread still holding the table).
-pub struct View<'a> {
-    pub tid: i32,
-    pub tgid: i32,
-    pub table: &'a Table,
-    /// What the table's stack keys name.
-    pub stacks: &'a Interned,
 }
 
 /// What the tracer tells of the program's first process as it runs: the reports' triggers.
@@ -154,6 +145,7 @@ impl Tracer {
             tgid: task.tgid,
             table: &table,
             stacks: &self.stacks,
+            recorder: None,
         });
     }
 
@@ -312,6 +304,7 @@ impl Tracer {
                         tgid: self.main,
                         table: &table,
                         stacks: &self.stacks,
+                        recorder: None,
                     },
                 )
             })
@@ -404,6 +397,7 @@ impl Tracer {
                 tgid,
                 table: &table,
                 stacks: &self.stacks,
+                recorder: None,
             });
         }
         sys::cont(tid, 0);

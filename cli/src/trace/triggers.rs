@@ -14,8 +14,8 @@ use fdguard_core::report::EmfileStats;
 use fdguard_core::request::Request;
 
 use super::guard::AcceptGuard;
-use super::report::{self, Dest, Why};
-use super::tracer::{View, Watch};
+use super::report::{self, Dest, View, Why};
+use super::tracer::Watch;
 use crate::target::Target;
 
 /// How often the soft limit is read again (the program, or `prlimit --pid`, may change it).
@@ -106,7 +106,34 @@ impl<'a> Triggers<'a> {
         Some(soft)
     }
 
-    fn report(&self, view: &View<'_>, why: Why) {
+    /// Whether a creation failing with EMFILE or ENFILE now gets a report: at most one per
+    /// `FDGUARD_EMFILE_INTERVAL` (0: one per burst of failures).
+    pub fn emfile_due(&mut self, now: Instant) -> bool {
+        let interval = Duration::from_secs(self.config.emfile_interval_s);
+        self.emfile.failed(interval, now)
+    }
+
+    /// A creation succeeded: a burst of EMFILE failures is over.
+    pub fn creation_succeeded(&mut self) {
+        self.emfile.succeeded();
+    }
+
+    /// Whether `open` fds of process `pid` cross the threshold now (a report is due).
+    pub fn threshold_due(&mut self, open: usize, pid: i32) -> bool {
+        self.soft_limit(pid)
+            .is_some_and(|soft| self.threshold.crossed(self.config.threshold, open, soft))
+    }
+
+    /// The count of open fds of process `pid` at which the threshold is crossed (none: no
+    /// threshold, or the limit is unknown).
+    pub fn threshold_level(&mut self, pid: i32) -> Option<u64> {
+        let percent = u64::from(self.config.threshold);
+        let soft = self.soft_limit(pid).filter(|_| percent > 0)?;
+        Some((percent * soft).div_ceil(100))
+    }
+
+    /// Makes a report of `view` for `why` where the options say.
+    pub fn report(&self, view: &View<'_>, why: Why) {
         let config = self.config;
         let emfile = self.emfile_stats();
         report::now(
@@ -188,8 +215,7 @@ impl Watch for Triggers<'_> {
         let listener = arg0 as i32;
         let errno = (-result) as i32;
         if result < 0 && (errno == libc::EMFILE || errno == libc::ENFILE) {
-            let interval = Duration::from_secs(self.config.emfile_interval_s);
-            let reported = self.emfile.failed(interval, now);
+            let reported = self.emfile_due(now);
             let mut hold = None;
             if accept {
                 let blocking = !is_nonblocking(view.tid, listener);
@@ -207,15 +233,11 @@ impl Watch for Triggers<'_> {
         if result < 0 {
             return None;
         }
-        self.emfile.succeeded();
+        self.creation_succeeded();
         if accept && let Some(line) = self.guard.succeeded(listener, now) {
             self.say(&line, &view);
         }
-        let soft = self.soft_limit(view.tid)?;
-        if self
-            .threshold
-            .crossed(self.config.threshold, view.table.len(), soft)
-        {
+        if self.threshold_due(view.table.len(), view.tid) {
             self.report(&view, Why::Threshold);
         }
         None

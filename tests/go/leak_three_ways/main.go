@@ -1,13 +1,16 @@
 // Leaks fds three ways, as the Go services behind fdguard's incidents did, for
-// tests/suite/trace_go.rs:
+// tests/suite/trace_reports.rs and tests/suite/ebpf_attach.rs:
 //
 //	leak_three_ways BACKEND_ADDR HTTP_URL COUNT
 //
 // main.leakFiles opens a file COUNT times and never closes it; main.dialBackend dials
 // BACKEND_ADDR (tcp) COUNT times and never closes the connections; main.fetchStatus makes COUNT
 // GETs of HTTP_URL and never closes the response bodies (each keeps its connection, dialed by a
-// goroutine net/http starts). Prints `LEAK file FD` and `LEAK dial FD` for the fds it knows,
-// then `CHECKPOINT leaked`, and exits at the next line on stdin.
+// goroutine net/http starts; HTTP_URL `-`: none). Prints `LEAK file FD` and `LEAK dial FD`
+// for the fds it knows, then `CHECKPOINT leaked`, and reads a line on stdin: `again` leaks
+// as much once more (tests/suite/ebpf_attach.rs attaches between two rounds), any other
+// line ends it. An open or a dial that fails (EMFILE) prints `FAILED ERR` and ends that
+// function's round.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 )
 
 var kept []interface{}
@@ -25,7 +29,8 @@ func leakFiles(n int) {
 	for i := 0; i < n; i++ {
 		f, err := os.Open("/etc/hostname")
 		if err != nil {
-			fail(err)
+			fmt.Println("FAILED", err)
+			return
 		}
 		kept = append(kept, f)
 		fmt.Println("LEAK file", f.Fd())
@@ -36,7 +41,8 @@ func dialBackend(addr string, n int) {
 	for i := 0; i < n; i++ {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
-			fail(err)
+			fmt.Println("FAILED", err)
+			return
 		}
 		kept = append(kept, c)
 		raw, err := c.(*net.TCPConn).SyscallConn()
@@ -72,9 +78,17 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	leakFiles(n)
-	dialBackend(os.Args[1], n)
-	fetchStatus(os.Args[2], n)
-	fmt.Println("CHECKPOINT leaked")
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	in := bufio.NewReader(os.Stdin)
+	for {
+		leakFiles(n)
+		dialBackend(os.Args[1], n)
+		if os.Args[2] != "-" {
+			fetchStatus(os.Args[2], n)
+		}
+		fmt.Println("CHECKPOINT leaked")
+		line, _ := in.ReadString('\n')
+		if strings.TrimSpace(line) != "again" {
+			return
+		}
+	}
 }

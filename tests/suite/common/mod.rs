@@ -1,6 +1,7 @@
 //! Shared test harness: build C programs, run them under `LD_PRELOAD`, trigger and read reports,
 //! and compare them with the kernel's truth in `/proc/PID/fd`.
 
+pub mod leaks;
 pub mod pace;
 pub mod procs;
 pub mod server;
@@ -394,8 +395,14 @@ impl Stepper {
 
     /// Lets the program continue past the current checkpoint.
     pub fn resume(&mut self) {
+        self.answer("");
+    }
+
+    /// Lets the program continue past the current checkpoint with `line` (a program that reads
+    /// what to do next).
+    pub fn answer(&mut self, line: &str) {
         if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"\n");
+            let _ = stdin.write_all(format!("{line}\n").as_bytes());
             let _ = stdin.flush();
         }
     }

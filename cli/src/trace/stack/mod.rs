@@ -176,6 +176,27 @@ impl Stacks {
         c
     }
 
+    /// A stack the kernel walked (by frame pointers) for process `pid`: its pcs, the first the
+    /// thread's, then return addresses; at most `depth` frames, as a capture here keeps. The
+    /// walk ends at the first pc outside the process's code (`is_code`): code built without
+    /// frame pointers left its frame pointer register holding data, which the kernel walked
+    /// as if it were a frame.
+    pub fn walked_by_kernel(
+        &self,
+        pid: i32,
+        pcs: &[u64],
+        is_code: impl Fn(u64) -> bool,
+    ) -> Captured {
+        // Named against the load bias of the process the pcs come from.
+        self.bias(pid);
+        let code = pcs.iter().take_while(|pc| is_code(**pc)).count();
+        Captured {
+            pcs: pcs.iter().copied().take(code.min(self.depth)).collect(),
+            cut: code < pcs.len(),
+            ..Captured::default()
+        }
+    }
+
     /// Names a captured stack: Go frames from the line table, native ones from `.symtab`
     /// and DWARF, inlined calls as frames of their own; then the creation sites.
     pub fn frames(&self, c: &Captured) -> Vec<Frame> {

@@ -195,6 +195,11 @@ pub struct Report {
     pub cmdline: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeInfo>,
+    /// How its fds were recorded, when not by fdguard in the process or its tracer:
+    /// `ebpf` (`fdguard attach` of a Go or static program, `run --ebpf`), where the processes
+    /// it forks are not followed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorder: Option<Word>,
     /// Why it was made: `signal`, `threshold`, `emfile`, `exit`, ...
     pub reason: Word,
     /// For `emfile` reports: the call that failed, and with which error (`EMFILE`, `ENFILE`).

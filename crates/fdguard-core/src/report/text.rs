@@ -308,6 +308,11 @@ pub fn report(r: &Report) -> String {
     if let Some(rt) = &r.runtime {
         lines.push(runtime_line(rt));
     }
+    if let Some(how) = &r.recorder {
+        lines.push(format!(
+            "recorded by {how}: the processes it forks are not followed"
+        ));
+    }
     let mut kinds: Vec<String> = r
         .by_kind
         .iter()
@@ -476,6 +481,20 @@ mod tests {
             "==4242== fdguard: 26 of 32 fds open (81%) in pid 4242 (./server); \
              25 in 1 stack: sockets, 25 CLOSE_WAIT"
         );
+    }
+
+    #[test]
+    fn an_ebpf_recorder_is_named_with_what_it_does_not_follow() {
+        let mut r = sample();
+        assert!(!r.to_json().contains("recorder"), "no key for the others");
+        r.recorder = Some("ebpf".into());
+        let text = report(&r);
+        assert!(
+            text.contains("==4242== recorded by ebpf: the processes it forks are not followed"),
+            "{text}"
+        );
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back.recorder.as_deref(), Some("ebpf"));
     }
 
     #[test]

@@ -1,0 +1,72 @@
+//! What the tests of the Go leak program (`tests/go/leak_three_ways`) share: a loopback peer
+//! its connections stay open to, the fds it says it leaked, and whether a report names the
+//! function that made them.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use super::{Value, fd_row, functions, stack_by_id};
+
+/// A loopback listener whose first `count` connections are accepted and held until the test
+/// ends; with `http`, each gets one small HTTP response to the request it sends.
+pub fn holder(http: bool, count: usize) -> (String, Arc<Mutex<Vec<TcpStream>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { return };
+            if http {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n",
+                );
+            }
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    (addr, held)
+}
+
+/// The fds a program listed as `LEAK what FD` lines.
+pub fn listed(lines: &[String], what: &str) -> Vec<i64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("LEAK {what} ")))
+        .map(|fd| fd.parse().unwrap())
+        .collect()
+}
+
+/// `fds` are `count`, and at least 9 in 10 of them have a stack naming `function`.
+pub fn assert_named(r: &Value, what: &str, fds: &[i64], count: usize, function: &str) {
+    assert_eq!(fds.len(), count, "{what}: {fds:?} in {r}");
+    let named = fds
+        .iter()
+        .filter(|fd| {
+            let row = fd_row(r, **fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));
+            functions(&stack_by_id(r, &row["stack"]))
+                .iter()
+                .any(|f| f.starts_with(function))
+        })
+        .count();
+    assert!(
+        named * 10 >= fds.len() * 9,
+        "{named} of {} {what} name {function}: {r}",
+        fds.len()
+    );
+}
+
+/// The files and dialed sockets `lines` list (`count` each) are named after the Go program's
+/// `main.leakFiles` and `main.dialBackend` in report `r`.
+pub fn assert_files_and_dials_named(r: &Value, lines: &[String], count: usize) {
+    let files = listed(lines, "file");
+    assert_named(r, "files", &files, count, "main.leakFiles");
+    let dials = listed(lines, "dial");
+    assert_named(r, "dialed sockets", &dials, count, "main.dialBackend");
+}
