@@ -11,7 +11,7 @@ use fdguard_core::kind::FdKind;
 use fdguard_core::report::Limit;
 use serde::Serialize;
 
-use crate::hostproc::{Reading, mark_tracees, read_process};
+use crate::hostproc::{Reading, mark_recorded, read_process};
 use crate::tally::counts_fds;
 
 /// A process is near its limit from this share of it on.
@@ -25,6 +25,19 @@ pub enum Under {
     Library,
     /// An `fdguard run` traces it (a static or Go program).
     Tracer,
+    /// An `fdguard attach` records it through eBPF (a static or Go program).
+    Ebpf,
+}
+
+impl Under {
+    /// As the JSON spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Under::Library => "library",
+            Under::Tracer => "tracer",
+            Under::Ebpf => "ebpf",
+        }
+    }
 }
 
 /// How close a process is to its soft limit.
@@ -156,7 +169,7 @@ pub fn collect() -> Host {
             Err(false) => {}
         }
     }
-    mark_tracees(&mut processes, &fdguards);
+    mark_recorded(&mut processes, &fdguards);
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let allocated = read("/proc/net/sockstat")
         .as_deref()

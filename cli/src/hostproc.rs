@@ -38,7 +38,7 @@ pub struct Read {
 }
 
 /// One process; `Err(true)` if this user may not read its fds, `Err(false)` if it is gone (or
-/// has none: a kernel thread, a zombie). Whether a tracer runs it is left to `mark_tracees`.
+/// has none: a kernel thread, a zombie). Whether an fdguard records it from outside is left to `mark_recorded`.
 /// `buf` is room to read its files in.
 pub fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<Read, bool> {
     let dir = ProcDir::open(pid).map_err(|_| false)?;
@@ -108,10 +108,11 @@ pub fn read_process(pid: i32, how: &Reading, buf: &mut Vec<u8>) -> Result<Read, 
     })
 }
 
-/// Marks the processes an `fdguard` of `fdguards` traces (`TracerPid` of their status), of
-/// those without the library. Only another `fdguard` than this one can trace with fdguard:
-/// on a host with none, which is most, no status is read at all.
-pub fn mark_tracees(processes: &mut [Proc], fdguards: &HashSet<i32>) {
+/// Marks the processes an `fdguard` of `fdguards` records from outside, of those without the
+/// library: its tracer (`TracerPid` of their status) or the server of an eBPF attach (its run
+/// file). Only another `fdguard` than this one can: on a host with none, which is most, no
+/// status is read at all.
+pub fn mark_recorded(processes: &mut [Proc], fdguards: &HashSet<i32>) {
     if fdguards.is_empty() {
         return;
     }
@@ -123,6 +124,8 @@ pub fn mark_tracees(processes: &mut [Proc], fdguards: &HashSet<i32>) {
             .and_then(|_| tracer_pid(&buf));
         if tracer.is_some_and(|t| fdguards.contains(&t)) {
             p.under = Some(Under::Tracer);
+        } else if crate::ebpf::server_of(p.pid).is_some() {
+            p.under = Some(Under::Ebpf);
         }
     }
 }

@@ -141,11 +141,7 @@ fn row_line(r: &Row) -> String {
         Level::Near => "near",
         Level::Ok => "",
     };
-    let under = match r.under_fdguard {
-        Some(Under::Library) => "library",
-        Some(Under::Tracer) => "tracer",
-        None => "",
-    };
+    let under = r.under_fdguard.map_or("", Under::name);
     let command = if r.cmdline.is_empty() {
         format!("[{}]", r.comm)
     } else {

@@ -8,7 +8,9 @@
 //! These tests need a machine that loads eBPF programs (root, or CAP_BPF and CAP_PERFMON), and
 //! an fdguard built with clang (`scripts/test.sh` installs it): they fail saying which is
 //! missing.
-use crate::common::leaks::{assert_files_and_dials_named, holder, listed};
+use crate::common::leaks::{
+    assert_files_and_dials_named, assert_host_view_names_leaked_files, holder, listed,
+};
 use crate::common::server::proc_children;
 use crate::common::*;
 
@@ -98,6 +100,8 @@ fn go_program_attached_names_what_it_leaks_and_runs_on_after_detach() {
     let (_, after) = s.next_checkpoint().expect("the second round");
     let r = report(pid);
     assert_files_and_dials_named(&r, &after, LEAKS);
+    // The first round's files are before the attach: only the second's have a stack.
+    assert_host_view_names_leaked_files(pid, "ebpf", LEAKS);
     let earlier = listed(&before, "file");
     for fd in earlier.iter().chain(&listed(&before, "dial")) {
         let row = fd_row(&r, *fd).unwrap_or_else(|| panic!("fd {fd} not in {r}"));

@@ -4,8 +4,10 @@
 //! functions; `fdguard report PID --json` names the function that made each (for Go the
 //! sockets `http.Get` dialed from a goroutine net/http started too) and lists exactly the fds
 //! `/proc/PID/fd` lists; the exit report lists the leaks.
-use crate::common::leaks::{assert_files_and_dials_named, assert_named, holder, listed};
-use crate::common::server::{fd_soft_limit, proc_children, set_fd_limit};
+use crate::common::leaks::{
+    assert_files_and_dials_named, assert_host_view_names_leaked_files, assert_named, holder, listed,
+};
+use crate::common::server::proc_children;
 use crate::common::*;
 
 use std::path::Path;
@@ -87,25 +89,6 @@ fn static_c_streams_name_the_function_that_opened_them() {
     assert!(stepper.finish().status.success());
 }
 
-/// `fdguard metrics` of the traced program (its soft limit lowered under what it holds, so that
-/// it ranks first and only it is asked): its files' stack series is named by the program's
-/// function past Go's standard library, with the number of files it leaked.
-fn metrics_name_the_leaking_function(tracer: u32, files: usize) {
-    let pid = proc_children(tracer)[0];
-    let was = fd_soft_limit(pid);
-    set_fd_limit(pid, 10, None);
-    let text = succeeds(fdguard(&["metrics", "--top", "1"]));
-    set_fd_limit(pid, was, None);
-    let prefix = format!("fdguard_process_stack_open_fds{{pid=\"{pid}\",");
-    let named: usize = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter(|l| l.contains("stack=\"main.leakFiles < "))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
-        .sum();
-    assert_eq!(named, files, "{text}");
-}
-
 #[test]
 fn go_leaks_name_the_main_function_that_made_them() {
     let dir = scratch("trace-go-leaks");
@@ -137,7 +120,8 @@ fn go_leaks_name_the_main_function_that_made_them() {
         LEAKS,
         "main.fetchStatus",
     );
-    metrics_name_the_leaking_function(s.pid(), listed(&lines, "file").len());
+    let pid = proc_children(s.pid())[0];
+    assert_host_view_names_leaked_files(pid, "tracer", listed(&lines, "file").len());
 
     s.resume();
     let out = s.finish();

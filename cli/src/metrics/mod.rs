@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::fail::{Failure, Outcome};
-use crate::host::{self, Host, Level, Sort, Under};
+use crate::host::{self, Host, Level, Sort};
 use stacks::Stacks;
 
 /// What `fdguard metrics` was asked.
@@ -147,15 +147,9 @@ pub fn exposition(host: &Host, top: usize, held: &Stacks) -> String {
     family(
         &mut out,
         "fdguard_process_under_fdguard",
-        "1 for a process of the top N that runs under fdguard: with its library (how=\"library\") or its tracer (how=\"tracer\"); `fdguard report PID` names the code holding its fds.",
+        "1 for a process of the top N that runs under fdguard: with its library (how=\"library\"), its tracer (how=\"tracer\") or attached through eBPF (how=\"ebpf\"); `fdguard report PID` names the code holding its fds.",
         each().filter_map(|(p, mut l)| {
-            l.push((
-                "how",
-                match p.under? {
-                    Under::Library => "library",
-                    Under::Tracer => "tracer",
-                },
-            ));
+            l.push(("how", p.under?.name()));
             Some((l, 1.0))
         }),
     );
@@ -380,7 +374,7 @@ pub fn run(args: MetricsArgs) -> Outcome {
 mod tests {
     use super::*;
     use crate::host::tests::proc;
-    use crate::host::{FileHandles, Sockets};
+    use crate::host::{FileHandles, Sockets, Under};
     use fdguard_core::kind::FdKind;
 
     #[test]

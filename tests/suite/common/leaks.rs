@@ -6,7 +6,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use super::{Value, fd_row, functions, stack_by_id};
+use super::server::{fd_soft_limit, set_fd_limit};
+use super::{Value, fd_row, fdguard, functions, stack_by_id, succeeds};
 
 /// A loopback listener whose first `count` connections are accepted and held until the test
 /// ends; with `http`, each gets one small HTTP response to the request it sends.
@@ -69,4 +70,29 @@ pub fn assert_files_and_dials_named(r: &Value, lines: &[String], count: usize) {
     assert_named(r, "files", &files, count, "main.leakFiles");
     let dials = listed(lines, "dial");
     assert_named(r, "dialed sockets", &dials, count, "main.dialBackend");
+}
+
+/// The host view of a Go program under fdguard that leaked `files` files from `main.leakFiles`
+/// (its soft limit lowered under what it holds for the moment, so that it ranks first and only
+/// it is asked): `top` marks it as recorded `how`, and `metrics` gives its files' stack series,
+/// named past Go's standard library, with that many fds.
+pub fn assert_host_view_names_leaked_files(pid: u32, how: &str, files: usize) {
+    let was = fd_soft_limit(pid);
+    set_fd_limit(pid, 10, None);
+    let text = succeeds(fdguard(&["metrics", "--top", "1"]));
+    set_fd_limit(pid, was, None);
+    let id = format!("pid=\"{pid}\",");
+    let under = format!("fdguard_process_under_fdguard{{{id}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&under) && l.ends_with(&format!(",how=\"{how}\"}} 1"))),
+        "{under}... how={how} not in {text}"
+    );
+    let named: usize = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("fdguard_process_stack_open_fds{{{id}")))
+        .filter(|l| l.contains("stack=\"main.leakFiles < "))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(named, files, "{text}");
 }
