@@ -131,6 +131,11 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
     if let Some(godebug) = go_debug(go, config.go_ancestors, std::env::var("GODEBUG").ok()) {
         sys::set_env("GODEBUG", &godebug);
     }
+    // Report requests are taken before the program exists: `fdguard report` finds this
+    // process as the program's tracer as soon as it runs, and the request signal's default
+    // action would end fdguard, and the program with it (PTRACE_O_EXITKILL).
+    sys::take_requests_on(fdguard_core::request::tracer_signal());
+    sys::ignore_sigpipe();
     let spawned = sys::spawn(&c_path, &argv, &seccomp::filter()).map_err(|e| {
         Failure::failed(format!(
             "cannot trace {}: {e} (ptrace may be forbidden here: \
@@ -139,8 +144,6 @@ pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<
         ))
     })?;
     sys::forward(FORWARDED, spawned.pid);
-    sys::take_requests_on(fdguard_core::request::tracer_signal());
-    sys::ignore_sigpipe();
     let mut triggers = triggers::Triggers::new(&config, &stamp);
     let (tracer, end) = Tracer::new(spawned.pid, started, config.depth).run(&mut triggers);
     let leaked = triggers.leaked;
