@@ -12,6 +12,11 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out.join("fdtrack.bpf.o");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
+    // Built again once clang is installed or upgraded: a path that does not exist makes cargo
+    // run this script at every build, until it does.
+    if !clang.contains('/') {
+        println!("cargo:rerun-if-changed=/usr/bin/{clang}");
+    }
     // The x86-64 multiarch directory holds <asm/unistd.h>, which <linux/bpf.h> needs; the
     // BPF target has no directory of its own.
     let compiled = Command::new(&clang)
