@@ -147,9 +147,48 @@ enum Command {
     },
 }
 
+/// Ends on arguments clap refused: in one line, as every other refusal (clap's own message
+/// adds the usage and a hint over several), exit status 2. Help and version asked for, and
+/// help shown for a missing subcommand, are clap's as they are.
+fn refuse_arguments(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    // The message is its first paragraph (a missing argument's name is on a line of its
+    // own); the usage line names the subcommand whose --help tells more.
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let command = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|usage| {
+            let words: Vec<&str> = usage.split_whitespace().take(2).collect();
+            match words[..] {
+                [name, sub] if !sub.starts_with(['[', '<', '-']) => format!("{name} {sub}"),
+                _ => "fdguard".to_string(),
+            }
+        })
+        .unwrap_or_else(|| "fdguard".to_string());
+    eprintln!(
+        "fdguard: {} ({command} --help)",
+        fdguard_core::escape::escaped(message)
+    );
+    std::process::exit(fail::BAD_INPUT);
+}
+
 fn main() {
     os::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => refuse_arguments(e),
+    };
     let outcome = match cli.command {
         Command::Inspect { pid, json, all } => inspect::run(pid, json, all),
         Command::Limits { pid, json } => limits::run(pid, json),

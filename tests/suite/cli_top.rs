@@ -120,6 +120,10 @@ fn top_and_metrics_refuse_bad_input_in_one_line() {
         &["metrics", "--top", "0"],
         &["metrics", "--listen", "not an address"],
         &["metrics", "--stacks-every=-1"],
+        // Refused by the argument parser itself: one line too.
+        &["metrics", "--stacks-every", "-1"],
+        &["top", "--bogus"],
+        &["top", "--top"],
         &["metrics", "--stacks-every", "NaN"],
         &[
             "metrics",
