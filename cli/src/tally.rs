@@ -199,12 +199,18 @@ mod tests {
         let pid = child.id() as i32;
         let dir = ProcDir::open(pid).expect("own child");
         let links = dir.fd_links().expect("own child");
-        // Its table is still once bash has become sleep (bounded: 5 s at most). Other tests'
-        // fds it inherited may be there too: whatever the table is, both ways read it.
-        let mut comm = Vec::new();
+        // Its table is still once bash has become sleep and sleep waits in its system call
+        // (bounded: 5 s at most): the name changes before the exec closes the close-on-exec
+        // fds (std's exec-error pipe among them). Other tests' fds it inherited may be there
+        // too: whatever the table is, both ways read it.
+        let (mut comm, mut syscall) = (Vec::new(), Vec::new());
         for _ in 0..500 {
             dir.read(c"comm", &mut comm).unwrap();
-            if comm == b"sleep\n" {
+            dir.read(c"syscall", &mut syscall).unwrap();
+            let waiting = [&b"35 "[..], b"230 "]
+                .iter()
+                .any(|nr| syscall.starts_with(nr));
+            if comm == b"sleep\n" && waiting {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
