@@ -106,17 +106,7 @@ pub fn attach(target: &Target, options: &GuardOptions, what: &str) -> Outcome {
 
 /// The options' warnings, and those an eBPF recorder does not honour, on stderr.
 fn say_not_applied(options: &GuardOptions) {
-    let (_, warnings) = options.config();
-    for w in warnings {
-        eprintln!("{w}");
-    }
-    let ignored = not_applied(options);
-    if !ignored.is_empty() {
-        eprintln!(
-            "fdguard: not for an eBPF recorder, ignored: {}",
-            ignored.join(", ")
-        );
-    }
+    crate::trace::say_options(options, &not_applied(options), "an eBPF recorder");
 }
 
 /// Starts `fdguard ebpf-serve PID` with `options` and waits until it recorded the fds open

@@ -33,6 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::fail::Failure;
 use crate::run::GuardOptions;
+use fdguard_core::config::Config;
 use fdguard_core::report::compact_utc;
 pub use tracer::End;
 use tracer::Tracer;
@@ -95,20 +96,23 @@ fn go_debug(go: bool, ancestors: u8, user: Option<String>) -> Option<String> {
     Some(user.map_or(ours.clone(), |u| format!("{u},{ours}")))
 }
 
-/// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
-/// and every process it started are gone; the exit report as `options` say.
-pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<End, Failure> {
+/// The configuration `options` give, after saying on stderr their warnings and those of them
+/// that `ignored` names (what a recorder from outside, `who`, does not honour).
+pub fn say_options(options: &GuardOptions, ignored: &[&str], who: &str) -> Config {
     let (config, warnings) = options.config();
     for w in warnings {
         eprintln!("{w}");
     }
-    let ignored = not_applied(options);
     if !ignored.is_empty() {
-        eprintln!(
-            "fdguard: not for a traced program, ignored: {}",
-            ignored.join(", ")
-        );
+        eprintln!("fdguard: not for {who}, ignored: {}", ignored.join(", "));
     }
+    config
+}
+
+/// Runs `path` (`command` is its argv, the first word as the user gave it) traced, until it
+/// and every process it started are gone; the exit report as `options` say.
+pub fn run(path: &Path, command: &[OsString], options: &GuardOptions) -> Result<End, Failure> {
+    let config = say_options(options, &not_applied(options), "a traced program");
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Failure::bad_input(format!("{} has a NUL byte", path.display())))?;
     let argv = command
